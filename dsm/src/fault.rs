@@ -1,0 +1,326 @@
+//! The SIGSEGV handler: traps on the shared space and hands them to the node's service thread.
+//!
+//! EVERYTHING REACHABLE FROM [`on_segv`] MUST BE ASYNC-SIGNAL-SAFE: no allocation, no locks, no
+//! formatting, no `std::io`. It reads a few atomics, claims a preallocated slot with a
+//! compare-and-swap, writes four bytes to a pipe (`write(2)` is async-signal-safe), and waits on
+//! a futex until the service thread has made the page accessible. Faults outside the shared space
+//! go to whatever handler was installed before ours (std's prints "stack overflow" for guard pages).
+//!
+//! The service thread reads slot numbers from the pipe ([`FaultReceiver::drain`]), runs the
+//! protocol, and finally calls [`complete`] for the slot, which wakes the thread; it then returns
+//! from the handler and the faulting instruction runs again. If the access is still not allowed
+//! (say it needed write access and got a read copy), it traps again and asks again.
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::space::SpaceLayout;
+use crate::sys::{self, PAGE_SIZE};
+use crate::{FaultKind, PageId};
+
+/// How many threads of one node can be inside a fault at once.
+pub const SLOTS: usize = 1024;
+/// The pipe word the service thread reads for a wake-up that is not a fault.
+const NOTIFY: u32 = u32::MAX;
+
+const FREE: u32 = 0;
+const CLAIMED: u32 = 1;
+const PENDING: u32 = 2;
+const DONE: u32 = 3;
+
+struct Slot {
+    state: AtomicU32,
+    page: AtomicU64,
+    write: AtomicBool,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY_SLOT: Slot = Slot {
+    state: AtomicU32::new(FREE),
+    page: AtomicU64::new(0),
+    write: AtomicBool::new(false),
+};
+static TABLE: [Slot; SLOTS] = [EMPTY_SLOT; SLOTS];
+
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static SIZE: AtomicUsize = AtomicUsize::new(0);
+static PIPE_WR: AtomicI32 = AtomicI32::new(-1);
+/// Thread id of the service thread: a trap there would wait for itself, so it is reported instead.
+static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
+/// How many polls of its slot a faulting thread makes before sleeping on the futex.
+static SPIN: AtomicU32 = AtomicU32::new(2000);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The action that was installed before ours; written once, before our handler is installed.
+struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
+// SAFETY: written exactly once by `install` before the handler can run, only read afterwards.
+unsafe impl Sync for OldAction {}
+static OLD: OldAction = OldAction(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// A claimed fault slot, as seen by the service thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotId(u32);
+
+/// What woke the service thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// An application thread trapped and waits in `slot`.
+    Fault {
+        /// Whom to [`complete`].
+        slot: SlotId,
+        /// The page it touched.
+        page: PageId,
+        /// Load or store.
+        kind: FaultKind,
+    },
+    /// Somebody called [`notify`]: look at the runtime's command queue.
+    Notify,
+}
+
+/// The service thread's end of the hand-off.
+#[derive(Debug)]
+pub struct FaultReceiver {
+    read: OwnedFd,
+    _write: OwnedFd,
+}
+
+impl FaultReceiver {
+    /// The descriptor to poll for readability.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Reads every pending wake-up without blocking and passes each to `f`.
+    pub fn drain(&self, mut f: impl FnMut(Wakeup)) {
+        let mut buf = [0u32; 256];
+        loop {
+            // SAFETY: reading into a local buffer of the stated size.
+            let n = unsafe {
+                libc::read(
+                    self.fd(),
+                    buf.as_mut_ptr().cast(),
+                    std::mem::size_of_val(&buf),
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+            for &word in &buf[..n as usize / 4] {
+                if word == NOTIFY {
+                    f(Wakeup::Notify);
+                } else if let Some(slot) = TABLE.get(word as usize) {
+                    let page = PageId(slot.page.load(Ordering::Relaxed));
+                    let kind = if slot.write.load(Ordering::Relaxed) {
+                        FaultKind::Write
+                    } else {
+                        FaultKind::Read
+                    };
+                    // Acquire pairs with the handler's Release store of PENDING.
+                    if slot.state.load(Ordering::Acquire) == PENDING {
+                        f(Wakeup::Fault {
+                            slot: SlotId(word),
+                            page,
+                            kind,
+                        });
+                    }
+                }
+            }
+            if (n as usize) < std::mem::size_of_val(&buf) {
+                return;
+            }
+        }
+    }
+}
+
+/// Lets the thread waiting in `slot` retry its access. Called by the service thread only.
+pub fn complete(slot: SlotId) {
+    let s = &TABLE[slot.0 as usize];
+    s.state.store(DONE, Ordering::Release);
+    sys::futex_wake_all(&s.state);
+}
+
+/// Wakes the service thread with [`Wakeup::Notify`]. Async-signal-safe; callable from any thread.
+pub fn notify() {
+    write_word(NOTIFY);
+}
+
+/// Sets how many times a faulting thread polls for its page before it sleeps. Spinning pays off
+/// when a core is free; on an oversubscribed machine it steals time from the service threads.
+pub fn set_spin(polls: u32) {
+    SPIN.store(polls, Ordering::Relaxed);
+}
+
+/// Records the calling thread as the service thread (a trap there is a bug, reported loudly).
+pub fn register_service_thread() {
+    SERVICE_TID.store(gettid(), Ordering::Relaxed);
+}
+
+/// Installs the handler for the space described by `layout`. Call once per process.
+///
+/// # Errors
+/// Fails if called twice or if the kernel refuses the pipe or the signal action.
+pub fn install(layout: SpaceLayout) -> io::Result<FaultReceiver> {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other("the fault handler is already installed"));
+    }
+    let (read, write) = sys::pipe()?;
+    // Enough room that a writer never blocks: every slot's word fits many times over.
+    // SAFETY: fcntl on a pipe we own; failure only leaves the default size, which also suffices.
+    unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 16) };
+    PIPE_WR.store(write.as_raw_fd(), Ordering::SeqCst);
+    BASE.store(layout.base, Ordering::SeqCst);
+    SIZE.store(layout.size, Ordering::SeqCst);
+    // SAFETY: a zeroed sigaction is a valid value; every field we rely on is set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = on_segv;
+    action.sa_sigaction = handler as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // SAFETY: sa_mask is a valid sigset to initialise.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: OLD is written here, once, before our handler is live; the kernel fills it in.
+    let rc = unsafe { libc::sigaction(libc::SIGSEGV, &action, (*OLD.0.get()).as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(FaultReceiver {
+        read,
+        _write: write,
+    })
+}
+
+fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions and is async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+fn write_word(word: u32) {
+    let fd = PIPE_WR.load(Ordering::Relaxed);
+    let bytes = word.to_ne_bytes();
+    loop {
+        // SAFETY: write(2) of a 4-byte local buffer; writes under PIPE_BUF are atomic.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), 4) };
+        if n == 4 || fd < 0 {
+            return;
+        }
+        let err = errno();
+        if err != libc::EINTR && err != libc::EAGAIN {
+            return;
+        }
+    }
+}
+
+fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
+}
+
+fn write_stderr(msg: &[u8]) {
+    // SAFETY: write(2) of a static buffer.
+    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn is_write(ctx: *mut libc::c_void) -> bool {
+    // SAFETY: for SA_SIGINFO handlers the third argument points at the interrupted ucontext.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    // Bit 1 of the page-fault error code is set for writes (also for read-modify-write).
+    uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_write(_ctx: *mut libc::c_void) -> bool {
+    // Without a decoder for this architecture every trap asks for write access: correct, slower.
+    true
+}
+
+/// The SIGSEGV handler. See the module documentation: async-signal-safe code only.
+extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let base = BASE.load(Ordering::Relaxed);
+    let size = SIZE.load(Ordering::Relaxed);
+    if addr.wrapping_sub(base) >= size {
+        // SAFETY: we forward the kernel's own arguments to the previous handler.
+        unsafe { chain(sig, info, ctx) };
+        return;
+    }
+    if gettid() == SERVICE_TID.load(Ordering::Relaxed) {
+        write_stderr(
+            b"rthreads: BUG: the DSM service thread touched a protected page of the shared space\n",
+        );
+        // SAFETY: abort is async-signal-safe.
+        unsafe { libc::abort() };
+    }
+    let saved_errno = errno();
+    let page = ((addr - base) / PAGE_SIZE) as u64;
+    let write = is_write(ctx);
+    // Claim a free slot, starting from a spot derived from the thread id to spread threads out.
+    let mut i = (gettid() as usize).wrapping_mul(2654435761) % SLOTS;
+    let slot = loop {
+        let s = &TABLE[i];
+        if s.state
+            .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            break s;
+        }
+        i = (i + 1) % SLOTS;
+    };
+    slot.page.store(page, Ordering::Relaxed);
+    slot.write.store(write, Ordering::Relaxed);
+    slot.state.store(PENDING, Ordering::Release);
+    write_word(i as u32);
+    let spin = SPIN.load(Ordering::Relaxed);
+    let mut polls = 0u32;
+    while slot.state.load(Ordering::Acquire) != DONE {
+        if polls < spin {
+            polls += 1;
+            std::hint::spin_loop();
+        } else {
+            sys::futex_wait(&slot.state, PENDING);
+        }
+    }
+    slot.state.store(FREE, Ordering::Release);
+    set_errno(saved_errno);
+}
+
+/// Passes a fault we do not own to the handler that was there before ours.
+///
+/// # Safety
+/// Must be called from within a SIGSEGV handler with the kernel's arguments.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: OLD was filled in by `install` before our handler was installed.
+    let old = unsafe { (*OLD.0.get()).assume_init_ref() };
+    let handler = old.sa_sigaction;
+    if handler == libc::SIG_DFL || handler == libc::SIG_IGN {
+        // Restore the default action and return: the instruction traps again and the process
+        // dies of SIGSEGV as it would have without us.
+        // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask.
+        let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        dfl.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: sigaction is async-signal-safe.
+        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+    } else if old.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: the previous handler was registered as a three-argument SA_SIGINFO handler.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(handler) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: the previous handler was registered as a one-argument handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+        f(sig);
+    }
+}
+
+/// The shared space as the handler knows it: `(base, size)`, `(0, 0)` before [`install`].
+pub fn space_bounds() -> (usize, usize) {
+    (BASE.load(Ordering::Relaxed), SIZE.load(Ordering::Relaxed))
+}

@@ -1,0 +1,271 @@
+//! Lets system calls read and write shared memory on every node.
+//!
+//! The kernel does not trap when a system call touches a page the process has protected: it fails
+//! the call with `EFAULT`. User code hands shared memory to the kernel all the time (`read` into a
+//! `Vec` allocated on another node, `write` of a `String`), so the common I/O entry points of the C
+//! library are defined here, in the executable, where they take precedence over the C library's own
+//! definitions for the whole program (std calls them too). Each wrapper first touches every shared
+//! page of its buffers from user space (a load for data the kernel will read, an atomic
+//! compare-and-swap that rewrites a byte with itself for data the kernel will write), which runs
+//! the ordinary fault path, and then makes the system call directly. Another node may take a page
+//! back between the touch and the call; the call then fails with `EFAULT` having transferred
+//! nothing, and the wrapper touches and retries. Buffers outside the shared space cost two
+//! comparisons.
+//!
+//! These wrappers are async-signal-safe (the fault handler itself uses `write`).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use libc::{c_int, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::sys::PAGE_SIZE;
+
+/// How often a call is retried after `EFAULT` on a shared buffer before the error is returned.
+const RETRIES: u32 = 1000;
+
+fn space() -> (usize, usize) {
+    crate::fault::space_bounds()
+}
+
+fn overlaps(ptr: *const c_void, len: usize) -> bool {
+    let (base, size) = space();
+    let start = ptr as usize;
+    len != 0 && size != 0 && start < base + size && start.saturating_add(len) > base
+}
+
+/// Touches every page of `[ptr, ptr+len)` that lies in the shared space, for reading or for
+/// writing, so that the node holds the access the kernel will need.
+fn touch(ptr: *const c_void, len: usize, kernel_writes: bool) {
+    if !overlaps(ptr, len) {
+        return;
+    }
+    let (base, size) = space();
+    let start = (ptr as usize).max(base);
+    let end = (ptr as usize).saturating_add(len).min(base + size);
+    let mut addr = start;
+    while addr < end {
+        let byte = addr as *const AtomicU8;
+        // SAFETY: `addr` lies inside the shared space, which is mapped for the life of the process;
+        // an access the node lacks traps and is served by the fault handler.
+        let cell = unsafe { &*byte };
+        if kernel_writes {
+            // A compare-and-swap of a byte with itself needs write access and changes nothing.
+            let v = cell.load(Ordering::Relaxed);
+            let _ = cell.compare_exchange(v, v, Ordering::Relaxed, Ordering::Relaxed);
+        } else {
+            cell.load(Ordering::Relaxed);
+        }
+        addr = (addr & !(PAGE_SIZE - 1)) + PAGE_SIZE;
+    }
+}
+
+fn efault() -> bool {
+    // SAFETY: errno of the calling thread.
+    unsafe { *libc::__errno_location() == libc::EFAULT }
+}
+
+/// Runs `call` after touching `bufs`, retrying while it fails with `EFAULT` on shared memory.
+fn guarded(bufs: &[(*const c_void, usize, bool)], mut call: impl FnMut() -> ssize_t) -> ssize_t {
+    let mut tries = 0;
+    loop {
+        for &(p, n, w) in bufs {
+            touch(p, n, w);
+        }
+        let r = call();
+        if r >= 0 || !efault() || tries >= RETRIES || !bufs.iter().any(|&(p, n, _)| overlaps(p, n))
+        {
+            return r;
+        }
+        tries += 1;
+    }
+}
+
+/// Touches the buffers of an iovec array (the array itself is read by the kernel too).
+fn touch_iov(iov: *const iovec, cnt: c_int, kernel_writes: bool) {
+    if iov.is_null() || cnt <= 0 {
+        return;
+    }
+    touch(
+        iov.cast(),
+        cnt as usize * std::mem::size_of::<iovec>(),
+        false,
+    );
+    for i in 0..cnt as usize {
+        // SAFETY: the caller passed `cnt` valid iovecs (the C contract of readv/writev).
+        let v = unsafe { *iov.add(i) };
+        touch(v.iov_base, v.iov_len, kernel_writes);
+    }
+}
+
+fn iov_overlaps(iov: *const iovec, cnt: c_int) -> bool {
+    (0..cnt.max(0) as usize).any(|i| {
+        // SAFETY: as in touch_iov.
+        let v = unsafe { *iov.add(i) };
+        overlaps(v.iov_base, v.iov_len)
+    })
+}
+
+fn sys(ret: libc::c_long) -> ssize_t {
+    ret as ssize_t
+}
+
+/// `read(2)` that works on shared memory. See the module docs.
+///
+/// # Safety
+/// The C contract of `read`: `buf` is valid for `n` bytes of writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
+    // SAFETY: forwarded to the kernel under the caller's contract.
+    guarded(&[(buf, n, true)], || {
+        sys(unsafe { libc::syscall(libc::SYS_read, fd, buf, n) })
+    })
+}
+
+/// `write(2)` that works on shared memory. See the module docs.
+///
+/// # Safety
+/// The C contract of `write`: `buf` is valid for `n` bytes of reads.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    // SAFETY: forwarded to the kernel under the caller's contract.
+    guarded(&[(buf, n, false)], || {
+        sys(unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
+    })
+}
+
+/// `pread64(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `pread64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pread64(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    off: libc::off64_t,
+) -> ssize_t {
+    // SAFETY: forwarded to the kernel under the caller's contract.
+    guarded(&[(buf, n, true)], || {
+        sys(unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
+    })
+}
+
+/// `pwrite64(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `pwrite64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pwrite64(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    off: libc::off64_t,
+) -> ssize_t {
+    // SAFETY: forwarded to the kernel under the caller's contract.
+    guarded(&[(buf, n, false)], || {
+        sys(unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
+    })
+}
+
+/// `readv(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `readv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let mut tries = 0;
+    loop {
+        touch_iov(iov, cnt, true);
+        // SAFETY: forwarded to the kernel under the caller's contract.
+        let r = sys(unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) });
+        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
+            return r;
+        }
+        tries += 1;
+    }
+}
+
+/// `writev(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `writev`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    let mut tries = 0;
+    loop {
+        touch_iov(iov, cnt, false);
+        // SAFETY: forwarded to the kernel under the caller's contract.
+        let r = sys(unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) });
+        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
+            return r;
+        }
+        tries += 1;
+    }
+}
+
+/// `recv(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the C contract of recvfrom with null address arguments.
+    unsafe {
+        recvfrom(
+            fd,
+            buf,
+            n,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// `send(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `send`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t {
+    // SAFETY: the C contract of sendto with a null address.
+    unsafe { sendto(fd, buf, n, flags, std::ptr::null(), 0) }
+}
+
+/// `recvfrom(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `recvfrom`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    alen: *mut socklen_t,
+) -> ssize_t {
+    guarded(&[(buf, n, true)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
+        sys(unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, n, flags, addr, alen) })
+    })
+}
+
+/// `sendto(2)` that works on shared memory.
+///
+/// # Safety
+/// The C contract of `sendto`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    guarded(&[(buf, n, false)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
+        sys(unsafe { libc::syscall(libc::SYS_sendto, fd, buf, n, flags, addr, alen) })
+    })
+}

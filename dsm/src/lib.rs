@@ -1,0 +1,20 @@
+//! Distributed shared memory for rthreads: one address range at the same virtual address on every
+//! node, kept coherent page by page.
+//!
+//! - [`space`] maps the range twice (an application view whose protections follow the protocol and
+//!   an always-accessible runtime view) over one memory file.
+//! - [`fault`] is the SIGSEGV handler: it hands traps on the range to the node's service thread.
+//! - [`protocol`] holds the coherence protocols as pure state machines
+//!   (`state + message -> new state + actions`), free of sockets and `mprotect`.
+//! - [`iofix`] lets system calls read and write shared pages.
+//! - [`sys`] wraps the system calls all of this needs.
+
+pub mod fault;
+pub mod ids;
+pub mod iofix;
+pub mod protocol;
+pub mod space;
+pub mod sys;
+
+pub use ids::{Access, FaultKind, NodeId, PageId};
+pub use space::{Space, SpaceLayout};

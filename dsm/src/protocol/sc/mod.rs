@@ -1,0 +1,859 @@
+//! Sequentially consistent coherence: a home-based, single-writer / multiple-reader,
+//! write-invalidate protocol in the style of Ivy.
+//!
+//! [`ScNode`] is the protocol state of one node, written as a pure state machine: it never touches
+//! memory protection, sockets or page bytes. The runtime feeds it local faults ([`ScNode::fault`])
+//! and messages from peers ([`ScNode::handle`]) and carries out the [`Action`]s it returns, in order.
+//!
+//! Every page has a fixed *home* node. The home keeps a directory entry for the page (one exclusive
+//! owner, or a set of readers), serialises all requests for the page (one transaction at a time,
+//! later requests wait in a FIFO queue) and revokes copies before it grants a conflicting access.
+//! See `README.md` next to this file for a walkthrough.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+
+use crate::{Access, FaultKind, NodeId, PageId};
+
+#[cfg(test)]
+mod tests;
+
+/// Messages between nodes.
+///
+/// Page bytes are never inside a message value: a message that carries a page says so through
+/// [`Msg::carries_data`], and the runtime sends and receives the page's bytes next to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// Requester to home: the requester wants a read copy.
+    ReadReq {
+        /// The page asked for.
+        page: PageId,
+    },
+    /// Requester to home: the requester wants the only writable copy.
+    WriteReq {
+        /// The page asked for.
+        page: PageId,
+    },
+    /// Home to requester: access granted.
+    Grant {
+        /// The page granted.
+        page: PageId,
+        /// The access granted (`Read` or `Write`).
+        access: Access,
+        /// Whether the page's bytes travel with the grant. False only when the requester already
+        /// holds an up-to-date read copy and is upgrading it to write access.
+        data: bool,
+    },
+    /// Home to reader: drop your read copy and acknowledge with [`Msg::InvAck`].
+    Invalidate {
+        /// The page to drop.
+        page: PageId,
+    },
+    /// Reader to home: the read copy is gone.
+    InvAck {
+        /// The page dropped.
+        page: PageId,
+    },
+    /// Home to exclusive owner: hand the page back with [`Msg::RecallAck`].
+    Recall {
+        /// The page recalled.
+        page: PageId,
+        /// Keep a read-only copy (the home is serving a reader) instead of dropping the page.
+        keep_read: bool,
+    },
+    /// Owner to home: the page's current bytes travel with this message.
+    RecallAck {
+        /// The page handed back.
+        page: PageId,
+    },
+}
+
+impl Msg {
+    /// The page this message is about.
+    pub fn page(&self) -> PageId {
+        match *self {
+            Msg::ReadReq { page }
+            | Msg::WriteReq { page }
+            | Msg::Grant { page, .. }
+            | Msg::Invalidate { page }
+            | Msg::InvAck { page }
+            | Msg::Recall { page, .. }
+            | Msg::RecallAck { page } => page,
+        }
+    }
+
+    /// Whether the page's bytes travel with this message (`Grant { data: true, .. }` and
+    /// `RecallAck`).
+    pub fn carries_data(&self) -> bool {
+        matches!(self, Msg::Grant { data: true, .. } | Msg::RecallAck { .. })
+    }
+}
+
+/// What the runtime must do; the actions of one call are executed strictly in the order returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `msg` to `to`. If `msg.carries_data()`, the runtime reads the page's bytes from this
+    /// node's memory at the moment it executes this action (so an earlier `Protect` that revoked
+    /// write access guarantees that no local write is lost) and sends them along.
+    Send {
+        /// The destination node (never this node).
+        to: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Copy the page bytes that came with the message being handled into this node's memory.
+    /// Only emitted while handling a message whose `carries_data()` is true, and always before
+    /// the `Protect` that opens access to the page.
+    Install {
+        /// The page to fill.
+        page: PageId,
+    },
+    /// Set what local application threads may do with the page.
+    Protect {
+        /// The page.
+        page: PageId,
+        /// The new access.
+        access: Access,
+    },
+    /// Local threads blocked in a fault on this page may retry now.
+    Wake {
+        /// The page.
+        page: PageId,
+    },
+}
+
+/// The home's record of which nodes hold a copy of a page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Directory {
+    /// One node holds the only copy, writable.
+    Exclusive(NodeId),
+    /// These nodes hold read-only copies. The home is always among them: it keeps the current
+    /// bytes whenever nobody may write.
+    Shared(BTreeSet<NodeId>),
+}
+
+impl Directory {
+    /// The access this entry gives `node`.
+    pub fn access_of(&self, node: NodeId) -> Access {
+        match self {
+            Directory::Exclusive(owner) if *owner == node => Access::Write,
+            Directory::Exclusive(_) => Access::None,
+            Directory::Shared(readers) if readers.contains(&node) => Access::Read,
+            Directory::Shared(_) => Access::None,
+        }
+    }
+}
+
+/// A message that cannot arrive in the current state: the sender is broken (or not a peer).
+///
+/// [`ScNode::handle`] returns it without changing any state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    reason: String,
+}
+
+impl ProtocolError {
+    fn new(reason: String) -> Self {
+        ProtocolError { reason }
+    }
+
+    /// A human-readable description of what was wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol error: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A request waiting at (or being served by) a page's home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Request {
+    from: NodeId,
+    kind: FaultKind,
+}
+
+/// What an unfinished home transaction still waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Wait {
+    /// The `RecallAck` of this (former) exclusive owner.
+    Recall(NodeId),
+    /// The `InvAck`s of these readers (never empty while stored).
+    Acks(BTreeSet<NodeId>),
+}
+
+/// The transaction a home is running for one page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Txn {
+    req: Request,
+    wait: Wait,
+    /// Whether the final grant carries the page's bytes.
+    data: bool,
+}
+
+/// Home-side state of a page with a transaction in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Busy {
+    active: Txn,
+    /// Requests that arrived while `active` runs, in arrival order.
+    queue: VecDeque<Request>,
+}
+
+/// The protocol state of one node.
+///
+/// All per-page state lives in hash maps in which a missing entry means the initial state (the
+/// page is held exclusively by its home), so untouched pages cost nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScNode {
+    me: NodeId,
+    nodes: u16,
+    pages_per_node: u64,
+    /// This node's access, only where it differs from the initial one (`Write` at the home,
+    /// `None` elsewhere).
+    access: HashMap<PageId, Access>,
+    /// Requests this node has sent (or, as home, queued locally) and not yet seen granted.
+    pending: HashMap<PageId, FaultKind>,
+    /// Directory entries of pages homed here, only where they differ from `Exclusive(me)`.
+    dir: HashMap<PageId, Directory>,
+    /// Pages homed here with a transaction in progress.
+    busy: HashMap<PageId, Busy>,
+}
+
+impl ScNode {
+    /// The protocol state of node `me` in a cluster of `nodes` nodes, where node `i` is the home of
+    /// pages `i * pages_per_node .. (i + 1) * pages_per_node`.
+    ///
+    /// # Panics
+    ///
+    /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
+    pub fn new(me: NodeId, nodes: u16, pages_per_node: u64) -> Self {
+        assert!(nodes > 0, "a cluster has at least one node");
+        assert!(
+            pages_per_node > 0,
+            "every node is home of at least one page"
+        );
+        assert!(me.0 < nodes, "{me} is outside a cluster of {nodes} nodes");
+        ScNode {
+            me,
+            nodes,
+            pages_per_node,
+            access: HashMap::new(),
+            pending: HashMap::new(),
+            dir: HashMap::new(),
+            busy: HashMap::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The number of nodes in the cluster.
+    pub fn nodes(&self) -> u16 {
+        self.nodes
+    }
+
+    /// The number of pages homed at each node.
+    pub fn pages_per_node(&self) -> u64 {
+        self.pages_per_node
+    }
+
+    /// The home of `page`: `page / pages_per_node`, capped at the last node.
+    pub fn home_of(&self, page: PageId) -> NodeId {
+        let last = self.nodes.saturating_sub(1);
+        let slice = page.0 / self.pages_per_node;
+        NodeId(u16::try_from(slice).map_or(last, |s| s.min(last)))
+    }
+
+    /// The number of pages in the space (`nodes * pages_per_node`); pages at or above it are out
+    /// of range.
+    pub fn page_count(&self) -> u64 {
+        u64::from(self.nodes).saturating_mul(self.pages_per_node)
+    }
+
+    /// This node's current access to `page`: what its memory protection must be.
+    /// `Access::None` for an out-of-range page.
+    pub fn access(&self, page: PageId) -> Access {
+        if !self.in_range(page) {
+            return Access::None;
+        }
+        self.access
+            .get(&page)
+            .copied()
+            .unwrap_or_else(|| self.initial_access(page))
+    }
+
+    /// The request this node has outstanding for `page`, if any.
+    pub fn outstanding(&self, page: PageId) -> Option<FaultKind> {
+        self.pending.get(&page).copied()
+    }
+
+    /// The directory entry of `page` if this node is its home (`None` otherwise, or out of range).
+    ///
+    /// While a transaction runs, the entry still describes the state before it: copies being
+    /// revoked are still listed and the requester is not yet.
+    pub fn directory(&self, page: PageId) -> Option<Directory> {
+        if !self.in_range(page) || !self.is_home(page) {
+            return None;
+        }
+        Some(self.dir_entry(page))
+    }
+
+    /// Whether this node, as home of `page`, is in the middle of a transaction for it.
+    pub fn in_transaction(&self, page: PageId) -> bool {
+        self.busy.contains_key(&page)
+    }
+
+    /// How many requests for `page` wait at this node (as home) behind the running transaction.
+    pub fn queued(&self, page: PageId) -> usize {
+        self.busy.get(&page).map_or(0, |b| b.queue.len())
+    }
+
+    /// True when no transaction is in progress here and no request from this node is outstanding.
+    pub fn is_quiescent(&self) -> bool {
+        self.pending.is_empty() && self.busy.is_empty()
+    }
+
+    /// A local application thread trapped on `page` wanting `kind` access. Appends actions to `out`.
+    ///
+    /// * If the current access already satisfies `kind` (the page was granted meanwhile), only
+    ///   `Wake { page }` is emitted.
+    /// * If this node already has a request for the page outstanding, nothing is emitted: the
+    ///   thread waits for the `Wake` that follows that grant and then retries (faulting again if
+    ///   the grant was `Read` and it needs `Write`).
+    /// * Otherwise a `ReadReq`/`WriteReq` goes to the home; on the home itself the request enters
+    ///   the page's queue directly and may be served within this call.
+    ///
+    /// A fault on an out-of-range page is ignored (nothing is emitted); the runtime never maps
+    /// such pages.
+    pub fn fault(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
+        if !self.in_range(page) {
+            return;
+        }
+        if self.access(page) >= kind.needed() {
+            out.push(Action::Wake { page });
+            return;
+        }
+        if self.pending.contains_key(&page) {
+            return;
+        }
+        self.pending.insert(page, kind);
+        let home = self.home_of(page);
+        if home == self.me {
+            let req = Request {
+                from: self.me,
+                kind,
+            };
+            self.submit(page, req, out);
+        } else {
+            let msg = match kind {
+                FaultKind::Read => Msg::ReadReq { page },
+                FaultKind::Write => Msg::WriteReq { page },
+            };
+            out.push(Action::Send { to: home, msg });
+        }
+    }
+
+    /// A message `msg` from node `from`. Appends actions to `out`.
+    ///
+    /// Returns an error, leaving the state and `out` untouched, for a message that cannot arrive
+    /// in the current state: a sender that is this node or not in the cluster, an out-of-range
+    /// page, a request sent to a node that is not the page's home, a second request from a node
+    /// that already has one outstanding, a request for access the directory says the sender
+    /// already holds, a grant nobody asked for, an invalidation of a copy this node does not
+    /// hold, an acknowledgement nobody waits for, and so on.
+    pub fn handle(
+        &mut self,
+        from: NodeId,
+        msg: Msg,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let page = msg.page();
+        if from.0 >= self.nodes {
+            return Err(ProtocolError::new(format!(
+                "{msg:?} from {from}, which is outside a cluster of {} nodes",
+                self.nodes
+            )));
+        }
+        if from == self.me {
+            return Err(ProtocolError::new(format!("{msg:?} from {from} to itself")));
+        }
+        if !self.in_range(page) {
+            return Err(ProtocolError::new(format!(
+                "{msg:?} from {from}: {page} is outside the {} pages of the space",
+                self.page_count()
+            )));
+        }
+        match msg {
+            Msg::ReadReq { .. } => self.on_request(from, page, FaultKind::Read, out),
+            Msg::WriteReq { .. } => self.on_request(from, page, FaultKind::Write, out),
+            Msg::Grant { access, data, .. } => self.on_grant(from, page, access, data, out),
+            Msg::Invalidate { .. } => self.on_invalidate(from, page, out),
+            Msg::Recall { keep_read, .. } => self.on_recall(from, page, keep_read, out),
+            Msg::InvAck { .. } => self.on_inv_ack(from, page, out),
+            Msg::RecallAck { .. } => self.on_recall_ack(from, page, out),
+        }
+    }
+
+    // ----- helpers -----
+
+    fn in_range(&self, page: PageId) -> bool {
+        page.0 < self.page_count()
+    }
+
+    fn is_home(&self, page: PageId) -> bool {
+        self.home_of(page) == self.me
+    }
+
+    fn initial_access(&self, page: PageId) -> Access {
+        if self.is_home(page) {
+            Access::Write
+        } else {
+            Access::None
+        }
+    }
+
+    /// Records this node's access without emitting anything.
+    fn set_access(&mut self, page: PageId, access: Access) {
+        if access == self.initial_access(page) {
+            self.access.remove(&page);
+        } else {
+            self.access.insert(page, access);
+        }
+    }
+
+    /// Changes this node's access and emits the matching `Protect` (if it changes).
+    fn protect_local(&mut self, page: PageId, access: Access, out: &mut Vec<Action>) {
+        if self.access(page) != access {
+            self.set_access(page, access);
+            out.push(Action::Protect { page, access });
+        }
+    }
+
+    /// The directory entry of a page homed here (absent entry = `Exclusive(me)`).
+    fn dir_entry(&self, page: PageId) -> Directory {
+        self.dir
+            .get(&page)
+            .cloned()
+            .unwrap_or(Directory::Exclusive(self.me))
+    }
+
+    fn dir_access(&self, page: PageId, node: NodeId) -> Access {
+        match self.dir.get(&page) {
+            Some(entry) => entry.access_of(node),
+            None if node == self.me => Access::Write,
+            None => Access::None,
+        }
+    }
+
+    fn set_dir(&mut self, page: PageId, entry: Directory) {
+        if entry == Directory::Exclusive(self.me) {
+            self.dir.remove(&page);
+        } else {
+            self.dir.insert(page, entry);
+        }
+    }
+
+    /// The access `node` (not the requester of the running transaction) held when it sent a
+    /// request that arrives now. Per-pair FIFO makes this exact: a revocation `node` has already
+    /// acknowledged was processed before it sent the request (the ack travels ahead of it), and a
+    /// revocation still unacknowledged had not been processed yet when it sent the request (else
+    /// the ack would have travelled ahead of it).
+    fn sender_access(&self, page: PageId, node: NodeId) -> Access {
+        let now = self.dir_access(page, node);
+        let Some(busy) = self.busy.get(&page) else {
+            return now;
+        };
+        let unacknowledged = match &busy.active.wait {
+            Wait::Recall(owner) => *owner == node,
+            Wait::Acks(acks) => acks.contains(&node),
+        };
+        if unacknowledged {
+            return now;
+        }
+        match busy.active.req.kind {
+            FaultKind::Write => Access::None,
+            FaultKind::Read => now.min(Access::Read),
+        }
+    }
+
+    // ----- home side -----
+
+    fn on_request(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        kind: FaultKind,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let home = self.home_of(page);
+        if home != self.me {
+            return Err(ProtocolError::new(format!(
+                "{kind:?} request for {page} from {from} sent to {}, but its home is {home}",
+                self.me
+            )));
+        }
+        if let Some(busy) = self.busy.get(&page) {
+            let active = busy.active.req.from == from;
+            if active || busy.queue.iter().any(|r| r.from == from) {
+                return Err(ProtocolError::new(format!(
+                    "{kind:?} request for {page} from {from}, which already has one outstanding"
+                )));
+            }
+        }
+        let holds = self.sender_access(page, from);
+        let redundant = match kind {
+            FaultKind::Read => holds != Access::None,
+            FaultKind::Write => holds == Access::Write,
+        };
+        if redundant {
+            return Err(ProtocolError::new(format!(
+                "{kind:?} request for {page} from {from}, which already holds {holds:?} access"
+            )));
+        }
+        self.submit(page, Request { from, kind }, out);
+        Ok(())
+    }
+
+    /// Queues `req` behind the running transaction, or starts it right away.
+    fn submit(&mut self, page: PageId, req: Request, out: &mut Vec<Action>) {
+        if let Some(busy) = self.busy.get_mut(&page) {
+            busy.queue.push_back(req);
+        } else {
+            self.run_queue(page, VecDeque::from([req]), out);
+        }
+    }
+
+    /// Starts queued requests in order until one has to wait for acknowledgements (it becomes the
+    /// page's running transaction, the rest stay queued) or the queue is empty.
+    /// The page must have no running transaction.
+    fn run_queue(&mut self, page: PageId, mut queue: VecDeque<Request>, out: &mut Vec<Action>) {
+        while let Some(req) = queue.pop_front() {
+            if let Some(active) = self.start(page, req, out) {
+                self.busy.insert(page, Busy { active, queue });
+                return;
+            }
+        }
+    }
+
+    /// Starts serving `req`. Returns the transaction if it must wait for other nodes, `None` if it
+    /// completed (grant emitted) within this call.
+    fn start(&mut self, page: PageId, req: Request, out: &mut Vec<Action>) -> Option<Txn> {
+        let me = self.me;
+        let requester = req.from;
+        let held = self.dir_access(page, requester);
+        if held >= req.kind.needed() {
+            // Only the home itself can get here (its copy may have been upgraded as a side effect
+            // of another transaction while its request waited); remote requests like this are
+            // rejected on arrival. Either way, confirm what the requester holds.
+            self.grant(page, requester, held, true, out);
+            return None;
+        }
+        match (req.kind, self.dir_entry(page)) {
+            (FaultKind::Read, Directory::Exclusive(owner)) if owner == me => {
+                // The home downgrades itself and shares its (current) bytes.
+                self.protect_local(page, Access::Read, out);
+                self.set_dir(page, Directory::Shared(BTreeSet::from([me, requester])));
+                self.grant(page, requester, Access::Read, true, out);
+                None
+            }
+            (FaultKind::Read, Directory::Exclusive(owner)) => {
+                out.push(Action::Send {
+                    to: owner,
+                    msg: Msg::Recall {
+                        page,
+                        keep_read: true,
+                    },
+                });
+                Some(Txn {
+                    req,
+                    wait: Wait::Recall(owner),
+                    data: true,
+                })
+            }
+            (FaultKind::Read, Directory::Shared(mut readers)) => {
+                readers.insert(requester);
+                self.set_dir(page, Directory::Shared(readers));
+                self.grant(page, requester, Access::Read, true, out);
+                None
+            }
+            (FaultKind::Write, Directory::Exclusive(owner)) if owner == me => {
+                self.protect_local(page, Access::None, out);
+                self.set_dir(page, Directory::Exclusive(requester));
+                self.grant(page, requester, Access::Write, true, out);
+                None
+            }
+            (FaultKind::Write, Directory::Exclusive(owner)) => {
+                out.push(Action::Send {
+                    to: owner,
+                    msg: Msg::Recall {
+                        page,
+                        keep_read: false,
+                    },
+                });
+                Some(Txn {
+                    req,
+                    wait: Wait::Recall(owner),
+                    data: true,
+                })
+            }
+            (FaultKind::Write, Directory::Shared(readers)) => {
+                if requester != me && readers.contains(&me) {
+                    self.protect_local(page, Access::None, out);
+                }
+                let mut acks = BTreeSet::new();
+                for &reader in &readers {
+                    if reader != requester && reader != me {
+                        out.push(Action::Send {
+                            to: reader,
+                            msg: Msg::Invalidate { page },
+                        });
+                        acks.insert(reader);
+                    }
+                }
+                // The requester's copy is current exactly when the directory lists it.
+                let data = !readers.contains(&requester);
+                if acks.is_empty() {
+                    self.finish(page, req, None, data, out);
+                    None
+                } else {
+                    Some(Txn {
+                        req,
+                        wait: Wait::Acks(acks),
+                        data,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Completes a transaction whose revocations are all acknowledged: updates the directory and
+    /// grants. `kept` is the former owner that kept a read copy after a recall, if any.
+    fn finish(
+        &mut self,
+        page: PageId,
+        req: Request,
+        kept: Option<NodeId>,
+        data: bool,
+        out: &mut Vec<Action>,
+    ) {
+        match req.kind {
+            FaultKind::Read => {
+                let mut readers = BTreeSet::from([self.me, req.from]);
+                readers.extend(kept);
+                self.set_dir(page, Directory::Shared(readers));
+                // The home has just installed the current bytes: it becomes a reader too.
+                self.protect_local(page, Access::Read, out);
+                self.grant(page, req.from, Access::Read, data, out);
+            }
+            FaultKind::Write => {
+                self.set_dir(page, Directory::Exclusive(req.from));
+                self.grant(page, req.from, Access::Write, data, out);
+            }
+        }
+    }
+
+    /// Hands `access` to `to`: a `Grant` message, or for the home itself a local protection
+    /// change and a wake-up.
+    fn grant(
+        &mut self,
+        page: PageId,
+        to: NodeId,
+        access: Access,
+        data: bool,
+        out: &mut Vec<Action>,
+    ) {
+        if to == self.me {
+            self.pending.remove(&page);
+            self.protect_local(page, access, out);
+            out.push(Action::Wake { page });
+        } else {
+            out.push(Action::Send {
+                to,
+                msg: Msg::Grant { page, access, data },
+            });
+        }
+    }
+
+    fn on_inv_ack(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let expected = match self.busy.get(&page) {
+            Some(Busy {
+                active:
+                    Txn {
+                        wait: Wait::Acks(acks),
+                        ..
+                    },
+                ..
+            }) => acks.contains(&from),
+            _ => false,
+        };
+        if !expected {
+            return Err(ProtocolError::new(format!(
+                "InvAck for {page} from {from}, which {} does not wait for",
+                self.me
+            )));
+        }
+        let Some(mut busy) = self.busy.remove(&page) else {
+            return Ok(());
+        };
+        if let Wait::Acks(acks) = &mut busy.active.wait {
+            acks.remove(&from);
+            if !acks.is_empty() {
+                self.busy.insert(page, busy);
+                return Ok(());
+            }
+        }
+        let Busy { active, queue } = busy;
+        self.finish(page, active.req, None, active.data, out);
+        self.run_queue(page, queue, out);
+        Ok(())
+    }
+
+    fn on_recall_ack(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let expected = matches!(
+            self.busy.get(&page),
+            Some(Busy { active: Txn { wait: Wait::Recall(owner), .. }, .. }) if *owner == from
+        );
+        if !expected {
+            return Err(ProtocolError::new(format!(
+                "RecallAck for {page} from {from}, which {} does not wait for",
+                self.me
+            )));
+        }
+        let Some(Busy { active, queue }) = self.busy.remove(&page) else {
+            return Ok(());
+        };
+        // The home keeps the current bytes whenever nobody else may write.
+        out.push(Action::Install { page });
+        let kept = match active.req.kind {
+            FaultKind::Read => Some(from),
+            FaultKind::Write => None,
+        };
+        self.finish(page, active.req, kept, active.data, out);
+        self.run_queue(page, queue, out);
+        Ok(())
+    }
+
+    // ----- requester / copy-holder side -----
+
+    fn on_grant(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        access: Access,
+        data: bool,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let home = self.home_of(page);
+        if from != home {
+            return Err(ProtocolError::new(format!(
+                "grant of {page} from {from}, which is not its home ({home})"
+            )));
+        }
+        let Some(kind) = self.pending.get(&page).copied() else {
+            return Err(ProtocolError::new(format!(
+                "grant of {page} to {}, which has no request outstanding",
+                self.me
+            )));
+        };
+        if access != kind.needed() {
+            return Err(ProtocolError::new(format!(
+                "grant of {access:?} access to {page}, but {} asked for {:?}",
+                self.me,
+                kind.needed()
+            )));
+        }
+        let current = self.access(page);
+        let consistent = if data {
+            current == Access::None
+        } else {
+            access == Access::Write && current == Access::Read
+        };
+        if !consistent {
+            return Err(ProtocolError::new(format!(
+                "grant of {access:?} access to {page} (data: {data}) while {} holds {current:?}",
+                self.me
+            )));
+        }
+        self.pending.remove(&page);
+        if data {
+            out.push(Action::Install { page });
+        }
+        self.set_access(page, access);
+        out.push(Action::Protect { page, access });
+        out.push(Action::Wake { page });
+        Ok(())
+    }
+
+    fn on_invalidate(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let home = self.home_of(page);
+        let current = self.access(page);
+        if from != home || current != Access::Read {
+            return Err(ProtocolError::new(format!(
+                "Invalidate of {page} from {from} (home {home}) while {} holds {current:?}",
+                self.me
+            )));
+        }
+        self.set_access(page, Access::None);
+        out.push(Action::Protect {
+            page,
+            access: Access::None,
+        });
+        out.push(Action::Send {
+            to: home,
+            msg: Msg::InvAck { page },
+        });
+        Ok(())
+    }
+
+    fn on_recall(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        keep_read: bool,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let home = self.home_of(page);
+        let current = self.access(page);
+        if from != home || current != Access::Write {
+            return Err(ProtocolError::new(format!(
+                "Recall of {page} from {from} (home {home}) while {} holds {current:?}",
+                self.me
+            )));
+        }
+        let access = if keep_read {
+            Access::Read
+        } else {
+            Access::None
+        };
+        // Revoke write access first, so the bytes read for the reply are final.
+        self.set_access(page, access);
+        out.push(Action::Protect { page, access });
+        out.push(Action::Send {
+            to: home,
+            msg: Msg::RecallAck { page },
+        });
+        Ok(())
+    }
+}

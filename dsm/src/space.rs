@@ -1,0 +1,162 @@
+//! The global address space: one range at the same virtual address on every node.
+//!
+//! The range is backed by an anonymous memory file mapped twice:
+//! - the *application view* at the fixed address, whose page protections follow the coherence
+//!   protocol (`PROT_NONE` without a valid copy, read-only for a shared copy, read-write for the
+//!   owner), so application accesses trap when the node lacks the right to make them;
+//! - the *runtime view* at an address of the kernel's choosing, always read-write, through which the
+//!   runtime copies page contents in and out. Installing a page therefore never opens a window in
+//!   which application threads could see half of it: the bytes land through the runtime view while the
+//!   application view is still closed, and only then is access opened.
+//!
+//! Both views are reserved, not committed: a node's resident memory grows with the pages it touches.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::sys::{self, PAGE_SIZE};
+use crate::{Access, PageId};
+
+/// Where and how large the shared space is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceLayout {
+    /// First byte of the space, identical on every node. Page aligned.
+    pub base: usize,
+    /// Length in bytes, a multiple of `PAGE_SIZE * nodes`.
+    pub size: usize,
+}
+
+impl SpaceLayout {
+    /// The default base address: high in the 47-bit user half, far from where the loader and
+    /// `mmap` put things with address randomisation disabled.
+    pub const DEFAULT_BASE: usize = 0x2000_0000_0000;
+    /// The default size: 64 GiB of address space (nothing is committed until used).
+    pub const DEFAULT_SIZE: usize = 64 << 30;
+
+    /// Number of pages in the space.
+    pub fn pages(&self) -> u64 {
+        (self.size / PAGE_SIZE) as u64
+    }
+
+    /// Whether `addr` lies inside the space.
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base) < self.size
+    }
+
+    /// The page holding `addr`, if it lies inside the space.
+    pub fn page_of(&self, addr: usize) -> Option<PageId> {
+        self.contains(addr)
+            .then(|| PageId(((addr - self.base) / PAGE_SIZE) as u64))
+    }
+
+    /// The application-view address of `page`.
+    pub fn addr_of(&self, page: PageId) -> usize {
+        self.base + page.0 as usize * PAGE_SIZE
+    }
+}
+
+/// The mapped space of this node: both views.
+#[derive(Debug)]
+pub struct Space {
+    layout: SpaceLayout,
+    runtime_view: usize,
+    _file: OwnedFd,
+}
+
+impl Space {
+    /// Maps the space. `writable` is the page range this node starts out owning (its home slice):
+    /// it is opened read-write in the application view; everything else starts closed.
+    ///
+    /// # Errors
+    /// Fails if the page size is not 4 KiB, if the memory file cannot be created, or if anything
+    /// already occupies the fixed range (the error names the address).
+    pub fn map(layout: SpaceLayout, writable: std::ops::Range<PageId>) -> io::Result<Space> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if page != PAGE_SIZE as libc::c_long {
+            return Err(io::Error::other(format!(
+                "page size is {page}, rthreads needs {PAGE_SIZE}"
+            )));
+        }
+        if layout.base % PAGE_SIZE != 0 || layout.size % PAGE_SIZE != 0 || layout.size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "space base and size must be page aligned",
+            ));
+        }
+        let file = sys::memfd(c"rthreads-space", layout.size)?;
+        let fd = file.as_raw_fd();
+        sys::map_shared(fd, layout.size, Some(layout.base), libc::PROT_NONE).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot reserve the shared space at {:#x} ({} bytes): {e}",
+                    layout.base, layout.size
+                ),
+            )
+        })?;
+        let runtime_view =
+            sys::map_shared(fd, layout.size, None, libc::PROT_READ | libc::PROT_WRITE)?;
+        let space = Space {
+            layout,
+            runtime_view,
+            _file: file,
+        };
+        if writable.start < writable.end {
+            let start = layout.addr_of(writable.start);
+            let len = (writable.end.0 - writable.start.0) as usize * PAGE_SIZE;
+            // SAFETY: the range lies inside the mapping we own.
+            unsafe { sys::protect(start, len, Access::Write)? };
+        }
+        Ok(space)
+    }
+
+    /// Where the space lies.
+    pub fn layout(&self) -> SpaceLayout {
+        self.layout
+    }
+
+    /// The runtime-view address of `page` (always readable and writable).
+    pub fn runtime_addr(&self, page: PageId) -> usize {
+        self.runtime_view + page.0 as usize * PAGE_SIZE
+    }
+
+    /// The page's bytes as the runtime sees them.
+    ///
+    /// # Safety
+    /// `page` must be inside the space. The bytes may change under the caller if application
+    /// threads hold write access to the page; callers revoke access first when they need a stable copy.
+    pub unsafe fn page_bytes(&self, page: PageId) -> &[u8] {
+        // SAFETY: the runtime view is mapped read-write for the whole space and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.runtime_addr(page) as *const u8, PAGE_SIZE) }
+    }
+
+    /// Copies `data` into `page` through the runtime view.
+    ///
+    /// # Safety
+    /// `page` must be inside the space, and application threads must not have access to it while
+    /// its contents are replaced (otherwise they could see half a page).
+    pub unsafe fn install(&self, page: PageId, data: &[u8]) {
+        let n = data.len().min(PAGE_SIZE);
+        // SAFETY: the destination is a page of the runtime view, which is mapped read-write;
+        // source and destination cannot overlap (the source is private memory).
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.runtime_addr(page) as *mut u8, n)
+        };
+    }
+
+    /// Sets what application threads on this node may do with `page`.
+    ///
+    /// # Errors
+    /// Returns the `mprotect` error.
+    pub fn protect(&self, page: PageId, access: Access) -> io::Result<()> {
+        if page.0 >= self.layout.pages() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{page} outside the space"),
+            ));
+        }
+        // SAFETY: the page lies inside our application view; the fault handler serves the traps.
+        unsafe { sys::protect(self.layout.addr_of(page), PAGE_SIZE, access) }
+    }
+}

@@ -1,0 +1,256 @@
+//! Length-framed messages over a non-blocking stream.
+//!
+//! A frame is a little-endian `u32` body length followed by the body; the body's first byte is
+//! the message tag. Bodies longer than [`MAX_FRAME`] are refused as malformed: a peer can never
+//! make a node allocate without bound.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// The largest body a node accepts.
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// One peer connection with its receive and send buffers.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    in_pos: usize,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+/// Reading from a connection stopped because...
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// ...no more bytes are available right now.
+    WouldBlock,
+    /// ...the peer closed the connection.
+    Closed,
+}
+
+impl Conn {
+    /// Wraps a connected stream, switching it to non-blocking mode with `TCP_NODELAY`.
+    ///
+    /// # Errors
+    /// The socket option errors.
+    pub fn new(stream: TcpStream) -> io::Result<Conn> {
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        Ok(Conn {
+            stream,
+            inbuf: Vec::with_capacity(1 << 16),
+            in_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+        })
+    }
+
+    /// The socket, for polling.
+    pub fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+
+    /// Queues one frame whose body is `head` followed by `tail` (page bytes travel as `tail`,
+    /// so they are copied once, into the send buffer).
+    pub fn queue(&mut self, head: &[u8], tail: &[u8]) {
+        let len = (head.len() + tail.len()) as u32;
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(head);
+        self.out.extend_from_slice(tail);
+    }
+
+    /// Whether queued bytes are still waiting for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// Writes as much of the queue as the socket takes.
+    ///
+    /// # Errors
+    /// A socket error other than "would block" (the peer is gone).
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "peer stopped reading",
+                    ));
+                }
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > (1 << 20) {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads every byte available now into the receive buffer.
+    ///
+    /// # Errors
+    /// A socket error other than "would block".
+    pub fn fill(&mut self) -> io::Result<ReadStatus> {
+        if self.in_pos > 0 {
+            self.inbuf.drain(..self.in_pos);
+            self.in_pos = 0;
+        }
+        loop {
+            let len = self.inbuf.len();
+            if self.inbuf.capacity() - len < 16 << 10 {
+                self.inbuf.reserve(64 << 10);
+            }
+            let cap = self.inbuf.capacity();
+            self.inbuf.resize(cap, 0);
+            let r = self.stream.read(&mut self.inbuf[len..]);
+            match r {
+                Ok(0) => {
+                    self.inbuf.truncate(len);
+                    return Ok(ReadStatus::Closed);
+                }
+                Ok(n) => self.inbuf.truncate(len + n),
+                Err(e) => {
+                    self.inbuf.truncate(len);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(ReadStatus::WouldBlock),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the next complete frame's body into `body`; `Ok(false)` if none is complete yet.
+    ///
+    /// # Errors
+    /// `InvalidData` for a frame longer than [`MAX_FRAME`] or empty.
+    pub fn next_frame(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
+        let avail = &self.inbuf[self.in_pos..];
+        if avail.len() < 4 {
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_FRAME {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad frame length {len}"),
+            ));
+        }
+        if avail.len() < 4 + len {
+            return Ok(false);
+        }
+        body.clear();
+        body.extend_from_slice(&avail[4..4 + len]);
+        self.in_pos += 4 + len;
+        Ok(true)
+    }
+}
+
+/// Writes one frame on a blocking stream (handshake only).
+///
+/// # Errors
+/// The socket error.
+pub fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    buf.extend_from_slice(body);
+    stream.write_all(&buf)
+}
+
+/// Reads one frame from a blocking stream (handshake only), refusing bodies over `limit` bytes.
+///
+/// # Errors
+/// The socket error (including its read timeout), or `InvalidData` for a bad length.
+pub fn read_frame(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad frame length {len} (is the peer an rthreads node?)"),
+        ));
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body)?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn pair() -> (Conn, Conn) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        (Conn::new(a).unwrap(), Conn::new(b).unwrap())
+    }
+
+    fn recv_one(c: &mut Conn, body: &mut Vec<u8>) -> io::Result<bool> {
+        for _ in 0..1000 {
+            c.fill()?;
+            if c.next_frame(body)? {
+                return Ok(true);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(false)
+    }
+
+    #[test]
+    fn frames_round_trip_in_order() {
+        let (mut a, mut b) = pair();
+        for i in 0..100u32 {
+            a.queue(&i.to_le_bytes(), &vec![i as u8; i as usize * 50]);
+        }
+        while a.wants_write() {
+            a.flush().unwrap();
+        }
+        let mut body = Vec::new();
+        for i in 0..100u32 {
+            assert!(recv_one(&mut b, &mut body).unwrap());
+            assert_eq!(&body[..4], &i.to_le_bytes());
+            assert_eq!(body.len(), 4 + i as usize * 50);
+        }
+    }
+
+    #[test]
+    fn oversized_and_empty_frames_are_errors() {
+        for len in [0u32, MAX_FRAME as u32 + 1, u32::MAX] {
+            let (a, mut b) = pair();
+            let mut s = a.stream.try_clone().unwrap();
+            s.set_nonblocking(false).unwrap();
+            s.write_all(&len.to_le_bytes()).unwrap();
+            let mut body = Vec::new();
+            let err = recv_one(&mut b, &mut body).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        }
+    }
+
+    #[test]
+    fn closed_peer_is_reported() {
+        let (a, mut b) = pair();
+        drop(a);
+        let mut status = ReadStatus::WouldBlock;
+        for _ in 0..1000 {
+            status = b.fill().unwrap();
+            if status == ReadStatus::Closed {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(status, ReadStatus::Closed);
+    }
+}

@@ -1,0 +1,53 @@
+//! `#[rthreads::main]`: the only set-up line an rthreads program needs.
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::{ItemFn, parse_macro_input};
+
+/// Makes `main` the entry point of an rthreads cluster.
+///
+/// It installs the shared-heap allocator as the global allocator, starts (or joins) the cluster,
+/// runs the body of `main` on node 0 only, and when it returns shuts every node down; the process
+/// exits with node 0's exit code. `main` may return anything that implements
+/// `std::process::Termination`, as usual.
+///
+/// # Examples
+/// ```ignore
+/// #[rthreads::main]
+/// fn main() {
+///     let h = rthreads::spawn(|| rthreads::current_node());
+///     println!("ran on node {}", h.join().unwrap());
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        return syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "#[rthreads::main] takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let f = parse_macro_input!(item as ItemFn);
+    if f.sig.ident != "main" || !f.sig.inputs.is_empty() || f.sig.asyncness.is_some() {
+        return syn::Error::new_spanned(&f.sig, "#[rthreads::main] goes on `fn main()`")
+            .to_compile_error()
+            .into();
+    }
+    let attrs = &f.attrs;
+    let vis = &f.vis;
+    let output = &f.sig.output;
+    let body = &f.block;
+    quote! {
+        #[global_allocator]
+        static __RTHREADS_ALLOC: ::rthreads::SharedAlloc = ::rthreads::SharedAlloc;
+
+        #(#attrs)*
+        #vis fn main() -> ::std::process::ExitCode {
+            fn __rthreads_body() #output #body
+            ::rthreads::__private::run_main(__rthreads_body)
+        }
+    }
+    .into()
+}

@@ -1,0 +1,445 @@
+//! The allocator behind `#[rthreads::main]`: puts `Box`, `Vec`, `Arc`, `String`... in the shared
+//! space, so data made on one node can be used on any other.
+//!
+//! Each node allocates from its own arena, the slice of the space its home pages cover (so fresh
+//! objects are local and never fault), under a per-node lock: there is no global lock per
+//! allocation. The arena's bookkeeping (free lists, the large-block map) lives in the node's
+//! private memory, never in the shared space, so allocating touches no shared page.
+//!
+//! Small blocks come in power-of-two size classes from 16 B to 32 KiB, carved from 256 KiB chunks;
+//! larger ones are whole pages, first fit, coalesced on free. Memory freed on another node than
+//! the one that allocated it is batched and sent back to its owner, which reuses it.
+//!
+//! Runtime-internal memory (queues, tables, network buffers) must not live in the shared space:
+//! the runtime's own threads, and runtime code running on application threads inside an
+//! [`InternalAlloc`] scope, get their memory from the C library instead. Before the runtime starts,
+//! everything comes from the C library too.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::{Cell, UnsafeCell};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use dsm::sys::PAGE_SIZE;
+
+thread_local! {
+    static INTERNAL: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, the current thread's allocations are runtime-internal (private memory).
+pub(crate) struct InternalAlloc(());
+
+impl InternalAlloc {
+    pub(crate) fn new() -> InternalAlloc {
+        INTERNAL.with(|c| c.set(c.get() + 1));
+        InternalAlloc(())
+    }
+}
+
+impl Drop for InternalAlloc {
+    fn drop(&mut self) {
+        INTERNAL.with(|c| c.set(c.get() - 1));
+    }
+}
+
+/// Marks the calling thread as a runtime thread for the rest of its life.
+pub(crate) fn runtime_thread() {
+    std::mem::forget(InternalAlloc::new());
+}
+
+fn internal() -> bool {
+    INTERNAL.with(|c| c.get() != 0)
+}
+
+/// A lock that never allocates or parks through a table (the allocator cannot use one that does).
+struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: access to `value` is serialised by `locked`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    const fn new(value: T) -> Self {
+        SpinLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut spins = 0u32;
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        // SAFETY: we hold the lock, so nobody else has a reference to the value.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.locked.store(false, Ordering::Release);
+        r
+    }
+}
+
+const MIN_CLASS: usize = 16;
+const MAX_SMALL: usize = 32 << 10;
+const CLASSES: usize = 12; // 16 B ..= 32 KiB
+const CHUNK: usize = 256 << 10;
+/// Remote frees are sent home in batches of this many.
+const REMOTE_BATCH: usize = 256;
+
+fn class_of(layout: Layout) -> Option<usize> {
+    let size = layout
+        .size()
+        .max(layout.align())
+        .max(MIN_CLASS)
+        .next_power_of_two();
+    (size <= MAX_SMALL)
+        .then(|| size.trailing_zeros() as usize - MIN_CLASS.trailing_zeros() as usize)
+}
+
+fn round_pages(n: usize) -> usize {
+    n.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+struct Arena {
+    bump: usize,
+    end: usize,
+    free: [Vec<usize>; CLASSES],
+    chunks: [(usize, usize); CLASSES],
+    large: BTreeMap<usize, usize>,
+}
+
+impl Arena {
+    fn take_pages(&mut self, len: usize, align: usize) -> usize {
+        if align <= PAGE_SIZE
+            && let Some((&at, &have)) = self.large.iter().find(|&(_, &have)| have >= len)
+        {
+            self.large.remove(&at);
+            if have > len {
+                self.large.insert(at + len, have - len);
+            }
+            return at;
+        }
+        let at = self.bump.next_multiple_of(align.max(PAGE_SIZE));
+        if at + len > self.end {
+            return 0;
+        }
+        self.bump = at + len;
+        at
+    }
+
+    fn give_pages(&mut self, at: usize, len: usize) {
+        let (mut at, mut len) = (at, len);
+        if let Some((&prev, &plen)) = self.large.range(..at).next_back()
+            && prev + plen == at
+        {
+            self.large.remove(&prev);
+            at = prev;
+            len += plen;
+        }
+        if let Some(&next_len) = self.large.get(&(at + len)) {
+            self.large.remove(&(at + len));
+            len += next_len;
+        }
+        if at + len == self.bump {
+            self.bump = at;
+        } else {
+            self.large.insert(at, len);
+        }
+    }
+
+    fn alloc(&mut self, layout: Layout) -> usize {
+        match class_of(layout) {
+            Some(c) => {
+                if let Some(p) = self.free[c].pop() {
+                    return p;
+                }
+                let size = MIN_CLASS << c;
+                let (mut cur, mut end) = self.chunks[c];
+                if cur + size > end {
+                    cur = self.take_pages(CHUNK, PAGE_SIZE);
+                    if cur == 0 {
+                        return 0;
+                    }
+                    end = cur + CHUNK;
+                }
+                self.chunks[c] = (cur + size, end);
+                cur
+            }
+            None => self.take_pages(round_pages(layout.size()), layout.align()),
+        }
+    }
+
+    fn dealloc(&mut self, p: usize, layout: Layout) {
+        match class_of(layout) {
+            Some(c) => self.free[c].push(p),
+            None => self.give_pages(p, round_pages(layout.size())),
+        }
+    }
+}
+
+/// One node's view of the shared heap.
+pub(crate) struct Heap {
+    me: usize,
+    base: usize,
+    slice: usize,
+    nodes: usize,
+    arena: SpinLock<Arena>,
+    remote: SpinLock<Vec<(usize, usize, usize)>>,
+}
+
+static HEAP: AtomicPtr<Heap> = AtomicPtr::new(std::ptr::null_mut());
+
+impl Heap {
+    /// Creates the heap for node `me`, whose arena is `[arena_start, slice end)`.
+    pub(crate) fn new(
+        me: usize,
+        nodes: usize,
+        base: usize,
+        slice: usize,
+        arena_start: usize,
+    ) -> Heap {
+        let end = base + slice * (me + 1);
+        Heap {
+            me,
+            base,
+            slice,
+            nodes,
+            arena: SpinLock::new(Arena {
+                bump: arena_start,
+                end,
+                free: Default::default(),
+                chunks: [(0, 0); CLASSES],
+                large: BTreeMap::new(),
+            }),
+            remote: SpinLock::new(Vec::new()),
+        }
+    }
+
+    /// Makes `heap` the process's shared heap from now on.
+    pub(crate) fn activate(heap: &'static Heap) {
+        HEAP.store(heap as *const Heap as *mut Heap, Ordering::Release);
+    }
+
+    fn owner(&self, p: usize) -> Option<usize> {
+        let off = p.wrapping_sub(self.base);
+        (off < self.slice * self.nodes).then_some(off / self.slice)
+    }
+
+    fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _internal = InternalAlloc::new();
+        self.arena.with(|a| a.alloc(layout)) as *mut u8
+    }
+
+    fn dealloc(&self, p: usize, layout: Layout) {
+        let _internal = InternalAlloc::new();
+        if self.owner(p) == Some(self.me) {
+            self.arena.with(|a| a.dealloc(p, layout));
+        } else {
+            let n = self.remote.with(|r| {
+                r.push((p, layout.size(), layout.align()));
+                r.len()
+            });
+            if n >= REMOTE_BATCH {
+                dsm::fault::notify();
+            }
+        }
+    }
+
+    /// Frees blocks of this node's arena that another node released.
+    pub(crate) fn free_returned(&self, blocks: &[(usize, usize, usize)]) {
+        let _internal = InternalAlloc::new();
+        self.arena.with(|a| {
+            for &(p, size, align) in blocks {
+                if let Ok(layout) = Layout::from_size_align(size, align) {
+                    a.dealloc(p, layout);
+                }
+            }
+        });
+    }
+
+    /// Takes the batch of blocks freed here that belong to other nodes, grouped by owner.
+    pub(crate) fn take_remote_frees(&self) -> Vec<(usize, Vec<(usize, usize, usize)>)> {
+        let _internal = InternalAlloc::new();
+        let all = self.remote.with(std::mem::take);
+        let mut by_owner: BTreeMap<usize, Vec<(usize, usize, usize)>> = BTreeMap::new();
+        for b in all {
+            if let Some(o) = self.owner(b.0) {
+                by_owner.entry(o).or_default().push(b);
+            }
+        }
+        by_owner.into_iter().collect()
+    }
+
+    /// Whether a block freed on another node belongs to this node's arena (checked before reuse).
+    pub(crate) fn owns(&self, p: usize) -> bool {
+        self.owner(p) == Some(self.me)
+    }
+}
+
+fn heap() -> Option<&'static Heap> {
+    let p = HEAP.load(Ordering::Acquire);
+    // SAFETY: HEAP only ever holds null or a pointer from `activate`, which takes a `&'static`.
+    unsafe { p.as_ref() }
+}
+
+/// The global allocator that `#[rthreads::main]` installs. Application threads allocate in the
+/// shared space once the runtime is up; runtime threads, and everything before start-up, use the C
+/// library's `malloc`. Frees go wherever the block came from.
+///
+/// # Examples
+/// `#[rthreads::main]` installs it for you; a program that writes its own `main` can do it by hand:
+/// ```
+/// #[global_allocator]
+/// static ALLOC: rthreads::SharedAlloc = rthreads::SharedAlloc;
+/// fn main() {
+///     let v = vec![1, 2, 3]; // C library memory: the runtime is not running
+///     assert_eq!(v.len(), 3);
+/// }
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SharedAlloc;
+
+unsafe fn sys_alloc(layout: Layout) -> *mut u8 {
+    if layout.align() <= 16 {
+        // SAFETY: malloc returns memory aligned for any type up to 16 bytes on our targets.
+        unsafe { libc::malloc(layout.size().max(1)).cast() }
+    } else {
+        let mut p = std::ptr::null_mut();
+        // SAFETY: the alignment is a power of two and a multiple of the pointer size.
+        let rc = unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size().max(1)) };
+        if rc == 0 {
+            p.cast()
+        } else {
+            std::ptr::null_mut()
+        }
+    }
+}
+
+// SAFETY: every block is either from malloc (freed with free) or from a node arena (freed into
+// an arena); `dealloc` tells them apart by address, so each block goes back where it came from.
+unsafe impl GlobalAlloc for SharedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match heap() {
+            Some(h) if !internal() => h.alloc(layout),
+            // SAFETY: forwarded to the C library with a valid layout.
+            _ => unsafe { sys_alloc(layout) },
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match heap() {
+            Some(h) if h.owner(ptr as usize).is_some() => h.dealloc(ptr as usize, layout),
+            // SAFETY: the block did not come from an arena, so it came from the C library.
+            _ => unsafe { libc::free(ptr.cast()) },
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let h = heap();
+        let shared = h.is_some_and(|h| h.owner(ptr as usize).is_some());
+        if !shared && layout.align() <= 16 && (h.is_none() || internal()) {
+            // SAFETY: a C-library block stays a C-library block.
+            return unsafe { libc::realloc(ptr.cast(), new_size.max(1)).cast() };
+        }
+        // SAFETY: the caller guarantees the new size forms a valid layout with the old alignment.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if shared && class_of(layout).is_some() && class_of(layout) == class_of(new_layout) {
+            return ptr;
+        }
+        // SAFETY: GlobalAlloc contract; both blocks are valid for min(old, new) bytes.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arena() -> Arena {
+        Arena {
+            bump: 0x10_0000,
+            end: 0x10_0000 + (64 << 20),
+            free: Default::default(),
+            chunks: [(0, 0); CLASSES],
+            large: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn classes_cover_sizes_and_alignments() {
+        assert_eq!(class_of(Layout::from_size_align(1, 1).unwrap()), Some(0));
+        assert_eq!(class_of(Layout::from_size_align(17, 8).unwrap()), Some(1));
+        assert_eq!(class_of(Layout::from_size_align(8, 64).unwrap()), Some(2));
+        assert_eq!(
+            class_of(Layout::from_size_align(32 << 10, 8).unwrap()),
+            Some(11)
+        );
+        assert_eq!(
+            class_of(Layout::from_size_align((32 << 10) + 1, 8).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn blocks_do_not_overlap_and_freed_blocks_are_reused() {
+        let mut a = arena();
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        for i in 0..2000usize {
+            let size = [8, 24, 100, 4000, 40_000, 300_000][i % 6];
+            let l = Layout::from_size_align(size, 8).unwrap();
+            let p = a.alloc(l);
+            assert_ne!(p, 0);
+            live.push((p, size));
+        }
+        let mut sorted = live.clone();
+        sorted.sort();
+        for w in sorted.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "overlap: {w:?}");
+        }
+        let high = a.bump;
+        for &(p, size) in &live {
+            a.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+        }
+        for &(_, size) in &live {
+            assert_ne!(a.alloc(Layout::from_size_align(size, 8).unwrap()), 0);
+        }
+        assert_eq!(a.bump, high, "freed memory was not reused");
+    }
+
+    #[test]
+    fn large_frees_coalesce() {
+        let mut a = arena();
+        let l = Layout::from_size_align(64 << 10, 8).unwrap();
+        let ps: Vec<usize> = (0..4).map(|_| a.alloc(l)).collect();
+        let keep = a.alloc(l);
+        for p in ps {
+            a.dealloc(p, l);
+        }
+        assert_eq!(a.large.len(), 1);
+        let big = a.alloc(Layout::from_size_align(256 << 10, 8).unwrap());
+        assert!(big < keep);
+    }
+
+    #[test]
+    fn exhaustion_returns_null() {
+        let mut a = arena();
+        assert_eq!(a.alloc(Layout::from_size_align(128 << 20, 8).unwrap()), 0);
+    }
+}

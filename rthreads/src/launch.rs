@@ -1,0 +1,348 @@
+//! Start-up: configuration from the environment, the re-exec that disables address
+//! randomisation, the embedded local cluster, and the body of `#[rthreads::main]`.
+//!
+//! # Configuration
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `RTHREADS_NODES` | number of nodes | 4 |
+//! | `RTHREADS_NODE_ID` | this process is node N of a cluster started elsewhere (set by the launcher for the nodes it starts) | unset: this process is node 0 and starts the others |
+//! | `RTHREADS_COORDINATOR` | `host:port` of node 0 (nodes other than 0) | |
+//! | `RTHREADS_BIND` | address this node listens on | `127.0.0.1:0` |
+//! | `RTHREADS_EXTERNAL` | on node 0: do not start the other nodes, wait for them to connect | unset |
+//! | `RTHREADS_SESSION` | identifies the run; nodes of another run are refused | random, set by node 0 for the nodes it starts |
+//! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed) | 64G |
+//! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
+//!
+//! # Why the re-exec
+//! Closures travel between nodes as pointers, and they point into the binary: code, vtables,
+//! string literals, `&'static` tables. So every node must load the binary at the same address.
+//! Each process turns address randomisation off *for itself* (`personality(ADDR_NO_RANDOMIZE)`,
+//! inherited by the nodes it starts) and re-executes itself once; the machine's setting is not
+//! touched. The handshake then checks that every node's binary is the same file, loaded at the
+//! same address, and refuses a node that differs, naming the difference.
+
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitCode, Stdio, Termination};
+use std::time::{Duration, Instant};
+
+use dsm::protocol::sc::ScNode;
+use dsm::sys::PAGE_SIZE;
+use dsm::{NodeId, PageId, Space, SpaceLayout};
+use net::{BinaryId, Hello, MeshConfig};
+
+use crate::alloc::{Heap, InternalAlloc};
+use crate::runtime::{Runtime, Service};
+
+struct Config {
+    node: u16,
+    nodes: u16,
+    embedded: bool,
+    coordinator: Option<SocketAddr>,
+    bind: String,
+    session: u64,
+    space_size: usize,
+    timeout: Duration,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse_size(v: &str) -> Option<usize> {
+    let v = v.trim();
+    let (num, mul) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 1usize << 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 1 << 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mul)
+}
+
+fn config() -> Result<Config, String> {
+    let nodes: u16 = match env("RTHREADS_NODES") {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| (1..=1024).contains(&n))
+            .ok_or(format!("RTHREADS_NODES={v}: expected 1..=1024"))?,
+        None => 4,
+    };
+    let (node, embedded) = match env("RTHREADS_NODE_ID") {
+        Some(v) => (
+            v.parse()
+                .ok()
+                .filter(|&n| n < nodes)
+                .ok_or(format!("RTHREADS_NODE_ID={v}: expected 0..{nodes}"))?,
+            false,
+        ),
+        None => (0, env("RTHREADS_EXTERNAL").is_none()),
+    };
+    let coordinator = match env("RTHREADS_COORDINATOR") {
+        Some(v) => Some(
+            std::net::ToSocketAddrs::to_socket_addrs(&v)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or(format!("RTHREADS_COORDINATOR={v}: not a host:port"))?,
+        ),
+        None if node != 0 => return Err("RTHREADS_COORDINATOR must name node 0's host:port".into()),
+        None => None,
+    };
+    let session = match env("RTHREADS_SESSION") {
+        Some(v) => u64::from_str_radix(&v, 16)
+            .map_err(|_| format!("RTHREADS_SESSION={v}: expected hex"))?,
+        None if embedded => random_u64(),
+        None => 0,
+    };
+    let space_size = match env("RTHREADS_SPACE_SIZE") {
+        Some(v) => {
+            parse_size(&v).ok_or(format!("RTHREADS_SPACE_SIZE={v}: expected a size like 16G"))?
+        }
+        None => SpaceLayout::DEFAULT_SIZE,
+    };
+    let timeout = match env("RTHREADS_STARTUP_TIMEOUT") {
+        Some(v) => Duration::from_secs(
+            v.parse()
+                .map_err(|_| format!("RTHREADS_STARTUP_TIMEOUT={v}: expected seconds"))?,
+        ),
+        None => Duration::from_secs(60),
+    };
+    Ok(Config {
+        node,
+        nodes,
+        embedded,
+        coordinator,
+        bind: env("RTHREADS_BIND").unwrap_or_else(|| "127.0.0.1:0".into()),
+        session,
+        space_size,
+        timeout,
+    })
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u64::from_ne_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Turns address randomisation off for this process and re-executes it, unless already off.
+fn ensure_fixed_layout() -> Result<(), String> {
+    // SAFETY: querying the personality has no side effects.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    if persona >= 0 && persona & libc::ADDR_NO_RANDOMIZE != 0 {
+        return Ok(());
+    }
+    if env("RTHREADS_REEXEC").is_some() {
+        return Err(
+            "address randomisation is still on after re-executing (is personality(2) blocked?)"
+                .into(),
+        );
+    }
+    // SAFETY: setting the personality affects only this process and the programs it executes.
+    if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0
+    {
+        return Err(format!(
+            "personality(ADDR_NO_RANDOMIZE): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let err = Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env("RTHREADS_REEXEC", "1")
+        .exec();
+    Err(format!("re-executing /proc/self/exe: {err}"))
+}
+
+/// What identifies this program: the executable's contents and where it is loaded.
+fn binary_id() -> Result<BinaryId, String> {
+    let bytes =
+        std::fs::read("/proc/self/exe").map_err(|e| format!("reading /proc/self/exe: {e}"))?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        hash = (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    }
+    for &b in chunks.remainder() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(BinaryId {
+        hash,
+        len: bytes.len() as u64,
+        anchor: binary_id as *const () as usize as u64,
+    })
+}
+
+fn start_children(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>, String> {
+    let mut children = Vec::new();
+    for i in 1..cfg.nodes {
+        let mut cmd = Command::new("/proc/self/exe");
+        let mut args = std::env::args_os();
+        if let Some(a0) = args.next() {
+            cmd.arg0(a0);
+        }
+        cmd.args(args)
+            .env("RTHREADS_NODE_ID", i.to_string())
+            .env("RTHREADS_NODES", cfg.nodes.to_string())
+            .env("RTHREADS_COORDINATOR", coordinator.to_string())
+            .env("RTHREADS_SESSION", format!("{:x}", cfg.session))
+            .env_remove("RTHREADS_BIND")
+            .stdin(Stdio::null());
+        // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+        // async-signal-safe: the child dies with its parent instead of lingering.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        children.push(cmd.spawn().map_err(|e| format!("starting node {i}: {e}"))?);
+    }
+    Ok(children)
+}
+
+fn reap(children: &mut [Child]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for c in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+}
+
+struct Started {
+    rt: &'static Runtime,
+    children: Vec<Child>,
+}
+
+fn start() -> Result<Started, String> {
+    let cfg = config()?;
+    ensure_fixed_layout()?;
+    let nodes = u64::from(cfg.nodes);
+    let per_node_pages = (cfg.space_size / PAGE_SIZE) as u64 / nodes;
+    if per_node_pages < 1024 {
+        return Err(format!(
+            "RTHREADS_SPACE_SIZE={} is too small for {nodes} nodes",
+            cfg.space_size
+        ));
+    }
+    let layout = SpaceLayout {
+        base: SpaceLayout::DEFAULT_BASE,
+        size: (per_node_pages * nodes) as usize * PAGE_SIZE,
+    };
+    let me = cfg.node;
+    let home = PageId(per_node_pages * u64::from(me))..PageId(per_node_pages * (u64::from(me) + 1));
+    let space = Space::map(layout, home.clone()).map_err(|e| e.to_string())?;
+
+    let listener =
+        TcpListener::bind(&cfg.bind).map_err(|e| format!("cannot listen on {}: {e}", cfg.bind))?;
+    let mut children = Vec::new();
+    if me == 0 && cfg.embedded && cfg.nodes > 1 {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        children = start_children(&cfg, addr)?;
+    }
+    let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get() as u32);
+    let hello = Hello {
+        node: me,
+        nodes: cfg.nodes,
+        session: cfg.session,
+        binary: binary_id()?,
+        listen: String::new(),
+        parallelism,
+    };
+    let mut mesh = net::mesh::establish(MeshConfig {
+        hello,
+        listener,
+        coordinator: cfg.coordinator,
+        timeout: cfg.timeout,
+    })
+    .map_err(|e| {
+        for c in &mut children {
+            let _ = c.kill();
+        }
+        e.to_string()
+    })?;
+
+    let faults =
+        dsm::fault::install(layout).map_err(|e| format!("installing the fault handler: {e}"))?;
+    let slice = per_node_pages as usize * PAGE_SIZE;
+    let heap = Heap::new(
+        usize::from(me),
+        usize::from(cfg.nodes),
+        layout.base,
+        slice,
+        layout.addr_of(home.start),
+    );
+    let sc = ScNode::new(NodeId(me), cfg.nodes, per_node_pages);
+    let streams = std::mem::take(&mut mesh.conns);
+    mesh.conns = streams
+        .iter()
+        .map(|s| s.as_ref().and_then(|s| s.try_clone().ok()))
+        .collect();
+    mesh.barrier(cfg.timeout).map_err(|e| e.to_string())?;
+    let rt = Runtime::install(me, cfg.nodes, mesh.parallelism.clone(), heap);
+    drop(mesh);
+    let service = Service::new(rt, space, sc, streams, faults)
+        .map_err(|e| format!("starting the service thread: {e}"))?;
+    service.start();
+    Ok(Started { rt, children })
+}
+
+/// The body of `#[rthreads::main]`: starts this node, runs `body` on node 0 (the other nodes
+/// serve until node 0 ends), shuts the cluster down and returns node 0's exit code.
+#[doc(hidden)]
+pub fn run_main<R: Termination>(body: impl FnOnce() -> R) -> ExitCode {
+    let started = {
+        let _internal = InternalAlloc::new();
+        start()
+    };
+    let Started { rt, mut children } = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "rthreads: node {}: cannot start: {e}",
+                env("RTHREADS_NODE_ID").unwrap_or_else(|| "0".into())
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if rt.me != 0 {
+        // Node 0 runs `main`; this node serves until the service thread exits the process.
+        loop {
+            std::thread::park();
+        }
+    }
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    let code = match outcome {
+        Ok(r) => r.report(),
+        Err(_) => ExitCode::from(101),
+    };
+    let _internal = InternalAlloc::new();
+    rt.shutdown_cluster(0);
+    reap(&mut children);
+    code
+}

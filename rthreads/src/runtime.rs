@@ -1,0 +1,429 @@
+//! The node runtime: the service thread that owns every socket and the protocol state, and the
+//! handle application threads use to talk to it.
+//!
+//! One service thread per node polls, with epoll, the fault pipe (traps handed over by the SIGSEGV
+//! handler, and wake-ups for the command queue) and every peer connection. It alone runs the
+//! coherence protocol, calls `mprotect`, and reads or writes page bytes (through the runtime view),
+//! so the protocol state needs no lock. Application threads never touch a socket: they queue frames
+//! in [`Runtime::send`] and wake the service thread through the same pipe.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
+use dsm::protocol::sc::{Action, ScNode};
+use dsm::{NodeId, PageId, Space};
+use net::{Conn, ReadStatus};
+
+use crate::alloc::{Heap, InternalAlloc};
+use crate::poll::{self, Poller};
+use crate::thread;
+use crate::wire::{self, Wire};
+
+/// Everything application threads may ask of this node's runtime.
+pub(crate) struct Runtime {
+    pub(crate) me: u16,
+    pub(crate) nodes: u16,
+    pub(crate) parallelism: Vec<u32>,
+    pub(crate) heap: Heap,
+    outbox: Mutex<Vec<(u16, Vec<u8>)>>,
+    pub(crate) next_seq: AtomicU64,
+    pub(crate) next_target: AtomicUsize,
+    shutting_down: AtomicBool,
+    closed: Mutex<usize>,
+    closed_cv: Condvar,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The running runtime, if `#[rthreads::main]` started one.
+pub(crate) fn get() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+/// Prints a fatal runtime error naming its cause and ends this node with exit code 1.
+pub(crate) fn fatal(msg: &str) -> ! {
+    let me = get().map(|r| r.me).unwrap_or(0);
+    eprintln!("rthreads: node {me}: fatal: {msg}");
+    // SAFETY: _exit ends the process without running anything that could block on a lock held by
+    // a thread stuck in a fault.
+    unsafe { libc::_exit(1) }
+}
+
+impl Runtime {
+    pub(crate) fn install(
+        me: u16,
+        nodes: u16,
+        parallelism: Vec<u32>,
+        heap: Heap,
+    ) -> &'static Runtime {
+        let _internal = InternalAlloc::new();
+        let rt = Runtime {
+            me,
+            nodes,
+            parallelism,
+            heap,
+            outbox: Mutex::new(Vec::new()),
+            next_seq: AtomicU64::new(1),
+            next_target: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            closed: Mutex::new(0),
+            closed_cv: Condvar::new(),
+        };
+        if RUNTIME.set(rt).is_err() {
+            fatal("the runtime was started twice");
+        }
+        let rt = RUNTIME.get().expect("just set");
+        Heap::activate(&rt.heap);
+        rt
+    }
+
+    /// Queues a frame for node `to` and wakes the service thread.
+    pub(crate) fn send(&self, to: u16, frame: Vec<u8>) {
+        let _internal = InternalAlloc::new();
+        self.outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((to, frame));
+        fault::notify();
+    }
+
+    /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
+    /// connections.
+    pub(crate) fn shutdown_cluster(&self, code: i32) {
+        let _internal = InternalAlloc::new();
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for n in 1..self.nodes {
+            self.send(n, wire::shutdown(code));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        while *closed + 1 < usize::from(self.nodes) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                eprintln!("rthreads: some nodes did not acknowledge shutdown within 10 s");
+                break;
+            }
+            closed = self
+                .closed_cv
+                .wait_timeout(closed, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+const FAULTS: u64 = u64::MAX;
+
+/// The service thread's state.
+pub(crate) struct Service {
+    rt: &'static Runtime,
+    space: Space,
+    sc: ScNode,
+    conns: Vec<Option<Conn>>,
+    interest: Vec<u32>,
+    poller: Poller,
+    faults: FaultReceiver,
+    waiting: HashMap<PageId, Vec<SlotId>>,
+    actions: Vec<Action>,
+    wakeups: Vec<Wakeup>,
+    lost_deadline: Option<(Instant, String)>,
+    poll_us: u64,
+}
+
+impl Service {
+    pub(crate) fn new(
+        rt: &'static Runtime,
+        space: Space,
+        sc: ScNode,
+        streams: Vec<Option<std::net::TcpStream>>,
+        faults: FaultReceiver,
+    ) -> std::io::Result<Service> {
+        let _internal = InternalAlloc::new();
+        let poller = Poller::new()?;
+        poller.add(faults.fd(), poll::READ, FAULTS)?;
+        let mut conns = Vec::new();
+        for (i, s) in streams.into_iter().enumerate() {
+            conns.push(match s {
+                Some(s) => {
+                    s.set_read_timeout(None)?;
+                    let c = Conn::new(s)?;
+                    poller.add(c.fd(), poll::READ, i as u64)?;
+                    Some(c)
+                }
+                None => None,
+            });
+        }
+        let poll_us = std::env::var("RTHREADS_POLL_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Service {
+            rt,
+            space,
+            sc,
+            interest: vec![poll::READ; conns.len()],
+            conns,
+            poller,
+            faults,
+            waiting: HashMap::new(),
+            actions: Vec::new(),
+            wakeups: Vec::new(),
+            lost_deadline: None,
+            poll_us,
+        })
+    }
+
+    /// Runs the service loop on a new thread.
+    pub(crate) fn start(self) {
+        let _internal = InternalAlloc::new();
+        std::thread::Builder::new()
+            .name("rthreads-service".into())
+            .spawn(move || {
+                crate::alloc::runtime_thread();
+                fault::register_service_thread();
+                self.run()
+            })
+            .unwrap_or_else(|e| fatal(&format!("cannot start the service thread: {e}")));
+    }
+
+    fn run(mut self) -> ! {
+        let mut ready = Vec::with_capacity(64);
+        let mut body = Vec::with_capacity(8192);
+        let mut spin_until: Option<Instant> = None;
+        loop {
+            let timeout = if let Some(t) = spin_until.filter(|t| Instant::now() < *t) {
+                let _ = t;
+                0
+            } else if let Some((t, _)) = &self.lost_deadline {
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(100) as i32
+            } else {
+                100
+            };
+            if let Err(e) = self.poller.wait(timeout, &mut ready) {
+                fatal(&format!("epoll: {e}"));
+            }
+            for &(token, events) in &ready {
+                if token == FAULTS {
+                    self.on_wakeups();
+                } else {
+                    self.on_conn(token as usize, events, &mut body);
+                }
+            }
+            self.drain_outbox();
+            self.send_remote_frees();
+            self.flush_all();
+            if let Some((t, why)) = &self.lost_deadline
+                && Instant::now() >= *t
+            {
+                fatal(why);
+            }
+            if self.poll_us > 0 && !self.waiting.is_empty() {
+                if spin_until.is_none() {
+                    spin_until = Some(Instant::now() + Duration::from_micros(self.poll_us));
+                }
+            } else {
+                spin_until = None;
+            }
+        }
+    }
+
+    fn on_wakeups(&mut self) {
+        let mut wakeups = std::mem::take(&mut self.wakeups);
+        self.faults.drain(|w| wakeups.push(w));
+        for w in wakeups.drain(..) {
+            if let Wakeup::Fault { slot, page, kind } = w {
+                if page.0 >= self.sc.page_count() {
+                    fatal(&format!("trap on {page}, outside the space"));
+                }
+                self.waiting.entry(page).or_default().push(slot);
+                let mut actions = std::mem::take(&mut self.actions);
+                self.sc.fault(page, kind, &mut actions);
+                self.exec(&mut actions, None);
+                self.actions = actions;
+            }
+        }
+        self.wakeups = wakeups;
+    }
+
+    fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        if events & poll::WRITE != 0
+            && let Err(e) = conn.flush()
+        {
+            return self.peer_lost(i, &format!("send failed: {e}"));
+        }
+        if events & !poll::WRITE == 0 {
+            return;
+        }
+        let status = match conn.fill() {
+            Ok(s) => s,
+            Err(e) => return self.peer_lost(i, &format!("receive failed: {e}")),
+        };
+        loop {
+            let Some(conn) = self.conns[i].as_mut() else {
+                return;
+            };
+            match conn.next_frame(body) {
+                Ok(true) => self.on_frame(i as u16, body),
+                Ok(false) => break,
+                Err(e) => fatal(&format!("malformed frame from node {i}: {e}")),
+            }
+        }
+        if status == ReadStatus::Closed {
+            self.peer_lost(i, "closed the connection");
+        }
+    }
+
+    fn peer_lost(&mut self, i: usize, why: &str) {
+        if let Some(c) = self.conns[i].take() {
+            drop(c);
+        }
+        if self.rt.shutting_down.load(Ordering::SeqCst) {
+            let mut closed = self.rt.closed.lock().unwrap_or_else(|e| e.into_inner());
+            *closed += 1;
+            self.rt.closed_cv.notify_all();
+            return;
+        }
+        let msg = format!("lost node {i}: {why}");
+        if self.rt.me == 0 || i == 0 {
+            fatal(&msg);
+        }
+        // Another node may simply have exited on node 0's shutdown order before ours arrived:
+        // give that order a moment before treating the loss as fatal.
+        if self.lost_deadline.is_none() {
+            self.lost_deadline = Some((Instant::now() + Duration::from_secs(2), msg));
+        }
+    }
+
+    fn on_frame(&mut self, from: u16, body: &[u8]) {
+        let wire = match wire::decode(body) {
+            Ok(w) => w,
+            Err(e) => fatal(&format!("node {from} sent a malformed message: {e}")),
+        };
+        match wire {
+            Wire::Proto { msg, data } => {
+                let mut actions = std::mem::take(&mut self.actions);
+                if let Err(e) = self.sc.handle(NodeId(from), msg, &mut actions) {
+                    fatal(&format!("protocol error from node {from}: {e}"));
+                }
+                self.exec(&mut actions, data);
+                self.actions = actions;
+            }
+            Wire::Spawn {
+                tid,
+                closure,
+                stack,
+                name,
+            } => {
+                thread::start_remote(tid, from, closure as usize, stack as usize, name);
+            }
+            Wire::Done { tid, started } => thread::table().finish(tid, started),
+            Wire::Watch { tid } => thread::table().watch(tid, from),
+            Wire::Finished { tid, started } => thread::table().finish(tid, started),
+            Wire::Forget { tid } => thread::table().forget(tid),
+            Wire::Free { blocks } => {
+                if blocks.iter().any(|b| !self.rt.heap.owns(b.0)) {
+                    fatal(&format!(
+                        "node {from} returned memory this node does not own"
+                    ));
+                }
+                self.rt.heap.free_returned(&blocks);
+            }
+            Wire::Shutdown { code } => {
+                let _ = code; // the cluster exit code is node 0's; other nodes end cleanly
+                // SAFETY: see `fatal`: nothing may run that could wait on application threads.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+
+    fn exec(&mut self, actions: &mut Vec<Action>, data: Option<&[u8]>) {
+        for a in actions.drain(..) {
+            match a {
+                Action::Send { to, msg } => {
+                    let head = wire::proto(&msg);
+                    // SAFETY: the page lies in the space; a preceding Protect revoked write access
+                    // where the protocol needs a stable copy.
+                    let tail: &[u8] = if msg.carries_data() {
+                        unsafe { self.space.page_bytes(msg.page()) }
+                    } else {
+                        &[]
+                    };
+                    match self.conns.get_mut(to.index()).and_then(|c| c.as_mut()) {
+                        Some(c) => c.queue(&head, tail),
+                        None => fatal(&format!("no connection to {to} for {msg:?}")),
+                    }
+                }
+                Action::Install { page } => match data {
+                    // SAFETY: the protocol installs only while application access to the page is
+                    // closed; `page` is in range (checked by the protocol).
+                    Some(d) => unsafe { self.space.install(page, d) },
+                    None => fatal(&format!("protocol asked to install {page} without data")),
+                },
+                Action::Protect { page, access } => {
+                    if let Err(e) = self.space.protect(page, access) {
+                        fatal(&format!("mprotect of {page}: {e}"));
+                    }
+                }
+                Action::Wake { page } => {
+                    if let Some(slots) = self.waiting.remove(&page) {
+                        for s in slots {
+                            fault::complete(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drain_outbox(&mut self) {
+        let frames = std::mem::take(&mut *self.rt.outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        for (to, frame) in frames {
+            match self.conns.get_mut(usize::from(to)).and_then(|c| c.as_mut()) {
+                Some(c) => c.queue(&frame, &[]),
+                None if self.rt.shutting_down.load(Ordering::SeqCst) => {}
+                None => fatal(&format!("no connection to node {to}")),
+            }
+        }
+    }
+
+    fn send_remote_frees(&mut self) {
+        for (owner, blocks) in self.rt.heap.take_remote_frees() {
+            if let Some(c) = self.conns.get_mut(owner).and_then(|c| c.as_mut()) {
+                for batch in blocks.chunks(4096) {
+                    c.queue(&wire::free(batch), &[]);
+                }
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if let Err(e) = c.flush() {
+                self.peer_lost(i, &format!("send failed: {e}"));
+                continue;
+            }
+            let want = if c.wants_write() {
+                poll::READ | poll::WRITE
+            } else {
+                poll::READ
+            };
+            if want != self.interest[i] {
+                if let Err(e) = self.poller.modify(c.fd(), want, i as u64) {
+                    fatal(&format!("epoll_ctl: {e}"));
+                }
+                self.interest[i] = want;
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Threads that run on any node: `spawn`, `Builder`, `JoinHandle`, and the per-node table that
+//! tells joiners when a thread has finished.
+//!
+//! A spawned closure travels as a pointer: it is boxed in the shared heap, and the target node
+//! rebuilds the box from that address and calls it. This works because every node runs the same
+//! binary loaded at the same address (the vtable pointer inside the box means the same everywhere)
+//! and because the box's bytes, and everything it captured, are in the shared space. The result
+//! comes back the same way: the thread writes it into a shared `Packet`, then tells the spawning
+//! node (the thread's *origin*) that it has finished.
+
+use std::cell::UnsafeCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::num::NonZeroUsize;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+
+use crate::alloc::InternalAlloc;
+use crate::runtime::{self, Runtime};
+use crate::wire;
+
+/// Where each node's finished-thread bookkeeping lives (private memory of the node).
+pub(crate) struct ThreadTable {
+    map: Mutex<BTreeMap<u64, Entry>>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Entry {
+    finished: bool,
+    started: bool,
+    watching: bool,
+    forgotten: bool,
+    watchers: Vec<u16>,
+}
+
+static TABLE: ThreadTable = ThreadTable {
+    map: Mutex::new(BTreeMap::new()),
+    cv: Condvar::new(),
+};
+
+pub(crate) fn table() -> &'static ThreadTable {
+    &TABLE
+}
+
+fn me() -> u16 {
+    runtime::get().map_or(0, |r| r.me)
+}
+
+fn send(to: u16, frame: Vec<u8>) {
+    if let Some(rt) = runtime::get() {
+        rt.send(to, frame);
+    }
+}
+
+impl ThreadTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, tid: u64) {
+        let _internal = InternalAlloc::new();
+        self.lock().insert(tid, Entry::default());
+    }
+
+    /// The thread `tid` has ended (`started == false`: it could not be started at all).
+    pub(crate) fn finish(&self, tid: u64, started: bool) {
+        let _internal = InternalAlloc::new();
+        let mut map = self.lock();
+        let Some(e) = map.get_mut(&tid) else { return };
+        e.finished = true;
+        e.started = started;
+        let watchers = std::mem::take(&mut e.watchers);
+        if e.forgotten {
+            map.remove(&tid);
+        }
+        drop(map);
+        self.cv.notify_all();
+        for w in watchers {
+            send(w, wire::finished(tid, started));
+        }
+    }
+
+    /// Node `from` holds the handle of `tid` (spawned here) and wants to hear when it ends.
+    pub(crate) fn watch(&self, tid: u64, from: u16) {
+        let _internal = InternalAlloc::new();
+        let mut map = self.lock();
+        match map.get_mut(&tid) {
+            Some(e) if e.finished => {
+                let started = e.started;
+                drop(map);
+                send(from, wire::finished(tid, started));
+            }
+            Some(e) => e.watchers.push(from),
+            None => {}
+        }
+    }
+
+    /// The handle of `tid` (spawned here) was joined or dropped elsewhere.
+    pub(crate) fn forget(&self, tid: u64) {
+        let _internal = InternalAlloc::new();
+        let mut map = self.lock();
+        if let Some(e) = map.get_mut(&tid) {
+            if e.finished {
+                map.remove(&tid);
+            } else {
+                e.forgotten = true;
+            }
+        }
+    }
+
+    /// Makes sure this node hears of the end of `tid`, spawned on `origin`.
+    fn ensure_known(&self, map: &mut BTreeMap<u64, Entry>, tid: u64, origin: u16) {
+        if origin == me() {
+            return;
+        }
+        let e = map.entry(tid).or_default();
+        if !e.watching {
+            e.watching = true;
+            send(origin, wire::watch(tid));
+        }
+    }
+
+    fn is_finished(&self, tid: u64, origin: u16) -> bool {
+        let _internal = InternalAlloc::new();
+        let mut map = self.lock();
+        self.ensure_known(&mut map, tid, origin);
+        map.get(&tid).is_some_and(|e| e.finished)
+    }
+
+    /// Blocks until `tid` has ended; returns whether it ever started.
+    fn wait(&self, tid: u64, origin: u16) -> bool {
+        let _internal = InternalAlloc::new();
+        let mut map = self.lock();
+        self.ensure_known(&mut map, tid, origin);
+        loop {
+            match map.get(&tid) {
+                Some(e) if e.finished => break,
+                Some(_) => map = self.cv.wait(map).unwrap_or_else(|e| e.into_inner()),
+                None => return false,
+            }
+        }
+        let started = map.remove(&tid).is_some_and(|e| e.started);
+        drop(map);
+        if origin != me() {
+            send(origin, wire::forget(tid));
+        }
+        started
+    }
+
+    fn drop_handle(&self, tid: u64, origin: u16) {
+        if origin == me() {
+            self.forget(tid);
+        } else {
+            let _internal = InternalAlloc::new();
+            self.lock().remove(&tid);
+            send(origin, wire::forget(tid));
+        }
+    }
+}
+
+/// Starts an OS thread on this node that runs the boxed closure at `closure`.
+fn start_thread(
+    tid: u64,
+    origin: u16,
+    closure: usize,
+    stack: usize,
+    name: Option<String>,
+) -> io::Result<()> {
+    let _internal = InternalAlloc::new();
+    let mut b = std::thread::Builder::new();
+    if let Some(n) = name {
+        b = b.name(n);
+    }
+    if stack > 0 {
+        b = b.stack_size(stack);
+    }
+    b.spawn(move || {
+        // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
+        // `Builder::spawn` of this same binary, loaded at the same address on every node; it is
+        // handed to exactly one node, which takes ownership here exactly once.
+        let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
+        f();
+        thread_done(tid, origin, true);
+    })
+    .map(drop)
+}
+
+fn thread_done(tid: u64, origin: u16, started: bool) {
+    if origin == me() {
+        table().finish(tid, started);
+    } else {
+        send(origin, wire::done(tid, started));
+    }
+}
+
+/// Called by the service thread for a `Spawn` message from `origin`.
+pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, name: &str) {
+    let name = (!name.is_empty()).then(|| name.to_owned());
+    if let Err(e) = start_thread(tid, origin, closure, stack, name) {
+        eprintln!(
+            "rthreads: node {}: cannot start a thread for node {origin}: {e}",
+            me()
+        );
+        thread_done(tid, origin, false);
+    }
+}
+
+struct Packet<T> {
+    result: UnsafeCell<Option<std::thread::Result<T>>>,
+}
+
+// SAFETY: the result cell is written once by the spawned thread before it reports completion, and
+// read only by the joiner after it has learnt of that completion; the two never overlap.
+unsafe impl<T: Send> Sync for Packet<T> {}
+
+/// A thread factory, as `std::thread::Builder`, that also chooses the node.
+///
+/// # Examples
+/// ```
+/// let h = rthreads::Builder::new().name("worker".into()).node(0).spawn(|| 6 * 7).unwrap();
+/// assert_eq!(h.node(), 0);
+/// assert_eq!(h.join().unwrap(), 42);
+/// ```
+#[derive(Debug, Default)]
+#[must_use = "a Builder does nothing until spawn is called"]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+    node: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with std's defaults and the default placement.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the thread (shown in panic messages, as in std).
+    pub fn name(mut self, name: String) -> Builder {
+        self.name = Some(name);
+        self
+    }
+
+    /// Sets the stack size of the thread, in bytes.
+    pub fn stack_size(mut self, size: usize) -> Builder {
+        self.stack_size = Some(size);
+        self
+    }
+
+    /// Runs the thread on node `node` instead of where the placement policy would put it.
+    pub fn node(mut self, node: usize) -> Builder {
+        self.node = Some(node);
+        self
+    }
+
+    /// Spawns the thread, on the chosen node or by the placement policy: round-robin over all
+    /// nodes, starting with the spawning node itself (the k-th spawn from node `m` of an `n`-node
+    /// cluster goes to node `(m + k) % n`).
+    ///
+    /// Spawning is a release point: everything the spawning thread wrote before `spawn` is visible
+    /// to the new thread (under the sequentially consistent protocol every write is visible at
+    /// once anyway).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a node that does not exist; the OS error if a thread on this node cannot
+    /// be created. A thread that cannot be created on a remote node is reported by `join`, which
+    /// returns `Err` (the remote node also prints the cause).
+    ///
+    /// # Examples
+    /// ```
+    /// let h = rthreads::Builder::new().stack_size(1 << 20).spawn(|| "done").unwrap();
+    /// assert_eq!(h.join().unwrap(), "done");
+    /// assert!(rthreads::Builder::new().node(999).spawn(|| ()).is_err());
+    /// ```
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (me, nodes) = (me(), node_count());
+        let target = match self.node {
+            Some(n) if n < nodes => n as u16,
+            Some(n) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("node {n} does not exist: the cluster has {nodes} node(s)"),
+                ));
+            }
+            None => placement(me, nodes),
+        };
+        let packet: Arc<Packet<T>> = Arc::new(Packet {
+            result: UnsafeCell::new(None),
+        });
+        let theirs = Arc::clone(&packet);
+        let main: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let r = panic::catch_unwind(AssertUnwindSafe(f));
+            // SAFETY: only this thread writes the packet, before it reports completion.
+            unsafe { *theirs.result.get() = Some(r) };
+            drop(theirs);
+        });
+        let closure = Box::into_raw(Box::new(main)) as usize;
+        let tid = (u64::from(me) << 48)
+            | runtime::get().map_or_else(next_local_seq, |r| {
+                r.next_seq.fetch_add(1, Ordering::Relaxed)
+            });
+        table().register(tid);
+        let stack = self.stack_size.unwrap_or(0);
+        if target == me {
+            if let Err(e) = start_thread(tid, me, closure, stack, self.name) {
+                // SAFETY: the thread did not start, so the box was never handed to anyone.
+                drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+                table().forget(tid);
+                table().finish(tid, false);
+                return Err(e);
+            }
+        } else if let Some(rt) = runtime::get() {
+            let _internal = InternalAlloc::new();
+            rt.send(
+                target,
+                wire::spawn(
+                    tid,
+                    closure as u64,
+                    stack as u64,
+                    self.name.as_deref().unwrap_or(""),
+                ),
+            );
+        }
+        Ok(JoinHandle {
+            tid,
+            origin: me,
+            node: usize::from(target),
+            packet: Some(packet),
+        })
+    }
+}
+
+fn next_local_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+fn placement(me: u16, nodes: usize) -> u16 {
+    let k = runtime::get().map_or(0, |r: &Runtime| {
+        r.next_target.fetch_add(1, Ordering::Relaxed)
+    });
+    ((usize::from(me) + k) % nodes) as u16
+}
+
+/// Spawns a thread on some node of the cluster, as `std::thread::spawn` does on this machine.
+///
+/// The closure and its result must be `Send + 'static`, as in std. Placement is round-robin over
+/// the nodes (see [`Builder::spawn`]).
+///
+/// # Panics
+/// If the thread cannot be created on this node (as std's `spawn`); use [`Builder::spawn`] to get
+/// the error instead.
+///
+/// # Examples
+/// ```
+/// let h = rthreads::spawn(|| (rthreads::current_node(), 2 + 2));
+/// let (node, sum) = h.join().unwrap();
+/// assert!(node < rthreads::node_count());
+/// assert_eq!(sum, 4);
+/// ```
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new().spawn(f).expect("failed to spawn thread")
+}
+
+/// An owned permission to join a thread, on whatever node it runs; as `std::thread::JoinHandle`.
+/// It may be sent to and joined on any node. Dropping it detaches the thread.
+#[derive(Debug)]
+pub struct JoinHandle<T> {
+    tid: u64,
+    origin: u16,
+    node: usize,
+    packet: Option<Arc<Packet<T>>>,
+}
+
+impl<T> std::fmt::Debug for Packet<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Packet")
+    }
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the thread to finish and returns its result; `Err` with the panic payload if it
+    /// panicked (a `String` or `&'static str` for `panic!` messages, as in std).
+    ///
+    /// The thread's completion synchronizes-with the return of `join`: everything the thread wrote
+    /// is visible to the caller afterwards, on any node.
+    ///
+    /// # Errors
+    /// The payload of the thread's panic, or a `String` saying the thread could not be started on
+    /// its node.
+    ///
+    /// # Examples
+    /// ```
+    /// let h = rthreads::spawn(|| panic!("boom"));
+    /// let err = h.join().unwrap_err();
+    /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
+    /// ```
+    pub fn join(mut self) -> std::thread::Result<T> {
+        let packet = self.packet.take().expect("joined twice");
+        let started = table().wait(self.tid, self.origin);
+        if !started {
+            return Err(Box::new(format!(
+                "rthreads: the thread could not be started on node {}",
+                self.node
+            )));
+        }
+        // SAFETY: the thread has finished: it wrote the packet before reporting completion, and
+        // nobody else reads it (the handle is consumed).
+        let r = unsafe { (*packet.result.get()).take() };
+        r.unwrap_or_else(|| {
+            Err(Box::new(String::from(
+                "rthreads: the thread ended without a result",
+            )))
+        })
+    }
+
+    /// Whether the thread has finished running (without blocking, as std's). Asking about a thread
+    /// spawned on another node may take a message round trip before it can say `true`.
+    pub fn is_finished(&self) -> bool {
+        table().is_finished(self.tid, self.origin)
+    }
+
+    /// The node the thread runs on.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if self.packet.is_some() {
+            table().drop_handle(self.tid, self.origin);
+        }
+    }
+}
+
+/// The node the calling thread runs on (`0` outside a cluster).
+///
+/// # Examples
+/// ```
+/// assert_eq!(rthreads::current_node(), 0); // no #[rthreads::main] here: a one-node cluster
+/// ```
+pub fn current_node() -> usize {
+    usize::from(me())
+}
+
+/// The number of nodes in the cluster (`1` outside a cluster).
+///
+/// # Examples
+/// ```
+/// assert!(rthreads::node_count() >= 1);
+/// ```
+pub fn node_count() -> usize {
+    runtime::get().map_or(1, |r| usize::from(r.nodes))
+}
+
+/// The parallelism of the whole cluster: the sum of every node's
+/// `std::thread::available_parallelism`.
+///
+/// # Errors
+/// As std's, outside a cluster.
+///
+/// # Examples
+/// ```
+/// assert!(rthreads::available_parallelism().unwrap().get() >= 1);
+/// ```
+pub fn available_parallelism() -> io::Result<NonZeroUsize> {
+    match runtime::get() {
+        Some(r) => NonZeroUsize::new(r.parallelism.iter().map(|&p| p.max(1) as usize).sum())
+            .ok_or_else(|| io::Error::other("no parallelism")),
+        None => std::thread::available_parallelism(),
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for the rthreads examples, benchmarks and cluster tests.
