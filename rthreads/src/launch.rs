@@ -261,6 +261,13 @@ fn start() -> Result<Started, String> {
     let listener =
         TcpListener::bind(&cfg.bind).map_err(|e| format!("cannot listen on {}: {e}", cfg.bind))?;
     let mut children = Vec::new();
+    if me == 0 && !cfg.embedded {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!(
+            "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
+            cfg.nodes - 1
+        );
+    }
     if me == 0 && cfg.embedded && cfg.nodes > 1 {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         children = start_children(&cfg, addr)?;

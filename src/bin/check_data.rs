@@ -1,0 +1,63 @@
+//! Acceptance 2: an 8 MiB `Vec<u64>` built on node 0 and summed in slices on every node; a `Vec`,
+//! `String` and `HashMap` built in remote threads come back intact through `join`.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[rthreads::main]
+fn main() {
+    let nodes = rthreads::node_count();
+    let data: Arc<Vec<u64>> = Arc::new((0..1u64 << 20).map(|x| x * 3 + 1).collect());
+    let local: u64 = data.iter().sum();
+    let parts = nodes * 4;
+    let chunk = data.len() / parts;
+    let handles: Vec<_> = (0..parts)
+        .map(|i| {
+            let d = Arc::clone(&data);
+            rthreads::spawn(move || {
+                (
+                    rthreads::current_node(),
+                    d[i * chunk..(i + 1) * chunk].iter().sum::<u64>(),
+                )
+            })
+        })
+        .collect();
+    let mut remote = 0;
+    let mut on = vec![0; nodes];
+    for h in handles {
+        let (node, s) = h.join().unwrap();
+        on[node] += 1;
+        remote += s;
+    }
+    println!("slices per node: {on:?}");
+    assert!(on.iter().all(|&n| n > 0), "every node summed a slice");
+    assert_eq!(remote, local);
+    println!("sum ok: {local}");
+
+    let built: Vec<_> = (0..nodes)
+        .map(|n| {
+            rthreads::Builder::new()
+                .node(n)
+                .spawn(move || {
+                    let v: Vec<u32> = (0..100_000).map(|x| x ^ n as u32).collect();
+                    let s = format!(
+                        "made on node {} with {} items",
+                        rthreads::current_node(),
+                        v.len()
+                    );
+                    let m: HashMap<String, usize> =
+                        (0..1000).map(|k| (format!("key{k}"), k * n)).collect();
+                    (v, s, m)
+                })
+                .unwrap()
+        })
+        .collect();
+    for (n, h) in built.into_iter().enumerate() {
+        let (v, s, m) = h.join().unwrap();
+        assert_eq!(v.len(), 100_000);
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32 ^ n as u32));
+        assert_eq!(s, format!("made on node {n} with 100000 items"));
+        assert_eq!(m.len(), 1000);
+        assert!((0..1000).all(|k| m[&format!("key{k}")] == k * n));
+        println!("{s}: intact");
+    }
+}

@@ -1,0 +1,165 @@
+//! Issue 2's acceptance tests: real clusters of local node processes.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn shared_atomic_counter_is_exact_over_4_nodes() {
+    let out = ok(&run_cluster(
+        env!("CARGO_BIN_EXE_check_atomics"),
+        4,
+        &[],
+        &[],
+    ));
+    assert!(out.contains("threads per node: [4, 4, 4, 4]"), "{out}");
+    assert!(out.contains("total = 160000"), "{out}");
+}
+
+#[test]
+fn big_vector_and_remote_collections_are_intact() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_data"), 4, &[], &[]));
+    assert!(out.contains("slices per node: [4, 4, 4, 4]"), "{out}");
+    for n in 0..4 {
+        assert!(
+            out.contains(&format!("made on node {n} with 100000 items: intact")),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn remote_panics_come_back_and_static_data_is_shared() {
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_panics"), 4, &[], &[]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("program continues after remote panics"));
+    for n in 1..4 {
+        assert!(
+            stdout.contains(&format!("caught: boom on node {n}")),
+            "{stdout}"
+        );
+        // std's panic message is printed by the node the thread ran on.
+        assert!(text(&out.stderr).contains(&format!("boom on node {n}")));
+    }
+    let names = ["zero", "one", "two", "three"];
+    for (n, name) in names.iter().enumerate() {
+        assert!(
+            stdout.contains(&format!("node {n}: hello from a literal / {name} / 30")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn output_of_every_node_reaches_the_terminal() {
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_print"), 4, &[], &[]);
+    let stdout = ok(&out);
+    let stderr = text(&out.stderr);
+    for n in 0..4 {
+        assert!(
+            stdout.contains(&format!("hello from node {n} (asked for {n})")),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("stderr from node {n}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn system_calls_work_on_buffers_from_other_nodes() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_io"), 4, &[], &[]));
+    assert!(out.contains("io ok"), "{out}");
+}
+
+#[test]
+fn hundreds_of_threads_over_16_nodes() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_many"), 16, &[], &[]));
+    assert!(out.contains("all 256 threads correct on 16 nodes"), "{out}");
+}
+
+#[test]
+fn main_example_runs() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_print"), 1, &[], &[]));
+    assert!(out.contains("hello from node 0"));
+}
+
+#[test]
+fn a_node_running_another_binary_is_refused() {
+    let tag = Tagged::new();
+    let mut node0 = tag
+        .command(env!("CARGO_BIN_EXE_check_print"))
+        .env("RTHREADS_NODES", "2")
+        .env("RTHREADS_EXTERNAL", "1")
+        .env("RTHREADS_STARTUP_TIMEOUT", "5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err0 = reader(node0.stderr.take().unwrap());
+    let line = read_until(&mut err0, "listening on", Duration::from_secs(30));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let intruder = tag
+        .command(env!("CARGO_BIN_EXE_check_panics"))
+        .env("RTHREADS_NODES", "2")
+        .env("RTHREADS_NODE_ID", "1")
+        .env("RTHREADS_COORDINATOR", &addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out1 = wait_bounded(intruder, Duration::from_secs(30));
+    let err1 = text(&out1.stderr);
+    assert!(!out1.status.success());
+    assert!(
+        err1.contains("refused this node") && err1.contains("different binary"),
+        "{err1}"
+    );
+    let refused = read_until(&mut err0, "refused a peer", Duration::from_secs(30));
+    assert!(refused.contains("different binary"), "{refused}");
+    let rest = {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut err0, &mut s).unwrap();
+        s
+    };
+    node0.stderr = None;
+    let out0 = wait_bounded(node0, Duration::from_secs(30));
+    assert!(!out0.status.success());
+    assert!(rest.contains("never joined"), "{rest}");
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn killing_node_0_takes_the_whole_cluster_down() {
+    let tag = Tagged::new();
+    let mut c = tag
+        .command(env!("CARGO_BIN_EXE_check_atomics"))
+        .arg("100000000")
+        .env("RTHREADS_NODES", "4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until all four nodes exist, then kill node 0 outright.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tag.live().len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "cluster never formed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    c.kill().unwrap();
+    c.wait().unwrap();
+    tag.assert_none_left(Duration::from_secs(10));
+}
