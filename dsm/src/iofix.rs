@@ -115,8 +115,8 @@ fn sys(ret: libc::c_long) -> ssize_t {
 /// The C contract of `read`: `buf` is valid for `n` bytes of writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-    // SAFETY: forwarded to the kernel under the caller's contract.
     guarded(&[(buf, n, true)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_read, fd, buf, n) })
     })
 }
@@ -127,8 +127,8 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 /// The C contract of `write`: `buf` is valid for `n` bytes of reads.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    // SAFETY: forwarded to the kernel under the caller's contract.
     guarded(&[(buf, n, false)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
     })
 }
@@ -144,8 +144,8 @@ pub unsafe extern "C" fn pread64(
     n: size_t,
     off: libc::off64_t,
 ) -> ssize_t {
-    // SAFETY: forwarded to the kernel under the caller's contract.
     guarded(&[(buf, n, true)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
     })
 }
@@ -161,8 +161,8 @@ pub unsafe extern "C" fn pwrite64(
     n: size_t,
     off: libc::off64_t,
 ) -> ssize_t {
-    // SAFETY: forwarded to the kernel under the caller's contract.
     guarded(&[(buf, n, false)], || {
+        // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
     })
 }

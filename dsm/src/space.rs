@@ -78,7 +78,10 @@ impl Space {
                 "page size is {page}, rthreads needs {PAGE_SIZE}"
             )));
         }
-        if layout.base % PAGE_SIZE != 0 || layout.size % PAGE_SIZE != 0 || layout.size == 0 {
+        if !layout.base.is_multiple_of(PAGE_SIZE)
+            || !layout.size.is_multiple_of(PAGE_SIZE)
+            || layout.size == 0
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "space base and size must be page aligned",

@@ -349,9 +349,9 @@ impl Service {
             match a {
                 Action::Send { to, msg } => {
                     let head = wire::proto(&msg);
-                    // SAFETY: the page lies in the space; a preceding Protect revoked write access
-                    // where the protocol needs a stable copy.
                     let tail: &[u8] = if msg.carries_data() {
+                        // SAFETY: the page lies in the space; a preceding Protect revoked write
+                        // access where the protocol needs a stable copy.
                         unsafe { self.space.page_bytes(msg.page()) }
                     } else {
                         &[]
