@@ -163,3 +163,40 @@ fn killing_node_0_takes_the_whole_cluster_down() {
     c.wait().unwrap();
     tag.assert_none_left(Duration::from_secs(10));
 }
+
+#[test]
+fn memory_freed_on_another_node_is_reused() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_frees"), 2, &[], &[]));
+    assert!(out.contains("frees reused"), "{out}");
+}
+
+#[test]
+fn resident_memory_follows_use_not_the_size_of_the_space() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_data"), 4, &[], &[]));
+    assert!(out.contains("resident KiB per node"), "{out}");
+}
+
+#[test]
+fn a_stack_overflow_on_a_remote_node_is_reported_by_std_and_ends_the_cluster() {
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_chain"), 3, &["overflow"], &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("thread 'deep'") && err.contains("has overflowed its stack"),
+        "{err}"
+    );
+    assert!(err.contains("lost node 1"), "{err}");
+}
+
+#[test]
+fn a_wild_read_outside_the_space_still_kills_with_sigsegv() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_chain"), 2, &["segv"], &[]);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+}

@@ -6,7 +6,7 @@
 //! library are defined here, in the executable, where they take precedence over the C library's own
 //! definitions for the whole program (std calls them too). Each wrapper first touches every shared
 //! page of its buffers from user space (a load for data the kernel will read, an atomic
-//! compare-and-swap that rewrites a byte with itself for data the kernel will write), which runs
+//! compare-and-swap that cannot change the byte for data the kernel will write), which runs
 //! the ordinary fault path, and then makes the system call directly. Another node may take a page
 //! back between the touch and the call; the call then fails with `EFAULT` having transferred
 //! nothing, and the wrapper touches and retries. Buffers outside the shared space cost two
@@ -49,9 +49,10 @@ fn touch(ptr: *const c_void, len: usize, kernel_writes: bool) {
         // an access the node lacks traps and is served by the fault handler.
         let cell = unsafe { &*byte };
         if kernel_writes {
-            // A compare-and-swap of a byte with itself needs write access and changes nothing.
-            let v = cell.load(Ordering::Relaxed);
-            let _ = cell.compare_exchange(v, v, Ordering::Relaxed, Ordering::Relaxed);
+            // A locked compare-and-swap needs write access whether or not it succeeds (x86 writes
+            // the old value back on failure), and swapping 0 for 0 never changes the byte. One
+            // write trap, no read trap first.
+            let _ = cell.compare_exchange(0, 0, Ordering::Relaxed, Ordering::Relaxed);
         } else {
             cell.load(Ordering::Relaxed);
         }

@@ -15,8 +15,10 @@ pub const MAX_FRAME: usize = 16 << 20;
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
+    /// Receive buffer: always initialised to its full length; bytes `in_pos..in_end` are unread.
     inbuf: Vec<u8>,
     in_pos: usize,
+    in_end: usize,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -40,8 +42,9 @@ impl Conn {
         stream.set_nonblocking(true)?;
         Ok(Conn {
             stream,
-            inbuf: Vec::with_capacity(1 << 16),
+            inbuf: vec![0; 1 << 16],
             in_pos: 0,
+            in_end: 0,
             out: Vec::new(),
             out_pos: 0,
         })
@@ -101,31 +104,23 @@ impl Conn {
     /// A socket error other than "would block".
     pub fn fill(&mut self) -> io::Result<ReadStatus> {
         if self.in_pos > 0 {
-            self.inbuf.drain(..self.in_pos);
+            self.inbuf.copy_within(self.in_pos..self.in_end, 0);
+            self.in_end -= self.in_pos;
             self.in_pos = 0;
         }
         loop {
-            let len = self.inbuf.len();
-            if self.inbuf.capacity() - len < 16 << 10 {
-                self.inbuf.reserve(64 << 10);
+            if self.in_end == self.inbuf.len() {
+                let len = self.inbuf.len();
+                self.inbuf.resize(len * 2, 0);
             }
-            let cap = self.inbuf.capacity();
-            self.inbuf.resize(cap, 0);
-            let r = self.stream.read(&mut self.inbuf[len..]);
-            match r {
-                Ok(0) => {
-                    self.inbuf.truncate(len);
-                    return Ok(ReadStatus::Closed);
-                }
-                Ok(n) => self.inbuf.truncate(len + n),
-                Err(e) => {
-                    self.inbuf.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok(ReadStatus::WouldBlock),
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
+            match self.stream.read(&mut self.inbuf[self.in_end..]) {
+                Ok(0) => return Ok(ReadStatus::Closed),
+                Ok(n) => self.in_end += n,
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(ReadStatus::WouldBlock),
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -135,7 +130,7 @@ impl Conn {
     /// # Errors
     /// `InvalidData` for a frame longer than [`MAX_FRAME`] or empty.
     pub fn next_frame(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
-        let avail = &self.inbuf[self.in_pos..];
+        let avail = &self.inbuf[self.in_pos..self.in_end];
         if avail.len() < 4 {
             return Ok(false);
         }

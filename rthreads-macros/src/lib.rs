@@ -12,7 +12,7 @@ use syn::{ItemFn, parse_macro_input};
 /// `std::process::Termination`, as usual.
 ///
 /// # Examples
-/// ```ignore
+/// ```text
 /// #[rthreads::main]
 /// fn main() {
 ///     let h = rthreads::spawn(|| rthreads::current_node());

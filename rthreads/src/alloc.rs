@@ -283,10 +283,22 @@ impl Heap {
         by_owner.into_iter().collect()
     }
 
+    /// How far this node's arena has ever been carved (bytes from its start).
+    pub(crate) fn high_water(&self) -> usize {
+        self.arena
+            .with(|a| a.bump - (self.base + self.slice * self.me))
+    }
+
     /// Whether a block freed on another node belongs to this node's arena (checked before reuse).
     pub(crate) fn owns(&self, p: usize) -> bool {
         self.owner(p) == Some(self.me)
     }
+}
+
+/// Bytes of this node's arena carved so far (0 outside a cluster). For tests and statistics.
+#[doc(hidden)]
+pub fn arena_high_water() -> usize {
+    heap().map_or(0, Heap::high_water)
 }
 
 fn heap() -> Option<&'static Heap> {

@@ -55,5 +55,6 @@ pub use thread::{Builder, JoinHandle, available_parallelism, current_node, node_
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::alloc::arena_high_water;
     pub use crate::launch::run_main;
 }

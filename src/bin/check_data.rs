@@ -33,6 +33,24 @@ fn main() {
     assert_eq!(remote, local);
     println!("sum ok: {local}");
 
+    // The space is 64 GiB of addresses on every node, reserved, not committed: resident memory
+    // follows what each node touched.
+    let rss: Vec<u64> = (0..nodes)
+        .map(|n| {
+            rthreads::Builder::new()
+                .node(n)
+                .spawn(resident_kib)
+                .unwrap()
+                .join()
+                .unwrap()
+        })
+        .collect();
+    println!("resident KiB per node: {rss:?}");
+    assert!(
+        rss.iter().all(|&r| r < 256 * 1024),
+        "resident memory should follow use: {rss:?}"
+    );
+
     let built: Vec<_> = (0..nodes)
         .map(|n| {
             rthreads::Builder::new()
@@ -60,4 +78,10 @@ fn main() {
         assert!((0..1000).all(|k| m[&format!("key{k}")] == k * n));
         println!("{s}: intact");
     }
+}
+
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }

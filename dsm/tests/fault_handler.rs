@@ -1,0 +1,108 @@
+//! The fault handler in one process: traps on the space reach a service thread with the right
+//! page and kind; system calls on protected shared buffers work (`iofix`).
+//! Installing the handler is process-wide, so this file holds a single test.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use dsm::fault::{self, Wakeup};
+use dsm::sys::PAGE_SIZE;
+use dsm::{Access, FaultKind, PageId, Space, SpaceLayout};
+
+#[test]
+fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages() {
+    let layout = SpaceLayout {
+        base: 0x3000_0000_0000,
+        size: 64 * PAGE_SIZE,
+    };
+    let space = Arc::new(Space::map(layout, PageId(0)..PageId(0)).unwrap());
+    let faults = fault::install(layout).unwrap();
+    assert!(
+        fault::install(layout).is_err(),
+        "a second install is refused"
+    );
+    let seen: Arc<Mutex<Vec<(u64, FaultKind)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (space, seen, stop) = (Arc::clone(&space), Arc::clone(&seen), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            fault::register_service_thread();
+            while !stop.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: faults.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 50) };
+                faults.drain(|w| {
+                    if let Wakeup::Fault { slot, page, kind } = w {
+                        seen.lock().unwrap().push((page.0, kind));
+                        if space.protect(page, Access::None).is_ok() {
+                            // SAFETY: the page is inside the space and closed to the application.
+                            unsafe { space.install(page, &[page.0 as u8; PAGE_SIZE]) };
+                        }
+                        space.protect(page, kind.needed()).unwrap();
+                        fault::complete(slot);
+                    }
+                });
+            }
+        })
+    };
+    let page = |p: u64| layout.addr_of(PageId(p)) as *mut u8;
+    // SAFETY: the addresses lie in the mapped space; traps are served by the thread above.
+    unsafe {
+        assert_eq!(std::ptr::read_volatile(page(3).add(10)), 3);
+        std::ptr::write_volatile(page(3).add(10), 99);
+        std::ptr::write_volatile(page(5), 7);
+        assert_eq!(std::ptr::read_volatile(page(5)), 7);
+        assert_eq!(std::ptr::read_volatile(page(3).add(10)), 99);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (3, FaultKind::Read),
+            (3, FaultKind::Write),
+            (5, FaultKind::Write)
+        ],
+        "reads and writes are told apart"
+    );
+    seen.lock().unwrap().clear();
+
+    // write(2) from closed pages and read(2) into closed pages: the wrappers fault them in first.
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    // SAFETY: both buffers lie in the mapped space and span two pages each.
+    unsafe {
+        let n = libc::write(devnull.as_raw_fd(), page(7).add(PAGE_SIZE - 8).cast(), 100);
+        assert_eq!(
+            n,
+            100,
+            "write from shared pages: {}",
+            std::io::Error::last_os_error()
+        );
+        let n = libc::read(zero.as_raw_fd(), page(9).add(PAGE_SIZE - 8).cast(), 100);
+        assert_eq!(
+            n,
+            100,
+            "read into shared pages: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(std::ptr::read_volatile(page(10).add(50)), 0);
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (7, FaultKind::Read),
+            (8, FaultKind::Read),
+            (9, FaultKind::Write),
+            (10, FaultKind::Write)
+        ]
+    );
+    stop.store(true, Ordering::Relaxed);
+    service.join().unwrap();
+}
