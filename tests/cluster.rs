@@ -200,3 +200,11 @@ fn a_wild_read_outside_the_space_still_kills_with_sigsegv() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn std_like_api_and_node_0_exit_code() {
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_api"), 3, &[], &[]);
+    assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("api ok"));
+    assert!(text(&out.stdout).contains("node 8 does not exist: the cluster has 3 node(s)"));
+}
