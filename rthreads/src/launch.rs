@@ -311,7 +311,7 @@ fn start() -> Result<Started, String> {
         .map(|s| s.as_ref().and_then(|s| s.try_clone().ok()))
         .collect();
     mesh.barrier(cfg.timeout).map_err(|e| e.to_string())?;
-    let rt = Runtime::install(me, cfg.nodes, mesh.parallelism.clone(), heap);
+    let rt = Runtime::install(me, cfg.nodes, mesh.parallelism.clone(), heap, layout, slice);
     drop(mesh);
     let service = Service::new(rt, space, sc, streams, faults)
         .map_err(|e| format!("starting the service thread: {e}"))?;

@@ -46,6 +46,7 @@ mod alloc;
 mod launch;
 mod poll;
 mod runtime;
+pub mod sync;
 mod thread;
 mod wire;
 

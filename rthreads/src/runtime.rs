@@ -28,6 +28,8 @@ pub(crate) struct Runtime {
     pub(crate) nodes: u16,
     pub(crate) parallelism: Vec<u32>,
     pub(crate) heap: Heap,
+    layout: dsm::SpaceLayout,
+    slice: usize,
     outbox: Mutex<Vec<(u16, Vec<u8>)>>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) next_target: AtomicUsize,
@@ -58,6 +60,8 @@ impl Runtime {
         nodes: u16,
         parallelism: Vec<u32>,
         heap: Heap,
+        layout: dsm::SpaceLayout,
+        slice: usize,
     ) -> &'static Runtime {
         let _internal = InternalAlloc::new();
         let rt = Runtime {
@@ -65,6 +69,8 @@ impl Runtime {
             nodes,
             parallelism,
             heap,
+            layout,
+            slice,
             outbox: Mutex::new(Vec::new()),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
@@ -78,6 +84,13 @@ impl Runtime {
         let rt = RUNTIME.get().expect("just set");
         Heap::activate(&rt.heap);
         rt
+    }
+
+    /// The home node of `addr`, if it lies in the shared space.
+    pub(crate) fn home_of_addr(&self, addr: usize) -> Option<u16> {
+        self.layout
+            .contains(addr)
+            .then(|| ((addr - self.layout.base) / self.slice) as u16)
     }
 
     /// Queues a frame for node `to` and wakes the service thread.
@@ -336,6 +349,8 @@ impl Service {
                 }
                 self.rt.heap.free_returned(&blocks);
             }
+            Wire::SyncReq(req) => crate::sync::submit(req),
+            Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly
                 // SAFETY: see `fatal`: nothing may run that could wait on application threads.

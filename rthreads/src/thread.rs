@@ -170,6 +170,7 @@ fn start_thread(
 ) -> io::Result<()> {
     let _internal = InternalAlloc::new();
     let mut b = std::thread::Builder::new();
+    let named = name.is_some();
     if let Some(n) = name {
         b = b.name(n);
     }
@@ -177,6 +178,12 @@ fn start_thread(
         b = b.stack_size(stack);
     }
     b.spawn(move || {
+        if !named {
+            // The OS name is inherited from the creating thread (often the service thread);
+            // give ours a name of its own for debuggers and `top`. std's name stays unset.
+            // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
+            unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
+        }
         // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
         // `Builder::spawn` of this same binary, loaded at the same address on every node; it is
         // handed to exactly one node, which takes ownership here exactly once.

@@ -5,6 +5,8 @@ use dsm::sys::PAGE_SIZE;
 use dsm::{Access, PageId};
 use net::{DecodeError, Reader, Writer};
 
+use crate::sync::manager::{Op, Reply, Request};
+
 const T_PROTO: u8 = 0x10;
 const T_SPAWN: u8 = 0x11;
 const T_DONE: u8 = 0x12;
@@ -13,6 +15,8 @@ const T_FINISHED: u8 = 0x14;
 const T_FORGET: u8 = 0x15;
 const T_FREE: u8 = 0x16;
 const T_SHUTDOWN: u8 = 0x17;
+const T_SYNC_REQ: u8 = 0x20;
+const T_SYNC_REPLY: u8 = 0x21;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -46,6 +50,11 @@ pub(crate) enum Wire<'a> {
     },
     Shutdown {
         code: i32,
+    },
+    SyncReq(Request),
+    SyncReply {
+        waiter: u64,
+        reply: Reply,
     },
 }
 
@@ -124,6 +133,127 @@ pub(crate) fn shutdown(code: i32) -> Vec<u8> {
     w.finish()
 }
 
+pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_SYNC_REQ).u64(r.key).u16(r.waiter.0).u64(r.waiter.1);
+    match &r.op {
+        Op::Lock { shared } => w.u8(1).u8(*shared as u8),
+        Op::TryLock { shared } => w.u8(2).u8(*shared as u8),
+        Op::Unlock { shared } => w.u8(3).u8(*shared as u8),
+        Op::CvWait { mutex } => w.u8(4).u64(*mutex),
+        Op::CvNotify { all } => w.u8(5).u8(*all as u8),
+        Op::CvCancel => w.u8(6),
+        Op::Barrier { n } => w.u8(7).u64(*n),
+        Op::ChanCreate { bound } => w.u8(8).u64(bound.map_or(u64::MAX, |b| b)),
+        Op::ChanSend {
+            sender,
+            seq,
+            bytes,
+            sync,
+        } => w.u8(9).u64(*sender).u64(*seq).u8(*sync as u8).bytes(bytes),
+        Op::ChanTrySend { bytes } => w.u8(10).bytes(bytes),
+        Op::ChanRecv { block, max } => w.u8(11).u8(*block as u8).u64(*max),
+        Op::ChanRecvCancel => w.u8(12),
+        Op::ChanClone => w.u8(13),
+        Op::ChanSenderDrop { sender, final_seq } => w.u8(14).u64(*sender).u64(*final_seq),
+        Op::ChanReceiverDrop => w.u8(15),
+    };
+    w.finish()
+}
+
+pub(crate) fn sync_reply(waiter: u64, reply: &Reply) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_SYNC_REPLY).u64(waiter);
+    match reply {
+        Reply::Granted => w.u8(1),
+        Reply::NotGranted => w.u8(2),
+        Reply::CvRemoved => w.u8(3),
+        Reply::CvLate => w.u8(4),
+        Reply::Barrier { leader } => w.u8(5).u8(*leader as u8),
+        Reply::Ack => w.u8(6),
+        Reply::Full(b) => w.u8(7).bytes(b),
+        Reply::Disconnected(b) => w.u8(8).bytes(b),
+        Reply::Empty => w.u8(9),
+        Reply::Msgs { count, bytes } => w.u8(10).u64(*count).bytes(bytes),
+        Reply::Cancelled => w.u8(11),
+    };
+    w.finish()
+}
+
+fn bool_of(v: u8) -> Result<bool, DecodeError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError(format!("bad flag {v}"))),
+    }
+}
+
+fn decode_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
+    Ok(match r.u8()? {
+        1 => Op::Lock {
+            shared: bool_of(r.u8()?)?,
+        },
+        2 => Op::TryLock {
+            shared: bool_of(r.u8()?)?,
+        },
+        3 => Op::Unlock {
+            shared: bool_of(r.u8()?)?,
+        },
+        4 => Op::CvWait { mutex: r.u64()? },
+        5 => Op::CvNotify {
+            all: bool_of(r.u8()?)?,
+        },
+        6 => Op::CvCancel,
+        7 => Op::Barrier { n: r.u64()? },
+        8 => Op::ChanCreate {
+            bound: Some(r.u64()?).filter(|&b| b != u64::MAX),
+        },
+        9 => Op::ChanSend {
+            sender: r.u64()?,
+            seq: r.u64()?,
+            sync: bool_of(r.u8()?)?,
+            bytes: r.bytes()?.to_vec(),
+        },
+        10 => Op::ChanTrySend {
+            bytes: r.bytes()?.to_vec(),
+        },
+        11 => Op::ChanRecv {
+            block: bool_of(r.u8()?)?,
+            max: r.u64()?,
+        },
+        12 => Op::ChanRecvCancel,
+        13 => Op::ChanClone,
+        14 => Op::ChanSenderDrop {
+            sender: r.u64()?,
+            final_seq: r.u64()?,
+        },
+        15 => Op::ChanReceiverDrop,
+        k => return Err(DecodeError(format!("unknown sync operation {k}"))),
+    })
+}
+
+fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
+    Ok(match r.u8()? {
+        1 => Reply::Granted,
+        2 => Reply::NotGranted,
+        3 => Reply::CvRemoved,
+        4 => Reply::CvLate,
+        5 => Reply::Barrier {
+            leader: bool_of(r.u8()?)?,
+        },
+        6 => Reply::Ack,
+        7 => Reply::Full(r.bytes()?.to_vec()),
+        8 => Reply::Disconnected(r.bytes()?.to_vec()),
+        9 => Reply::Empty,
+        10 => Reply::Msgs {
+            count: r.u64()?,
+            bytes: r.bytes()?.to_vec(),
+        },
+        11 => Reply::Cancelled,
+        k => return Err(DecodeError(format!("unknown sync reply {k}"))),
+    })
+}
+
 pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let wire = match r.u8()? {
@@ -190,6 +320,22 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
         T_SHUTDOWN => Wire::Shutdown {
             code: r.u32()? as i32,
         },
+        T_SYNC_REQ => {
+            let key = r.u64()?;
+            let waiter = (r.u16()?, r.u64()?);
+            Wire::SyncReq(Request {
+                key,
+                waiter,
+                op: decode_op(&mut r)?,
+            })
+        }
+        T_SYNC_REPLY => {
+            let waiter = r.u64()?;
+            Wire::SyncReply {
+                waiter,
+                reply: decode_reply(&mut r)?,
+            }
+        }
         t => return Err(DecodeError(format!("unknown message tag {t:#x}"))),
     };
     r.end()?;
@@ -233,6 +379,75 @@ mod tests {
         assert!(
             matches!(decode(&with_data).unwrap(), Wire::Proto { data: Some(d), .. } if d[0] == 7)
         );
+    }
+
+    #[test]
+    fn sync_messages_round_trip() {
+        let ops = [
+            Op::Lock { shared: true },
+            Op::TryLock { shared: false },
+            Op::Unlock { shared: false },
+            Op::CvWait { mutex: 77 },
+            Op::CvNotify { all: true },
+            Op::CvCancel,
+            Op::Barrier { n: 64 },
+            Op::ChanCreate { bound: Some(0) },
+            Op::ChanCreate { bound: None },
+            Op::ChanSend {
+                sender: 5,
+                seq: 9,
+                bytes: vec![1, 2, 3],
+                sync: true,
+            },
+            Op::ChanTrySend { bytes: vec![] },
+            Op::ChanRecv {
+                block: true,
+                max: 256,
+            },
+            Op::ChanRecvCancel,
+            Op::ChanClone,
+            Op::ChanSenderDrop {
+                sender: 5,
+                final_seq: 10,
+            },
+            Op::ChanReceiverDrop,
+        ];
+        for op in ops {
+            let req = Request {
+                key: 0x2000_0000_1000,
+                waiter: (3, 99),
+                op,
+            };
+            match decode(&sync_req(&req)).unwrap() {
+                Wire::SyncReq(r) => assert_eq!(r, req),
+                other => panic!("{other:?}"),
+            }
+        }
+        let replies = [
+            Reply::Granted,
+            Reply::NotGranted,
+            Reply::CvRemoved,
+            Reply::CvLate,
+            Reply::Barrier { leader: true },
+            Reply::Ack,
+            Reply::Full(vec![4]),
+            Reply::Disconnected(vec![5, 6]),
+            Reply::Empty,
+            Reply::Msgs {
+                count: 2,
+                bytes: vec![1, 2],
+            },
+            Reply::Cancelled,
+        ];
+        for reply in replies {
+            match decode(&sync_reply(42, &reply)).unwrap() {
+                Wire::SyncReply {
+                    waiter: 42,
+                    reply: r,
+                } => assert_eq!(r, reply),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

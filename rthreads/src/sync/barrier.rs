@@ -1,0 +1,71 @@
+//! A barrier that works across nodes.
+
+use std::sync::atomic::AtomicU8;
+
+use super::Ticket;
+use super::key_of;
+use super::manager::{Op, Reply};
+
+/// Lets `n` threads, on any nodes, wait for each other; as `std::sync::Barrier`.
+///
+/// Each arrival is one message to the barrier's manager node; when the `n`-th arrives, the manager
+/// releases everyone with one message each, and names exactly one of them the leader.
+///
+/// # Memory ordering
+/// Arriving is a release and leaving an acquire: everything any thread wrote before `wait` is
+/// visible to every thread after it.
+///
+/// # Examples
+/// ```
+/// use rthreads::sync::{Arc, Barrier};
+///
+/// let barrier = Arc::new(Barrier::new(3));
+/// let handles: Vec<_> = (0..3)
+///     .map(|_| {
+///         let b = Arc::clone(&barrier);
+///         rthreads::spawn(move || b.wait().is_leader())
+///     })
+///     .collect();
+/// let leaders = handles.into_iter().filter(|_| true).map(|h| h.join().unwrap()).filter(|&l| l).count();
+/// assert_eq!(leaders, 1);
+/// ```
+#[derive(Debug)]
+pub struct Barrier {
+    n: usize,
+    state: AtomicU8,
+}
+
+/// What [`Barrier::wait`] tells one thread; as `std::sync::BarrierWaitResult`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarrierWaitResult(bool);
+
+impl BarrierWaitResult {
+    /// Whether this thread is the leader (exactly one per phase).
+    pub fn is_leader(&self) -> bool {
+        self.0
+    }
+}
+
+impl Barrier {
+    /// A barrier for `n` threads (`0` behaves as `1`, as in std).
+    pub const fn new(n: usize) -> Barrier {
+        Barrier {
+            n,
+            state: AtomicU8::new(0),
+        }
+    }
+
+    /// Blocks until `n` threads have called `wait`; then all return, and the barrier can be used
+    /// again.
+    pub fn wait(&self) -> BarrierWaitResult {
+        match Ticket::call(
+            key_of(&self.state),
+            Op::Barrier {
+                n: self.n.max(1) as u64,
+            },
+        ) {
+            Reply::Barrier { leader } => BarrierWaitResult(leader),
+            other => unreachable!("barrier answered {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Synchronisation that works across nodes: `Mutex`, `RwLock`, `Condvar`, `Barrier`, `Once`,
+//! `OnceLock` and `mpsc` channels, with std's names, signatures and poisoning rules.
+//!
+//! Porting a program is a change of `use` lines: `use std::sync::{Arc, Mutex};` becomes
+//! `use rthreads::sync::{Arc, Mutex};` (`Arc` is std's own: it already works across nodes because
+//! its count is an atomic in the shared heap).
+//!
+//! # How waiting works
+//! Every object is *managed* by one node: the home node of the object's address (the node whose
+//! heap it was allocated from). The manager keeps the object's queue of waiting threads in its
+//! private memory; a thread that must wait sends one message to the manager and sleeps on its own
+//! node until the answer comes. Nobody spins on a remote page. A lock released by its holder is
+//! handed to the next waiter by the manager in arrival order (FIFO, so no thread starves); a
+//! reader-writer lock lets a group of readers at the head of the queue in together, and a queued
+//! writer holds back readers that arrive after it. An object outside the shared heap (a `static`,
+//! a local on a thread's stack) is managed by the node that uses it: such objects are per node,
+//! like every `static`.
+//!
+//! # Consistency contract
+//! These operations are the synchronisation points of the memory model, and every protocol rthreads
+//! offers honours them:
+//! - releasing a lock (dropping a guard), `Condvar::wait` (which releases), `Barrier::wait`, a
+//!   channel send, `spawn` and the end of a thread are **release** operations: every write the thread
+//!   made before is visible to whoever performs the matching acquire;
+//! - acquiring a lock, returning from `Condvar::wait`, returning from `Barrier::wait`, receiving a
+//!   message, the start of a spawned thread and the return of `join` are **acquire** operations.
+//!
+//! Under the sequentially consistent protocol every write is visible everywhere at once anyway; the
+//! contract above is what a program may rely on under every protocol.
+//!
+//! # Mistakes to avoid
+//! `std::sync::Mutex`, `Condvar` and the like (and `parking_lot`) wake only threads of the node they
+//! are used on: a thread on node 2 waiting on a `std::sync::Condvar` is never woken by a notify on
+//! node 0. Their *data* is shared memory like any other, so a `std::sync::Mutex` used from two
+//! nodes does exclude (its lock word is an atomic in shared memory) but a contended wait spins or
+//! sleeps in the kernel of one node only. Use this module's types for anything shared between nodes.
+
+pub(crate) mod manager;
+
+mod barrier;
+mod condvar;
+pub mod mpsc;
+mod mutex;
+mod once;
+mod rwlock;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock, Mutex as StdMutex};
+use std::time::Instant;
+
+pub use barrier::{Barrier, BarrierWaitResult};
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::{Mutex, MutexGuard};
+pub use once::{Once, OnceLock};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
+
+use crate::alloc::InternalAlloc;
+use crate::runtime;
+use crate::wire;
+use manager::{Manager, Op, Out, Reply, Request, Waiter};
+
+fn me() -> u16 {
+    runtime::get().map_or(0, |r| r.me)
+}
+
+/// The node that manages the object whose key is `key`.
+fn manager_of(key: u64) -> u16 {
+    runtime::get().map_or(0, |r| r.home_of_addr(key as usize).unwrap_or(r.me))
+}
+
+static MANAGER: LazyLock<StdMutex<Manager>> = LazyLock::new(|| StdMutex::new(Manager::default()));
+
+struct Parked {
+    replies: StdMutex<VecDeque<Reply>>,
+    cv: StdCondvar,
+}
+
+static PARKED: LazyLock<StdMutex<HashMap<u64, StdArc<Parked>>>> =
+    LazyLock::new(|| StdMutex::new(HashMap::new()));
+static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A place where the calling thread receives replies from managers.
+pub(crate) struct Ticket {
+    id: u64,
+    parked: StdArc<Parked>,
+}
+
+impl Ticket {
+    pub(crate) fn new() -> Ticket {
+        let _internal = InternalAlloc::new();
+        let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
+        let parked = StdArc::new(Parked {
+            replies: StdMutex::new(VecDeque::new()),
+            cv: StdCondvar::new(),
+        });
+        lock(&PARKED).insert(id, StdArc::clone(&parked));
+        Ticket { id, parked }
+    }
+
+    pub(crate) fn waiter(&self) -> Waiter {
+        (me(), self.id)
+    }
+
+    /// Sends `op` for `key` with this ticket as the waiter.
+    pub(crate) fn submit(&self, key: u64, op: Op) {
+        submit(Request {
+            key,
+            waiter: self.waiter(),
+            op,
+        });
+    }
+
+    /// Waits for the next reply.
+    pub(crate) fn wait(&self) -> Reply {
+        let _internal = InternalAlloc::new();
+        let mut q = lock(&self.parked.replies);
+        loop {
+            if let Some(r) = q.pop_front() {
+                return r;
+            }
+            q = self.parked.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Waits for the next reply until `deadline`.
+    pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Reply> {
+        let _internal = InternalAlloc::new();
+        let mut q = lock(&self.parked.replies);
+        loop {
+            if let Some(r) = q.pop_front() {
+                return Some(r);
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())?;
+            q = self
+                .parked
+                .cv
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends `op` and waits for its reply.
+    pub(crate) fn call(key: u64, op: Op) -> Reply {
+        let t = Ticket::new();
+        t.submit(key, op);
+        t.wait()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let _internal = InternalAlloc::new();
+        lock(&PARKED).remove(&self.id);
+    }
+}
+
+/// A request that expects no reply (unlocks, notifications, asynchronous sends).
+pub(crate) fn post(key: u64, op: Op) {
+    submit(Request {
+        key,
+        waiter: (me(), 0),
+        op,
+    });
+}
+
+/// Routes a request to its manager: handled here if this node manages the object, else sent.
+///
+/// Everything a request carries must be runtime-internal memory (see `mpsc::to_bytes`): the
+/// manager runs under a lock that the service thread also takes, so it must never fault.
+pub(crate) fn submit(req: Request) {
+    let _internal = InternalAlloc::new();
+    let mut work = VecDeque::from([req]);
+    let mut out = Vec::new();
+    while let Some(req) = work.pop_front() {
+        let m = manager_of(req.key);
+        if m == me() {
+            lock(&MANAGER).handle(req, &mut out);
+            for o in out.drain(..) {
+                match o {
+                    Out::Reply { to, reply } => deliver(to, reply),
+                    Out::Forward(r) => work.push_back(r),
+                }
+            }
+        } else if let Some(rt) = runtime::get() {
+            rt.send(m, wire::sync_req(&req));
+        }
+    }
+}
+
+fn deliver(to: Waiter, reply: Reply) {
+    if to.0 == me() {
+        deliver_local(to.1, reply);
+    } else if let Some(rt) = runtime::get() {
+        rt.send(to.0, wire::sync_reply(to.1, &reply));
+    }
+}
+
+/// A reply for a waiter of this node (from the service thread or a local manager).
+pub(crate) fn deliver_local(waiter: u64, reply: Reply) {
+    let _internal = InternalAlloc::new();
+    let parked = lock(&PARKED).get(&waiter).cloned();
+    if let Some(p) = parked {
+        lock(&p.replies).push_back(reply);
+        p.cv.notify_all();
+    }
+}
+
+/// The key of an object: the address of one of its own fields.
+fn key_of<T>(field: &T) -> u64 {
+    field as *const T as u64
+}
+
+/// Whether the calling thread is panicking (for poisoning).
+fn panicking() -> bool {
+    std::thread::panicking()
+}

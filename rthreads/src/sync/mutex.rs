@@ -1,0 +1,240 @@
+//! A mutual-exclusion lock that works across nodes.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+
+use super::manager::{Op, Reply};
+use super::{Ticket, key_of, panicking, post};
+
+/// A mutual-exclusion lock protecting `T`, usable from every node; as `std::sync::Mutex`.
+///
+/// Waiting threads queue at the lock's manager node (the home of its address) and get the lock in
+/// arrival order; an unlock is one message to the manager, which hands the lock to the next waiter
+/// with one message.
+///
+/// # Memory ordering
+/// Unlocking (dropping the guard) is a release and locking an acquire: everything written while
+/// holding the lock is visible to the next holder, on any node.
+///
+/// # Poisoning
+/// As in std: a thread that panics while holding the lock poisons it, and later `lock` calls
+/// return `Err(PoisonError)` that still carries the guard.
+///
+/// # Examples
+/// ```
+/// use rthreads::sync::{Arc, Mutex};
+///
+/// let counter = Arc::new(Mutex::new(0));
+/// let handles: Vec<_> = (0..4)
+///     .map(|_| {
+///         let c = Arc::clone(&counter);
+///         rthreads::spawn(move || *c.lock().unwrap() += 1)
+///     })
+///     .collect();
+/// for h in handles {
+///     h.join().unwrap();
+/// }
+/// assert_eq!(*counter.lock().unwrap(), 4);
+/// ```
+pub struct Mutex<T: ?Sized> {
+    poison: AtomicBool,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: as std's Mutex: the lock serialises all access to `data`, so sharing it needs only
+// `T: Send`.
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+
+/// Access to the data of a locked [`Mutex`]; the lock is released when it is dropped.
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    lock: &'a Mutex<T>,
+    panicking: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a shared guard only hands out `&T`.
+unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    pub const fn new(t: T) -> Mutex<T> {
+        Mutex {
+            poison: AtomicBool::new(false),
+            data: UnsafeCell::new(t),
+        }
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    pub(super) fn key(&self) -> u64 {
+        key_of(&self.poison)
+    }
+
+    /// Builds the guard of a lock the caller was just granted.
+    pub(super) fn guard(&self) -> LockResult<MutexGuard<'_, T>> {
+        let g = MutexGuard {
+            lock: self,
+            panicking: panicking(),
+            _not_send: PhantomData,
+        };
+        if self.poison.load(Ordering::SeqCst) {
+            Err(PoisonError::new(g))
+        } else {
+            Ok(g)
+        }
+    }
+
+    /// Acquires the lock, blocking until it is available.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)`, carrying the guard, if a holder panicked.
+    ///
+    /// # Panics
+    /// Never because of other nodes; a lock already held by the calling thread deadlocks, as std
+    /// allows.
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::Lock { shared: false }) {
+            Reply::Granted => self.guard(),
+            other => unreachable!("lock answered {other:?}"),
+        }
+    }
+
+    /// Acquires the lock if it is free right now (asking its manager: a round trip if that is
+    /// another node).
+    ///
+    /// # Errors
+    /// `WouldBlock` if another thread holds it; `Poisoned` if a holder panicked.
+    pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::TryLock { shared: false }) {
+            Reply::Granted => self.guard().map_err(TryLockError::from),
+            _ => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Whether a holder panicked.
+    pub fn is_poisoned(&self) -> bool {
+        self.poison.load(Ordering::SeqCst)
+    }
+
+    /// Clears the poisoned state.
+    pub fn clear_poison(&self) {
+        self.poison.store(false, Ordering::SeqCst);
+    }
+
+    /// Mutable access without locking: the borrow checker proves nobody else has access.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the reference if a holder panicked.
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        let poisoned = self.is_poisoned();
+        let data = self.data.get_mut();
+        if poisoned {
+            Err(PoisonError::new(data))
+        } else {
+            Ok(data)
+        }
+    }
+
+    /// Consumes the mutex and returns the data.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the data if a holder panicked.
+    pub fn into_inner(self) -> LockResult<T>
+    where
+        T: Sized,
+    {
+        let poisoned = self.is_poisoned();
+        let data = self.data.into_inner();
+        if poisoned {
+            Err(PoisonError::new(data))
+        } else {
+            Ok(data)
+        }
+    }
+}
+
+impl<'a, T: ?Sized> MutexGuard<'a, T> {
+    /// The mutex this guard locks, for `Condvar`.
+    pub(super) fn mutex(&self) -> &'a Mutex<T> {
+        self.lock
+    }
+
+    /// Records poisoning as the guard's drop would, without unlocking (`Condvar::wait` hands the
+    /// unlock to the condition variable's manager).
+    pub(super) fn release_to_condvar(self) -> &'a Mutex<T> {
+        let lock = self.lock;
+        if !self.panicking && panicking() {
+            lock.poison.store(true, Ordering::SeqCst);
+        }
+        std::mem::forget(self);
+        lock
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        if !self.panicking && panicking() {
+            self.lock.poison.store(true, Ordering::SeqCst);
+        }
+        post(self.lock.key(), Op::Unlock { shared: false });
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves this thread holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves this thread holds the lock exclusively.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Mutex");
+        match self.try_lock() {
+            Ok(g) => d.field("data", &&*g),
+            Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
+            Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
+        };
+        d.field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Mutex<T> {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T> From<T> for Mutex<T> {
+    fn from(t: T) -> Mutex<T> {
+        Mutex::new(t)
+    }
+}

@@ -1,0 +1,260 @@
+//! A reader-writer lock that works across nodes.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+
+use super::manager::{Op, Reply};
+use super::{Ticket, key_of, panicking, post};
+
+/// A reader-writer lock usable from every node; as `std::sync::RwLock`.
+///
+/// Many readers or one writer. Requests queue at the lock's manager node in arrival order: readers
+/// at the head of the queue enter together, and a waiting writer holds back readers that come after
+/// it, so writers do not starve.
+///
+/// # Memory ordering
+/// Releasing a write lock is a release, acquiring either lock an acquire: readers see everything
+/// the last writer wrote.
+///
+/// # Examples
+/// ```
+/// use rthreads::sync::RwLock;
+///
+/// let lock = RwLock::new(5);
+/// {
+///     let r1 = lock.read().unwrap();
+///     let r2 = lock.read().unwrap();
+///     assert_eq!(*r1 + *r2, 10);
+/// }
+/// *lock.write().unwrap() += 1;
+/// assert_eq!(*lock.read().unwrap(), 6);
+/// ```
+pub struct RwLock<T: ?Sized> {
+    poison: AtomicBool,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: as std's RwLock: writers are exclusive, readers share `&T`.
+unsafe impl<T: ?Sized + Send> Send for RwLock<T> {}
+// SAFETY: as above; readers on several threads need `T: Sync`.
+unsafe impl<T: ?Sized + Send + Sync> Sync for RwLock<T> {}
+
+/// Shared access to the data of an [`RwLock`].
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockReadGuard<'a, T: ?Sized> {
+    lock: &'a RwLock<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: the guard hands out `&T` only.
+unsafe impl<T: ?Sized + Sync> Sync for RwLockReadGuard<'_, T> {}
+
+/// Exclusive access to the data of an [`RwLock`].
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockWriteGuard<'a, T: ?Sized> {
+    lock: &'a RwLock<T>,
+    panicking: bool,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a shared write guard hands out `&T` only.
+unsafe impl<T: ?Sized + Sync> Sync for RwLockWriteGuard<'_, T> {}
+
+impl<T> RwLock<T> {
+    /// A new unlocked lock.
+    pub const fn new(t: T) -> RwLock<T> {
+        RwLock {
+            poison: AtomicBool::new(false),
+            data: UnsafeCell::new(t),
+        }
+    }
+}
+
+impl<T: ?Sized> RwLock<T> {
+    fn key(&self) -> u64 {
+        key_of(&self.poison)
+    }
+
+    fn read_guard(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        let g = RwLockReadGuard {
+            lock: self,
+            _not_send: PhantomData,
+        };
+        if self.is_poisoned() {
+            Err(PoisonError::new(g))
+        } else {
+            Ok(g)
+        }
+    }
+
+    fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        let g = RwLockWriteGuard {
+            lock: self,
+            panicking: panicking(),
+            _not_send: PhantomData,
+        };
+        if self.is_poisoned() {
+            Err(PoisonError::new(g))
+        } else {
+            Ok(g)
+        }
+    }
+
+    /// Acquires shared access, blocking while a writer holds or waits for the lock.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the guard if a writer panicked.
+    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::Lock { shared: true }) {
+            Reply::Granted => self.read_guard(),
+            other => unreachable!("read lock answered {other:?}"),
+        }
+    }
+
+    /// Acquires exclusive access, blocking until every other holder has left.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the guard if a writer panicked.
+    pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::Lock { shared: false }) {
+            Reply::Granted => self.write_guard(),
+            other => unreachable!("write lock answered {other:?}"),
+        }
+    }
+
+    /// Shared access if available right now.
+    ///
+    /// # Errors
+    /// `WouldBlock` or `Poisoned`.
+    pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::TryLock { shared: true }) {
+            Reply::Granted => self.read_guard().map_err(TryLockError::from),
+            _ => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Exclusive access if available right now.
+    ///
+    /// # Errors
+    /// `WouldBlock` or `Poisoned`.
+    pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
+        match Ticket::call(self.key(), Op::TryLock { shared: false }) {
+            Reply::Granted => self.write_guard().map_err(TryLockError::from),
+            _ => Err(TryLockError::WouldBlock),
+        }
+    }
+
+    /// Whether a writer panicked.
+    pub fn is_poisoned(&self) -> bool {
+        self.poison.load(Ordering::SeqCst)
+    }
+
+    /// Clears the poisoned state.
+    pub fn clear_poison(&self) {
+        self.poison.store(false, Ordering::SeqCst);
+    }
+
+    /// Mutable access without locking.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the reference if a writer panicked.
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        let poisoned = self.is_poisoned();
+        let data = self.data.get_mut();
+        if poisoned {
+            Err(PoisonError::new(data))
+        } else {
+            Ok(data)
+        }
+    }
+
+    /// Consumes the lock and returns the data.
+    ///
+    /// # Errors
+    /// `Err(PoisonError)` carrying the data if a writer panicked.
+    pub fn into_inner(self) -> LockResult<T>
+    where
+        T: Sized,
+    {
+        let poisoned = self.is_poisoned();
+        let data = self.data.into_inner();
+        if poisoned {
+            Err(PoisonError::new(data))
+        } else {
+            Ok(data)
+        }
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
+    fn drop(&mut self) {
+        post(self.lock.key(), Op::Unlock { shared: true });
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
+    fn drop(&mut self) {
+        if !self.panicking && panicking() {
+            self.lock.poison.store(true, Ordering::SeqCst);
+        }
+        post(self.lock.key(), Op::Unlock { shared: false });
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves shared access: no writer holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("RwLock");
+        match self.try_read() {
+            Ok(g) => d.field("data", &&*g),
+            Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
+            Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
+        };
+        d.field("poisoned", &self.is_poisoned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: Default> Default for RwLock<T> {
+    fn default() -> RwLock<T> {
+        RwLock::new(T::default())
+    }
+}
