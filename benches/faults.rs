@@ -13,51 +13,12 @@
 //! Medians and 90th percentiles over all rounds, and the ratio read fault / raw RTT.
 
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rthreads_suite::bench::{header, raw_rtt, row, us};
+
 const PAGE: usize = 4096;
-
-fn percentile(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
-/// Raw round trips over a fresh blocking loopback connection.
-fn raw_rtt(n: usize) -> Vec<Duration> {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        s.set_nodelay(true).unwrap();
-        let page = vec![7u8; PAGE];
-        let mut req = [0u8; 16];
-        while s.read_exact(&mut req).is_ok() {
-            s.write_all(&page).unwrap();
-        }
-    });
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_nodelay(true).unwrap();
-    let mut page = vec![0u8; PAGE];
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n + 20 {
-        let t = Instant::now();
-        c.write_all(&[1u8; 16]).unwrap();
-        c.read_exact(&mut page).unwrap();
-        if i >= 20 {
-            out.push(t.elapsed());
-        }
-    }
-    drop(c);
-    server.join().unwrap();
-    out
-}
 
 /// Pages homed at node 0 and written there last.
 fn fresh_pages(n: usize) -> Arc<Vec<u8>> {
@@ -147,29 +108,18 @@ fn main() {
     let per = 400;
     let (mut rtt, mut rf, mut wf, mut sj) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        rtt.extend(raw_rtt(per));
+        rtt.extend(raw_rtt(per, PAGE));
         rf.extend(read_faults(per));
         wf.extend(write_faults(per));
         sj.extend(spawn_join(per / 4));
     }
-    println!(
-        "{:<32} {:>10} {:>10} {:>8}",
-        "operation", "median us", "p90 us", "samples"
-    );
-    let mut rows = [
-        ("raw loopback RTT (16 B -> 4 KiB)", rtt),
-        ("remote read fault", rf),
-        ("remote write fault, 1 reader", wf),
-        ("remote spawn + join", sj),
+    header();
+    let medians = [
+        row("raw loopback RTT (16 B -> 4 KiB)", &mut rtt),
+        row("remote read fault", &mut rf),
+        row("remote write fault, 1 reader", &mut wf),
+        row("remote spawn + join", &mut sj),
     ];
-    let mut medians = Vec::new();
-    for (name, v) in rows.iter_mut() {
-        let n = v.len();
-        let m = percentile(v, 0.5);
-        let p90 = percentile(v, 0.9);
-        medians.push(m);
-        println!("{name:<32} {:>10.1} {:>10.1} {n:>8}", us(m), us(p90));
-    }
     println!(
         "ratio read fault / raw RTT (medians): {:.2}",
         us(medians[1]) / us(medians[0])

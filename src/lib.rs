@@ -1,1 +1,75 @@
 //! Shared helpers for the rthreads examples, benchmarks and cluster tests.
+
+pub mod bench {
+    //! Measuring helpers shared by the benchmarks: every benchmark measures its baseline in the
+    //! same run, so the ratios are what to compare.
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    /// The `p` quantile (0..=1) of `v` (sorts `v`).
+    ///
+    /// # Panics
+    /// If `v` is empty.
+    pub fn percentile(v: &mut [Duration], p: f64) -> Duration {
+        v.sort();
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+
+    /// Microseconds, as a float.
+    pub fn us(d: Duration) -> f64 {
+        d.as_secs_f64() * 1e6
+    }
+
+    /// `n` round trips of a 16-byte request answered with `reply` bytes over a fresh blocking TCP
+    /// loopback connection with `TCP_NODELAY` (20 warm-up round trips are not counted).
+    ///
+    /// # Panics
+    /// On socket errors.
+    pub fn raw_rtt(n: usize, reply: usize) -> Vec<Duration> {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            let page = vec![7u8; reply];
+            let mut req = [0u8; 16];
+            while s.read_exact(&mut req).is_ok() {
+                s.write_all(&page).unwrap();
+            }
+        });
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; reply];
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let t = Instant::now();
+            c.write_all(&[1u8; 16]).unwrap();
+            c.read_exact(&mut buf).unwrap();
+            if i >= 20 {
+                out.push(t.elapsed());
+            }
+        }
+        drop(c);
+        server.join().unwrap();
+        out
+    }
+
+    /// Prints a table row: name, median and p90 in microseconds, and the sample count.
+    pub fn row(name: &str, v: &mut [Duration]) -> Duration {
+        let n = v.len();
+        let m = percentile(v, 0.5);
+        let p90 = percentile(v, 0.9);
+        println!("{name:<44} {:>10.1} {:>10.1} {n:>8}", us(m), us(p90));
+        m
+    }
+
+    /// Prints the table header that [`row`] fills.
+    pub fn header() {
+        println!(
+            "{:<44} {:>10} {:>10} {:>8}",
+            "operation", "median us", "p90 us", "samples"
+        );
+    }
+}

@@ -19,6 +19,14 @@ pub struct Conn {
     inbuf: Vec<u8>,
     in_pos: usize,
     in_end: usize,
+}
+
+/// The sending side of a connection: frames are appended in order and written as the socket takes
+/// them. It may be shared (behind a lock) by every thread that sends to the peer, so a thread can
+/// write its frame straight to the socket instead of handing it to another thread.
+#[derive(Debug)]
+pub struct SendQueue {
+    stream: TcpStream,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -45,6 +53,16 @@ impl Conn {
             inbuf: vec![0; 1 << 16],
             in_pos: 0,
             in_end: 0,
+        })
+    }
+
+    /// A sending side for the same socket (a duplicate descriptor).
+    ///
+    /// # Errors
+    /// If the descriptor cannot be duplicated.
+    pub fn send_queue(&self) -> io::Result<SendQueue> {
+        Ok(SendQueue {
+            stream: self.stream.try_clone()?,
             out: Vec::new(),
             out_pos: 0,
         })
@@ -53,49 +71,6 @@ impl Conn {
     /// The socket, for polling.
     pub fn fd(&self) -> RawFd {
         self.stream.as_raw_fd()
-    }
-
-    /// Queues one frame whose body is `head` followed by `tail` (page bytes travel as `tail`,
-    /// so they are copied once, into the send buffer).
-    pub fn queue(&mut self, head: &[u8], tail: &[u8]) {
-        let len = (head.len() + tail.len()) as u32;
-        self.out.extend_from_slice(&len.to_le_bytes());
-        self.out.extend_from_slice(head);
-        self.out.extend_from_slice(tail);
-    }
-
-    /// Whether queued bytes are still waiting for the socket.
-    pub fn wants_write(&self) -> bool {
-        self.out_pos < self.out.len()
-    }
-
-    /// Writes as much of the queue as the socket takes.
-    ///
-    /// # Errors
-    /// A socket error other than "would block" (the peer is gone).
-    pub fn flush(&mut self) -> io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "peer stopped reading",
-                    ));
-                }
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        } else if self.out_pos > (1 << 20) {
-            self.out.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
-        Ok(())
     }
 
     /// Reads every byte available now into the receive buffer.
@@ -148,6 +123,51 @@ impl Conn {
         body.extend_from_slice(&avail[4..4 + len]);
         self.in_pos += 4 + len;
         Ok(true)
+    }
+}
+
+impl SendQueue {
+    /// Queues one frame whose body is `head` followed by `tail` (page bytes travel as `tail`,
+    /// so they are copied once, into the send buffer).
+    pub fn queue(&mut self, head: &[u8], tail: &[u8]) {
+        let len = (head.len() + tail.len()) as u32;
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(head);
+        self.out.extend_from_slice(tail);
+    }
+
+    /// Whether queued bytes are still waiting for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.out_pos < self.out.len()
+    }
+
+    /// Writes as much of the queue as the socket takes.
+    ///
+    /// # Errors
+    /// A socket error other than "would block" (the peer is gone).
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "peer stopped reading",
+                    ));
+                }
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > (1 << 20) {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
     }
 }
 
@@ -206,7 +226,8 @@ mod tests {
 
     #[test]
     fn frames_round_trip_in_order() {
-        let (mut a, mut b) = pair();
+        let (a, mut b) = pair();
+        let mut a = a.send_queue().unwrap();
         for i in 0..100u32 {
             a.queue(&i.to_le_bytes(), &vec![i as u8; i as usize * 50]);
         }

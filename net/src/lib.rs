@@ -10,5 +10,5 @@ pub mod frame;
 pub mod mesh;
 
 pub use codec::{DecodeError, Reader, Writer};
-pub use frame::{Conn, ReadStatus};
+pub use frame::{Conn, ReadStatus, SendQueue};
 pub use mesh::{BinaryId, Hello, Mesh, MeshConfig, MeshError};

@@ -11,6 +11,9 @@ use syn::{ItemFn, parse_macro_input};
 /// exits with node 0's exit code. `main` may return anything that implements
 /// `std::process::Termination`, as usual.
 ///
+/// `#[rthreads::main(nodes = 8)]` sets how many nodes an embedded cluster has when
+/// `RTHREADS_NODES` is not set (default 4).
+///
 /// # Examples
 /// ```text
 /// #[rthreads::main]
@@ -21,14 +24,10 @@ use syn::{ItemFn, parse_macro_input};
 /// ```
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
-    if !attr.is_empty() {
-        return syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "#[rthreads::main] takes no arguments",
-        )
-        .to_compile_error()
-        .into();
-    }
+    let nodes = match parse_nodes(attr) {
+        Ok(n) => n,
+        Err(e) => return e.to_compile_error().into(),
+    };
     let f = parse_macro_input!(item as ItemFn);
     if f.sig.ident != "main" || !f.sig.inputs.is_empty() || f.sig.asyncness.is_some() {
         return syn::Error::new_spanned(&f.sig, "#[rthreads::main] goes on `fn main()`")
@@ -46,8 +45,41 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         #vis fn main() -> ::std::process::ExitCode {
             fn __rthreads_body() #output #body
-            ::rthreads::__private::run_main(__rthreads_body)
+            ::rthreads::__private::run_main(#nodes, __rthreads_body)
         }
     }
     .into()
+}
+
+/// `nodes = N` (the node count when `RTHREADS_NODES` is unset), or nothing (4).
+fn parse_nodes(attr: TokenStream) -> syn::Result<u16> {
+    if attr.is_empty() {
+        return Ok(4);
+    }
+    let nv: syn::MetaNameValue = syn::parse(attr)?;
+    if !nv.path.is_ident("nodes") {
+        return Err(syn::Error::new_spanned(
+            &nv.path,
+            "the only argument is `nodes = N`",
+        ));
+    }
+    match &nv.value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(n),
+            ..
+        }) => {
+            let n: u16 = n.base10_parse()?;
+            if n == 0 {
+                return Err(syn::Error::new_spanned(
+                    n,
+                    "a cluster needs at least one node",
+                ));
+            }
+            Ok(n)
+        }
+        other => Err(syn::Error::new_spanned(
+            other,
+            "expected an integer: `nodes = 8`",
+        )),
+    }
 }

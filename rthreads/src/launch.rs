@@ -4,7 +4,7 @@
 //! # Configuration
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `RTHREADS_NODES` | number of nodes | 4 |
+//! | `RTHREADS_NODES` | number of nodes | 4, or `#[rthreads::main(nodes = N)]` |
 //! | `RTHREADS_NODE_ID` | this process is node N of a cluster started elsewhere (set by the launcher for the nodes it starts) | unset: this process is node 0 and starts the others |
 //! | `RTHREADS_COORDINATOR` | `host:port` of node 0 (nodes other than 0) | |
 //! | `RTHREADS_BIND` | address this node listens on | `127.0.0.1:0` |
@@ -61,14 +61,14 @@ fn parse_size(v: &str) -> Option<usize> {
     num.parse::<usize>().ok()?.checked_mul(mul)
 }
 
-fn config() -> Result<Config, String> {
+fn config(default_nodes: u16) -> Result<Config, String> {
     let nodes: u16 = match env("RTHREADS_NODES") {
         Some(v) => v
             .parse()
             .ok()
             .filter(|&n| (1..=1024).contains(&n))
             .ok_or(format!("RTHREADS_NODES={v}: expected 1..=1024"))?,
-        None => 4,
+        None => default_nodes,
     };
     let (node, embedded) = match env("RTHREADS_NODE_ID") {
         Some(v) => (
@@ -239,8 +239,8 @@ struct Started {
     children: Vec<Child>,
 }
 
-fn start() -> Result<Started, String> {
-    let cfg = config()?;
+fn start(default_nodes: u16) -> Result<Started, String> {
+    let cfg = config(default_nodes)?;
     ensure_fixed_layout()?;
     let nodes = u64::from(cfg.nodes);
     let per_node_pages = (cfg.space_size / PAGE_SIZE) as u64 / nodes;
@@ -322,10 +322,10 @@ fn start() -> Result<Started, String> {
 /// The body of `#[rthreads::main]`: starts this node, runs `body` on node 0 (the other nodes
 /// serve until node 0 ends), shuts the cluster down and returns node 0's exit code.
 #[doc(hidden)]
-pub fn run_main<R: Termination>(body: impl FnOnce() -> R) -> ExitCode {
+pub fn run_main<R: Termination>(default_nodes: u16, body: impl FnOnce() -> R) -> ExitCode {
     let started = {
         let _internal = InternalAlloc::new();
-        start()
+        start(default_nodes)
     };
     let Started { rt, mut children } = match started {
         Ok(s) => s,

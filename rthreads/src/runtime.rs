@@ -7,6 +7,7 @@
 //! so the protocol state needs no lock. Application threads never touch a socket: they queue frames
 //! in [`Runtime::send`] and wake the service thread through the same pipe.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
 use dsm::protocol::sc::{Action, ScNode};
 use dsm::{NodeId, PageId, Space};
-use net::{Conn, ReadStatus};
+use net::{Conn, ReadStatus, SendQueue};
 
 use crate::alloc::{Heap, InternalAlloc};
 use crate::poll::{self, Poller};
@@ -30,15 +31,31 @@ pub(crate) struct Runtime {
     pub(crate) heap: Heap,
     layout: dsm::SpaceLayout,
     slice: usize,
-    outbox: Mutex<Vec<(u16, Vec<u8>)>>,
+    /// The sending side of every peer connection. Any thread writes its frames straight to the
+    /// socket under the peer's lock; what the socket does not take at once stays queued and the
+    /// service thread finishes it when the socket becomes writable.
+    senders: OnceLock<Vec<Mutex<Option<SendQueue>>>>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) next_target: AtomicUsize,
     shutting_down: AtomicBool,
+    /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
+    wake_pending: AtomicBool,
     closed: Mutex<usize>,
     closed_cv: Condvar,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Whether application threads write latency-critical frames to the socket themselves. Measured
+/// on the 2-vCPU VM (BENCHMARKS.md), handing them to the service thread is faster for a round trip:
+/// the service thread that sent the request is still awake when the answer comes, whereas a
+/// service thread woken from a long sleep pays the slow kind of wake-up. Kept as a switch to
+/// measure on other machines.
+const DIRECT_SEND: bool = false;
+
+thread_local! {
+    static ON_SERVICE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
 
 /// The running runtime, if `#[rthreads::main]` started one.
 pub(crate) fn get() -> Option<&'static Runtime> {
@@ -71,10 +88,11 @@ impl Runtime {
             heap,
             layout,
             slice,
-            outbox: Mutex::new(Vec::new()),
+            senders: OnceLock::new(),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
             closed: Mutex::new(0),
             closed_cv: Condvar::new(),
         };
@@ -93,14 +111,39 @@ impl Runtime {
             .then(|| ((addr - self.layout.base) / self.slice) as u16)
     }
 
-    /// Queues a frame for node `to` and wakes the service thread.
+    /// Sends a frame to node `to`: written to the socket at once where it takes it (the service
+    /// thread batches its own frames and writes them before it next sleeps).
     pub(crate) fn send(&self, to: u16, frame: Vec<u8>) {
+        self.send_parts(to, &frame, &[], true);
+    }
+
+    /// Queues a frame for node `to` for the service thread to write with others in one system
+    /// call: for streams of asynchronous messages, where throughput matters more than latency.
+    pub(crate) fn send_batched(&self, to: u16, frame: Vec<u8>) {
+        self.send_parts(to, &frame, &[], false);
+    }
+
+    fn send_parts(&self, to: u16, head: &[u8], tail: &[u8], now: bool) {
         let _internal = InternalAlloc::new();
-        self.outbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((to, frame));
-        fault::notify();
+        let Some(slot) = self.senders.get().and_then(|s| s.get(usize::from(to))) else {
+            return;
+        };
+        let mut q = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(q) = q.as_mut() else {
+            // The peer is gone; the service thread reports it.
+            return;
+        };
+        q.queue(head, tail);
+        if ON_SERVICE_THREAD.with(Cell::get) {
+            return;
+        }
+        if now && DIRECT_SEND {
+            // A write error is noticed by the service thread when it reads from the peer.
+            let _ = q.flush();
+        }
+        if q.wants_write() && !self.wake_pending.swap(true, Ordering::SeqCst) {
+            fault::notify();
+        }
     }
 
     /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
@@ -169,6 +212,13 @@ impl Service {
                 None => None,
             });
         }
+        let senders = conns
+            .iter()
+            .map(|c| Ok(Mutex::new(c.as_ref().map(Conn::send_queue).transpose()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if rt.senders.set(senders).is_err() {
+            fatal("the service was started twice");
+        }
         let poll_us = std::env::var("RTHREADS_POLL_US")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -196,6 +246,7 @@ impl Service {
             .name("rthreads-service".into())
             .spawn(move || {
                 crate::alloc::runtime_thread();
+                ON_SERVICE_THREAD.with(|c| c.set(true));
                 fault::register_service_thread();
                 self.run()
             })
@@ -227,7 +278,7 @@ impl Service {
                     self.on_conn(token as usize, events, &mut body);
                 }
             }
-            self.drain_outbox();
+            self.rt.wake_pending.store(false, Ordering::SeqCst);
             self.send_remote_frees();
             self.flush_all();
             if let Some((t, why)) = &self.lost_deadline
@@ -264,17 +315,13 @@ impl Service {
     }
 
     fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
+        if events & !poll::WRITE == 0 {
+            // Writable: flush_all, at the end of this round, writes what is queued.
+            return;
+        }
         let Some(conn) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else {
             return;
         };
-        if events & poll::WRITE != 0
-            && let Err(e) = conn.flush()
-        {
-            return self.peer_lost(i, &format!("send failed: {e}"));
-        }
-        if events & !poll::WRITE == 0 {
-            return;
-        }
         let status = match conn.fill() {
             Ok(s) => s,
             Err(e) => return self.peer_lost(i, &format!("receive failed: {e}")),
@@ -297,6 +344,9 @@ impl Service {
     fn peer_lost(&mut self, i: usize, why: &str) {
         if let Some(c) = self.conns[i].take() {
             drop(c);
+        }
+        if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i)) {
+            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
         if self.rt.shutting_down.load(Ordering::SeqCst) {
             let mut closed = self.rt.closed.lock().unwrap_or_else(|e| e.into_inner());
@@ -371,10 +421,10 @@ impl Service {
                     } else {
                         &[]
                     };
-                    match self.conns.get_mut(to.index()).and_then(|c| c.as_mut()) {
-                        Some(c) => c.queue(&head, tail),
-                        None => fatal(&format!("no connection to {to} for {msg:?}")),
+                    if self.conns.get(to.index()).is_none_or(Option::is_none) {
+                        fatal(&format!("no connection to {to} for {msg:?}"));
                     }
+                    self.rt.send_parts(to.0, &head, tail, true);
                 }
                 Action::Install { page } => match data {
                     // SAFETY: the protocol installs only while application access to the page is
@@ -398,43 +448,42 @@ impl Service {
         }
     }
 
-    fn drain_outbox(&mut self) {
-        let frames = std::mem::take(&mut *self.rt.outbox.lock().unwrap_or_else(|e| e.into_inner()));
-        for (to, frame) in frames {
-            match self.conns.get_mut(usize::from(to)).and_then(|c| c.as_mut()) {
-                Some(c) => c.queue(&frame, &[]),
-                None if self.rt.shutting_down.load(Ordering::SeqCst) => {}
-                None => fatal(&format!("no connection to node {to}")),
-            }
-        }
-    }
-
     fn send_remote_frees(&mut self) {
         for (owner, blocks) in self.rt.heap.take_remote_frees() {
-            if let Some(c) = self.conns.get_mut(owner).and_then(|c| c.as_mut()) {
-                for batch in blocks.chunks(4096) {
-                    c.queue(&wire::free(batch), &[]);
-                }
+            for batch in blocks.chunks(4096) {
+                self.rt.send(owner as u16, wire::free(batch));
             }
         }
     }
 
     fn flush_all(&mut self) {
         for i in 0..self.conns.len() {
-            let Some(c) = self.conns[i].as_mut() else {
+            let Some(c) = self.conns[i].as_ref() else {
                 continue;
             };
-            if let Err(e) = c.flush() {
-                self.peer_lost(i, &format!("send failed: {e}"));
+            let fd = c.fd();
+            let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i)) else {
                 continue;
-            }
-            let want = if c.wants_write() {
+            };
+            let flushed = {
+                let mut q = slot.lock().unwrap_or_else(|e| e.into_inner());
+                q.as_mut().map(|q| q.flush().map(|()| q.wants_write()))
+            };
+            let pending = match flushed {
+                None => continue,
+                Some(Ok(pending)) => pending,
+                Some(Err(e)) => {
+                    self.peer_lost(i, &format!("send failed: {e}"));
+                    continue;
+                }
+            };
+            let want = if pending {
                 poll::READ | poll::WRITE
             } else {
                 poll::READ
             };
             if want != self.interest[i] {
-                if let Err(e) = self.poller.modify(c.fd(), want, i as u64) {
+                if let Err(e) = self.poller.modify(fd, want, i as u64) {
                     fatal(&format!("epoll_ctl: {e}"));
                 }
                 self.interest[i] = want;
