@@ -81,9 +81,6 @@ static PARKED: LazyLock<StdMutex<HashMap<u64, StdArc<Parked>>>> =
     LazyLock::new(|| StdMutex::new(HashMap::new()));
 static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
-/// How many times a waiting thread polls for its reply before it sleeps.
-const SPIN_POLLS: u32 = 0;
-
 fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -119,23 +116,9 @@ impl Ticket {
         });
     }
 
-    /// Polls briefly for a reply before sleeping: a reply that comes back within a few
-    /// microseconds then costs no wake-up of a sleeping thread (tens of microseconds on a VM).
-    fn spin(&self) {
-        for _ in 0..SPIN_POLLS {
-            if let Ok(q) = self.parked.replies.try_lock()
-                && !q.is_empty()
-            {
-                return;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
     /// Waits for the next reply.
     pub(crate) fn wait(&self) -> Reply {
         let _internal = InternalAlloc::new();
-        self.spin();
         let mut q = lock(&self.parked.replies);
         loop {
             if let Some(r) = q.pop_front() {
