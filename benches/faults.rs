@@ -35,12 +35,7 @@ fn page_addr(v: &[u8], i: usize) -> *const u8 {
 }
 
 fn on<T: Send + 'static>(node: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-    rthreads::Builder::new()
-        .node(node)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
+    rthreads::Builder::new().node(node).spawn(f).unwrap().join().unwrap()
 }
 
 fn read_faults(n: usize) -> Vec<Duration> {
@@ -101,10 +96,7 @@ fn main() {
         eprintln!("the fault benchmark needs at least 3 nodes (RTHREADS_NODES >= 3)");
         std::process::exit(2);
     }
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let per = 400;
     let (mut rtt, mut rf, mut wf, mut sj) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
@@ -120,12 +112,6 @@ fn main() {
         row("remote write fault, 1 reader", &mut wf),
         row("remote spawn + join", &mut sj),
     ];
-    println!(
-        "ratio read fault / raw RTT (medians): {:.2}",
-        us(medians[1]) / us(medians[0])
-    );
-    println!(
-        "ratio write fault / raw RTT (medians): {:.2}",
-        us(medians[2]) / us(medians[0])
-    );
+    println!("ratio read fault / raw RTT (medians): {:.2}", us(medians[1]) / us(medians[0]));
+    println!("ratio write fault / raw RTT (medians): {:.2}", us(medians[2]) / us(medians[0]));
 }

@@ -20,12 +20,7 @@ use rthreads::sync::{Arc, Barrier, Mutex, mpsc};
 use rthreads_suite::bench::{header, raw_rtt, row, us};
 
 fn on<T: Send + 'static>(node: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-    rthreads::Builder::new()
-        .node(node)
-        .spawn(f)
-        .unwrap()
-        .join()
-        .unwrap()
+    rthreads::Builder::new().node(node).spawn(f).unwrap().join().unwrap()
 }
 
 fn remote_lock(n: usize) -> Vec<Duration> {
@@ -180,10 +175,7 @@ fn main() {
         eprintln!("the sync benchmark needs at least 5 nodes (RTHREADS_NODES >= 5)");
         std::process::exit(2);
     }
-    let rounds: usize = std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let (mut rtt, mut rl, mut sl) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         rtt.extend(raw_rtt(400, 16));
@@ -194,10 +186,7 @@ fn main() {
     let m_rtt = row("raw loopback RTT (16 B -> 16 B)", &mut rtt);
     let m_rl = row("remote lock+unlock, uncontended", &mut rl);
     row("std lock+unlock, uncontended (one process)", &mut sl);
-    println!(
-        "ratio remote lock+unlock / raw RTT (medians): {:.2}",
-        us(m_rl) / us(m_rtt)
-    );
+    println!("ratio remote lock+unlock / raw RTT (medians): {:.2}", us(m_rl) / us(m_rtt));
     println!();
     let per = 2000;
     let c = contended(4, per);

@@ -67,9 +67,6 @@ pub mod bench {
 
     /// Prints the table header that [`row`] fills.
     pub fn header() {
-        println!(
-            "{:<44} {:>10} {:>10} {:>8}",
-            "operation", "median us", "p90 us", "samples"
-        );
+        println!("{:<44} {:>10} {:>10} {:>8}", "operation", "median us", "p90 us", "samples");
     }
 }

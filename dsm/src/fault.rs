@@ -38,11 +38,8 @@ struct Slot {
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_SLOT: Slot = Slot {
-    state: AtomicU32::new(FREE),
-    page: AtomicU64::new(0),
-    write: AtomicBool::new(false),
-};
+const EMPTY_SLOT: Slot =
+    Slot { state: AtomicU32::new(FREE), page: AtomicU64::new(0), write: AtomicBool::new(false) };
 static TABLE: [Slot; SLOTS] = [EMPTY_SLOT; SLOTS];
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
@@ -98,13 +95,7 @@ impl FaultReceiver {
         let mut buf = [0u32; 256];
         loop {
             // SAFETY: reading into a local buffer of the stated size.
-            let n = unsafe {
-                libc::read(
-                    self.fd(),
-                    buf.as_mut_ptr().cast(),
-                    std::mem::size_of_val(&buf),
-                )
-            };
+            let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), std::mem::size_of_val(&buf)) };
             if n <= 0 {
                 return;
             }
@@ -113,18 +104,11 @@ impl FaultReceiver {
                     f(Wakeup::Notify);
                 } else if let Some(slot) = TABLE.get(word as usize) {
                     let page = PageId(slot.page.load(Ordering::Relaxed));
-                    let kind = if slot.write.load(Ordering::Relaxed) {
-                        FaultKind::Write
-                    } else {
-                        FaultKind::Read
-                    };
+                    let kind =
+                        if slot.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
                     // Acquire pairs with the handler's Release store of PENDING.
                     if slot.state.load(Ordering::Acquire) == PENDING {
-                        f(Wakeup::Fault {
-                            slot: SlotId(word),
-                            page,
-                            kind,
-                        });
+                        f(Wakeup::Fault { slot: SlotId(word), page, kind });
                     }
                 }
             }
@@ -185,10 +169,7 @@ pub fn install(layout: SpaceLayout) -> io::Result<FaultReceiver> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(FaultReceiver {
-        read,
-        _write: write,
-    })
+    Ok(FaultReceiver { read, _write: write })
 }
 
 fn gettid() -> i32 {
@@ -253,9 +234,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         return;
     }
     if gettid() == SERVICE_TID.load(Ordering::Relaxed) {
-        write_stderr(
-            b"rthreads: BUG: the DSM service thread touched a protected page of the shared space\n",
-        );
+        write_stderr(b"rthreads: BUG: the DSM service thread touched a protected page of the shared space\n");
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
     }
@@ -266,10 +245,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     let mut i = (gettid() as usize).wrapping_mul(2654435761) % SLOTS;
     let slot = loop {
         let s = &TABLE[i];
-        if s.state
-            .compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
+        if s.state.compare_exchange(FREE, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             break s;
         }
         i = (i + 1) % SLOTS;

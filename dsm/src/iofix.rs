@@ -73,8 +73,7 @@ fn guarded(bufs: &[(*const c_void, usize, bool)], mut call: impl FnMut() -> ssiz
             touch(p, n, w);
         }
         let r = call();
-        if r >= 0 || !efault() || tries >= RETRIES || !bufs.iter().any(|&(p, n, _)| overlaps(p, n))
-        {
+        if r >= 0 || !efault() || tries >= RETRIES || !bufs.iter().any(|&(p, n, _)| overlaps(p, n)) {
             return r;
         }
         tries += 1;
@@ -86,11 +85,7 @@ fn touch_iov(iov: *const iovec, cnt: c_int, kernel_writes: bool) {
     if iov.is_null() || cnt <= 0 {
         return;
     }
-    touch(
-        iov.cast(),
-        cnt as usize * std::mem::size_of::<iovec>(),
-        false,
-    );
+    touch(iov.cast(), cnt as usize * std::mem::size_of::<iovec>(), false);
     for i in 0..cnt as usize {
         // SAFETY: the caller passed `cnt` valid iovecs (the C contract of readv/writev).
         let v = unsafe { *iov.add(i) };
@@ -139,12 +134,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 /// # Safety
 /// The C contract of `pread64`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn pread64(
-    fd: c_int,
-    buf: *mut c_void,
-    n: size_t,
-    off: libc::off64_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: libc::off64_t) -> ssize_t {
     guarded(&[(buf, n, true)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
@@ -156,12 +146,7 @@ pub unsafe extern "C" fn pread64(
 /// # Safety
 /// The C contract of `pwrite64`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn pwrite64(
-    fd: c_int,
-    buf: *const c_void,
-    n: size_t,
-    off: libc::off64_t,
-) -> ssize_t {
+pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: libc::off64_t) -> ssize_t {
     guarded(&[(buf, n, false)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
@@ -211,16 +196,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
     // SAFETY: the C contract of recvfrom with null address arguments.
-    unsafe {
-        recvfrom(
-            fd,
-            buf,
-            n,
-            flags,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    }
+    unsafe { recvfrom(fd, buf, n, flags, std::ptr::null_mut(), std::ptr::null_mut()) }
 }
 
 /// `send(2)` that works on shared memory.

@@ -45,8 +45,7 @@ impl SpaceLayout {
 
     /// The page holding `addr`, if it lies inside the space.
     pub fn page_of(&self, addr: usize) -> Option<PageId> {
-        self.contains(addr)
-            .then(|| PageId(((addr - self.base) / PAGE_SIZE) as u64))
+        self.contains(addr).then(|| PageId(((addr - self.base) / PAGE_SIZE) as u64))
     }
 
     /// The application-view address of `page`.
@@ -74,9 +73,7 @@ impl Space {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if page != PAGE_SIZE as libc::c_long {
-            return Err(io::Error::other(format!(
-                "page size is {page}, rthreads needs {PAGE_SIZE}"
-            )));
+            return Err(io::Error::other(format!("page size is {page}, rthreads needs {PAGE_SIZE}")));
         }
         if !layout.base.is_multiple_of(PAGE_SIZE)
             || !layout.size.is_multiple_of(PAGE_SIZE)
@@ -92,19 +89,11 @@ impl Space {
         sys::map_shared(fd, layout.size, Some(layout.base), libc::PROT_NONE).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot reserve the shared space at {:#x} ({} bytes): {e}",
-                    layout.base, layout.size
-                ),
+                format!("cannot reserve the shared space at {:#x} ({} bytes): {e}", layout.base, layout.size),
             )
         })?;
-        let runtime_view =
-            sys::map_shared(fd, layout.size, None, libc::PROT_READ | libc::PROT_WRITE)?;
-        let space = Space {
-            layout,
-            runtime_view,
-            _file: file,
-        };
+        let runtime_view = sys::map_shared(fd, layout.size, None, libc::PROT_READ | libc::PROT_WRITE)?;
+        let space = Space { layout, runtime_view, _file: file };
         if writable.start < writable.end {
             let start = layout.addr_of(writable.start);
             let len = (writable.end.0 - writable.start.0) as usize * PAGE_SIZE;
@@ -143,9 +132,7 @@ impl Space {
         let n = data.len().min(PAGE_SIZE);
         // SAFETY: the destination is a page of the runtime view, which is mapped read-write;
         // source and destination cannot overlap (the source is private memory).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.runtime_addr(page) as *mut u8, n)
-        };
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.runtime_addr(page) as *mut u8, n) };
     }
 
     /// Sets what application threads on this node may do with `page`.
@@ -154,10 +141,7 @@ impl Space {
     /// Returns the `mprotect` error.
     pub fn protect(&self, page: PageId, access: Access) -> io::Result<()> {
         if page.0 >= self.layout.pages() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{page} outside the space"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{page} outside the space")));
         }
         // SAFETY: the page lies inside our application view; the fault handler serves the traps.
         unsafe { sys::protect(self.layout.addr_of(page), PAGE_SIZE, access) }

@@ -10,11 +10,7 @@ use crate::Access;
 pub const PAGE_SIZE: usize = 4096;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// The protection bits that give application threads `access`.
@@ -40,17 +36,9 @@ pub fn memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
 
 /// Maps `len` bytes of `fd` shared. With `fixed = Some(addr)`, exactly at `addr` and failing
 /// (never replacing) if anything is mapped there.
-pub fn map_shared(
-    fd: RawFd,
-    len: usize,
-    fixed: Option<usize>,
-    prot: libc::c_int,
-) -> io::Result<usize> {
+pub fn map_shared(fd: RawFd, len: usize, fixed: Option<usize>, prot: libc::c_int) -> io::Result<usize> {
     let (hint, flags) = match fixed {
-        Some(addr) => (
-            addr as *mut libc::c_void,
-            libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
-        ),
+        Some(addr) => (addr as *mut libc::c_void, libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE),
         None => (std::ptr::null_mut(), libc::MAP_SHARED),
     };
     // SAFETY: a new mapping is requested; MAP_FIXED_NOREPLACE never clobbers an existing one.
@@ -119,11 +107,6 @@ pub fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
 pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     // SAFETY: as for futex_wait.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
-        );
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
     }
 }

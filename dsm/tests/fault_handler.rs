@@ -12,16 +12,10 @@ use dsm::{Access, FaultKind, PageId, Space, SpaceLayout};
 
 #[test]
 fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages() {
-    let layout = SpaceLayout {
-        base: 0x3000_0000_0000,
-        size: 64 * PAGE_SIZE,
-    };
+    let layout = SpaceLayout { base: 0x3000_0000_0000, size: 64 * PAGE_SIZE };
     let space = Arc::new(Space::map(layout, PageId(0)..PageId(0)).unwrap());
     let faults = fault::install(layout).unwrap();
-    assert!(
-        fault::install(layout).is_err(),
-        "a second install is refused"
-    );
+    assert!(fault::install(layout).is_err(), "a second install is refused");
     let seen: Arc<Mutex<Vec<(u64, FaultKind)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let service = {
@@ -29,11 +23,7 @@ fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages()
         std::thread::spawn(move || {
             fault::register_service_thread();
             while !stop.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd {
-                    fd: faults.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
+                let mut pfd = libc::pollfd { fd: faults.fd(), events: libc::POLLIN, revents: 0 };
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 50) };
                 faults.drain(|w| {
@@ -61,47 +51,25 @@ fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages()
     }
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![
-            (3, FaultKind::Read),
-            (3, FaultKind::Write),
-            (5, FaultKind::Write)
-        ],
+        vec![(3, FaultKind::Read), (3, FaultKind::Write), (5, FaultKind::Write)],
         "reads and writes are told apart"
     );
     seen.lock().unwrap().clear();
 
     // write(2) from closed pages and read(2) into closed pages: the wrappers fault them in first.
-    let devnull = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/null")
-        .unwrap();
+    let devnull = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
     let zero = std::fs::File::open("/dev/zero").unwrap();
     // SAFETY: both buffers lie in the mapped space and span two pages each.
     unsafe {
         let n = libc::write(devnull.as_raw_fd(), page(7).add(PAGE_SIZE - 8).cast(), 100);
-        assert_eq!(
-            n,
-            100,
-            "write from shared pages: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(n, 100, "write from shared pages: {}", std::io::Error::last_os_error());
         let n = libc::read(zero.as_raw_fd(), page(9).add(PAGE_SIZE - 8).cast(), 100);
-        assert_eq!(
-            n,
-            100,
-            "read into shared pages: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(n, 100, "read into shared pages: {}", std::io::Error::last_os_error());
         assert_eq!(std::ptr::read_volatile(page(10).add(50)), 0);
     }
     assert_eq!(
         *seen.lock().unwrap(),
-        vec![
-            (7, FaultKind::Read),
-            (8, FaultKind::Read),
-            (9, FaultKind::Write),
-            (10, FaultKind::Write)
-        ]
+        vec![(7, FaultKind::Read), (8, FaultKind::Read), (9, FaultKind::Write), (10, FaultKind::Write)]
     );
     stop.store(true, Ordering::Relaxed);
     service.join().unwrap();

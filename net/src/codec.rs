@@ -28,9 +28,7 @@ pub struct Writer {
 impl Writer {
     /// An empty writer.
     pub fn new() -> Writer {
-        Writer {
-            buf: Vec::with_capacity(64),
-        }
+        Writer { buf: Vec::with_capacity(64) }
     }
     /// Appends one byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -86,10 +84,7 @@ impl<'a> Reader<'a> {
     }
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
-            return Err(DecodeError(format!(
-                "truncated {what}: need {n} bytes, have {}",
-                self.buf.len()
-            )));
+            return Err(DecodeError(format!("truncated {what}: need {n} bytes, have {}", self.buf.len())));
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -107,27 +102,21 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// As [`Reader::u8`].
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(
-            self.take(2, "u16")?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_le_bytes(self.take(2, "u16")?.try_into().expect("2 bytes")))
     }
     /// Reads a little-endian `u32`.
     ///
     /// # Errors
     /// As [`Reader::u8`].
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(
-            self.take(4, "u32")?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_le_bytes(self.take(4, "u32")?.try_into().expect("4 bytes")))
     }
     /// Reads a little-endian `u64`.
     ///
     /// # Errors
     /// As [`Reader::u8`].
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(
-            self.take(8, "u64")?.try_into().expect("8 bytes"),
-        ))
+        Ok(u64::from_le_bytes(self.take(8, "u64")?.try_into().expect("8 bytes")))
     }
     /// Reads a length-prefixed byte string.
     ///
@@ -175,13 +164,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut w = Writer::new();
-        w.u8(7)
-            .u16(300)
-            .u32(70_000)
-            .u64(u64::MAX - 1)
-            .str("héllo")
-            .bytes(&[1, 2, 3])
-            .raw(&[9; 4]);
+        w.u8(7).u16(300).u32(70_000).u64(u64::MAX - 1).str("héllo").bytes(&[1, 2, 3]).raw(&[9; 4]);
         let buf = w.finish();
         let mut r = Reader::new(&buf);
         assert_eq!(r.u8().unwrap(), 7);

@@ -48,12 +48,7 @@ impl Conn {
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        Ok(Conn {
-            stream,
-            inbuf: vec![0; 1 << 16],
-            in_pos: 0,
-            in_end: 0,
-        })
+        Ok(Conn { stream, inbuf: vec![0; 1 << 16], in_pos: 0, in_end: 0 })
     }
 
     /// A sending side for the same socket (a duplicate descriptor).
@@ -61,11 +56,7 @@ impl Conn {
     /// # Errors
     /// If the descriptor cannot be duplicated.
     pub fn send_queue(&self) -> io::Result<SendQueue> {
-        Ok(SendQueue {
-            stream: self.stream.try_clone()?,
-            out: Vec::new(),
-            out_pos: 0,
-        })
+        Ok(SendQueue { stream: self.stream.try_clone()?, out: Vec::new(), out_pos: 0 })
     }
 
     /// The socket, for polling.
@@ -111,10 +102,7 @@ impl Conn {
         }
         let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
         if len == 0 || len > MAX_FRAME {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad frame length {len}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad frame length {len}")));
         }
         if avail.len() < 4 + len {
             return Ok(false);
@@ -149,10 +137,7 @@ impl SendQueue {
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "peer stopped reading",
-                    ));
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped reading"));
                 }
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

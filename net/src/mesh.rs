@@ -48,11 +48,7 @@ pub struct BinaryId {
 
 impl fmt::Display for BinaryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "hash {:016x}, {} bytes, loaded with anchor at {:#x}",
-            self.hash, self.len, self.anchor
-        )
+        write!(f, "hash {:016x}, {} bytes, loaded with anchor at {:#x}", self.hash, self.len, self.anchor)
     }
 }
 
@@ -94,15 +90,8 @@ pub struct Hello {
 impl Hello {
     fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(TAG_HELLO)
-            .u32(MAGIC)
-            .u16(VERSION)
-            .u16(self.node)
-            .u16(self.nodes)
-            .u64(self.session);
-        w.u64(self.binary.hash)
-            .u64(self.binary.len)
-            .u64(self.binary.anchor);
+        w.u8(TAG_HELLO).u32(MAGIC).u16(VERSION).u16(self.node).u16(self.nodes).u64(self.session);
+        w.u64(self.binary.hash).u64(self.binary.len).u64(self.binary.anchor);
         w.str(&self.listen).u32(self.parallelism);
         w.finish()
     }
@@ -174,6 +163,10 @@ pub struct Mesh {
     pub conns: Vec<Option<TcpStream>>,
     /// Each node's `available_parallelism`.
     pub parallelism: Vec<u32>,
+    /// Each node's listening address (where it accepts more connections after start-up).
+    pub addrs: Vec<String>,
+    /// This node's listener, kept for connections made after start-up.
+    pub listener: TcpListener,
 }
 
 fn reject(stream: &mut TcpStream, reason: &str) {
@@ -187,10 +180,7 @@ fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
         return Err(m);
     }
     if theirs.nodes != mine.nodes {
-        return Err(format!(
-            "the peer expects {} nodes, this cluster has {}",
-            theirs.nodes, mine.nodes
-        ));
+        return Err(format!("the peer expects {} nodes, this cluster has {}", theirs.nodes, mine.nodes));
     }
     if theirs.session != mine.session {
         return Err(format!(
@@ -199,10 +189,7 @@ fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
         ));
     }
     if theirs.node == 0 || theirs.node >= mine.nodes {
-        return Err(format!(
-            "node id {} out of range 1..{}",
-            theirs.node, mine.nodes
-        ));
+        return Err(format!("node id {} out of range 1..{}", theirs.node, mine.nodes));
     }
     Ok(())
 }
@@ -219,15 +206,12 @@ fn accept_hello(
     listener: &TcpListener,
     deadline: Instant,
 ) -> Result<(TcpStream, Result<Hello, String>), MeshError> {
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| err(format!("listener: {e}")))?;
+    listener.set_nonblocking(true).map_err(|e| err(format!("listener: {e}")))?;
     loop {
         match listener.accept() {
             Ok((mut s, peer)) => {
                 s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
-                s.set_read_timeout(Some(remaining(deadline)?.min(Duration::from_secs(10))))
-                    .ok();
+                s.set_read_timeout(Some(remaining(deadline)?.min(Duration::from_secs(10)))).ok();
                 let hello = read_frame(&mut s, HANDSHAKE_LIMIT)
                     .map_err(|e| format!("no hello from {peer}: {e}"))
                     .and_then(|b| Hello::decode(&b).map_err(|e| format!("from {peer}: {e}")));
@@ -243,8 +227,7 @@ fn accept_hello(
 }
 
 fn expect_answer(s: &mut TcpStream, who: &str) -> Result<Vec<u8>, MeshError> {
-    let body =
-        read_frame(s, HANDSHAKE_LIMIT).map_err(|e| err(format!("no answer from {who}: {e}")))?;
+    let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|e| err(format!("no answer from {who}: {e}")))?;
     if body[0] == TAG_REJECT {
         let mut r = Reader::new(&body[1..]);
         let reason = r.str().unwrap_or("(unreadable reason)");
@@ -263,11 +246,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     let me = cfg.hello.node;
     let nodes = cfg.hello.nodes;
     let n = usize::from(nodes);
-    cfg.hello.listen = cfg
-        .listener
-        .local_addr()
-        .map_err(|e| err(e.to_string()))?
-        .to_string();
+    cfg.hello.listen = cfg.listener.local_addr().map_err(|e| err(e.to_string()))?.to_string();
     let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
     let mut parallelism = vec![0u32; n];
     parallelism[usize::from(me)] = cfg.hello.parallelism;
@@ -276,10 +255,8 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         let mut joined = 1;
         while joined < n {
             let (mut s, hello) = accept_hello(&cfg.listener, deadline).map_err(|e| {
-                let missing: Vec<String> = (1..n)
-                    .filter(|&i| conns[i].is_none())
-                    .map(|i| i.to_string())
-                    .collect();
+                let missing: Vec<String> =
+                    (1..n).filter(|&i| conns[i].is_none()).map(|i| i.to_string()).collect();
                 err(format!("{e}: node(s) {} never joined", missing.join(", ")))
             })?;
             let verdict = hello.and_then(|h| {
@@ -314,13 +291,10 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             write_frame(s, &welcome).map_err(|e| err(format!("welcome: {e}")))?;
         }
     } else {
-        let coord = cfg
-            .coordinator
-            .ok_or_else(|| err("no coordinator address (RTHREADS_COORDINATOR)"))?;
-        let mut s = connect(coord, deadline)
-            .map_err(|e| err(format!("cannot reach node 0 at {coord}: {}", e.0)))?;
-        write_frame(&mut s, &cfg.hello.encode())
-            .map_err(|e| err(format!("hello to node 0: {e}")))?;
+        let coord = cfg.coordinator.ok_or_else(|| err("no coordinator address (RTHREADS_COORDINATOR)"))?;
+        let mut s =
+            connect(coord, deadline).map_err(|e| err(format!("cannot reach node 0 at {coord}: {}", e.0)))?;
+        write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node 0: {e}")))?;
         let body = expect_answer(&mut s, "node 0")?;
         let mut r = Reader::new(&body);
         let bad = |e| err(format!("bad welcome from node 0: {e}"));
@@ -333,13 +307,10 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         }
         conns[0] = Some(s);
         for j in 1..usize::from(me) {
-            let addr: SocketAddr = table[j]
-                .parse()
-                .map_err(|_| err(format!("bad address for node {j}")))?;
+            let addr: SocketAddr = table[j].parse().map_err(|_| err(format!("bad address for node {j}")))?;
             let mut s = connect(addr, deadline)
                 .map_err(|e| err(format!("cannot reach node {j} at {addr}: {}", e.0)))?;
-            write_frame(&mut s, &cfg.hello.encode())
-                .map_err(|e| err(format!("hello to node {j}: {e}")))?;
+            write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node {j}: {e}")))?;
             let body = expect_answer(&mut s, &format!("node {j}"))?;
             if body[0] != TAG_ACK {
                 return Err(err(format!("bad answer from node {j}")));
@@ -369,12 +340,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             }
         }
     }
-    Ok(Mesh {
-        me,
-        nodes,
-        conns,
-        parallelism,
-    })
+    Ok(Mesh { me, nodes, conns, parallelism, addrs: table, listener: cfg.listener })
 }
 
 fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, MeshError> {
@@ -418,13 +384,10 @@ impl Mesh {
                 }
             }
         } else {
-            let s = self.conns[0]
-                .as_mut()
-                .ok_or_else(|| err("no connection to node 0"))?;
+            let s = self.conns[0].as_mut().ok_or_else(|| err("no connection to node 0"))?;
             set(s);
             write_frame(s, &[TAG_READY]).map_err(|e| err(format!("ready to node 0: {e}")))?;
-            let body = read_frame(s, HANDSHAKE_LIMIT)
-                .map_err(|e| err(format!("no go from node 0: {e}")))?;
+            let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|e| err(format!("no go from node 0: {e}")))?;
             if body != [TAG_GO] {
                 return Err(err("node 0 sent garbage instead of go"));
             }
@@ -442,23 +405,14 @@ mod tests {
             node,
             nodes,
             session: 7,
-            binary: BinaryId {
-                hash,
-                len: 10,
-                anchor: 0x1000,
-            },
+            binary: BinaryId { hash, len: 10, anchor: 0x1000 },
             listen: String::new(),
             parallelism: 2,
         }
     }
 
     fn cfg(h: Hello, listener: TcpListener, coord: Option<SocketAddr>) -> MeshConfig {
-        MeshConfig {
-            hello: h,
-            listener,
-            coordinator: coord,
-            timeout: Duration::from_secs(10),
-        }
+        MeshConfig { hello: h, listener, coordinator: coord, timeout: Duration::from_secs(10) }
     }
 
     #[test]

@@ -58,28 +58,16 @@ fn parse_nodes(attr: TokenStream) -> syn::Result<u16> {
     }
     let nv: syn::MetaNameValue = syn::parse(attr)?;
     if !nv.path.is_ident("nodes") {
-        return Err(syn::Error::new_spanned(
-            &nv.path,
-            "the only argument is `nodes = N`",
-        ));
+        return Err(syn::Error::new_spanned(&nv.path, "the only argument is `nodes = N`"));
     }
     match &nv.value {
-        syn::Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Int(n),
-            ..
-        }) => {
+        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. }) => {
             let n: u16 = n.base10_parse()?;
             if n == 0 {
-                return Err(syn::Error::new_spanned(
-                    n,
-                    "a cluster needs at least one node",
-                ));
+                return Err(syn::Error::new_spanned(n, "a cluster needs at least one node"));
             }
             Ok(n)
         }
-        other => Err(syn::Error::new_spanned(
-            other,
-            "expected an integer: `nodes = 8`",
-        )),
+        other => Err(syn::Error::new_spanned(other, "expected an integer: `nodes = 8`")),
     }
 }

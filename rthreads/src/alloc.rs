@@ -62,19 +62,12 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 
 impl<T> SpinLock<T> {
     const fn new(value: T) -> Self {
-        SpinLock {
-            locked: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let mut spins = 0u32;
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
@@ -97,13 +90,8 @@ const CHUNK: usize = 256 << 10;
 const REMOTE_BATCH: usize = 256;
 
 fn class_of(layout: Layout) -> Option<usize> {
-    let size = layout
-        .size()
-        .max(layout.align())
-        .max(MIN_CLASS)
-        .next_power_of_two();
-    (size <= MAX_SMALL)
-        .then(|| size.trailing_zeros() as usize - MIN_CLASS.trailing_zeros() as usize)
+    let size = layout.size().max(layout.align()).max(MIN_CLASS).next_power_of_two();
+    (size <= MAX_SMALL).then(|| size.trailing_zeros() as usize - MIN_CLASS.trailing_zeros() as usize)
 }
 
 fn round_pages(n: usize) -> usize {
@@ -204,13 +192,7 @@ static HEAP: AtomicPtr<Heap> = AtomicPtr::new(std::ptr::null_mut());
 
 impl Heap {
     /// Creates the heap for node `me`, whose arena is `[arena_start, slice end)`.
-    pub(crate) fn new(
-        me: usize,
-        nodes: usize,
-        base: usize,
-        slice: usize,
-        arena_start: usize,
-    ) -> Heap {
+    pub(crate) fn new(me: usize, nodes: usize, base: usize, slice: usize, arena_start: usize) -> Heap {
         let end = base + slice * (me + 1);
         Heap {
             me,
@@ -285,8 +267,7 @@ impl Heap {
 
     /// How far this node's arena has ever been carved (bytes from its start).
     pub(crate) fn high_water(&self) -> usize {
-        self.arena
-            .with(|a| a.bump - (self.base + self.slice * self.me))
+        self.arena.with(|a| a.bump - (self.base + self.slice * self.me))
     }
 
     /// Whether a block freed on another node belongs to this node's arena (checked before reuse).
@@ -332,11 +313,7 @@ unsafe fn sys_alloc(layout: Layout) -> *mut u8 {
         let mut p = std::ptr::null_mut();
         // SAFETY: the alignment is a power of two and a multiple of the pointer size.
         let rc = unsafe { libc::posix_memalign(&mut p, layout.align(), layout.size().max(1)) };
-        if rc == 0 {
-            p.cast()
-        } else {
-            std::ptr::null_mut()
-        }
+        if rc == 0 { p.cast() } else { std::ptr::null_mut() }
     }
 }
 
@@ -402,14 +379,8 @@ mod tests {
         assert_eq!(class_of(Layout::from_size_align(1, 1).unwrap()), Some(0));
         assert_eq!(class_of(Layout::from_size_align(17, 8).unwrap()), Some(1));
         assert_eq!(class_of(Layout::from_size_align(8, 64).unwrap()), Some(2));
-        assert_eq!(
-            class_of(Layout::from_size_align(32 << 10, 8).unwrap()),
-            Some(11)
-        );
-        assert_eq!(
-            class_of(Layout::from_size_align((32 << 10) + 1, 8).unwrap()),
-            None
-        );
+        assert_eq!(class_of(Layout::from_size_align(32 << 10, 8).unwrap()), Some(11));
+        assert_eq!(class_of(Layout::from_size_align((32 << 10) + 1, 8).unwrap()), None);
     }
 
     #[test]

@@ -91,21 +91,17 @@ fn config(default_nodes: u16) -> Result<Config, String> {
         None => None,
     };
     let session = match env("RTHREADS_SESSION") {
-        Some(v) => u64::from_str_radix(&v, 16)
-            .map_err(|_| format!("RTHREADS_SESSION={v}: expected hex"))?,
+        Some(v) => u64::from_str_radix(&v, 16).map_err(|_| format!("RTHREADS_SESSION={v}: expected hex"))?,
         None if embedded => random_u64(),
         None => 0,
     };
     let space_size = match env("RTHREADS_SPACE_SIZE") {
-        Some(v) => {
-            parse_size(&v).ok_or(format!("RTHREADS_SPACE_SIZE={v}: expected a size like 16G"))?
-        }
+        Some(v) => parse_size(&v).ok_or(format!("RTHREADS_SPACE_SIZE={v}: expected a size like 16G"))?,
         None => SpaceLayout::DEFAULT_SIZE,
     };
     let timeout = match env("RTHREADS_STARTUP_TIMEOUT") {
         Some(v) => Duration::from_secs(
-            v.parse()
-                .map_err(|_| format!("RTHREADS_STARTUP_TIMEOUT={v}: expected seconds"))?,
+            v.parse().map_err(|_| format!("RTHREADS_STARTUP_TIMEOUT={v}: expected seconds"))?,
         ),
         None => Duration::from_secs(60),
     };
@@ -123,15 +119,11 @@ fn config(default_nodes: u16) -> Result<Config, String> {
 
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_ok()
-    {
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
         return u64::from_ne_bytes(b);
     }
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     t ^ (u64::from(std::process::id()) << 32)
 }
 
@@ -144,47 +136,33 @@ fn ensure_fixed_layout() -> Result<(), String> {
     }
     if env("RTHREADS_REEXEC").is_some() {
         return Err(
-            "address randomisation is still on after re-executing (is personality(2) blocked?)"
-                .into(),
+            "address randomisation is still on after re-executing (is personality(2) blocked?)".into()
         );
     }
     // SAFETY: setting the personality affects only this process and the programs it executes.
-    if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0
-    {
-        return Err(format!(
-            "personality(ADDR_NO_RANDOMIZE): {}",
-            io::Error::last_os_error()
-        ));
+    if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0 {
+        return Err(format!("personality(ADDR_NO_RANDOMIZE): {}", io::Error::last_os_error()));
     }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
-    let err = Command::new("/proc/self/exe")
-        .arg0(arg0)
-        .args(args)
-        .env("RTHREADS_REEXEC", "1")
-        .exec();
+    let err = Command::new("/proc/self/exe").arg0(arg0).args(args).env("RTHREADS_REEXEC", "1").exec();
     Err(format!("re-executing /proc/self/exe: {err}"))
 }
 
 /// What identifies this program: the executable's contents and where it is loaded.
 fn binary_id() -> Result<BinaryId, String> {
-    let bytes =
-        std::fs::read("/proc/self/exe").map_err(|e| format!("reading /proc/self/exe: {e}"))?;
+    let bytes = std::fs::read("/proc/self/exe").map_err(|e| format!("reading /proc/self/exe: {e}"))?;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        hash = (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .wrapping_mul(0x0000_0100_0000_01b3);
+        hash =
+            (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x0000_0100_0000_01b3);
         hash ^= hash >> 29;
     }
     for &b in chunks.remainder() {
         hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
     }
-    Ok(BinaryId {
-        hash,
-        len: bytes.len() as u64,
-        anchor: binary_id as *const () as usize as u64,
-    })
+    Ok(BinaryId { hash, len: bytes.len() as u64, anchor: binary_id as *const () as usize as u64 })
 }
 
 fn start_children(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>, String> {
@@ -245,28 +223,19 @@ fn start(default_nodes: u16) -> Result<Started, String> {
     let nodes = u64::from(cfg.nodes);
     let per_node_pages = (cfg.space_size / PAGE_SIZE) as u64 / nodes;
     if per_node_pages < 1024 {
-        return Err(format!(
-            "RTHREADS_SPACE_SIZE={} is too small for {nodes} nodes",
-            cfg.space_size
-        ));
+        return Err(format!("RTHREADS_SPACE_SIZE={} is too small for {nodes} nodes", cfg.space_size));
     }
-    let layout = SpaceLayout {
-        base: SpaceLayout::DEFAULT_BASE,
-        size: (per_node_pages * nodes) as usize * PAGE_SIZE,
-    };
+    let layout =
+        SpaceLayout { base: SpaceLayout::DEFAULT_BASE, size: (per_node_pages * nodes) as usize * PAGE_SIZE };
     let me = cfg.node;
     let home = PageId(per_node_pages * u64::from(me))..PageId(per_node_pages * (u64::from(me) + 1));
     let space = Space::map(layout, home.clone()).map_err(|e| e.to_string())?;
 
-    let listener =
-        TcpListener::bind(&cfg.bind).map_err(|e| format!("cannot listen on {}: {e}", cfg.bind))?;
+    let listener = TcpListener::bind(&cfg.bind).map_err(|e| format!("cannot listen on {}: {e}", cfg.bind))?;
     let mut children = Vec::new();
     if me == 0 && !cfg.embedded {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        eprintln!(
-            "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
-            cfg.nodes - 1
-        );
+        eprintln!("rthreads: node 0 listening on {addr}, waiting for {} node(s)", cfg.nodes - 1);
     }
     if me == 0 && cfg.embedded && cfg.nodes > 1 {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -294,26 +263,17 @@ fn start(default_nodes: u16) -> Result<Started, String> {
         e.to_string()
     })?;
 
-    let faults =
-        dsm::fault::install(layout).map_err(|e| format!("installing the fault handler: {e}"))?;
+    let faults = dsm::fault::install(layout).map_err(|e| format!("installing the fault handler: {e}"))?;
     let slice = per_node_pages as usize * PAGE_SIZE;
-    let heap = Heap::new(
-        usize::from(me),
-        usize::from(cfg.nodes),
-        layout.base,
-        slice,
-        layout.addr_of(home.start),
-    );
+    let heap =
+        Heap::new(usize::from(me), usize::from(cfg.nodes), layout.base, slice, layout.addr_of(home.start));
     let sc = ScNode::new(NodeId(me), cfg.nodes, per_node_pages);
     let streams = std::mem::take(&mut mesh.conns);
-    mesh.conns = streams
-        .iter()
-        .map(|s| s.as_ref().and_then(|s| s.try_clone().ok()))
-        .collect();
+    mesh.conns = streams.iter().map(|s| s.as_ref().and_then(|s| s.try_clone().ok())).collect();
     mesh.barrier(cfg.timeout).map_err(|e| e.to_string())?;
-    let rt = Runtime::install(me, cfg.nodes, mesh.parallelism.clone(), heap, layout, slice);
-    drop(mesh);
-    let service = Service::new(rt, space, sc, streams, faults)
+    let net::Mesh { parallelism, addrs, listener, .. } = mesh;
+    let rt = Runtime::install(me, cfg.nodes, parallelism, heap, layout, slice, cfg.session, addrs);
+    let service = Service::new(rt, space, sc, streams, faults, listener)
         .map_err(|e| format!("starting the service thread: {e}"))?;
     service.start();
     Ok(Started { rt, children })

@@ -45,6 +45,7 @@
 mod alloc;
 mod launch;
 mod poll;
+mod rpc;
 mod runtime;
 pub mod sync;
 mod thread;

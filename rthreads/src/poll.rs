@@ -20,10 +20,7 @@ impl Poller {
         }
         // SAFETY: fd was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Poller {
-            fd,
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; 64],
-        })
+        Ok(Poller { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; 64] })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
@@ -57,11 +54,7 @@ impl Poller {
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         out.extend(self.events[..n as usize].iter().map(|e| (e.u64, e.events)));
         Ok(())

@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
@@ -31,6 +31,8 @@ pub(crate) struct Runtime {
     pub(crate) heap: Heap,
     layout: dsm::SpaceLayout,
     slice: usize,
+    pub(crate) session: u64,
+    addrs: Vec<String>,
     /// The sending side of every peer connection. Any thread writes its frames straight to the
     /// socket under the peer's lock; what the socket does not take at once stays queued and the
     /// service thread finishes it when the socket becomes writable.
@@ -79,6 +81,8 @@ impl Runtime {
         heap: Heap,
         layout: dsm::SpaceLayout,
         slice: usize,
+        session: u64,
+        addrs: Vec<String>,
     ) -> &'static Runtime {
         let _internal = InternalAlloc::new();
         let rt = Runtime {
@@ -88,6 +92,8 @@ impl Runtime {
             heap,
             layout,
             slice,
+            session,
+            addrs,
             senders: OnceLock::new(),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
@@ -104,11 +110,14 @@ impl Runtime {
         rt
     }
 
+    /// Where node `n` accepts connections.
+    pub(crate) fn addr_of(&self, n: u16) -> Option<&str> {
+        self.addrs.get(usize::from(n)).map(String::as_str)
+    }
+
     /// The home node of `addr`, if it lies in the shared space.
     pub(crate) fn home_of_addr(&self, addr: usize) -> Option<u16> {
-        self.layout
-            .contains(addr)
-            .then(|| ((addr - self.layout.base) / self.slice) as u16)
+        self.layout.contains(addr).then(|| ((addr - self.layout.base) / self.slice) as u16)
     }
 
     /// Sends a frame to node `to`: written to the socket at once where it takes it (the service
@@ -162,16 +171,23 @@ impl Runtime {
                 eprintln!("rthreads: some nodes did not acknowledge shutdown within 10 s");
                 break;
             }
-            closed = self
-                .closed_cv
-                .wait_timeout(closed, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            closed = self.closed_cv.wait_timeout(closed, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 }
 
 const FAULTS: u64 = u64::MAX;
+const LISTENER: u64 = u64::MAX - 1;
+/// Tokens of direct (request/answer) connections start here.
+const DIRECT: u64 = 1 << 32;
+
+/// A direct connection accepted from another node's thread (see `rpc`).
+struct DirectConn {
+    conn: Conn,
+    send: Arc<Mutex<SendQueue>>,
+    /// The peer, once its hello has been checked.
+    peer: Option<u16>,
+}
 
 /// The service thread's state.
 pub(crate) struct Service {
@@ -187,6 +203,9 @@ pub(crate) struct Service {
     wakeups: Vec<Wakeup>,
     lost_deadline: Option<(Instant, String)>,
     poll_us: u64,
+    direct_poll_us: u64,
+    listener: std::net::TcpListener,
+    direct: Vec<Option<DirectConn>>,
 }
 
 impl Service {
@@ -196,10 +215,13 @@ impl Service {
         sc: ScNode,
         streams: Vec<Option<std::net::TcpStream>>,
         faults: FaultReceiver,
+        listener: std::net::TcpListener,
     ) -> std::io::Result<Service> {
         let _internal = InternalAlloc::new();
         let poller = Poller::new()?;
         poller.add(faults.fd(), poll::READ, FAULTS)?;
+        listener.set_nonblocking(true)?;
+        poller.add(std::os::fd::AsRawFd::as_raw_fd(&listener), poll::READ, LISTENER)?;
         let mut conns = Vec::new();
         for (i, s) in streams.into_iter().enumerate() {
             conns.push(match s {
@@ -219,10 +241,11 @@ impl Service {
         if rt.senders.set(senders).is_err() {
             fatal("the service was started twice");
         }
-        let poll_us = std::env::var("RTHREADS_POLL_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let env_us = |name: &str, default: u64| {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
+        let poll_us = env_us("RTHREADS_POLL_US", 0);
+        let direct_poll_us = env_us("RTHREADS_DIRECT_POLL_US", 0);
         Ok(Service {
             rt,
             space,
@@ -236,6 +259,9 @@ impl Service {
             wakeups: Vec::new(),
             lost_deadline: None,
             poll_us,
+            direct_poll_us,
+            listener,
+            direct: Vec::new(),
         })
     }
 
@@ -256,24 +282,30 @@ impl Service {
     fn run(mut self) -> ! {
         let mut ready = Vec::with_capacity(64);
         let mut body = Vec::with_capacity(8192);
-        let mut spin_until: Option<Instant> = None;
+        // After serving a request, poll instead of sleeping for a little while: the next request
+        // (the unlock after a lock, the next page of a scan) then finds this thread awake, which on
+        // a VM saves the slow kind of wake-up.
+        let mut hot_until: Option<Instant> = None;
         loop {
-            let timeout = if let Some(t) = spin_until.filter(|t| Instant::now() < *t) {
-                let _ = t;
+            let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
                 0
             } else if let Some((t, _)) = &self.lost_deadline {
-                t.saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(100) as i32
+                t.saturating_duration_since(Instant::now()).as_millis().min(100) as i32
             } else {
                 100
             };
             if let Err(e) = self.poller.wait(timeout, &mut ready) {
                 fatal(&format!("epoll: {e}"));
             }
+            let mut served = false;
             for &(token, events) in &ready {
                 if token == FAULTS {
                     self.on_wakeups();
+                } else if token == LISTENER {
+                    self.accept_direct();
+                } else if token >= DIRECT {
+                    self.on_direct((token - DIRECT) as usize, &mut body);
+                    served = true;
                 } else {
                     self.on_conn(token as usize, events, &mut body);
                 }
@@ -286,12 +318,10 @@ impl Service {
             {
                 fatal(why);
             }
-            if self.poll_us > 0 && !self.waiting.is_empty() {
-                if spin_until.is_none() {
-                    spin_until = Some(Instant::now() + Duration::from_micros(self.poll_us));
-                }
-            } else {
-                spin_until = None;
+            let hot = (served && self.direct_poll_us > 0) || (self.poll_us > 0 && !self.waiting.is_empty());
+            if hot {
+                let us = if served { self.direct_poll_us } else { self.poll_us };
+                hot_until = Some(Instant::now() + Duration::from_micros(us));
             }
         }
     }
@@ -341,6 +371,78 @@ impl Service {
         }
     }
 
+    fn accept_direct(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    eprintln!("rthreads: node {}: accept: {e}", self.rt.me);
+                    return;
+                }
+            };
+            let conn = match Conn::new(stream) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            let Ok(send) = conn.send_queue() else { continue };
+            let i = self.direct.iter().position(Option::is_none).unwrap_or_else(|| {
+                self.direct.push(None);
+                self.direct.len() - 1
+            });
+            if let Err(e) = self.poller.add(conn.fd(), poll::READ, DIRECT + i as u64) {
+                fatal(&format!("epoll_ctl: {e}"));
+            }
+            self.direct[i] = Some(DirectConn { conn, send: Arc::new(Mutex::new(send)), peer: None });
+        }
+    }
+
+    fn on_direct(&mut self, i: usize, body: &mut Vec<u8>) {
+        let Some(d) = self.direct.get_mut(i).and_then(Option::as_mut) else { return };
+        let status = d.conn.fill();
+        let mut close = !matches!(status, Ok(ReadStatus::WouldBlock));
+        loop {
+            let Some(d) = self.direct[i].as_mut() else { return };
+            match d.conn.next_frame(body) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => {
+                    close = true;
+                    break;
+                }
+            }
+            if d.peer.is_none() {
+                d.peer = crate::rpc::check_hello(body, self.rt.nodes, self.rt.session);
+                if d.peer.is_none() {
+                    eprintln!("rthreads: node {}: refused a direct connection with a bad hello", self.rt.me);
+                    close = true;
+                    break;
+                }
+                continue;
+            }
+            match wire::decode(body) {
+                Ok(Wire::SyncReq(req)) if Some(req.waiter.0) == d.peer => {
+                    if req.op.expects_reply() {
+                        crate::rpc::expect_answer(req.waiter, Arc::clone(&d.send));
+                    }
+                    crate::sync::submit(req);
+                }
+                other => {
+                    eprintln!(
+                        "rthreads: node {}: unexpected message on a direct connection from {:?}: {other:?}",
+                        self.rt.me, d.peer
+                    );
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if close && let Some(d) = self.direct[i].take() {
+            drop(d);
+        }
+    }
+
     fn peer_lost(&mut self, i: usize, why: &str) {
         if let Some(c) = self.conns[i].take() {
             drop(c);
@@ -379,12 +481,7 @@ impl Service {
                 self.exec(&mut actions, data);
                 self.actions = actions;
             }
-            Wire::Spawn {
-                tid,
-                closure,
-                stack,
-                name,
-            } => {
+            Wire::Spawn { tid, closure, stack, name } => {
                 thread::start_remote(tid, from, closure as usize, stack as usize, name);
             }
             Wire::Done { tid, started } => thread::table().finish(tid, started),
@@ -393,9 +490,7 @@ impl Service {
             Wire::Forget { tid } => thread::table().forget(tid),
             Wire::Free { blocks } => {
                 if blocks.iter().any(|b| !self.rt.heap.owns(b.0)) {
-                    fatal(&format!(
-                        "node {from} returned memory this node does not own"
-                    ));
+                    fatal(&format!("node {from} returned memory this node does not own"));
                 }
                 self.rt.heap.free_returned(&blocks);
             }
@@ -457,6 +552,10 @@ impl Service {
     }
 
     fn flush_all(&mut self) {
+        for d in self.direct.iter().flatten() {
+            // Answers are written by whoever produced them; finish any the socket did not take.
+            let _ = d.send.lock().unwrap_or_else(|e| e.into_inner()).flush();
+        }
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_ref() else {
                 continue;
@@ -477,11 +576,7 @@ impl Service {
                     continue;
                 }
             };
-            let want = if pending {
-                poll::READ | poll::WRITE
-            } else {
-                poll::READ
-            };
+            let want = if pending { poll::READ | poll::WRITE } else { poll::READ };
             if want != self.interest[i] {
                 if let Err(e) = self.poller.modify(fd, want, i as u64) {
                     fatal(&format!("epoll_ctl: {e}"));

@@ -35,10 +35,7 @@ struct Entry {
     watchers: Vec<u16>,
 }
 
-static TABLE: ThreadTable = ThreadTable {
-    map: Mutex::new(BTreeMap::new()),
-    cv: Condvar::new(),
-};
+static TABLE: ThreadTable = ThreadTable { map: Mutex::new(BTreeMap::new()), cv: Condvar::new() };
 
 pub(crate) fn table() -> &'static ThreadTable {
     &TABLE
@@ -161,13 +158,7 @@ impl ThreadTable {
 }
 
 /// Starts an OS thread on this node that runs the boxed closure at `closure`.
-fn start_thread(
-    tid: u64,
-    origin: u16,
-    closure: usize,
-    stack: usize,
-    name: Option<String>,
-) -> io::Result<()> {
+fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Option<String>) -> io::Result<()> {
     let _internal = InternalAlloc::new();
     let mut b = std::thread::Builder::new();
     let named = name.is_some();
@@ -206,10 +197,7 @@ fn thread_done(tid: u64, origin: u16, started: bool) {
 pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
     if let Err(e) = start_thread(tid, origin, closure, stack, name) {
-        eprintln!(
-            "rthreads: node {}: cannot start a thread for node {origin}: {e}",
-            me()
-        );
+        eprintln!("rthreads: node {}: cannot start a thread for node {origin}: {e}", me());
         thread_done(tid, origin, false);
     }
 }
@@ -297,9 +285,7 @@ impl Builder {
             }
             None => placement(me, nodes),
         };
-        let packet: Arc<Packet<T>> = Arc::new(Packet {
-            result: UnsafeCell::new(None),
-        });
+        let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None) });
         let theirs = Arc::clone(&packet);
         let main: Box<dyn FnOnce() + Send> = Box::new(move || {
             let r = panic::catch_unwind(AssertUnwindSafe(f));
@@ -309,9 +295,7 @@ impl Builder {
         });
         let closure = Box::into_raw(Box::new(main)) as usize;
         let tid = (u64::from(me) << 48)
-            | runtime::get().map_or_else(next_local_seq, |r| {
-                r.next_seq.fetch_add(1, Ordering::Relaxed)
-            });
+            | runtime::get().map_or_else(next_local_seq, |r| r.next_seq.fetch_add(1, Ordering::Relaxed));
         table().register(tid);
         let stack = self.stack_size.unwrap_or(0);
         if target == me {
@@ -326,20 +310,10 @@ impl Builder {
             let _internal = InternalAlloc::new();
             rt.send(
                 target,
-                wire::spawn(
-                    tid,
-                    closure as u64,
-                    stack as u64,
-                    self.name.as_deref().unwrap_or(""),
-                ),
+                wire::spawn(tid, closure as u64, stack as u64, self.name.as_deref().unwrap_or("")),
             );
         }
-        Ok(JoinHandle {
-            tid,
-            origin: me,
-            node: usize::from(target),
-            packet: Some(packet),
-        })
+        Ok(JoinHandle { tid, origin: me, node: usize::from(target), packet: Some(packet) })
     }
 }
 
@@ -349,9 +323,7 @@ fn next_local_seq() -> u64 {
 }
 
 fn placement(me: u16, nodes: usize) -> u16 {
-    let k = runtime::get().map_or(0, |r: &Runtime| {
-        r.next_target.fetch_add(1, Ordering::Relaxed)
-    });
+    let k = runtime::get().map_or(0, |r: &Runtime| r.next_target.fetch_add(1, Ordering::Relaxed));
     ((usize::from(me) + k) % nodes) as u16
 }
 
@@ -416,19 +388,12 @@ impl<T> JoinHandle<T> {
         let packet = self.packet.take().expect("joined twice");
         let started = table().wait(self.tid, self.origin);
         if !started {
-            return Err(Box::new(format!(
-                "rthreads: the thread could not be started on node {}",
-                self.node
-            )));
+            return Err(Box::new(format!("rthreads: the thread could not be started on node {}", self.node)));
         }
         // SAFETY: the thread has finished: it wrote the packet before reporting completion, and
         // nobody else reads it (the handle is consumed).
         let r = unsafe { (*packet.result.get()).take() };
-        r.unwrap_or_else(|| {
-            Err(Box::new(String::from(
-                "rthreads: the thread ended without a result",
-            )))
-        })
+        r.unwrap_or_else(|| Err(Box::new(String::from("rthreads: the thread ended without a result"))))
     }
 
     /// Whether the thread has finished running (without blocking, as std's). Asking about a thread

@@ -21,41 +21,16 @@ const T_SYNC_REPLY: u8 = 0x21;
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
 pub(crate) enum Wire<'a> {
-    Proto {
-        msg: Msg,
-        data: Option<&'a [u8]>,
-    },
-    Spawn {
-        tid: u64,
-        closure: u64,
-        stack: u64,
-        name: &'a str,
-    },
-    Done {
-        tid: u64,
-        started: bool,
-    },
-    Watch {
-        tid: u64,
-    },
-    Finished {
-        tid: u64,
-        started: bool,
-    },
-    Forget {
-        tid: u64,
-    },
-    Free {
-        blocks: Vec<(usize, usize, usize)>,
-    },
-    Shutdown {
-        code: i32,
-    },
+    Proto { msg: Msg, data: Option<&'a [u8]> },
+    Spawn { tid: u64, closure: u64, stack: u64, name: &'a str },
+    Done { tid: u64, started: bool },
+    Watch { tid: u64 },
+    Finished { tid: u64, started: bool },
+    Forget { tid: u64 },
+    Free { blocks: Vec<(usize, usize, usize)> },
+    Shutdown { code: i32 },
     SyncReq(Request),
-    SyncReply {
-        waiter: u64,
-        reply: Reply,
-    },
+    SyncReply { waiter: u64, reply: Reply },
 }
 
 fn access_code(a: Access) -> u8 {
@@ -82,9 +57,7 @@ pub(crate) fn proto(msg: &Msg) -> Vec<u8> {
     match *msg {
         Msg::ReadReq { page } => w.u8(1).u64(page.0),
         Msg::WriteReq { page } => w.u8(2).u64(page.0),
-        Msg::Grant { page, access, data } => {
-            w.u8(3).u64(page.0).u8(access_code(access)).u8(data as u8)
-        }
+        Msg::Grant { page, access, data } => w.u8(3).u64(page.0).u8(access_code(access)).u8(data as u8),
         Msg::Invalidate { page } => w.u8(4).u64(page.0),
         Msg::InvAck { page } => w.u8(5).u64(page.0),
         Msg::Recall { page, keep_read } => w.u8(6).u64(page.0).u8(keep_read as u8),
@@ -145,12 +118,9 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
         Op::CvCancel => w.u8(6),
         Op::Barrier { n } => w.u8(7).u64(*n),
         Op::ChanCreate { bound } => w.u8(8).u64(bound.map_or(u64::MAX, |b| b)),
-        Op::ChanSend {
-            sender,
-            seq,
-            bytes,
-            sync,
-        } => w.u8(9).u64(*sender).u64(*seq).u8(*sync as u8).bytes(bytes),
+        Op::ChanSend { sender, seq, bytes, sync } => {
+            w.u8(9).u64(*sender).u64(*seq).u8(*sync as u8).bytes(bytes)
+        }
         Op::ChanTrySend { bytes } => w.u8(10).bytes(bytes),
         Op::ChanRecv { block, max } => w.u8(11).u8(*block as u8).u64(*max),
         Op::ChanRecvCancel => w.u8(12),
@@ -190,43 +160,25 @@ fn bool_of(v: u8) -> Result<bool, DecodeError> {
 
 fn decode_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
     Ok(match r.u8()? {
-        1 => Op::Lock {
-            shared: bool_of(r.u8()?)?,
-        },
-        2 => Op::TryLock {
-            shared: bool_of(r.u8()?)?,
-        },
-        3 => Op::Unlock {
-            shared: bool_of(r.u8()?)?,
-        },
+        1 => Op::Lock { shared: bool_of(r.u8()?)? },
+        2 => Op::TryLock { shared: bool_of(r.u8()?)? },
+        3 => Op::Unlock { shared: bool_of(r.u8()?)? },
         4 => Op::CvWait { mutex: r.u64()? },
-        5 => Op::CvNotify {
-            all: bool_of(r.u8()?)?,
-        },
+        5 => Op::CvNotify { all: bool_of(r.u8()?)? },
         6 => Op::CvCancel,
         7 => Op::Barrier { n: r.u64()? },
-        8 => Op::ChanCreate {
-            bound: Some(r.u64()?).filter(|&b| b != u64::MAX),
-        },
+        8 => Op::ChanCreate { bound: Some(r.u64()?).filter(|&b| b != u64::MAX) },
         9 => Op::ChanSend {
             sender: r.u64()?,
             seq: r.u64()?,
             sync: bool_of(r.u8()?)?,
             bytes: r.bytes()?.to_vec(),
         },
-        10 => Op::ChanTrySend {
-            bytes: r.bytes()?.to_vec(),
-        },
-        11 => Op::ChanRecv {
-            block: bool_of(r.u8()?)?,
-            max: r.u64()?,
-        },
+        10 => Op::ChanTrySend { bytes: r.bytes()?.to_vec() },
+        11 => Op::ChanRecv { block: bool_of(r.u8()?)?, max: r.u64()? },
         12 => Op::ChanRecvCancel,
         13 => Op::ChanClone,
-        14 => Op::ChanSenderDrop {
-            sender: r.u64()?,
-            final_seq: r.u64()?,
-        },
+        14 => Op::ChanSenderDrop { sender: r.u64()?, final_seq: r.u64()? },
         15 => Op::ChanReceiverDrop,
         k => return Err(DecodeError(format!("unknown sync operation {k}"))),
     })
@@ -238,17 +190,12 @@ fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         2 => Reply::NotGranted,
         3 => Reply::CvRemoved,
         4 => Reply::CvLate,
-        5 => Reply::Barrier {
-            leader: bool_of(r.u8()?)?,
-        },
+        5 => Reply::Barrier { leader: bool_of(r.u8()?)? },
         6 => Reply::Ack,
         7 => Reply::Full(r.bytes()?.to_vec()),
         8 => Reply::Disconnected(r.bytes()?.to_vec()),
         9 => Reply::Empty,
-        10 => Reply::Msgs {
-            count: r.u64()?,
-            bytes: r.bytes()?.to_vec(),
-        },
+        10 => Reply::Msgs { count: r.u64()?, bytes: r.bytes()?.to_vec() },
         11 => Reply::Cancelled,
         k => return Err(DecodeError(format!("unknown sync reply {k}"))),
     })
@@ -263,53 +210,25 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             let msg = match kind {
                 1 => Msg::ReadReq { page },
                 2 => Msg::WriteReq { page },
-                3 => Msg::Grant {
-                    page,
-                    access: access_from(r.u8()?)?,
-                    data: r.u8()? != 0,
-                },
+                3 => Msg::Grant { page, access: access_from(r.u8()?)?, data: r.u8()? != 0 },
                 4 => Msg::Invalidate { page },
                 5 => Msg::InvAck { page },
-                6 => Msg::Recall {
-                    page,
-                    keep_read: r.u8()? != 0,
-                },
+                6 => Msg::Recall { page, keep_read: r.u8()? != 0 },
                 7 => Msg::RecallAck { page },
                 k => return Err(DecodeError(format!("unknown protocol message {k}"))),
             };
-            let data = if msg.carries_data() {
-                Some(r.raw(PAGE_SIZE)?)
-            } else {
-                None
-            };
+            let data = if msg.carries_data() { Some(r.raw(PAGE_SIZE)?) } else { None };
             Wire::Proto { msg, data }
         }
-        T_SPAWN => Wire::Spawn {
-            tid: r.u64()?,
-            closure: r.u64()?,
-            stack: r.u64()?,
-            name: r.str()?,
-        },
-        T_DONE => Wire::Done {
-            tid: r.u64()?,
-            started: r.u8()? != 0,
-        },
-        T_WATCH => Wire::Watch {
-            tid: (r.u64()?, r.u8()?).0,
-        },
-        T_FINISHED => Wire::Finished {
-            tid: r.u64()?,
-            started: r.u8()? != 0,
-        },
-        T_FORGET => Wire::Forget {
-            tid: (r.u64()?, r.u8()?).0,
-        },
+        T_SPAWN => Wire::Spawn { tid: r.u64()?, closure: r.u64()?, stack: r.u64()?, name: r.str()? },
+        T_DONE => Wire::Done { tid: r.u64()?, started: r.u8()? != 0 },
+        T_WATCH => Wire::Watch { tid: (r.u64()?, r.u8()?).0 },
+        T_FINISHED => Wire::Finished { tid: r.u64()?, started: r.u8()? != 0 },
+        T_FORGET => Wire::Forget { tid: (r.u64()?, r.u8()?).0 },
         T_FREE => {
             let n = r.u32()? as usize;
             if n > r.rest().len() / 24 {
-                return Err(DecodeError(format!(
-                    "free list of {n} blocks in a short frame"
-                )));
+                return Err(DecodeError(format!("free list of {n} blocks in a short frame")));
             }
             let mut blocks = Vec::with_capacity(n);
             for _ in 0..n {
@@ -317,24 +236,15 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             }
             Wire::Free { blocks }
         }
-        T_SHUTDOWN => Wire::Shutdown {
-            code: r.u32()? as i32,
-        },
+        T_SHUTDOWN => Wire::Shutdown { code: r.u32()? as i32 },
         T_SYNC_REQ => {
             let key = r.u64()?;
             let waiter = (r.u16()?, r.u64()?);
-            Wire::SyncReq(Request {
-                key,
-                waiter,
-                op: decode_op(&mut r)?,
-            })
+            Wire::SyncReq(Request { key, waiter, op: decode_op(&mut r)? })
         }
         T_SYNC_REPLY => {
             let waiter = r.u64()?;
-            Wire::SyncReply {
-                waiter,
-                reply: decode_reply(&mut r)?,
-            }
+            Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
         }
         t => return Err(DecodeError(format!("unknown message tag {t:#x}"))),
     };
@@ -352,17 +262,10 @@ mod tests {
         let msgs = [
             Msg::ReadReq { page },
             Msg::WriteReq { page },
-            Msg::Grant {
-                page,
-                access: Access::Write,
-                data: false,
-            },
+            Msg::Grant { page, access: Access::Write, data: false },
             Msg::Invalidate { page },
             Msg::InvAck { page },
-            Msg::Recall {
-                page,
-                keep_read: true,
-            },
+            Msg::Recall { page, keep_read: true },
         ];
         for m in msgs {
             match decode(&proto(&m)).unwrap() {
@@ -371,14 +274,9 @@ mod tests {
             }
         }
         let mut with_data = proto(&Msg::RecallAck { page });
-        assert!(
-            decode(&with_data).is_err(),
-            "a page-carrying message without its page must be refused"
-        );
+        assert!(decode(&with_data).is_err(), "a page-carrying message without its page must be refused");
         with_data.extend_from_slice(&[7u8; PAGE_SIZE]);
-        assert!(
-            matches!(decode(&with_data).unwrap(), Wire::Proto { data: Some(d), .. } if d[0] == 7)
-        );
+        assert!(matches!(decode(&with_data).unwrap(), Wire::Proto { data: Some(d), .. } if d[0] == 7));
     }
 
     #[test]
@@ -393,31 +291,16 @@ mod tests {
             Op::Barrier { n: 64 },
             Op::ChanCreate { bound: Some(0) },
             Op::ChanCreate { bound: None },
-            Op::ChanSend {
-                sender: 5,
-                seq: 9,
-                bytes: vec![1, 2, 3],
-                sync: true,
-            },
+            Op::ChanSend { sender: 5, seq: 9, bytes: vec![1, 2, 3], sync: true },
             Op::ChanTrySend { bytes: vec![] },
-            Op::ChanRecv {
-                block: true,
-                max: 256,
-            },
+            Op::ChanRecv { block: true, max: 256 },
             Op::ChanRecvCancel,
             Op::ChanClone,
-            Op::ChanSenderDrop {
-                sender: 5,
-                final_seq: 10,
-            },
+            Op::ChanSenderDrop { sender: 5, final_seq: 10 },
             Op::ChanReceiverDrop,
         ];
         for op in ops {
-            let req = Request {
-                key: 0x2000_0000_1000,
-                waiter: (3, 99),
-                op,
-            };
+            let req = Request { key: 0x2000_0000_1000, waiter: (3, 99), op };
             match decode(&sync_req(&req)).unwrap() {
                 Wire::SyncReq(r) => assert_eq!(r, req),
                 other => panic!("{other:?}"),
@@ -433,18 +316,12 @@ mod tests {
             Reply::Full(vec![4]),
             Reply::Disconnected(vec![5, 6]),
             Reply::Empty,
-            Reply::Msgs {
-                count: 2,
-                bytes: vec![1, 2],
-            },
+            Reply::Msgs { count: 2, bytes: vec![1, 2] },
             Reply::Cancelled,
         ];
         for reply in replies {
             match decode(&sync_reply(42, &reply)).unwrap() {
-                Wire::SyncReply {
-                    waiter: 42,
-                    reply: r,
-                } => assert_eq!(r, reply),
+                Wire::SyncReply { waiter: 42, reply: r } => assert_eq!(r, reply),
                 other => panic!("{other:?}"),
             }
         }

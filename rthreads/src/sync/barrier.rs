@@ -49,21 +49,13 @@ impl BarrierWaitResult {
 impl Barrier {
     /// A barrier for `n` threads (`0` behaves as `1`, as in std).
     pub const fn new(n: usize) -> Barrier {
-        Barrier {
-            n,
-            state: AtomicU8::new(0),
-        }
+        Barrier { n, state: AtomicU8::new(0) }
     }
 
     /// Blocks until `n` threads have called `wait`; then all return, and the barrier can be used
     /// again.
     pub fn wait(&self) -> BarrierWaitResult {
-        match Ticket::call(
-            key_of(&self.state),
-            Op::Barrier {
-                n: self.n.max(1) as u64,
-            },
-        ) {
+        match Ticket::call(key_of(&self.state), Op::Barrier { n: self.n.max(1) as u64 }) {
             Reply::Barrier { leader } => BarrierWaitResult(leader),
             other => unreachable!("barrier answered {other:?}"),
         }

@@ -54,9 +54,7 @@ impl WaitTimeoutResult {
 impl Condvar {
     /// A new condition variable.
     pub const fn new() -> Condvar {
-        Condvar {
-            state: AtomicU8::new(0),
-        }
+        Condvar { state: AtomicU8::new(0) }
     }
 
     fn key(&self) -> u64 {
@@ -106,9 +104,8 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         dur: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline = Instant::now()
-            .checked_add(dur)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32));
+        let deadline =
+            Instant::now().checked_add(dur).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32));
         let t = Ticket::new();
         let mutex = guard.mutex();
         t.submit(self.key(), Op::CvWait { mutex: mutex.key() });
@@ -141,10 +138,7 @@ impl Condvar {
         };
         match mutex.guard() {
             Ok(g) => Ok((g, WaitTimeoutResult(timed_out))),
-            Err(e) => Err(PoisonError::new((
-                e.into_inner(),
-                WaitTimeoutResult(timed_out),
-            ))),
+            Err(e) => Err(PoisonError::new((e.into_inner(), WaitTimeoutResult(timed_out)))),
         }
     }
 
@@ -173,10 +167,7 @@ impl Condvar {
             guard = match self.wait_timeout(guard, left) {
                 Ok((g, _)) => g,
                 Err(e) => {
-                    return Err(PoisonError::new((
-                        e.into_inner().0,
-                        WaitTimeoutResult(false),
-                    )));
+                    return Err(PoisonError::new((e.into_inner().0, WaitTimeoutResult(false))));
                 }
             };
         }

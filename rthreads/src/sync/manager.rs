@@ -65,6 +65,20 @@ pub(crate) enum Op {
     ChanReceiverDrop,
 }
 
+impl Op {
+    /// Whether the manager answers this operation (possibly much later).
+    pub(crate) fn expects_reply(&self) -> bool {
+        !matches!(
+            self,
+            Op::Unlock { .. }
+                | Op::CvNotify { .. }
+                | Op::ChanCreate { .. }
+                | Op::ChanSend { sync: false, .. }
+                | Op::ChanSenderDrop { .. }
+        )
+    }
+}
+
 /// A request for the object `key`, on behalf of `waiter`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Request {
@@ -166,11 +180,7 @@ impl Manager {
             Op::Lock { shared } => self.lock(key, waiter, shared, out),
             Op::TryLock { shared } => {
                 let l = self.locks.entry(key).or_default();
-                let ok = if shared {
-                    !l.writer && l.queue.is_empty()
-                } else {
-                    !l.writer && l.readers == 0
-                };
+                let ok = if shared { !l.writer && l.queue.is_empty() } else { !l.writer && l.readers == 0 };
                 if ok {
                     if shared {
                         l.readers += 1;
@@ -214,25 +224,13 @@ impl Manager {
                 if self.cvs.get(&key).is_some_and(VecDeque::is_empty) {
                     self.cvs.remove(&key);
                 }
-                reply(
-                    out,
-                    waiter,
-                    if removed.is_some() {
-                        Reply::CvRemoved
-                    } else {
-                        Reply::CvLate
-                    },
-                );
+                reply(out, waiter, if removed.is_some() { Reply::CvRemoved } else { Reply::CvLate });
             }
             Op::Barrier { n } => {
                 let b = self.barriers.entry(key).or_default();
                 b.waiters.push(waiter);
                 if b.waiters.len() as u64 >= n.max(1) {
-                    let all = self
-                        .barriers
-                        .remove(&key)
-                        .map(|b| b.waiters)
-                        .unwrap_or_default();
+                    let all = self.barriers.remove(&key).map(|b| b.waiters).unwrap_or_default();
                     let last = all.len() - 1;
                     for (i, w) in all.into_iter().enumerate() {
                         reply(out, w, Reply::Barrier { leader: i == last });
@@ -264,11 +262,7 @@ impl Manager {
 
     fn lock(&mut self, key: u64, waiter: Waiter, shared: bool, out: &mut Vec<Out>) {
         let l = self.locks.entry(key).or_default();
-        let free = if shared {
-            !l.writer && l.queue.is_empty()
-        } else {
-            !l.writer && l.readers == 0
-        };
+        let free = if shared { !l.writer && l.queue.is_empty() } else { !l.writer && l.readers == 0 };
         if free {
             if shared {
                 l.readers += 1;
@@ -291,11 +285,7 @@ impl Manager {
             l.writer = false;
             // Cohort hand-off: a writer waiting on the releasing node goes first, a bounded number
             // of times in a row; otherwise strict arrival order.
-            let streak = if l.cohort.0 == releaser {
-                l.cohort.1
-            } else {
-                0
-            };
+            let streak = if l.cohort.0 == releaser { l.cohort.1 } else { 0 };
             if streak < COHORT_BOUND
                 && l.queue.front().is_some_and(|&((n, _), _)| n != releaser)
                 && let Some(i) = l.queue.iter().position(|&((n, _), s)| n == releaser && !s)
@@ -332,10 +322,7 @@ impl Manager {
             // A channel whose both sides are gone: nobody can be waiting for it, except a sender
             // racing the last drop; answer so it never hangs.
             match op {
-                Op::ChanSend {
-                    bytes, sync: true, ..
-                }
-                | Op::ChanTrySend { bytes } => {
+                Op::ChanSend { bytes, sync: true, .. } | Op::ChanTrySend { bytes } => {
                     reply(out, waiter, Reply::Disconnected(bytes));
                 }
                 Op::ChanRecv { .. } => reply(out, waiter, Reply::Disconnected(Vec::new())),
@@ -346,12 +333,7 @@ impl Manager {
             return;
         };
         match op {
-            Op::ChanSend {
-                sender,
-                seq,
-                bytes,
-                sync,
-            } => {
+            Op::ChanSend { sender, seq, bytes, sync } => {
                 let s = c.seqs.entry(sender).or_default();
                 s.early.insert(seq, (bytes, sync, waiter));
                 let mut ready = Vec::new();
@@ -494,8 +476,7 @@ impl ChanState {
     /// Counts senders whose every message has arrived after they were dropped.
     fn retire_senders(&mut self, out: &mut Vec<Out>) {
         let before = self.seqs.len();
-        self.seqs
-            .retain(|_, s| s.final_seq.is_none_or(|f| s.next < f));
+        self.seqs.retain(|_, s| s.final_seq.is_none_or(|f| s.next < f));
         let gone = (before - self.seqs.len()) as u64;
         if gone > 0 {
             self.senders = self.senders.saturating_sub(gone);
@@ -528,10 +509,7 @@ mod tests {
     fn granted(out: &[Out]) -> Vec<Waiter> {
         out.iter()
             .filter_map(|o| match o {
-                Out::Reply {
-                    to,
-                    reply: Reply::Granted,
-                } => Some(*to),
+                Out::Reply { to, reply: Reply::Granted } => Some(*to),
                 _ => None,
             })
             .collect()
@@ -540,27 +518,15 @@ mod tests {
     #[test]
     fn mutex_hand_off_is_fifo_and_state_is_dropped_when_free() {
         let mut m = Manager::default();
-        assert_eq!(
-            granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })),
-            vec![(0, 1)]
-        );
+        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })), vec![(0, 1)]);
         assert!(run(&mut m, 1, (1, 1), Op::Lock { shared: false }).is_empty());
         assert!(run(&mut m, 1, (2, 1), Op::Lock { shared: false }).is_empty());
         assert_eq!(
             run(&mut m, 1, (0, 1), Op::TryLock { shared: false }),
-            vec![Out::Reply {
-                to: (0, 1),
-                reply: Reply::NotGranted
-            }]
+            vec![Out::Reply { to: (0, 1), reply: Reply::NotGranted }]
         );
-        assert_eq!(
-            granted(&run(&mut m, 1, (0, 1), Op::Unlock { shared: false })),
-            vec![(1, 1)]
-        );
-        assert_eq!(
-            granted(&run(&mut m, 1, (1, 1), Op::Unlock { shared: false })),
-            vec![(2, 1)]
-        );
+        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Unlock { shared: false })), vec![(1, 1)]);
+        assert_eq!(granted(&run(&mut m, 1, (1, 1), Op::Unlock { shared: false })), vec![(2, 1)]);
         assert!(run(&mut m, 1, (2, 1), Op::Unlock { shared: false }).is_empty());
         assert!(m.locks.is_empty());
     }
@@ -568,10 +534,7 @@ mod tests {
     #[test]
     fn hand_off_prefers_the_releasing_node_a_bounded_number_of_times() {
         let mut m = Manager::default();
-        assert_eq!(
-            granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })),
-            vec![(0, 1)]
-        );
+        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })), vec![(0, 1)]);
         run(&mut m, 1, (1, 1), Op::Lock { shared: false });
         for i in 2..200 {
             run(&mut m, 1, (0, i), Op::Lock { shared: false });
@@ -584,37 +547,19 @@ mod tests {
             order.push(holder.0);
         }
         let first_remote = order.iter().position(|&n| n == 1).unwrap();
-        assert!(
-            first_remote as u32 <= COHORT_BOUND,
-            "the remote waiter waited {first_remote} hand-offs"
-        );
+        assert!(first_remote as u32 <= COHORT_BOUND, "the remote waiter waited {first_remote} hand-offs");
     }
 
     #[test]
     fn readers_share_and_a_queued_writer_holds_back_new_readers() {
         let mut m = Manager::default();
-        assert_eq!(
-            granted(&run(&mut m, 7, (0, 1), Op::Lock { shared: true })).len(),
-            1
-        );
-        assert_eq!(
-            granted(&run(&mut m, 7, (1, 1), Op::Lock { shared: true })).len(),
-            1
-        );
+        assert_eq!(granted(&run(&mut m, 7, (0, 1), Op::Lock { shared: true })).len(), 1);
+        assert_eq!(granted(&run(&mut m, 7, (1, 1), Op::Lock { shared: true })).len(), 1);
         assert!(run(&mut m, 7, (2, 1), Op::Lock { shared: false }).is_empty());
-        assert!(
-            run(&mut m, 7, (3, 1), Op::Lock { shared: true }).is_empty(),
-            "writer first"
-        );
+        assert!(run(&mut m, 7, (3, 1), Op::Lock { shared: true }).is_empty(), "writer first");
         assert!(run(&mut m, 7, (0, 1), Op::Unlock { shared: true }).is_empty());
-        assert_eq!(
-            granted(&run(&mut m, 7, (1, 1), Op::Unlock { shared: true })),
-            vec![(2, 1)]
-        );
-        assert_eq!(
-            granted(&run(&mut m, 7, (2, 1), Op::Unlock { shared: false })),
-            vec![(3, 1)]
-        );
+        assert_eq!(granted(&run(&mut m, 7, (1, 1), Op::Unlock { shared: true })), vec![(2, 1)]);
+        assert_eq!(granted(&run(&mut m, 7, (2, 1), Op::Unlock { shared: false })), vec![(3, 1)]);
     }
 
     #[test]
@@ -623,31 +568,18 @@ mod tests {
         let out = run(&mut m, 100, (1, 5), Op::CvWait { mutex: 9 });
         assert_eq!(
             out,
-            vec![Out::Forward(Request {
-                key: 9,
-                waiter: (1, 0),
-                op: Op::Unlock { shared: false }
-            })]
+            vec![Out::Forward(Request { key: 9, waiter: (1, 0), op: Op::Unlock { shared: false } })]
         );
         assert!(run(&mut m, 100, (0, 0), Op::CvNotify { all: false }).len() == 1);
-        assert!(
-            run(&mut m, 100, (0, 0), Op::CvNotify { all: true }).is_empty(),
-            "nobody left"
-        );
+        assert!(run(&mut m, 100, (0, 0), Op::CvNotify { all: true }).is_empty(), "nobody left");
         run(&mut m, 100, (1, 6), Op::CvWait { mutex: 9 });
         assert_eq!(
             run(&mut m, 100, (1, 6), Op::CvCancel),
-            vec![Out::Reply {
-                to: (1, 6),
-                reply: Reply::CvRemoved
-            }]
+            vec![Out::Reply { to: (1, 6), reply: Reply::CvRemoved }]
         );
         assert_eq!(
             run(&mut m, 100, (1, 6), Op::CvCancel),
-            vec![Out::Reply {
-                to: (1, 6),
-                reply: Reply::CvLate
-            }]
+            vec![Out::Reply { to: (1, 6), reply: Reply::CvLate }]
         );
     }
 
@@ -661,15 +593,7 @@ mod tests {
             let out = run(&mut m, 5, (3, round), Op::Barrier { n: 4 });
             let leaders = out
                 .iter()
-                .filter(|o| {
-                    matches!(
-                        o,
-                        Out::Reply {
-                            reply: Reply::Barrier { leader: true },
-                            ..
-                        }
-                    )
-                })
+                .filter(|o| matches!(o, Out::Reply { reply: Reply::Barrier { leader: true }, .. }))
                 .count();
             assert_eq!((out.len(), leaders), (4, 1));
         }
@@ -678,10 +602,7 @@ mod tests {
     fn msgs(out: &[Out]) -> Vec<u8> {
         out.iter()
             .filter_map(|o| match o {
-                Out::Reply {
-                    reply: Reply::Msgs { bytes, .. },
-                    ..
-                } => Some(bytes.clone()),
+                Out::Reply { reply: Reply::Msgs { bytes, .. }, .. } => Some(bytes.clone()),
                 _ => None,
             })
             .flatten()
@@ -694,105 +615,23 @@ mod tests {
         let w = (0, 1);
         run(&mut m, 3, w, Op::ChanCreate { bound: None });
         // Sender 10 sends seq 1 before seq 0 arrives (it moved between nodes meanwhile).
-        run(
-            &mut m,
-            3,
-            (2, 0),
-            Op::ChanSend {
-                sender: 10,
-                seq: 1,
-                bytes: vec![2],
-                sync: false,
-            },
-        );
+        run(&mut m, 3, (2, 0), Op::ChanSend { sender: 10, seq: 1, bytes: vec![2], sync: false });
         assert_eq!(
-            run(
-                &mut m,
-                3,
-                w,
-                Op::ChanRecv {
-                    block: false,
-                    max: 10
-                }
-            ),
-            vec![Out::Reply {
-                to: w,
-                reply: Reply::Empty
-            }]
+            run(&mut m, 3, w, Op::ChanRecv { block: false, max: 10 }),
+            vec![Out::Reply { to: w, reply: Reply::Empty }]
         );
-        run(
-            &mut m,
-            3,
-            (1, 0),
-            Op::ChanSend {
-                sender: 10,
-                seq: 0,
-                bytes: vec![1],
-                sync: false,
-            },
-        );
-        assert_eq!(
-            msgs(&run(
-                &mut m,
-                3,
-                w,
-                Op::ChanRecv {
-                    block: true,
-                    max: 10
-                }
-            )),
-            vec![1, 2]
-        );
+        run(&mut m, 3, (1, 0), Op::ChanSend { sender: 10, seq: 0, bytes: vec![1], sync: false });
+        assert_eq!(msgs(&run(&mut m, 3, w, Op::ChanRecv { block: true, max: 10 })), vec![1, 2]);
         // The drop arrives before the sender's last message: not disconnected yet.
-        run(
-            &mut m,
-            3,
-            (1, 0),
-            Op::ChanSenderDrop {
-                sender: 10,
-                final_seq: 3,
-            },
-        );
-        assert!(
-            run(
-                &mut m,
-                3,
-                w,
-                Op::ChanRecv {
-                    block: true,
-                    max: 10
-                }
-            )
-            .is_empty()
-        );
+        run(&mut m, 3, (1, 0), Op::ChanSenderDrop { sender: 10, final_seq: 3 });
+        assert!(run(&mut m, 3, w, Op::ChanRecv { block: true, max: 10 }).is_empty());
         assert_eq!(
-            msgs(&run(
-                &mut m,
-                3,
-                (2, 0),
-                Op::ChanSend {
-                    sender: 10,
-                    seq: 2,
-                    bytes: vec![3],
-                    sync: false
-                }
-            )),
+            msgs(&run(&mut m, 3, (2, 0), Op::ChanSend { sender: 10, seq: 2, bytes: vec![3], sync: false })),
             vec![3]
         );
         assert_eq!(
-            run(
-                &mut m,
-                3,
-                w,
-                Op::ChanRecv {
-                    block: true,
-                    max: 10
-                }
-            ),
-            vec![Out::Reply {
-                to: w,
-                reply: Reply::Disconnected(vec![])
-            }]
+            run(&mut m, 3, w, Op::ChanRecv { block: true, max: 10 }),
+            vec![Out::Reply { to: w, reply: Reply::Disconnected(vec![]) }]
         );
     }
 
@@ -801,69 +640,21 @@ mod tests {
         let mut m = Manager::default();
         run(&mut m, 4, (0, 0), Op::ChanCreate { bound: Some(0) });
         let s = (1, 7);
-        assert!(
-            run(
-                &mut m,
-                4,
-                s,
-                Op::ChanSend {
-                    sender: 1,
-                    seq: 0,
-                    bytes: vec![9],
-                    sync: true
-                }
-            )
-            .is_empty()
-        );
-        let out = run(
-            &mut m,
-            4,
-            (0, 1),
-            Op::ChanRecv {
-                block: true,
-                max: 5,
-            },
-        );
-        assert!(out.contains(&Out::Reply {
-            to: s,
-            reply: Reply::Ack
-        }));
+        assert!(run(&mut m, 4, s, Op::ChanSend { sender: 1, seq: 0, bytes: vec![9], sync: true }).is_empty());
+        let out = run(&mut m, 4, (0, 1), Op::ChanRecv { block: true, max: 5 });
+        assert!(out.contains(&Out::Reply { to: s, reply: Reply::Ack }));
         assert_eq!(msgs(&out), vec![9]);
         assert_eq!(
             run(&mut m, 4, s, Op::ChanTrySend { bytes: vec![1] }),
-            vec![Out::Reply {
-                to: s,
-                reply: Reply::Full(vec![1])
-            }]
+            vec![Out::Reply { to: s, reply: Reply::Full(vec![1]) }]
         );
         let out = run(&mut m, 4, (0, 1), Op::ChanReceiverDrop);
         assert_eq!(msgs(&out), Vec::<u8>::new());
         assert_eq!(
-            run(
-                &mut m,
-                4,
-                s,
-                Op::ChanSend {
-                    sender: 1,
-                    seq: 1,
-                    bytes: vec![5],
-                    sync: true
-                }
-            ),
-            vec![Out::Reply {
-                to: s,
-                reply: Reply::Disconnected(vec![5])
-            }]
+            run(&mut m, 4, s, Op::ChanSend { sender: 1, seq: 1, bytes: vec![5], sync: true }),
+            vec![Out::Reply { to: s, reply: Reply::Disconnected(vec![5]) }]
         );
-        run(
-            &mut m,
-            4,
-            s,
-            Op::ChanSenderDrop {
-                sender: 1,
-                final_seq: 2,
-            },
-        );
+        run(&mut m, 4, s, Op::ChanSenderDrop { sender: 1, final_seq: 2 });
         assert!(m.chans.get(&4).is_none_or(ChanState::dead));
     }
 }

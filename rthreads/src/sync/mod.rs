@@ -52,7 +52,7 @@ use std::time::Instant;
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use mutex::{Mutex, MutexGuard};
-pub use once::{Once, OnceLock};
+pub use once::{Once, OnceLock, OnceState};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
 
@@ -65,9 +65,16 @@ fn me() -> u16 {
     runtime::get().map_or(0, |r| r.me)
 }
 
-/// The node that manages the object whose key is `key`.
+/// The node that manages the object whose key is `key`, for a request made by a thread of
+/// `waiter_node`: the home of the object's address, or, for an object outside the shared space (a
+/// `static`, a local), the requesting thread's own node, where such an object lives.
+fn manager_for(key: u64, waiter_node: u16) -> u16 {
+    runtime::get().map_or(0, |r| r.home_of_addr(key as usize).unwrap_or(waiter_node))
+}
+
+/// The manager of `key` for a request made on this node.
 fn manager_of(key: u64) -> u16 {
-    runtime::get().map_or(0, |r| r.home_of_addr(key as usize).unwrap_or(r.me))
+    manager_for(key, me())
 }
 
 static MANAGER: LazyLock<StdMutex<Manager>> = LazyLock::new(|| StdMutex::new(Manager::default()));
@@ -95,10 +102,7 @@ impl Ticket {
     pub(crate) fn new() -> Ticket {
         let _internal = InternalAlloc::new();
         let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
-        let parked = StdArc::new(Parked {
-            replies: StdMutex::new(VecDeque::new()),
-            cv: StdCondvar::new(),
-        });
+        let parked = StdArc::new(Parked { replies: StdMutex::new(VecDeque::new()), cv: StdCondvar::new() });
         lock(&PARKED).insert(id, StdArc::clone(&parked));
         Ticket { id, parked }
     }
@@ -109,11 +113,7 @@ impl Ticket {
 
     /// Sends `op` for `key` with this ticket as the waiter.
     pub(crate) fn submit(&self, key: u64, op: Op) {
-        submit(Request {
-            key,
-            waiter: self.waiter(),
-            op,
-        });
+        submit(Request { key, waiter: self.waiter(), op });
     }
 
     /// Waits for the next reply.
@@ -136,20 +136,21 @@ impl Ticket {
             if let Some(r) = q.pop_front() {
                 return Some(r);
             }
-            let left = deadline
-                .checked_duration_since(Instant::now())
-                .filter(|d| !d.is_zero())?;
-            q = self
-                .parked
-                .cv
-                .wait_timeout(q, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            q = self.parked.cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 
-    /// Sends `op` and waits for its reply.
+    /// Sends `op` and waits for its single reply, which comes from the object's manager: on a
+    /// direct connection to it when that is another node (see `rpc`).
     pub(crate) fn call(key: u64, op: Op) -> Reply {
+        let m = manager_of(key);
+        if let Some(rt) = runtime::get()
+            && m != rt.me
+        {
+            let req = Request { key, waiter: (rt.me, NEXT_WAITER.fetch_add(1, Ordering::Relaxed)), op };
+            return crate::rpc::call(rt, m, &req);
+        }
         let t = Ticket::new();
         t.submit(key, op);
         t.wait()
@@ -165,11 +166,16 @@ impl Drop for Ticket {
 
 /// A request that expects no reply (unlocks, notifications, asynchronous sends).
 pub(crate) fn post(key: u64, op: Op) {
-    submit(Request {
-        key,
-        waiter: (me(), 0),
-        op,
-    });
+    let req = Request { key, waiter: (me(), 0), op };
+    if let Some(rt) = runtime::get()
+        && matches!(req.op, Op::Unlock { .. })
+    {
+        let m = manager_of(key);
+        if m != rt.me {
+            return crate::rpc::post(rt, m, &req);
+        }
+    }
+    submit(req);
 }
 
 /// Routes a request to its manager: handled here if this node manages the object, else sent.
@@ -181,7 +187,7 @@ pub(crate) fn submit(req: Request) {
     let mut work = VecDeque::from([req]);
     let mut out = Vec::new();
     while let Some(req) = work.pop_front() {
-        let m = manager_of(req.key);
+        let m = manager_for(req.key, req.waiter.0);
         if m == me() {
             lock(&MANAGER).handle(req, &mut out);
             for o in out.drain(..) {
@@ -203,6 +209,7 @@ pub(crate) fn submit(req: Request) {
 fn deliver(to: Waiter, reply: Reply) {
     if to.0 == me() {
         deliver_local(to.1, reply);
+    } else if crate::rpc::answer(to, &reply) {
     } else if let Some(rt) = runtime::get() {
         rt.send(to.0, wire::sync_reply(to.1, &reply));
     }

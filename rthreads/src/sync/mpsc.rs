@@ -53,11 +53,7 @@ impl Chan {
 /// so the key must be homed where the channel state lives. `Chan` is allocated by the creating
 /// thread, from its node's arena, so its home is that node.
 fn new_chan(bound: Option<u64>) -> Arc<Chan> {
-    let chan = Arc::new(Chan {
-        key: AtomicU8::new(0),
-        home: me(),
-        receiver_gone: AtomicBool::new(false),
-    });
+    let chan = Arc::new(Chan { key: AtomicU8::new(0), home: me(), receiver_gone: AtomicBool::new(false) });
     debug_assert_eq!(super::manager_of(chan.key()), chan.home);
     post(chan.key(), Op::ChanCreate { bound });
     chan
@@ -104,9 +100,7 @@ fn batch<T>() -> u64 {
 }
 
 fn new_core() -> Box<SenderCore> {
-    Box::new(SenderCore {
-        seq: AtomicU64::new(0),
-    })
+    Box::new(SenderCore { seq: AtomicU64::new(0) })
 }
 
 fn clone_sender(chan: &Arc<Chan>) -> (Arc<Chan>, Box<SenderCore>) {
@@ -119,13 +113,7 @@ fn clone_sender(chan: &Arc<Chan>) -> (Arc<Chan>, Box<SenderCore>) {
 
 fn drop_sender(chan: &Chan, core: &SenderCore) {
     let sender = core as *const SenderCore as u64;
-    post(
-        chan.key(),
-        Op::ChanSenderDrop {
-            sender,
-            final_seq: core.seq.load(Ordering::SeqCst),
-        },
-    );
+    post(chan.key(), Op::ChanSenderDrop { sender, final_seq: core.seq.load(Ordering::SeqCst) });
 }
 
 /// The sending half of a [`channel`]; as `std::sync::mpsc::Sender`. Clone it for more producers;
@@ -182,15 +170,8 @@ unsafe impl<T: Send> Send for Receiver<T> {}
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let chan = new_chan(None);
     (
-        Sender {
-            chan: Arc::clone(&chan),
-            core: new_core(),
-            _t: PhantomData,
-        },
-        Receiver {
-            chan,
-            cache: RefCell::new(VecDeque::new()),
-        },
+        Sender { chan: Arc::clone(&chan), core: new_core(), _t: PhantomData },
+        Receiver { chan, cache: RefCell::new(VecDeque::new()) },
     )
 }
 
@@ -207,15 +188,8 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 pub fn sync_channel<T>(bound: usize) -> (SyncSender<T>, Receiver<T>) {
     let chan = new_chan(Some(bound as u64));
     (
-        SyncSender {
-            chan: Arc::clone(&chan),
-            core: new_core(),
-            _t: PhantomData,
-        },
-        Receiver {
-            chan,
-            cache: RefCell::new(VecDeque::new()),
-        },
+        SyncSender { chan: Arc::clone(&chan), core: new_core(), _t: PhantomData },
+        Receiver { chan, cache: RefCell::new(VecDeque::new()) },
     )
 }
 
@@ -231,15 +205,7 @@ impl<T> Sender<T> {
         }
         let seq = self.core.seq.fetch_add(1, Ordering::SeqCst);
         let sender = &*self.core as *const SenderCore as u64;
-        post(
-            self.chan.key(),
-            Op::ChanSend {
-                sender,
-                seq,
-                bytes: to_bytes(t),
-                sync: false,
-            },
-        );
+        post(self.chan.key(), Op::ChanSend { sender, seq, bytes: to_bytes(t), sync: false });
         Ok(())
     }
 }
@@ -248,15 +214,7 @@ impl<T> SyncSender<T> {
     fn call_send(&self, t: T) -> Reply {
         let seq = self.core.seq.fetch_add(1, Ordering::SeqCst);
         let sender = &*self.core as *const SenderCore as u64;
-        Ticket::call(
-            self.chan.key(),
-            Op::ChanSend {
-                sender,
-                seq,
-                bytes: to_bytes(t),
-                sync: true,
-            },
-        )
+        Ticket::call(self.chan.key(), Op::ChanSend { sender, seq, bytes: to_bytes(t), sync: true })
     }
 
     /// Sends `t`, waiting while the buffer is full (for a zero-capacity channel, until the receiver
@@ -292,22 +250,14 @@ impl<T> SyncSender<T> {
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Sender<T> {
         let (chan, core) = clone_sender(&self.chan);
-        Sender {
-            chan,
-            core,
-            _t: PhantomData,
-        }
+        Sender { chan, core, _t: PhantomData }
     }
 }
 
 impl<T> Clone for SyncSender<T> {
     fn clone(&self) -> SyncSender<T> {
         let (chan, core) = clone_sender(&self.chan);
-        SyncSender {
-            chan,
-            core,
-            _t: PhantomData,
-        }
+        SyncSender { chan, core, _t: PhantomData }
     }
 }
 
@@ -325,25 +275,19 @@ impl<T> Drop for SyncSender<T> {
 
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender")
-            .field("home", &self.chan.home)
-            .finish_non_exhaustive()
+        f.debug_struct("Sender").field("home", &self.chan.home).finish_non_exhaustive()
     }
 }
 
 impl<T> fmt::Debug for SyncSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyncSender")
-            .field("home", &self.chan.home)
-            .finish_non_exhaustive()
+        f.debug_struct("SyncSender").field("home", &self.chan.home).finish_non_exhaustive()
     }
 }
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
-            .field("home", &self.chan.home)
-            .finish_non_exhaustive()
+        f.debug_struct("Receiver").field("home", &self.chan.home).finish_non_exhaustive()
     }
 }
 
@@ -360,11 +304,7 @@ impl<T> Receiver<T> {
                 let mut cache = self.cache.borrow_mut();
                 // SAFETY: the manager hands each queued message to the receiver exactly once.
                 cache.extend(unsafe { values::<T>(count, &bytes) });
-                if cache.is_empty() {
-                    Got::Empty
-                } else {
-                    Got::Value
-                }
+                if cache.is_empty() { Got::Empty } else { Got::Value }
             }
             Reply::Empty | Reply::Cancelled => Got::Empty,
             Reply::Disconnected(_) => Got::Disconnected,
@@ -385,13 +325,7 @@ impl<T> Receiver<T> {
             if let Some(v) = self.pop() {
                 return Ok(v);
             }
-            match self.take(Ticket::call(
-                self.chan.key(),
-                Op::ChanRecv {
-                    block: true,
-                    max: batch::<T>(),
-                },
-            )) {
+            match self.take(Ticket::call(self.chan.key(), Op::ChanRecv { block: true, max: batch::<T>() })) {
                 Got::Disconnected => return Err(RecvError),
                 Got::Value | Got::Empty => {}
             }
@@ -406,13 +340,7 @@ impl<T> Receiver<T> {
         if let Some(v) = self.pop() {
             return Ok(v);
         }
-        match self.take(Ticket::call(
-            self.chan.key(),
-            Op::ChanRecv {
-                block: false,
-                max: batch::<T>(),
-            },
-        )) {
+        match self.take(Ticket::call(self.chan.key(), Op::ChanRecv { block: false, max: batch::<T>() })) {
             Got::Value => Ok(self.pop().expect("cached")),
             Got::Empty => Err(TryRecvError::Empty),
             Got::Disconnected => Err(TryRecvError::Disconnected),
@@ -436,13 +364,7 @@ impl<T> Receiver<T> {
                 return Ok(v);
             }
             let t = Ticket::new();
-            t.submit(
-                self.chan.key(),
-                Op::ChanRecv {
-                    block: true,
-                    max: batch::<T>(),
-                },
-            );
+            t.submit(self.chan.key(), Op::ChanRecv { block: true, max: batch::<T>() });
             let got = match t.wait_until(deadline) {
                 Some(r) => self.take(r),
                 None => {

@@ -59,16 +59,17 @@ pub struct MutexGuard<'a, T: ?Sized> {
     _not_send: PhantomData<*const ()>,
 }
 
+// Poisoning makes a panic while locked observable, as in std.
+impl<T: ?Sized> std::panic::UnwindSafe for Mutex<T> {}
+impl<T: ?Sized> std::panic::RefUnwindSafe for Mutex<T> {}
+
 // SAFETY: a shared guard only hands out `&T`.
 unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
 
 impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub const fn new(t: T) -> Mutex<T> {
-        Mutex {
-            poison: AtomicBool::new(false),
-            data: UnsafeCell::new(t),
-        }
+        Mutex { poison: AtomicBool::new(false), data: UnsafeCell::new(t) }
     }
 }
 
@@ -79,16 +80,8 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Builds the guard of a lock the caller was just granted.
     pub(super) fn guard(&self) -> LockResult<MutexGuard<'_, T>> {
-        let g = MutexGuard {
-            lock: self,
-            panicking: panicking(),
-            _not_send: PhantomData,
-        };
-        if self.poison.load(Ordering::SeqCst) {
-            Err(PoisonError::new(g))
-        } else {
-            Ok(g)
-        }
+        let g = MutexGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
+        if self.poison.load(Ordering::SeqCst) { Err(PoisonError::new(g)) } else { Ok(g) }
     }
 
     /// Acquires the lock, blocking until it is available.
@@ -135,11 +128,7 @@ impl<T: ?Sized> Mutex<T> {
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let poisoned = self.is_poisoned();
         let data = self.data.get_mut();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
     }
 
     /// Consumes the mutex and returns the data.
@@ -152,11 +141,7 @@ impl<T: ?Sized> Mutex<T> {
     {
         let poisoned = self.is_poisoned();
         let data = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
     }
 }
 
@@ -222,8 +207,7 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
             Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
             Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
         };
-        d.field("poisoned", &self.is_poisoned())
-            .finish_non_exhaustive()
+        d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
     }
 }
 

@@ -47,9 +47,7 @@ pub struct Once {
 
 impl fmt::Debug for Once {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Once")
-            .field("completed", &self.is_completed())
-            .finish_non_exhaustive()
+        f.debug_struct("Once").field("completed", &self.is_completed()).finish_non_exhaustive()
     }
 }
 
@@ -77,10 +75,7 @@ impl Drop for Finish<'_> {
 impl Once {
     /// A new `Once`.
     pub const fn new() -> Once {
-        Once {
-            state: AtomicU8::new(INCOMPLETE),
-            lock: AtomicU8::new(0),
-        }
+        Once { state: AtomicU8::new(INCOMPLETE), lock: AtomicU8::new(0) }
     }
 
     /// Whether a `call_once` has completed.
@@ -98,21 +93,28 @@ impl Once {
         if self.is_completed() {
             return;
         }
-        self.run(false, f);
+        self.run(false, true, |_| f());
+    }
+
+    /// As [`Once::call_once`], but a poisoned `Once` runs `f` again instead of panicking; `f` is
+    /// told whether it was poisoned. A panic in `f` poisons the `Once` again.
+    pub fn call_once_force<F: FnOnce(&OnceState)>(&self, f: F) {
+        if self.is_completed() {
+            return;
+        }
+        self.run(true, true, f);
     }
 
     /// Runs `f` under the lock unless complete. With `ignore_poison`, a poisoned `Once` runs `f`
-    /// again and a panic in `f` leaves it incomplete (what `OnceLock` needs).
-    fn run<F: FnOnce()>(&self, ignore_poison: bool, f: F) {
+    /// again; with `poison`, a panic in `f` poisons it (`OnceLock` passes `false`: it stays empty).
+    fn run<F: FnOnce(&OnceState)>(&self, ignore_poison: bool, poison: bool, f: F) {
         match Ticket::call(key_of(&self.lock), Op::Lock { shared: false }) {
             Reply::Granted => {}
             other => unreachable!("once lock answered {other:?}"),
         }
-        let finish = Finish {
-            once: self,
-            poison_on_unwind: !ignore_poison,
-        };
-        match self.state.load(Ordering::SeqCst) {
+        let finish = Finish { once: self, poison_on_unwind: poison };
+        let state = self.state.load(Ordering::SeqCst);
+        match state {
             COMPLETE => return,
             POISONED if !ignore_poison => {
                 drop(finish);
@@ -120,9 +122,22 @@ impl Once {
             }
             _ => {}
         }
-        f();
+        f(&OnceState { poisoned: state == POISONED });
         self.state.store(COMPLETE, Ordering::Release);
         drop(finish);
+    }
+}
+
+/// What [`Once::call_once_force`] tells its closure; as `std::sync::OnceState`.
+#[derive(Debug)]
+pub struct OnceState {
+    poisoned: bool,
+}
+
+impl OnceState {
+    /// Whether an earlier call panicked.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
     }
 }
 
@@ -154,10 +169,7 @@ unsafe impl<T: Send> Send for OnceLock<T> {}
 impl<T> OnceLock<T> {
     /// An empty cell.
     pub const fn new() -> OnceLock<T> {
-        OnceLock {
-            once: Once::new(),
-            value: UnsafeCell::new(MaybeUninit::uninit()),
-        }
+        OnceLock { once: Once::new(), value: UnsafeCell::new(MaybeUninit::uninit()) }
     }
 
     /// The value, if initialised.
@@ -202,7 +214,7 @@ impl<T> OnceLock<T> {
         if let Some(v) = self.get() {
             return v;
         }
-        self.once.run(true, || {
+        self.once.run(true, false, |_| {
             let v = f();
             // SAFETY: we hold the Once's lock and it is not complete: nobody reads or writes the
             // value concurrently.

@@ -43,6 +43,10 @@ unsafe impl<T: ?Sized + Send> Send for RwLock<T> {}
 // SAFETY: as above; readers on several threads need `T: Sync`.
 unsafe impl<T: ?Sized + Send + Sync> Sync for RwLock<T> {}
 
+// Poisoning makes a panic while write-locked observable, as in std.
+impl<T: ?Sized> std::panic::UnwindSafe for RwLock<T> {}
+impl<T: ?Sized> std::panic::RefUnwindSafe for RwLock<T> {}
+
 /// Shared access to the data of an [`RwLock`].
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized> {
@@ -67,10 +71,7 @@ unsafe impl<T: ?Sized + Sync> Sync for RwLockWriteGuard<'_, T> {}
 impl<T> RwLock<T> {
     /// A new unlocked lock.
     pub const fn new(t: T) -> RwLock<T> {
-        RwLock {
-            poison: AtomicBool::new(false),
-            data: UnsafeCell::new(t),
-        }
+        RwLock { poison: AtomicBool::new(false), data: UnsafeCell::new(t) }
     }
 }
 
@@ -80,28 +81,13 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn read_guard(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let g = RwLockReadGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        if self.is_poisoned() {
-            Err(PoisonError::new(g))
-        } else {
-            Ok(g)
-        }
+        let g = RwLockReadGuard { lock: self, _not_send: PhantomData };
+        if self.is_poisoned() { Err(PoisonError::new(g)) } else { Ok(g) }
     }
 
     fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let g = RwLockWriteGuard {
-            lock: self,
-            panicking: panicking(),
-            _not_send: PhantomData,
-        };
-        if self.is_poisoned() {
-            Err(PoisonError::new(g))
-        } else {
-            Ok(g)
-        }
+        let g = RwLockWriteGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
+        if self.is_poisoned() { Err(PoisonError::new(g)) } else { Ok(g) }
     }
 
     /// Acquires shared access, blocking while a writer holds or waits for the lock.
@@ -165,11 +151,7 @@ impl<T: ?Sized> RwLock<T> {
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         let poisoned = self.is_poisoned();
         let data = self.data.get_mut();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
     }
 
     /// Consumes the lock and returns the data.
@@ -182,11 +164,7 @@ impl<T: ?Sized> RwLock<T> {
     {
         let poisoned = self.is_poisoned();
         let data = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
+        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
     }
 }
 
@@ -236,8 +214,7 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
             Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
             Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
         };
-        d.field("poisoned", &self.is_poisoned())
-            .finish_non_exhaustive()
+        d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
     }
 }
 
@@ -250,6 +227,24 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
 impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T> From<T> for RwLock<T> {
+    fn from(t: T) -> RwLock<T> {
+        RwLock::new(t)
     }
 }
 

@@ -233,10 +233,7 @@ impl ScNode {
     /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
     pub fn new(me: NodeId, nodes: u16, pages_per_node: u64) -> Self {
         assert!(nodes > 0, "a cluster has at least one node");
-        assert!(
-            pages_per_node > 0,
-            "every node is home of at least one page"
-        );
+        assert!(pages_per_node > 0, "every node is home of at least one page");
         assert!(me.0 < nodes, "{me} is outside a cluster of {nodes} nodes");
         ScNode {
             me,
@@ -283,10 +280,7 @@ impl ScNode {
         if !self.in_range(page) {
             return Access::None;
         }
-        self.access
-            .get(&page)
-            .copied()
-            .unwrap_or_else(|| self.initial_access(page))
+        self.access.get(&page).copied().unwrap_or_else(|| self.initial_access(page))
     }
 
     /// The request this node has outstanding for `page`, if any.
@@ -346,10 +340,7 @@ impl ScNode {
         self.pending.insert(page, kind);
         let home = self.home_of(page);
         if home == self.me {
-            let req = Request {
-                from: self.me,
-                kind,
-            };
+            let req = Request { from: self.me, kind };
             self.submit(page, req, out);
         } else {
             let msg = match kind {
@@ -368,12 +359,7 @@ impl ScNode {
     /// that already has one outstanding, a request for access the directory says the sender
     /// already holds, a grant nobody asked for, an invalidation of a copy this node does not
     /// hold, an acknowledgement nobody waits for, and so on.
-    pub fn handle(
-        &mut self,
-        from: NodeId,
-        msg: Msg,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
+    pub fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
         let page = msg.page();
         if from.0 >= self.nodes {
             return Err(ProtocolError::new(format!(
@@ -412,11 +398,7 @@ impl ScNode {
     }
 
     fn initial_access(&self, page: PageId) -> Access {
-        if self.is_home(page) {
-            Access::Write
-        } else {
-            Access::None
-        }
+        if self.is_home(page) { Access::Write } else { Access::None }
     }
 
     /// Records this node's access without emitting anything.
@@ -438,10 +420,7 @@ impl ScNode {
 
     /// The directory entry of a page homed here (absent entry = `Exclusive(me)`).
     fn dir_entry(&self, page: PageId) -> Directory {
-        self.dir
-            .get(&page)
-            .cloned()
-            .unwrap_or(Directory::Exclusive(self.me))
+        self.dir.get(&page).cloned().unwrap_or(Directory::Exclusive(self.me))
     }
 
     fn dir_access(&self, page: PageId, node: NodeId) -> Access {
@@ -564,18 +543,8 @@ impl ScNode {
                 None
             }
             (FaultKind::Read, Directory::Exclusive(owner)) => {
-                out.push(Action::Send {
-                    to: owner,
-                    msg: Msg::Recall {
-                        page,
-                        keep_read: true,
-                    },
-                });
-                Some(Txn {
-                    req,
-                    wait: Wait::Recall(owner),
-                    data: true,
-                })
+                out.push(Action::Send { to: owner, msg: Msg::Recall { page, keep_read: true } });
+                Some(Txn { req, wait: Wait::Recall(owner), data: true })
             }
             (FaultKind::Read, Directory::Shared(mut readers)) => {
                 readers.insert(requester);
@@ -590,18 +559,8 @@ impl ScNode {
                 None
             }
             (FaultKind::Write, Directory::Exclusive(owner)) => {
-                out.push(Action::Send {
-                    to: owner,
-                    msg: Msg::Recall {
-                        page,
-                        keep_read: false,
-                    },
-                });
-                Some(Txn {
-                    req,
-                    wait: Wait::Recall(owner),
-                    data: true,
-                })
+                out.push(Action::Send { to: owner, msg: Msg::Recall { page, keep_read: false } });
+                Some(Txn { req, wait: Wait::Recall(owner), data: true })
             }
             (FaultKind::Write, Directory::Shared(readers)) => {
                 if requester != me && readers.contains(&me) {
@@ -610,10 +569,7 @@ impl ScNode {
                 let mut acks = BTreeSet::new();
                 for &reader in &readers {
                     if reader != requester && reader != me {
-                        out.push(Action::Send {
-                            to: reader,
-                            msg: Msg::Invalidate { page },
-                        });
+                        out.push(Action::Send { to: reader, msg: Msg::Invalidate { page } });
                         acks.insert(reader);
                     }
                 }
@@ -623,11 +579,7 @@ impl ScNode {
                     self.finish(page, req, None, data, out);
                     None
                 } else {
-                    Some(Txn {
-                        req,
-                        wait: Wait::Acks(acks),
-                        data,
-                    })
+                    Some(Txn { req, wait: Wait::Acks(acks), data })
                 }
             }
         }
@@ -661,41 +613,19 @@ impl ScNode {
 
     /// Hands `access` to `to`: a `Grant` message, or for the home itself a local protection
     /// change and a wake-up.
-    fn grant(
-        &mut self,
-        page: PageId,
-        to: NodeId,
-        access: Access,
-        data: bool,
-        out: &mut Vec<Action>,
-    ) {
+    fn grant(&mut self, page: PageId, to: NodeId, access: Access, data: bool, out: &mut Vec<Action>) {
         if to == self.me {
             self.pending.remove(&page);
             self.protect_local(page, access, out);
             out.push(Action::Wake { page });
         } else {
-            out.push(Action::Send {
-                to,
-                msg: Msg::Grant { page, access, data },
-            });
+            out.push(Action::Send { to, msg: Msg::Grant { page, access, data } });
         }
     }
 
-    fn on_inv_ack(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
+    fn on_inv_ack(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
         let expected = match self.busy.get(&page) {
-            Some(Busy {
-                active:
-                    Txn {
-                        wait: Wait::Acks(acks),
-                        ..
-                    },
-                ..
-            }) => acks.contains(&from),
+            Some(Busy { active: Txn { wait: Wait::Acks(acks), .. }, .. }) => acks.contains(&from),
             _ => false,
         };
         if !expected {
@@ -780,11 +710,8 @@ impl ScNode {
             )));
         }
         let current = self.access(page);
-        let consistent = if data {
-            current == Access::None
-        } else {
-            access == Access::Write && current == Access::Read
-        };
+        let consistent =
+            if data { current == Access::None } else { access == Access::Write && current == Access::Read };
         if !consistent {
             return Err(ProtocolError::new(format!(
                 "grant of {access:?} access to {page} (data: {data}) while {} holds {current:?}",
@@ -816,14 +743,8 @@ impl ScNode {
             )));
         }
         self.set_access(page, Access::None);
-        out.push(Action::Protect {
-            page,
-            access: Access::None,
-        });
-        out.push(Action::Send {
-            to: home,
-            msg: Msg::InvAck { page },
-        });
+        out.push(Action::Protect { page, access: Access::None });
+        out.push(Action::Send { to: home, msg: Msg::InvAck { page } });
         Ok(())
     }
 
@@ -842,18 +763,11 @@ impl ScNode {
                 self.me
             )));
         }
-        let access = if keep_read {
-            Access::Read
-        } else {
-            Access::None
-        };
+        let access = if keep_read { Access::Read } else { Access::None };
         // Revoke write access first, so the bytes read for the reply are final.
         self.set_access(page, access);
         out.push(Action::Protect { page, access });
-        out.push(Action::Send {
-            to: home,
-            msg: Msg::RecallAck { page },
-        });
+        out.push(Action::Send { to: home, msg: Msg::RecallAck { page } });
         Ok(())
     }
 }

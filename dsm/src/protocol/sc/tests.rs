@@ -93,9 +93,8 @@ impl Cluster {
     /// `nodes` nodes, `pages_per_node` pages homed at each, the first `pages` of them simulated.
     fn new(nodes: u16, pages_per_node: u64, pages: u64, threads: usize) -> Self {
         let count = usize::from(nodes);
-        let node_states: Vec<ScNode> = (0..nodes)
-            .map(|i| ScNode::new(NodeId(i), nodes, pages_per_node))
-            .collect();
+        let node_states: Vec<ScNode> =
+            (0..nodes).map(|i| ScNode::new(NodeId(i), nodes, pages_per_node)).collect();
         let pages = pages.min(node_states[0].page_count()) as usize;
         let mut mem = vec![vec![POISON; pages]; count];
         let mut prot = vec![vec![Access::None; pages]; count];
@@ -192,10 +191,7 @@ impl Cluster {
     fn fault(&mut self, node: usize, page: u64, kind: FaultKind) -> Vec<Action> {
         let mut out = Vec::new();
         self.nodes[node].fault(p(page), kind, &mut out);
-        assert!(
-            !out.iter().any(|a| matches!(a, Action::Install { .. })),
-            "Install from a fault: {out:?}"
-        );
+        assert!(!out.iter().any(|a| matches!(a, Action::Install { .. })), "Install from a fault: {out:?}");
         self.exec(node, &out, None);
         out
     }
@@ -203,9 +199,7 @@ impl Cluster {
     /// Delivers the oldest message on link `from -> to`; returns the receiver's actions.
     fn deliver(&mut self, from: usize, to: usize) -> Vec<Action> {
         let link = self.link(from, to);
-        let packet = self.links[link]
-            .pop_front()
-            .unwrap_or_else(|| panic!("nothing on link {from} -> {to}"));
+        let packet = self.links[link].pop_front().unwrap_or_else(|| panic!("nothing on link {from} -> {to}"));
         self.delivered += 1;
         let mut out = Vec::new();
         if let Err(e) = self.nodes[to].handle(n(from as u16), packet.msg, &mut out) {
@@ -219,9 +213,7 @@ impl Cluster {
     }
 
     fn busy_links(&self) -> Vec<usize> {
-        (0..self.links.len())
-            .filter(|&l| !self.links[l].is_empty())
-            .collect()
+        (0..self.links.len()).filter(|&l| !self.links[l].is_empty()).collect()
     }
 
     fn deliver_link(&mut self, link: usize) -> Vec<Action> {
@@ -293,9 +285,8 @@ impl Cluster {
     fn check(&self) {
         for i in 0..self.pages() {
             let page = p(i as u64);
-            let writers: Vec<usize> = (0..self.count())
-                .filter(|&k| self.prot[k][i] == Access::Write)
-                .collect();
+            let writers: Vec<usize> =
+                (0..self.count()).filter(|&k| self.prot[k][i] == Access::Write).collect();
             assert!(writers.len() <= 1, "page {i} writable at {writers:?}");
             if let [w] = writers[..] {
                 for k in 0..self.count() {
@@ -311,9 +302,7 @@ impl Cluster {
                 }
             }
             let home = self.nodes[0].home_of(page);
-            let dir = self.nodes[home.index()]
-                .directory(page)
-                .expect("the home has a directory entry");
+            let dir = self.nodes[home.index()].directory(page).expect("the home has a directory entry");
             if let Directory::Shared(readers) = &dir {
                 assert!(readers.contains(&home), "home not among readers: {dir:?}");
             }
@@ -326,8 +315,8 @@ impl Cluster {
                     self.prot[k][i]
                 );
                 // Between transactions the directory is exact, except for grants on their way.
-                let settled = !self.nodes[home.index()].in_transaction(page)
-                    && !self.grant_in_flight(home, k, page);
+                let settled =
+                    !self.nodes[home.index()].in_transaction(page) && !self.grant_in_flight(home, k, page);
                 if settled {
                     assert_eq!(
                         self.prot[k][i], listed,
@@ -376,29 +365,15 @@ fn layout_and_messages() {
     let all = [
         Msg::ReadReq { page },
         Msg::WriteReq { page },
-        Msg::Grant {
-            page,
-            access: Access::Read,
-            data: true,
-        },
-        Msg::Grant {
-            page,
-            access: Access::Write,
-            data: false,
-        },
+        Msg::Grant { page, access: Access::Read, data: true },
+        Msg::Grant { page, access: Access::Write, data: false },
         Msg::Invalidate { page },
         Msg::InvAck { page },
-        Msg::Recall {
-            page,
-            keep_read: true,
-        },
+        Msg::Recall { page, keep_read: true },
         Msg::RecallAck { page },
     ];
     let with_data: Vec<bool> = all.iter().map(Msg::carries_data).collect();
-    assert_eq!(
-        with_data,
-        [false, false, true, false, false, false, false, true]
-    );
+    assert_eq!(with_data, [false, false, true, false, false, false, false, true]);
     assert!(all.iter().all(|m| m.page() == page));
 }
 
@@ -414,31 +389,15 @@ fn fault_on_held_page_only_wakes() {
 fn remote_read_of_home_page() {
     let mut c = Cluster::new(3, 1, 3, 1);
     c.op(0, 0, WRITE);
-    assert_eq!(
-        c.fault(1, 0, READ),
-        [Action::Send {
-            to: n(0),
-            msg: Msg::ReadReq { page: p(0) }
-        }]
-    );
+    assert_eq!(c.fault(1, 0, READ), [Action::Send { to: n(0), msg: Msg::ReadReq { page: p(0) } }]);
     assert_eq!(c.nodes[1].outstanding(p(0)), Some(READ));
     // A second thread faulting on the same page sends nothing more.
     assert_eq!(c.fault(1, 0, READ), []);
     assert_eq!(
         c.deliver(1, 0),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::Read
-            },
-            Action::Send {
-                to: n(1),
-                msg: Msg::Grant {
-                    page: p(0),
-                    access: Access::Read,
-                    data: true
-                }
-            },
+            Action::Protect { page: p(0), access: Access::Read },
+            Action::Send { to: n(1), msg: Msg::Grant { page: p(0), access: Access::Read, data: true } },
         ]
     );
     assert_eq!(c.nodes[0].directory(p(0)), Some(shared(&[0, 1])));
@@ -447,10 +406,7 @@ fn remote_read_of_home_page() {
         c.deliver(0, 1),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Read
-            },
+            Action::Protect { page: p(0), access: Access::Read },
             Action::Wake { page: p(0) },
         ]
     );
@@ -464,60 +420,32 @@ fn remote_read_of_home_page() {
 fn remote_write_invalidates_reader() {
     let mut c = Cluster::new(3, 1, 3, 1);
     c.op(1, 0, READ);
-    assert_eq!(
-        c.fault(2, 0, WRITE),
-        [Action::Send {
-            to: n(0),
-            msg: Msg::WriteReq { page: p(0) }
-        }]
-    );
+    assert_eq!(c.fault(2, 0, WRITE), [Action::Send { to: n(0), msg: Msg::WriteReq { page: p(0) } }]);
     assert_eq!(
         c.deliver(2, 0),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::None
-            },
-            Action::Send {
-                to: n(1),
-                msg: Msg::Invalidate { page: p(0) }
-            },
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Send { to: n(1), msg: Msg::Invalidate { page: p(0) } },
         ]
     );
     assert!(c.nodes[0].in_transaction(p(0)));
     assert_eq!(
         c.deliver(0, 1),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::None
-            },
-            Action::Send {
-                to: n(0),
-                msg: Msg::InvAck { page: p(0) }
-            },
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Send { to: n(0), msg: Msg::InvAck { page: p(0) } },
         ]
     );
     assert_eq!(
         c.deliver(1, 0),
-        [Action::Send {
-            to: n(2),
-            msg: Msg::Grant {
-                page: p(0),
-                access: Access::Write,
-                data: true
-            }
-        }]
+        [Action::Send { to: n(2), msg: Msg::Grant { page: p(0), access: Access::Write, data: true } }]
     );
     assert_eq!(c.nodes[0].directory(p(0)), Some(Directory::Exclusive(n(2))));
     assert_eq!(
         c.deliver(0, 2),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Write
-            },
+            Action::Protect { page: p(0), access: Access::Write },
             Action::Wake { page: p(0) },
         ]
     );
@@ -533,43 +461,21 @@ fn recall_from_remote_owner() {
     c.fault(2, 0, READ);
     assert_eq!(
         c.deliver(2, 0),
-        [Action::Send {
-            to: n(1),
-            msg: Msg::Recall {
-                page: p(0),
-                keep_read: true
-            }
-        }]
+        [Action::Send { to: n(1), msg: Msg::Recall { page: p(0), keep_read: true } }]
     );
     assert_eq!(
         c.deliver(0, 1),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::Read
-            },
-            Action::Send {
-                to: n(0),
-                msg: Msg::RecallAck { page: p(0) }
-            },
+            Action::Protect { page: p(0), access: Access::Read },
+            Action::Send { to: n(0), msg: Msg::RecallAck { page: p(0) } },
         ]
     );
     assert_eq!(
         c.deliver(1, 0),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Read
-            },
-            Action::Send {
-                to: n(2),
-                msg: Msg::Grant {
-                    page: p(0),
-                    access: Access::Read,
-                    data: true
-                }
-            },
+            Action::Protect { page: p(0), access: Access::Read },
+            Action::Send { to: n(2), msg: Msg::Grant { page: p(0), access: Access::Read, data: true } },
         ]
     );
     assert_eq!(c.nodes[0].directory(p(0)), Some(shared(&[0, 1, 2])));
@@ -582,39 +488,20 @@ fn recall_from_remote_owner() {
     c.fault(2, 0, WRITE);
     assert_eq!(
         c.deliver(2, 0),
-        [Action::Send {
-            to: n(1),
-            msg: Msg::Recall {
-                page: p(0),
-                keep_read: false
-            }
-        }]
+        [Action::Send { to: n(1), msg: Msg::Recall { page: p(0), keep_read: false } }]
     );
     assert_eq!(
         c.deliver(0, 1),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::None
-            },
-            Action::Send {
-                to: n(0),
-                msg: Msg::RecallAck { page: p(0) }
-            },
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Send { to: n(0), msg: Msg::RecallAck { page: p(0) } },
         ]
     );
     assert_eq!(
         c.deliver(1, 0),
         [
             Action::Install { page: p(0) },
-            Action::Send {
-                to: n(2),
-                msg: Msg::Grant {
-                    page: p(0),
-                    access: Access::Write,
-                    data: true
-                }
-            },
+            Action::Send { to: n(2), msg: Msg::Grant { page: p(0), access: Access::Write, data: true } },
         ]
     );
     c.deliver(0, 2);
@@ -630,29 +517,13 @@ fn upgrade_without_data() {
     assert_eq!(
         c.deliver(1, 0),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::None
-            },
-            Action::Send {
-                to: n(1),
-                msg: Msg::Grant {
-                    page: p(0),
-                    access: Access::Write,
-                    data: false
-                }
-            },
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Send { to: n(1), msg: Msg::Grant { page: p(0), access: Access::Write, data: false } },
         ]
     );
     assert_eq!(
         c.deliver(0, 1),
-        [
-            Action::Protect {
-                page: p(0),
-                access: Access::Write
-            },
-            Action::Wake { page: p(0) },
-        ]
+        [Action::Protect { page: p(0), access: Access::Write }, Action::Wake { page: p(0) },]
     );
     assert!(c.attempt(1, 0, p(0), WRITE));
     c.assert_quiescent();
@@ -665,13 +536,7 @@ fn home_fault_after_remote_took_page() {
     // The home reads: no message to itself, only the recall.
     assert_eq!(
         c.fault(0, 0, READ),
-        [Action::Send {
-            to: n(1),
-            msg: Msg::Recall {
-                page: p(0),
-                keep_read: true
-            }
-        }]
+        [Action::Send { to: n(1), msg: Msg::Recall { page: p(0), keep_read: true } }]
     );
     assert_eq!(c.nodes[0].outstanding(p(0)), Some(READ));
     c.deliver(0, 1);
@@ -679,10 +544,7 @@ fn home_fault_after_remote_took_page() {
         c.deliver(1, 0),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Read
-            },
+            Action::Protect { page: p(0), access: Access::Read },
             Action::Wake { page: p(0) },
         ]
     );
@@ -690,23 +552,11 @@ fn home_fault_after_remote_took_page() {
     c.threads[0][0] = Thread::Idle;
     c.check();
     // The home upgrades: the remote reader goes, the home's own copy stays current.
-    assert_eq!(
-        c.fault(0, 0, WRITE),
-        [Action::Send {
-            to: n(1),
-            msg: Msg::Invalidate { page: p(0) }
-        }]
-    );
+    assert_eq!(c.fault(0, 0, WRITE), [Action::Send { to: n(1), msg: Msg::Invalidate { page: p(0) } }]);
     c.deliver(0, 1);
     assert_eq!(
         c.deliver(1, 0),
-        [
-            Action::Protect {
-                page: p(0),
-                access: Access::Write
-            },
-            Action::Wake { page: p(0) },
-        ]
+        [Action::Protect { page: p(0), access: Access::Write }, Action::Wake { page: p(0) },]
     );
     assert_eq!(c.nodes[0].directory(p(0)), Some(Directory::Exclusive(n(0))));
     assert!(c.attempt(0, 0, p(0), WRITE));
@@ -716,23 +566,14 @@ fn home_fault_after_remote_took_page() {
     c.op(2, 0, WRITE);
     assert_eq!(
         c.fault(0, 0, WRITE),
-        [Action::Send {
-            to: n(2),
-            msg: Msg::Recall {
-                page: p(0),
-                keep_read: false
-            }
-        }]
+        [Action::Send { to: n(2), msg: Msg::Recall { page: p(0), keep_read: false } }]
     );
     c.deliver(0, 2);
     assert_eq!(
         c.deliver(2, 0),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Write
-            },
+            Action::Protect { page: p(0), access: Access::Write },
             Action::Wake { page: p(0) },
         ]
     );
@@ -751,14 +592,8 @@ fn upgrade_races_with_another_writer() {
     assert_eq!(
         c.deliver(1, 0),
         [
-            Action::Protect {
-                page: p(0),
-                access: Access::None
-            },
-            Action::Send {
-                to: n(2),
-                msg: Msg::Invalidate { page: p(0) }
-            },
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Send { to: n(2), msg: Msg::Invalidate { page: p(0) } },
         ]
     );
     // Node 2's upgrade arrives before its InvAck and waits.
@@ -772,21 +607,8 @@ fn upgrade_races_with_another_writer() {
     assert_eq!(
         c.deliver(2, 0),
         [
-            Action::Send {
-                to: n(1),
-                msg: Msg::Grant {
-                    page: p(0),
-                    access: Access::Write,
-                    data: false
-                }
-            },
-            Action::Send {
-                to: n(1),
-                msg: Msg::Recall {
-                    page: p(0),
-                    keep_read: false
-                }
-            },
+            Action::Send { to: n(1), msg: Msg::Grant { page: p(0), access: Access::Write, data: false } },
+            Action::Send { to: n(1), msg: Msg::Recall { page: p(0), keep_read: false } },
         ]
     );
     // Node 1 sees its grant before the recall (FIFO), and may write in between.
@@ -799,10 +621,7 @@ fn upgrade_races_with_another_writer() {
         c.deliver(0, 2),
         [
             Action::Install { page: p(0) },
-            Action::Protect {
-                page: p(0),
-                access: Access::Write
-            },
+            Action::Protect { page: p(0), access: Access::Write },
             Action::Wake { page: p(0) },
         ]
     );
@@ -828,15 +647,7 @@ fn concurrent_requests_are_served_in_arrival_order() {
     assert_eq!(c.nodes[0].queued(p(0)), 2);
     c.pump();
     let order: Vec<(u16, Access)> = c.grants.iter().map(|g| (g.0.0, g.2)).collect();
-    assert_eq!(
-        order,
-        [
-            (4, Access::Write),
-            (3, Access::Write),
-            (1, Access::Write),
-            (2, Access::Write)
-        ]
-    );
+    assert_eq!(order, [(4, Access::Write), (3, Access::Write), (1, Access::Write), (2, Access::Write)]);
     assert_eq!(c.nodes[0].directory(p(0)), Some(Directory::Exclusive(n(2))));
     assert!(c.nodes.iter().all(ScNode::is_quiescent));
     c.check();
@@ -857,10 +668,7 @@ fn mixed_queue_including_the_home() {
     c.pump();
     let order: Vec<(u16, Access)> = c.grants.iter().map(|g| (g.0.0, g.2)).collect();
     // The home's own grant is local; the last remote grant went to node 2.
-    assert_eq!(
-        order,
-        [(3, Access::Write), (1, Access::Read), (2, Access::Write)]
-    );
+    assert_eq!(order, [(3, Access::Write), (1, Access::Read), (2, Access::Write)]);
     assert_eq!(c.nodes[0].access(p(0)), Access::Read);
     assert_eq!(c.nodes[0].directory(p(0)), Some(shared(&[0, 2])));
     assert!(c.nodes.iter().all(ScNode::is_quiescent));
@@ -909,10 +717,7 @@ fn random_run(seed: u64, nodes: u16, pages_per_node: u64, pages: u64, steps: usi
             break;
         }
         drain_steps += 1;
-        assert!(
-            drain_steps < 100_000,
-            "seed {seed}: no progress while draining"
-        );
+        assert!(drain_steps < 100_000, "seed {seed}: no progress while draining");
         let pick = rng.below(busy.len() + ready.len());
         if pick < busy.len() {
             c.deliver_link(busy[pick]);
@@ -939,10 +744,7 @@ fn random_schedules_stay_coherent_and_drain() {
         writes += c.writes;
         delivered += c.delivered;
     }
-    assert!(
-        reads > 10_000 && writes > 10_000,
-        "{reads} reads, {writes} writes"
-    );
+    assert!(reads > 10_000 && writes > 10_000, "{reads} reads, {writes} writes");
     assert!(delivered > 50_000, "{delivered} messages");
 }
 
@@ -985,26 +787,12 @@ fn malformed_messages_are_rejected_without_effect() {
     assert_rejected(home, 1, Msg::InvAck { page: p(1) });
     assert_rejected(home, 1, grant(Access::Read, true)); // grants come from the home only
     assert_rejected(home, 1, Msg::Invalidate { page });
-    assert_rejected(
-        home,
-        1,
-        Msg::Recall {
-            page,
-            keep_read: false,
-        },
-    );
+    assert_rejected(home, 1, Msg::Recall { page, keep_read: false });
 
     let reader = &c.nodes[1];
     assert_rejected(reader, 0, grant(Access::Read, true)); // nothing outstanding
     assert_rejected(reader, 2, Msg::Invalidate { page }); // not from the home
-    assert_rejected(
-        reader,
-        0,
-        Msg::Recall {
-            page,
-            keep_read: true,
-        },
-    ); // not the owner
+    assert_rejected(reader, 0, Msg::Recall { page, keep_read: true }); // not the owner
     assert_rejected(reader, 0, Msg::ReadReq { page }); // not the home
     assert_rejected(reader, 0, Msg::RecallAck { page });
     assert_rejected(reader, 0, Msg::InvAck { page });
@@ -1051,27 +839,16 @@ fn random_msg(rng: &mut Rng, page_limit: u64) -> Msg {
     match rng.below(7) {
         0 => Msg::ReadReq { page },
         1 => Msg::WriteReq { page },
-        2 => Msg::Grant {
-            page,
-            access,
-            data: flag,
-        },
+        2 => Msg::Grant { page, access, data: flag },
         3 => Msg::Invalidate { page },
         4 => Msg::InvAck { page },
-        5 => Msg::Recall {
-            page,
-            keep_read: flag,
-        },
+        5 => Msg::Recall { page, keep_read: flag },
         _ => Msg::RecallAck { page },
     }
 }
 
 fn random_sender(rng: &mut Rng, nodes: u16) -> NodeId {
-    if rng.percent(3) {
-        n(u16::MAX)
-    } else {
-        n(rng.below(usize::from(nodes) + 2) as u16)
-    }
+    if rng.percent(3) { n(u16::MAX) } else { n(rng.below(usize::from(nodes) + 2) as u16) }
 }
 
 #[test]

@@ -1,0 +1,118 @@
+//! Direct request/answer connections for synchronous operations.
+//!
+//! A thread that locks a mutex managed by another node must wait for one answer from that node.
+//! Sent the ordinary way, the request passes through this node's service thread and the answer
+//! comes back through it: four thread wake-ups where a plain request/answer over a socket costs two.
+//! So for an operation whose single answer always comes from the node the request went to (lock,
+//! try-lock, barrier, blocking receive, synchronous send, sender clone), the calling thread takes a
+//! connection to that node from a small pool, writes the request and blocks in `recv` on it. The
+//! manager node's service thread reads the request like any other, and sends the answer back on the
+//! same connection. Operations that may be answered by another node, or twice (condition variable
+//! waits, timed receives), keep the ordinary path.
+//!
+//! Each pooled connection starts with a hello naming the node and the run's session; the service
+//! thread drops a connection whose hello is wrong.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use net::frame::{MAX_FRAME, read_frame, write_frame};
+use net::{Reader, SendQueue, Writer};
+
+use crate::alloc::InternalAlloc;
+use crate::runtime::{Runtime, fatal};
+use crate::sync::manager::{Reply, Request, Waiter};
+use crate::wire::{self, Wire};
+
+const T_RPC_HELLO: u8 = 0x30;
+
+static POOL: LazyLock<Mutex<HashMap<u16, Vec<TcpStream>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Server side: where to send the answer for a waiter whose request came on a direct connection.
+static ROUTES: LazyLock<Mutex<HashMap<Waiter, Arc<Mutex<SendQueue>>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The hello that opens a direct connection.
+pub(crate) fn hello(node: u16, session: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_RPC_HELLO).u16(node).u64(session);
+    w.finish()
+}
+
+/// Checks a hello; returns the peer's node id.
+pub(crate) fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<u16> {
+    let mut r = Reader::new(body);
+    if r.u8().ok()? != T_RPC_HELLO {
+        return None;
+    }
+    let node = r.u16().ok()?;
+    let s = r.u64().ok()?;
+    r.end().ok()?;
+    (node < nodes && s == session).then_some(node)
+}
+
+fn connect(rt: &Runtime, to: u16) -> std::io::Result<TcpStream> {
+    let addr = rt.addr_of(to).ok_or_else(|| std::io::Error::other("no address"))?;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    write_frame(&mut s, &hello(rt.me, rt.session))?;
+    Ok(s)
+}
+
+fn take(rt: &Runtime, to: u16, req: &Request) -> TcpStream {
+    let pooled = lock(&POOL).get_mut(&to).and_then(Vec::pop);
+    let mut s = match pooled {
+        Some(s) => s,
+        None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach node {to}: {e}"))),
+    };
+    if let Err(e) = write_frame(&mut s, &wire::sync_req(req)) {
+        fatal(&format!("lost node {to}: {e}"));
+    }
+    s
+}
+
+/// Sends `req`, which expects no answer, to node `to` on a direct connection: an unlock travels
+/// the way the thread's next lock request will, so it cannot be overtaken by it.
+pub(crate) fn post(rt: &Runtime, to: u16, req: &Request) {
+    let _internal = InternalAlloc::new();
+    let s = take(rt, to, req);
+    lock(&POOL).entry(to).or_default().push(s);
+}
+
+/// Sends `req` to node `to` on a direct connection and waits for its answer.
+pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
+    let _internal = InternalAlloc::new();
+    let mut s = take(rt, to, req);
+    let body = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
+    let reply = match wire::decode(&body) {
+        Ok(Wire::SyncReply { waiter, reply }) if waiter == req.waiter.1 => reply,
+        Ok(other) => fatal(&format!("node {to} answered a direct request with {other:?}")),
+        Err(e) => fatal(&format!("node {to} sent a malformed answer: {e}")),
+    };
+    lock(&POOL).entry(to).or_default().push(s);
+    reply
+}
+
+/// Server side: the request of `waiter` came on the direct connection `queue`.
+pub(crate) fn expect_answer(waiter: Waiter, queue: Arc<Mutex<SendQueue>>) {
+    let _internal = InternalAlloc::new();
+    lock(&ROUTES).insert(waiter, queue);
+}
+
+/// Server side: sends `reply` on the waiter's direct connection, if it came on one.
+pub(crate) fn answer(to: Waiter, reply: &Reply) -> bool {
+    let _internal = InternalAlloc::new();
+    let Some(q) = lock(&ROUTES).remove(&to) else {
+        return false;
+    };
+    let mut q = lock(&q);
+    q.queue(&wire::sync_reply(to.1, reply), &[]);
+    // What the socket does not take now, the service thread writes later; a dead client is noticed
+    // when its connection closes.
+    let _ = q.flush();
+    true
+}
