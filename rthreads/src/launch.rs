@@ -33,7 +33,7 @@ use dsm::{NodeId, PageId, Space, SpaceLayout};
 use net::{BinaryId, Hello, MeshConfig};
 
 use crate::alloc::{Heap, InternalAlloc};
-use crate::runtime::{Runtime, Service};
+use crate::runtime::{NodeInfo, Runtime, Service};
 
 struct Config {
     node: u16,
@@ -272,7 +272,8 @@ fn start(default_nodes: u16) -> Result<Started, String> {
     mesh.conns = streams.iter().map(|s| s.as_ref().and_then(|s| s.try_clone().ok())).collect();
     mesh.barrier(cfg.timeout).map_err(|e| e.to_string())?;
     let net::Mesh { parallelism, addrs, listener, .. } = mesh;
-    let rt = Runtime::install(me, cfg.nodes, parallelism, heap, layout, slice, cfg.session, addrs);
+    let node = NodeInfo { me, nodes: cfg.nodes, parallelism, layout, slice, session: cfg.session, addrs };
+    let rt = Runtime::install(node, heap);
     let service = Service::new(rt, space, sc, streams, faults, listener)
         .map_err(|e| format!("starting the service thread: {e}"))?;
     service.start();

@@ -73,18 +73,24 @@ pub(crate) fn fatal(msg: &str) -> ! {
     unsafe { libc::_exit(1) }
 }
 
+/// What start-up learnt about this node and the cluster.
+pub(crate) struct NodeInfo {
+    pub(crate) me: u16,
+    pub(crate) nodes: u16,
+    /// Each node's `available_parallelism`.
+    pub(crate) parallelism: Vec<u32>,
+    pub(crate) layout: dsm::SpaceLayout,
+    /// Bytes of the space homed at each node.
+    pub(crate) slice: usize,
+    pub(crate) session: u64,
+    /// Each node's listening address.
+    pub(crate) addrs: Vec<String>,
+}
+
 impl Runtime {
-    pub(crate) fn install(
-        me: u16,
-        nodes: u16,
-        parallelism: Vec<u32>,
-        heap: Heap,
-        layout: dsm::SpaceLayout,
-        slice: usize,
-        session: u64,
-        addrs: Vec<String>,
-    ) -> &'static Runtime {
+    pub(crate) fn install(node: NodeInfo, heap: Heap) -> &'static Runtime {
         let _internal = InternalAlloc::new();
+        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs } = node;
         let rt = Runtime {
             me,
             nodes,
