@@ -11,12 +11,7 @@ fn main() {
     let handles: Vec<_> = (0..16)
         .map(|i| {
             let data = Arc::clone(&data);
-            rthreads::spawn(move || {
-                (
-                    rthreads::current_node(),
-                    data[i * 1000..][..1000].iter().sum::<u64>(),
-                )
-            })
+            rthreads::spawn(move || (rthreads::current_node(), data[i * 1000..][..1000].iter().sum::<u64>()))
         })
         .collect();
     for h in handles {

@@ -9,12 +9,7 @@ use common::*;
 
 #[test]
 fn shared_atomic_counter_is_exact_over_4_nodes() {
-    let out = ok(&run_cluster(
-        env!("CARGO_BIN_EXE_check_atomics"),
-        4,
-        &[],
-        &[],
-    ));
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_atomics"), 4, &[], &[]));
     assert!(out.contains("threads per node: [4, 4, 4, 4]"), "{out}");
     assert!(out.contains("total = 160000"), "{out}");
 }
@@ -24,10 +19,7 @@ fn big_vector_and_remote_collections_are_intact() {
     let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_data"), 4, &[], &[]));
     assert!(out.contains("slices per node: [4, 4, 4, 4]"), "{out}");
     for n in 0..4 {
-        assert!(
-            out.contains(&format!("made on node {n} with 100000 items: intact")),
-            "{out}"
-        );
+        assert!(out.contains(&format!("made on node {n} with 100000 items: intact")), "{out}");
     }
 }
 
@@ -37,19 +29,13 @@ fn remote_panics_come_back_and_static_data_is_shared() {
     let stdout = ok(&out);
     assert!(stdout.contains("program continues after remote panics"));
     for n in 1..4 {
-        assert!(
-            stdout.contains(&format!("caught: boom on node {n}")),
-            "{stdout}"
-        );
+        assert!(stdout.contains(&format!("caught: boom on node {n}")), "{stdout}");
         // std's panic message is printed by the node the thread ran on.
         assert!(text(&out.stderr).contains(&format!("boom on node {n}")));
     }
     let names = ["zero", "one", "two", "three"];
     for (n, name) in names.iter().enumerate() {
-        assert!(
-            stdout.contains(&format!("node {n}: hello from a literal / {name} / 30")),
-            "{stdout}"
-        );
+        assert!(stdout.contains(&format!("node {n}: hello from a literal / {name} / 30")), "{stdout}");
     }
 }
 
@@ -59,14 +45,8 @@ fn output_of_every_node_reaches_the_terminal() {
     let stdout = ok(&out);
     let stderr = text(&out.stderr);
     for n in 0..4 {
-        assert!(
-            stdout.contains(&format!("hello from node {n} (asked for {n})")),
-            "{stdout}"
-        );
-        assert!(
-            stderr.contains(&format!("stderr from node {n}")),
-            "{stderr}"
-        );
+        assert!(stdout.contains(&format!("hello from node {n} (asked for {n})")), "{stdout}");
+        assert!(stderr.contains(&format!("stderr from node {n}")), "{stderr}");
     }
 }
 
@@ -102,15 +82,7 @@ fn a_node_running_another_binary_is_refused() {
         .unwrap();
     let mut err0 = reader(node0.stderr.take().unwrap());
     let line = read_until(&mut err0, "listening on", Duration::from_secs(30));
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let addr = line.split("listening on ").nth(1).unwrap().split(',').next().unwrap().trim().to_owned();
     let intruder = tag
         .command(env!("CARGO_BIN_EXE_check_panics"))
         .env("RTHREADS_NODES", "2")
@@ -123,10 +95,7 @@ fn a_node_running_another_binary_is_refused() {
     let out1 = wait_bounded(intruder, Duration::from_secs(30));
     let err1 = text(&out1.stderr);
     assert!(!out1.status.success());
-    assert!(
-        err1.contains("refused this node") && err1.contains("different binary"),
-        "{err1}"
-    );
+    assert!(err1.contains("refused this node") && err1.contains("different binary"), "{err1}");
     let refused = read_until(&mut err0, "refused a peer", Duration::from_secs(30));
     assert!(refused.contains("different binary"), "{refused}");
     let rest = {
@@ -181,10 +150,7 @@ fn a_stack_overflow_on_a_remote_node_is_reported_by_std_and_ends_the_cluster() {
     let out = run_cluster(env!("CARGO_BIN_EXE_check_chain"), 3, &["overflow"], &[]);
     let err = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        err.contains("thread 'deep'") && err.contains("has overflowed its stack"),
-        "{err}"
-    );
+    assert!(err.contains("thread 'deep'") && err.contains("has overflowed its stack"), "{err}");
     assert!(err.contains("lost node 1"), "{err}");
 }
 
@@ -192,13 +158,7 @@ fn a_stack_overflow_on_a_remote_node_is_reported_by_std_and_ends_the_cluster() {
 fn a_wild_read_outside_the_space_still_kills_with_sigsegv() {
     use std::os::unix::process::ExitStatusExt;
     let out = run_cluster(env!("CARGO_BIN_EXE_check_chain"), 2, &["segv"], &[]);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGSEGV),
-        "{:?} {}",
-        out.status,
-        text(&out.stderr)
-    );
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{:?} {}", out.status, text(&out.stderr));
 }
 
 #[test]

@@ -12,10 +12,7 @@ fn main() -> ExitCode {
 
     // available_parallelism sums the nodes'.
     let one = std::thread::available_parallelism().unwrap().get();
-    assert_eq!(
-        rthreads::available_parallelism().unwrap().get(),
-        one * nodes
-    );
+    assert_eq!(rthreads::available_parallelism().unwrap().get(), one * nodes);
 
     // Default placement: round-robin starting at the spawning node.
     let placed: Vec<usize> = (0..2 * nodes)
@@ -40,10 +37,7 @@ fn main() -> ExitCode {
     assert_eq!(name.as_deref(), Some("far-away"));
 
     // A node that does not exist is an error, not a hang.
-    let err = rthreads::Builder::new()
-        .node(nodes + 5)
-        .spawn(|| ())
-        .unwrap_err();
+    let err = rthreads::Builder::new().node(nodes + 5).spawn(|| ()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     println!("bad node: {err}");
 
@@ -69,10 +63,7 @@ fn main() -> ExitCode {
     assert_eq!(h.join().unwrap(), 42);
 
     // A handle made on node 0 for a thread on node 1, joined by a thread on node 2.
-    let inner = rthreads::Builder::new()
-        .node(1)
-        .spawn(|| String::from("joined elsewhere"))
-        .unwrap();
+    let inner = rthreads::Builder::new().node(1).spawn(|| String::from("joined elsewhere")).unwrap();
     let outer = rthreads::Builder::new()
         .node(2 % nodes)
         .spawn(move || {

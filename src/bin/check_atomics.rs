@@ -5,10 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[rthreads::main]
 fn main() {
     let nodes = rthreads::node_count();
-    let per_thread: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10_000);
+    let per_thread: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let counter = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..nodes * 4)
         .map(|i| {

@@ -14,10 +14,7 @@ fn main() {
         .map(|i| {
             let d = Arc::clone(&data);
             rthreads::spawn(move || {
-                (
-                    rthreads::current_node(),
-                    d[i * chunk..(i + 1) * chunk].iter().sum::<u64>(),
-                )
+                (rthreads::current_node(), d[i * chunk..(i + 1) * chunk].iter().sum::<u64>())
             })
         })
         .collect();
@@ -36,20 +33,10 @@ fn main() {
     // The space is 64 GiB of addresses on every node, reserved, not committed: resident memory
     // follows what each node touched.
     let rss: Vec<u64> = (0..nodes)
-        .map(|n| {
-            rthreads::Builder::new()
-                .node(n)
-                .spawn(resident_kib)
-                .unwrap()
-                .join()
-                .unwrap()
-        })
+        .map(|n| rthreads::Builder::new().node(n).spawn(resident_kib).unwrap().join().unwrap())
         .collect();
     println!("resident KiB per node: {rss:?}");
-    assert!(
-        rss.iter().all(|&r| r < 256 * 1024),
-        "resident memory should follow use: {rss:?}"
-    );
+    assert!(rss.iter().all(|&r| r < 256 * 1024), "resident memory should follow use: {rss:?}");
 
     let built: Vec<_> = (0..nodes)
         .map(|n| {
@@ -57,13 +44,8 @@ fn main() {
                 .node(n)
                 .spawn(move || {
                     let v: Vec<u32> = (0..100_000).map(|x| x ^ n as u32).collect();
-                    let s = format!(
-                        "made on node {} with {} items",
-                        rthreads::current_node(),
-                        v.len()
-                    );
-                    let m: HashMap<String, usize> =
-                        (0..1000).map(|k| (format!("key{k}"), k * n)).collect();
+                    let s = format!("made on node {} with {} items", rthreads::current_node(), v.len());
+                    let m: HashMap<String, usize> = (0..1000).map(|k| (format!("key{k}"), k * n)).collect();
                     (v, s, m)
                 })
                 .unwrap()

@@ -18,13 +18,7 @@ fn main() {
             .unwrap();
         marks.push(rthreads::__private::arena_high_water());
     }
-    println!(
-        "arena high-water after rounds 1, 10, 60: {} {} {} bytes",
-        marks[0], marks[9], marks[59]
-    );
-    assert!(
-        marks[59] <= marks[9] + (1 << 20),
-        "memory freed on node 1 was not reused: {marks:?}"
-    );
+    println!("arena high-water after rounds 1, 10, 60: {} {} {} bytes", marks[0], marks[9], marks[59]);
+    assert!(marks[59] <= marks[9] + (1 << 20), "memory freed on node 1 was not reused: {marks:?}");
     println!("frees reused");
 }

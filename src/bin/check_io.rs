@@ -13,22 +13,14 @@ fn main() {
 
     for n in 0..nodes {
         // A buffer made (and last written) on node n...
-        let buf = rthreads::Builder::new()
-            .node(n)
-            .spawn(|| vec![0u8; 200_000])
-            .unwrap()
-            .join()
-            .unwrap();
+        let buf = rthreads::Builder::new().node(n).spawn(|| vec![0u8; 200_000]).unwrap().join().unwrap();
         // ...filled by read(2) on node (n + 1) % nodes.
         let p = path.clone();
         let filled = rthreads::Builder::new()
             .node((n + 1) % nodes)
             .spawn(move || {
                 let mut buf = buf;
-                std::fs::File::open(p)
-                    .unwrap()
-                    .read_exact(&mut buf)
-                    .unwrap();
+                std::fs::File::open(p).unwrap().read_exact(&mut buf).unwrap();
                 buf
             })
             .unwrap()
@@ -42,23 +34,13 @@ fn main() {
         rthreads::Builder::new()
             .node(n)
             .spawn(move || {
-                std::fs::File::create(&out)
-                    .unwrap()
-                    .write_all(t2.as_bytes())
-                    .unwrap();
-                println!(
-                    "node {} wrote {} bytes made on node 0",
-                    rthreads::current_node(),
-                    t2.len()
-                );
+                std::fs::File::create(&out).unwrap().write_all(t2.as_bytes()).unwrap();
+                println!("node {} wrote {} bytes made on node 0", rthreads::current_node(), t2.len());
             })
             .unwrap()
             .join()
             .unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join(format!("out{n}.txt"))).unwrap(),
-            text
-        );
+        assert_eq!(std::fs::read_to_string(dir.join(format!("out{n}.txt"))).unwrap(), text);
     }
     std::fs::remove_dir_all(&dir).unwrap();
     println!("io ok");

@@ -18,9 +18,7 @@ fn main() {
     let mut per_node = vec![0; nodes];
     for h in handles {
         let (i, node, s) = h.join().unwrap();
-        let want: u64 = (i as u64 * 1000..(i as u64 + 1) * 1000)
-            .map(|x| x * x)
-            .sum();
+        let want: u64 = (i as u64 * 1000..(i as u64 + 1) * 1000).map(|x| x * x).sum();
         assert_eq!(s, want, "thread {i}");
         per_node[node] += 1;
     }

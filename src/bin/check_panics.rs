@@ -15,10 +15,7 @@ fn main() {
         let msg = err.downcast_ref::<String>().expect("a String payload");
         assert_eq!(msg, &format!("boom on node {n}"));
         println!("caught: {msg}");
-        let h = rthreads::Builder::new()
-            .node(n)
-            .spawn(|| -> u32 { panic!("static message") })
-            .unwrap();
+        let h = rthreads::Builder::new().node(n).spawn(|| -> u32 { panic!("static message") }).unwrap();
         let err = h.join().unwrap_err();
         assert_eq!(err.downcast_ref::<&str>(), Some(&"static message"));
     }
@@ -42,9 +39,6 @@ fn main() {
         })
         .collect();
     for (n, h) in handles.into_iter().enumerate() {
-        assert_eq!(
-            h.join().unwrap(),
-            format!("node {n}: hello from a literal / {} / 30", TABLE[n % 4])
-        );
+        assert_eq!(h.join().unwrap(), format!("node {n}: hello from a literal / {} / 30", TABLE[n % 4]));
     }
 }

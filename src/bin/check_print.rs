@@ -6,10 +6,7 @@ fn main() {
             rthreads::Builder::new()
                 .node(n)
                 .spawn(move || {
-                    println!(
-                        "hello from node {} (asked for {n})",
-                        rthreads::current_node()
-                    );
+                    println!("hello from node {} (asked for {n})", rthreads::current_node());
                     eprintln!("stderr from node {}", rthreads::current_node());
                 })
                 .unwrap()

@@ -15,16 +15,12 @@ impl Tagged {
     pub fn new() -> Tagged {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Tagged {
-            tag: format!("{}-{n}-{:?}", std::process::id(), Instant::now()),
-        }
+        Tagged { tag: format!("{}-{n}-{:?}", std::process::id(), Instant::now()) }
     }
 
     pub fn command(&self, bin: &str) -> Command {
         let mut c = Command::new(bin);
-        c.env("RTHREADS_TEST_TAG", &self.tag)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null());
+        c.env("RTHREADS_TEST_TAG", &self.tag).env_remove("RUST_BACKTRACE").stdin(Stdio::null());
         c
     }
 
@@ -39,8 +35,7 @@ impl Tagged {
             let Ok(env) = std::fs::read(e.path().join("environ")) else {
                 continue;
             };
-            let zombie =
-                std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
+            let zombie = std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| s.contains(") Z "));
             if !zombie && env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
                 pids.push(pid);
             }
@@ -93,11 +88,7 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output {
-        status,
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    }
+    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
 }
 
 /// Runs `bin` as an embedded cluster of `nodes` nodes; returns its output after checking that
@@ -105,10 +96,7 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
 pub fn run_cluster(bin: &str, nodes: usize, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let tag = Tagged::new();
     let mut cmd = tag.command(bin);
-    cmd.env("RTHREADS_NODES", nodes.to_string())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env("RTHREADS_NODES", nodes.to_string()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -189,13 +189,18 @@ pub(crate) fn submit(req: Request) {
     while let Some(req) = work.pop_front() {
         let m = manager_for(req.key, req.waiter.0);
         if m == me() {
-            lock(&MANAGER).handle(req, &mut out);
+            let mut manager = lock(&MANAGER);
+            manager.handle(req, &mut out);
+            // Replies are delivered before the lock is released, so each waiter receives them in
+            // the order the manager decided them, whichever thread made which decision (a batch
+            // of messages and a later cancellation, say). Delivery only takes leaf locks.
             for o in out.drain(..) {
                 match o {
                     Out::Reply { to, reply } => deliver(to, reply),
                     Out::Forward(r) => work.push_back(r),
                 }
             }
+            drop(manager);
         } else if let Some(rt) = runtime::get() {
             if matches!(req.op, Op::ChanSend { sync: false, .. }) {
                 rt.send_batched(m, wire::sync_req(&req));
