@@ -130,6 +130,23 @@ struct LockState {
     cohort: (u16, u32),
 }
 
+impl LockState {
+    /// Takes the lock if a newcomer may: a reader when no writer holds it and nobody queues (a
+    /// queued writer holds back new readers), a writer when nobody holds it.
+    fn try_take(&mut self, shared: bool) -> bool {
+        let free =
+            if shared { !self.writer && self.queue.is_empty() } else { !self.writer && self.readers == 0 };
+        if free {
+            if shared {
+                self.readers += 1;
+            } else {
+                self.writer = true;
+            }
+        }
+        free
+    }
+}
+
 /// How many times in a row a lock may be handed to a waiter on the releasing node while waiters on
 /// other nodes queue. Keeping the lock (and so the data it guards) on one node saves a page
 /// transfer per hand-off; the bound keeps remote waiters from starving.
@@ -180,17 +197,11 @@ impl Manager {
             Op::Lock { shared } => self.lock(key, waiter, shared, out),
             Op::TryLock { shared } => {
                 let l = self.locks.entry(key).or_default();
-                let ok = if shared { !l.writer && l.queue.is_empty() } else { !l.writer && l.readers == 0 };
-                if ok {
-                    if shared {
-                        l.readers += 1;
-                    } else {
-                        l.writer = true;
-                    }
-                    reply(out, waiter, Reply::Granted);
-                } else {
-                    reply(out, waiter, Reply::NotGranted);
+                let granted = l.try_take(shared);
+                if !granted && !l.writer && l.readers == 0 && l.queue.is_empty() {
+                    self.locks.remove(&key);
                 }
+                reply(out, waiter, if granted { Reply::Granted } else { Reply::NotGranted });
             }
             Op::Unlock { shared } => self.unlock(key, waiter.0, shared, out),
             Op::CvWait { mutex } => {
@@ -262,13 +273,7 @@ impl Manager {
 
     fn lock(&mut self, key: u64, waiter: Waiter, shared: bool, out: &mut Vec<Out>) {
         let l = self.locks.entry(key).or_default();
-        let free = if shared { !l.writer && l.queue.is_empty() } else { !l.writer && l.readers == 0 };
-        if free {
-            if shared {
-                l.readers += 1;
-            } else {
-                l.writer = true;
-            }
+        if l.try_take(shared) {
             reply(out, waiter, Reply::Granted);
         } else {
             l.queue.push_back((waiter, shared));

@@ -42,6 +42,7 @@ mod condvar;
 pub mod mpsc;
 mod mutex;
 mod once;
+mod poison;
 mod rwlock;
 
 use std::collections::{HashMap, VecDeque};

@@ -4,10 +4,10 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
+use super::poison::Flag;
 use super::{Ticket, key_of, panicking, post};
 
 /// A mutual-exclusion lock protecting `T`, usable from every node; as `std::sync::Mutex`.
@@ -41,7 +41,7 @@ use super::{Ticket, key_of, panicking, post};
 /// assert_eq!(*counter.lock().unwrap(), 4);
 /// ```
 pub struct Mutex<T: ?Sized> {
-    poison: AtomicBool,
+    poison: Flag,
     data: UnsafeCell<T>,
 }
 
@@ -69,7 +69,7 @@ unsafe impl<T: ?Sized + Sync> Sync for MutexGuard<'_, T> {}
 impl<T> Mutex<T> {
     /// A new unlocked mutex.
     pub const fn new(t: T) -> Mutex<T> {
-        Mutex { poison: AtomicBool::new(false), data: UnsafeCell::new(t) }
+        Mutex { poison: Flag::new(), data: UnsafeCell::new(t) }
     }
 }
 
@@ -81,7 +81,7 @@ impl<T: ?Sized> Mutex<T> {
     /// Builds the guard of a lock the caller was just granted.
     pub(super) fn guard(&self) -> LockResult<MutexGuard<'_, T>> {
         let g = MutexGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
-        if self.poison.load(Ordering::SeqCst) { Err(PoisonError::new(g)) } else { Ok(g) }
+        self.poison.result(g)
     }
 
     /// Acquires the lock, blocking until it is available.
@@ -113,12 +113,12 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Whether a holder panicked.
     pub fn is_poisoned(&self) -> bool {
-        self.poison.load(Ordering::SeqCst)
+        self.poison.get()
     }
 
     /// Clears the poisoned state.
     pub fn clear_poison(&self) {
-        self.poison.store(false, Ordering::SeqCst);
+        self.poison.clear();
     }
 
     /// Mutable access without locking: the borrow checker proves nobody else has access.
@@ -126,9 +126,7 @@ impl<T: ?Sized> Mutex<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the reference if a holder panicked.
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        let poisoned = self.is_poisoned();
-        let data = self.data.get_mut();
-        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
+        self.poison.result(self.data.get_mut())
     }
 
     /// Consumes the mutex and returns the data.
@@ -139,9 +137,8 @@ impl<T: ?Sized> Mutex<T> {
     where
         T: Sized,
     {
-        let poisoned = self.is_poisoned();
-        let data = self.data.into_inner();
-        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
+        let Mutex { poison, data } = self;
+        poison.result(data.into_inner())
     }
 }
 
@@ -155,9 +152,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     /// unlock to the condition variable's manager).
     pub(super) fn release_to_condvar(self) -> &'a Mutex<T> {
         let lock = self.lock;
-        if !self.panicking && panicking() {
-            lock.poison.store(true, Ordering::SeqCst);
-        }
+        lock.poison.done(self.panicking);
         std::mem::forget(self);
         lock
     }
@@ -165,9 +160,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        if !self.panicking && panicking() {
-            self.lock.poison.store(true, Ordering::SeqCst);
-        }
+        self.lock.poison.done(self.panicking);
         post(self.lock.key(), Op::Unlock { shared: false });
     }
 }

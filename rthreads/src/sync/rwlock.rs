@@ -4,10 +4,10 @@ use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
+use super::poison::Flag;
 use super::{Ticket, key_of, panicking, post};
 
 /// A reader-writer lock usable from every node; as `std::sync::RwLock`.
@@ -34,7 +34,7 @@ use super::{Ticket, key_of, panicking, post};
 /// assert_eq!(*lock.read().unwrap(), 6);
 /// ```
 pub struct RwLock<T: ?Sized> {
-    poison: AtomicBool,
+    poison: Flag,
     data: UnsafeCell<T>,
 }
 
@@ -71,7 +71,7 @@ unsafe impl<T: ?Sized + Sync> Sync for RwLockWriteGuard<'_, T> {}
 impl<T> RwLock<T> {
     /// A new unlocked lock.
     pub const fn new(t: T) -> RwLock<T> {
-        RwLock { poison: AtomicBool::new(false), data: UnsafeCell::new(t) }
+        RwLock { poison: Flag::new(), data: UnsafeCell::new(t) }
     }
 }
 
@@ -82,12 +82,12 @@ impl<T: ?Sized> RwLock<T> {
 
     fn read_guard(&self) -> LockResult<RwLockReadGuard<'_, T>> {
         let g = RwLockReadGuard { lock: self, _not_send: PhantomData };
-        if self.is_poisoned() { Err(PoisonError::new(g)) } else { Ok(g) }
+        self.poison.result(g)
     }
 
     fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
         let g = RwLockWriteGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
-        if self.is_poisoned() { Err(PoisonError::new(g)) } else { Ok(g) }
+        self.poison.result(g)
     }
 
     /// Acquires shared access, blocking while a writer holds or waits for the lock.
@@ -136,12 +136,12 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Whether a writer panicked.
     pub fn is_poisoned(&self) -> bool {
-        self.poison.load(Ordering::SeqCst)
+        self.poison.get()
     }
 
     /// Clears the poisoned state.
     pub fn clear_poison(&self) {
-        self.poison.store(false, Ordering::SeqCst);
+        self.poison.clear();
     }
 
     /// Mutable access without locking.
@@ -149,9 +149,7 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the reference if a writer panicked.
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        let poisoned = self.is_poisoned();
-        let data = self.data.get_mut();
-        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
+        self.poison.result(self.data.get_mut())
     }
 
     /// Consumes the lock and returns the data.
@@ -162,9 +160,8 @@ impl<T: ?Sized> RwLock<T> {
     where
         T: Sized,
     {
-        let poisoned = self.is_poisoned();
-        let data = self.data.into_inner();
-        if poisoned { Err(PoisonError::new(data)) } else { Ok(data) }
+        let RwLock { poison, data } = self;
+        poison.result(data.into_inner())
     }
 }
 
@@ -176,9 +173,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
 
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
-        if !self.panicking && panicking() {
-            self.lock.poison.store(true, Ordering::SeqCst);
-        }
+        self.lock.poison.done(self.panicking);
         post(self.lock.key(), Op::Unlock { shared: false });
     }
 }
