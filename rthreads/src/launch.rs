@@ -179,7 +179,9 @@ fn start_children(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>, S
             .env("RTHREADS_COORDINATOR", coordinator.to_string())
             .env("RTHREADS_SESSION", format!("{:x}", cfg.session))
             .env_remove("RTHREADS_BIND")
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // SAFETY: the closure runs between fork and exec and only calls prctl, which is
         // async-signal-safe: the child dies with its parent instead of lingering.
         unsafe {
@@ -190,9 +192,52 @@ fn start_children(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>, S
                 Ok(())
             });
         }
-        children.push(cmd.spawn().map_err(|e| format!("starting node {i}: {e}"))?);
+        let mut child = cmd.spawn().map_err(|e| format!("starting node {i}: {e}"))?;
+        if let Some(out) = child.stdout.take() {
+            forward(out, false, i)?;
+        }
+        if let Some(err) = child.stderr.take() {
+            forward(err, true, i)?;
+        }
+        children.push(child);
     }
     Ok(children)
+}
+
+/// Forwarders still copying a node's output; node 0 waits for them before it exits.
+static FORWARDERS: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Copies node `node`'s stdout or stderr to this process's, one whole line per write, so lines of
+/// different nodes never cut into each other (std writes stderr unbuffered, piece by piece). With
+/// `RTHREADS_PREFIX=1` each line starts with `[node N] `.
+fn forward(from: impl Read + Send + 'static, stderr: bool, node: u16) -> Result<(), String> {
+    let prefix = env("RTHREADS_PREFIX").is_some_and(|v| v != "0").then(|| format!("[node {node}] "));
+    let h = std::thread::Builder::new()
+        .name(format!("rthreads-out-{node}"))
+        .spawn(move || {
+            crate::alloc::runtime_thread();
+            let mut r = std::io::BufReader::new(from);
+            let mut line = Vec::with_capacity(256);
+            loop {
+                line.clear();
+                if let Some(p) = &prefix {
+                    line.extend_from_slice(p.as_bytes());
+                }
+                match std::io::BufRead::read_until(&mut r, b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let _ = if stderr {
+                    std::io::Write::write_all(&mut std::io::stderr().lock(), &line)
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    std::io::Write::write_all(&mut out, &line).and_then(|()| std::io::Write::flush(&mut out))
+                };
+            }
+        })
+        .map_err(|e| format!("forwarding the output of node {node}: {e}"))?;
+    FORWARDERS.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    Ok(())
 }
 
 fn reap(children: &mut [Child]) {
@@ -210,6 +255,13 @@ fn reap(children: &mut [Child]) {
             }
         }
     }
+    // The nodes are gone, so their pipes are at end of file: the forwarders finish their last
+    // lines and stop.
+    let forwarders = std::mem::take(&mut *FORWARDERS.lock().unwrap_or_else(|e| e.into_inner()));
+    for h in forwarders {
+        let _ = h.join();
+    }
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
 struct Started {

@@ -48,6 +48,11 @@ pub(crate) struct Runtime {
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
+/// Whether the calling thread is this node's service thread (which must never block on a peer).
+pub(crate) fn on_service_thread() -> bool {
+    ON_SERVICE_THREAD.with(Cell::get)
+}
+
 /// Whether application threads write latency-critical frames to the socket themselves. Measured
 /// on the 2-vCPU VM (BENCHMARKS.md), handing them to the service thread is faster for a round trip:
 /// the service thread that sent the request is still awake when the answer comes, whereas a
@@ -501,6 +506,7 @@ impl Service {
                 self.rt.heap.free_returned(&blocks);
             }
             Wire::SyncReq(req) => crate::sync::submit(req),
+            Wire::Revoke { key } => crate::sync::agent::revoke(key),
             Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly

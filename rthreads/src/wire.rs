@@ -17,6 +17,7 @@ const T_FREE: u8 = 0x16;
 const T_SHUTDOWN: u8 = 0x17;
 const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
+const T_REVOKE: u8 = 0x22;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -30,6 +31,7 @@ pub(crate) enum Wire<'a> {
     Free { blocks: Vec<(usize, usize, usize)> },
     Shutdown { code: i32 },
     SyncReq(Request),
+    Revoke { key: u64 },
     SyncReply { waiter: u64, reply: Reply },
 }
 
@@ -127,7 +129,16 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
         Op::ChanClone => w.u8(13),
         Op::ChanSenderDrop { sender, final_seq } => w.u8(14).u64(*sender).u64(*final_seq),
         Op::ChanReceiverDrop => w.u8(15),
+        Op::CacheLock => w.u8(16),
+        Op::CacheTryLock => w.u8(17),
+        Op::RevokeBusy => w.u8(18),
     };
+    w.finish()
+}
+
+pub(crate) fn revoke(key: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_REVOKE).u64(key);
     w.finish()
 }
 
@@ -180,6 +191,9 @@ fn decode_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
         13 => Op::ChanClone,
         14 => Op::ChanSenderDrop { sender: r.u64()?, final_seq: r.u64()? },
         15 => Op::ChanReceiverDrop,
+        16 => Op::CacheLock,
+        17 => Op::CacheTryLock,
+        18 => Op::RevokeBusy,
         k => return Err(DecodeError(format!("unknown sync operation {k}"))),
     })
 }
@@ -242,6 +256,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             let waiter = (r.u16()?, r.u64()?);
             Wire::SyncReq(Request { key, waiter, op: decode_op(&mut r)? })
         }
+        T_REVOKE => Wire::Revoke { key: r.u64()? },
         T_SYNC_REPLY => {
             let waiter = r.u64()?;
             Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
@@ -298,6 +313,9 @@ mod tests {
             Op::ChanClone,
             Op::ChanSenderDrop { sender: 5, final_seq: 10 },
             Op::ChanReceiverDrop,
+            Op::CacheLock,
+            Op::CacheTryLock,
+            Op::RevokeBusy,
         ];
         for op in ops {
             let req = Request { key: 0x2000_0000_1000, waiter: (3, 99), op };

@@ -72,7 +72,7 @@ impl Condvar {
         t.submit(self.key(), Op::CvWait { mutex: mutex.key() });
         let mutex = guard.release_to_condvar();
         match t.wait() {
-            Reply::Granted => mutex.guard(),
+            Reply::Granted => mutex.guard(false),
             other => unreachable!("condvar wait answered {other:?}"),
         }
     }
@@ -136,7 +136,7 @@ impl Condvar {
                 cancel == Some(true)
             }
         };
-        match mutex.guard() {
+        match mutex.guard(false) {
             Ok(g) => Ok((g, WaitTimeoutResult(timed_out))),
             Err(e) => Err(PoisonError::new((e.into_inner(), WaitTimeoutResult(timed_out)))),
         }

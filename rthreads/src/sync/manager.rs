@@ -24,6 +24,12 @@ pub(crate) enum Op {
     TryLock {
         shared: bool,
     },
+    /// An exclusive lock for a node's agent, which may keep it after use until revoked.
+    CacheLock,
+    /// As `CacheLock`, only if free now, or held by an agent that turns out to be idle.
+    CacheTryLock,
+    /// From an agent asked to give back a lock: it is in use, it will come back at the unlock.
+    RevokeBusy,
     Unlock {
         shared: bool,
     },
@@ -71,6 +77,7 @@ impl Op {
         !matches!(
             self,
             Op::Unlock { .. }
+                | Op::RevokeBusy
                 | Op::CvNotify { .. }
                 | Op::ChanCreate { .. }
                 | Op::ChanSend { sync: false, .. }
@@ -119,31 +126,84 @@ pub(crate) enum Out {
     /// A request for another object (a mutex, from a condition variable), to be routed to that
     /// object's manager.
     Forward(Request),
+    /// Ask the agent of node `to`, which keeps the lock `key`, to give it back.
+    Revoke {
+        to: u16,
+        key: u64,
+    },
+}
+
+/// What a queued or probing request wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    Read,
+    Write,
+    /// Write, by a node's agent that may keep the lock after use.
+    CachedWrite,
+}
+
+impl Want {
+    fn of(shared: bool) -> Want {
+        if shared { Want::Read } else { Want::Write }
+    }
 }
 
 #[derive(Default, Debug)]
 struct LockState {
     writer: bool,
     readers: u64,
-    queue: VecDeque<(Waiter, bool)>,
+    queue: VecDeque<(Waiter, Want)>,
     /// The node of the last holder, and how many hand-offs in a row stayed on it.
     cohort: (u16, u32),
+    /// The node whose agent holds the lock and may keep it after use.
+    cached_by: Option<u16>,
+    /// A revoke has been sent to `cached_by` for the current holding.
+    revoke_sent: bool,
+    /// The keeping agent answered that the lock is in use (until it changes hands).
+    busy: bool,
+    /// Try-lock requests that met a kept lock and wait to hear whether its agent is idle.
+    probes: Vec<(Waiter, Want)>,
 }
 
 impl LockState {
     /// Takes the lock if a newcomer may: a reader when no writer holds it and nobody queues (a
     /// queued writer holds back new readers), a writer when nobody holds it.
-    fn try_take(&mut self, shared: bool) -> bool {
+    fn try_take(&mut self, want: Want, who: u16) -> bool {
+        let shared = want == Want::Read;
         let free =
             if shared { !self.writer && self.queue.is_empty() } else { !self.writer && self.readers == 0 };
         if free {
-            if shared {
-                self.readers += 1;
-            } else {
-                self.writer = true;
-            }
+            self.take(want, who);
         }
         free
+    }
+
+    fn take(&mut self, want: Want, who: u16) {
+        match want {
+            Want::Read => self.readers += 1,
+            Want::Write | Want::CachedWrite => {
+                self.writer = true;
+                self.cohort = (who, if self.cohort.0 == who { self.cohort.1 + 1 } else { 0 });
+                self.cached_by = (want == Want::CachedWrite).then_some(who);
+                self.revoke_sent = false;
+                self.busy = false;
+            }
+        }
+    }
+
+    /// Someone else wants the lock: if an agent keeps it, ask for it back (once per holding).
+    fn revoke_if_kept(&mut self, key: u64, out: &mut Vec<Out>) {
+        if let Some(to) = self.cached_by
+            && self.writer
+            && !self.revoke_sent
+        {
+            self.revoke_sent = true;
+            out.push(Out::Revoke { to, key });
+        }
+    }
+
+    fn idle(&self) -> bool {
+        !self.writer && self.readers == 0 && self.queue.is_empty() && self.probes.is_empty()
     }
 }
 
@@ -194,15 +254,18 @@ impl Manager {
     pub(crate) fn handle(&mut self, req: Request, out: &mut Vec<Out>) {
         let Request { key, waiter, op } = req;
         match op {
-            Op::Lock { shared } => self.lock(key, waiter, shared, out),
-            Op::TryLock { shared } => {
-                let l = self.locks.entry(key).or_default();
-                let granted = l.try_take(shared);
-                if !granted && !l.writer && l.readers == 0 && l.queue.is_empty() {
-                    self.locks.remove(&key);
+            Op::Lock { shared } => self.lock(key, waiter, Want::of(shared), out),
+            Op::CacheLock => self.lock(key, waiter, Want::CachedWrite, out),
+            Op::CacheTryLock => self.try_lock(key, waiter, Want::CachedWrite, out),
+            Op::RevokeBusy => {
+                if let Some(l) = self.locks.get_mut(&key) {
+                    l.busy = l.writer && l.cached_by == Some(waiter.0);
+                    for (w, _) in l.probes.drain(..) {
+                        reply(out, w, Reply::NotGranted);
+                    }
                 }
-                reply(out, waiter, if granted { Reply::Granted } else { Reply::NotGranted });
             }
+            Op::TryLock { shared } => self.try_lock(key, waiter, Want::of(shared), out),
             Op::Unlock { shared } => self.unlock(key, waiter.0, shared, out),
             Op::CvWait { mutex } => {
                 self.cvs.entry(key).or_default().push_back((waiter, mutex));
@@ -271,12 +334,29 @@ impl Manager {
         }
     }
 
-    fn lock(&mut self, key: u64, waiter: Waiter, shared: bool, out: &mut Vec<Out>) {
+    fn lock(&mut self, key: u64, waiter: Waiter, want: Want, out: &mut Vec<Out>) {
         let l = self.locks.entry(key).or_default();
-        if l.try_take(shared) {
+        if l.try_take(want, waiter.0) {
             reply(out, waiter, Reply::Granted);
         } else {
-            l.queue.push_back((waiter, shared));
+            l.queue.push_back((waiter, want));
+            l.revoke_if_kept(key, out);
+        }
+    }
+
+    fn try_lock(&mut self, key: u64, waiter: Waiter, want: Want, out: &mut Vec<Out>) {
+        let l = self.locks.entry(key).or_default();
+        if l.try_take(want, waiter.0) {
+            reply(out, waiter, Reply::Granted);
+        } else if l.cached_by.is_some() && l.writer && !l.busy {
+            // Held only by an agent that keeps it, perhaps idle: ask it; the answer decides.
+            l.probes.push((waiter, want));
+            l.revoke_if_kept(key, out);
+        } else {
+            if l.idle() {
+                self.locks.remove(&key);
+            }
+            reply(out, waiter, Reply::NotGranted);
         }
     }
 
@@ -288,38 +368,58 @@ impl Manager {
             l.readers = l.readers.saturating_sub(1);
         } else {
             l.writer = false;
+            l.cached_by = None;
+            l.revoke_sent = false;
+            l.busy = false;
+        }
+        let granted = Self::hand_off(l, releaser, shared, out);
+        // Probing try-locks get the lock only if nobody queued for it.
+        let probes = std::mem::take(&mut l.probes);
+        for (w, want) in probes {
+            if !granted && l.queue.is_empty() && l.try_take(want, w.0) {
+                reply(out, w, Reply::Granted);
+            } else {
+                reply(out, w, Reply::NotGranted);
+            }
+        }
+        // A keeping agent that others wait for must give the lock back after use.
+        if !l.queue.is_empty() {
+            l.revoke_if_kept(key, out);
+        }
+        if l.idle() {
+            self.locks.remove(&key);
+        }
+    }
+
+    /// Gives a released lock to queued waiters; returns whether anyone got it.
+    fn hand_off(l: &mut LockState, releaser: u16, shared: bool, out: &mut Vec<Out>) -> bool {
+        if !shared {
             // Cohort hand-off: a writer waiting on the releasing node goes first, a bounded number
             // of times in a row; otherwise strict arrival order.
             let streak = if l.cohort.0 == releaser { l.cohort.1 } else { 0 };
             if streak < COHORT_BOUND
                 && l.queue.front().is_some_and(|&((n, _), _)| n != releaser)
-                && let Some(i) = l.queue.iter().position(|&((n, _), s)| n == releaser && !s)
+                && let Some(i) = l.queue.iter().position(|&((n, _), w)| n == releaser && w != Want::Read)
             {
-                let (w, _) = l.queue.remove(i).expect("position is in range");
-                l.writer = true;
-                l.cohort = (releaser, streak + 1);
+                let (w, want) = l.queue.remove(i).expect("position is in range");
+                l.take(want, w.0);
                 reply(out, w, Reply::Granted);
-                return;
+                return true;
             }
         }
         // FIFO hand-off: a writer at the head waits for the readers to leave; readers at the head
         // enter together.
-        while let Some(&(w, s)) = l.queue.front() {
-            if l.writer || (!s && l.readers > 0) {
+        let mut granted = false;
+        while let Some(&(w, want)) = l.queue.front() {
+            if l.writer || (want != Want::Read && l.readers > 0) {
                 break;
             }
             l.queue.pop_front();
-            if s {
-                l.readers += 1;
-            } else {
-                l.writer = true;
-                l.cohort = (w.0, if l.cohort.0 == w.0 { l.cohort.1 + 1 } else { 0 });
-            }
+            l.take(want, w.0);
             reply(out, w, Reply::Granted);
+            granted = true;
         }
-        if !l.writer && l.readers == 0 && l.queue.is_empty() {
-            self.locks.remove(&key);
-        }
+        granted
     }
 
     fn chan(&mut self, key: u64, waiter: Waiter, op: Op, out: &mut Vec<Out>) {
@@ -553,6 +653,48 @@ mod tests {
         }
         let first_remote = order.iter().position(|&n| n == 1).unwrap();
         assert!(first_remote as u32 <= COHORT_BOUND, "the remote waiter waited {first_remote} hand-offs");
+    }
+
+    #[test]
+    fn a_kept_lock_is_revoked_when_another_node_asks() {
+        let mut m = Manager::default();
+        assert_eq!(granted(&run(&mut m, 1, (1, 1), Op::CacheLock)), vec![(1, 1)]);
+        // Node 2 asks: queued, and node 1's agent is asked (once) to give it back.
+        let out = run(&mut m, 1, (2, 1), Op::Lock { shared: false });
+        assert_eq!(out, vec![Out::Revoke { to: 1, key: 1 }]);
+        assert!(run(&mut m, 1, (3, 1), Op::CacheLock).is_empty(), "one revoke per holding");
+        // The give-back hands it to node 2; node 3 still queues.
+        assert_eq!(granted(&run(&mut m, 1, (1, 0), Op::Unlock { shared: false })), vec![(2, 1)]);
+        let out = run(&mut m, 1, (2, 0), Op::Unlock { shared: false });
+        assert_eq!(out, vec![Out::Reply { to: (3, 1), reply: Reply::Granted }]);
+        assert!(m.locks.contains_key(&1), "node 3 keeps it");
+    }
+
+    #[test]
+    fn a_try_lock_probes_an_agent_that_keeps_the_lock() {
+        let mut m = Manager::default();
+        run(&mut m, 1, (1, 1), Op::CacheLock);
+        // Idle at its agent: the probe ends in a grant once the agent gives it back.
+        assert_eq!(
+            run(&mut m, 1, (2, 1), Op::TryLock { shared: false }),
+            vec![Out::Revoke { to: 1, key: 1 }]
+        );
+        assert_eq!(granted(&run(&mut m, 1, (1, 0), Op::Unlock { shared: false })), vec![(2, 1)]);
+        run(&mut m, 1, (2, 0), Op::Unlock { shared: false });
+        // In use at its agent: the probe fails.
+        run(&mut m, 1, (1, 2), Op::CacheLock);
+        assert_eq!(run(&mut m, 1, (2, 2), Op::CacheTryLock), vec![Out::Revoke { to: 1, key: 1 }]);
+        assert_eq!(
+            run(&mut m, 1, (1, 0), Op::RevokeBusy),
+            vec![Out::Reply { to: (2, 2), reply: Reply::NotGranted }]
+        );
+        // Known to be in use: later probes fail at once, without asking again.
+        assert_eq!(
+            run(&mut m, 1, (3, 1), Op::CacheTryLock),
+            vec![Out::Reply { to: (3, 1), reply: Reply::NotGranted }]
+        );
+        run(&mut m, 1, (1, 0), Op::Unlock { shared: false });
+        assert!(m.locks.is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! nodes does exclude (its lock word is an atomic in shared memory) but a contended wait spins or
 //! sleeps in the kernel of one node only. Use this module's types for anything shared between nodes.
 
+pub(crate) mod agent;
 pub(crate) mod manager;
 
 mod barrier;
@@ -76,6 +77,11 @@ fn manager_for(key: u64, waiter_node: u16) -> u16 {
 /// The manager of `key` for a request made on this node.
 fn manager_of(key: u64) -> u16 {
     manager_for(key, me())
+}
+
+/// Whether the object `key` is managed by another node (its locks are then kept by the agent).
+fn remote(key: u64) -> bool {
+    runtime::get().is_some_and(|r| manager_of(key) != r.me)
 }
 
 static MANAGER: LazyLock<StdMutex<Manager>> = LazyLock::new(|| StdMutex::new(Manager::default()));
@@ -170,6 +176,7 @@ pub(crate) fn post(key: u64, op: Op) {
     let req = Request { key, waiter: (me(), 0), op };
     if let Some(rt) = runtime::get()
         && matches!(req.op, Op::Unlock { .. })
+        && !crate::runtime::on_service_thread()
     {
         let m = manager_of(key);
         if m != rt.me {
@@ -199,6 +206,13 @@ pub(crate) fn submit(req: Request) {
                 match o {
                     Out::Reply { to, reply } => deliver(to, reply),
                     Out::Forward(r) => work.push_back(r),
+                    Out::Revoke { to, key } => {
+                        if to == me() {
+                            agent::revoke(key);
+                        } else if let Some(rt) = runtime::get() {
+                            rt.send(to, wire::revoke(key));
+                        }
+                    }
                 }
             }
             drop(manager);

@@ -8,13 +8,15 @@ use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
 use super::poison::Flag;
-use super::{Ticket, key_of, panicking, post};
+use super::{Ticket, agent, key_of, panicking, post, remote};
 
 /// A mutual-exclusion lock protecting `T`, usable from every node; as `std::sync::Mutex`.
 ///
 /// Waiting threads queue at the lock's manager node (the home of its address) and get the lock in
 /// arrival order; an unlock is one message to the manager, which hands the lock to the next waiter
-/// with one message.
+/// with one message. A node that took a lock managed elsewhere keeps it after the unlock until
+/// another node asks for it, so a lock used by one node at a time costs no message per `lock`
+/// (see the `sync` module docs).
 ///
 /// # Memory ordering
 /// Unlocking (dropping the guard) is a release and locking an acquire: everything written while
@@ -56,6 +58,8 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 pub struct MutexGuard<'a, T: ?Sized> {
     lock: &'a Mutex<T>,
     panicking: bool,
+    /// Taken through this node's agent, which may keep the lock after the unlock.
+    kept: bool,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -79,8 +83,8 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// Builds the guard of a lock the caller was just granted.
-    pub(super) fn guard(&self) -> LockResult<MutexGuard<'_, T>> {
-        let g = MutexGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
+    pub(super) fn guard(&self, kept: bool) -> LockResult<MutexGuard<'_, T>> {
+        let g = MutexGuard { lock: self, panicking: panicking(), kept, _not_send: PhantomData };
         self.poison.result(g)
     }
 
@@ -93,8 +97,12 @@ impl<T: ?Sized> Mutex<T> {
     /// Never because of other nodes; a lock already held by the calling thread deadlocks, as std
     /// allows.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        if remote(self.key()) {
+            agent::lock(self.key());
+            return self.guard(true);
+        }
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
-            Reply::Granted => self.guard(),
+            Reply::Granted => self.guard(false),
             other => unreachable!("lock answered {other:?}"),
         }
     }
@@ -105,8 +113,15 @@ impl<T: ?Sized> Mutex<T> {
     /// # Errors
     /// `WouldBlock` if another thread holds it; `Poisoned` if a holder panicked.
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        if remote(self.key()) {
+            return if agent::try_lock(self.key()) {
+                self.guard(true).map_err(TryLockError::from)
+            } else {
+                Err(TryLockError::WouldBlock)
+            };
+        }
         match Ticket::call(self.key(), Op::TryLock { shared: false }) {
-            Reply::Granted => self.guard().map_err(TryLockError::from),
+            Reply::Granted => self.guard(false).map_err(TryLockError::from),
             _ => Err(TryLockError::WouldBlock),
         }
     }
@@ -153,6 +168,9 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     pub(super) fn release_to_condvar(self) -> &'a Mutex<T> {
         let lock = self.lock;
         lock.poison.done(self.panicking);
+        if self.kept {
+            agent::hand_to_condvar(lock.key());
+        }
         std::mem::forget(self);
         lock
     }
@@ -161,7 +179,11 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.poison.done(self.panicking);
-        post(self.lock.key(), Op::Unlock { shared: false });
+        if self.kept {
+            agent::unlock(self.lock.key());
+        } else {
+            post(self.lock.key(), Op::Unlock { shared: false });
+        }
     }
 }
 

@@ -1,0 +1,188 @@
+//! Lock caching: a node keeps an exclusive lock managed elsewhere until another node wants it.
+//!
+//! A `Mutex` managed by another node costs a round trip per `lock`. Most locks are used by one node
+//! at a time for a while, so this node's *agent* keeps a lock it was granted after the holder
+//! unlocks: the next `lock` on this node takes it with no message at all, and threads of this node
+//! waiting for it get it handed over locally. When a thread of another node asks the manager for the
+//! lock, the manager sends a *revoke*: the agent gives the lock back at once if nobody here holds it,
+//! or at the next unlock (after at most `COHORT_BOUND` more local hand-offs, so the other node does
+//! not starve).
+//!
+//! `try_lock` on another node keeps std's meaning: if the lock is only kept here, idle, the manager
+//! probes this agent, which gives it back, and the `try_lock` succeeds; only a lock really in use
+//! makes it fail (the agent answers "busy").
+//!
+//! A condition variable wait gives the lock back to the manager (the condition variable's manager
+//! releases it on the waiter's behalf); a lock granted back through a condition variable is not kept.
+//!
+//! Revokes and grants travel on different connections, so a revoke can overtake the grant it is
+//! about: a revoke that finds a request in flight marks the coming lock to be given back after use.
+//! A stale revoke (for a holding already given back) then costs one early give-back, nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+
+use super::manager::{COHORT_BOUND, Op, Reply};
+use super::{Ticket, post};
+use crate::alloc::InternalAlloc;
+
+#[derive(Default, Debug)]
+struct Token {
+    /// The manager counts this node as the holder.
+    held: bool,
+    /// A thread of this node holds the lock now.
+    busy: bool,
+    /// A thread of this node is asking the manager for it.
+    requesting: bool,
+    /// Give it back at the next unlock.
+    revoked: bool,
+    /// Threads of this node waiting for it.
+    waiters: u32,
+    /// Local hand-offs since the revoke.
+    streak: u32,
+}
+
+impl Token {
+    fn unused(&self) -> bool {
+        !self.held && !self.busy && !self.requesting && self.waiters == 0
+    }
+}
+
+static TOKENS: LazyLock<Mutex<HashMap<u64, Token>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static RELEASED: Condvar = Condvar::new();
+
+fn tokens() -> MutexGuard<'static, HashMap<u64, Token>> {
+    TOKENS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn give_back(key: u64) {
+    post(key, Op::Unlock { shared: false });
+}
+
+/// Takes the exclusive lock `key` (managed by another node) for the calling thread.
+pub(super) fn lock(key: u64) {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    loop {
+        let e = t.entry(key).or_default();
+        if e.held && !e.busy {
+            e.busy = true;
+            if e.revoked {
+                e.streak += 1;
+            }
+            return;
+        }
+        if !e.held && !e.requesting {
+            e.requesting = true;
+            drop(t);
+            match Ticket::call(key, Op::CacheLock) {
+                Reply::Granted => {}
+                other => unreachable!("cached lock answered {other:?}"),
+            }
+            let mut t = tokens();
+            let e = t.entry(key).or_default();
+            e.requesting = false;
+            e.held = true;
+            e.busy = true;
+            e.streak = 0;
+            return;
+        }
+        e.waiters += 1;
+        t = RELEASED.wait(t).unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = t.get_mut(&key) {
+            e.waiters -= 1;
+        }
+    }
+}
+
+/// Takes the lock `key` if it is free now, kept idle here, or kept idle by another node.
+pub(super) fn try_lock(key: u64) -> bool {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    let e = t.entry(key).or_default();
+    if e.held && !e.busy {
+        e.busy = true;
+        return true;
+    }
+    if e.held || e.requesting {
+        return false;
+    }
+    e.requesting = true;
+    drop(t);
+    let granted = matches!(Ticket::call(key, Op::CacheTryLock), Reply::Granted);
+    let mut t = tokens();
+    let e = t.entry(key).or_default();
+    e.requesting = false;
+    if granted {
+        e.held = true;
+        e.busy = true;
+        e.streak = 0;
+    } else {
+        // Threads that waited while this request was out may now ask for themselves.
+        RELEASED.notify_all();
+        if e.unused() {
+            t.remove(&key);
+        }
+    }
+    granted
+}
+
+/// The holder of the kept lock `key` unlocks it.
+pub(super) fn unlock(key: u64) {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    let Some(e) = t.get_mut(&key) else { return };
+    e.busy = false;
+    if e.revoked && (e.waiters == 0 || e.streak >= COHORT_BOUND) {
+        e.held = false;
+        e.revoked = false;
+        e.streak = 0;
+        give_back(key);
+    }
+    if e.waiters > 0 {
+        RELEASED.notify_all();
+    } else if e.unused() {
+        t.remove(&key);
+    }
+}
+
+/// The holder of the kept lock `key` waits on a condition variable, whose manager releases the
+/// lock on its behalf: this node no longer holds it.
+pub(super) fn hand_to_condvar(key: u64) {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    let Some(e) = t.get_mut(&key) else { return };
+    e.busy = false;
+    e.held = false;
+    e.revoked = false;
+    e.streak = 0;
+    if e.waiters > 0 {
+        RELEASED.notify_all();
+    } else if e.unused() {
+        t.remove(&key);
+    }
+}
+
+/// The manager of `key` wants the lock back (called by the service thread).
+pub(crate) fn revoke(key: u64) {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    let Some(e) = t.get_mut(&key) else { return };
+    if e.held && !e.busy {
+        e.held = false;
+        e.revoked = false;
+        e.streak = 0;
+        give_back(key);
+        if e.waiters > 0 {
+            RELEASED.notify_all();
+        } else if e.unused() {
+            t.remove(&key);
+        }
+    } else if e.held {
+        e.revoked = true;
+        // A try-lock elsewhere may be waiting to hear whether the lock is really in use.
+        post(key, Op::RevokeBusy);
+    } else if e.requesting {
+        e.revoked = true;
+    }
+}
