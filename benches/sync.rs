@@ -3,8 +3,10 @@
 //!
 //! `cargo bench --bench sync` (8 local nodes). Rows:
 //! - **raw loopback RTT (16 B -> 16 B)**: the transport's round trip, the yardstick;
-//! - **remote lock+unlock, uncontended**: a thread on node 1 locks and unlocks a `Mutex` managed
-//!   by node 0 (one round trip to lock; the unlock is one message it does not wait for);
+//! - **remote lock+unlock, uncontended (kept)**: a thread on node 1 locks and unlocks a `Mutex`
+//!   managed by node 0, over and over: after the first, node 1 keeps the lock (no message);
+//! - **remote lock+unlock, first use (cold)**: node 1 locks each of many fresh mutexes managed by
+//!   node 0 once: one round trip on a direct connection per lock;
 //! - **std lock+unlock, uncontended**: `std::sync::Mutex` in this process;
 //! - **lock hand-offs under contention**: one thread on each of 4 nodes increments one
 //!   `Mutex<u64>`; time per acquisition, and the same with std and 4 threads in one process;
@@ -28,6 +30,23 @@ fn remote_lock(n: usize) -> Vec<Duration> {
     on(1, move || {
         (0..n)
             .map(|_| {
+                let t = Instant::now();
+                drop(black_box(m.lock().unwrap()));
+                t.elapsed()
+            })
+            .collect()
+    })
+}
+
+/// The first acquisition, by node 1, of fresh mutexes managed by node 0: nothing is kept yet, so
+/// each `lock` is one round trip to the manager.
+fn cold_remote_lock(n: usize, keep: &mut Vec<Arc<Vec<Mutex<u64>>>>) -> Vec<Duration> {
+    let ms: Arc<Vec<Mutex<u64>>> = Arc::new((0..n).map(|_| Mutex::new(0)).collect());
+    // Kept alive to the end, so later rounds get fresh addresses.
+    keep.push(Arc::clone(&ms));
+    on(1, move || {
+        ms.iter()
+            .map(|m| {
                 let t = Instant::now();
                 drop(black_box(m.lock().unwrap()));
                 t.elapsed()
@@ -176,17 +195,24 @@ fn main() {
         std::process::exit(2);
     }
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let (mut rtt, mut rl, mut sl) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rtt, mut rl, mut cl, mut sl) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut keep = Vec::new();
     for _ in 0..rounds {
         rtt.extend(raw_rtt(400, 16));
         rl.extend(remote_lock(400));
+        cl.extend(cold_remote_lock(400, &mut keep));
         sl.extend(std_lock(400));
     }
     header();
     let m_rtt = row("raw loopback RTT (16 B -> 16 B)", &mut rtt);
-    let m_rl = row("remote lock+unlock, uncontended", &mut rl);
+    let m_rl = row("remote lock+unlock, uncontended (kept)", &mut rl);
+    let m_cl = row("remote lock+unlock, first use (cold)", &mut cl);
     row("std lock+unlock, uncontended (one process)", &mut sl);
-    println!("ratio remote lock+unlock / raw RTT (medians): {:.2}", us(m_rl) / us(m_rtt));
+    println!(
+        "ratio remote lock+unlock / raw RTT (medians): kept {:.2}, cold {:.2}",
+        us(m_rl) / us(m_rtt),
+        us(m_cl) / us(m_rtt)
+    );
     println!();
     let per = 2000;
     let c = contended(4, per);

@@ -163,6 +163,21 @@ pub(super) fn hand_to_condvar(key: u64) {
     }
 }
 
+/// The mutex `key` is being dropped on this node: a lock kept here goes back to its manager, so
+/// neither keeps state for an object that no longer exists.
+pub(super) fn forget(key: u64) {
+    let _internal = InternalAlloc::new();
+    let mut t = tokens();
+    if let Some(e) = t.get(&key)
+        && e.held
+        && !e.busy
+        && e.waiters == 0
+    {
+        t.remove(&key);
+        give_back(key);
+    }
+}
+
 /// The manager of `key` wants the lock back (called by the service thread).
 pub(crate) fn revoke(key: u64) {
     let _internal = InternalAlloc::new();

@@ -152,8 +152,18 @@ impl<T: ?Sized> Mutex<T> {
     where
         T: Sized,
     {
-        let Mutex { poison, data } = self;
+        self.forget_kept();
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again; each field is read out exactly once.
+        let (poison, data) = unsafe { (std::ptr::read(&this.poison), std::ptr::read(&this.data)) };
         poison.result(data.into_inner())
+    }
+
+    /// A lock this node keeps for this mutex goes back to its manager (see `agent`).
+    fn forget_kept(&self) {
+        if remote(self.key()) {
+            agent::forget(self.key());
+        }
     }
 }
 
@@ -199,6 +209,12 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard proves this thread holds the lock exclusively.
         unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for Mutex<T> {
+    fn drop(&mut self) {
+        self.forget_kept();
     }
 }
 
