@@ -12,6 +12,7 @@
 //! | `RTHREADS_SESSION` | identifies the run; nodes of another run are refused | random, set by node 0 for the nodes it starts |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed) | 64G |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
+//! | `RTHREADS_PREFIX` | node 0 prefixes the output lines it forwards with `[node N] ` | off |
 //!
 //! # Why the re-exec
 //! Closures travel between nodes as pointers, and they point into the binary: code, vtables,
