@@ -168,3 +168,20 @@ fn std_like_api_and_node_0_exit_code() {
     assert!(text(&out.stdout).contains("api ok"));
     assert!(text(&out.stdout).contains("node 8 does not exist: the cluster has 3 node(s)"));
 }
+
+#[test]
+fn statistics_count_pages_locks_and_barriers_per_node() {
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_stats"), 3, &[], &[("RTHREADS_STATS", "1")]));
+    assert!(out.contains("stats ok"), "{out}");
+    assert!(out.contains("rd-fault"), "{out}");
+}
+
+#[test]
+fn rthreads_stats_prints_a_table_at_exit() {
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_print"), 3, &[], &[("RTHREADS_STATS", "1")]);
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(err.contains("rthreads statistics, per node:"), "{err}");
+    let rows = err.lines().skip_while(|l| !l.contains("rd-fault")).skip(1).take(3).count();
+    assert_eq!(rows, 3, "{err}");
+}

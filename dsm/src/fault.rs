@@ -51,6 +51,39 @@ static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
 static SPIN: AtomicU32 = AtomicU32::new(2000);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// Traps served, by kind, and the time application threads spent blocked in them (nanoseconds).
+static READ_FAULTS: AtomicU64 = AtomicU64::new(0);
+static WRITE_FAULTS: AtomicU64 = AtomicU64::new(0);
+static FAULT_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// What the handler has counted on this node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    /// Traps on loads.
+    pub read: u64,
+    /// Traps on stores.
+    pub write: u64,
+    /// Total time application threads spent in the handler, in nanoseconds.
+    pub wait_ns: u64,
+}
+
+/// The handler's counters so far.
+pub fn counters() -> FaultCounters {
+    FaultCounters {
+        read: READ_FAULTS.load(Ordering::Relaxed),
+        write: WRITE_FAULTS.load(Ordering::Relaxed),
+        wait_ns: FAULT_WAIT_NS.load(Ordering::Relaxed),
+    }
+}
+
+/// Monotonic nanoseconds; `clock_gettime` is async-signal-safe.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The action that was installed before ours; written once, before our handler is installed.
 struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
 // SAFETY: written exactly once by `install` before the handler can run, only read afterwards.
@@ -239,6 +272,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         unsafe { libc::abort() };
     }
     let saved_errno = errno();
+    let started = now_ns();
     let page = ((addr - base) / PAGE_SIZE) as u64;
     let write = is_write(ctx);
     // Claim a free slot, starting from a spot derived from the thread id to spread threads out.
@@ -265,6 +299,12 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         }
     }
     slot.state.store(FREE, Ordering::Release);
+    if write {
+        WRITE_FAULTS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        READ_FAULTS.fetch_add(1, Ordering::Relaxed);
+    }
+    FAULT_WAIT_NS.fetch_add(now_ns().saturating_sub(started), Ordering::Relaxed);
     set_errno(saved_errno);
 }
 

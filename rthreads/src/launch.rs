@@ -362,6 +362,11 @@ pub fn run_main<R: Termination>(default_nodes: u16, body: impl FnOnce() -> R) ->
         Ok(r) => r.report(),
         Err(_) => ExitCode::from(101),
     };
+    if env("RTHREADS_STATS").is_some_and(|v| v != "0") {
+        let all = crate::stats::stats();
+        let _internal = InternalAlloc::new();
+        eprint!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all));
+    }
     let _internal = InternalAlloc::new();
     rt.shutdown_cluster(0);
     reap(&mut children);

@@ -47,12 +47,14 @@ mod launch;
 mod poll;
 mod rpc;
 mod runtime;
+mod stats;
 pub mod sync;
 mod thread;
 mod wire;
 
 pub use alloc::SharedAlloc;
 pub use rthreads_macros::main;
+pub use stats::{KINDS, KindStats, NodeStats, StatsTable, stats};
 pub use thread::{Builder, JoinHandle, available_parallelism, current_node, node_count, spawn};
 
 #[doc(hidden)]

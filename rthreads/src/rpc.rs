@@ -69,9 +69,11 @@ fn take(rt: &Runtime, to: u16, req: &Request) -> TcpStream {
         Some(s) => s,
         None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach node {to}: {e}"))),
     };
-    if let Err(e) = write_frame(&mut s, &wire::sync_req(req)) {
+    let frame = wire::sync_req(req);
+    if let Err(e) = write_frame(&mut s, &frame) {
         fatal(&format!("lost node {to}: {e}"));
     }
+    crate::stats::sent(&frame, frame.len());
     s
 }
 
@@ -88,6 +90,7 @@ pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
     let _internal = InternalAlloc::new();
     let mut s = take(rt, to, req);
     let body = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
+    crate::stats::received(&body);
     let reply = match wire::decode(&body) {
         Ok(Wire::SyncReply { waiter, reply }) if waiter == req.waiter.1 => reply,
         Ok(other) => fatal(&format!("node {to} answered a direct request with {other:?}")),
@@ -110,7 +113,9 @@ pub(crate) fn answer(to: Waiter, reply: &Reply) -> bool {
         return false;
     };
     let mut q = lock(&q);
-    q.queue(&wire::sync_reply(to.1, reply), &[]);
+    let frame = wire::sync_reply(to.1, reply);
+    crate::stats::sent(&frame, frame.len());
+    q.queue(&frame, &[]);
     // What the socket does not take now, the service thread writes later; a dead client is noticed
     // when its connection closes.
     let _ = q.flush();

@@ -154,6 +154,10 @@ impl Runtime {
             return;
         };
         q.queue(head, tail);
+        crate::stats::sent(head, head.len() + tail.len());
+        if !tail.is_empty() {
+            crate::stats::page(true);
+        }
         if ON_SERVICE_THREAD.with(Cell::get) {
             return;
         }
@@ -432,6 +436,7 @@ impl Service {
                 }
                 continue;
             }
+            crate::stats::received(body);
             match wire::decode(body) {
                 Ok(Wire::SyncReq(req)) if Some(req.waiter.0) == d.peer => {
                     if req.op.expects_reply() {
@@ -479,12 +484,16 @@ impl Service {
     }
 
     fn on_frame(&mut self, from: u16, body: &[u8]) {
+        crate::stats::received(body);
         let wire = match wire::decode(body) {
             Ok(w) => w,
             Err(e) => fatal(&format!("node {from} sent a malformed message: {e}")),
         };
         match wire {
             Wire::Proto { msg, data } => {
+                if data.is_some() {
+                    crate::stats::page(false);
+                }
                 let mut actions = std::mem::take(&mut self.actions);
                 if let Err(e) = self.sc.handle(NodeId(from), msg, &mut actions) {
                     fatal(&format!("protocol error from node {from}: {e}"));
@@ -507,6 +516,10 @@ impl Service {
             }
             Wire::SyncReq(req) => crate::sync::submit(req),
             Wire::Revoke { key } => crate::sync::agent::revoke(key),
+            Wire::StatsReq { waiter } => {
+                let reply = crate::sync::manager::Reply::Stats(crate::stats::encode(&crate::stats::local()));
+                self.rt.send(from, wire::sync_reply(waiter, &reply));
+            }
             Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly

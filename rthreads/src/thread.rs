@@ -175,6 +175,7 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
             // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
         }
+        crate::stats::thread_started();
         // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
         // `Builder::spawn` of this same binary, loaded at the same address on every node; it is
         // handed to exactly one node, which takes ownership here exactly once.

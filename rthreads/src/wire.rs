@@ -18,6 +18,7 @@ const T_SHUTDOWN: u8 = 0x17;
 const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
+const T_STATS_REQ: u8 = 0x23;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -32,6 +33,7 @@ pub(crate) enum Wire<'a> {
     Shutdown { code: i32 },
     SyncReq(Request),
     Revoke { key: u64 },
+    StatsReq { waiter: u64 },
     SyncReply { waiter: u64, reply: Reply },
 }
 
@@ -136,6 +138,12 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
     w.finish()
 }
 
+pub(crate) fn stats_req(waiter: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_STATS_REQ).u64(waiter);
+    w.finish()
+}
+
 pub(crate) fn revoke(key: u64) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_REVOKE).u64(key);
@@ -157,6 +165,7 @@ pub(crate) fn sync_reply(waiter: u64, reply: &Reply) -> Vec<u8> {
         Reply::Empty => w.u8(9),
         Reply::Msgs { count, bytes } => w.u8(10).u64(*count).bytes(bytes),
         Reply::Cancelled => w.u8(11),
+        Reply::Stats(b) => w.u8(12).bytes(b),
     };
     w.finish()
 }
@@ -211,6 +220,7 @@ fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
         9 => Reply::Empty,
         10 => Reply::Msgs { count: r.u64()?, bytes: r.bytes()?.to_vec() },
         11 => Reply::Cancelled,
+        12 => Reply::Stats(r.bytes()?.to_vec()),
         k => return Err(DecodeError(format!("unknown sync reply {k}"))),
     })
 }
@@ -257,6 +267,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             Wire::SyncReq(Request { key, waiter, op: decode_op(&mut r)? })
         }
         T_REVOKE => Wire::Revoke { key: r.u64()? },
+        T_STATS_REQ => Wire::StatsReq { waiter: r.u64()? },
         T_SYNC_REPLY => {
             let waiter = r.u64()?;
             Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
@@ -336,6 +347,7 @@ mod tests {
             Reply::Empty,
             Reply::Msgs { count: 2, bytes: vec![1, 2] },
             Reply::Cancelled,
+            Reply::Stats(vec![9; 40]),
         ];
         for reply in replies {
             match decode(&sync_reply(42, &reply)).unwrap() {

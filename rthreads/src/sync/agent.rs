@@ -70,6 +70,7 @@ pub(super) fn lock(key: u64) {
             if e.revoked {
                 e.streak += 1;
             }
+            crate::stats::lock_acquired(false);
             return;
         }
         if !e.held && !e.requesting {
@@ -85,6 +86,7 @@ pub(super) fn lock(key: u64) {
             e.held = true;
             e.busy = true;
             e.streak = 0;
+            crate::stats::lock_acquired(true);
             return;
         }
         e.waiters += 1;

@@ -114,6 +114,8 @@ pub(crate) enum Reply {
         bytes: Vec<u8>,
     },
     Cancelled,
+    /// A node's encoded statistics (see `stats`).
+    Stats(Vec<u8>),
 }
 
 /// An output of the manager.

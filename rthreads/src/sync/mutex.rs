@@ -102,7 +102,10 @@ impl<T: ?Sized> Mutex<T> {
             return self.guard(true);
         }
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
-            Reply::Granted => self.guard(false),
+            Reply::Granted => {
+                crate::stats::lock_acquired(false);
+                self.guard(false)
+            }
             other => unreachable!("lock answered {other:?}"),
         }
     }

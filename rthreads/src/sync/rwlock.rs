@@ -8,7 +8,7 @@ use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
 use super::poison::Flag;
-use super::{Ticket, key_of, panicking, post};
+use super::{Ticket, key_of, panicking, post, remote};
 
 /// A reader-writer lock usable from every node; as `std::sync::RwLock`.
 ///
@@ -96,7 +96,10 @@ impl<T: ?Sized> RwLock<T> {
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
         match Ticket::call(self.key(), Op::Lock { shared: true }) {
-            Reply::Granted => self.read_guard(),
+            Reply::Granted => {
+                crate::stats::lock_acquired(remote(self.key()));
+                self.read_guard()
+            }
             other => unreachable!("read lock answered {other:?}"),
         }
     }
@@ -107,7 +110,10 @@ impl<T: ?Sized> RwLock<T> {
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
-            Reply::Granted => self.write_guard(),
+            Reply::Granted => {
+                crate::stats::lock_acquired(remote(self.key()));
+                self.write_guard()
+            }
             other => unreachable!("write lock answered {other:?}"),
         }
     }

@@ -1,0 +1,373 @@
+//! Runtime statistics: what the memory system and the runtime did, per node.
+//!
+//! Every node counts, with relaxed atomics (a few nanoseconds per event), the traps its fault
+//! handler served and the time threads spent blocked in them, pages it sent and received,
+//! invalidations and recalls it received, every message and byte it sent and received by kind,
+//! lock acquisitions (and how many needed an answer from another node), barrier waits and threads
+//! started. [`stats`] gathers every node's counters; `RTHREADS_STATS=1` prints them as a table when
+//! `main` returns.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use net::{Reader, Writer};
+
+use crate::runtime;
+
+/// The kinds of message counted separately.
+pub const KINDS: [&str; 19] = [
+    "read request",
+    "write request",
+    "grant",
+    "invalidate",
+    "invalidate ack",
+    "recall",
+    "recall ack",
+    "spawn",
+    "thread done",
+    "join watch",
+    "thread finished",
+    "join forget",
+    "free",
+    "shutdown",
+    "sync request",
+    "sync reply",
+    "lock revoke",
+    "stats",
+    "other",
+];
+
+/// The counter slot of a frame, from its first bytes.
+pub(crate) fn kind_of(frame: &[u8]) -> usize {
+    match (frame.first(), frame.get(1)) {
+        (Some(0x10), Some(&k)) if (1..=7).contains(&k) => usize::from(k) - 1,
+        (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
+        (Some(0x20), _) => 14,
+        (Some(0x21), _) => 15,
+        (Some(0x22), _) => 16,
+        (Some(0x23), _) => 17,
+        _ => 18,
+    }
+}
+
+struct Counters {
+    sent: [AtomicU64; KINDS.len()],
+    sent_bytes: [AtomicU64; KINDS.len()],
+    received: [AtomicU64; KINDS.len()],
+    received_bytes: [AtomicU64; KINDS.len()],
+    locks: AtomicU64,
+    remote_locks: AtomicU64,
+    barriers: AtomicU64,
+    threads: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU64 = AtomicU64::new(0);
+static COUNTERS: Counters = Counters {
+    sent: [ZERO; KINDS.len()],
+    sent_bytes: [ZERO; KINDS.len()],
+    received: [ZERO; KINDS.len()],
+    received_bytes: [ZERO; KINDS.len()],
+    locks: ZERO,
+    remote_locks: ZERO,
+    barriers: ZERO,
+    threads: ZERO,
+};
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A frame of `len` bytes (page included) starting with `head` left this node.
+pub(crate) fn sent(head: &[u8], len: usize) {
+    let k = kind_of(head);
+    add(&COUNTERS.sent[k], 1);
+    add(&COUNTERS.sent_bytes[k], len as u64 + 4);
+}
+
+/// A frame arrived.
+pub(crate) fn received(body: &[u8]) {
+    let k = kind_of(body);
+    add(&COUNTERS.received[k], 1);
+    add(&COUNTERS.received_bytes[k], body.len() as u64 + 4);
+}
+
+/// A lock was acquired; `remote`: it took an answer from another node.
+pub(crate) fn lock_acquired(remote: bool) {
+    add(&COUNTERS.locks, 1);
+    if remote {
+        add(&COUNTERS.remote_locks, 1);
+    }
+}
+
+pub(crate) fn barrier_waited() {
+    add(&COUNTERS.barriers, 1);
+}
+
+pub(crate) fn thread_started() {
+    add(&COUNTERS.threads, 1);
+}
+
+/// Messages and bytes of one kind, as counted by one node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindStats {
+    /// The kind's name (one of [`KINDS`]).
+    pub kind: &'static str,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes sent, frame headers and pages included.
+    pub sent_bytes: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+}
+
+/// One node's counters since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The node.
+    pub node: usize,
+    /// Traps on loads from pages the node had no copy of.
+    pub read_faults: u64,
+    /// Traps on stores to pages the node could not write.
+    pub write_faults: u64,
+    /// Total time application threads spent blocked in traps.
+    pub fault_wait: Duration,
+    /// Pages sent (grants with data and recall answers).
+    pub pages_sent: u64,
+    /// Pages received.
+    pub pages_received: u64,
+    /// Orders to drop a read copy received.
+    pub invalidations_received: u64,
+    /// Orders to give back a writable page received.
+    pub recalls_received: u64,
+    /// Lock acquisitions (`Mutex`, `RwLock`, `Once`).
+    pub lock_acquisitions: u64,
+    /// Lock acquisitions that waited for an answer from another node.
+    pub remote_lock_acquisitions: u64,
+    /// `Barrier::wait` calls.
+    pub barrier_waits: u64,
+    /// Threads started on this node.
+    pub threads_started: u64,
+    /// Messages and bytes by kind.
+    pub by_kind: Vec<KindStats>,
+}
+
+impl NodeStats {
+    /// Messages sent, all kinds.
+    pub fn messages_sent(&self) -> u64 {
+        self.by_kind.iter().map(|k| k.sent).sum()
+    }
+    /// Bytes sent, all kinds.
+    pub fn bytes_sent(&self) -> u64 {
+        self.by_kind.iter().map(|k| k.sent_bytes).sum()
+    }
+    /// Messages received, all kinds.
+    pub fn messages_received(&self) -> u64 {
+        self.by_kind.iter().map(|k| k.received).sum()
+    }
+    /// Bytes received, all kinds.
+    pub fn bytes_received(&self) -> u64 {
+        self.by_kind.iter().map(|k| k.received_bytes).sum()
+    }
+    fn kind(&self, name: &str) -> &KindStats {
+        self.by_kind.iter().find(|k| k.kind == name).expect("known kind")
+    }
+}
+
+/// This node's counters.
+pub(crate) fn local() -> NodeStats {
+    let f = dsm::fault::counters();
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let by_kind: Vec<KindStats> = (0..KINDS.len())
+        .map(|i| KindStats {
+            kind: KINDS[i],
+            sent: load(&COUNTERS.sent[i]),
+            sent_bytes: load(&COUNTERS.sent_bytes[i]),
+            received: load(&COUNTERS.received[i]),
+            received_bytes: load(&COUNTERS.received_bytes[i]),
+        })
+        .collect();
+    let mut s = NodeStats {
+        node: runtime::get().map_or(0, |r| usize::from(r.me)),
+        read_faults: f.read,
+        write_faults: f.write,
+        fault_wait: Duration::from_nanos(f.wait_ns),
+        lock_acquisitions: load(&COUNTERS.locks),
+        remote_lock_acquisitions: load(&COUNTERS.remote_locks),
+        barrier_waits: load(&COUNTERS.barriers),
+        threads_started: load(&COUNTERS.threads),
+        by_kind,
+        ..NodeStats::default()
+    };
+    // Pages travel with grants (when they carry data) and with recall answers.
+    s.pages_received = load(&PAGES_IN);
+    s.pages_sent = load(&PAGES_OUT);
+    s.invalidations_received = s.kind("invalidate").received;
+    s.recalls_received = s.kind("recall").received;
+    s
+}
+
+static PAGES_IN: AtomicU64 = AtomicU64::new(0);
+static PAGES_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// A page's bytes left (`out`) or arrived at this node.
+pub(crate) fn page(out: bool) {
+    add(if out { &PAGES_OUT } else { &PAGES_IN }, 1);
+}
+
+pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);
+    w.u64(s.pages_sent).u64(s.pages_received).u64(s.invalidations_received).u64(s.recalls_received);
+    w.u64(s.lock_acquisitions).u64(s.remote_lock_acquisitions).u64(s.barrier_waits).u64(s.threads_started);
+    for k in &s.by_kind {
+        w.u64(k.sent).u64(k.sent_bytes).u64(k.received).u64(k.received_bytes);
+    }
+    w.finish()
+}
+
+pub(crate) fn decode(b: &[u8]) -> Result<NodeStats, net::DecodeError> {
+    let mut r = Reader::new(b);
+    let mut s = NodeStats {
+        node: r.u64()? as usize,
+        read_faults: r.u64()?,
+        write_faults: r.u64()?,
+        fault_wait: Duration::from_nanos(r.u64()?),
+        pages_sent: r.u64()?,
+        pages_received: r.u64()?,
+        invalidations_received: r.u64()?,
+        recalls_received: r.u64()?,
+        lock_acquisitions: r.u64()?,
+        remote_lock_acquisitions: r.u64()?,
+        barrier_waits: r.u64()?,
+        threads_started: r.u64()?,
+        by_kind: Vec::new(),
+    };
+    for kind in KINDS {
+        s.by_kind.push(KindStats {
+            kind,
+            sent: r.u64()?,
+            sent_bytes: r.u64()?,
+            received: r.u64()?,
+            received_bytes: r.u64()?,
+        });
+    }
+    r.end()?;
+    Ok(s)
+}
+
+/// Every node's counters, node 0 first. Asks every other node for its own (one round trip each).
+///
+/// # Examples
+/// ```
+/// let v: Vec<u64> = (0..10_000).collect();
+/// let h = rthreads::spawn(move || v.iter().sum::<u64>());
+/// h.join().unwrap();
+/// let stats = rthreads::stats();
+/// assert_eq!(stats.len(), rthreads::node_count());
+/// assert!(stats[0].threads_started >= 1);
+/// println!("{}", rthreads::StatsTable(&stats));
+/// ```
+pub fn stats() -> Vec<NodeStats> {
+    let Some(rt) = runtime::get() else {
+        return vec![local()];
+    };
+    let tickets: Vec<(u16, crate::sync::Ticket)> = (0..rt.nodes)
+        .filter(|&n| n != rt.me)
+        .map(|n| {
+            let t = crate::sync::Ticket::new();
+            rt.send(n, crate::wire::stats_req(t.waiter().1));
+            (n, t)
+        })
+        .collect();
+    let mut all = vec![local()];
+    for (n, t) in tickets {
+        match t.wait() {
+            crate::sync::manager::Reply::Stats(b) => match decode(&b) {
+                Ok(s) => all.push(s),
+                Err(e) => runtime::fatal(&format!("node {n} sent unreadable statistics: {e}")),
+            },
+            other => unreachable!("stats answered {other:?}"),
+        }
+    }
+    all.sort_by_key(|s| s.node);
+    all
+}
+
+/// Formats node statistics as a table, one row per node (what `RTHREADS_STATS=1` prints).
+#[derive(Debug)]
+pub struct StatsTable<'a>(pub &'a [NodeStats]);
+
+impl fmt::Display for StatsTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>4} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>11} {:>9} {:>11} {:>9} {:>9} {:>7}",
+            "node",
+            "rd-fault",
+            "wr-fault",
+            "fault-ms",
+            "pages-in",
+            "pages-out",
+            "inval-in",
+            "msgs-out",
+            "bytes-out",
+            "msgs-in",
+            "bytes-in",
+            "locks",
+            "remote",
+            "threads"
+        )?;
+        for s in self.0 {
+            writeln!(
+                f,
+                "{:>4} {:>9} {:>9} {:>10.1} {:>9} {:>9} {:>8} {:>9} {:>11} {:>9} {:>11} {:>9} {:>9} {:>7}",
+                s.node,
+                s.read_faults,
+                s.write_faults,
+                s.fault_wait.as_secs_f64() * 1e3,
+                s.pages_received,
+                s.pages_sent,
+                s.invalidations_received,
+                s.messages_sent(),
+                s.bytes_sent(),
+                s.messages_received(),
+                s.bytes_received(),
+                s.lock_acquisitions,
+                s.remote_lock_acquisitions,
+                s.threads_started
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_counted_under_their_kind() {
+        assert_eq!(KINDS[kind_of(&[0x10, 1])], "read request");
+        assert_eq!(KINDS[kind_of(&[0x10, 7])], "recall ack");
+        assert_eq!(KINDS[kind_of(&[0x11])], "spawn");
+        assert_eq!(KINDS[kind_of(&[0x17])], "shutdown");
+        assert_eq!(KINDS[kind_of(&[0x21])], "sync reply");
+        assert_eq!(KINDS[kind_of(&[0x10, 9])], "other");
+        assert_eq!(KINDS[kind_of(&[])], "other");
+    }
+
+    #[test]
+    fn node_stats_round_trip_and_truncation_is_an_error() {
+        let mut s = local();
+        s.node = 3;
+        s.read_faults = 11;
+        s.by_kind[2].sent_bytes = 4096;
+        let b = encode(&s);
+        assert_eq!(decode(&b).unwrap(), s);
+        assert!(decode(&b[..b.len() - 1]).is_err());
+    }
+}
