@@ -185,3 +185,24 @@ fn rthreads_stats_prints_a_table_at_exit() {
     let rows = err.lines().skip_while(|l| !l.contains("rd-fault")).skip(1).take(3).count();
     assert_eq!(rows, 3, "{err}");
 }
+
+#[test]
+fn the_protocol_log_example_shows_each_step_of_a_tiny_run() {
+    // cargo builds the examples along with the tests; they sit next to the test binaries.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("protocol_log");
+    let out = run_cluster(bin.to_str().unwrap(), 2, &[], &[]);
+    let stdout = ok(&out);
+    let log = text(&out.stderr);
+    for line in [
+        "[node 1] a thread traps on a read of page 1",
+        "[node 0] -> node 1: here is page 1 (home node 0, #1), read-only (+4096 bytes)",
+        "[node 1] -> node 0: please give me the only writable copy of page 2",
+        "[node 0] -> node 1: give page 2 (home node 0, #2) back, keep a read copy",
+        "[node 0] -> node 1: drop your copy of page 1",
+        "[node 1] -> node 0: dropped my copy of page 1",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in\n{log}");
+    }
+    assert!(stdout.contains("node 0 read B = 20") && stdout.contains("node 0 wrote A = 10"), "{stdout}");
+}

@@ -126,6 +126,11 @@ impl Runtime {
         self.addrs.get(usize::from(n)).map(String::as_str)
     }
 
+    /// The page number of `addr`, if it lies in the shared space.
+    pub(crate) fn page_index(&self, addr: usize) -> Option<u64> {
+        self.layout.page_of(addr).map(|p| p.0)
+    }
+
     /// The home node of `addr`, if it lies in the shared space.
     pub(crate) fn home_of_addr(&self, addr: usize) -> Option<u16> {
         self.layout.contains(addr).then(|| ((addr - self.layout.base) / self.slice) as u16)
@@ -349,6 +354,7 @@ impl Service {
                 if page.0 >= self.sc.page_count() {
                     fatal(&format!("trap on {page}, outside the space"));
                 }
+                crate::stats::log_fault(self.rt.me, page, kind, self.sc.pages_per_node());
                 self.waiting.entry(page).or_default().push(slot);
                 let mut actions = std::mem::take(&mut self.actions);
                 self.sc.fault(page, kind, &mut actions);
@@ -516,6 +522,7 @@ impl Service {
             }
             Wire::SyncReq(req) => crate::sync::submit(req),
             Wire::Revoke { key } => crate::sync::agent::revoke(key),
+            Wire::Log { on } => crate::stats::set_protocol_log(on),
             Wire::StatsReq { waiter } => {
                 let reply = crate::sync::manager::Reply::Stats(crate::stats::encode(&crate::stats::local()));
                 self.rt.send(from, wire::sync_reply(waiter, &reply));
@@ -531,6 +538,7 @@ impl Service {
 
     fn exec(&mut self, actions: &mut Vec<Action>, data: Option<&[u8]>) {
         for a in actions.drain(..) {
+            crate::stats::log_action(self.rt.me, &a, self.sc.pages_per_node());
             match a {
                 Action::Send { to, msg } => {
                     let head = wire::proto(&msg);

@@ -218,6 +218,105 @@ pub(crate) fn page(out: bool) {
     add(if out { &PAGES_OUT } else { &PAGES_IN }, 1);
 }
 
+static LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on (or off) a readable log of every coherence-protocol step, on every node: traps, messages
+/// with their pages, page installs, protection changes and wake-ups, one line each on standard
+/// error. Meant for small teaching runs (`examples/protocol_log.rs`), not for speed.
+///
+/// Returns once every node has switched (a statistics round trip to each node follows the switch
+/// on the same connection), so everything the program does afterwards is logged.
+///
+/// # Examples
+/// ```
+/// rthreads::log_protocol(true); // outside a cluster: nothing moves, nothing is printed
+/// rthreads::log_protocol(false);
+/// ```
+pub fn log_protocol(on: bool) {
+    set_protocol_log(on);
+    if let Some(rt) = runtime::get() {
+        for n in (0..rt.nodes).filter(|&n| n != rt.me) {
+            rt.send(n, crate::wire::log(on));
+        }
+        stats();
+    }
+}
+
+pub(crate) fn set_protocol_log(on: bool) {
+    LOG.store(on, Ordering::SeqCst);
+}
+
+fn logging() -> bool {
+    LOG.load(Ordering::Relaxed)
+}
+
+/// Writes one line to standard error with a single `write(2)`: never through std's `Stderr`, whose
+/// lock an application thread may hold while it waits for this (service) thread.
+fn log_line(line: String) {
+    let _internal = crate::alloc::InternalAlloc::new();
+    let mut line = line;
+    line.push('\n');
+    // SAFETY: write(2) of a private buffer; a short or failed write only loses a log line.
+    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+}
+
+fn page_name(page: dsm::PageId, per_node: u64) -> String {
+    format!("page {} (home node {}, #{})", page.0, page.0 / per_node.max(1), page.0 % per_node.max(1))
+}
+
+pub(crate) fn log_fault(me: u16, page: dsm::PageId, kind: dsm::FaultKind, per_node: u64) {
+    if logging() {
+        let what = match kind {
+            dsm::FaultKind::Read => "a read of",
+            dsm::FaultKind::Write => "a write to",
+        };
+        log_line(format!("[node {me}] a thread traps on {what} {}", page_name(page, per_node)));
+    }
+}
+
+pub(crate) fn log_action(me: u16, a: &dsm::protocol::sc::Action, per_node: u64) {
+    use dsm::protocol::sc::{Action, Msg};
+    if !logging() {
+        return;
+    }
+    let access = |a: dsm::Access| match a {
+        dsm::Access::None => "no access",
+        dsm::Access::Read => "read-only",
+        dsm::Access::Write => "read-write",
+    };
+    let line = match *a {
+        Action::Send { to, msg } => {
+            let p = page_name(msg.page(), per_node);
+            let what = match msg {
+                Msg::ReadReq { .. } => format!("please send me a read copy of {p}"),
+                Msg::WriteReq { .. } => format!("please give me the only writable copy of {p}"),
+                Msg::Grant { access: acc, data: true, .. } => {
+                    format!("here is {p}, {} (+4096 bytes)", access(acc))
+                }
+                Msg::Grant { access: acc, data: false, .. } => {
+                    format!("your copy of {p} is now {}", access(acc))
+                }
+                Msg::Invalidate { .. } => format!("drop your copy of {p}"),
+                Msg::InvAck { .. } => format!("dropped my copy of {p}"),
+                Msg::Recall { keep_read: true, .. } => format!("give {p} back, keep a read copy"),
+                Msg::Recall { keep_read: false, .. } => format!("give {p} back, keep nothing"),
+                Msg::RecallAck { .. } => format!("here is {p} back (+4096 bytes)"),
+            };
+            format!("[node {me}] -> node {}: {what}", to.0)
+        }
+        Action::Install { page } => {
+            format!("[node {me}] copies the received bytes of {}", page_name(page, per_node))
+        }
+        Action::Protect { page, access: acc } => {
+            format!("[node {me}] {} is now {} here", page_name(page, per_node), access(acc))
+        }
+        Action::Wake { page } => {
+            format!("[node {me}] threads waiting for {} run again", page_name(page, per_node))
+        }
+    };
+    log_line(line);
+}
+
 pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
     let mut w = Writer::new();
     w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);

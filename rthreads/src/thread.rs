@@ -454,3 +454,15 @@ pub fn available_parallelism() -> io::Result<NonZeroUsize> {
         None => std::thread::available_parallelism(),
     }
 }
+
+/// The number of the shared-space page holding `ptr` (the numbers the protocol log prints), or
+/// `None` for memory outside the shared space (a stack, a `static`, anything before start-up).
+///
+/// # Examples
+/// ```
+/// let on_stack = 5u32;
+/// assert_eq!(rthreads::page_of(&on_stack), None);
+/// ```
+pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
+    runtime::get()?.page_index(ptr.cast::<u8>() as usize)
+}

@@ -19,6 +19,7 @@ const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
 const T_STATS_REQ: u8 = 0x23;
+const T_LOG: u8 = 0x24;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -34,6 +35,7 @@ pub(crate) enum Wire<'a> {
     SyncReq(Request),
     Revoke { key: u64 },
     StatsReq { waiter: u64 },
+    Log { on: bool },
     SyncReply { waiter: u64, reply: Reply },
 }
 
@@ -135,6 +137,12 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
         Op::CacheTryLock => w.u8(17),
         Op::RevokeBusy => w.u8(18),
     };
+    w.finish()
+}
+
+pub(crate) fn log(on: bool) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_LOG).u8(on as u8);
     w.finish()
 }
 
@@ -268,6 +276,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
         }
         T_REVOKE => Wire::Revoke { key: r.u64()? },
         T_STATS_REQ => Wire::StatsReq { waiter: r.u64()? },
+        T_LOG => Wire::Log { on: bool_of(r.u8()?)? },
         T_SYNC_REPLY => {
             let waiter = r.u64()?;
             Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
