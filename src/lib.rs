@@ -1,4 +1,8 @@
-//! Shared helpers for the rthreads examples, benchmarks and cluster tests.
+//! Shared helpers for the rthreads examples, benchmarks and cluster tests: the measuring helpers,
+//! the platform facade the benchmark kernels are written against, and the kernels.
+
+pub mod kernels;
+pub mod par;
 
 pub mod bench {
     //! Measuring helpers shared by the benchmarks: every benchmark measures its baseline in the

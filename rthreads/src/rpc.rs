@@ -88,6 +88,7 @@ pub(crate) fn post(rt: &Runtime, to: u16, req: &Request) {
 /// Sends `req` to node `to` on a direct connection and waits for its answer.
 pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
     let _internal = InternalAlloc::new();
+    let started = std::time::Instant::now();
     let mut s = take(rt, to, req);
     let body = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
     crate::stats::received(&body);
@@ -97,6 +98,7 @@ pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
         Err(e) => fatal(&format!("node {to} sent a malformed answer: {e}")),
     };
     lock(&POOL).entry(to).or_default().push(s);
+    crate::stats::sync_waited(started.elapsed());
     reply
 }
 

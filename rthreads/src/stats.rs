@@ -60,6 +60,7 @@ struct Counters {
     remote_locks: AtomicU64,
     barriers: AtomicU64,
     threads: AtomicU64,
+    sync_wait_ns: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -73,6 +74,7 @@ static COUNTERS: Counters = Counters {
     remote_locks: ZERO,
     barriers: ZERO,
     threads: ZERO,
+    sync_wait_ns: ZERO,
 };
 
 fn add(c: &AtomicU64, n: u64) {
@@ -103,6 +105,12 @@ pub(crate) fn lock_acquired(remote: bool) {
 
 pub(crate) fn barrier_waited() {
     add(&COUNTERS.barriers, 1);
+}
+
+/// A thread spent `d` blocked in a synchronisation operation (waiting for a lock, a barrier, a
+/// message, a remote answer).
+pub(crate) fn sync_waited(d: Duration) {
+    add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
 }
 
 pub(crate) fn thread_started() {
@@ -151,6 +159,8 @@ pub struct NodeStats {
     pub barrier_waits: u64,
     /// Threads started on this node.
     pub threads_started: u64,
+    /// Total time threads spent blocked in synchronisation (locks, barriers, channels, joins).
+    pub sync_wait: Duration,
     /// Messages and bytes by kind.
     pub by_kind: Vec<KindStats>,
 }
@@ -199,6 +209,7 @@ pub(crate) fn local() -> NodeStats {
         remote_lock_acquisitions: load(&COUNTERS.remote_locks),
         barrier_waits: load(&COUNTERS.barriers),
         threads_started: load(&COUNTERS.threads),
+        sync_wait: Duration::from_nanos(load(&COUNTERS.sync_wait_ns)),
         by_kind,
         ..NodeStats::default()
     };
@@ -322,6 +333,7 @@ pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
     w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);
     w.u64(s.pages_sent).u64(s.pages_received).u64(s.invalidations_received).u64(s.recalls_received);
     w.u64(s.lock_acquisitions).u64(s.remote_lock_acquisitions).u64(s.barrier_waits).u64(s.threads_started);
+    w.u64(s.sync_wait.as_nanos() as u64);
     for k in &s.by_kind {
         w.u64(k.sent).u64(k.sent_bytes).u64(k.received).u64(k.received_bytes);
     }
@@ -343,6 +355,7 @@ pub(crate) fn decode(b: &[u8]) -> Result<NodeStats, net::DecodeError> {
         remote_lock_acquisitions: r.u64()?,
         barrier_waits: r.u64()?,
         threads_started: r.u64()?,
+        sync_wait: Duration::from_nanos(r.u64()?),
         by_kind: Vec::new(),
     };
     for kind in KINDS {

@@ -131,6 +131,8 @@ impl ThreadTable {
         let _internal = InternalAlloc::new();
         let mut map = self.lock();
         self.ensure_known(&mut map, tid, origin);
+        let started = std::time::Instant::now();
+        let _count = WaitTimer(started);
         loop {
             match map.get(&tid) {
                 Some(e) if e.finished => break,
@@ -154,6 +156,15 @@ impl ThreadTable {
             self.lock().remove(&tid);
             send(origin, wire::forget(tid));
         }
+    }
+}
+
+/// Adds the time until it is dropped to the node's synchronisation wait time.
+struct WaitTimer(std::time::Instant);
+
+impl Drop for WaitTimer {
+    fn drop(&mut self) {
+        crate::stats::sync_waited(self.0.elapsed());
     }
 }
 

@@ -90,7 +90,9 @@ pub(super) fn lock(key: u64) {
             return;
         }
         e.waiters += 1;
+        let started = std::time::Instant::now();
         t = RELEASED.wait(t).unwrap_or_else(|e| e.into_inner());
+        crate::stats::sync_waited(started.elapsed());
         if let Some(e) = t.get_mut(&key) {
             e.waiters -= 1;
         }

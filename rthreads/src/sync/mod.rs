@@ -135,9 +135,11 @@ impl Ticket {
     /// Waits for the next reply.
     pub(crate) fn wait(&self) -> Reply {
         let _internal = InternalAlloc::new();
+        let started = Instant::now();
         let mut q = lock(&self.parked.replies);
         loop {
             if let Some(r) = q.pop_front() {
+                crate::stats::sync_waited(started.elapsed());
                 return r;
             }
             q = self.parked.cv.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -147,9 +149,11 @@ impl Ticket {
     /// Waits for the next reply until `deadline`.
     pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Reply> {
         let _internal = InternalAlloc::new();
+        let started = Instant::now();
         let mut q = lock(&self.parked.replies);
         loop {
             if let Some(r) = q.pop_front() {
+                crate::stats::sync_waited(started.elapsed());
                 return Some(r);
             }
             let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;

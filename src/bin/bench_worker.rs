@@ -1,0 +1,83 @@
+//! Runs one benchmark kernel once and prints one `RESULT` line: what `rthreads-bench` (the runner)
+//! launches for each configuration.
+//!
+//! `bench_worker <kernel> <std|cluster> <small|medium|large> <threads-per-node>`. In `std` mode the
+//! kernel runs on `std::thread` in node 0's process with `threads-per-node` threads (the other nodes
+//! idle); in `cluster` mode on `RTHREADS_NODES` nodes with `threads-per-node` threads per node.
+
+use std::time::Instant;
+
+use rthreads_suite::kernels;
+use rthreads_suite::par::{self, Mode, Size};
+
+/// Peak resident memory of this process, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[rthreads::main]
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: bench_worker <kernel> <std|cluster> <small|medium|large> <threads-per-node>";
+    let [name, mode, size, threads] = &args[..] else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let Some(kernel) = kernels::all().into_iter().find(|k| k.name == name) else {
+        eprintln!("unknown kernel {name}");
+        std::process::exit(2);
+    };
+    let mode = match mode.as_str() {
+        "std" => Mode::Std,
+        "cluster" => Mode::Cluster,
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
+    let (Some(size), Ok(threads)) = (Size::parse(size), threads.parse::<usize>()) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let nodes = if mode == Mode::Std { 1 } else { rthreads::node_count() };
+    par::set_mode(mode);
+    par::set_workers(threads * nodes);
+    let before = rthreads::stats();
+    let t = Instant::now();
+    let checksum = (kernel.run)(size);
+    let wall = t.elapsed();
+    let after = rthreads::stats();
+    let rss: Vec<u64> = (0..rthreads::node_count())
+        .map(|n| rthreads::Builder::new().node(n).spawn(peak_rss_kib).unwrap().join().unwrap())
+        .collect();
+    let mut line = format!(
+        "RESULT kernel={} mode={} nodes={nodes} threads={} wall_s={:.6} checksum={checksum}",
+        kernel.name,
+        if mode == Mode::Std { "std" } else { "cluster" },
+        threads * nodes,
+        wall.as_secs_f64()
+    );
+    for (n, (a, b)) in after.iter().zip(&before).enumerate().take(nodes) {
+        let d = |f: fn(&rthreads::NodeStats) -> u64| f(a) - f(b);
+        line += &format!(
+            " n{n}.read_faults={} n{n}.write_faults={} n{n}.msgs={} n{n}.bytes={} n{n}.locks={} \
+             n{n}.barriers={} n{n}.fault_wait_s={:.6} n{n}.sync_wait_s={:.6} n{n}.rss_kib={}",
+            d(|s| s.read_faults),
+            d(|s| s.write_faults),
+            d(|s| s.messages_sent()),
+            d(|s| s.bytes_sent()),
+            d(|s| s.lock_acquisitions),
+            d(|s| s.barrier_waits),
+            (a.fault_wait - b.fault_wait).as_secs_f64(),
+            (a.sync_wait.saturating_sub(b.sync_wait)).as_secs_f64(),
+            rss[n]
+        );
+    }
+    println!("{line}");
+}

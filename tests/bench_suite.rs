@@ -1,0 +1,39 @@
+//! The benchmark runner completes every kernel at 1, 2 and 4 nodes with the small size, and every
+//! cluster result equals its `std::thread` run.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn every_kernel_runs_at_1_2_4_nodes_and_matches_its_std_run() {
+    let out_dir = std::env::temp_dir().join(format!("rthreads-bench-{}", std::process::id()));
+    let tag = Tagged::new();
+    let child = tag
+        .command(env!("CARGO_BIN_EXE_rthreads-bench"))
+        .args(["--size", "small", "--nodes", "1,2,4", "--out", out_dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(600));
+    tag.assert_none_left(Duration::from_secs(10));
+    let stdout = ok(&out);
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    let kernels = rthreads_suite::kernels::all();
+    assert!(!kernels.is_empty());
+    assert_eq!(rows.len(), kernels.len() * 3, "{csv}");
+    assert!(rows.iter().all(|r| r.ends_with(",true")), "a result differs from its std run:\n{csv}");
+    for k in &kernels {
+        assert!(stdout.contains(k.name), "{stdout}");
+    }
+    for f in ["results.json", "speedup.svg", "messages.svg"] {
+        let body = std::fs::read_to_string(out_dir.join(f)).unwrap();
+        assert!(body.len() > 50, "{f} is empty");
+    }
+    std::fs::remove_dir_all(&out_dir).unwrap();
+}
