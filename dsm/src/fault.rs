@@ -304,7 +304,10 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     } else {
         READ_FAULTS.fetch_add(1, Ordering::Relaxed);
     }
-    FAULT_WAIT_NS.fetch_add(now_ns().saturating_sub(started), Ordering::Relaxed);
+    let ended = now_ns();
+    FAULT_WAIT_NS.fetch_add(ended.saturating_sub(started), Ordering::Relaxed);
+    let kind = if write { crate::trace::EventKind::WriteFault } else { crate::trace::EventKind::ReadFault };
+    crate::trace::record(kind, started, ended, page, 0);
     set_errno(saved_errno);
 }
 

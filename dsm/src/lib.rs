@@ -8,6 +8,7 @@
 //!   (`state + message -> new state + actions`), free of sockets and `mprotect`.
 //! - [`iofix`] lets system calls read and write shared pages.
 //! - [`sys`] wraps the system calls all of this needs.
+//! - [`trace`] is the event buffer the fault handler and the runtime record into.
 
 pub mod fault;
 pub mod ids;
@@ -15,6 +16,7 @@ pub mod iofix;
 pub mod protocol;
 pub mod space;
 pub mod sys;
+pub mod trace;
 
 pub use ids::{Access, FaultKind, NodeId, PageId};
 pub use space::{Space, SpaceLayout};

@@ -12,6 +12,8 @@
 //! | `RTHREADS_SESSION` | identifies the run; nodes of another run are refused | random, set by node 0 for the nodes it starts |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed) | 64G |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
+//! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
+//! | `RTHREADS_TRACE_EVENTS` | events each node can hold in its trace buffer | 1048576 |
 //! | `RTHREADS_PREFIX` | node 0 prefixes the output lines it forwards with `[node N] ` | off |
 //!
 //! # Why the re-exec
@@ -284,6 +286,7 @@ fn start(default_nodes: u16) -> Result<Started, String> {
     let home = PageId(per_node_pages * u64::from(me))..PageId(per_node_pages * (u64::from(me) + 1));
     let space = Space::map(layout, home.clone()).map_err(|e| e.to_string())?;
 
+    crate::trace::start(me)?;
     let listener = TcpListener::bind(&cfg.bind).map_err(|e| format!("cannot listen on {}: {e}", cfg.bind))?;
     let mut children = Vec::new();
     if me == 0 && !cfg.embedded {
@@ -370,5 +373,7 @@ pub fn run_main<R: Termination>(default_nodes: u16, body: impl FnOnce() -> R) ->
     let _internal = InternalAlloc::new();
     rt.shutdown_cluster(0);
     reap(&mut children);
+    crate::trace::flush(0);
+    crate::trace::finish();
     code
 }

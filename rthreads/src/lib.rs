@@ -50,6 +50,7 @@ mod runtime;
 mod stats;
 pub mod sync;
 mod thread;
+mod trace;
 mod wire;
 
 pub use alloc::SharedAlloc;

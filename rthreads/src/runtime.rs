@@ -500,6 +500,7 @@ impl Service {
                 if data.is_some() {
                     crate::stats::page(false);
                 }
+                crate::trace::message(false, from, body, msg.page().0);
                 let mut actions = std::mem::take(&mut self.actions);
                 if let Err(e) = self.sc.handle(NodeId(from), msg, &mut actions) {
                     fatal(&format!("protocol error from node {from}: {e}"));
@@ -530,6 +531,7 @@ impl Service {
             Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly
+                crate::trace::flush(self.rt.me);
                 // SAFETY: see `fatal`: nothing may run that could wait on application threads.
                 unsafe { libc::_exit(0) }
             }
@@ -542,6 +544,7 @@ impl Service {
             match a {
                 Action::Send { to, msg } => {
                     let head = wire::proto(&msg);
+                    crate::trace::message(true, to.0, &head, msg.page().0);
                     let tail: &[u8] = if msg.carries_data() {
                         // SAFETY: the page lies in the space; a preceding Protect revoked write
                         // access where the protocol needs a stable copy.

@@ -111,10 +111,18 @@ pub(crate) fn barrier_waited() {
 /// message, a remote answer).
 pub(crate) fn sync_waited(d: Duration) {
     add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
+    if dsm::trace::enabled() {
+        let now = dsm::trace::now_ns();
+        dsm::trace::record(dsm::trace::EventKind::SyncWait, now - d.as_nanos() as u64, now, u64::MAX, 0);
+    }
 }
 
 pub(crate) fn thread_started() {
     add(&COUNTERS.threads, 1);
+    if dsm::trace::enabled() {
+        let now = dsm::trace::now_ns();
+        dsm::trace::record(dsm::trace::EventKind::ThreadStart, now, now, u64::MAX, 0);
+    }
 }
 
 /// Messages and bytes of one kind, as counted by one node.

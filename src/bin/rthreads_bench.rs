@@ -134,7 +134,10 @@ fn svg_chart(title: &str, y_label: &str, xs: &[usize], series: &[(String, Vec<f6
     let y_max = series.iter().flat_map(|(_, v)| v.iter().copied().map(tf)).fold(1.0, f64::max) * 1.1;
     let px = |x: f64| left + (x - x_min) / (x_max - x_min).max(1.0) * (w - left - right);
     let py = |y: f64| h - bottom - tf(y) / y_max * (h - bottom - top);
-    let colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+    let colours = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+        "#17becf", "#000000", "#f0c000",
+    ];
     let mut s = format!(
         "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-family='sans-serif' font-size='12'>\n\
          <rect width='100%' height='100%' fill='white'/>\n<text x='{}' y='22' font-size='15'>{title}</text>\n",
