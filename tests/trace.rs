@@ -24,6 +24,12 @@ fn a_trace_holds_the_faults_and_messages_of_a_known_run() {
     assert!(count(0, "receive read request") >= 64);
     assert!(count(0, "send grant") >= 64);
     assert!(count(1, "receive grant") >= 64);
+    // Synchronisation waits are named by what they waited for: check_stats takes a lock managed
+    // by node 0 from node 1 and runs a barrier over nodes 0 and 1.
+    assert!(count(1, "lock wait") >= 1, "node 1's first lock waited for node 0");
+    assert!(count(0, "barrier wait") + count(1, "barrier wait") >= 2);
+    assert!(count(0, "join wait") >= 1);
+    assert!(events.iter().any(|e| e["name"] == "thread start" && e["pid"] == 1));
     // Every fault has a duration and a page; nodes 0..3 all named.
     for e in events.iter().filter(|e| e["cat"] == "fault") {
         assert_eq!(e["ph"], "X");

@@ -98,7 +98,7 @@ pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
         Err(e) => fatal(&format!("node {to} sent a malformed answer: {e}")),
     };
     lock(&POOL).entry(to).or_default().push(s);
-    crate::stats::sync_waited(started.elapsed());
+    crate::stats::sync_waited(started.elapsed(), crate::stats::Wait::of(&req.op));
     reply
 }
 

@@ -109,11 +109,54 @@ pub(crate) fn barrier_waited() {
 
 /// A thread spent `d` blocked in a synchronisation operation (waiting for a lock, a barrier, a
 /// message, a remote answer).
-pub(crate) fn sync_waited(d: Duration) {
+/// What a synchronisation wait was for (the trace names it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    Lock = 1,
+    Barrier = 2,
+    Channel = 3,
+    Condvar = 4,
+    Join = 5,
+    Other = 6,
+}
+
+impl Wait {
+    /// The wait an operation implies.
+    pub(crate) fn of(op: &crate::sync::manager::Op) -> Wait {
+        use crate::sync::manager::Op;
+        match op {
+            Op::Lock { .. } | Op::TryLock { .. } | Op::CacheLock | Op::CacheTryLock => Wait::Lock,
+            Op::Barrier { .. } => Wait::Barrier,
+            Op::CvWait { .. } | Op::CvCancel => Wait::Condvar,
+            Op::ChanSend { .. }
+            | Op::ChanTrySend { .. }
+            | Op::ChanRecv { .. }
+            | Op::ChanRecvCancel
+            | Op::ChanClone
+            | Op::ChanReceiverDrop => Wait::Channel,
+            _ => Wait::Other,
+        }
+    }
+
+    /// The trace's name for it.
+    pub(crate) fn name(code: u64) -> &'static str {
+        match code {
+            1 => "lock wait",
+            2 => "barrier wait",
+            3 => "channel wait",
+            4 => "condvar wait",
+            5 => "join wait",
+            _ => "sync wait",
+        }
+    }
+}
+
+pub(crate) fn sync_waited(d: Duration, what: Wait) {
     add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
     if dsm::trace::enabled() {
         let now = dsm::trace::now_ns();
-        dsm::trace::record(dsm::trace::EventKind::SyncWait, now - d.as_nanos() as u64, now, u64::MAX, 0);
+        let t0 = now.saturating_sub(d.as_nanos() as u64);
+        dsm::trace::record(dsm::trace::EventKind::SyncWait, t0, now, u64::MAX, what as u64);
     }
 }
 

@@ -164,7 +164,7 @@ struct WaitTimer(std::time::Instant);
 
 impl Drop for WaitTimer {
     fn drop(&mut self) {
-        crate::stats::sync_waited(self.0.elapsed());
+        crate::stats::sync_waited(self.0.elapsed(), crate::stats::Wait::Join);
     }
 }
 

@@ -40,7 +40,7 @@ fn name(kind: u32, arg: u64) -> String {
         k if k == EventKind::WriteFault as u32 => "write fault".into(),
         k if k == EventKind::MessageSent as u32 => format!("send {}", msg()),
         k if k == EventKind::MessageReceived as u32 => format!("receive {}", msg()),
-        k if k == EventKind::SyncWait as u32 => "sync wait".into(),
+        k if k == EventKind::SyncWait as u32 => crate::stats::Wait::name(arg).into(),
         k if k == EventKind::ThreadStart as u32 => "thread start".into(),
         _ => "unknown".into(),
     }

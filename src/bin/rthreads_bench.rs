@@ -276,7 +276,7 @@ fn main() {
             runs[0].1.f("wall_s")
         );
         println!(
-            "{:>5} {:>9} {:>7} {:>6} {:>9} {:>9} {:>10} {:>11} {:>7} {:>8} {:>7} {:>7} {:>8} {:>5}",
+            "{:>5} {:>9} {:>7} {:>6} {:>9} {:>9} {:>10} {:>11} {:>7} {:>8} {:>8} {:>7} {:>7} {:>8} {:>5}",
             "nodes",
             "wall s",
             "speedup",
@@ -287,6 +287,7 @@ fn main() {
             "bytes/node",
             "locks",
             "barriers",
+            "compute%",
             "fault%",
             "sync%",
             "rss MiB",
@@ -298,8 +299,12 @@ fn main() {
             let speedup = base.f("wall_s") / wall.max(1e-9);
             let thread_time = wall * r.f("threads");
             let ok = r.get("checksum") == base.get("checksum");
+            let fault_pct = 100.0 * r.total("fault_wait_s") / thread_time.max(1e-9);
+            let sync_pct = 100.0 * r.total("sync_wait_s") / thread_time.max(1e-9);
+            // Approximate: the main thread's wait in `join` counts as synchronisation too.
+            let compute_pct = (100.0 - fault_pct - sync_pct).max(0.0);
             println!(
-                "{:>5} {:>9.3} {:>7.2} {:>6.2} {:>9.0} {:>9.0} {:>10.0} {:>11.0} {:>7.0} {:>8.0} {:>6.1}% {:>6.1}% {:>8.1} {:>5}",
+                "{:>5} {:>9.3} {:>7.2} {:>6.2} {:>9.0} {:>9.0} {:>10.0} {:>11.0} {:>7.0} {:>8.0} {:>7.1}% {:>6.1}% {:>6.1}% {:>8.1} {:>5}",
                 r.nodes(),
                 wall,
                 speedup,
@@ -310,8 +315,9 @@ fn main() {
                 r.total("bytes") / n,
                 r.total("locks"),
                 r.total("barriers"),
-                100.0 * r.total("fault_wait_s") / thread_time.max(1e-9),
-                100.0 * r.total("sync_wait_s") / thread_time.max(1e-9),
+                compute_pct,
+                fault_pct,
+                sync_pct,
                 mib(r.max("rss_kib")),
                 if ok { "yes" } else { "NO" }
             );

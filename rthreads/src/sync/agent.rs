@@ -92,7 +92,7 @@ pub(super) fn lock(key: u64) {
         e.waiters += 1;
         let started = std::time::Instant::now();
         t = RELEASED.wait(t).unwrap_or_else(|e| e.into_inner());
-        crate::stats::sync_waited(started.elapsed());
+        crate::stats::sync_waited(started.elapsed(), crate::stats::Wait::Lock);
         if let Some(e) = t.get_mut(&key) {
             e.waiters -= 1;
         }

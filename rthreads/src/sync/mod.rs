@@ -112,6 +112,8 @@ fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) struct Ticket {
     id: u64,
     parked: StdArc<Parked>,
+    /// What the holder waits for (named in traces); set by the first operation submitted.
+    what: std::cell::Cell<crate::stats::Wait>,
 }
 
 impl Ticket {
@@ -120,7 +122,7 @@ impl Ticket {
         let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
         let parked = StdArc::new(Parked { replies: StdMutex::new(VecDeque::new()), cv: StdCondvar::new() });
         lock(&PARKED).insert(id, StdArc::clone(&parked));
-        Ticket { id, parked }
+        Ticket { id, parked, what: std::cell::Cell::new(crate::stats::Wait::Other) }
     }
 
     pub(crate) fn waiter(&self) -> Waiter {
@@ -129,6 +131,9 @@ impl Ticket {
 
     /// Sends `op` for `key` with this ticket as the waiter.
     pub(crate) fn submit(&self, key: u64, op: Op) {
+        if self.what.get() == crate::stats::Wait::Other {
+            self.what.set(crate::stats::Wait::of(&op));
+        }
         submit(Request { key, waiter: self.waiter(), op });
     }
 
@@ -139,7 +144,7 @@ impl Ticket {
         let mut q = lock(&self.parked.replies);
         loop {
             if let Some(r) = q.pop_front() {
-                crate::stats::sync_waited(started.elapsed());
+                crate::stats::sync_waited(started.elapsed(), self.what.get());
                 return r;
             }
             q = self.parked.cv.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -153,7 +158,7 @@ impl Ticket {
         let mut q = lock(&self.parked.replies);
         loop {
             if let Some(r) = q.pop_front() {
-                crate::stats::sync_waited(started.elapsed());
+                crate::stats::sync_waited(started.elapsed(), self.what.get());
                 return Some(r);
             }
             let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
