@@ -46,6 +46,24 @@ impl Token {
     fn unused(&self) -> bool {
         !self.held && !self.busy && !self.requesting && self.waiters == 0
     }
+
+    /// This node no longer holds the lock (the caller sends, or has sent, the unlock).
+    fn let_go(&mut self) {
+        self.held = false;
+        self.revoked = false;
+        self.streak = 0;
+    }
+}
+
+/// After `key`'s token changed: wakes local waiters, or forgets a token nobody needs.
+fn settle(t: &mut HashMap<u64, Token>, key: u64) {
+    match t.get(&key) {
+        Some(e) if e.waiters > 0 => RELEASED.notify_all(),
+        Some(e) if e.unused() => {
+            t.remove(&key);
+        }
+        _ => {}
+    }
 }
 
 static TOKENS: LazyLock<Mutex<HashMap<u64, Token>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
@@ -138,16 +156,10 @@ pub(super) fn unlock(key: u64) {
     let Some(e) = t.get_mut(&key) else { return };
     e.busy = false;
     if e.revoked && (e.waiters == 0 || e.streak >= COHORT_BOUND) {
-        e.held = false;
-        e.revoked = false;
-        e.streak = 0;
+        e.let_go();
         give_back(key);
     }
-    if e.waiters > 0 {
-        RELEASED.notify_all();
-    } else if e.unused() {
-        t.remove(&key);
-    }
+    settle(&mut t, key);
 }
 
 /// The holder of the kept lock `key` waits on a condition variable, whose manager releases the
@@ -157,14 +169,8 @@ pub(super) fn hand_to_condvar(key: u64) {
     let mut t = tokens();
     let Some(e) = t.get_mut(&key) else { return };
     e.busy = false;
-    e.held = false;
-    e.revoked = false;
-    e.streak = 0;
-    if e.waiters > 0 {
-        RELEASED.notify_all();
-    } else if e.unused() {
-        t.remove(&key);
-    }
+    e.let_go();
+    settle(&mut t, key);
 }
 
 /// The mutex `key` is being dropped on this node: a lock kept here goes back to its manager, so
@@ -188,15 +194,9 @@ pub(crate) fn revoke(key: u64) {
     let mut t = tokens();
     let Some(e) = t.get_mut(&key) else { return };
     if e.held && !e.busy {
-        e.held = false;
-        e.revoked = false;
-        e.streak = 0;
+        e.let_go();
         give_back(key);
-        if e.waiters > 0 {
-            RELEASED.notify_all();
-        } else if e.unused() {
-            t.remove(&key);
-        }
+        settle(&mut t, key);
     } else if e.held {
         e.revoked = true;
         // A try-lock elsewhere may be waiting to hear whether the lock is really in use.
