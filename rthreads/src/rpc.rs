@@ -12,6 +12,14 @@
 //!
 //! Each pooled connection starts with a hello naming the node and the run's session; the service
 //! thread drops a connection whose hello is wrong.
+//!
+//! **Order.** A direct message must not overtake what its sender sent before on the ordinary
+//! connection: a channel message sent before a barrier must be there after it. So each node counts
+//! the frames it queues to each peer on the ordinary connection, and the frames from each peer it
+//! has processed; a direct request carries the sender's count, and the manager serves it only once
+//! it has processed that many ordinary frames from the sender. A direct answer likewise carries the
+//! manager's count, and the waiting thread returns only once its own node has processed that many
+//! ordinary frames from the manager.
 
 use std::collections::HashMap;
 use std::net::TcpStream;
@@ -69,7 +77,8 @@ fn take(rt: &Runtime, to: u16, req: &Request) -> TcpStream {
         Some(s) => s,
         None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach node {to}: {e}"))),
     };
-    let frame = wire::sync_req(req);
+    // The request must not overtake what this node sent `to` before on the ordinary connection.
+    let frame = wire::ordered(rt.sent_to(to), &wire::sync_req(req));
     if let Err(e) = write_frame(&mut s, &frame) {
         fatal(&format!("lost node {to}: {e}"));
     }
@@ -92,7 +101,14 @@ pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
     let mut s = take(rt, to, req);
     let body = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
     crate::stats::received(&body);
-    let reply = match wire::decode(&body) {
+    let (after, inner) = match wire::decode(&body) {
+        Ok(Wire::Ordered { after, inner }) => (after, inner),
+        Ok(other) => fatal(&format!("node {to} answered a direct request with {other:?}")),
+        Err(e) => fatal(&format!("node {to} sent a malformed answer: {e}")),
+    };
+    // Nor may the answer overtake what `to` sent this node before it.
+    rt.wait_processed(to, after);
+    let reply = match wire::decode(inner) {
         Ok(Wire::SyncReply { waiter, reply }) if waiter == req.waiter.1 => reply,
         Ok(other) => fatal(&format!("node {to} answered a direct request with {other:?}")),
         Err(e) => fatal(&format!("node {to} sent a malformed answer: {e}")),
@@ -115,7 +131,8 @@ pub(crate) fn answer(to: Waiter, reply: &Reply) -> bool {
         return false;
     };
     let mut q = lock(&q);
-    let frame = wire::sync_reply(to.1, reply);
+    let after = crate::runtime::get().map_or(0, |rt| rt.sent_to(to.0));
+    let frame = wire::ordered(after, &wire::sync_reply(to.1, reply));
     crate::stats::sent(&frame, frame.len());
     q.queue(&frame, &[]);
     // What the socket does not take now, the service thread writes later; a dead client is noticed

@@ -42,6 +42,14 @@ pub(crate) struct Runtime {
     shutting_down: AtomicBool,
     /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
     wake_pending: AtomicBool,
+    /// Frames queued to each node on the ordinary connection, and frames from each node processed:
+    /// a message on a direct connection carries the first count so it never overtakes what its
+    /// sender sent before on the ordinary connection (see `rpc`).
+    sent_seq: Vec<AtomicU64>,
+    recv_seq: Vec<AtomicU64>,
+    seq_waiters: AtomicUsize,
+    seq_lock: Mutex<()>,
+    seq_cv: Condvar,
     closed: Mutex<usize>,
     closed_cv: Condvar,
 }
@@ -110,6 +118,11 @@ impl Runtime {
             next_target: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
+            sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            seq_waiters: AtomicUsize::new(0),
+            seq_lock: Mutex::new(()),
+            seq_cv: Condvar::new(),
             closed: Mutex::new(0),
             closed_cv: Condvar::new(),
         };
@@ -124,6 +137,32 @@ impl Runtime {
     /// Where node `n` accepts connections.
     pub(crate) fn addr_of(&self, n: u16) -> Option<&str> {
         self.addrs.get(usize::from(n)).map(String::as_str)
+    }
+
+    /// How many frames this node has queued to `to` on the ordinary connection.
+    pub(crate) fn sent_to(&self, to: u16) -> u64 {
+        self.sent_seq[usize::from(to)].load(Ordering::SeqCst)
+    }
+
+    /// How many frames from `from` this node's service thread has processed.
+    fn processed_from(&self, from: u16) -> u64 {
+        self.recv_seq[usize::from(from)].load(Ordering::SeqCst)
+    }
+
+    /// Waits until this node has processed the first `n` frames `from` sent it on the ordinary
+    /// connection (a direct answer must not overtake them).
+    pub(crate) fn wait_processed(&self, from: u16, n: u64) {
+        if self.processed_from(from) >= n {
+            return;
+        }
+        let _internal = InternalAlloc::new();
+        self.seq_waiters.fetch_add(1, Ordering::SeqCst);
+        let mut g = self.seq_lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.processed_from(from) < n {
+            g = self.seq_cv.wait_timeout(g, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        drop(g);
+        self.seq_waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The page number of `addr`, if it lies in the shared space.
@@ -159,6 +198,7 @@ impl Runtime {
             return;
         };
         q.queue(head, tail);
+        self.sent_seq[usize::from(to)].fetch_add(1, Ordering::SeqCst);
         crate::stats::sent(head, head.len() + tail.len());
         if !tail.is_empty() {
             crate::stats::page(true);
@@ -226,6 +266,8 @@ pub(crate) struct Service {
     direct_poll_us: u64,
     listener: std::net::TcpListener,
     direct: Vec<Option<DirectConn>>,
+    /// Direct requests waiting for earlier ordinary frames from their sender: (peer, count, ...).
+    deferred: Vec<(u16, u64, crate::sync::manager::Request, Arc<Mutex<SendQueue>>)>,
 }
 
 impl Service {
@@ -282,6 +324,7 @@ impl Service {
             direct_poll_us,
             listener,
             direct: Vec::new(),
+            deferred: Vec::new(),
         })
     }
 
@@ -382,7 +425,10 @@ impl Service {
                 return;
             };
             match conn.next_frame(body) {
-                Ok(true) => self.on_frame(i as u16, body),
+                Ok(true) => {
+                    self.on_frame(i as u16, body);
+                    self.processed(i as u16);
+                }
                 Ok(false) => break,
                 Err(e) => fatal(&format!("malformed frame from node {i}: {e}")),
             }
@@ -443,12 +489,22 @@ impl Service {
                 continue;
             }
             crate::stats::received(body);
-            match wire::decode(body) {
-                Ok(Wire::SyncReq(req)) if Some(req.waiter.0) == d.peer => {
-                    if req.op.expects_reply() {
-                        crate::rpc::expect_answer(req.waiter, Arc::clone(&d.send));
+            let peer = d.peer.unwrap_or(0);
+            let decoded = match wire::decode(body) {
+                Ok(Wire::Ordered { after, inner }) => wire::decode(inner).map(|w| (after, w)),
+                Ok(w) => Ok((0, w)),
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok((after, Wire::SyncReq(req))) if req.waiter.0 == peer => {
+                    let send = Arc::clone(&d.send);
+                    if self.rt.processed_from(peer) >= after {
+                        Self::serve_direct(req, send);
+                    } else {
+                        // Sent after frames still on their way on the ordinary connection: wait
+                        // for them, so the request cannot overtake what happened before it.
+                        self.deferred.push((peer, after, req, send));
                     }
-                    crate::sync::submit(req);
                 }
                 other => {
                     eprintln!(
@@ -462,6 +518,31 @@ impl Service {
         }
         if close && let Some(d) = self.direct[i].take() {
             drop(d);
+        }
+    }
+
+    fn serve_direct(req: crate::sync::manager::Request, send: Arc<Mutex<SendQueue>>) {
+        if req.op.expects_reply() {
+            crate::rpc::expect_answer(req.waiter, send);
+        }
+        crate::sync::submit(req);
+    }
+
+    /// A frame from `from` has been handled: count it, serve direct requests that waited for it,
+    /// and wake threads waiting for it before they use a direct answer.
+    fn processed(&mut self, from: u16) {
+        let n = self.rt.recv_seq[usize::from(from)].fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.deferred.is_empty() {
+            let (ready, waiting): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.deferred).into_iter().partition(|d| d.0 == from && d.1 <= n);
+            self.deferred = waiting;
+            for (_, _, req, send) in ready {
+                Self::serve_direct(req, send);
+            }
+        }
+        if self.rt.seq_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.rt.seq_lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.rt.seq_cv.notify_all();
         }
     }
 
@@ -524,6 +605,9 @@ impl Service {
             Wire::SyncReq(req) => crate::sync::submit(req),
             Wire::Revoke { key } => crate::sync::agent::revoke(key),
             Wire::Log { on } => crate::stats::set_protocol_log(on),
+            Wire::Ordered { .. } => {
+                fatal(&format!("node {from} sent a direct-connection message on the ordinary one"))
+            }
             Wire::StatsReq { waiter } => {
                 let reply = crate::sync::manager::Reply::Stats(crate::stats::encode(&crate::stats::local()));
                 self.rt.send(from, wire::sync_reply(waiter, &reply));

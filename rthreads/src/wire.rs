@@ -20,23 +20,61 @@ const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
 const T_STATS_REQ: u8 = 0x23;
 const T_LOG: u8 = 0x24;
+const T_ORDERED: u8 = 0x25;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
 pub(crate) enum Wire<'a> {
-    Proto { msg: Msg, data: Option<&'a [u8]> },
-    Spawn { tid: u64, closure: u64, stack: u64, name: &'a str },
-    Done { tid: u64, started: bool },
-    Watch { tid: u64 },
-    Finished { tid: u64, started: bool },
-    Forget { tid: u64 },
-    Free { blocks: Vec<(usize, usize, usize)> },
-    Shutdown { code: i32 },
+    Proto {
+        msg: Msg,
+        data: Option<&'a [u8]>,
+    },
+    Spawn {
+        tid: u64,
+        closure: u64,
+        stack: u64,
+        name: &'a str,
+    },
+    Done {
+        tid: u64,
+        started: bool,
+    },
+    Watch {
+        tid: u64,
+    },
+    Finished {
+        tid: u64,
+        started: bool,
+    },
+    Forget {
+        tid: u64,
+    },
+    Free {
+        blocks: Vec<(usize, usize, usize)>,
+    },
+    Shutdown {
+        code: i32,
+    },
     SyncReq(Request),
-    Revoke { key: u64 },
-    StatsReq { waiter: u64 },
-    Log { on: bool },
-    SyncReply { waiter: u64, reply: Reply },
+    Revoke {
+        key: u64,
+    },
+    StatsReq {
+        waiter: u64,
+    },
+    Log {
+        on: bool,
+    },
+    /// A message on a direct connection that must not overtake the first `after` frames the
+    /// sender queued on the ordinary connection to this node.
+    Ordered {
+        after: u64,
+        inner: &'a [u8],
+    },
+    SyncReply {
+        waiter: u64,
+        reply: Reply,
+    },
 }
 
 fn access_code(a: Access) -> u8 {
@@ -137,6 +175,12 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
         Op::CacheTryLock => w.u8(17),
         Op::RevokeBusy => w.u8(18),
     };
+    w.finish()
+}
+
+pub(crate) fn ordered(after: u64, inner: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_ORDERED).u64(after).raw(inner);
     w.finish()
 }
 
@@ -277,6 +321,12 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
         T_REVOKE => Wire::Revoke { key: r.u64()? },
         T_STATS_REQ => Wire::StatsReq { waiter: r.u64()? },
         T_LOG => Wire::Log { on: bool_of(r.u8()?)? },
+        T_ORDERED => {
+            let after = r.u64()?;
+            let inner = r.rest();
+            let w = Wire::Ordered { after, inner };
+            return Ok(w);
+        }
         T_SYNC_REPLY => {
             let waiter = r.u64()?;
             Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
