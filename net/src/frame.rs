@@ -19,6 +19,8 @@ pub struct Conn {
     inbuf: Vec<u8>,
     in_pos: usize,
     in_end: usize,
+    /// The longest body accepted.
+    limit: usize,
 }
 
 /// The sending side of a connection: frames are appended in order and written as the socket takes
@@ -48,7 +50,7 @@ impl Conn {
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        Ok(Conn { stream, inbuf: vec![0; 1 << 16], in_pos: 0, in_end: 0 })
+        Ok(Conn { stream, inbuf: vec![0; 1 << 16], in_pos: 0, in_end: 0, limit: MAX_FRAME })
     }
 
     /// A sending side for the same socket (a duplicate descriptor).
@@ -57,6 +59,17 @@ impl Conn {
     /// If the descriptor cannot be duplicated.
     pub fn send_queue(&self) -> io::Result<SendQueue> {
         Ok(SendQueue { stream: self.stream.try_clone()?, out: Vec::new(), out_pos: 0 })
+    }
+
+    /// Sets the longest frame body accepted from now on (at most [`MAX_FRAME`]): small while the
+    /// peer is not yet authenticated, so a stranger cannot make this node buffer megabytes.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
+    }
+
+    /// The peer's address, for messages about it.
+    pub fn peer_addr(&self) -> String {
+        self.stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string())
     }
 
     /// The socket, for polling.
@@ -94,14 +107,15 @@ impl Conn {
     /// Moves the next complete frame's body into `body`; `Ok(false)` if none is complete yet.
     ///
     /// # Errors
-    /// `InvalidData` for a frame longer than [`MAX_FRAME`] or empty.
+    /// `InvalidData` for a frame longer than the limit ([`MAX_FRAME`] unless [`Conn::set_limit`]
+    /// lowered it) or empty.
     pub fn next_frame(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
         let avail = &self.inbuf[self.in_pos..self.in_end];
         if avail.len() < 4 {
             return Ok(false);
         }
         let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || len > MAX_FRAME {
+        if len == 0 || len > self.limit {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad frame length {len}")));
         }
         if avail.len() < 4 + len {

@@ -1,14 +1,17 @@
 //! Transport for rthreads: a full mesh of TCP connections (`TCP_NODELAY`) carrying
 //! length-framed messages.
 //!
+//! - [`auth`]: the challenge–response MAC that opens every connection;
 //! - [`codec`]: the bounds-checked binary encoding of control messages;
 //! - [`frame`]: frames and the non-blocking connection buffers the service thread polls;
 //! - [`mesh`]: bootstrap, the handshake that refuses another binary, and the start-up barrier.
 
+pub mod auth;
 pub mod codec;
 pub mod frame;
 pub mod mesh;
 
+pub use auth::Secret;
 pub use codec::{DecodeError, Reader, Writer};
 pub use frame::{Conn, ReadStatus, SendQueue};
 pub use mesh::{BinaryId, Hello, Mesh, MeshConfig, MeshError};

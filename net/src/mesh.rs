@@ -20,6 +20,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::auth::{self, Secret};
 use crate::codec::{Reader, Writer};
 use crate::frame::{read_frame, write_frame};
 
@@ -150,6 +151,8 @@ pub struct MeshConfig {
     pub coordinator: Option<SocketAddr>,
     /// The bound on the whole start-up.
     pub timeout: Duration,
+    /// The cluster secret every connection is authenticated with (see [`crate::auth`]).
+    pub secret: Secret,
 }
 
 /// A fully connected cluster, seen from one node.
@@ -201,16 +204,23 @@ fn remaining(deadline: Instant) -> Result<Duration, MeshError> {
         .ok_or_else(|| err("cluster start-up timed out"))
 }
 
-/// Accepts one connection before `deadline` and reads its hello.
+/// Accepts one connection before `deadline`, authenticates it and reads its hello.
+///
+/// A peer that fails authentication has already been refused; the caller only logs it.
 fn accept_hello(
     listener: &TcpListener,
     deadline: Instant,
+    secret: &Secret,
 ) -> Result<(TcpStream, Result<Hello, String>), MeshError> {
     listener.set_nonblocking(true).map_err(|e| err(format!("listener: {e}")))?;
     loop {
         match listener.accept() {
             Ok((mut s, peer)) => {
                 s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
+                s.set_nodelay(true).ok();
+                if let Err(e) = auth::accept_side(&mut s, secret) {
+                    return Ok((s, Err(format!("{peer}: {e}"))));
+                }
                 s.set_read_timeout(Some(remaining(deadline)?.min(Duration::from_secs(10)))).ok();
                 let hello = read_frame(&mut s, HANDSHAKE_LIMIT)
                     .map_err(|e| format!("no hello from {peer}: {e}"))
@@ -254,7 +264,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     if me == 0 {
         let mut joined = 1;
         while joined < n {
-            let (mut s, hello) = accept_hello(&cfg.listener, deadline).map_err(|e| {
+            let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret).map_err(|e| {
                 let missing: Vec<String> =
                     (1..n).filter(|&i| conns[i].is_none()).map(|i| i.to_string()).collect();
                 err(format!("{e}: node(s) {} never joined", missing.join(", ")))
@@ -294,6 +304,14 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         let coord = cfg.coordinator.ok_or_else(|| err("no coordinator address (RTHREADS_COORDINATOR)"))?;
         let mut s =
             connect(coord, deadline).map_err(|e| err(format!("cannot reach node 0 at {coord}: {}", e.0)))?;
+        auth::connect_side(&mut s, &cfg.secret).map_err(|e| err(format!("node 0 at {coord}: {e}")))?;
+        // Listening on every interface: tell the others the address node 0 sees this node at.
+        if let Ok(bound) = cfg.listener.local_addr()
+            && bound.ip().is_unspecified()
+            && let Ok(local) = s.local_addr()
+        {
+            cfg.hello.listen = SocketAddr::new(local.ip(), bound.port()).to_string();
+        }
         write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node 0: {e}")))?;
         let body = expect_answer(&mut s, "node 0")?;
         let mut r = Reader::new(&body);
@@ -306,10 +324,13 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             parallelism[i] = r.u32().map_err(bad)?;
         }
         conns[0] = Some(s);
+        // Node 0 may listen on every interface: reach it later where this node reached it now.
+        table[0] = coord.to_string();
         for j in 1..usize::from(me) {
             let addr: SocketAddr = table[j].parse().map_err(|_| err(format!("bad address for node {j}")))?;
             let mut s = connect(addr, deadline)
                 .map_err(|e| err(format!("cannot reach node {j} at {addr}: {}", e.0)))?;
+            auth::connect_side(&mut s, &cfg.secret).map_err(|e| err(format!("node {j} at {addr}: {e}")))?;
             write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node {j}: {e}")))?;
             let body = expect_answer(&mut s, &format!("node {j}"))?;
             if body[0] != TAG_ACK {
@@ -319,7 +340,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         }
         let mut expected = n - 1 - usize::from(me);
         while expected > 0 {
-            let (mut s, hello) = accept_hello(&cfg.listener, deadline)?;
+            let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret)?;
             let verdict = hello.and_then(|h| {
                 check_peer(&cfg.hello, &h)?;
                 if h.node <= me || conns[usize::from(h.node)].is_some() {
@@ -412,7 +433,13 @@ mod tests {
     }
 
     fn cfg(h: Hello, listener: TcpListener, coord: Option<SocketAddr>) -> MeshConfig {
-        MeshConfig { hello: h, listener, coordinator: coord, timeout: Duration::from_secs(10) }
+        MeshConfig {
+            hello: h,
+            listener,
+            coordinator: coord,
+            timeout: Duration::from_secs(10),
+            secret: Secret::from_text("test secret").unwrap(),
+        }
     }
 
     #[test]
@@ -463,12 +490,40 @@ mod tests {
             use std::io::Write;
             s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
             let mut s2 = TcpStream::connect(coord).unwrap();
+            auth::connect_side(&mut s2, &Secret::from_text("test secret").unwrap()).unwrap();
             write_frame(&mut s2, &hello(1, 2, 1).encode()).unwrap();
             s2
         });
         let m = establish(cfg(hello(0, 2, 1), l0, None)).unwrap();
         assert!(m.conns[1].is_some());
         drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused_and_the_cluster_still_forms() {
+        let l0 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let coord = l0.local_addr().unwrap();
+        let intruder = std::thread::spawn(move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut c = cfg(hello(1, 2, 1), l, Some(coord));
+            c.secret = Secret::from_text("guessed").unwrap();
+            establish(c).unwrap_err()
+        });
+        let node0 = std::thread::spawn(move || {
+            let mut m0 = establish(cfg(hello(0, 2, 1), l0, None)).unwrap();
+            m0.barrier(Duration::from_secs(10)).unwrap();
+            m0
+        });
+        let e = intruder.join().unwrap();
+        assert!(e.0.contains("wrong cluster secret"), "{e}");
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        let mut m1 = establish(cfg(hello(1, 2, 1), l, Some(coord))).unwrap();
+        m1.barrier(Duration::from_secs(10)).unwrap();
+        let m0 = node0.join().unwrap();
+        assert!(m0.conns[1].is_some() && m1.conns[0].is_some());
+        // Node 1 listens on every interface and is advertised at the address node 0 sees it at.
+        assert!(m0.addrs[1].starts_with("127.0.0.1:"), "{}", m0.addrs[1]);
+        assert_eq!(m1.addrs[0], coord.to_string());
     }
 
     #[test]

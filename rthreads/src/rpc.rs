@@ -10,8 +10,9 @@
 //! same connection. Operations that may be answered by another node, or twice (condition variable
 //! waits, timed receives), keep the ordinary path.
 //!
-//! Each pooled connection starts with a hello naming the node and the run's session; the service
-//! thread drops a connection whose hello is wrong.
+//! Each pooled connection starts with the authentication exchange of `net::auth` (both sides prove
+//! they know the cluster secret), then a hello naming the node and the run's session; the service
+//! thread drops a connection that fails either.
 //!
 //! **Order.** A direct message must not overtake what its sender sent before on the ordinary
 //! connection: a channel message sent before a barrier must be there after it. So each node counts
@@ -67,6 +68,7 @@ fn connect(rt: &Runtime, to: u16) -> std::io::Result<TcpStream> {
     let addr = rt.addr_of(to).ok_or_else(|| std::io::Error::other("no address"))?;
     let mut s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
+    net::auth::connect_side(&mut s, &rt.secret).map_err(std::io::Error::other)?;
     write_frame(&mut s, &hello(rt.me, rt.session))?;
     Ok(s)
 }

@@ -33,6 +33,8 @@ pub(crate) struct Runtime {
     slice: usize,
     pub(crate) session: u64,
     addrs: Vec<String>,
+    pub(crate) secret: net::Secret,
+    failure_timeout: Duration,
     /// The sending side of every peer connection. Any thread writes its frames straight to the
     /// socket under the peer's lock; what the socket does not take at once stays queued and the
     /// service thread finishes it when the socket becomes writable.
@@ -77,6 +79,26 @@ pub(crate) fn get() -> Option<&'static Runtime> {
     RUNTIME.get()
 }
 
+/// Writes `msg` and a newline to stderr with one `write(2)`, without taking std's stderr lock (an
+/// application thread may hold it while it waits in a fault this thread must serve).
+pub(crate) fn say(msg: &str) {
+    let mut line = String::with_capacity(msg.len() + 1);
+    line.push_str(msg);
+    line.push('\n');
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: write(2) from a live buffer of the stated length.
+        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if n <= 0 {
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}
+
+/// The exit code of a node that stops because another node was lost.
+pub(crate) const EXIT_NODE_LOST: i32 = 3;
+
 /// Prints a fatal runtime error naming its cause and ends this node with exit code 1.
 pub(crate) fn fatal(msg: &str) -> ! {
     let me = get().map(|r| r.me).unwrap_or(0);
@@ -98,12 +120,17 @@ pub(crate) struct NodeInfo {
     pub(crate) session: u64,
     /// Each node's listening address.
     pub(crate) addrs: Vec<String>,
+    /// The cluster secret (authenticates every connection).
+    pub(crate) secret: net::Secret,
+    /// Silence from a peer longer than this means it is lost.
+    pub(crate) failure_timeout: Duration,
 }
 
 impl Runtime {
     pub(crate) fn install(node: NodeInfo, heap: Heap) -> &'static Runtime {
         let _internal = InternalAlloc::new();
-        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs } = node;
+        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs, secret, failure_timeout } =
+            node;
         let rt = Runtime {
             me,
             nodes,
@@ -113,6 +140,8 @@ impl Runtime {
             slice,
             session,
             addrs,
+            secret,
+            failure_timeout,
             senders: OnceLock::new(),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
@@ -247,6 +276,8 @@ struct DirectConn {
     send: Arc<Mutex<SendQueue>>,
     /// The peer, once its hello has been checked.
     peer: Option<u16>,
+    /// The challenge sent, until the peer has answered it (see `net::auth`).
+    challenge: Option<[u8; net::auth::NONCE]>,
 }
 
 /// The service thread's state.
@@ -261,13 +292,19 @@ pub(crate) struct Service {
     waiting: HashMap<PageId, Vec<SlotId>>,
     actions: Vec<Action>,
     wakeups: Vec<Wakeup>,
-    lost_deadline: Option<(Instant, String)>,
+    lost_deadline: Option<(Instant, u16, String)>,
+    /// The cluster is being stopped after a lost node.
+    aborting: bool,
     poll_us: u64,
     direct_poll_us: u64,
     listener: std::net::TcpListener,
     direct: Vec<Option<DirectConn>>,
     /// Direct requests waiting for earlier ordinary frames from their sender: (peer, count, ...).
     deferred: Vec<(u16, u64, crate::sync::manager::Request, Arc<Mutex<SendQueue>>)>,
+    /// When something last arrived from each peer (a frame, or the connection closing).
+    last_heard: Vec<Instant>,
+    /// When this node last sent every peer a heartbeat.
+    last_beat: Instant,
 }
 
 impl Service {
@@ -320,11 +357,14 @@ impl Service {
             actions: Vec::new(),
             wakeups: Vec::new(),
             lost_deadline: None,
+            aborting: false,
             poll_us,
             direct_poll_us,
             listener,
             direct: Vec::new(),
             deferred: Vec::new(),
+            last_heard: vec![Instant::now(); usize::from(rt.nodes)],
+            last_beat: Instant::now(),
         })
     }
 
@@ -352,7 +392,7 @@ impl Service {
         loop {
             let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
                 0
-            } else if let Some((t, _)) = &self.lost_deadline {
+            } else if let Some((t, _, _)) = &self.lost_deadline {
                 t.saturating_duration_since(Instant::now()).as_millis().min(100) as i32
             } else {
                 100
@@ -374,17 +414,45 @@ impl Service {
                 }
             }
             self.rt.wake_pending.store(false, Ordering::SeqCst);
+            self.check_peers();
             self.send_remote_frees();
             self.flush_all();
-            if let Some((t, why)) = &self.lost_deadline
+            if let Some((t, lost, why)) = &self.lost_deadline
                 && Instant::now() >= *t
             {
-                fatal(why);
+                let (lost, why) = (*lost, why.clone());
+                self.abort_cluster(lost, &why);
             }
             let hot = (served && self.direct_poll_us > 0) || (self.poll_us > 0 && !self.waiting.is_empty());
             if hot {
                 let us = if served { self.direct_poll_us } else { self.poll_us };
                 hot_until = Some(Instant::now() + Duration::from_micros(us));
+            }
+        }
+    }
+
+    /// Sends heartbeats on schedule and declares lost a peer that has been silent too long.
+    fn check_peers(&mut self) {
+        let now = Instant::now();
+        let timeout = self.rt.failure_timeout;
+        if now.duration_since(self.last_beat) >= timeout / 4 {
+            self.last_beat = now;
+            for i in 0..self.conns.len() {
+                if self.conns[i].is_some() {
+                    self.rt.send_batched(i as u16, wire::heartbeat());
+                }
+            }
+        }
+        if self.rt.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        for i in 0..self.conns.len() {
+            if self.conns[i].is_some() && now.duration_since(self.last_heard[i]) > timeout {
+                let why = format!(
+                    "nothing heard from it for {:.1} s (RTHREADS_FAILURE_TIMEOUT): it stopped, hung, or its link is cut",
+                    timeout.as_secs_f64()
+                );
+                self.peer_lost(i, &why);
             }
         }
     }
@@ -416,6 +484,7 @@ impl Service {
         let Some(conn) = self.conns.get_mut(i).and_then(|c| c.as_mut()) else {
             return;
         };
+        self.last_heard[i] = Instant::now();
         let status = match conn.fill() {
             Ok(s) => s,
             Err(e) => return self.peer_lost(i, &format!("receive failed: {e}")),
@@ -430,7 +499,7 @@ impl Service {
                     self.processed(i as u16);
                 }
                 Ok(false) => break,
-                Err(e) => fatal(&format!("malformed frame from node {i}: {e}")),
+                Err(e) => return self.peer_lost(i, &format!("it sent a malformed frame ({e})")),
             }
         }
         if status == ReadStatus::Closed {
@@ -449,11 +518,18 @@ impl Service {
                     return;
                 }
             };
-            let conn = match Conn::new(stream) {
+            let mut conn = match Conn::new(stream) {
                 Ok(c) => c,
                 Err(_) => continue,
             };
-            let Ok(send) = conn.send_queue() else { continue };
+            // Nothing from a stranger is buffered beyond a few kilobytes.
+            conn.set_limit(4096);
+            let Ok(mut send) = conn.send_queue() else { continue };
+            let Ok(challenge) = net::auth::nonce() else { continue };
+            send.queue(&net::auth::challenge_frame(&challenge), &[]);
+            if send.flush().is_err() {
+                continue;
+            }
             let i = self.direct.iter().position(Option::is_none).unwrap_or_else(|| {
                 self.direct.push(None);
                 self.direct.len() - 1
@@ -461,7 +537,12 @@ impl Service {
             if let Err(e) = self.poller.add(conn.fd(), poll::READ, DIRECT + i as u64) {
                 fatal(&format!("epoll_ctl: {e}"));
             }
-            self.direct[i] = Some(DirectConn { conn, send: Arc::new(Mutex::new(send)), peer: None });
+            self.direct[i] = Some(DirectConn {
+                conn,
+                send: Arc::new(Mutex::new(send)),
+                peer: None,
+                challenge: Some(challenge),
+            });
         }
     }
 
@@ -474,15 +555,48 @@ impl Service {
             match d.conn.next_frame(body) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(_) => {
+                Err(e) => {
+                    if d.peer.is_none() {
+                        say(&format!(
+                            "rthreads: node {}: refused a connection from {}: not an rthreads peer ({e})",
+                            self.rt.me,
+                            d.conn.peer_addr()
+                        ));
+                    }
                     close = true;
                     break;
+                }
+            }
+            if let Some(challenge) = d.challenge {
+                let mut q = d.send.lock().unwrap_or_else(|e| e.into_inner());
+                match net::auth::verify(&self.rt.secret, &challenge, body) {
+                    Ok(proof) => {
+                        q.queue(&proof, &[]);
+                        let _ = q.flush();
+                        d.challenge = None;
+                        d.conn.set_limit(net::frame::MAX_FRAME);
+                        continue;
+                    }
+                    Err(e) => {
+                        say(&format!(
+                            "rthreads: node {}: refused a connection from {}: {e}",
+                            self.rt.me,
+                            d.conn.peer_addr()
+                        ));
+                        q.queue(&net::auth::reject_frame(&e.to_string()), &[]);
+                        let _ = q.flush();
+                        close = true;
+                        break;
+                    }
                 }
             }
             if d.peer.is_none() {
                 d.peer = crate::rpc::check_hello(body, self.rt.nodes, self.rt.session);
                 if d.peer.is_none() {
-                    eprintln!("rthreads: node {}: refused a direct connection with a bad hello", self.rt.me);
+                    say(&format!(
+                        "rthreads: node {}: refused a direct connection with a bad hello",
+                        self.rt.me
+                    ));
                     close = true;
                     break;
                 }
@@ -507,10 +621,10 @@ impl Service {
                     }
                 }
                 other => {
-                    eprintln!(
+                    say(&format!(
                         "rthreads: node {}: unexpected message on a direct connection from {:?}: {other:?}",
                         self.rt.me, d.peer
-                    );
+                    ));
                     close = true;
                     break;
                 }
@@ -559,15 +673,47 @@ impl Service {
             self.rt.closed_cv.notify_all();
             return;
         }
+        if self.aborting {
+            return;
+        }
         let msg = format!("lost node {i}: {why}");
         if self.rt.me == 0 || i == 0 {
-            fatal(&msg);
+            self.abort_cluster(i as u16, &msg);
         }
         // Another node may simply have exited on node 0's shutdown order before ours arrived:
         // give that order a moment before treating the loss as fatal.
         if self.lost_deadline.is_none() {
-            self.lost_deadline = Some((Instant::now() + Duration::from_secs(2), msg));
+            self.lost_deadline = Some((Instant::now() + Duration::from_secs(2), i as u16, msg));
         }
+    }
+
+    /// Node `lost` is gone: tells every other node to stop, and stops.
+    fn abort_cluster(&mut self, lost: u16, msg: &str) -> ! {
+        self.aborting = true;
+        say(&format!("rthreads: node {}: {msg}; stopping the cluster", self.rt.me));
+        let frame = wire::abort(lost, msg);
+        for j in 0..self.conns.len() {
+            if self.conns[j].is_some() {
+                self.rt.send(j as u16, frame.clone());
+            }
+        }
+        self.flush_all();
+        self.finish_abort()
+    }
+
+    /// Ends this node after a lost node: node 0 first lets the nodes it started print why they
+    /// stop (their output passes through it), the others give their last frames a moment to leave.
+    fn finish_abort(&mut self) -> ! {
+        self.aborting = true;
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        if self.rt.me == 0 {
+            crate::launch::wait_forwarders(deadline);
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        crate::trace::flush(self.rt.me);
+        // SAFETY: as in `fatal`: nothing may run that could wait on application threads.
+        unsafe { libc::_exit(EXIT_NODE_LOST) }
     }
 
     fn on_frame(&mut self, from: u16, body: &[u8]) {
@@ -613,6 +759,16 @@ impl Service {
                 self.rt.send(from, wire::sync_reply(waiter, &reply));
             }
             Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
+            Wire::Heartbeat => {}
+            Wire::Abort { lost, reason } => {
+                if !self.rt.shutting_down.load(Ordering::SeqCst) && !self.aborting {
+                    say(&format!(
+                        "rthreads: node {}: stopping: node {lost} was lost (node {from} reports: {reason})",
+                        self.rt.me
+                    ));
+                    self.finish_abort();
+                }
+            }
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly
                 crate::trace::flush(self.rt.me);

@@ -15,6 +15,8 @@ const T_FINISHED: u8 = 0x14;
 const T_FORGET: u8 = 0x15;
 const T_FREE: u8 = 0x16;
 const T_SHUTDOWN: u8 = 0x17;
+const T_HEARTBEAT: u8 = 0x18;
+const T_ABORT: u8 = 0x19;
 const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
@@ -54,6 +56,11 @@ pub(crate) enum Wire<'a> {
     },
     Shutdown {
         code: i32,
+    },
+    Heartbeat,
+    Abort {
+        lost: u16,
+        reason: &'a str,
     },
     SyncReq(Request),
     Revoke {
@@ -181,6 +188,18 @@ pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
 pub(crate) fn ordered(after: u64, inner: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_ORDERED).u64(after).raw(inner);
+    w.finish()
+}
+
+/// "Still here": sent on an otherwise quiet connection so the peer can tell silence from death.
+pub(crate) fn heartbeat() -> Vec<u8> {
+    vec![T_HEARTBEAT]
+}
+
+/// The cluster is stopping because node `lost` was lost, for `reason`.
+pub(crate) fn abort(lost: u16, reason: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_ABORT).u16(lost).str(reason);
     w.finish()
 }
 
@@ -313,6 +332,8 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             Wire::Free { blocks }
         }
         T_SHUTDOWN => Wire::Shutdown { code: r.u32()? as i32 },
+        T_HEARTBEAT => Wire::Heartbeat,
+        T_ABORT => Wire::Abort { lost: r.u16()?, reason: r.str()? },
         T_SYNC_REQ => {
             let key = r.u64()?;
             let waiter = (r.u16()?, r.u64()?);
