@@ -190,11 +190,15 @@ fn nonce_from(r: &mut Reader<'_>) -> Result<[u8; NONCE], String> {
     Ok(b.try_into().expect("NONCE bytes"))
 }
 
+/// What the connecting side answers a challenge with: the response frame, the server's nonce and
+/// its own (both needed to check the proof that follows).
+pub type Response = (Vec<u8>, [u8; NONCE], [u8; NONCE]);
+
 /// Connecting side: reads the challenge in `body` and makes the response frame.
 ///
 /// # Errors
 /// `body` is a refusal (its reason is returned) or not a challenge.
-pub fn respond(secret: &Secret, body: &[u8]) -> Result<(Vec<u8>, [u8; NONCE], [u8; NONCE]), String> {
+pub fn respond(secret: &Secret, body: &[u8]) -> Result<Response, String> {
     if let Some(reason) = reason_of(body) {
         return Err(format!("refused: {reason}"));
     }
