@@ -1,6 +1,7 @@
 //! Shared helpers for the rthreads examples, benchmarks and cluster tests: the measuring helpers,
 //! the platform facade the benchmark kernels are written against, and the kernels.
 
+pub mod checks;
 pub mod kernels;
 pub mod par;
 

@@ -403,6 +403,9 @@ fn bind(listen: &Listen) -> Result<TcpListener, String> {
         Listen::Fd(fd) => {
             // SAFETY: the launcher handed us this descriptor as a listening socket we now own.
             let l = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // The programs this node starts must not inherit it.
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
             l.local_addr().map_err(|e| format!("RTHREADS_LISTEN_FD={fd} is not a listening socket: {e}"))?;
             Ok(l)
         }
@@ -592,7 +595,7 @@ fn start(default_nodes: u16) -> Result<Started, String> {
     crate::trace::start(me)?;
     let listener = bind(&cfg.listen)?;
     let mut children = Vec::new();
-    if me == 0 && !cfg.embedded {
+    if me == 0 && !cfg.embedded && env("RTHREADS_EXTERNAL").is_some() {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         eprintln!("rthreads: node 0 listening on {addr}, waiting for {} node(s)", cfg.nodes - 1);
     }

@@ -1,0 +1,467 @@
+//! `rthreads`: the launcher. Starts every node of a cluster run of an rthreads program, forwards
+//! their output, and ends with node 0's exit code.
+//!
+//! ```text
+//! rthreads run -n 8 [--hosts h1,h2,...] [--rsh CMD] [--coordinator HOST:PORT] [--protocol sc]
+//!              [--no-prefix] [--secret-file F] [--startup-timeout S] -- ./target/release/app args...
+//! rthreads secret [--file PATH]
+//! ```
+//!
+//! Without `--hosts` the nodes are local processes. With `--hosts`, node `i` runs on host
+//! `hosts[i % len]`, started by `RSH HOST 'COMMAND'` (`ssh` by default; anything that takes a host
+//! and a shell command line works, such as a wrapper around `ip netns exec`), in the launcher's
+//! current directory, which must exist on every host with the program at the same path.
+//!
+//! Every run gets a fresh cluster secret (unless `RTHREADS_SECRET`, `RTHREADS_SECRET_FILE` or
+//! `--secret-file` gives one). Local nodes get it in their environment; remote nodes read it from
+//! their standard input, so it never appears on a command line.
+//!
+//! Standard input goes to node 0; the other nodes read nothing. Each output line is prefixed with
+//! `[node N] ` unless `--no-prefix`. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every node; the nodes
+//! also die with the launcher if it is killed (`PR_SET_PDEATHSIG` on the processes it starts).
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use net::Secret;
+
+const USAGE: &str = "\
+usage:
+  rthreads run [-n N] [--hosts H1,H2,...] [--rsh CMD] [--coordinator HOST:PORT]
+               [--protocol sc] [--no-prefix] [--secret-file FILE] [--startup-timeout SECONDS]
+               -- PROGRAM [ARGS...]
+  rthreads secret [--file PATH]
+
+run     start N nodes of PROGRAM (default 4): local processes, or with --hosts one per host in
+        turn, started with `RSH HOST COMMAND` (RSH defaults to ssh); node 0's exit code is returned
+secret  print a new random cluster secret, or write it to PATH readable only by you (0600)";
+
+/// The signal that asked the launcher to stop (0: none).
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    STOP.store(sig, Ordering::SeqCst);
+}
+
+#[derive(Debug)]
+struct RunArgs {
+    nodes: u16,
+    hosts: Vec<String>,
+    rsh: Vec<String>,
+    coordinator: Option<String>,
+    protocol: Option<String>,
+    prefix: bool,
+    secret_file: Option<String>,
+    startup_timeout: Option<String>,
+    program: Vec<String>,
+}
+
+fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
+    args.next().ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn parse_run(args: Vec<String>) -> Result<RunArgs, String> {
+    let mut r = RunArgs {
+        nodes: 4,
+        hosts: Vec::new(),
+        rsh: vec!["ssh".into()],
+        coordinator: None,
+        protocol: None,
+        prefix: true,
+        secret_file: None,
+        startup_timeout: None,
+        program: Vec::new(),
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (a.clone(), None),
+        };
+        let val = |it: &mut std::vec::IntoIter<String>| match &inline {
+            Some(v) => Ok(v.clone()),
+            None => value(it, &flag),
+        };
+        match flag.as_str() {
+            "-n" | "--nodes" => {
+                let v = val(&mut it)?;
+                r.nodes = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or(format!("-n {v}: expected 1..=1024 nodes"))?;
+            }
+            "--hosts" => {
+                r.hosts = val(&mut it)?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "--rsh" => r.rsh = val(&mut it)?.split_whitespace().map(String::from).collect(),
+            "--coordinator" => r.coordinator = Some(val(&mut it)?),
+            "--protocol" => r.protocol = Some(val(&mut it)?),
+            "--no-prefix" => r.prefix = false,
+            "--prefix" => r.prefix = true,
+            "--secret-file" => r.secret_file = Some(val(&mut it)?),
+            "--startup-timeout" => r.startup_timeout = Some(val(&mut it)?),
+            "--" => {
+                r.program = it.collect();
+                break;
+            }
+            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
+            _ => {
+                r.program = std::iter::once(a).chain(it).collect();
+                break;
+            }
+        }
+    }
+    if r.program.is_empty() {
+        return Err("no program to run".into());
+    }
+    if r.rsh.is_empty() {
+        return Err("--rsh needs a command".into());
+    }
+    Ok(r)
+}
+
+/// Quotes `s` for a POSIX shell.
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+        return u64::from_ne_bytes(b);
+    }
+    u64::from(std::process::id()) << 32 ^ Instant::now().elapsed().as_nanos() as u64
+}
+
+/// The secret for this run, and its text as handed to the nodes.
+fn run_secret(file: Option<&str>) -> Result<String, String> {
+    if let Some(f) = file {
+        return Secret::from_file(std::path::Path::new(f)).map(|s| s.to_hex());
+    }
+    if let Ok(v) = std::env::var("RTHREADS_SECRET")
+        && !v.is_empty()
+    {
+        return Ok(v);
+    }
+    if let Ok(f) = std::env::var("RTHREADS_SECRET_FILE")
+        && !f.is_empty()
+    {
+        return Secret::from_file(std::path::Path::new(&f)).map(|s| s.to_hex());
+    }
+    Secret::generate().map(|s| s.to_hex()).map_err(|e| format!("generating the cluster secret: {e}"))
+}
+
+/// Copies one node's output to ours a whole line at a time, prefixed.
+fn forward(
+    from: impl Read + Send + 'static,
+    stderr: bool,
+    prefix: Option<String>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = io::BufReader::new(from);
+        let mut line = Vec::with_capacity(256);
+        loop {
+            line.clear();
+            if let Some(p) = &prefix {
+                line.extend_from_slice(p.as_bytes());
+            }
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let _ = if stderr {
+                io::stderr().lock().write_all(&line)
+            } else {
+                let mut out = io::stdout().lock();
+                out.write_all(&line).and_then(|()| out.flush())
+            };
+        }
+    })
+}
+
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and calls only prctl and getppid, which are
+    // async-signal-safe. If the launcher is already gone, the child ends at once.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> (String, u8) {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => (format!("exit code {c}"), c as u8),
+        (None, Some(s)) => (format!("signal {s}"), 128 + s as u8),
+        _ => ("an unknown status".into(), 1),
+    }
+}
+
+fn run(a: RunArgs) -> Result<ExitCode, String> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    let secret = run_secret(a.secret_file.as_deref())?;
+    let session = format!("{:x}", random_u64());
+    let n = a.nodes;
+    let mut common: Vec<(String, String)> =
+        vec![("RTHREADS_NODES".into(), n.to_string()), ("RTHREADS_SESSION".into(), session)];
+    if let Some(p) = &a.protocol {
+        common.push(("RTHREADS_PROTOCOL".into(), p.clone()));
+    }
+    if let Some(t) = &a.startup_timeout {
+        common.push(("RTHREADS_STARTUP_TIMEOUT".into(), t.clone()));
+    }
+    let remote = !a.hosts.is_empty();
+    let mut listener = None;
+    let coordinator = if remote {
+        match &a.coordinator {
+            Some(c) => c.clone(),
+            None => format!("{}:{}", a.hosts[0], 20000 + random_u64() % 40000),
+        }
+    } else {
+        let l = TcpListener::bind(a.coordinator.as_deref().unwrap_or("127.0.0.1:0"))
+            .map_err(|e| format!("cannot listen for node 0: {e}"))?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?.to_string();
+        listener = Some(l);
+        addr
+    };
+    common.push(("RTHREADS_COORDINATOR".into(), coordinator));
+    let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+    let mut children: Vec<Child> = Vec::new();
+    let mut outputs = Vec::new();
+    let kill_all = |children: &mut Vec<Child>| {
+        for c in children.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    };
+    for i in 0..n {
+        let mut cmd;
+        if remote {
+            let host = &a.hosts[usize::from(i) % a.hosts.len()];
+            // Forward the launcher's own RTHREADS_* settings, minus those it sets itself.
+            let mut env: Vec<(String, String)> = std::env::vars()
+                .filter(|(k, _)| {
+                    k.starts_with("RTHREADS_")
+                        && !matches!(k.as_str(), "RTHREADS_SECRET" | "RTHREADS_SECRET_FILE")
+                })
+                .filter(|(k, _)| !common.iter().any(|(c, _)| c == k))
+                .collect();
+            env.extend(common.iter().cloned());
+            env.push(("RTHREADS_NODE_ID".into(), i.to_string()));
+            let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
+            let program: Vec<String> = a.program.iter().map(|p| quote(p)).collect();
+            let line = format!(
+                "cd {} && IFS= read -r RTHREADS_SECRET && export RTHREADS_SECRET && exec env {} {}",
+                quote(&cwd.to_string_lossy()),
+                assignments.join(" "),
+                program.join(" ")
+            );
+            cmd = Command::new(&a.rsh[0]);
+            cmd.args(&a.rsh[1..]).arg(host).arg(line);
+            cmd.stdin(Stdio::piped());
+        } else {
+            cmd = Command::new(&a.program[0]);
+            cmd.args(&a.program[1..]);
+            cmd.envs(common.iter().cloned()).env("RTHREADS_NODE_ID", i.to_string());
+            cmd.env("RTHREADS_SECRET", &secret).env_remove("RTHREADS_SECRET_FILE");
+            cmd.stdin(if i == 0 { Stdio::inherit() } else { Stdio::null() });
+            if i == 0
+                && let Some(l) = &listener
+            {
+                let fd = l.as_raw_fd();
+                cmd.env("RTHREADS_LISTEN_FD", "3");
+                // SAFETY: between fork and exec: dup2 and fcntl are async-signal-safe. Node 0
+                // inherits the launcher's listening socket as descriptor 3, so the nodes can
+                // connect to it before node 0 has even started.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if fd == 3 {
+                            let flags = libc::fcntl(3, libc::F_GETFD);
+                            libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                        } else if libc::dup2(fd, 3) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                kill_all(&mut children);
+                return Err(format!(
+                    "starting node {i} ({}): {e}",
+                    if remote { &a.rsh[0] } else { &a.program[0] }
+                ));
+            }
+        };
+        let prefix = a.prefix.then(|| format!("[node {i}] "));
+        if let Some(o) = child.stdout.take() {
+            outputs.push(forward(o, false, prefix.clone()));
+        }
+        if let Some(e) = child.stderr.take() {
+            outputs.push(forward(e, true, prefix));
+        }
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = writeln!(stdin, "{secret}");
+            if i == 0 {
+                // Node 0 reads what the launcher reads.
+                std::thread::spawn(move || {
+                    let _ = io::copy(&mut io::stdin().lock(), &mut stdin);
+                });
+            }
+        }
+        children.push(child);
+    }
+    drop(listener);
+    let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; children.len()];
+    let mut node0_done: Option<Instant> = None;
+    let code = loop {
+        let sig = STOP.load(Ordering::SeqCst);
+        if sig != 0 {
+            eprintln!("rthreads: stopping every node (signal {sig})");
+            for c in children.iter() {
+                // SAFETY: signalling our own child by pid.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && children.iter_mut().any(|c| matches!(c.try_wait(), Ok(None))) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            kill_all(&mut children);
+            break 128 + sig as u8;
+        }
+        for (i, c) in children.iter_mut().enumerate() {
+            if status[i].is_none()
+                && let Ok(Some(s)) = c.try_wait()
+            {
+                status[i] = Some(s);
+                if i == 0 {
+                    node0_done = Some(Instant::now());
+                } else if !s.success() && status[0].is_none() {
+                    eprintln!("rthreads: node {i} ended with {}", describe(s).0);
+                }
+            }
+        }
+        if let (Some(s0), Some(t)) = (status[0], node0_done) {
+            // Node 0 ended: the others follow its shutdown order; stragglers are killed.
+            if status.iter().all(Option::is_some) || t.elapsed() > Duration::from_secs(10) {
+                for (i, c) in children.iter_mut().enumerate() {
+                    if status[i].is_none() {
+                        eprintln!("rthreads: node {i} did not stop after node 0 ended; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                }
+                break describe(s0).1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for h in outputs {
+        let _ = h.join();
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn secret_cmd(args: Vec<String>) -> Result<ExitCode, String> {
+    let s = Secret::generate().map_err(|e| e.to_string())?.to_hex();
+    match args.as_slice() {
+        [] => println!("{s}"),
+        [flag, path] if flag == "--file" => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let p = std::path::Path::new(path);
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| format!("{path}: {e} (an existing secret is never overwritten)"))?;
+            writeln!(f, "{s}").map_err(|e| format!("{path}: {e}"))?;
+            eprintln!("rthreads: wrote a new cluster secret to {path} (mode 0600)");
+        }
+        _ => return Err(format!("secret: unexpected arguments {args:?}")),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let result = match args.next().as_deref() {
+        Some("run") => parse_run(args.collect()).and_then(run),
+        Some("secret") => secret_cmd(args.collect()),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
+        None => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rthreads: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_run_options() {
+        let mut a = args("-n 8 --hosts a,b --no-prefix --protocol sc -- ./app x y");
+        a.insert(4, "--rsh=ssh -q".into());
+        let r = parse_run(a).unwrap();
+        assert_eq!(r.rsh, ["ssh", "-q"]);
+        assert_eq!(r.nodes, 8);
+        assert_eq!(r.hosts, ["a", "b"]);
+        assert!(!r.prefix);
+        assert_eq!(r.protocol.as_deref(), Some("sc"));
+        assert_eq!(r.program, ["./app", "x", "y"]);
+        assert!(parse_run(args("-n 0 -- x")).is_err());
+        assert!(parse_run(args("-n 2")).unwrap_err().contains("no program"));
+        assert!(parse_run(args("--bogus -- x")).unwrap_err().contains("unknown option"));
+    }
+
+    #[test]
+    fn quoting_survives_a_shell() {
+        for s in ["plain", "with space", "it's", "$HOME", "a\"b", ""] {
+            let out = Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(s))).output().unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
+    }
+}

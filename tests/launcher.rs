@@ -1,0 +1,307 @@
+//! Issue 5: the launcher, MPI bootstrap, namespaced hosts, authentication and failure handling.
+
+mod common;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{self, Hosts};
+use common::{Tagged, ok, read_until, reader, text, wait_bounded};
+
+const LAUNCH: &str = env!("CARGO_BIN_EXE_check_launch");
+const FAILURE: &str = env!("CARGO_BIN_EXE_check_failure");
+
+/// The `rthreads` launcher, built next to this package's programs (built here if missing, e.g.
+/// under `cargo test -p rthreads-suite`).
+fn launcher() -> PathBuf {
+    let dir = PathBuf::from(LAUNCH).parent().unwrap().to_path_buf();
+    let bin = dir.join("rthreads");
+    if !bin.exists() {
+        let profile = if dir.ends_with("release") { vec!["--release"] } else { vec![] };
+        let st =
+            Command::new(env!("CARGO")).args(["build", "-q", "-p", "rthreads-cli"]).args(profile).status();
+        assert!(st.is_ok_and(|s| s.success()), "cannot build the launcher");
+    }
+    bin
+}
+
+/// The result line of `check_launch` in `out`.
+fn result_line(out: &str) -> String {
+    out.lines().find(|l| l.contains("nodes ")).unwrap_or_else(|| panic!("no result in {out:?}")).to_owned()
+}
+
+#[test]
+fn launcher_runs_the_program_with_prefixed_output_and_node_0s_exit_code() {
+    let tag = Tagged::new();
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "4", "--", LAUNCH]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = ok(&wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120)));
+    let line = result_line(&out);
+    assert!(line.starts_with("[node 0] nodes 4, threads 16,"), "{line}");
+    assert!(line.ends_with("every node used: true"), "{line}");
+    tag.assert_none_left(Duration::from_secs(5));
+
+    // Node 0's exit code is the launcher's (check_api's main returns ExitCode 7).
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "2", "--", env!("CARGO_BIN_EXE_check_api")]);
+    let out = wait_bounded(
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    // A program that is not there is a clear error.
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "2", "--", "/nonexistent/program"]);
+    let out = wait_bounded(
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("starting node 0 (/nonexistent/program)"), "{}", text(&out.stderr));
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn launcher_forwards_stdin_to_node_0() {
+    let tag = Tagged::new();
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "3", "--no-prefix", "--", env!("CARGO_BIN_EXE_check_auth")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = ok(&wait_bounded(child, Duration::from_secs(120)));
+    assert!(out.starts_with("ready\nnodes 3,"), "{out}");
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn launcher_and_mpirun_give_the_same_result() {
+    let tag = Tagged::new();
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "4", "--no-prefix", "--", LAUNCH]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let ours = result_line(&ok(&wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120))));
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        println!("SKIPPED the mpirun half: mpirun is not installed (.ci/run installs openmpi-bin)");
+        return;
+    }
+    let mut cmd = tag.command("mpirun");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.args(["--oversubscribe", "-n", "4", LAUNCH])
+        .env("RTHREADS_SECRET", "mpirun-test-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120));
+    let theirs = result_line(&ok(&out));
+    assert_eq!(ours, theirs);
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn mpirun_without_a_secret_is_refused_with_instructions() {
+    let tag = Tagged::new();
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        println!("SKIPPED: mpirun is not installed (.ci/run installs openmpi-bin)");
+        return;
+    }
+    let mut cmd = tag.command("mpirun");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.arg("--allow-run-as-root");
+    }
+    cmd.args(["--oversubscribe", "-n", "2", LAUNCH])
+        .env_remove("RTHREADS_SECRET")
+        .env("HOME", "/nonexistent")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no cluster secret"), "{}", text(&out.stderr));
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+/// Ports `base..base+40`, unlikely to be used by another test running at the same time.
+fn port_base() -> u16 {
+    30_000 + (std::process::id() % 500) as u16 * 40
+}
+
+#[test]
+fn strangers_with_a_wrong_secret_or_garbage_are_refused_and_the_cluster_keeps_working() {
+    let base = port_base();
+    let tag = Tagged::new();
+    let mut child = tag
+        .command(env!("CARGO_BIN_EXE_check_auth"))
+        .env("RTHREADS_NODES", "4")
+        .env("RTHREADS_PORT_RANGE", format!("{base}-{}", base + 39))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader(child.stdout.take().unwrap());
+    read_until(&mut out, "ready", Duration::from_secs(60));
+    let wrong = net::Secret::from_text("a guess").unwrap();
+    let mut listening = 0;
+    for port in base..base + 40 {
+        let addr = format!("127.0.0.1:{port}");
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else { continue };
+        listening += 1;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: rthreads\r\n\r\n").unwrap();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let e = net::auth::connect_side(&mut s, &wrong).unwrap_err();
+        assert!(e.contains("wrong cluster secret"), "{addr}: {e}");
+    }
+    assert!(listening >= 4, "found {listening} listening nodes in {base}..");
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    for l in out.lines() {
+        rest.push_str(&l.unwrap());
+        rest.push('\n');
+    }
+    child.stdout = None;
+    let result = wait_bounded(child, Duration::from_secs(120));
+    let err = text(&result.stderr);
+    assert!(result.status.success(), "{rest}\n{err}");
+    assert!(rest.contains("every node used: true") && !rest.contains("expected 0"), "{rest}");
+    assert!(err.matches("wrong cluster secret").count() >= 4, "{err}");
+    assert!(err.contains("not an rthreads peer"), "{err}");
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+/// Pid of the process of node `node` in the tree `tag` launched.
+fn node_pid(tag: &Tagged, node: u16) -> u32 {
+    let needle = format!("RTHREADS_NODE_ID={node}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for pid in tag.live() {
+            if std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
+            {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no process of node {node}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `check_failure` on 4 embedded nodes, does `harm` to node 2 once all run, and checks that
+/// the other nodes stop within the bound, naming node 2.
+fn survivors_name_the_lost_node(harm: impl FnOnce(u32), expect: &[&str]) {
+    let tag = Tagged::new();
+    let mut child = tag
+        .command(FAILURE)
+        .env("RTHREADS_NODES", "4")
+        .env("RTHREADS_FAILURE_TIMEOUT", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader(child.stdout.take().unwrap());
+    read_until(&mut out, "running", Duration::from_secs(60));
+    child.stdout = Some(out.into_inner());
+    let victim = node_pid(&tag, 2);
+    let t = Instant::now();
+    harm(victim);
+    let result = wait_bounded(child, Duration::from_secs(30));
+    let took = t.elapsed();
+    let err = text(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?} (bound 10 s)");
+    assert!(err.contains("node 0: lost node 2") && expect.iter().any(|e| err.contains(e)), "{err}");
+    for n in [1, 3] {
+        assert!(err.contains(&format!("node {n}: stopping: node 2 was lost")), "{err}");
+    }
+    assert!(!text(&result.stdout).contains("finished without losing"));
+    // SAFETY: resuming a stopped process of our own test (harmless if it is gone).
+    unsafe { libc::kill(victim as i32, libc::SIGCONT) };
+    tag.assert_none_left(Duration::from_secs(5));
+    println!("stopped {took:?} after the harm");
+}
+
+#[test]
+fn killing_a_node_stops_the_others_naming_it() {
+    survivors_name_the_lost_node(
+        |pid| {
+            // SAFETY: killing a node process of our own test.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        },
+        &["closed the connection", "Connection reset by peer"],
+    );
+}
+
+#[test]
+fn a_stopped_node_is_declared_lost_after_the_failure_timeout() {
+    survivors_name_the_lost_node(
+        |pid| {
+            // SAFETY: stopping a node process of our own test.
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        },
+        &["nothing heard from it"],
+    );
+}
+
+#[test]
+fn namespaced_hosts_run_a_program_with_shared_data_and_locks() {
+    if let Some(why) = netns::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let hosts = Hosts::new(3);
+    let dir = std::env::temp_dir();
+    let port = 20_000 + std::process::id() % 10_000;
+    let tag = Tagged::new();
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "3", "--hosts", &hosts.names.join(","), "--rsh", &hosts.rsh(&dir)])
+        .args(["--coordinator", &format!("{}:{port}", hosts.addrs[0]), "--", LAUNCH])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120));
+    let line = result_line(&ok(&out));
+    assert!(
+        line.starts_with("[node 0] nodes 3, threads 12,") && line.ends_with("every node used: true"),
+        "{line}"
+    );
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn cutting_a_hosts_link_stops_the_others_naming_it() {
+    if let Some(why) = netns::unavailable() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let hosts = Hosts::new(3);
+    let dir = std::env::temp_dir();
+    let port = 20_000 + std::process::id() % 10_000 + 1;
+    let tag = Tagged::new();
+    let mut child = tag
+        .command(launcher().to_str().unwrap())
+        .args(["run", "-n", "3", "--hosts", &hosts.names.join(","), "--rsh", &hosts.rsh(&dir)])
+        .args(["--coordinator", &format!("{}:{port}", hosts.addrs[0]), "--", FAILURE])
+        .env("RTHREADS_FAILURE_TIMEOUT", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = reader(child.stdout.take().unwrap());
+    read_until(&mut out, "running", Duration::from_secs(60));
+    child.stdout = Some(out.into_inner());
+    let t = Instant::now();
+    hosts.cut(2);
+    let result = wait_bounded(child, Duration::from_secs(30));
+    let took = t.elapsed();
+    let err = text(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(err.contains("[node 0] rthreads: node 0: lost node 2: nothing heard"), "{err}");
+    assert!(err.contains("[node 1] rthreads: node 1: stopping: node 2 was lost"), "{err}");
+    tag.assert_none_left(Duration::from_secs(5));
+    println!("stopped {took:?} after the cut");
+}
