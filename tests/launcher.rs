@@ -305,3 +305,59 @@ fn cutting_a_hosts_link_stops_the_others_naming_it() {
     tag.assert_none_left(Duration::from_secs(5));
     println!("stopped {took:?} after the cut");
 }
+
+#[test]
+fn slurm_environment_bootstraps_the_same_cluster() {
+    // What `srun -n 4` sets for each task (emulated: no Slurm daemons run here).
+    let tag = Tagged::new();
+    let base = port_base();
+    let job = format!("{}", 900_000 + std::process::id());
+    let children: Vec<_> = (0..4)
+        .map(|rank| {
+            tag.command(LAUNCH)
+                .env("SLURM_JOB_ID", &job)
+                .env("SLURM_STEP_ID", "0")
+                .env("SLURM_PROCID", rank.to_string())
+                .env("SLURM_NTASKS", "4")
+                .env("SLURM_STEP_NODELIST", "localhost")
+                .env("SLURM_STEP_NUM_NODES", "1")
+                .env("RTHREADS_PORT_RANGE", format!("{base}-{}", base + 39))
+                .env("RTHREADS_SECRET", "slurm-test-secret")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| wait_bounded(c, Duration::from_secs(120))).collect();
+    let line = result_line(&ok(&outs[0]));
+    assert!(line.starts_with("nodes 4, threads 16,") && line.ends_with("every node used: true"), "{line}");
+    for o in &outs[1..] {
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn ctrl_c_or_the_launchers_death_leaves_no_node_behind() {
+    for sig in [libc::SIGINT, libc::SIGKILL] {
+        let tag = Tagged::new();
+        let mut child = tag
+            .command(launcher().to_str().unwrap())
+            .args(["run", "-n", "3", "--", FAILURE])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = reader(child.stdout.take().unwrap());
+        read_until(&mut out, "running", Duration::from_secs(60));
+        child.stdout = Some(out.into_inner());
+        // SAFETY: signalling the launcher this test started.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let result = wait_bounded(child, Duration::from_secs(30));
+        if sig == libc::SIGINT {
+            assert_eq!(result.status.code(), Some(130), "{}", text(&result.stderr));
+        }
+        tag.assert_none_left(Duration::from_secs(10));
+    }
+}

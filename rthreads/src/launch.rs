@@ -697,3 +697,27 @@ pub fn run_main<R: Termination>(default_nodes: u16, body: impl FnOnce() -> R) ->
     crate::trace::finish();
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_host_of_slurm_host_lists() {
+        assert_eq!(first_slurm_host("node[03-05,9],gpu1").as_deref(), Some("node03"));
+        assert_eq!(first_slurm_host("a1,a2").as_deref(), Some("a1"));
+        assert_eq!(first_slurm_host("c[7,2]-ib").as_deref(), Some("c7-ib"));
+        assert_eq!(first_slurm_host("solo").as_deref(), Some("solo"));
+        assert_eq!(first_slurm_host(""), None);
+        assert_eq!(first_slurm_host("bad[1-"), None);
+    }
+
+    #[test]
+    fn sizes_and_job_hashes() {
+        assert_eq!(parse_size("16G"), Some(16 << 30));
+        assert_eq!(parse_size("512k"), Some(512 << 10));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(fnv("ompi-1"), fnv("ompi-1"));
+        assert_ne!(fnv("ompi-1"), fnv("ompi-2"));
+    }
+}
