@@ -361,3 +361,49 @@ fn ctrl_c_or_the_launchers_death_leaves_no_node_behind() {
         tag.assert_none_left(Duration::from_secs(10));
     }
 }
+
+/// Stops the test's Slurm daemons however the test ends.
+struct SlurmCluster(PathBuf);
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("sh").arg(slurm_script()).arg("stop").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn slurm_script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slurm/local-cluster.sh").to_owned()
+}
+
+#[test]
+fn srun_on_a_local_slurm_cluster_gives_the_same_result() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("srun").arg("--version").output().is_err() {
+        println!("SKIPPED: needs root and Slurm (Debian's slurm-wlm, which .ci/run installs)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rthreads-slurm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = 27_000 + (std::process::id() % 1000) as u16 * 2;
+    let started =
+        Command::new("sh").arg(slurm_script()).arg("start").arg(&dir).arg(port.to_string()).output().unwrap();
+    let cluster = SlurmCluster(dir.clone());
+    if !started.status.success() {
+        println!("SKIPPED: could not start a local Slurm cluster: {}", text(&started.stderr));
+        return;
+    }
+    let conf = text(&started.stdout).trim().to_owned();
+    let tag = Tagged::new();
+    let mut cmd = tag.command("srun");
+    cmd.args(["-n", "4", LAUNCH])
+        .env("SLURM_CONF", &conf)
+        .env("RTHREADS_SECRET", "srun-test-secret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120));
+    let line = result_line(&ok(&out));
+    assert!(line.starts_with("nodes 4, threads 16,") && line.ends_with("every node used: true"), "{line}");
+    tag.assert_none_left(Duration::from_secs(10));
+    drop(cluster);
+}
