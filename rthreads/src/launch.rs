@@ -20,7 +20,8 @@
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
 //! | `RTHREADS_TRACE_EVENTS` | events each node can hold in its trace buffer | 1048576 |
-//! | `RTHREADS_FAULT_SPIN` | polls of its page a faulting thread makes before it sleeps | 2000 |
+//! | `RTHREADS_FAULT_SPIN` | polls of its page a faulting thread makes before it sleeps | 50 |
+//! | `RTHREADS_WAKE_PIPES` | `0`: faulting threads sleep on a futex instead of a pipe of their own | on |
 //! | `RTHREADS_POLL_US` | the service thread polls this long while a fault waits | 0 |
 //! | `RTHREADS_PREFIX` | node 0 prefixes the output lines it forwards with `[node N] ` | off |
 //!
@@ -629,6 +630,9 @@ fn start(default_nodes: u16) -> Result<Started, String> {
     let faults = dsm::fault::install(layout).map_err(|e| format!("installing the fault handler: {e}"))?;
     if let Some(spin) = env("RTHREADS_FAULT_SPIN").and_then(|v| v.parse().ok()) {
         dsm::fault::set_spin(spin);
+    }
+    if env("RTHREADS_WAKE_PIPES").is_none_or(|v| v != "0") {
+        dsm::fault::set_wake_pipes(true).map_err(|e| format!("fault wake-up pipes: {e}"))?;
     }
     let slice = per_node_pages as usize * PAGE_SIZE;
     let heap =
