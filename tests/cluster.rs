@@ -215,3 +215,11 @@ fn the_protocol_log_example_shows_each_step_of_a_tiny_run() {
     }
     assert!(stdout.contains("node 0 read B = 20") && stdout.contains("node 0 wrote A = 10"), "{stdout}");
 }
+
+#[test]
+fn main_returning_while_threads_are_blocked_in_faults_does_not_hang() {
+    let t = std::time::Instant::now();
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_shutdown"), 4, &[], &[]));
+    assert!(out.contains("main returns while 8 threads fault"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
+}

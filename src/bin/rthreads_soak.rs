@@ -1,0 +1,168 @@
+//! Soak run: a million faults and a hundred thousand lock hand-offs across the cluster, with every
+//! node's resident memory and open descriptors sampled after warm-up and at the end.
+//!
+//! ```text
+//! cargo run --release --bin rthreads-soak -- [--faults 1000000] [--handoffs 100000]
+//! ```
+//! (4 local nodes unless `RTHREADS_NODES` says otherwise.) Exit code 1 if memory or descriptors
+//! grew after warm-up, or a count is wrong.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Instant;
+
+use rthreads::sync::{Condvar, Mutex};
+
+/// Resident memory in KiB and open descriptors of the calling node's process.
+fn usage() -> (u64, usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (rss, fds)
+}
+
+fn usage_everywhere() -> Vec<(u64, usize)> {
+    (0..rthreads::node_count())
+        .map(|n| rthreads::Builder::new().node(n).spawn(usage).unwrap().join().unwrap())
+        .collect()
+}
+
+fn faults_so_far() -> u64 {
+    rthreads::stats().iter().map(|s| s.read_faults + s.write_faults).sum()
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const PAGES: usize = 256;
+
+/// One round: every node writes its own byte of every page (so every write takes the page away
+/// from the node that wrote it last).
+fn fault_round(pages: &Arc<Vec<AtomicU8>>) {
+    let n = rthreads::node_count();
+    let hs: Vec<_> = (0..n)
+        .map(|node| {
+            let pages = Arc::clone(pages);
+            rthreads::Builder::new()
+                .node(node)
+                .spawn(move || {
+                    for round in 0..16 {
+                        for p in 0..PAGES {
+                            pages[p * 4096 + node].store(round as u8, Ordering::Relaxed);
+                        }
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+#[rthreads::main]
+fn main() {
+    let n = rthreads::node_count();
+    if n < 2 {
+        eprintln!("the soak run needs at least 2 nodes");
+        std::process::exit(2);
+    }
+    let target_faults = arg("--faults", 1_000_000);
+    let target_handoffs = arg("--handoffs", 100_000);
+    let pages: Arc<Vec<AtomicU8>> = Arc::new((0..PAGES * 4096).map(|_| AtomicU8::new(0)).collect());
+    let start_faults = faults_so_far();
+    let t = Instant::now();
+    let mut warm = None;
+    let mut rounds = 0;
+    loop {
+        fault_round(&pages);
+        rounds += 1;
+        let done = faults_so_far() - start_faults;
+        if warm.is_none() && done >= target_faults / 10 {
+            warm = Some((done, usage_everywhere()));
+        }
+        if done >= target_faults {
+            break;
+        }
+    }
+    let faults = faults_so_far() - start_faults;
+    let fault_time = t.elapsed();
+
+    // Lock hand-offs: node `i` may increment only when the count is `i` modulo the node count, so
+    // every increment needs the lock (and the condition variable) to move to another node.
+    let state = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let t = Instant::now();
+    let hs: Vec<_> = (0..n)
+        .map(|node| {
+            let state = Arc::clone(&state);
+            rthreads::Builder::new()
+                .node(node)
+                .spawn(move || {
+                    let (lock, cv) = &*state;
+                    let mut g = lock.lock().unwrap();
+                    loop {
+                        while *g < target_handoffs && *g % n as u64 != node as u64 {
+                            g = cv.wait(g).unwrap();
+                        }
+                        if *g >= target_handoffs {
+                            cv.notify_all();
+                            return;
+                        }
+                        *g += 1;
+                        cv.notify_all();
+                    }
+                })
+                .unwrap()
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let handoffs = *state.0.lock().unwrap();
+    let handoff_time = t.elapsed();
+    let end = usage_everywhere();
+    let (warm_faults, warm_usage) = warm.expect("warm-up sample");
+
+    println!("rthreads soak run, {n} nodes");
+    println!(
+        "faults: {faults} in {rounds} rounds, {:.1} s ({:.1} us each, all nodes together)",
+        fault_time.as_secs_f64(),
+        fault_time.as_secs_f64() * 1e6 / faults as f64
+    );
+    println!(
+        "lock hand-offs: {handoffs} in {:.1} s ({:.1} us each)",
+        handoff_time.as_secs_f64(),
+        handoff_time.as_secs_f64() * 1e6 / handoffs.max(1) as f64
+    );
+    println!("node  rss after warm-up ({warm_faults} faults)  rss at end  fds after warm-up  fds at end");
+    let mut flat = true;
+    for (i, (w, e)) in warm_usage.iter().zip(&end).enumerate() {
+        // Flat: within 10 % (and 2 MiB) of the warm-up figure, and not one descriptor more.
+        let grew = e.0 > w.0 + w.0 / 10 + 2048 || e.1 > w.1;
+        flat &= !grew;
+        println!(
+            "{i:>4}  {:>28} KiB  {:>8} KiB  {:>17}  {:>10}{}",
+            w.0,
+            e.0,
+            w.1,
+            e.1,
+            if grew { "  GREW" } else { "" }
+        );
+    }
+    let ok = flat && faults >= target_faults && handoffs == target_handoffs;
+    println!("verdict: {}", if ok { "flat, counts right" } else { "FAILED" });
+    if !ok {
+        std::process::exit(1);
+    }
+}
