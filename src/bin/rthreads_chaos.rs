@@ -233,6 +233,7 @@ fn run_cut(kernel: &str, o: &Opts, tag: &str, hosts: &Hosts, rsh: &Path) -> Outc
     std::thread::sleep(o.delay + Duration::from_millis(300));
     let t = Instant::now();
     if let Err(e) = hosts.cut(2) {
+        let _ = wait(child, Duration::from_secs(1));
         return Outcome { verdict: "FAILED", secs: 0.0, detail: e };
     }
     let (code, err, hung) = wait(child, Duration::from_secs(30));
