@@ -71,38 +71,22 @@ fn fault_round(pages: &Arc<Vec<AtomicU8>>) {
     }
 }
 
-#[rthreads::main]
-fn main() {
-    let n = rthreads::node_count();
-    if n < 2 {
-        eprintln!("the soak run needs at least 2 nodes");
-        std::process::exit(2);
-    }
-    let target_faults = arg("--faults", 1_000_000);
-    let target_handoffs = arg("--handoffs", 100_000);
-    let pages: Arc<Vec<AtomicU8>> = Arc::new((0..PAGES * 4096).map(|_| AtomicU8::new(0)).collect());
-    let start_faults = faults_so_far();
-    let t = Instant::now();
-    let mut warm = None;
+/// Faults until `target` more have happened; returns (faults, rounds).
+fn fault_phase(pages: &Arc<Vec<AtomicU8>>, target: u64) -> (u64, u64) {
+    let start = faults_so_far();
     let mut rounds = 0;
-    loop {
-        fault_round(&pages);
+    while faults_so_far() - start < target {
+        fault_round(pages);
         rounds += 1;
-        let done = faults_so_far() - start_faults;
-        if warm.is_none() && done >= target_faults / 10 {
-            warm = Some((done, usage_everywhere()));
-        }
-        if done >= target_faults {
-            break;
-        }
     }
-    let faults = faults_so_far() - start_faults;
-    let fault_time = t.elapsed();
+    (faults_so_far() - start, rounds)
+}
 
-    // Lock hand-offs: node `i` may increment only when the count is `i` modulo the node count, so
-    // every increment needs the lock (and the condition variable) to move to another node.
+/// `count` lock hand-offs: node `i` may increment only when the count is `i` modulo the node
+/// count, so every increment needs the lock (and the condition variable) to move to another node.
+fn handoff_phase(count: u64) -> u64 {
+    let n = rthreads::node_count();
     let state = Arc::new((Mutex::new(0u64), Condvar::new()));
-    let t = Instant::now();
     let hs: Vec<_> = (0..n)
         .map(|node| {
             let state = Arc::clone(&state);
@@ -112,10 +96,10 @@ fn main() {
                     let (lock, cv) = &*state;
                     let mut g = lock.lock().unwrap();
                     loop {
-                        while *g < target_handoffs && *g % n as u64 != node as u64 {
+                        while *g < count && *g % n as u64 != node as u64 {
                             g = cv.wait(g).unwrap();
                         }
-                        if *g >= target_handoffs {
+                        if *g >= count {
                             cv.notify_all();
                             return;
                         }
@@ -129,10 +113,39 @@ fn main() {
     for h in hs {
         h.join().unwrap();
     }
-    let handoffs = *state.0.lock().unwrap();
-    let handoff_time = t.elapsed();
+    let done = *state.0.lock().unwrap();
+    done
+}
+
+#[rthreads::main]
+fn main() {
+    let n = rthreads::node_count();
+    if n < 2 {
+        eprintln!("the soak run needs at least 2 nodes");
+        std::process::exit(2);
+    }
+    let target_faults = arg("--faults", 1_000_000);
+    let target_handoffs = arg("--handoffs", 100_000);
+    let pages: Arc<Vec<AtomicU8>> = Arc::new((0..PAGES * 4096).map(|_| AtomicU8::new(0)).collect());
+
+    // Warm-up: a tenth of each, so that pools, tables and caches reach their working size.
+    let t = Instant::now();
+    let (mut faults, mut rounds) = fault_phase(&pages, target_faults / 10);
+    let mut fault_time = t.elapsed();
+    let t = Instant::now();
+    let mut handoffs = handoff_phase(target_handoffs / 10);
+    let mut handoff_time = t.elapsed();
+    let warm_usage = usage_everywhere();
+    let warm_faults = faults;
+
+    let t = Instant::now();
+    let (f, r) = fault_phase(&pages, target_faults - faults);
+    (faults, rounds) = (faults + f, rounds + r);
+    fault_time += t.elapsed();
+    let t = Instant::now();
+    handoffs += handoff_phase(target_handoffs - handoffs);
+    handoff_time += t.elapsed();
     let end = usage_everywhere();
-    let (warm_faults, warm_usage) = warm.expect("warm-up sample");
 
     println!("rthreads soak run, {n} nodes");
     println!(
@@ -145,14 +158,17 @@ fn main() {
         handoff_time.as_secs_f64(),
         handoff_time.as_secs_f64() * 1e6 / handoffs.max(1) as f64
     );
-    println!("node  rss after warm-up ({warm_faults} faults)  rss at end  fds after warm-up  fds at end");
+    println!(
+        "node  rss after warm-up ({warm_faults} faults, {} hand-offs)  rss at end  fds after warm-up  fds at end",
+        target_handoffs / 10
+    );
     let mut flat = true;
     for (i, (w, e)) in warm_usage.iter().zip(&end).enumerate() {
         // Flat: within 10 % (and 2 MiB) of the warm-up figure, and not one descriptor more.
         let grew = e.0 > w.0 + w.0 / 10 + 2048 || e.1 > w.1;
         flat &= !grew;
         println!(
-            "{i:>4}  {:>28} KiB  {:>8} KiB  {:>17}  {:>10}{}",
+            "{i:>4}  {:>43} KiB  {:>8} KiB  {:>17}  {:>10}{}",
             w.0,
             e.0,
             w.1,
