@@ -113,8 +113,8 @@ fn handoff_phase(count: u64) -> u64 {
     for h in hs {
         h.join().unwrap();
     }
-    let done = *state.0.lock().unwrap();
-    done
+    let g = state.0.lock().unwrap();
+    *g
 }
 
 #[rthreads::main]
