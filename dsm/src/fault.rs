@@ -35,11 +35,16 @@ struct Slot {
     state: AtomicU32,
     page: AtomicU64,
     write: AtomicBool,
+    atomic: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_SLOT: Slot =
-    Slot { state: AtomicU32::new(FREE), page: AtomicU64::new(0), write: AtomicBool::new(false) };
+const EMPTY_SLOT: Slot = Slot {
+    state: AtomicU32::new(FREE),
+    page: AtomicU64::new(0),
+    write: AtomicBool::new(false),
+    atomic: AtomicBool::new(false),
+};
 static TABLE: [Slot; SLOTS] = [EMPTY_SLOT; SLOTS];
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
@@ -114,6 +119,10 @@ pub enum Wakeup {
         page: PageId,
         /// Load or store.
         kind: FaultKind,
+        /// The faulting instruction is an atomic read-modify-write (a `lock`-prefixed instruction
+        /// or `xchg` with memory, which is what a `SeqCst` store compiles to): the page holds an
+        /// atomic variable. x86-64 only; always false elsewhere.
+        atomic: bool,
     },
     /// Somebody called [`notify`]: look at the runtime's command queue.
     Notify,
@@ -149,8 +158,9 @@ impl FaultReceiver {
                     let kind =
                         if slot.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
                     // Acquire pairs with the handler's Release store of PENDING.
+                    let atomic = slot.atomic.load(Ordering::Relaxed);
                     if slot.state.load(Ordering::Acquire) == PENDING {
-                        f(Wakeup::Fault { slot: SlotId(word), page, kind });
+                        f(Wakeup::Fault { slot: SlotId(word), page, kind, atomic });
                     }
                 }
             }
@@ -294,6 +304,43 @@ fn is_write(ctx: *mut libc::c_void) -> bool {
     uc.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0
 }
 
+/// Whether the instruction at the interrupted program counter is an atomic read-modify-write: it
+/// carries a `lock` prefix, or it is `xchg` with a memory operand (implicitly locked). Reads the
+/// instruction bytes, which the CPU has just fetched, so they are mapped and readable.
+#[cfg(target_arch = "x86_64")]
+fn is_atomic(ctx: *mut libc::c_void) -> bool {
+    // SAFETY: for SA_SIGINFO handlers the third argument points at the interrupted ucontext.
+    let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+    let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize as *const u8;
+    decode_atomic(|i| {
+        // SAFETY: the faulting instruction's bytes (at most 15) were just fetched by the CPU.
+        unsafe { rip.add(i).read_volatile() }
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn is_atomic(_ctx: *mut libc::c_void) -> bool {
+    false
+}
+
+/// The decision of [`is_atomic`] over an instruction's bytes, `byte(i)` being byte `i`.
+pub fn decode_atomic(byte: impl Fn(usize) -> u8) -> bool {
+    let mut i = 0;
+    while i < 15 {
+        match byte(i) {
+            0xF0 => return true,
+            // Other legacy prefixes: repeat, segment overrides, operand and address size.
+            0xF2 | 0xF3 | 0x2E | 0x36 | 0x3E | 0x26 | 0x64 | 0x65 | 0x66 | 0x67 => i += 1,
+            0x40..=0x4F => {
+                // REX, then the opcode.
+                return matches!(byte(i + 1), 0x86 | 0x87);
+            }
+            op => return matches!(op, 0x86 | 0x87),
+        }
+    }
+    false
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn is_write(_ctx: *mut libc::c_void) -> bool {
     // Without a decoder for this architecture every trap asks for write access: correct, slower.
@@ -332,6 +379,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     };
     slot.page.store(page, Ordering::Relaxed);
     slot.write.store(write, Ordering::Relaxed);
+    slot.atomic.store(write && is_atomic(ctx), Ordering::Relaxed);
     slot.state.store(PENDING, Ordering::Release);
     write_word(i as u32);
     let spin = SPIN.load(Ordering::Relaxed);
@@ -394,4 +442,26 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 /// The shared space as the handler knows it: `(base, size)`, `(0, 0)` before [`install`].
 pub fn space_bounds() -> (usize, usize) {
     (BASE.load(Ordering::Relaxed), SIZE.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_atomic;
+
+    fn atomic(bytes: &[u8]) -> bool {
+        decode_atomic(|i| bytes.get(i).copied().unwrap_or(0x90))
+    }
+
+    #[test]
+    fn locked_and_exchanging_instructions_are_atomic() {
+        assert!(atomic(&[0xF0, 0x48, 0x0F, 0xC1, 0x07])); // lock xadd [rdi], rax
+        assert!(atomic(&[0xF0, 0x0F, 0xB1, 0x0F])); // lock cmpxchg [rdi], ecx
+        assert!(atomic(&[0x66, 0xF0, 0x0F, 0xC1, 0x07])); // operand-size prefix first
+        assert!(atomic(&[0x48, 0x87, 0x07])); // xchg [rdi], rax (a SeqCst store)
+        assert!(atomic(&[0x86, 0x07])); // xchg [rdi], al
+        assert!(!atomic(&[0x48, 0x89, 0x07])); // mov [rdi], rax (a Relaxed or Release store)
+        assert!(!atomic(&[0x48, 0x8B, 0x07])); // mov rax, [rdi]
+        assert!(!atomic(&[0xF3, 0x48, 0xA5])); // rep movsq
+        assert!(!atomic(&[0x66; 20])); // prefixes only: not an instruction we recognise
+    }
 }

@@ -17,9 +17,11 @@ fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages()
     let faults = fault::install(layout).unwrap();
     assert!(fault::install(layout).is_err(), "a second install is refused");
     let seen: Arc<Mutex<Vec<(u64, FaultKind)>>> = Arc::default();
+    let atomic: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let service = {
         let (space, seen, stop) = (Arc::clone(&space), Arc::clone(&seen), Arc::clone(&stop));
+        let atomics = Arc::clone(&atomic);
         std::thread::spawn(move || {
             fault::register_service_thread();
             while !stop.load(Ordering::Relaxed) {
@@ -27,8 +29,9 @@ fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages()
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut pfd, 1, 50) };
                 faults.drain(|w| {
-                    if let Wakeup::Fault { slot, page, kind } = w {
+                    if let Wakeup::Fault { slot, page, kind, atomic } = w {
                         seen.lock().unwrap().push((page.0, kind));
+                        atomics.lock().unwrap().push((page.0, atomic));
                         if space.protect(page, Access::None).is_ok() {
                             // SAFETY: the page is inside the space and closed to the application.
                             unsafe { space.install(page, &[page.0 as u8; PAGE_SIZE]) };
@@ -71,6 +74,20 @@ fn traps_are_served_by_the_service_thread_and_syscalls_work_on_protected_pages()
         *seen.lock().unwrap(),
         vec![(7, FaultKind::Read), (8, FaultKind::Read), (9, FaultKind::Write), (10, FaultKind::Write)]
     );
+
+    // Atomic read-modify-writes and SeqCst stores are told from plain stores (x86-64).
+    atomic.lock().unwrap().clear();
+    // SAFETY: pages 20..24 lie in the mapped space and are aligned for 8-byte atomics.
+    unsafe {
+        use std::sync::atomic::AtomicU64;
+        (*(page(20) as *const AtomicU64)).fetch_add(1, Ordering::Relaxed);
+        (*(page(21) as *const AtomicU64)).store(1, Ordering::SeqCst);
+        (*(page(22) as *const AtomicU64)).store(1, Ordering::Release);
+        std::ptr::write_volatile(page(23), 1);
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(*atomic.lock().unwrap(), vec![(20, true), (21, true), (22, false), (23, false)]);
+    }
     stop.store(true, Ordering::Relaxed);
     service.join().unwrap();
 }

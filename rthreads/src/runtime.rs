@@ -461,7 +461,7 @@ impl Service {
         let mut wakeups = std::mem::take(&mut self.wakeups);
         self.faults.drain(|w| wakeups.push(w));
         for w in wakeups.drain(..) {
-            if let Wakeup::Fault { slot, page, kind } = w {
+            if let Wakeup::Fault { slot, page, kind, .. } = w {
                 if page.0 >= self.sc.page_count() {
                     fatal(&format!("trap on {page}, outside the space"));
                 }
