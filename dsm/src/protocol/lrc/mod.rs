@@ -3,7 +3,7 @@
 //! for atomics.
 //!
 //! [`LrcNode`] is the protocol state of one node, a pure state machine like
-//! [`ScNode`](super::sc::ScNode): the runtime feeds it local faults ([`LrcNode::fault`]), messages
+//! [`ScNode`]: the runtime feeds it local faults ([`LrcNode::fault`]), messages
 //! ([`LrcNode::handle`]) and synchronisation points ([`LrcNode::acquire`], [`LrcNode::release`]),
 //! and carries out the [`Action`]s it returns, in order. It never touches page bytes: it asks the
 //! runtime to take a twin ([`Action::Twin`]), to send a diff (a [`Msg::Diff`] whose payload the
