@@ -343,10 +343,17 @@ struct Round {
 }
 
 /// A page on its way from release consistency to sequential consistency, at its home.
+///
+/// It works as a write-notice round sent to every node: until the last `ConvertAck`, some node may
+/// still hold a copy nobody will notify, so diffs of the page and the home's releases are
+/// acknowledged only when the conversion completes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Conversion {
     /// Nodes whose `ConvertAck` is missing.
     waiting: BTreeSet<NodeId>,
+    /// `(writer, seq)`: diff acks to send, or for `writer == me` local releases to complete, when
+    /// the conversion completes.
+    then: Vec<(NodeId, u64)>,
     /// SC requests that arrived meanwhile, in arrival order.
     queued: Vec<(NodeId, sc::Msg)>,
     /// The home's access to the page meanwhile.
@@ -775,6 +782,15 @@ impl LrcNode {
             out.push(Action::Protect { page, access: Access::Read });
             self.send_diff(page, out);
         }
+        let me = self.me;
+        for (&page, conv) in &mut self.converting {
+            // The home may have written the page; copies that would need a notice are being
+            // dropped, but not all are gone yet.
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.unacked.insert(seq, (me, page));
+            conv.then.push((me, seq));
+        }
         for page in std::mem::take(&mut self.home_dirty) {
             let targets =
                 self.homes.get_mut(&page).map(|h| std::mem::take(&mut h.copyset)).unwrap_or_default();
@@ -914,6 +930,11 @@ impl LrcNode {
                 .err(format!("Diff of {page} from {from}: not a shared release-consistent page homed here"));
         }
         out.push(Action::ApplyDiff { page });
+        if let Some(conv) = self.converting.get_mut(&page) {
+            // Every other copy is being dropped; the ack waits until all are gone.
+            conv.then.push((from, seq));
+            return Ok(());
+        }
         let targets = match self.homes.get_mut(&page) {
             Some(home) => {
                 let targets: BTreeSet<NodeId> = home.copyset.iter().copied().filter(|&n| n != from).collect();
@@ -966,7 +987,7 @@ impl LrcNode {
         for &to in &waiting {
             out.push(Action::Send { to, msg: Msg::Convert { page } });
         }
-        self.converting.insert(page, Conversion { waiting, queued: Vec::new(), access });
+        self.converting.insert(page, Conversion { waiting, then: Vec::new(), queued: Vec::new(), access });
         if self.nodes == 1 {
             self.finish_conversion(page, out);
         }
@@ -999,6 +1020,9 @@ impl LrcNode {
         if conv.access != Access::Write {
             out.push(Action::Protect { page, access: Access::Write });
         }
+        for ack in conv.then {
+            self.complete_ack(page, ack, out);
+        }
         for (from, msg) in conv.queued {
             // Checked when queued: a first request from each sender, which the fresh SC state
             // accepts.
@@ -1007,6 +1031,7 @@ impl LrcNode {
         if let Some(kind) = self.parked.remove(&page) {
             self.fault(page, kind, out);
         }
+        self.progress(out);
     }
 
     // ----- copy-holder side -----

@@ -147,6 +147,9 @@ fn kind_name(msg: &Msg) -> &'static str {
     }
 }
 
+/// A write: `(page, byte, stamp)`.
+type Stamped = (usize, usize, u64);
+
 struct Cluster {
     nodes: Vec<LrcNode>,
     /// `links[from * n + to]`, FIFO.
@@ -180,6 +183,18 @@ struct Cluster {
     received_pages: Vec<Vec<usize>>,
     steps_done: u64,
     checks: u64,
+    /// Per byte: the stamp of its latest write, its writer, and whether a release of that write
+    /// has completed.
+    last: Vec<Vec<(u64, Option<usize>, bool)>>,
+    /// Per node: writes since its last `release` call.
+    unreleased: Vec<Vec<Stamped>>,
+    /// Writes each release call covers, until its `Released`.
+    releasing: BTreeMap<(usize, ReleaseId), Vec<Stamped>>,
+    stamp: u64,
+    /// How likely each link is to be picked when several hold messages: random schedules make
+    /// some links much slower than others, so that messages on different links overtake each
+    /// other by long stretches.
+    speed: Vec<u64>,
 }
 
 impl Cluster {
@@ -259,6 +274,11 @@ impl Cluster {
             received_pages: vec![vec![0; pages]; count],
             steps_done: 0,
             checks: 0,
+            speed: vec![1; count * count],
+            last: vec![vec![(0, None, true); PAGE]; pages],
+            unreleased: vec![Vec::new(); count],
+            releasing: BTreeMap::new(),
+            stamp: 0,
         }
     }
 
@@ -361,6 +381,11 @@ impl Cluster {
                 }
                 Action::Released { release } => {
                     assert!(self.released[node].insert(release), "{node}: {release:?} reported twice");
+                    for (pg, b, stamp) in self.releasing.remove(&(node, release)).unwrap_or_default() {
+                        if self.last[pg][b].0 == stamp {
+                            self.last[pg][b].2 = true;
+                        }
+                    }
                 }
             }
         }
@@ -388,14 +413,52 @@ impl Cluster {
         let mut out = Vec::new();
         self.nodes[node].acquire(&mut out);
         self.exec(node, &out, None);
+        self.check_acquired(node);
         out
     }
 
     fn release(&mut self, node: usize) -> (ReleaseId, Vec<Action>) {
         let mut out = Vec::new();
         let id = self.nodes[node].release(&mut out);
+        let covered = std::mem::take(&mut self.unreleased[node]);
+        self.releasing.insert((node, id), covered);
         self.exec(node, &out, None);
         (id, out)
+    }
+
+    /// Records a write of `value` to a byte by `node` (whose memory already holds it).
+    fn wrote(&mut self, node: usize, pg: usize, b: usize, value: u8) {
+        self.shadow[pg][b] = value;
+        self.stamp += 1;
+        self.last[pg][b] = (self.stamp, Some(node), false);
+        self.unreleased[node].push((pg, b, self.stamp));
+    }
+
+    /// Writes a byte directly, as a thread with write access would.
+    fn poke(&mut self, node: usize, pg: usize, b: usize, value: u8) {
+        assert_eq!(self.prot[node][pg], Access::Write, "node {node} may not write page {pg}");
+        self.mem[node][pg][b] = value;
+        self.wrote(node, pg, b, value);
+    }
+
+    /// The guarantee of an acquire, on every byte whether the program reads it or not: every
+    /// copy the node still holds of a release-consistent page has every write of another node
+    /// whose release completed before the acquire.
+    fn check_acquired(&self, node: usize) {
+        for pg in 0..self.pages() {
+            if self.nodes[self.home(pg)].is_sc(p(pg as u64)) || self.prot[node][pg] == Access::None {
+                continue;
+            }
+            for b in 0..PAGE {
+                let (_, writer, released) = self.last[pg][b];
+                if released && writer != Some(node) {
+                    assert_eq!(
+                        self.mem[node][pg][b], self.shadow[pg][b],
+                        "node {node} acquired but holds a stale byte {pg}:{b} written by {writer:?}"
+                    );
+                }
+            }
+        }
     }
 
     fn set_sc(&mut self, node: usize, pg: usize) -> Vec<Action> {
@@ -424,6 +487,19 @@ impl Cluster {
 
     fn busy_links(&self) -> Vec<usize> {
         (0..self.links.len()).filter(|&l| !self.links[l].is_empty()).collect()
+    }
+
+    /// A busy link, picked with the links' speeds as weights.
+    fn pick_link(&self, rng: &mut Rng, busy: &[usize]) -> usize {
+        let total: u64 = busy.iter().map(|&l| self.speed[l]).sum();
+        let mut x = rng.next_u64() % total.max(1);
+        for &l in busy {
+            if x < self.speed[l] {
+                return l;
+            }
+            x -= self.speed[l];
+        }
+        busy[0]
     }
 
     fn deliver_link(&mut self, link: usize) -> Vec<Action> {
@@ -461,8 +537,7 @@ impl Cluster {
 
     fn write(&mut self, node: usize, pg: usize, b: usize, value: u8) {
         self.obtain(node, pg, WRITE);
-        self.mem[node][pg][b] = value;
-        self.shadow[pg][b] = value;
+        self.poke(node, pg, b, value);
     }
 
     /// A release run to completion.
@@ -560,26 +635,18 @@ impl Cluster {
             }),
             Step::Write(pg, b) => self.access(node, t, pg, WRITE, |c, node, _| {
                 c.next_value = c.next_value.wrapping_add(1);
-                c.mem[node][pg][b] = c.next_value;
-                c.shadow[pg][b] = c.next_value;
+                c.poke(node, pg, b, c.next_value);
             }),
             Step::Rmw(pg, b) => self.access(node, t, pg, WRITE, |c, node, _| {
-                c.mem[node][pg][b] = c.mem[node][pg][b].wrapping_add(1);
-                c.shadow[pg][b] = c.shadow[pg][b].wrapping_add(1);
+                c.poke(node, pg, b, c.mem[node][pg][b].wrapping_add(1));
             }),
             Step::WriteData(k) => {
                 let (pg, b) = self.data[k].expect("data byte");
-                self.access(node, t, pg, WRITE, |c, node, _| {
-                    c.mem[node][pg][b] += 1;
-                    c.shadow[pg][b] += 1;
-                })
+                self.access(node, t, pg, WRITE, |c, node, _| c.poke(node, pg, b, c.mem[node][pg][b] + 1))
             }
             Step::RaiseFlag(k) => {
                 let (pg, b) = self.flag[k].expect("flag byte");
-                self.access(node, t, pg, WRITE, |c, node, _| {
-                    c.mem[node][pg][b] += 1;
-                    c.shadow[pg][b] += 1;
-                })
+                self.access(node, t, pg, WRITE, |c, node, _| c.poke(node, pg, b, c.mem[node][pg][b] + 1))
             }
             Step::ReadFlag(j) => {
                 let (pg, b) = self.flag[j].expect("flag byte");
@@ -667,7 +734,7 @@ impl Cluster {
                     steps.push_back(Step::ReadData(j));
                 }
             }
-            8 if set_sc_chance > 0 && rng.percent(set_sc_chance) && !self.mixed_pages.is_empty() => {
+            8..=9 if set_sc_chance > 0 && rng.percent(set_sc_chance) && !self.mixed_pages.is_empty() => {
                 steps.push_back(Step::SetSc(rng.pick(&self.mixed_pages)));
             }
             _ => steps.push_back(if rng.percent(50) { Step::Acquire } else { Step::Release }),
@@ -679,10 +746,14 @@ impl Cluster {
     fn run(&mut self, rng: &mut Rng, steps: usize, set_sc_chance: u64) {
         let deliver_bias = 30 + rng.below(40) as u64;
         let threads = self.threads[0].len();
+        for speed in &mut self.speed {
+            *speed = [1, 1, 20, 400][rng.below(4)];
+        }
         for _ in 0..steps {
             let busy = self.busy_links();
             if !busy.is_empty() && rng.percent(deliver_bias) {
-                self.deliver_link(rng.pick(&busy));
+                let link = self.pick_link(rng, &busy);
+                self.deliver_link(link);
             } else {
                 let node = rng.below(self.count());
                 let t = rng.below(threads);
@@ -708,7 +779,8 @@ impl Cluster {
                 return;
             }
             if !busy.is_empty() && rng.percent(50) {
-                self.deliver_link(rng.pick(&busy));
+                let link = self.pick_link(rng, &busy);
+                self.deliver_link(link);
                 idle_rounds = 0;
             } else {
                 let node = rng.below(self.count());
@@ -835,8 +907,7 @@ fn read_miss_write_release() {
             Action::Wake { page: p(0) },
         ]
     );
-    c.mem[1][0][3] = 42;
-    c.shadow[0][3] = 42;
+    c.poke(1, 0, 3, 42);
     let (id, out) = c.release(1);
     assert_eq!(id, ReleaseId(0));
     assert_eq!(
@@ -921,8 +992,7 @@ fn home_writes_are_noticed() {
         c.fault(0, 0, WRITE),
         [Action::Protect { page: p(0), access: Access::Write }, Action::Wake { page: p(0) }]
     );
-    c.mem[0][0][1] = 7;
-    c.shadow[0][1] = 7;
+    c.poke(0, 0, 1, 7);
     let (id, out) = c.release(0);
     assert_eq!(out, [Action::Send { to: n(1), msg: Msg::Notice { page: p(0) } }]);
     assert_eq!(c.nodes[0].unacknowledged(), 1);
@@ -1202,7 +1272,7 @@ fn an_sc_page_leaves_only_after_a_release_and_opens_after_an_acquire() {
     c.read(2, 0, 0);
     c.write(1, 0, 0, 5);
     c.obtain(1, 1, WRITE);
-    c.mem[1][1][0] = 1;
+    c.poke(1, 1, 0, 1);
     // Node 2 asks for the flag; the home recalls it from node 1.
     c.fault(2, 1, READ);
     c.deliver(2, 0);
@@ -1246,7 +1316,7 @@ fn the_home_of_an_sc_page_releases_before_serving_it() {
     let mut c = Cluster::new(2, 2, 0, |pg, _| if pg == 1 { Guard::Flag(0) } else { Guard::Data(0) });
     c.read(1, 0, 0);
     c.write(0, 0, 0, 3);
-    c.mem[0][1][0] = 1;
+    c.poke(0, 1, 0, 1);
     c.fault(1, 1, READ);
     assert_eq!(
         c.deliver(1, 0),
@@ -1269,7 +1339,7 @@ fn the_home_of_an_sc_page_releases_before_serving_it() {
     // With nothing unreleased, the flag moves without delay.
     c.fault(0, 1, WRITE);
     c.pump();
-    c.mem[0][1][0] = 2;
+    c.poke(0, 1, 0, 2);
     c.fault(1, 1, READ);
     c.deliver(1, 0);
     assert!(matches!(c.links[c.link(0, 1)].front().map(|pk| pk.msg), Some(Msg::Sc(sc::Msg::Grant { .. }))));
@@ -1344,6 +1414,45 @@ fn converting_a_shared_page_keeps_every_write() {
 }
 
 #[test]
+fn a_conversion_is_a_notice_round() {
+    // Releases that reach the home while it converts a page must not complete before every
+    // node has dropped its copy: a node that has not seen `Convert` yet still holds an old copy
+    // no notice will ever reach, and a node synchronising with the release could read it.
+    let mut c = Cluster::new(3, 1, 0, page_of(Guard::Lock(0)));
+    c.read(1, 0, 0);
+    c.read(2, 0, 0);
+    // The home writes while both hold current copies, starts converting, then releases.
+    c.write(0, 0, 0, 7);
+    c.set_sc(0, 0);
+    let (home_release, out) = c.release(0);
+    assert_eq!(out, []);
+    // Node 1, which has not heard of the conversion yet, writes and releases too.
+    assert_eq!(
+        c.fault(1, 0, WRITE),
+        [
+            Action::Twin { page: p(0) },
+            Action::Protect { page: p(0), access: Access::Write },
+            Action::Wake { page: p(0) }
+        ]
+    );
+    c.poke(1, 0, 2, 8);
+    let (release, _) = c.release(1);
+    assert_eq!(c.deliver(1, 0), [Action::ApplyDiff { page: p(0) }]);
+    c.deliver(0, 1);
+    c.deliver(1, 0);
+    assert!(c.released[0].is_empty() && c.released[1].is_empty());
+    assert_eq!(c.prot[2][0], Access::Read);
+    c.deliver(0, 2);
+    assert_eq!(c.prot[2][0], Access::None);
+    let out = c.deliver(2, 0);
+    assert!(out.contains(&Action::Send { to: n(1), msg: Msg::DiffAck { page: p(0), seq: 0 } }), "{out:?}");
+    assert!(out.contains(&Action::Released { release: home_release }), "{out:?}");
+    c.deliver(0, 1);
+    assert!(c.released[1].contains(&release));
+    assert_eq!((c.read(2, 0, 0), c.read(2, 0, 2)), (7, 8));
+}
+
+#[test]
 fn faults_during_a_conversion_wait_for_it() {
     let mut c = Cluster::new(3, 1, 0, |_, b| Guard::Private(b % 3));
     c.read(1, 0, 0);
@@ -1360,8 +1469,7 @@ fn faults_during_a_conversion_wait_for_it() {
             Action::Wake { page: p(0) }
         ]
     );
-    c.mem[1][0][1] = 7;
-    c.shadow[0][1] = 7;
+    c.poke(1, 0, 1, 7);
     // Node 2 has no copy and fetches: the home answers ScPage, after its Convert; node 2's
     // thread waits for an SC grant meanwhile.
     assert_eq!(c.fault(2, 0, READ), [Action::Send { to: n(0), msg: Msg::Fetch { page: p(0), count: 1 } }]);
@@ -1629,4 +1737,24 @@ fn random_programs_with_pages_becoming_sc() {
     for kind in ["MakeSc", "Convert", "Notice", "ScData"] {
         assert!(totals.get(kind).copied().unwrap_or(0) > 20, "{totals:?}");
     }
+}
+
+#[test]
+fn random_conversions_under_locks() {
+    // Many pages of lock-guarded and private bytes, converted to SC one after another while
+    // critical sections run on them: releases that race with a conversion must still order
+    // every write before the next holder's reads.
+    let mut totals = BTreeMap::new();
+    for seed in 0..std::env::var("SEEDS").map_or(40, |v| v.parse().unwrap()) {
+        let mut rng = Rng::new(5_000 + seed);
+        let nodes = 3 + (seed % 2) as u16;
+        let count = usize::from(nodes);
+        let mut c = Cluster::new(nodes, 6, (seed % 2) as u16, move |pg, b| {
+            if b % 8 == 0 { Guard::Private((b / 8 + pg) % count) } else { Guard::Lock((pg + b) % 3) }
+        })
+        .with_threads(2);
+        c.run(&mut rng, 3_000, 30);
+        add_counts(&mut totals, &c);
+    }
+    assert!(totals.get("Convert").copied().unwrap_or(0) > 500, "{totals:?}");
 }
