@@ -374,6 +374,50 @@ struct Hold {
 ///
 /// Per-page state lives in maps in which a missing entry means the initial state (the home holds
 /// the page writable and nobody else has a copy), so untouched pages cost nothing.
+///
+/// # Examples
+///
+/// Node 1 writes page 0, homed at node 0, and releases; the messages are handed over by hand.
+///
+/// ```
+/// use dsm::protocol::lrc::{Action, LrcConfig, LrcNode, Msg, ProtocolError};
+/// use dsm::{Access, FaultKind, NodeId, PageId};
+///
+/// let (h, w) = (NodeId(0), NodeId(1));
+/// let mut home = LrcNode::new(h, 2, 1, LrcConfig::default());
+/// let mut writer = LrcNode::new(w, 2, 1, LrcConfig::default());
+/// let page = PageId(0);
+/// let mut out = Vec::new();
+///
+/// writer.fault(page, FaultKind::Write, &mut out);
+/// assert_eq!(out, [Action::Send { to: h, msg: Msg::Fetch { page, count: 1 } }]);
+/// out.clear();
+/// home.handle(w, Msg::Fetch { page, count: 1 }, &mut out)?;
+/// assert_eq!(out[1], Action::Send { to: w, msg: Msg::Page { page } }); // after closing its copy
+/// out.clear();
+/// writer.handle(h, Msg::Page { page }, &mut out)?;
+/// assert_eq!(
+///     out,
+///     [
+///         Action::Install { page },
+///         Action::Twin { page },
+///         Action::Protect { page, access: Access::Write },
+///         Action::Wake { page },
+///     ]
+/// );
+/// out.clear();
+///
+/// // ... the thread writes, then unlocks: release first.
+/// let release = writer.release(&mut out);
+/// assert_eq!(out[1], Action::Send { to: h, msg: Msg::Diff { page, seq: 0 } });
+/// out.clear();
+/// home.handle(w, Msg::Diff { page, seq: 0 }, &mut out)?;
+/// assert_eq!(out, [Action::ApplyDiff { page }, Action::Send { to: w, msg: Msg::DiffAck { page, seq: 0 } }]);
+/// out.clear();
+/// writer.handle(h, Msg::DiffAck { page, seq: 0 }, &mut out)?;
+/// assert_eq!(out, [Action::Released { release }]); // now the unlock may go
+/// # Ok::<(), ProtocolError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LrcNode {
     me: NodeId,
