@@ -634,10 +634,13 @@ impl LrcNode {
                 return;
             }
             // The home reads its master copy at all times; only a write after a fetch traps. Its
-            // writes matter to the nodes holding copies, if any.
+            // writes matter to the nodes holding copies: those in the copyset, and those notified
+            // of an earlier write that have not recorded it yet (they still read their copy as
+            // current, so the home's release must wait for them too).
+            let notifying = self.rounds.contains_key(&page);
             if let Some(home) = self.homes.get_mut(&page) {
                 home.access = Access::Write;
-                if !home.copyset.is_empty() {
+                if !home.copyset.is_empty() || notifying {
                     self.home_dirty.insert(page);
                 }
             }
@@ -1123,13 +1126,16 @@ impl LrcNode {
         if self.copies.get(&page) == Some(&Copy::Valid) {
             return self.err(format!("ScPage {page} from {from} while a release-consistent copy is held"));
         }
+        // With both a fetch and a `MakeSc` outstanding, each gets its own answer: this one is the
+        // fetch's (a `Convert` would have come first and ended the request otherwise).
         if let Some(want) = fetching {
             self.copies.remove(&page);
             if let Some(kind) = want {
                 self.park(page, kind);
             }
+        } else {
+            self.sc_requested.remove(&page);
         }
-        self.sc_requested.remove(&page);
         self.sc_marked.insert(page);
         if let Some(kind) = self.parked.remove(&page) {
             self.fault(page, kind, out);

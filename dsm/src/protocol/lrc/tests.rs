@@ -1010,6 +1010,41 @@ fn home_writes_are_noticed() {
 }
 
 #[test]
+fn a_home_write_during_a_round_waits_for_it() {
+    // Node 2 writes its stale copy and releases: the home notifies node 1, the only copy left in
+    // the copyset. The home then writes: nobody is in the copyset, but node 1 has not recorded
+    // the notice yet and still takes its copy for current, so the home's release must wait.
+    let mut c = Cluster::new(3, 1, 0, page_of(Guard::Lock(0)));
+    c.read(1, 0, 0);
+    c.read(2, 0, 0);
+    c.write(1, 0, 1, 1);
+    c.release_sync(1);
+    assert!(c.nodes[2].is_stale(p(0)));
+    c.fault(2, 0, WRITE);
+    c.poke(2, 0, 2, 2);
+    c.release(2);
+    assert_eq!(
+        c.deliver(2, 0),
+        [Action::ApplyDiff { page: p(0) }, Action::Send { to: n(1), msg: Msg::Notice { page: p(0) } }]
+    );
+    assert_eq!(c.nodes[0].sharing(p(0)), Some(Sharing::Unshared));
+    assert_eq!(
+        c.fault(0, 0, WRITE),
+        [Action::Protect { page: p(0), access: Access::Write }, Action::Wake { page: p(0) }]
+    );
+    c.poke(0, 0, 0, 3);
+    let (release, out) = c.release(0);
+    assert_eq!(out, []);
+    c.deliver(0, 1);
+    assert_eq!(
+        c.deliver(1, 0),
+        [Action::Send { to: n(2), msg: Msg::DiffAck { page: p(0), seq: 0 } }, Action::Released { release }]
+    );
+    c.acquire(1);
+    assert_eq!(c.read(1, 0, 0), 3);
+}
+
+#[test]
 fn dirty_stale_copy_is_flushed_at_acquire() {
     let mut c = Cluster::new(3, 1, 0, page_of(Guard::Lock(0)));
     c.write(1, 0, 0, 11);
@@ -1363,6 +1398,30 @@ fn set_sc_on_a_pristine_page_at_its_home_is_silent() {
     // The same as a page SC from the start.
     c.obtain(1, 0, WRITE);
     assert_eq!((c.prot[0][0], c.prot[1][0]), (Access::None, Access::Write));
+}
+
+#[test]
+fn a_prefetch_and_a_make_sc_are_answered_separately() {
+    let mut c = Cluster::new(2, 2, 1, page_of(Guard::Lock(0)));
+    assert_eq!(c.fault(1, 0, READ), [Action::Send { to: n(0), msg: Msg::Fetch { page: p(0), count: 2 } }]);
+    assert_eq!(c.set_sc(1, 1), [Action::Send { to: n(0), msg: Msg::MakeSc { page: p(1) } }]);
+    // The home made page 1 SC before the fetch arrived: both get a ScPage.
+    c.set_sc(0, 1);
+    assert_eq!(
+        c.deliver(1, 0),
+        [
+            Action::Protect { page: p(0), access: Access::Read },
+            Action::Send { to: n(1), msg: Msg::Page { page: p(0) } },
+            Action::Send { to: n(1), msg: Msg::ScPage { page: p(1) } },
+        ]
+    );
+    assert_eq!(c.deliver(1, 0), [Action::Send { to: n(1), msg: Msg::ScPage { page: p(1) } }]);
+    c.deliver(0, 1);
+    c.deliver(0, 1);
+    assert!(c.nodes[1].is_sc(p(1)) && !c.nodes[1].is_quiescent());
+    c.deliver(0, 1);
+    assert!(c.nodes.iter().all(LrcNode::is_quiescent));
+    c.obtain(1, 1, WRITE);
 }
 
 #[test]
