@@ -1,0 +1,1305 @@
+//! Release consistency with multiple writers per page: home-based lazy release consistency
+//! (HLRC) with twins and diffs, write notices from the home, and sequentially consistent pages
+//! for atomics.
+//!
+//! [`LrcNode`] is the protocol state of one node, a pure state machine like
+//! [`ScNode`]: the runtime feeds it local faults ([`LrcNode::fault`]), messages
+//! ([`LrcNode::handle`]) and synchronisation points ([`LrcNode::acquire`], [`LrcNode::release`]),
+//! and carries out the [`Action`]s it returns, in order. It never touches page bytes: it asks the
+//! runtime to take a twin ([`Action::Twin`]), to send a diff (a [`Msg::Diff`] whose payload the
+//! runtime computes with [`diff::encode`]), and to apply one ([`Action::ApplyDiff`]).
+//!
+//! In short (`README.md` next to this file has the walkthrough and the reasons):
+//!
+//! * Every page has a fixed home holding its master copy. A miss fetches the page from the home
+//!   (and, optionally, the next few pages of the same home: [`LrcConfig::prefetch`]).
+//! * Any number of nodes may write a page at once. The first write to a copy takes a twin; at a
+//!   release the node sends the home a diff against the twin and the release completes when every
+//!   diff is acknowledged.
+//! * The home applies a diff and sends a **write notice** to every other node holding a copy; the
+//!   diff is acknowledged only when all notices are. A notified node keeps using its copy until
+//!   its next acquire, which drops it. Pages nobody else writes — private and read-only pages —
+//!   are never notified and survive every acquire.
+//! * Pages the runtime marks sequentially consistent ([`LrcConfig::sc_pages`],
+//!   [`LrcNode::set_sc`]) follow the single-writer protocol of [`super::sc`] instead; their moves
+//!   between nodes are synchronisation points (a release before the page leaves, an acquire when
+//!   it arrives), so atomics on them order the plain data around them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::ops::Range;
+
+use super::sc::{self, ScNode};
+use crate::{Access, FaultKind, NodeId, PageId};
+
+pub mod diff;
+
+#[cfg(test)]
+mod tests;
+
+/// The largest [`LrcConfig::prefetch`]: a fetch asks for at most `1 + MAX_PREFETCH` pages.
+pub const MAX_PREFETCH: u16 = 63;
+
+/// Settings of an [`LrcNode`]. Every node of a cluster must be built with the same `sc_pages`;
+/// `prefetch` may differ.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LrcConfig {
+    /// How many pages after a missing one a fetch asks for as well: the following pages with the
+    /// same home of which this node has no copy, stopping at the first that does not qualify.
+    /// `0` (the default) fetches only the missing page; values above [`MAX_PREFETCH`] are capped.
+    pub prefetch: u16,
+    /// Pages (as ranges of page numbers) that are sequentially consistent from the start, on every
+    /// node: pages the runtime reserves for atomics and locks. More can be added at run time with
+    /// [`LrcNode::set_sc`].
+    pub sc_pages: Vec<Range<u64>>,
+}
+
+impl LrcConfig {
+    /// This configuration with `prefetch` set.
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// This configuration with the pages `pages` (page numbers) added to `sc_pages`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dsm::protocol::lrc::LrcConfig;
+    ///
+    /// let config = LrcConfig::default().with_prefetch(2).with_sc_pages(0..16);
+    /// assert_eq!(config.sc_pages, [0..16]);
+    /// ```
+    pub fn with_sc_pages(mut self, pages: Range<u64>) -> Self {
+        self.sc_pages.push(pages);
+        self
+    }
+}
+
+/// What travels next to a message, raw, after its encoded form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Nothing.
+    None,
+    /// The page's bytes (exactly one page).
+    Page,
+    /// A diff in the format of [`diff`], of variable length: the runtime frames its length.
+    Diff,
+}
+
+/// Messages between nodes.
+///
+/// Page bytes and diffs are never inside a message value: [`Msg::payload`] says what the runtime
+/// sends and receives next to the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// Requester to home: send me copies of pages `page .. page + count`, all homed at the
+    /// receiver. Each page is answered by a [`Msg::Page`] or a [`Msg::ScPage`], in page order.
+    Fetch {
+        /// The first (missing) page.
+        page: PageId,
+        /// How many pages, at least 1 and at most `1 + MAX_PREFETCH`.
+        count: u16,
+    },
+    /// Home to requester: a copy of the page (payload [`Payload::Page`]).
+    Page {
+        /// The page.
+        page: PageId,
+    },
+    /// Home to requester: the page is sequentially consistent; ask again through [`Msg::Sc`].
+    /// Answers a [`Msg::Fetch`] of the page or a [`Msg::MakeSc`].
+    ScPage {
+        /// The page.
+        page: PageId,
+    },
+    /// Writer to home: the writer's changes to the page since its twin was taken (payload
+    /// [`Payload::Diff`]). The home answers with [`Msg::DiffAck`] once every other copy has been
+    /// notified.
+    Diff {
+        /// The page.
+        page: PageId,
+        /// The writer's number for this diff, echoed by the ack.
+        seq: u64,
+    },
+    /// Home to writer: the diff is applied and every other holder of a copy has acknowledged a
+    /// write notice.
+    DiffAck {
+        /// The page.
+        page: PageId,
+        /// The number of the diff acknowledged.
+        seq: u64,
+    },
+    /// Home to copy holder: another node has written the page; drop the copy at the next acquire.
+    /// Answered at once with [`Msg::NoticeAck`].
+    Notice {
+        /// The page.
+        page: PageId,
+    },
+    /// Copy holder to home: notice recorded.
+    NoticeAck {
+        /// The page.
+        page: PageId,
+    },
+    /// Any node to home: please make this page sequentially consistent. Answered by
+    /// [`Msg::Convert`] (or [`Msg::ScPage`] if it already is).
+    MakeSc {
+        /// The page.
+        page: PageId,
+    },
+    /// Home to every other node: the page becomes sequentially consistent. Flush a diff of it if
+    /// dirty, drop any copy, and answer [`Msg::ConvertAck`].
+    Convert {
+        /// The page.
+        page: PageId,
+    },
+    /// Node to home: no copy of the page left here; any diff went ahead of this message.
+    ConvertAck {
+        /// The page.
+        page: PageId,
+    },
+    /// A message of the sequentially consistent protocol, for a page in that mode. Its payload is
+    /// the page's bytes when the inner message [carries data](sc::Msg::carries_data).
+    Sc(sc::Msg),
+}
+
+impl Msg {
+    /// The page this message is about.
+    pub fn page(&self) -> PageId {
+        match *self {
+            Msg::Fetch { page, .. }
+            | Msg::Page { page }
+            | Msg::ScPage { page }
+            | Msg::Diff { page, .. }
+            | Msg::DiffAck { page, .. }
+            | Msg::Notice { page }
+            | Msg::NoticeAck { page }
+            | Msg::MakeSc { page }
+            | Msg::Convert { page }
+            | Msg::ConvertAck { page } => page,
+            Msg::Sc(msg) => msg.page(),
+        }
+    }
+
+    /// What travels next to the message.
+    pub fn payload(&self) -> Payload {
+        match self {
+            Msg::Page { .. } => Payload::Page,
+            Msg::Diff { .. } => Payload::Diff,
+            Msg::Sc(msg) if msg.carries_data() => Payload::Page,
+            _ => Payload::None,
+        }
+    }
+
+    /// Whether anything travels next to the message (`payload() != Payload::None`).
+    pub fn carries_data(&self) -> bool {
+        self.payload() != Payload::None
+    }
+}
+
+/// Names one call of [`LrcNode::release`]; [`Action::Released`] reports its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseId(pub u64);
+
+/// What the runtime must do; the actions of one call are executed strictly in the order returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `msg` to `to` (never this node), with its [payload](Msg::payload):
+    ///
+    /// * [`Payload::Page`]: the page's bytes, read from this node's memory when this action is
+    ///   executed.
+    /// * [`Payload::Diff`]: the diff from the page's twin to the page's current bytes, computed
+    ///   with [`diff::encode`] when this action is executed; the runtime then discards the twin.
+    ///   An earlier action of the same or an earlier call has already closed the page to writes,
+    ///   so the diff is final.
+    Send {
+        /// The destination.
+        to: NodeId,
+        /// The message.
+        msg: Msg,
+    },
+    /// Copy the page bytes that came with the message being handled into this node's memory.
+    /// Emitted only while handling a message with a [`Payload::Page`], while application access
+    /// to the page is `None`, and before the `Protect` that opens it.
+    Install {
+        /// The page to fill.
+        page: PageId,
+    },
+    /// Save a copy of the page's current bytes as its twin (replacing none: a page has at most
+    /// one). Emitted while the page is at most readable, just before the `Protect` that makes it
+    /// writable.
+    Twin {
+        /// The page.
+        page: PageId,
+    },
+    /// Apply the diff that came with the message being handled to this node's copy of the page
+    /// (the home's master copy) with [`diff::apply`]. Only bytes the diff carries may be written:
+    /// local threads may be using the rest of the page meanwhile. Emitted only while handling a
+    /// [`Msg::Diff`].
+    ApplyDiff {
+        /// The page.
+        page: PageId,
+    },
+    /// Set what local application threads may do with the page.
+    Protect {
+        /// The page.
+        page: PageId,
+        /// The new access.
+        access: Access,
+    },
+    /// Local threads blocked in a fault on this page may retry now.
+    Wake {
+        /// The page.
+        page: PageId,
+    },
+    /// The release with this id is complete: every write made on this node before the
+    /// [`LrcNode::release`] call is at its page's home, and every other node holding a copy the
+    /// write made stale has recorded a notice. The runtime may now let the synchronisation
+    /// operation that follows the release happen (hand a lock on, arrive at a barrier, send).
+    /// Reported exactly once per release, in the order of the calls.
+    Released {
+        /// The release.
+        release: ReleaseId,
+    },
+}
+
+/// A message that cannot arrive in the current state: the sender is broken (or not a peer).
+///
+/// [`LrcNode::handle`] returns it without changing any state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    reason: String,
+}
+
+impl ProtocolError {
+    fn new(reason: String) -> Self {
+        ProtocolError { reason }
+    }
+
+    /// A human-readable description of what was wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "protocol error: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// How a release-consistent page is shared, as its home sees it: who holds a copy the home will
+/// notify when someone else writes. See `README.md` for how pages move between these classes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// No other node holds a current copy: private to the home (or untouched).
+    Unshared,
+    /// Exactly one other node holds a current copy. Its writes notify nobody, and as long as the
+    /// home does not write, its copy survives every acquire.
+    Private(NodeId),
+    /// Several other nodes hold current copies. While nobody writes (read-only sharing) they all
+    /// survive acquires; a write by any node notifies all the others.
+    Shared(BTreeSet<NodeId>),
+}
+
+/// A non-home node's copy of a release-consistent page (absent: no copy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Copy {
+    /// A fetch is outstanding. `want` is the strongest access a local thread trapped for, `None`
+    /// for a page only prefetched (or whose waiters moved to the SC protocol).
+    Fetching { want: Option<FaultKind> },
+    /// A copy is installed: readable, writable if it is in `dirty`, to be dropped at the next
+    /// acquire if it is in `stale`.
+    Valid,
+}
+
+/// The home's record of a release-consistent page that has been fetched at least once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HomePage {
+    /// The other nodes whose copy the home considers current: those to notify when another node
+    /// writes.
+    copyset: BTreeSet<NodeId>,
+    /// The home's own access: `Read` while its writes must be noticed (other nodes hold copies),
+    /// `Write` otherwise or once it has written.
+    access: Access,
+}
+
+impl HomePage {
+    /// Before the first fetch: nobody else has a copy, the home may write.
+    fn new() -> Self {
+        HomePage { copyset: BTreeSet::new(), access: Access::Write }
+    }
+}
+
+/// Write notices sent for a page and not all acknowledged, and the acknowledgements that wait
+/// for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Round {
+    waiting: BTreeSet<NodeId>,
+    /// `(writer, seq)`: a `DiffAck` to send, or for `writer == me` a local release to complete.
+    then: Vec<(NodeId, u64)>,
+}
+
+/// A page on its way from release consistency to sequential consistency, at its home.
+///
+/// It works as a write-notice round sent to every node: until the last `ConvertAck`, some node may
+/// still hold a copy nobody will notify, so diffs of the page and the home's releases are
+/// acknowledged only when the conversion completes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Conversion {
+    /// Nodes whose `ConvertAck` is missing.
+    waiting: BTreeSet<NodeId>,
+    /// `(writer, seq)`: diff acks to send, or for `writer == me` local releases to complete, when
+    /// the conversion completes.
+    then: Vec<(NodeId, u64)>,
+    /// SC requests that arrived meanwhile, in arrival order.
+    queued: Vec<(NodeId, sc::Msg)>,
+    /// The home's access to the page meanwhile.
+    access: Access,
+}
+
+/// Actions of the SC protocol for one page, held back until a release completes (see
+/// `sc_emit`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Hold {
+    watermark: u64,
+    /// The page's protection as the runtime has been told, while the held actions wait.
+    shown: Access,
+    actions: VecDeque<sc::Action>,
+}
+
+/// The protocol state of one node.
+///
+/// Per-page state lives in maps in which a missing entry means the initial state (the home holds
+/// the page writable and nobody else has a copy), so untouched pages cost nothing.
+///
+/// # Examples
+///
+/// Node 1 writes page 0, homed at node 0, and releases; the messages are handed over by hand.
+///
+/// ```
+/// use dsm::protocol::lrc::{Action, LrcConfig, LrcNode, Msg, ProtocolError};
+/// use dsm::{Access, FaultKind, NodeId, PageId};
+///
+/// let (h, w) = (NodeId(0), NodeId(1));
+/// let mut home = LrcNode::new(h, 2, 1, LrcConfig::default());
+/// let mut writer = LrcNode::new(w, 2, 1, LrcConfig::default());
+/// let page = PageId(0);
+/// let mut out = Vec::new();
+///
+/// writer.fault(page, FaultKind::Write, &mut out);
+/// assert_eq!(out, [Action::Send { to: h, msg: Msg::Fetch { page, count: 1 } }]);
+/// out.clear();
+/// home.handle(w, Msg::Fetch { page, count: 1 }, &mut out)?;
+/// assert_eq!(out[1], Action::Send { to: w, msg: Msg::Page { page } }); // after closing its copy
+/// out.clear();
+/// writer.handle(h, Msg::Page { page }, &mut out)?;
+/// assert_eq!(
+///     out,
+///     [
+///         Action::Install { page },
+///         Action::Twin { page },
+///         Action::Protect { page, access: Access::Write },
+///         Action::Wake { page },
+///     ]
+/// );
+/// out.clear();
+///
+/// // ... the thread writes, then unlocks: release first.
+/// let release = writer.release(&mut out);
+/// assert_eq!(out[1], Action::Send { to: h, msg: Msg::Diff { page, seq: 0 } });
+/// out.clear();
+/// home.handle(w, Msg::Diff { page, seq: 0 }, &mut out)?;
+/// assert_eq!(out, [Action::ApplyDiff { page }, Action::Send { to: w, msg: Msg::DiffAck { page, seq: 0 } }]);
+/// out.clear();
+/// writer.handle(h, Msg::DiffAck { page, seq: 0 }, &mut out)?;
+/// assert_eq!(out, [Action::Released { release }]); // now the unlock may go
+/// # Ok::<(), ProtocolError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LrcNode {
+    me: NodeId,
+    nodes: u16,
+    config: LrcConfig,
+    /// The single-writer protocol, for sequentially consistent pages only.
+    sc: ScNode,
+    /// SC pages beyond `config.sc_pages`: marked at their home, learned elsewhere.
+    sc_marked: BTreeSet<PageId>,
+    /// Non-home pages for which this node sent `MakeSc` and awaits `Convert` or `ScPage`.
+    sc_requested: BTreeSet<PageId>,
+    /// Local faults waiting for a page to finish becoming SC: the strongest kind per page.
+    parked: BTreeMap<PageId, FaultKind>,
+    /// This node's copies of release-consistent pages homed elsewhere.
+    copies: BTreeMap<PageId, Copy>,
+    /// Copies with a twin (writable), homed elsewhere.
+    dirty: BTreeSet<PageId>,
+    /// Copies a write notice has made stale.
+    stale: BTreeSet<PageId>,
+    /// Pages homed here that have been fetched at least once.
+    homes: BTreeMap<PageId, HomePage>,
+    /// Pages homed here written locally while other nodes held copies, since the last release.
+    home_dirty: BTreeSet<PageId>,
+    /// Pages homed here with write notices outstanding.
+    rounds: BTreeMap<PageId, Round>,
+    /// Pages homed here becoming SC.
+    converting: BTreeMap<PageId, Conversion>,
+    /// The number the next diff (or local wait for notices) gets.
+    next_seq: u64,
+    /// Diffs sent (to their home) and local waits for notices (`me`), not yet acknowledged.
+    unacked: BTreeMap<u64, (NodeId, PageId)>,
+    /// Releases not yet reported, with the `next_seq` at their start, in call order.
+    releases: VecDeque<(ReleaseId, u64)>,
+    next_release: u64,
+    /// SC pages whose actions wait for a release.
+    holds: BTreeMap<PageId, Hold>,
+    /// SC pages not writable here since their bytes last left with every earlier write released.
+    sc_clean: BTreeSet<PageId>,
+}
+
+impl LrcNode {
+    /// The protocol state of node `me` in a cluster of `nodes` nodes, where node `i` is the home of
+    /// pages `i * pages_per_node .. (i + 1) * pages_per_node` (the last node also of any pages
+    /// past the end, like [`ScNode::home_of`]).
+    ///
+    /// # Panics
+    ///
+    /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
+    pub fn new(me: NodeId, nodes: u16, pages_per_node: u64, mut config: LrcConfig) -> Self {
+        config.prefetch = config.prefetch.min(MAX_PREFETCH);
+        LrcNode {
+            me,
+            nodes,
+            config,
+            sc: ScNode::new(me, nodes, pages_per_node),
+            sc_marked: BTreeSet::new(),
+            sc_requested: BTreeSet::new(),
+            parked: BTreeMap::new(),
+            copies: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            homes: BTreeMap::new(),
+            home_dirty: BTreeSet::new(),
+            rounds: BTreeMap::new(),
+            converting: BTreeMap::new(),
+            next_seq: 0,
+            unacked: BTreeMap::new(),
+            releases: VecDeque::new(),
+            next_release: 0,
+            holds: BTreeMap::new(),
+            sc_clean: BTreeSet::new(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The number of nodes in the cluster.
+    pub fn nodes(&self) -> u16 {
+        self.nodes
+    }
+
+    /// The number of pages homed at each node.
+    pub fn pages_per_node(&self) -> u64 {
+        self.sc.pages_per_node()
+    }
+
+    /// The settings this node was built with (`prefetch` capped at [`MAX_PREFETCH`]).
+    pub fn config(&self) -> &LrcConfig {
+        &self.config
+    }
+
+    /// The home of `page`: `page / pages_per_node`, capped at the last node.
+    pub fn home_of(&self, page: PageId) -> NodeId {
+        self.sc.home_of(page)
+    }
+
+    /// The number of pages in the space; pages at or above it are out of range.
+    pub fn page_count(&self) -> u64 {
+        self.sc.page_count()
+    }
+
+    /// Whether `page` is sequentially consistent as far as this node knows: listed in
+    /// [`LrcConfig::sc_pages`], marked here, or learned from its home. A non-home node learns of
+    /// a page marked at run time only when it next asks the home for it.
+    pub fn is_sc(&self, page: PageId) -> bool {
+        self.sc_marked.contains(&page) || self.config.sc_pages.iter().any(|r| r.contains(&page.0))
+    }
+
+    /// This node's current access to `page`: what its memory protection must be (as told to the
+    /// runtime by the actions returned so far). `Access::None` for an out-of-range page.
+    pub fn access(&self, page: PageId) -> Access {
+        if !self.in_range(page) {
+            return Access::None;
+        }
+        if self.is_sc(page) {
+            return self.holds.get(&page).map_or_else(|| self.sc.access(page), |h| h.shown);
+        }
+        if self.is_home(page) {
+            return self.home_access(page);
+        }
+        match self.copies.get(&page) {
+            Some(Copy::Valid) if self.dirty.contains(&page) => Access::Write,
+            Some(Copy::Valid) => Access::Read,
+            _ => Access::None,
+        }
+    }
+
+    /// Whether this node holds a copy of `page` (homed elsewhere) that a write notice has made
+    /// stale: the next [`acquire`](Self::acquire) drops it.
+    pub fn is_stale(&self, page: PageId) -> bool {
+        self.stale.contains(&page)
+    }
+
+    /// Whether this node has a fetch of `page` outstanding.
+    pub fn is_fetching(&self, page: PageId) -> bool {
+        matches!(self.copies.get(&page), Some(Copy::Fetching { .. }))
+    }
+
+    /// How `page` is shared, if this node is its home and it is release-consistent (`None`
+    /// otherwise).
+    pub fn sharing(&self, page: PageId) -> Option<Sharing> {
+        if !self.in_range(page) || !self.is_home(page) || self.is_sc(page) {
+            return None;
+        }
+        let copyset = self.homes.get(&page).map(|h| h.copyset.clone()).unwrap_or_default();
+        let mut it = copyset.iter();
+        Some(match (it.next(), it.next()) {
+            (None, _) => Sharing::Unshared,
+            (Some(&only), None) => Sharing::Private(only),
+            _ => Sharing::Shared(copyset),
+        })
+    }
+
+    /// The embedded single-writer protocol that runs the sequentially consistent pages.
+    pub fn sc_node(&self) -> &ScNode {
+        &self.sc
+    }
+
+    /// How many diffs (and local waits for write notices) are not acknowledged yet.
+    pub fn unacknowledged(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// True when nothing is in progress: no fetch, release, conversion, write notice or SC
+    /// transaction outstanding and no action held back. Dirty and stale copies may remain.
+    pub fn is_quiescent(&self) -> bool {
+        !self.copies.values().any(|c| matches!(c, Copy::Fetching { .. }))
+            && self.unacked.is_empty()
+            && self.rounds.is_empty()
+            && self.converting.is_empty()
+            && self.releases.is_empty()
+            && self.holds.is_empty()
+            && self.parked.is_empty()
+            && self.sc_requested.is_empty()
+            && self.sc.is_quiescent()
+    }
+
+    /// A local application thread trapped on `page` wanting `kind` access. Appends actions to
+    /// `out`.
+    ///
+    /// * If the current access already satisfies `kind`, only `Wake { page }` is emitted.
+    /// * A write to a readable copy is granted at once, without any message: `Twin`, `Protect`
+    ///   (write), `Wake` (at the home: no twin; the home's copy is the master).
+    /// * A miss sends a [`Msg::Fetch`] to the home (for this page and up to
+    ///   [`LrcConfig::prefetch`] following ones); the `Wake` follows the reply. A write miss gets
+    ///   its twin and write access with the reply.
+    /// * A fault while a fetch of the page is outstanding emits nothing: the thread waits for the
+    ///   `Wake` and retries.
+    /// * Sequentially consistent pages go through the single-writer protocol; a page becoming SC
+    ///   holds the fault until it is.
+    ///
+    /// A fault on an out-of-range page is ignored.
+    pub fn fault(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
+        if !self.in_range(page) {
+            return;
+        }
+        if self.is_sc(page) {
+            let shown = self.access(page);
+            let mut batch = Vec::new();
+            self.sc.fault(page, kind, &mut batch);
+            self.sc_emit(page, shown, batch.into(), out);
+            return;
+        }
+        if self.access(page) >= kind.needed() {
+            out.push(Action::Wake { page });
+            return;
+        }
+        if self.is_home(page) {
+            if self.converting.contains_key(&page) {
+                self.park(page, kind);
+                return;
+            }
+            // The home reads its master copy at all times; only a write after a fetch traps. Its
+            // writes matter to the nodes holding copies: those in the copyset, and those notified
+            // of an earlier write that have not recorded it yet (they still read their copy as
+            // current, so the home's release must wait for them too).
+            let notifying = self.rounds.contains_key(&page);
+            if let Some(home) = self.homes.get_mut(&page) {
+                home.access = Access::Write;
+                if !home.copyset.is_empty() || notifying {
+                    self.home_dirty.insert(page);
+                }
+            }
+            out.push(Action::Protect { page, access: Access::Write });
+            out.push(Action::Wake { page });
+            return;
+        }
+        if self.sc_requested.contains(&page) {
+            self.park(page, kind);
+            return;
+        }
+        match self.copies.get_mut(&page) {
+            Some(Copy::Fetching { want }) => *want = Some(stronger(*want, kind)),
+            Some(Copy::Valid) => {
+                // Only a write can trap on a readable copy.
+                self.dirty.insert(page);
+                out.push(Action::Twin { page });
+                out.push(Action::Protect { page, access: Access::Write });
+                out.push(Action::Wake { page });
+            }
+            None => self.fetch(page, kind, out),
+        }
+    }
+
+    /// An acquire: the runtime calls it after a synchronisation operation that may make other
+    /// nodes' released writes visible to a local thread (a lock granted, a barrier passed, a
+    /// message or a joined thread's result received), before that thread goes on.
+    ///
+    /// Drops every copy a write notice has made stale (flushing its diff first if it has local
+    /// writes), so the next access fetches the current page. It needs no answer: the acquire is
+    /// complete once these actions are executed. Then every write released (see
+    /// [`Action::Released`]) before the synchronisation operation is visible here.
+    pub fn acquire(&mut self, out: &mut Vec<Action>) {
+        for page in std::mem::take(&mut self.stale) {
+            self.copies.remove(&page);
+            out.push(Action::Protect { page, access: Access::None });
+            if self.dirty.remove(&page) {
+                // Local writes go to the home first; a later fetch of the page (behind the diff on
+                // the same connection) includes them.
+                self.send_diff(page, out);
+            }
+        }
+    }
+
+    /// A release: the runtime calls it before a synchronisation operation that may let another
+    /// node see this node's writes (unlocking, arriving at a barrier, sending, a thread ending),
+    /// and performs that operation only after [`Action::Released`] with the returned id.
+    ///
+    /// Every copy written since the last release is closed to writes and its diff sent home; every
+    /// page homed here and written while others held copies has its copies notified. The release
+    /// completes when all of that (and anything still unacknowledged from earlier) is
+    /// acknowledged; it may complete within this call.
+    pub fn release(&mut self, out: &mut Vec<Action>) -> ReleaseId {
+        let watermark = self.start_release(out);
+        let id = ReleaseId(self.next_release);
+        self.next_release += 1;
+        self.releases.push_back((id, watermark));
+        self.progress(out);
+        id
+    }
+
+    /// Makes `page` sequentially consistent (single writer, invalidate), for good. The runtime
+    /// calls it for pages that hold atomics or locks it did not place in
+    /// [`LrcConfig::sc_pages`].
+    ///
+    /// * At the home, a page no other node has fetched switches at once, silently; other nodes
+    ///   learn it when they ask for the page (a [`Msg::ScPage`] answers their fetch).
+    /// * At the home, a page others may hold starts a conversion: every other node flushes its
+    ///   diff, drops its copy and acknowledges; then the page continues in the SC protocol with
+    ///   the home holding it writable. Faults on it wait meanwhile.
+    /// * Elsewhere, a [`Msg::MakeSc`] goes to the home; local faults on the page wait until the
+    ///   home's answer.
+    ///
+    /// Nothing happens if the page already is (or is becoming) SC, or is out of range.
+    pub fn set_sc(&mut self, page: PageId, out: &mut Vec<Action>) {
+        if !self.in_range(page) || self.is_sc(page) {
+            return;
+        }
+        if self.is_home(page) {
+            if self.converting.contains_key(&page) {
+                return;
+            }
+            if self.homes.contains_key(&page) {
+                self.start_conversion(page, out);
+            } else {
+                // Never fetched: the state is the initial one in both protocols.
+                self.sc_marked.insert(page);
+            }
+        } else if self.sc_requested.insert(page) {
+            out.push(Action::Send { to: self.home_of(page), msg: Msg::MakeSc { page } });
+        }
+    }
+
+    /// A message `msg` from node `from`, with its payload (if any) available to the runtime for
+    /// `Install` and `ApplyDiff`. Appends actions to `out`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error, leaving the state and `out` untouched, for a message that cannot arrive
+    /// in the current state: a sender that is this node or not in the cluster, an out-of-range
+    /// page, a request sent to a node that is not the page's home, a fetch of a page the sender
+    /// already holds, a reply nobody asked for, a notice for a copy this node does not hold, an
+    /// acknowledgement nobody waits for, an SC message for a page that is not SC, and so on.
+    /// (A diff's payload is not checked here: the runtime validates it with [`diff::validate`].)
+    pub fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        let page = msg.page();
+        if from.0 >= self.nodes {
+            return Err(ProtocolError::new(format!(
+                "{msg:?} from {from}, which is outside a cluster of {} nodes",
+                self.nodes
+            )));
+        }
+        if from == self.me {
+            return Err(ProtocolError::new(format!("{msg:?} from {from} to itself")));
+        }
+        if !self.in_range(page) {
+            return Err(ProtocolError::new(format!(
+                "{msg:?} from {from}: {page} is outside the {} pages of the space",
+                self.page_count()
+            )));
+        }
+        match msg {
+            Msg::Fetch { page, count } => self.on_fetch(from, page, count, out),
+            Msg::Page { page } => self.on_page(from, page, out),
+            Msg::ScPage { page } => self.on_sc_page(from, page, out),
+            Msg::Diff { page, seq } => self.on_diff(from, page, seq, out),
+            Msg::DiffAck { page, seq } => self.on_diff_ack(from, page, seq, out),
+            Msg::Notice { page } => self.on_notice(from, page, out),
+            Msg::NoticeAck { page } => self.on_notice_ack(from, page, out),
+            Msg::MakeSc { page } => self.on_make_sc(from, page, out),
+            Msg::Convert { page } => self.on_convert(from, page, out),
+            Msg::ConvertAck { page } => self.on_convert_ack(from, page, out),
+            Msg::Sc(inner) => self.on_sc(from, inner, out),
+        }
+    }
+
+    // ----- helpers -----
+
+    fn in_range(&self, page: PageId) -> bool {
+        page.0 < self.page_count()
+    }
+
+    fn is_home(&self, page: PageId) -> bool {
+        self.home_of(page) == self.me
+    }
+
+    fn home_access(&self, page: PageId) -> Access {
+        if let Some(c) = self.converting.get(&page) {
+            return c.access;
+        }
+        self.homes.get(&page).map_or(Access::Write, |h| h.access)
+    }
+
+    fn park(&mut self, page: PageId, kind: FaultKind) {
+        let kind = stronger(self.parked.get(&page).copied(), kind);
+        self.parked.insert(page, kind);
+    }
+
+    fn err<T>(&self, reason: String) -> Result<T, ProtocolError> {
+        Err(ProtocolError::new(format!("{} (at {})", reason, self.me)))
+    }
+
+    /// The diffs and notices sent so far are all acknowledged up to (not including) `watermark`.
+    fn satisfied(&self, watermark: u64) -> bool {
+        self.unacked.range(..watermark).next().is_none()
+    }
+
+    /// Anything written here and not yet released, or released and not yet acknowledged.
+    fn has_unreleased(&self) -> bool {
+        !self.dirty.is_empty() || !self.home_dirty.is_empty() || !self.unacked.is_empty()
+    }
+
+    fn send_diff(&mut self, page: PageId, out: &mut Vec<Action>) {
+        let home = self.home_of(page);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.insert(seq, (home, page));
+        out.push(Action::Send { to: home, msg: Msg::Diff { page, seq } });
+    }
+
+    /// Flushes every local write: diffs for dirty copies, notices for pages homed here. Returns
+    /// the watermark whose acknowledgement completes the release.
+    fn start_release(&mut self, out: &mut Vec<Action>) -> u64 {
+        for page in std::mem::take(&mut self.dirty) {
+            // Close the page first so that no write lands between the diff and the twin's end.
+            out.push(Action::Protect { page, access: Access::Read });
+            self.send_diff(page, out);
+        }
+        let me = self.me;
+        for (&page, conv) in &mut self.converting {
+            // The home may have written the page; copies that would need a notice are being
+            // dropped, but not all are gone yet.
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.unacked.insert(seq, (me, page));
+            conv.then.push((me, seq));
+        }
+        for page in std::mem::take(&mut self.home_dirty) {
+            let targets =
+                self.homes.get_mut(&page).map(|h| std::mem::take(&mut h.copyset)).unwrap_or_default();
+            if !targets.is_empty() || self.rounds.contains_key(&page) {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.unacked.insert(seq, (self.me, page));
+                self.notify(page, targets, (self.me, seq), out);
+            }
+            // The home keeps write access: nobody holds a copy it would have to notify again
+            // until the next fetch, which closes it again.
+        }
+        self.next_seq
+    }
+
+    /// Sends notices to `targets` (removed from the copyset by the caller) and makes `ack` wait
+    /// for them and for any notices of the page still outstanding.
+    fn notify(&mut self, page: PageId, targets: BTreeSet<NodeId>, ack: (NodeId, u64), out: &mut Vec<Action>) {
+        if targets.is_empty() && !self.rounds.contains_key(&page) {
+            self.complete_ack(page, ack, out);
+            return;
+        }
+        let round = self.rounds.entry(page).or_default();
+        for to in targets {
+            round.waiting.insert(to);
+            out.push(Action::Send { to, msg: Msg::Notice { page } });
+        }
+        round.then.push(ack);
+    }
+
+    fn complete_ack(&mut self, page: PageId, (to, seq): (NodeId, u64), out: &mut Vec<Action>) {
+        if to == self.me {
+            self.unacked.remove(&seq);
+        } else {
+            out.push(Action::Send { to, msg: Msg::DiffAck { page, seq } });
+        }
+    }
+
+    /// Reports completed releases and lets held SC actions go whose release is acknowledged.
+    fn progress(&mut self, out: &mut Vec<Action>) {
+        while let Some(&(release, watermark)) = self.releases.front() {
+            if !self.satisfied(watermark) {
+                break;
+            }
+            self.releases.pop_front();
+            out.push(Action::Released { release });
+        }
+        while let Some(page) = self.holds.iter().find(|(_, h)| self.satisfied(h.watermark)).map(|(p, _)| *p) {
+            if let Some(hold) = self.holds.remove(&page) {
+                self.sc_emit(page, hold.shown, hold.actions, out);
+            }
+        }
+    }
+
+    /// Sends a fetch for `page` (missing here) and the pages after it that qualify for prefetch.
+    fn fetch(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
+        let home = self.home_of(page);
+        self.copies.insert(page, Copy::Fetching { want: Some(kind) });
+        let mut count: u16 = 1;
+        while count <= self.config.prefetch {
+            let Some(next) = page.0.checked_add(u64::from(count)).map(PageId) else {
+                break;
+            };
+            let qualifies = self.in_range(next)
+                && self.home_of(next) == home
+                && !self.is_sc(next)
+                && !self.sc_requested.contains(&next)
+                && !self.copies.contains_key(&next);
+            if !qualifies {
+                break;
+            }
+            self.copies.insert(next, Copy::Fetching { want: None });
+            count += 1;
+        }
+        out.push(Action::Send { to: home, msg: Msg::Fetch { page, count } });
+    }
+
+    // ----- home side -----
+
+    fn on_fetch(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        count: u16,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        if count == 0 || count > MAX_PREFETCH + 1 {
+            return self.err(format!("Fetch of {count} pages from {page} by {from}"));
+        }
+        let last = page.0.checked_add(u64::from(count) - 1).map(PageId).filter(|&l| self.in_range(l));
+        let Some(last) = last else {
+            return self.err(format!("Fetch of {count} pages from {page} by {from} runs past the space"));
+        };
+        if !self.is_home(page) || !self.is_home(last) {
+            return self.err(format!(
+                "Fetch of {page}..={last} from {from} sent to {}, not the home of all of them",
+                self.me
+            ));
+        }
+        for p in page.0..=last.0 {
+            let p = PageId(p);
+            let lrc = !self.is_sc(p) && !self.converting.contains_key(&p);
+            if lrc && self.homes.get(&p).is_some_and(|h| h.copyset.contains(&from)) {
+                return self.err(format!("Fetch of {p} from {from}, which holds a current copy"));
+            }
+        }
+        for p in page.0..=last.0 {
+            let p = PageId(p);
+            if self.is_sc(p) || self.converting.contains_key(&p) {
+                out.push(Action::Send { to: from, msg: Msg::ScPage { page: p } });
+                continue;
+            }
+            let dirty = self.home_dirty.contains(&p);
+            let home = self.homes.entry(p).or_insert_with(HomePage::new);
+            if home.access == Access::Write && !dirty {
+                // From now on the home's writes must be noticed: close its copy before the bytes
+                // are read for sending, so that every later write traps.
+                home.access = Access::Read;
+                out.push(Action::Protect { page: p, access: Access::Read });
+            }
+            home.copyset.insert(from);
+            out.push(Action::Send { to: from, msg: Msg::Page { page: p } });
+        }
+        Ok(())
+    }
+
+    fn on_diff(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        seq: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let known = self.homes.contains_key(&page) || self.converting.contains_key(&page);
+        if !self.is_home(page) || self.is_sc(page) || !known {
+            return self
+                .err(format!("Diff of {page} from {from}: not a shared release-consistent page homed here"));
+        }
+        out.push(Action::ApplyDiff { page });
+        if let Some(conv) = self.converting.get_mut(&page) {
+            // Every other copy is being dropped; the ack waits until all are gone.
+            conv.then.push((from, seq));
+            return Ok(());
+        }
+        let targets = match self.homes.get_mut(&page) {
+            Some(home) => {
+                let targets: BTreeSet<NodeId> = home.copyset.iter().copied().filter(|&n| n != from).collect();
+                home.copyset.retain(|&n| n == from);
+                targets
+            }
+            None => BTreeSet::new(),
+        };
+        self.notify(page, targets, (from, seq), out);
+        Ok(())
+    }
+
+    fn on_notice_ack(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let Some(round) = self.rounds.get_mut(&page).filter(|r| r.waiting.contains(&from)) else {
+            return self.err(format!("NoticeAck of {page} from {from}, which nobody waits for"));
+        };
+        round.waiting.remove(&from);
+        if round.waiting.is_empty() {
+            let done = self.rounds.remove(&page).map(|r| r.then).unwrap_or_default();
+            for ack in done {
+                self.complete_ack(page, ack, out);
+            }
+            self.progress(out);
+        }
+        Ok(())
+    }
+
+    fn on_make_sc(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        if !self.is_home(page) {
+            return self.err(format!("MakeSc of {page} from {from}, sent to a node that is not its home"));
+        }
+        if self.is_sc(page) {
+            out.push(Action::Send { to: from, msg: Msg::ScPage { page } });
+        } else if !self.converting.contains_key(&page) {
+            self.start_conversion(page, out);
+        }
+        Ok(())
+    }
+
+    fn start_conversion(&mut self, page: PageId, out: &mut Vec<Action>) {
+        let access = self.home_access(page);
+        self.homes.remove(&page);
+        self.home_dirty.remove(&page);
+        let waiting: BTreeSet<NodeId> = (0..self.nodes).map(NodeId).filter(|&n| n != self.me).collect();
+        for &to in &waiting {
+            out.push(Action::Send { to, msg: Msg::Convert { page } });
+        }
+        self.converting.insert(page, Conversion { waiting, then: Vec::new(), queued: Vec::new(), access });
+        if self.nodes == 1 {
+            self.finish_conversion(page, out);
+        }
+    }
+
+    fn on_convert_ack(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        let Some(conv) = self.converting.get_mut(&page).filter(|c| c.waiting.contains(&from)) else {
+            return self.err(format!("ConvertAck of {page} from {from}, which nobody waits for"));
+        };
+        conv.waiting.remove(&from);
+        if conv.waiting.is_empty() {
+            self.finish_conversion(page, out);
+        }
+        Ok(())
+    }
+
+    /// Every other node has dropped its copy: the page starts in the SC protocol's initial state,
+    /// writable at the home.
+    fn finish_conversion(&mut self, page: PageId, out: &mut Vec<Action>) {
+        let Some(conv) = self.converting.remove(&page) else {
+            return;
+        };
+        self.sc_marked.insert(page);
+        self.sc_clean.remove(&page);
+        if conv.access != Access::Write {
+            out.push(Action::Protect { page, access: Access::Write });
+        }
+        for ack in conv.then {
+            self.complete_ack(page, ack, out);
+        }
+        for (from, msg) in conv.queued {
+            // Checked when queued: a first request from each sender, which the fresh SC state
+            // accepts.
+            let _ = self.sc_handle(from, msg, out);
+        }
+        if let Some(kind) = self.parked.remove(&page) {
+            self.fault(page, kind, out);
+        }
+        self.progress(out);
+    }
+
+    // ----- copy-holder side -----
+
+    fn check_from_home(&self, from: NodeId, page: PageId, what: &str) -> Result<(), ProtocolError> {
+        let home = self.home_of(page);
+        if from != home || home == self.me {
+            return self.err(format!("{what} of {page} from {from}, but its home is {home}"));
+        }
+        Ok(())
+    }
+
+    fn on_page(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        self.check_from_home(from, page, "Page")?;
+        let Some(&Copy::Fetching { want }) = self.copies.get(&page) else {
+            return self.err(format!("Page {page} from {from}, which nobody fetched"));
+        };
+        if self.is_sc(page) {
+            return self.err(format!("Page {page} from {from} for a page that is SC here"));
+        }
+        self.copies.insert(page, Copy::Valid);
+        out.push(Action::Install { page });
+        if want == Some(FaultKind::Write) && !self.sc_requested.contains(&page) {
+            self.dirty.insert(page);
+            out.push(Action::Twin { page });
+            out.push(Action::Protect { page, access: Access::Write });
+        } else {
+            // A page becoming SC is not written in this mode any more: a writer woken here
+            // traps again and waits for the conversion.
+            out.push(Action::Protect { page, access: Access::Read });
+        }
+        out.push(Action::Wake { page });
+        Ok(())
+    }
+
+    fn on_sc_page(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        self.check_from_home(from, page, "ScPage")?;
+        let fetching = match self.copies.get(&page) {
+            Some(&Copy::Fetching { want }) => Some(want),
+            _ => None,
+        };
+        if fetching.is_none() && !self.sc_requested.contains(&page) {
+            return self.err(format!("ScPage {page} from {from}, which answers nothing asked"));
+        }
+        if self.copies.get(&page) == Some(&Copy::Valid) {
+            return self.err(format!("ScPage {page} from {from} while a release-consistent copy is held"));
+        }
+        // With both a fetch and a `MakeSc` outstanding, each gets its own answer: this one is the
+        // fetch's (a `Convert` would have come first and ended the request otherwise).
+        if let Some(want) = fetching {
+            self.copies.remove(&page);
+            if let Some(kind) = want {
+                self.park(page, kind);
+            }
+        } else {
+            self.sc_requested.remove(&page);
+        }
+        self.sc_marked.insert(page);
+        if let Some(kind) = self.parked.remove(&page) {
+            self.fault(page, kind, out);
+        }
+        Ok(())
+    }
+
+    fn on_diff_ack(
+        &mut self,
+        from: NodeId,
+        page: PageId,
+        seq: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProtocolError> {
+        if self.unacked.get(&seq) != Some(&(from, page)) || from == self.me {
+            return self.err(format!("DiffAck {seq} of {page} from {from}, which nobody waits for"));
+        }
+        self.unacked.remove(&seq);
+        self.progress(out);
+        Ok(())
+    }
+
+    fn on_notice(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        self.check_from_home(from, page, "Notice")?;
+        if self.copies.get(&page) != Some(&Copy::Valid) || self.stale.contains(&page) || self.is_sc(page) {
+            return self.err(format!("Notice of {page} from {from}, but no current copy is held"));
+        }
+        self.stale.insert(page);
+        out.push(Action::Send { to: from, msg: Msg::NoticeAck { page } });
+        Ok(())
+    }
+
+    fn on_convert(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        self.check_from_home(from, page, "Convert")?;
+        if self.is_sc(page) {
+            return self.err(format!("Convert of {page} from {from}, which already is SC here"));
+        }
+        match self.copies.get(&page).copied() {
+            Some(Copy::Valid) => {
+                self.copies.remove(&page);
+                self.stale.remove(&page);
+                out.push(Action::Protect { page, access: Access::None });
+                if self.dirty.remove(&page) {
+                    self.send_diff(page, out);
+                }
+            }
+            Some(Copy::Fetching { want }) => {
+                // The fetch is answered by a `ScPage` (the home converts before it reads the
+                // fetch); its waiters go to the SC protocol now.
+                self.copies.insert(page, Copy::Fetching { want: None });
+                if let Some(kind) = want {
+                    self.park(page, kind);
+                }
+            }
+            None => {}
+        }
+        self.sc_requested.remove(&page);
+        self.sc_marked.insert(page);
+        out.push(Action::Send { to: from, msg: Msg::ConvertAck { page } });
+        if let Some(kind) = self.parked.remove(&page) {
+            self.fault(page, kind, out);
+        }
+        Ok(())
+    }
+
+    // ----- sequentially consistent pages -----
+
+    fn on_sc(&mut self, from: NodeId, msg: sc::Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        let page = msg.page();
+        if let Some(conv) = self.converting.get_mut(&page) {
+            let request = matches!(msg, sc::Msg::ReadReq { .. } | sc::Msg::WriteReq { .. });
+            if !request || conv.queued.iter().any(|&(n, _)| n == from) {
+                return Err(ProtocolError::new(format!(
+                    "{msg:?} from {from} while {page} becomes SC at {}",
+                    self.me
+                )));
+            }
+            conv.queued.push((from, msg));
+            return Ok(());
+        }
+        if !self.is_sc(page) {
+            return self.err(format!("{msg:?} from {from}, but {page} is not SC"));
+        }
+        self.sc_handle(from, msg, out)
+    }
+
+    fn sc_handle(&mut self, from: NodeId, msg: sc::Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        let page = msg.page();
+        let shown = self.access(page);
+        let mut batch = Vec::new();
+        self.sc
+            .handle(from, msg, &mut batch)
+            .map_err(|e| ProtocolError::new(format!("{} (at {})", e.reason(), self.me)))?;
+        self.sc_emit(page, shown, batch.into(), out);
+        Ok(())
+    }
+
+    /// Passes the SC protocol's actions for `page` on, translated, enforcing the two rules that
+    /// make an SC page a synchronisation point:
+    ///
+    /// * **Release before the bytes leave.** A `Send` carrying the page's bytes, if the page may
+    ///   have been written here since its bytes last left, waits for a release of everything
+    ///   written here before (so a reader that sees an atomic's new value also finds the plain
+    ///   writes made before it at their homes). The actions from that `Send` on, and any later
+    ///   ones for the page, are held until the release is acknowledged; the `Protect` that closed
+    ///   the page goes out at once, so no write to it can slip in meanwhile.
+    /// * **Acquire before the page opens.** Each `Protect` that raises this node's access (after
+    ///   new bytes were installed, or an upgrade) is preceded by an acquire, so a thread that
+    ///   sees another node's write to the page also sees what that node released before it.
+    ///
+    /// `shown` is the page's protection as the runtime knows it before these actions.
+    fn sc_emit(
+        &mut self,
+        page: PageId,
+        mut shown: Access,
+        mut actions: VecDeque<sc::Action>,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(hold) = self.holds.get_mut(&page) {
+            hold.actions.extend(actions);
+            return;
+        }
+        while let Some(action) = actions.pop_front() {
+            match action {
+                sc::Action::Send { to, msg } => {
+                    if msg.carries_data() {
+                        if !self.sc_clean.contains(&page) && self.has_unreleased() {
+                            let watermark = self.start_release(out);
+                            if !self.satisfied(watermark) {
+                                // The release covers every write made to the page so far.
+                                if shown < Access::Write {
+                                    self.sc_clean.insert(page);
+                                }
+                                actions.push_front(action);
+                                self.holds.insert(page, Hold { watermark, shown, actions });
+                                return;
+                            }
+                        }
+                        if shown < Access::Write {
+                            self.sc_clean.insert(page);
+                        }
+                    }
+                    out.push(Action::Send { to, msg: Msg::Sc(msg) });
+                }
+                sc::Action::Install { page } => out.push(Action::Install { page }),
+                sc::Action::Protect { page, access } => {
+                    if access > shown {
+                        self.acquire(out);
+                    }
+                    shown = access;
+                    if access == Access::Write {
+                        self.sc_clean.remove(&page);
+                    }
+                    out.push(Action::Protect { page, access });
+                }
+                sc::Action::Wake { page } => out.push(Action::Wake { page }),
+            }
+        }
+    }
+}
+
+fn stronger(a: Option<FaultKind>, b: FaultKind) -> FaultKind {
+    match (a, b) {
+        (Some(FaultKind::Write), _) | (_, FaultKind::Write) => FaultKind::Write,
+        _ => FaultKind::Read,
+    }
+}
