@@ -193,7 +193,8 @@ fn the_protocol_log_example_shows_each_step_of_a_tiny_run() {
     // cargo builds the examples along with the tests; they sit next to the test binaries.
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("protocol_log");
-    let out = run_cluster(bin.to_str().unwrap(), 2, &[], &[]);
+    // The example walks through the sequentially consistent protocol's messages.
+    let out = run_cluster(bin.to_str().unwrap(), 2, &[], &[("RTHREADS_PROTOCOL", "sc")]);
     let stdout = ok(&out);
     let log = text(&out.stderr);
     // The example names its pages ("page A is page 1, page B is page 2"); where they land depends

@@ -12,7 +12,10 @@ use syn::{ItemFn, parse_macro_input};
 /// `std::process::Termination`, as usual.
 ///
 /// `#[rthreads::main(nodes = 8)]` sets how many nodes an embedded cluster has when
-/// `RTHREADS_NODES` is not set (default 4).
+/// `RTHREADS_NODES` is not set (default 4). `#[rthreads::main(protocol = "lrc")]` picks the
+/// coherence protocol when `RTHREADS_PROTOCOL` is not set: `"sc"` (sequentially consistent, the
+/// default) or `"lrc"` (release consistent, multiple writers). Both may be given, separated by a
+/// comma.
 ///
 /// # Examples
 /// ```text
@@ -24,7 +27,7 @@ use syn::{ItemFn, parse_macro_input};
 /// ```
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let nodes = match parse_nodes(attr) {
+    let (nodes, protocol) = match parse_args(attr) {
         Ok(n) => n,
         Err(e) => return e.to_compile_error().into(),
     };
@@ -45,29 +48,52 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         #vis fn main() -> ::std::process::ExitCode {
             fn __rthreads_body() #output #body
-            ::rthreads::__private::run_main(#nodes, __rthreads_body)
+            ::rthreads::__private::run_main_with(#nodes, #protocol, __rthreads_body)
         }
     }
     .into()
 }
 
-/// `nodes = N` (the node count when `RTHREADS_NODES` is unset), or nothing (4).
-fn parse_nodes(attr: TokenStream) -> syn::Result<u16> {
+/// `nodes = N` and `protocol = "sc" | "lrc"`, each optional (defaults: 4, "sc").
+fn parse_args(attr: TokenStream) -> syn::Result<(u16, String)> {
+    let (mut nodes, mut protocol) = (4u16, "sc".to_owned());
     if attr.is_empty() {
-        return Ok(4);
+        return Ok((nodes, protocol));
     }
-    let nv: syn::MetaNameValue = syn::parse(attr)?;
-    if !nv.path.is_ident("nodes") {
-        return Err(syn::Error::new_spanned(&nv.path, "the only argument is `nodes = N`"));
-    }
-    match &nv.value {
-        syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. }) => {
-            let n: u16 = n.base10_parse()?;
-            if n == 0 {
-                return Err(syn::Error::new_spanned(n, "a cluster needs at least one node"));
+    let parser = syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated;
+    let args = syn::parse::Parser::parse(parser, attr)?;
+    for nv in args {
+        if nv.path.is_ident("nodes") {
+            match &nv.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(n), .. }) => {
+                    let n: u16 = n.base10_parse()?;
+                    if n == 0 {
+                        return Err(syn::Error::new_spanned(n, "a cluster needs at least one node"));
+                    }
+                    nodes = n;
+                }
+                other => return Err(syn::Error::new_spanned(other, "expected an integer: `nodes = 8`")),
             }
-            Ok(n)
+        } else if nv.path.is_ident("protocol") {
+            match &nv.value {
+                syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(p), .. })
+                    if p.value() == "sc" || p.value() == "lrc" =>
+                {
+                    protocol = p.value();
+                }
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "expected `protocol = \"sc\"` or `protocol = \"lrc\"`",
+                    ));
+                }
+            }
+        } else {
+            return Err(syn::Error::new_spanned(
+                &nv.path,
+                "the arguments are `nodes = N` and `protocol = \"sc\" | \"lrc\"`",
+            ));
         }
-        other => Err(syn::Error::new_spanned(other, "expected an integer: `nodes = 8`")),
     }
+    Ok((nodes, protocol))
 }

@@ -6,9 +6,14 @@
 //! allocation. The arena's bookkeeping (free lists, the large-block map) lives in the node's
 //! private memory, never in the shared space, so allocating touches no shared page.
 //!
-//! Small blocks come in power-of-two size classes from 16 B to 32 KiB, carved from 256 KiB chunks;
-//! larger ones are whole pages, first fit, coalesced on free. Memory freed on another node than
-//! the one that allocated it is batched and sent back to its owner, which reuses it.
+//! Small blocks come in power-of-two size classes from 16 B to 2 KiB, carved from 256 KiB chunks
+//! taken from the first quarter of the arena (the *small-object region*); larger ones are whole
+//! pages from the rest (the *bulk region*), first fit, coalesced on free. Memory freed on another
+//! node than the one that allocated it is batched and sent back to its owner, which reuses it.
+//!
+//! The two regions matter to the release-consistent protocol: the small-object region stays
+//! sequentially consistent (object headers, `Arc` counts, atomics and locks live there), the bulk
+//! region (arrays of 2 KiB and more) is release consistent. See [`small_region`].
 //!
 //! Runtime-internal memory (queues, tables, network buffers) must not live in the shared space:
 //! the runtime's own threads, and runtime code running on application threads inside an
@@ -83,8 +88,16 @@ impl<T> SpinLock<T> {
 }
 
 const MIN_CLASS: usize = 16;
-const MAX_SMALL: usize = 32 << 10;
-const CLASSES: usize = 12; // 16 B ..= 32 KiB
+const MAX_SMALL: usize = 2 << 10;
+const CLASSES: usize = 8; // 16 B ..= 2 KiB
+/// The small-object region is the first `1 / SMALL_REGION_DIV` of each node's arena.
+const SMALL_REGION_DIV: usize = 4;
+
+/// Bytes at the start of each node's slice of the space that hold small blocks (size classes):
+/// pages `k * slice_pages .. k * slice_pages + small_region(slice) / PAGE_SIZE` of node `k`.
+pub(crate) fn small_region(slice: usize) -> usize {
+    (slice / SMALL_REGION_DIV) / PAGE_SIZE * PAGE_SIZE
+}
 const CHUNK: usize = 256 << 10;
 /// Remote frees are sent home in batches of this many.
 const REMOTE_BATCH: usize = 256;
@@ -99,6 +112,10 @@ fn round_pages(n: usize) -> usize {
 }
 
 struct Arena {
+    /// Chunks for size classes come from `small_bump..small_end`.
+    small_bump: usize,
+    small_end: usize,
+    /// Page runs come from `bump..end` (and from `large`).
     bump: usize,
     end: usize,
     free: [Vec<usize>; CLASSES],
@@ -154,10 +171,11 @@ impl Arena {
                 let size = MIN_CLASS << c;
                 let (mut cur, mut end) = self.chunks[c];
                 if cur + size > end {
-                    cur = self.take_pages(CHUNK, PAGE_SIZE);
-                    if cur == 0 {
+                    if self.small_bump + CHUNK > self.small_end {
                         return 0;
                     }
+                    cur = self.small_bump;
+                    self.small_bump += CHUNK;
                     end = cur + CHUNK;
                 }
                 self.chunks[c] = (cur + size, end);
@@ -194,13 +212,16 @@ impl Heap {
     /// Creates the heap for node `me`, whose arena is `[arena_start, slice end)`.
     pub(crate) fn new(me: usize, nodes: usize, base: usize, slice: usize, arena_start: usize) -> Heap {
         let end = base + slice * (me + 1);
+        let small_end = base + slice * me + small_region(slice);
         Heap {
             me,
             base,
             slice,
             nodes,
             arena: SpinLock::new(Arena {
-                bump: arena_start,
+                small_bump: arena_start,
+                small_end,
+                bump: small_end.max(arena_start),
                 end,
                 free: Default::default(),
                 chunks: [(0, 0); CLASSES],
@@ -267,7 +288,8 @@ impl Heap {
 
     /// How far this node's arena has ever been carved (bytes from its start).
     pub(crate) fn high_water(&self) -> usize {
-        self.arena.with(|a| a.bump - (self.base + self.slice * self.me))
+        let start = self.base + self.slice * self.me;
+        self.arena.with(|a| (a.small_bump - start) + (a.bump - (start + small_region(self.slice))))
     }
 
     /// Whether a block freed on another node belongs to this node's arena (checked before reuse).
@@ -366,7 +388,9 @@ mod tests {
 
     fn arena() -> Arena {
         Arena {
-            bump: 0x10_0000,
+            small_bump: 0x10_0000,
+            small_end: 0x10_0000 + (1 << 28),
+            bump: 0x10_0000 + (1 << 28),
             end: 0x10_0000 + (1 << 30),
             free: Default::default(),
             chunks: [(0, 0); CLASSES],
@@ -379,8 +403,8 @@ mod tests {
         assert_eq!(class_of(Layout::from_size_align(1, 1).unwrap()), Some(0));
         assert_eq!(class_of(Layout::from_size_align(17, 8).unwrap()), Some(1));
         assert_eq!(class_of(Layout::from_size_align(8, 64).unwrap()), Some(2));
-        assert_eq!(class_of(Layout::from_size_align(32 << 10, 8).unwrap()), Some(11));
-        assert_eq!(class_of(Layout::from_size_align((32 << 10) + 1, 8).unwrap()), None);
+        assert_eq!(class_of(Layout::from_size_align(2 << 10, 8).unwrap()), Some(7));
+        assert_eq!(class_of(Layout::from_size_align((2 << 10) + 1, 8).unwrap()), None);
     }
 
     #[test]
@@ -399,14 +423,14 @@ mod tests {
         for w in sorted.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "overlap: {w:?}");
         }
-        let high = a.bump;
+        let high = (a.bump, a.small_bump);
         for &(p, size) in &live {
             a.dealloc(p, Layout::from_size_align(size, 8).unwrap());
         }
         for &(_, size) in &live {
             assert_ne!(a.alloc(Layout::from_size_align(size, 8).unwrap()), 0);
         }
-        assert!(a.bump <= high, "freed memory was not reused");
+        assert!(a.bump <= high.0 && a.small_bump <= high.1, "freed memory was not reused");
     }
 
     #[test]

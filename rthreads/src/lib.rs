@@ -43,6 +43,7 @@
 //! are plain local threads.
 
 mod alloc;
+mod consistency;
 mod launch;
 mod poll;
 mod rpc;
@@ -61,5 +62,5 @@ pub use thread::{Builder, JoinHandle, available_parallelism, current_node, node_
 #[doc(hidden)]
 pub mod __private {
     pub use crate::alloc::arena_high_water;
-    pub use crate::launch::run_main;
+    pub use crate::launch::{run_main, run_main_with};
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
+use dsm::protocol::lrc::{self, LrcNode, Payload};
 use dsm::protocol::sc::{Action, ScNode};
 use dsm::{NodeId, PageId, Space};
 use net::{Conn, ReadStatus, SendQueue};
@@ -54,6 +55,35 @@ pub(crate) struct Runtime {
     seq_cv: Condvar,
     closed: Mutex<usize>,
     closed_cv: Condvar,
+    /// The release-consistent protocol runs (else the sequentially consistent one).
+    pub(crate) lrc: bool,
+    /// Release and acquire requests of application threads, for the service thread.
+    cmds: Mutex<Vec<(Cmd, Arc<Done>)>>,
+    cmd_pending: AtomicBool,
+    /// Mirrors of the protocol state, written by the service thread before it lets any thread go
+    /// on: a release has something to do, an acquire has something to drop.
+    lrc_dirty: AtomicBool,
+    lrc_stale: AtomicBool,
+}
+
+/// What an application thread asks of the release-consistent protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmd {
+    Release,
+    Acquire,
+}
+
+/// Where an application thread waits for its command to complete.
+pub(crate) struct Done {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -124,12 +154,14 @@ pub(crate) struct NodeInfo {
     pub(crate) secret: net::Secret,
     /// Silence from a peer longer than this means it is lost.
     pub(crate) failure_timeout: Duration,
+    /// The release-consistent protocol runs.
+    pub(crate) lrc: bool,
 }
 
 impl Runtime {
     pub(crate) fn install(node: NodeInfo, heap: Heap) -> &'static Runtime {
         let _internal = InternalAlloc::new();
-        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs, secret, failure_timeout } =
+        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs, secret, failure_timeout, lrc } =
             node;
         let rt = Runtime {
             me,
@@ -154,6 +186,11 @@ impl Runtime {
             seq_cv: Condvar::new(),
             closed: Mutex::new(0),
             closed_cv: Condvar::new(),
+            lrc,
+            cmds: Mutex::new(Vec::new()),
+            cmd_pending: AtomicBool::new(false),
+            lrc_dirty: AtomicBool::new(false),
+            lrc_stale: AtomicBool::new(false),
         };
         if RUNTIME.set(rt).is_err() {
             fatal("the runtime was started twice");
@@ -244,6 +281,29 @@ impl Runtime {
         }
     }
 
+    /// Runs `cmd` on the service thread and waits until it is complete. Release-consistent
+    /// protocol only; skipped when the protocol state says it has nothing to do.
+    pub(crate) fn consistency(&self, cmd: Cmd) {
+        let needed = match cmd {
+            Cmd::Release => self.lrc_dirty.load(Ordering::SeqCst),
+            Cmd::Acquire => self.lrc_stale.load(Ordering::SeqCst),
+        };
+        if !self.lrc || !needed || on_service_thread() {
+            return;
+        }
+        let _internal = InternalAlloc::new();
+        let started = Instant::now();
+        let done = Arc::new(Done { done: Mutex::new(false), cv: Condvar::new() });
+        self.cmds.lock().unwrap_or_else(|e| e.into_inner()).push((cmd, Arc::clone(&done)));
+        self.cmd_pending.store(true, Ordering::SeqCst);
+        fault::notify();
+        let mut d = done.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*d {
+            d = done.cv.wait(d).unwrap_or_else(|e| e.into_inner());
+        }
+        crate::stats::consistency_waited(cmd, started.elapsed());
+    }
+
     /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
     /// connections.
     pub(crate) fn shutdown_cluster(&self, code: i32) {
@@ -285,6 +345,14 @@ pub(crate) struct Service {
     rt: &'static Runtime,
     space: Space,
     sc: ScNode,
+    /// The release-consistent protocol, when it runs (then `sc` is unused).
+    lrc: Option<Box<LrcNode>>,
+    lrc_actions: Vec<lrc::Action>,
+    /// Twins of the pages written here since their last diff.
+    twins: HashMap<PageId, Box<[u8]>>,
+    /// Releases in progress and who waits for each.
+    releases: HashMap<u64, Arc<Done>>,
+    diff_buf: Vec<u8>,
     conns: Vec<Option<Conn>>,
     interest: Vec<u32>,
     poller: Poller,
@@ -312,6 +380,7 @@ impl Service {
         rt: &'static Runtime,
         space: Space,
         sc: ScNode,
+        lrc: Option<LrcNode>,
         streams: Vec<Option<std::net::TcpStream>>,
         faults: FaultReceiver,
         listener: std::net::TcpListener,
@@ -349,6 +418,11 @@ impl Service {
             rt,
             space,
             sc,
+            lrc: lrc.map(Box::new),
+            lrc_actions: Vec::new(),
+            twins: HashMap::new(),
+            releases: HashMap::new(),
+            diff_buf: Vec::with_capacity(2 * dsm::sys::PAGE_SIZE),
             interest: vec![poll::READ; conns.len()],
             conns,
             poller,
@@ -414,6 +488,9 @@ impl Service {
                 }
             }
             self.rt.wake_pending.store(false, Ordering::SeqCst);
+            if self.rt.cmd_pending.swap(false, Ordering::SeqCst) {
+                self.run_commands();
+            }
             self.check_peers();
             self.send_remote_frees();
             self.flush_all();
@@ -461,12 +538,25 @@ impl Service {
         let mut wakeups = std::mem::take(&mut self.wakeups);
         self.faults.drain(|w| wakeups.push(w));
         for w in wakeups.drain(..) {
-            if let Wakeup::Fault { slot, page, kind, .. } = w {
+            if let Wakeup::Fault { slot, page, kind, atomic } = w {
                 if page.0 >= self.sc.page_count() {
                     fatal(&format!("trap on {page}, outside the space"));
                 }
                 crate::stats::log_fault(self.rt.me, page, kind, self.sc.pages_per_node());
                 self.waiting.entry(page).or_default().push(slot);
+                if let Some(mut l) = self.lrc.take() {
+                    let mut acts = std::mem::take(&mut self.lrc_actions);
+                    if atomic && !l.is_sc(page) {
+                        // An atomic read-modify-write: the page holds a synchronisation variable
+                        // and must be sequentially consistent from now on.
+                        l.set_sc(page, &mut acts);
+                    }
+                    l.fault(page, kind, &mut acts);
+                    self.lrc = Some(l);
+                    self.exec_lrc(&mut acts, None);
+                    self.lrc_actions = acts;
+                    continue;
+                }
                 let mut actions = std::mem::take(&mut self.actions);
                 self.sc.fault(page, kind, &mut actions);
                 self.exec(&mut actions, None);
@@ -735,6 +825,32 @@ impl Service {
                 self.exec(&mut actions, data);
                 self.actions = actions;
             }
+            Wire::Lrc { msg, data } => {
+                if data.is_some() {
+                    crate::stats::page(false);
+                }
+                crate::trace::message(false, from, body, msg.page().0);
+                if msg.payload() == Payload::Diff
+                    && let Err(e) = lrc::diff::validate(data.unwrap_or(&[]), dsm::sys::PAGE_SIZE)
+                {
+                    return self.peer_lost(usize::from(from), &format!("it sent a malformed diff ({e})"));
+                }
+                let Some(mut l) = self.lrc.take() else {
+                    return self.peer_lost(
+                        usize::from(from),
+                        "it runs the release-consistent protocol and this node does not (RTHREADS_PROTOCOL must match)",
+                    );
+                };
+                let mut acts = std::mem::take(&mut self.lrc_actions);
+                let r = l.handle(NodeId(from), msg, &mut acts);
+                self.lrc = Some(l);
+                if let Err(e) = r {
+                    self.lrc_actions = acts;
+                    return self.peer_lost(usize::from(from), &format!("protocol error: {e}"));
+                }
+                self.exec_lrc(&mut acts, data);
+                self.lrc_actions = acts;
+            }
             Wire::Spawn { tid, closure, stack, name } => {
                 thread::start_remote(tid, from, closure as usize, stack as usize, name);
             }
@@ -816,6 +932,121 @@ impl Service {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the release and acquire requests of application threads.
+    fn run_commands(&mut self) {
+        let cmds = std::mem::take(&mut *self.rt.cmds.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(mut l) = self.lrc.take() else {
+            for (_, done) in cmds {
+                done.set();
+            }
+            return;
+        };
+        for (cmd, done) in cmds {
+            let mut acts = std::mem::take(&mut self.lrc_actions);
+            match cmd {
+                Cmd::Release => {
+                    let id = l.release(&mut acts);
+                    self.releases.insert(id.0, done);
+                    self.lrc = Some(l);
+                    self.exec_lrc(&mut acts, None);
+                }
+                Cmd::Acquire => {
+                    l.acquire(&mut acts);
+                    self.lrc = Some(l);
+                    self.exec_lrc(&mut acts, None);
+                    done.set();
+                }
+            }
+            self.lrc_actions = acts;
+            l = self.lrc.take().expect("put back above");
+        }
+        self.lrc = Some(l);
+    }
+
+    /// Carries out the release-consistent protocol's actions, in order. `data` is the payload of
+    /// the message being handled (page bytes or a diff).
+    fn exec_lrc(&mut self, actions: &mut Vec<lrc::Action>, data: Option<&[u8]>) {
+        // Publish what the next release and acquire have to do before any thread is let go.
+        if let Some(l) = &self.lrc {
+            self.rt.lrc_dirty.store(l.needs_release(), Ordering::SeqCst);
+            self.rt.lrc_stale.store(l.has_stale(), Ordering::SeqCst);
+        }
+        for a in actions.drain(..) {
+            match a {
+                lrc::Action::Send { to, msg } => {
+                    let head = wire::lrc(&msg);
+                    crate::trace::message(true, to.0, &head, msg.page().0);
+                    if self.conns.get(to.index()).is_none_or(Option::is_none) {
+                        fatal(&format!("no connection to {to} for {msg:?}"));
+                    }
+                    match msg.payload() {
+                        Payload::None => self.rt.send_parts(to.0, &head, &[], true),
+                        Payload::Page => {
+                            // SAFETY: the page lies in the space (checked by the protocol).
+                            let bytes = unsafe { self.space.page_bytes(msg.page()) };
+                            self.rt.send_parts(to.0, &head, bytes, true);
+                        }
+                        Payload::Diff => {
+                            let Some(twin) = self.twins.remove(&msg.page()) else {
+                                fatal(&format!("protocol asked for a diff of {} without a twin", msg.page()))
+                            };
+                            // SAFETY: as above; the protocol has closed the page to writes.
+                            let now = unsafe { self.space.page_bytes(msg.page()) };
+                            let mut buf = std::mem::take(&mut self.diff_buf);
+                            buf.clear();
+                            lrc::diff::encode(&twin, now, &mut buf);
+                            self.rt.send_parts(to.0, &head, &buf, true);
+                            self.diff_buf = buf;
+                        }
+                    }
+                }
+                lrc::Action::Install { page } => match data {
+                    // SAFETY: the protocol installs only while application access to the page is
+                    // closed; `page` is in range.
+                    Some(d) if d.len() == dsm::sys::PAGE_SIZE => unsafe { self.space.install(page, d) },
+                    _ => fatal(&format!("protocol asked to install {page} without its bytes")),
+                },
+                lrc::Action::Twin { page } => {
+                    // SAFETY: the page is in range and at most readable by the application now.
+                    let bytes = unsafe { self.space.page_bytes(page) };
+                    self.twins.insert(page, bytes.into());
+                }
+                lrc::Action::ApplyDiff { page } => {
+                    let d = data.unwrap_or(&[]);
+                    let at = self.space.runtime_addr(page) as *mut u8;
+                    // SAFETY: the runtime view of an in-range page; the diff was validated and
+                    // writes only the bytes it carries, which no local thread writes meanwhile
+                    // (the program is data-race free: the writer released them).
+                    let page_bytes = unsafe { std::slice::from_raw_parts_mut(at, dsm::sys::PAGE_SIZE) };
+                    if let Err(e) = lrc::diff::apply(d, page_bytes) {
+                        fatal(&format!("applying a validated diff to {page} failed: {e}"));
+                    }
+                }
+                lrc::Action::Protect { page, access } => {
+                    if let Err(e) = self.space.protect(page, access) {
+                        fatal(&format!("mprotect of {page}: {e}"));
+                    }
+                }
+                lrc::Action::Wake { page } => {
+                    if let Some(slots) = self.waiting.remove(&page) {
+                        for s in slots {
+                            fault::complete(s);
+                        }
+                    }
+                }
+                lrc::Action::Released { release } => {
+                    if let Some(done) = self.releases.remove(&release.0) {
+                        done.set();
+                    }
+                }
+            }
+        }
+        if let Some(l) = &self.lrc {
+            self.rt.lrc_dirty.store(l.needs_release(), Ordering::SeqCst);
+            self.rt.lrc_stale.store(l.has_stale(), Ordering::SeqCst);
         }
     }
 

@@ -16,7 +16,7 @@ use net::{Reader, Writer};
 use crate::runtime;
 
 /// The kinds of message counted separately.
-pub const KINDS: [&str; 19] = [
+pub const KINDS: [&str; 20] = [
     "read request",
     "write request",
     "grant",
@@ -35,6 +35,7 @@ pub const KINDS: [&str; 19] = [
     "sync reply",
     "lock revoke",
     "stats",
+    "release consistency",
     "other",
 ];
 
@@ -47,7 +48,8 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
         (Some(0x21), _) => 15,
         (Some(0x22), _) => 16,
         (Some(0x23), _) => 17,
-        _ => 18,
+        (Some(0x1A), _) => 18,
+        _ => 19,
     }
 }
 
@@ -158,6 +160,11 @@ pub(crate) fn sync_waited(d: Duration, what: Wait) {
         let t0 = now.saturating_sub(d.as_nanos() as u64);
         dsm::trace::record(dsm::trace::EventKind::SyncWait, t0, now, u64::MAX, what as u64);
     }
+}
+
+/// A release or acquire of the release-consistent protocol made a thread wait `d`.
+pub(crate) fn consistency_waited(_what: crate::runtime::Cmd, d: Duration) {
+    add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
 }
 
 pub(crate) fn thread_started() {

@@ -187,11 +187,16 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
             unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
         }
         crate::stats::thread_started();
+        // The start of a spawned thread is an acquire: the closure and what it captured, written
+        // before `spawn`, are visible.
+        crate::consistency::acquire();
         // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
         // `Builder::spawn` of this same binary, loaded at the same address on every node; it is
         // handed to exactly one node, which takes ownership here exactly once.
         let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
         f();
+        // The end of a thread is a release: its result and everything it wrote reach `join`.
+        crate::consistency::release();
         thread_done(tid, origin, true);
     })
     .map(drop)
@@ -319,6 +324,8 @@ impl Builder {
                 return Err(e);
             }
         } else if let Some(rt) = runtime::get() {
+            // A release point: the closure's bytes must reach the other node.
+            crate::consistency::release();
             let _internal = InternalAlloc::new();
             rt.send(
                 target,
@@ -399,6 +406,7 @@ impl<T> JoinHandle<T> {
     pub fn join(mut self) -> std::thread::Result<T> {
         let packet = self.packet.take().expect("joined twice");
         let started = table().wait(self.tid, self.origin);
+        crate::consistency::acquire();
         if !started {
             return Err(Box::new(format!("rthreads: the thread could not be started on node {}", self.node)));
         }

@@ -1,5 +1,6 @@
 //! The runtime's messages between nodes, and their encoding (see `net::codec`).
 
+use dsm::protocol::lrc::{Msg as LrcMsg, Payload};
 use dsm::protocol::sc::Msg;
 use dsm::sys::PAGE_SIZE;
 use dsm::{Access, PageId};
@@ -17,6 +18,7 @@ const T_FREE: u8 = 0x16;
 const T_SHUTDOWN: u8 = 0x17;
 const T_HEARTBEAT: u8 = 0x18;
 const T_ABORT: u8 = 0x19;
+const T_LRC: u8 = 0x1A;
 const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
@@ -29,6 +31,10 @@ const T_ORDERED: u8 = 0x25;
 pub(crate) enum Wire<'a> {
     Proto {
         msg: Msg,
+        data: Option<&'a [u8]>,
+    },
+    Lrc {
+        msg: LrcMsg,
         data: Option<&'a [u8]>,
     },
     Spawn {
@@ -105,6 +111,11 @@ fn access_from(v: u8) -> Result<Access, DecodeError> {
 pub(crate) fn proto(msg: &Msg) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_PROTO);
+    sc_body(&mut w, msg);
+    w.finish()
+}
+
+fn sc_body(w: &mut Writer, msg: &Msg) {
     match *msg {
         Msg::ReadReq { page } => w.u8(1).u64(page.0),
         Msg::WriteReq { page } => w.u8(2).u64(page.0),
@@ -113,6 +124,45 @@ pub(crate) fn proto(msg: &Msg) -> Vec<u8> {
         Msg::InvAck { page } => w.u8(5).u64(page.0),
         Msg::Recall { page, keep_read } => w.u8(6).u64(page.0).u8(keep_read as u8),
         Msg::RecallAck { page } => w.u8(7).u64(page.0),
+    };
+}
+
+fn sc_decode(r: &mut Reader<'_>) -> Result<Msg, DecodeError> {
+    let kind = r.u8()?;
+    let page = PageId(r.u64()?);
+    Ok(match kind {
+        1 => Msg::ReadReq { page },
+        2 => Msg::WriteReq { page },
+        3 => Msg::Grant { page, access: access_from(r.u8()?)?, data: r.u8()? != 0 },
+        4 => Msg::Invalidate { page },
+        5 => Msg::InvAck { page },
+        6 => Msg::Recall { page, keep_read: r.u8()? != 0 },
+        7 => Msg::RecallAck { page },
+        k => return Err(DecodeError(format!("unknown protocol message {k}"))),
+    })
+}
+
+/// A message of the release-consistent protocol; its payload (page bytes or a diff) travels as the
+/// rest of the frame.
+pub(crate) fn lrc(msg: &LrcMsg) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_LRC);
+    match *msg {
+        LrcMsg::Fetch { page, count } => w.u8(1).u64(page.0).u16(count),
+        LrcMsg::Page { page } => w.u8(2).u64(page.0),
+        LrcMsg::ScPage { page } => w.u8(3).u64(page.0),
+        LrcMsg::Diff { page, seq } => w.u8(4).u64(page.0).u64(seq),
+        LrcMsg::DiffAck { page, seq } => w.u8(5).u64(page.0).u64(seq),
+        LrcMsg::Notice { page } => w.u8(6).u64(page.0),
+        LrcMsg::NoticeAck { page } => w.u8(7).u64(page.0),
+        LrcMsg::MakeSc { page } => w.u8(8).u64(page.0),
+        LrcMsg::Convert { page } => w.u8(9).u64(page.0),
+        LrcMsg::ConvertAck { page } => w.u8(10).u64(page.0),
+        LrcMsg::Sc(inner) => {
+            w.u8(11);
+            sc_body(&mut w, &inner);
+            &mut w
+        }
     };
     w.finish()
 }
@@ -300,20 +350,40 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let wire = match r.u8()? {
         T_PROTO => {
-            let kind = r.u8()?;
-            let page = PageId(r.u64()?);
-            let msg = match kind {
-                1 => Msg::ReadReq { page },
-                2 => Msg::WriteReq { page },
-                3 => Msg::Grant { page, access: access_from(r.u8()?)?, data: r.u8()? != 0 },
-                4 => Msg::Invalidate { page },
-                5 => Msg::InvAck { page },
-                6 => Msg::Recall { page, keep_read: r.u8()? != 0 },
-                7 => Msg::RecallAck { page },
-                k => return Err(DecodeError(format!("unknown protocol message {k}"))),
-            };
+            let msg = sc_decode(&mut r)?;
             let data = if msg.carries_data() { Some(r.raw(PAGE_SIZE)?) } else { None };
             Wire::Proto { msg, data }
+        }
+        T_LRC => {
+            let kind = r.u8()?;
+            let msg = if kind == 11 {
+                LrcMsg::Sc(sc_decode(&mut r)?)
+            } else {
+                let page = PageId(r.u64()?);
+                match kind {
+                    1 => LrcMsg::Fetch { page, count: r.u16()? },
+                    2 => LrcMsg::Page { page },
+                    3 => LrcMsg::ScPage { page },
+                    4 => LrcMsg::Diff { page, seq: r.u64()? },
+                    5 => LrcMsg::DiffAck { page, seq: r.u64()? },
+                    6 => LrcMsg::Notice { page },
+                    7 => LrcMsg::NoticeAck { page },
+                    8 => LrcMsg::MakeSc { page },
+                    9 => LrcMsg::Convert { page },
+                    10 => LrcMsg::ConvertAck { page },
+                    k => return Err(DecodeError(format!("unknown release-consistency message {k}"))),
+                }
+            };
+            let data = match msg.payload() {
+                Payload::None => None,
+                Payload::Page => Some(r.raw(PAGE_SIZE)?),
+                Payload::Diff => {
+                    let d = r.rest();
+                    r.raw(d.len())?;
+                    Some(d)
+                }
+            };
+            Wire::Lrc { msg, data }
         }
         T_SPAWN => Wire::Spawn { tid: r.u64()?, closure: r.u64()?, stack: r.u64()?, name: r.str()? },
         T_DONE => Wire::Done { tid: r.u64()?, started: r.u8()? != 0 },

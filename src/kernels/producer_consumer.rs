@@ -68,15 +68,18 @@ pub fn run(size: Size) -> u64 {
             for (k, r) in (unit as u64..total).step_by(units).enumerate() {
                 let k = k as u64;
                 if alone || !consumer {
-                    slot.value.store(payload(r), Ordering::Relaxed);
-                    slot.seq.store(2 * k + 1, Ordering::Release);
+                    // Swaps, not stores: an atomic read-modify-write is how the release-consistent
+                    // protocol learns that this page holds synchronisation variables (a plain
+                    // `Release` store compiles to an ordinary `mov`). Same semantics otherwise.
+                    slot.value.swap(payload(r), Ordering::Relaxed);
+                    slot.seq.swap(2 * k + 1, Ordering::Release);
                 }
                 if alone || consumer {
                     wait_for(slot, 2 * k + 1);
                     let v = slot.value.load(Ordering::Relaxed);
                     assert_eq!(v, payload(r), "round {r}: consumer saw a wrong value");
                     sum = sum.wrapping_add(v);
-                    slot.seq.store(2 * k + 2, Ordering::Release);
+                    slot.seq.swap(2 * k + 2, Ordering::Release);
                 } else {
                     wait_for(slot, 2 * k + 2);
                 }

@@ -56,8 +56,12 @@ impl Barrier {
     /// again.
     pub fn wait(&self) -> BarrierWaitResult {
         crate::stats::barrier_waited();
+        crate::consistency::release();
         match Ticket::call(key_of(&self.state), Op::Barrier { n: self.n.max(1) as u64 }) {
-            Reply::Barrier { leader } => BarrierWaitResult(leader),
+            Reply::Barrier { leader } => {
+                crate::consistency::acquire();
+                BarrierWaitResult(leader)
+            }
             other => unreachable!("barrier answered {other:?}"),
         }
     }

@@ -67,6 +67,8 @@ impl Condvar {
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if the mutex is poisoned on return.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+        // The mutex leaves this thread with the wait: a release point.
+        crate::consistency::release();
         let t = Ticket::new();
         let mutex = guard.mutex();
         t.submit(self.key(), Op::CvWait { mutex: mutex.key() });
@@ -106,6 +108,8 @@ impl Condvar {
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
         let deadline =
             Instant::now().checked_add(dur).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32));
+        // The mutex leaves this thread with the wait: a release point.
+        crate::consistency::release();
         let t = Ticket::new();
         let mutex = guard.mutex();
         t.submit(self.key(), Op::CvWait { mutex: mutex.key() });

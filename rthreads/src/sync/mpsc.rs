@@ -69,6 +69,9 @@ struct SenderCore {
 /// never touch the shared space while it holds its lock (a fault there would wait for the service
 /// thread, which may be waiting for that lock).
 fn to_bytes<T>(t: T) -> Vec<u8> {
+    // Every send goes through here: a release point (what the value points to must be visible to
+    // the receiver).
+    crate::consistency::release();
     let _internal = crate::alloc::InternalAlloc::new();
     let t = ManuallyDrop::new(t);
     // SAFETY: `t` is valid for `size_of::<T>()` bytes; ownership passes to the bytes (the value is
@@ -301,6 +304,7 @@ impl<T> Receiver<T> {
     fn take(&self, reply: Reply) -> Got {
         match reply {
             Reply::Msgs { count, bytes } => {
+                crate::consistency::acquire();
                 let mut cache = self.cache.borrow_mut();
                 // SAFETY: the manager hands each queued message to the receiver exactly once.
                 cache.extend(unsafe { values::<T>(count, &bytes) });

@@ -84,6 +84,7 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Builds the guard of a lock the caller was just granted.
     pub(super) fn guard(&self, kept: bool) -> LockResult<MutexGuard<'_, T>> {
+        crate::consistency::acquire();
         let g = MutexGuard { lock: self, panicking: panicking(), kept, _not_send: PhantomData };
         self.poison.result(g)
     }
@@ -191,6 +192,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
+        crate::consistency::release();
         self.lock.poison.done(self.panicking);
         if self.kept {
             agent::unlock(self.lock.key());

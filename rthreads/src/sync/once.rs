@@ -80,7 +80,12 @@ impl Once {
 
     /// Whether a `call_once` has completed.
     pub fn is_completed(&self) -> bool {
-        self.state.load(Ordering::Acquire) == COMPLETE
+        let done = self.state.load(Ordering::Acquire) == COMPLETE;
+        if done {
+            // Seeing the call complete is an acquire: what it initialised is visible after it.
+            crate::consistency::acquire();
+        }
+        done
     }
 
     /// Runs `f` if no call has completed yet, on this or any node; otherwise waits for the running
@@ -109,7 +114,7 @@ impl Once {
     /// again; with `poison`, a panic in `f` poisons it (`OnceLock` passes `false`: it stays empty).
     fn run<F: FnOnce(&OnceState)>(&self, ignore_poison: bool, poison: bool, f: F) {
         match Ticket::call(key_of(&self.lock), Op::Lock { shared: false }) {
-            Reply::Granted => {}
+            Reply::Granted => crate::consistency::acquire(),
             other => unreachable!("once lock answered {other:?}"),
         }
         let finish = Finish { once: self, poison_on_unwind: poison };
@@ -123,6 +128,8 @@ impl Once {
             _ => {}
         }
         f(&OnceState { poisoned: state == POISONED });
+        // What `f` wrote must reach every node before any can see the call complete.
+        crate::consistency::release();
         self.state.store(COMPLETE, Ordering::Release);
         drop(finish);
     }

@@ -81,11 +81,13 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn read_guard(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        crate::consistency::acquire();
         let g = RwLockReadGuard { lock: self, _not_send: PhantomData };
         self.poison.result(g)
     }
 
     fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        crate::consistency::acquire();
         let g = RwLockWriteGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
         self.poison.result(g)
     }
@@ -173,12 +175,14 @@ impl<T: ?Sized> RwLock<T> {
 
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
+        crate::consistency::release();
         post(self.lock.key(), Op::Unlock { shared: true });
     }
 }
 
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
+        crate::consistency::release();
         self.lock.poison.done(self.panicking);
         post(self.lock.key(), Op::Unlock { shared: false });
     }

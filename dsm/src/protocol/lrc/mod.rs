@@ -579,6 +579,24 @@ impl LrcNode {
         &self.sc
     }
 
+    /// Whether a [`release`](Self::release) now would have anything to do or wait for: pages
+    /// written since the last release, or earlier diffs, notices or releases still outstanding.
+    /// When false, a release completes at once without any message. The runtime uses it to skip
+    /// releases that cannot matter; it must be re-read after every call, since a write fault makes
+    /// it true.
+    pub fn needs_release(&self) -> bool {
+        !self.dirty.is_empty()
+            || !self.home_dirty.is_empty()
+            || !self.unacked.is_empty()
+            || !self.releases.is_empty()
+            || !self.holds.is_empty()
+    }
+
+    /// Whether an [`acquire`](Self::acquire) now would drop anything (some copy is stale).
+    pub fn has_stale(&self) -> bool {
+        !self.stale.is_empty()
+    }
+
     /// How many diffs (and local waits for write notices) are not acknowledged yet.
     pub fn unacknowledged(&self) -> usize {
         self.unacked.len()

@@ -1,0 +1,36 @@
+//! The release and acquire points of the release-consistent protocol.
+//!
+//! Under `RTHREADS_PROTOCOL=lrc` a node's writes reach other nodes only at a **release** (its dirty
+//! pages' diffs go to their homes, and copies elsewhere are marked stale), and a node drops its
+//! stale copies only at an **acquire**. The synchronisation operations of this crate call these two
+//! functions where `rthreads::sync`'s consistency contract puts its release and acquire points:
+//! before a lock leaves the thread, a condition-variable wait, a barrier arrival, a channel send, a
+//! `spawn` and the end of a thread; after a lock is granted, a wait or barrier returns, a message
+//! is received, a thread starts and `join` returns.
+//!
+//! Both return at once under the sequentially consistent protocol, and under the relaxed one when
+//! the protocol state says there is nothing to do (no page written since the last release; no
+//! stale copy to drop). Otherwise the calling thread waits for the service thread: a release until
+//! every diff is acknowledged by its home, an acquire until the stale copies are closed.
+
+use crate::runtime::{self, Cmd};
+
+/// A release point: every write this node made before it becomes visible to whoever acquires
+/// after it.
+pub(crate) fn release() {
+    if let Some(rt) = runtime::get()
+        && rt.lrc
+    {
+        rt.consistency(Cmd::Release);
+    }
+}
+
+/// An acquire point: writes released before the synchronisation that led here are visible after
+/// it.
+pub(crate) fn acquire() {
+    if let Some(rt) = runtime::get()
+        && rt.lrc
+    {
+        rt.consistency(Cmd::Acquire);
+    }
+}
