@@ -1,29 +1,42 @@
-//! False sharing, the DSM's worst case: a fixed set of counters, each incremented a fixed number of
-//! times by the one worker that owns it, but all of them packed into one small array that sits
-//! alone in a single page (and cache line). Every worker's increments fight for that page.
+//! False sharing, the DSM's worst case: a fixed set of per-worker result slots packed into one
+//! small array that sits alone in a single page (and cache line). Each worker computes a chunk of
+//! work, adds its result to its own slot, and goes on to the next chunk: every worker's updates
+//! fight for that one page.
 //!
-//! The counters are plain words, each written only by its owner and read only after `join`: a
-//! data-race-free program. Under the sequentially consistent protocol every increment on another
-//! node than the page's last writer moves the page; under release consistency each node writes its
-//! own copy and sends one diff when its thread ends (TreadMarks' classic case).
+//! The slots are plain words, each written only by its owner and read only after `join`: a
+//! data-race-free program. Under the sequentially consistent protocol nearly every update moves
+//! the page between nodes; under release consistency each node writes its own copy and sends one
+//! diff when its thread ends (TreadMarks' classic case).
 
 use std::cell::UnsafeCell;
 use std::sync::Arc;
 
-use super::common::{Fnv, PageAligned};
+use super::common::{Fnv, PageAligned, mix};
 use crate::par::{Size, spawn, workers};
 
 /// Number of counters, whatever the number of workers (counter `c` belongs to worker
 /// `c % workers()`).
 const COUNTERS: usize = 8;
 
-/// Increments per counter for a size.
+/// Chunks per counter for a size.
 fn increments(size: Size) -> u64 {
     match size {
-        Size::Small => 5_000,
+        Size::Small => 20_000,
         Size::Medium => 2_000_000,
         Size::Large => 20_000_000,
     }
+}
+
+/// Steps of local work per chunk (a fraction of a microsecond).
+const WORK: u64 = 10;
+
+/// One chunk of local work, touching no shared memory.
+fn chunk(seed: u64) -> u64 {
+    let mut x = seed;
+    for _ in 0..WORK {
+        x = mix(x);
+    }
+    x & 0xffff
 }
 
 /// The counters: each written by one worker only, read after every worker has been joined.
@@ -43,13 +56,14 @@ pub fn run(size: Size) -> u64 {
         .map(|t| {
             let counters = Arc::clone(&counters);
             spawn(move || {
-                for _ in 0..per_counter {
+                for i in 0..per_counter {
                     for c in (t..COUNTERS).step_by(threads) {
+                        let add = chunk(i ^ ((c as u64) << 40));
                         let p = counters.0.0[c].get();
                         // SAFETY: only this worker touches counter `c` (see `Counters`). Volatile,
-                        // so every increment is a store to the shared page, as in a real program
-                        // whose counter the compiler cannot keep in a register.
-                        unsafe { p.write_volatile(p.read_volatile() + 1) };
+                        // so every update is a store to the shared page, as in a real program
+                        // whose slot the compiler cannot keep in a register.
+                        unsafe { p.write_volatile(p.read_volatile().wrapping_add(add)) };
                     }
                 }
             })

@@ -1,0 +1,163 @@
+//! Protocol comparison: every benchmark kernel on the same cluster under the sequentially
+//! consistent protocol and under release consistency (and, with `--prefetch K`, release
+//! consistency with prefetch), side by side in one run; checks that every run's checksum is the
+//! same, and prints a markdown table of time, messages and bytes, and which protocol wins.
+//!
+//! ```text
+//! cargo build --release --bins && target/release/rthreads-protocols [--nodes 4] [--size medium]
+//!     [--reps 3] [--bench a,b] [--prefetch 4]
+//! ```
+//! Runs are interleaved (sc, lrc, sc, lrc, ...) and the median wall time of `--reps` runs is
+//! reported, so drifts of a noisy machine hit both protocols alike.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use rthreads_suite::kernels;
+
+struct Opts {
+    nodes: usize,
+    size: String,
+    reps: usize,
+    benches: Option<Vec<String>>,
+    prefetch: Option<u16>,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    Opts {
+        nodes: get("--nodes").and_then(|v| v.parse().ok()).unwrap_or(4),
+        size: get("--size").unwrap_or("medium".into()),
+        reps: get("--reps").and_then(|v| v.parse().ok()).unwrap_or(3),
+        benches: get("--bench").map(|v| v.split(',').map(String::from).collect()),
+        prefetch: get("--prefetch").and_then(|v| v.parse().ok()),
+    }
+}
+
+/// One configuration: a label and the environment that selects it.
+struct Config {
+    label: String,
+    env: Vec<(&'static str, String)>,
+}
+
+#[derive(Default, Clone)]
+struct Sample {
+    wall: Vec<f64>,
+    msgs: f64,
+    bytes: f64,
+    faults: f64,
+    checksum: String,
+}
+
+fn run(kernel: &str, o: &Opts, c: &Config) -> Result<BTreeMap<String, String>, String> {
+    let worker = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("bench_worker");
+    let mut cmd = Command::new(&worker);
+    cmd.args([kernel, "cluster", &o.size, "1"]).env("RTHREADS_NODES", o.nodes.to_string());
+    for (k, v) in &c.env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", worker.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).ok_or_else(|| {
+        format!("{kernel} under {} failed: {}\n{}", c.label, out.status, String::from_utf8_lossy(&out.stderr))
+    })?;
+    Ok(line.split_whitespace().skip(1).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+}
+
+fn total(r: &BTreeMap<String, String>, key: &str, nodes: usize) -> f64 {
+    (0..nodes).map(|n| r.get(&format!("n{n}.{key}")).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)).sum()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let o = opts();
+    let mut configs = vec![
+        Config { label: "sc".into(), env: vec![("RTHREADS_PROTOCOL", "sc".into())] },
+        Config { label: "lrc".into(), env: vec![("RTHREADS_PROTOCOL", "lrc".into())] },
+    ];
+    if let Some(k) = o.prefetch {
+        configs.push(Config {
+            label: format!("lrc+prefetch {k}"),
+            env: vec![("RTHREADS_PROTOCOL", "lrc".into()), ("RTHREADS_PREFETCH", k.to_string())],
+        });
+    }
+    let chosen: Vec<_> = kernels::all()
+        .into_iter()
+        .filter(|k| o.benches.as_ref().is_none_or(|b| b.iter().any(|n| n == k.name)))
+        .collect();
+    println!(
+        "{} nodes, size {}, median of {} interleaved runs each; msgs and bytes are totals over all nodes\n",
+        o.nodes, o.size, o.reps
+    );
+    let mut head = String::from("| kernel |");
+    let mut rule = String::from("|---|");
+    for c in &configs {
+        head += &format!(" {0} s | {0} msgs | {0} MiB |", c.label);
+        rule += "---:|---:|---:|";
+    }
+    head += " lrc/sc time | sc/lrc msgs | winner |";
+    rule += "---:|---:|---|";
+    println!("{head}\n{rule}");
+    let mut failed = false;
+    for k in &chosen {
+        let mut samples: Vec<Sample> = vec![Sample::default(); configs.len()];
+        let mut error = None;
+        'reps: for _ in 0..o.reps {
+            for (i, c) in configs.iter().enumerate() {
+                match run(k.name, &o, c) {
+                    Ok(r) => {
+                        let s = &mut samples[i];
+                        s.wall.push(r.get("wall_s").and_then(|v| v.parse().ok()).unwrap_or(f64::NAN));
+                        s.msgs = total(&r, "msgs", o.nodes);
+                        s.bytes = total(&r, "bytes", o.nodes);
+                        s.faults = total(&r, "read_faults", o.nodes) + total(&r, "write_faults", o.nodes);
+                        s.checksum = r.get("checksum").cloned().unwrap_or_default();
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break 'reps;
+                    }
+                }
+            }
+        }
+        if let Some(e) = error {
+            println!("| {} | failed: {} |", k.name, e.lines().next().unwrap_or(""));
+            eprintln!("{e}");
+            failed = true;
+            continue;
+        }
+        let same = samples.iter().all(|s| s.checksum == samples[0].checksum);
+        if !same {
+            failed = true;
+        }
+        let mut line = format!("| {} |", k.name);
+        for s in &samples {
+            line += &format!(" {:.3} | {:.0} | {:.1} |", median(&s.wall), s.msgs, s.bytes / (1 << 20) as f64);
+        }
+        let (sc, lrc) = (median(&samples[0].wall), median(&samples[1].wall));
+        let winner = if !same {
+            "CHECKSUMS DIFFER"
+        } else if lrc < sc * 0.9 {
+            "lrc"
+        } else if sc < lrc * 0.9 {
+            "sc"
+        } else {
+            "tie (within 10 %)"
+        };
+        line += &format!(
+            " {:.2} | {:.1} | {winner} |",
+            lrc / sc.max(1e-9),
+            samples[0].msgs / samples[1].msgs.max(1.0)
+        );
+        println!("{line}");
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
