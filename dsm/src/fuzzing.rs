@@ -108,7 +108,8 @@ fn check_coherent(nodes: &[ScNode]) {
 /// fault; and that the last `Protect` of a page matches `access()`. Until some garbage message is
 /// accepted (which puts the cluster where no correct run goes), it also checks that every real
 /// message is accepted and that access stays single-writer / multiple-reader and within the
-/// directory.
+/// directory, and at the end delivers every message still in flight and checks that no node has a
+/// request or transaction left open.
 ///
 /// # Panics
 /// On any violation: that is a bug.
@@ -170,6 +171,23 @@ pub fn sc_protocol(data: &[u8]) {
         }
         if !tainted {
             check_coherent(&nodes);
+        }
+    }
+
+    if !tainted {
+        // Every request is eventually answered: deliver everything still in flight, oldest link
+        // first, and nothing may be left open anywhere.
+        while let Some(link) = links.iter().position(|l| !l.is_empty()) {
+            let (from, to) = (link / n, link % n);
+            let msg = links[link].pop_front().expect("busy link");
+            out.clear();
+            let accepted = deliver(&mut nodes[to], NodeId(from as u16), msg, &mut out);
+            assert!(accepted, "node {to} rejected {msg:?} from node {from} while draining");
+            route(to, n, &out, &mut links);
+            check_coherent(&nodes);
+        }
+        for node in &nodes {
+            assert!(node.is_quiescent(), "{} still has a request or transaction open: {node:?}", node.me());
         }
     }
 }
