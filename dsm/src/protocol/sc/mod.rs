@@ -267,6 +267,9 @@ pub(crate) enum Bug {
     /// When a transaction that had to wait completes, the requests queued behind it are forgotten
     /// instead of started.
     DropQueuedRequests,
+    /// A recalled owner sends its bytes before revoking its own write access, so a local write
+    /// can slip in after the bytes were read and be lost.
+    RecallAckBeforeProtect,
 }
 
 impl ScNode {
@@ -839,8 +842,12 @@ impl ScNode {
         let access = if keep_read { Access::Read } else { Access::None };
         // Revoke write access first, so the bytes read for the reply are final.
         self.set_access(page, access);
-        out.push(Action::Protect { page, access });
-        out.push(Action::Send { to: home, msg: Msg::RecallAck { page } });
+        let reply = Action::Send { to: home, msg: Msg::RecallAck { page } };
+        if self.planted(Bug::RecallAckBeforeProtect) {
+            out.extend([reply, Action::Protect { page, access }]);
+        } else {
+            out.extend([Action::Protect { page, access }, reply]);
+        }
         Ok(())
     }
 }
