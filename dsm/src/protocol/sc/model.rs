@@ -366,6 +366,24 @@ impl Model for ScModel {
                     })
                 })
             }),
+            Property::always("the directory is exact between transactions", |_: &ScModel, s: &State| {
+                (0..s.pages()).all(|i| {
+                    let page = PageId(i as u64);
+                    let home = s.nodes[0].home_of(page).index();
+                    if s.nodes[home].in_transaction(page) {
+                        return true;
+                    }
+                    let dir = s.nodes[home].directory(page).expect("the home has an entry");
+                    (0..s.count()).all(|k| {
+                        // A grant on its way is the only thing that may still differ.
+                        let granting = k != home
+                            && s.links[home * s.count() + k]
+                                .iter()
+                                .any(|p| matches!(p.msg, Msg::Grant { page: q, .. } if q == page));
+                        granting || s.prot[k][i] == dir.access_of(NodeId(k as u16))
+                    })
+                })
+            }),
             Property::always("no message is rejected", |_: &ScModel, s: &State| {
                 !matches!(s.violation, Some(Violation::Rejected(_)))
             }),
