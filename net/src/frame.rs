@@ -15,12 +15,116 @@ pub const MAX_FRAME: usize = 16 << 20;
 #[derive(Debug)]
 pub struct Conn {
     stream: TcpStream,
-    /// Receive buffer: always initialised to its full length; bytes `in_pos..in_end` are unread.
-    inbuf: Vec<u8>,
-    in_pos: usize,
-    in_end: usize,
+    inbuf: FrameBuf,
+}
+
+/// The receiving half of framing, without the socket: bytes go in as they arrive, in pieces of
+/// any size, and complete frame bodies come out. [`Conn`] is this plus a socket; the fuzz
+/// harness ([`crate::fuzzing`]) drives it directly.
+#[derive(Debug)]
+pub struct FrameBuf {
+    /// Always initialised to its full length; bytes `pos..end` are received and not yet taken.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
     /// The longest body accepted.
     limit: usize,
+}
+
+impl Default for FrameBuf {
+    fn default() -> Self {
+        FrameBuf::new()
+    }
+}
+
+impl FrameBuf {
+    /// An empty buffer (64 KiB to start with; it grows as needed).
+    pub fn new() -> FrameBuf {
+        FrameBuf { buf: vec![0; 1 << 16], pos: 0, end: 0, limit: MAX_FRAME }
+    }
+
+    /// Moves the unread bytes to the front, making room behind them.
+    pub fn compact(&mut self) {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+    }
+
+    /// Free space to receive into, never empty: the buffer doubles when it is full. Report what was
+    /// written there with [`FrameBuf::filled`].
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() {
+            let len = self.buf.len();
+            self.buf.resize(len * 2, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that the first `n` bytes of [`FrameBuf::spare`] now hold received data.
+    ///
+    /// # Panics
+    /// If `n` is larger than the space `spare` offered.
+    pub fn filled(&mut self, n: usize) {
+        assert!(n <= self.buf.len() - self.end, "filled past the end of the buffer");
+        self.end += n;
+    }
+
+    /// Appends `bytes` (copying through [`FrameBuf::spare`], as a socket read would).
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let spare = self.spare();
+            let n = spare.len().min(bytes.len());
+            spare[..n].copy_from_slice(&bytes[..n]);
+            self.filled(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Bytes received and not yet taken as frames.
+    pub fn pending(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Moves the next complete frame's body into `body`; `Ok(false)` if none is complete yet.
+    ///
+    /// # Errors
+    /// `InvalidData` for a frame longer than [`MAX_FRAME`] or empty. The bad length stays unread,
+    /// so every later call fails the same way: the connection is unusable.
+    pub fn next_frame(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
+        let avail = &self.buf[self.pos..self.end];
+        if avail.len() < 4 {
+            return Ok(false);
+        }
+        let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > self.limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad frame length {len}")));
+        }
+        if avail.len() < 4 + len {
+            return Ok(false);
+        }
+        body.clear();
+        body.extend_from_slice(&avail[4..4 + len]);
+        self.pos += 4 + len;
+        Ok(true)
+    }
+
+    /// Sets the longest frame body accepted from now on (at most [`MAX_FRAME`]).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.min(MAX_FRAME);
+    }
+}
+
+/// Appends one frame whose body is `head` followed by `tail` to `out`: the length, then the body.
+///
+/// # Panics
+/// If the body is longer than `u32::MAX` bytes (callers keep bodies within [`MAX_FRAME`]).
+pub fn encode_frame(out: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
+    let len = u32::try_from(head.len() + tail.len()).expect("frame body over 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
 }
 
 /// The sending side of a connection: frames are appended in order and written as the socket takes
@@ -50,7 +154,18 @@ impl Conn {
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        Ok(Conn { stream, inbuf: vec![0; 1 << 16], in_pos: 0, in_end: 0, limit: MAX_FRAME })
+        Ok(Conn { stream, inbuf: FrameBuf::new() })
+    }
+
+    /// Sets the longest frame body accepted from now on (at most [`MAX_FRAME`]): small while the
+    /// peer is not yet authenticated, so a stranger cannot make this node buffer megabytes.
+    pub fn set_limit(&mut self, limit: usize) {
+        self.inbuf.set_limit(limit);
+    }
+
+    /// The peer's address, for messages about it.
+    pub fn peer_addr(&self) -> String {
+        self.stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string())
     }
 
     /// A sending side for the same socket (a duplicate descriptor).
@@ -59,17 +174,6 @@ impl Conn {
     /// If the descriptor cannot be duplicated.
     pub fn send_queue(&self) -> io::Result<SendQueue> {
         Ok(SendQueue { stream: self.stream.try_clone()?, out: Vec::new(), out_pos: 0 })
-    }
-
-    /// Sets the longest frame body accepted from now on (at most [`MAX_FRAME`]): small while the
-    /// peer is not yet authenticated, so a stranger cannot make this node buffer megabytes.
-    pub fn set_limit(&mut self, limit: usize) {
-        self.limit = limit.min(MAX_FRAME);
-    }
-
-    /// The peer's address, for messages about it.
-    pub fn peer_addr(&self) -> String {
-        self.stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string())
     }
 
     /// The socket, for polling.
@@ -82,19 +186,11 @@ impl Conn {
     /// # Errors
     /// A socket error other than "would block".
     pub fn fill(&mut self) -> io::Result<ReadStatus> {
-        if self.in_pos > 0 {
-            self.inbuf.copy_within(self.in_pos..self.in_end, 0);
-            self.in_end -= self.in_pos;
-            self.in_pos = 0;
-        }
+        self.inbuf.compact();
         loop {
-            if self.in_end == self.inbuf.len() {
-                let len = self.inbuf.len();
-                self.inbuf.resize(len * 2, 0);
-            }
-            match self.stream.read(&mut self.inbuf[self.in_end..]) {
+            match self.stream.read(self.inbuf.spare()) {
                 Ok(0) => return Ok(ReadStatus::Closed),
-                Ok(n) => self.in_end += n,
+                Ok(n) => self.inbuf.filled(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok(ReadStatus::WouldBlock),
                     io::ErrorKind::Interrupted => {}
@@ -107,24 +203,9 @@ impl Conn {
     /// Moves the next complete frame's body into `body`; `Ok(false)` if none is complete yet.
     ///
     /// # Errors
-    /// `InvalidData` for a frame longer than the limit ([`MAX_FRAME`] unless [`Conn::set_limit`]
-    /// lowered it) or empty.
+    /// `InvalidData` for a frame longer than [`MAX_FRAME`] or empty.
     pub fn next_frame(&mut self, body: &mut Vec<u8>) -> io::Result<bool> {
-        let avail = &self.inbuf[self.in_pos..self.in_end];
-        if avail.len() < 4 {
-            return Ok(false);
-        }
-        let len = u32::from_le_bytes(avail[..4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || len > self.limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad frame length {len}")));
-        }
-        if avail.len() < 4 + len {
-            return Ok(false);
-        }
-        body.clear();
-        body.extend_from_slice(&avail[4..4 + len]);
-        self.in_pos += 4 + len;
-        Ok(true)
+        self.inbuf.next_frame(body)
     }
 }
 
@@ -132,10 +213,7 @@ impl SendQueue {
     /// Queues one frame whose body is `head` followed by `tail` (page bytes travel as `tail`,
     /// so they are copied once, into the send buffer).
     pub fn queue(&mut self, head: &[u8], tail: &[u8]) {
-        let len = (head.len() + tail.len()) as u32;
-        self.out.extend_from_slice(&len.to_le_bytes());
-        self.out.extend_from_slice(head);
-        self.out.extend_from_slice(tail);
+        encode_frame(&mut self.out, head, tail);
     }
 
     /// Whether queued bytes are still waiting for the socket.
@@ -170,22 +248,23 @@ impl SendQueue {
     }
 }
 
-/// Writes one frame on a blocking stream (handshake only).
+/// Writes one frame on a blocking stream (handshake, direct connections).
 ///
 /// # Errors
-/// The socket error.
-pub fn write_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+/// The stream's error.
+pub fn write_frame<W: Write + ?Sized>(stream: &mut W, body: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    buf.extend_from_slice(body);
+    encode_frame(&mut buf, body, &[]);
     stream.write_all(&buf)
 }
 
-/// Reads one frame from a blocking stream (handshake only), refusing bodies over `limit` bytes.
+/// Reads one frame from a blocking stream (handshake, direct connections), refusing bodies over
+/// `limit` bytes.
 ///
 /// # Errors
-/// The socket error (including its read timeout), or `InvalidData` for a bad length.
-pub fn read_frame(stream: &mut TcpStream, limit: usize) -> io::Result<Vec<u8>> {
+/// The stream's error (including a socket's read timeout, and `UnexpectedEof` for a stream that
+/// ends inside a frame), or `InvalidData` for a bad length.
+pub fn read_frame<R: Read + ?Sized>(stream: &mut R, limit: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;

@@ -5,13 +5,16 @@
 //! - [`codec`]: the bounds-checked binary encoding of control messages;
 //! - [`frame`]: frames and the non-blocking connection buffers the service thread polls;
 //! - [`mesh`]: bootstrap, the handshake that refuses another binary, and the start-up barrier.
+//! - [`fuzzing`]: the harnesses the fuzz targets and the corpus replay tests share.
 
 pub mod auth;
 pub mod codec;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mesh;
 
 pub use auth::Secret;
 pub use codec::{DecodeError, Reader, Writer};
-pub use frame::{Conn, ReadStatus, SendQueue};
+pub use frame::{Conn, FrameBuf, ReadStatus, SendQueue};
 pub use mesh::{BinaryId, Hello, Mesh, MeshConfig, MeshError};

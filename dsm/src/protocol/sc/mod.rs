@@ -12,9 +12,12 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use crate::{Access, FaultKind, NodeId, PageId};
 
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod tests;
 
@@ -22,7 +25,7 @@ mod tests;
 ///
 /// Page bytes are never inside a message value: a message that carries a page says so through
 /// [`Msg::carries_data`], and the runtime sends and receives the page's bytes next to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Msg {
     /// Requester to home: the requester wants a read copy.
     ReadReq {
@@ -90,7 +93,7 @@ impl Msg {
 }
 
 /// What the runtime must do; the actions of one call are executed strictly in the order returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Send `msg` to `to`. If `msg.carries_data()`, the runtime reads the page's bytes from this
     /// node's memory at the moment it executes this action (so an earlier `Protect` that revoked
@@ -123,7 +126,7 @@ pub enum Action {
 }
 
 /// The home's record of which nodes hold a copy of a page.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Directory {
     /// One node holds the only copy, writable.
     Exclusive(NodeId),
@@ -172,14 +175,14 @@ impl fmt::Display for ProtocolError {
 impl std::error::Error for ProtocolError {}
 
 /// A request waiting at (or being served by) a page's home.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Request {
     from: NodeId,
     kind: FaultKind,
 }
 
 /// What an unfinished home transaction still waits for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Wait {
     /// The `RecallAck` of this (former) exclusive owner.
     Recall(NodeId),
@@ -188,7 +191,7 @@ enum Wait {
 }
 
 /// The transaction a home is running for one page.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Txn {
     req: Request,
     wait: Wait,
@@ -197,7 +200,7 @@ struct Txn {
 }
 
 /// Home-side state of a page with a transaction in progress.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Busy {
     active: Txn,
     /// Requests that arrived while `active` runs, in arrival order.
@@ -208,6 +211,9 @@ struct Busy {
 ///
 /// All per-page state lives in hash maps in which a missing entry means the initial state (the
 /// page is held exclusively by its home), so untouched pages cost nothing.
+///
+/// `Hash` agrees with `Eq` (map entries are hashed in page order), so whole cluster states can be
+/// fingerprinted by a model checker (see `model.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScNode {
     me: NodeId,
@@ -222,6 +228,48 @@ pub struct ScNode {
     dir: HashMap<PageId, Directory>,
     /// Pages homed here with a transaction in progress.
     busy: HashMap<PageId, Busy>,
+    /// A protocol mistake planted on purpose, to show that the model checker finds it. Exists in
+    /// this crate's unit-test builds only: elsewhere there is no field and every check of it is a
+    /// constant `false`.
+    #[cfg(test)]
+    bug: Option<Bug>,
+}
+
+impl Hash for ScNode {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        /// Hashes a map's entries in key order, so equal maps hash equally whatever their layout.
+        fn entries<V: Hash, H: Hasher>(map: &HashMap<PageId, V>, state: &mut H) {
+            let mut sorted: Vec<(&PageId, &V)> = map.iter().collect();
+            sorted.sort_unstable_by_key(|&(page, _)| *page);
+            sorted.hash(state);
+        }
+        self.me.hash(state);
+        self.nodes.hash(state);
+        self.pages_per_node.hash(state);
+        entries(&self.access, state);
+        entries(&self.pending, state);
+        entries(&self.dir, state);
+        entries(&self.busy, state);
+        #[cfg(test)]
+        self.bug.hash(state);
+    }
+}
+
+/// Protocol mistakes that can be planted in a node (unit-test builds only) to check that the
+/// model checker catches them; see `model.rs`. Outside unit tests nothing can plant one, and
+/// [`ScNode::planted`] is a constant `false` that compiles away.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Bug {
+    /// A write to a shared page is granted as soon as the invalidations are sent, without waiting
+    /// for the readers' `InvAck`s.
+    GrantBeforeInvAcks,
+    /// When a transaction that had to wait completes, the requests queued behind it are forgotten
+    /// instead of started.
+    DropQueuedRequests,
+    /// A recalled owner sends its bytes before revoking its own write access, so a local write
+    /// can slip in after the bytes were read and be lost.
+    RecallAckBeforeProtect,
 }
 
 impl ScNode {
@@ -243,6 +291,28 @@ impl ScNode {
             pending: HashMap::new(),
             dir: HashMap::new(),
             busy: HashMap::new(),
+            #[cfg(test)]
+            bug: None,
+        }
+    }
+
+    /// Plants `bug` in this node (unit-test builds only).
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, bug: Bug) {
+        self.bug = Some(bug);
+    }
+
+    /// Whether `bug` is planted here: always false outside unit-test builds.
+    #[inline(always)]
+    fn planted(&self, bug: Bug) -> bool {
+        #[cfg(test)]
+        {
+            self.bug == Some(bug)
+        }
+        #[cfg(not(test))]
+        {
+            let _ = bug;
+            false
         }
     }
 
@@ -575,7 +645,7 @@ impl ScNode {
                 }
                 // The requester's copy is current exactly when the directory lists it.
                 let data = !readers.contains(&requester);
-                if acks.is_empty() {
+                if acks.is_empty() || self.planted(Bug::GrantBeforeInvAcks) {
                     self.finish(page, req, None, data, out);
                     None
                 } else {
@@ -644,7 +714,10 @@ impl ScNode {
                 return Ok(());
             }
         }
-        let Busy { active, queue } = busy;
+        let Busy { active, mut queue } = busy;
+        if self.planted(Bug::DropQueuedRequests) {
+            queue.clear();
+        }
         self.finish(page, active.req, None, active.data, out);
         self.run_queue(page, queue, out);
         Ok(())
@@ -666,9 +739,12 @@ impl ScNode {
                 self.me
             )));
         }
-        let Some(Busy { active, queue }) = self.busy.remove(&page) else {
+        let Some(Busy { active, mut queue }) = self.busy.remove(&page) else {
             return Ok(());
         };
+        if self.planted(Bug::DropQueuedRequests) {
+            queue.clear();
+        }
         // The home keeps the current bytes whenever nobody else may write.
         out.push(Action::Install { page });
         let kept = match active.req.kind {
@@ -766,8 +842,12 @@ impl ScNode {
         let access = if keep_read { Access::Read } else { Access::None };
         // Revoke write access first, so the bytes read for the reply are final.
         self.set_access(page, access);
-        out.push(Action::Protect { page, access });
-        out.push(Action::Send { to: home, msg: Msg::RecallAck { page } });
+        let reply = Action::Send { to: home, msg: Msg::RecallAck { page } };
+        if self.planted(Bug::RecallAckBeforeProtect) {
+            out.extend([reply, Action::Protect { page, access }]);
+        } else {
+            out.extend([Action::Protect { page, access }, reply]);
+        }
         Ok(())
     }
 }
