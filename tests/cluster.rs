@@ -224,3 +224,18 @@ fn main_returning_while_threads_are_blocked_in_faults_does_not_hang() {
     assert!(out.contains("main returns while 8 threads fault"), "{out}");
     assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
 }
+
+#[test]
+fn the_racy_bound_example_gives_the_same_answer_under_both_protocols() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("stale_bound");
+    let mut answers = Vec::new();
+    for protocol in ["sc", "lrc"] {
+        let out = ok(&run_cluster(bin.to_str().unwrap(), 4, &[], &[("RTHREADS_PROTOCOL", protocol)]));
+        let answer = out.lines().find(|l| l.starts_with("answer ")).expect("an answer line").to_owned();
+        let work = out.lines().find(|l| l.starts_with("protocol ")).expect("a work line").to_owned();
+        println!("{work}");
+        answers.push(answer);
+    }
+    assert_eq!(answers[0], answers[1]);
+}

@@ -1051,7 +1051,26 @@ impl Service {
     }
 
     fn send_remote_frees(&mut self) {
-        for (owner, blocks) in self.rt.heap.take_remote_frees() {
+        let frees = self.rt.heap.take_remote_frees();
+        if frees.is_empty() {
+            return;
+        }
+        // Under release consistency this node may still hold unsent writes to the blocks it frees
+        // (a dirty copy of their pages). Their diffs must reach the owner before it can reuse the
+        // blocks, or a late diff would overwrite the new contents: start a release, whose diffs
+        // travel ahead of the free list on the same connection to the owner (their home).
+        if let Some(mut l) = self.lrc.take() {
+            if l.needs_release() {
+                let mut acts = std::mem::take(&mut self.lrc_actions);
+                l.release(&mut acts);
+                self.lrc = Some(l);
+                self.exec_lrc(&mut acts, None);
+                self.lrc_actions = acts;
+            } else {
+                self.lrc = Some(l);
+            }
+        }
+        for (owner, blocks) in frees {
             for batch in blocks.chunks(4096) {
                 self.rt.send(owner as u16, wire::free(batch));
             }

@@ -62,7 +62,12 @@ fn run(kernel: &str, o: &Opts, c: &Config) -> Result<BTreeMap<String, String>, S
     let line = stdout.lines().find(|l| l.starts_with("RESULT ")).ok_or_else(|| {
         format!("{kernel} under {} failed: {}\n{}", c.label, out.status, String::from_utf8_lossy(&out.stderr))
     })?;
-    Ok(line.split_whitespace().skip(1).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect())
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect())
 }
 
 fn total(r: &BTreeMap<String, String>, key: &str, nodes: usize) -> f64 {

@@ -28,7 +28,7 @@ fn increments(size: Size) -> u64 {
 }
 
 /// Steps of local work per chunk (a fraction of a microsecond).
-const WORK: u64 = 10;
+const WORK: u64 = 2;
 
 /// One chunk of local work, touching no shared memory.
 fn chunk(seed: u64) -> u64 {
