@@ -78,25 +78,32 @@ fn launcher_forwards_stdin_to_node_0() {
     tag.assert_none_left(Duration::from_secs(5));
 }
 
-#[test]
-fn launcher_and_mpirun_give_the_same_result() {
-    let tag = Tagged::new();
-    let mut cmd = tag.command(launcher().to_str().unwrap());
-    cmd.args(["run", "-n", "4", "--no-prefix", "--", LAUNCH]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let ours = result_line(&ok(&wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120))));
+/// `mpirun --oversubscribe -n N program` (as root: `--allow-run-as-root`), tagged, output piped; `None`
+/// (and a SKIPPED line) when Open MPI is not installed.
+fn mpirun(tag: &Tagged, n: usize, program: &str) -> Option<Command> {
     if Command::new("mpirun").arg("--version").output().is_err() {
-        println!("SKIPPED the mpirun half: mpirun is not installed (.ci/run installs openmpi-bin)");
-        return;
+        println!("SKIPPED the mpirun part: mpirun is not installed (.ci/run installs openmpi-bin)");
+        return None;
     }
     let mut cmd = tag.command("mpirun");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.arg("--allow-run-as-root");
     }
-    cmd.args(["--oversubscribe", "-n", "4", LAUNCH])
-        .env("RTHREADS_SECRET", "mpirun-test-secret")
+    cmd.args(["--oversubscribe", "-n", &n.to_string(), program])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    Some(cmd)
+}
+
+#[test]
+fn launcher_and_mpirun_give_the_same_result() {
+    let tag = Tagged::new();
+    let mut cmd = tag.command(launcher().to_str().unwrap());
+    cmd.args(["run", "-n", "4", "--no-prefix", "--", LAUNCH]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let ours = result_line(&ok(&wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120))));
+    let Some(mut cmd) = mpirun(&tag, 4, LAUNCH) else { return };
+    cmd.env("RTHREADS_SECRET", "mpirun-test-secret");
     let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(120));
     let theirs = result_line(&ok(&out));
     assert_eq!(ours, theirs);
@@ -106,20 +113,8 @@ fn launcher_and_mpirun_give_the_same_result() {
 #[test]
 fn mpirun_without_a_secret_is_refused_with_instructions() {
     let tag = Tagged::new();
-    if Command::new("mpirun").arg("--version").output().is_err() {
-        println!("SKIPPED: mpirun is not installed (.ci/run installs openmpi-bin)");
-        return;
-    }
-    let mut cmd = tag.command("mpirun");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.arg("--allow-run-as-root");
-    }
-    cmd.args(["--oversubscribe", "-n", "2", LAUNCH])
-        .env_remove("RTHREADS_SECRET")
-        .env("HOME", "/nonexistent")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let Some(mut cmd) = mpirun(&tag, 2, LAUNCH) else { return };
+    cmd.env_remove("RTHREADS_SECRET").env("HOME", "/nonexistent");
     let out = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(60));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("no cluster secret"), "{}", text(&out.stderr));

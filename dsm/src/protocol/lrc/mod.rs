@@ -26,7 +26,6 @@
 //!   it arrives), so atomics on them order the plain data around them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt;
 use std::ops::Range;
 
 use super::sc::{self, ScNode};
@@ -264,31 +263,8 @@ pub enum Action {
 }
 
 /// A message that cannot arrive in the current state: the sender is broken (or not a peer).
-///
 /// [`LrcNode::handle`] returns it without changing any state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtocolError {
-    reason: String,
-}
-
-impl ProtocolError {
-    fn new(reason: String) -> Self {
-        ProtocolError { reason }
-    }
-
-    /// A human-readable description of what was wrong.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "protocol error: {}", self.reason)
-    }
-}
-
-impl std::error::Error for ProtocolError {}
+pub use super::ProtocolError;
 
 /// How a release-consistent page is shared, as its home sees it: who holds a copy the home will
 /// notify when someone else writes. See `README.md` for how pages move between these classes.

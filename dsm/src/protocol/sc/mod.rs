@@ -11,7 +11,6 @@
 //! See `README.md` next to this file for a walkthrough.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::fmt;
 use std::hash::{Hash, Hasher};
 
 use crate::{Access, FaultKind, NodeId, PageId};
@@ -148,31 +147,8 @@ impl Directory {
 }
 
 /// A message that cannot arrive in the current state: the sender is broken (or not a peer).
-///
 /// [`ScNode::handle`] returns it without changing any state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProtocolError {
-    reason: String,
-}
-
-impl ProtocolError {
-    fn new(reason: String) -> Self {
-        ProtocolError { reason }
-    }
-
-    /// A human-readable description of what was wrong.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "protocol error: {}", self.reason)
-    }
-}
-
-impl std::error::Error for ProtocolError {}
+pub use super::ProtocolError;
 
 /// A request waiting at (or being served by) a page's home.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
