@@ -874,6 +874,29 @@ fn conversion_asked_by_another_node() {
     o.assert_holds(&["all programs done"]);
 }
 
+/// A diff acknowledgement waits for notices of an earlier write to the same page: node 2 holds a
+/// copy of page 0; node 0, its home, writes it and releases (a notice to node 2 goes out); node 1
+/// writes it too and publishes a flag, which node 2 reads before reading node 1's byte. Node 1's
+/// diff draws no notice of its own (node 2 has already left the copyset), so only the earlier,
+/// unfinished round keeps node 1's release, and with it the flag, from reaching node 2 before its
+/// notice does. (An ack that ignored the earlier round passes the other checks but fails this.)
+#[test]
+fn diff_ack_waits_for_an_earlier_round() {
+    let bounds = Bounds {
+        nodes: 3,
+        pages: 3,
+        sc: 2..3,
+        programs: vec![
+            vec![own(0, 0), Release],
+            vec![own(0, 1), Publish(2, 0), Release],
+            vec![Read(0, 3), Observe(2, 0), ReadIfSeen(0, 2)],
+        ],
+        bug: None,
+    };
+    let o = check("diff_ack_waits_for_an_earlier_round", bounds, 2);
+    o.assert_holds(&["a release waits for a write notice", "all programs done"]);
+}
+
 /// The shortest counterexample to `property`, found by iterative deepening: stateright keeps the
 /// *last* violating state it meets as the discovery, so a plain run may report a long path. Prints
 /// it one step per line.
