@@ -1305,6 +1305,12 @@ impl LrcNode {
         if !self.is_sc(page) {
             return self.err(format!("{msg:?} from {from}, but {page} is not SC"));
         }
+        if msg.carries_data() && self.holds.contains_key(&page) {
+            // Every message this node has sent about the page since the hold began is held too,
+            // so the page's bytes can answer nothing it sent; accepted, their `Install` would be
+            // held and then emitted while handling a message without bytes.
+            return self.err(format!("{msg:?} from {from} while {page}'s messages are held for a release"));
+        }
         self.sc_handle(from, msg, out)
     }
 
