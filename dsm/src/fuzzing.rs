@@ -1,8 +1,16 @@
 //! Fuzz harnesses: the functions the `fuzz/` targets call, kept here so the test that replays the
 //! checked-in corpus (`tests/fuzz_replay.rs`) runs exactly the same code. Each takes arbitrary
 //! bytes and panics when it finds a bug; for any other input it returns quietly.
+//!
+//! - [`sc_protocol`]: the sequentially consistent protocol ([`ScNode`]).
+//! - [`lrc_protocol`]: the release-consistent protocol ([`crate::protocol::lrc::LrcNode`]) with
+//!   real page bytes, twins and diffs.
 
 use std::collections::VecDeque;
+
+mod lrc;
+
+pub use lrc::lrc_protocol;
 
 use crate::protocol::sc::{Action, Msg, ScNode};
 use crate::{Access, FaultKind, NodeId, PageId};

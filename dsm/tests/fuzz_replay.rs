@@ -1,15 +1,15 @@
-//! Replays the checked-in fuzz corpus (`fuzz/corpus/sc_protocol/`) through the same harness the
-//! fuzz target runs, and throws random inputs at it, so every test run repeats what fuzzing found
-//! without needing libFuzzer.
+//! Replays the checked-in fuzz corpus (`fuzz/corpus/{sc_protocol,lrc_protocol}/`) through the same
+//! harnesses the fuzz targets run, and throws random inputs at them, so every test run repeats
+//! what fuzzing found without needing libFuzzer.
 
 use std::fs;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
 
-#[test]
-fn sc_protocol_corpus() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sc_protocol");
+/// Runs `harness` on every file of `fuzz/corpus/<target>/`, in name order.
+fn replay(target: &str, harness: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
@@ -19,8 +19,18 @@ fn sc_protocol_corpus() {
     for path in files {
         eprintln!("{}", path.display());
         let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        dsm::fuzzing::sc_protocol(&bytes);
+        harness(&bytes);
     }
+}
+
+#[test]
+fn sc_protocol_corpus() {
+    replay("sc_protocol", dsm::fuzzing::sc_protocol);
+}
+
+#[test]
+fn lrc_protocol_corpus() {
+    replay("lrc_protocol", dsm::fuzzing::lrc_protocol);
 }
 
 proptest! {
@@ -29,5 +39,10 @@ proptest! {
     #[test]
     fn sc_protocol_random(data in proptest::collection::vec(any::<u8>(), 0..400)) {
         dsm::fuzzing::sc_protocol(&data);
+    }
+
+    #[test]
+    fn lrc_protocol_random(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        dsm::fuzzing::lrc_protocol(&data);
     }
 }

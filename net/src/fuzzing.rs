@@ -4,8 +4,10 @@
 
 use std::io;
 
+use crate::auth::{self, Secret};
 use crate::codec::{Reader, Writer};
 use crate::frame::{FrameBuf, MAX_FRAME, encode_frame, read_frame};
+use crate::mesh::{BinaryId, Hello, check_peer};
 
 /// What a stream of frames holds, by the book: the complete frames, then either the end (a
 /// possibly partial frame's byte count left over) or a bad length at some offset.
@@ -211,4 +213,129 @@ pub fn codec(data: &[u8]) {
         assert_eq!(back.as_ref(), Ok(field));
     }
     assert!(again.end().is_ok());
+}
+
+/// The handshake's hello, the first thing a connecting peer sends after authenticating. Decodes
+/// arbitrary bytes with `Hello::decode` (never a panic; an error says why) and, when they are a
+/// hello, checks that encoding it gives back exactly those bytes (the encoding is canonical) and
+/// that node 0's verdict (`check_peer`) accepts it against a hello that differs only in the node
+/// id exactly when its node id is in `1..nodes`, and refuses it, naming the field, when the run,
+/// the cluster size or the binary differ. Then builds a hello from the bytes, and checks that it
+/// round-trips and that every truncation and any trailing byte is refused.
+///
+/// # Panics
+/// On any disagreement: that is a bug.
+pub fn hello(data: &[u8]) {
+    match Hello::decode(data) {
+        Ok(h) => {
+            assert_eq!(h.encode(), data, "decoding then encoding a hello changes it");
+            let mine = Hello { node: 0, ..h.clone() };
+            assert_eq!(check_peer(&mine, &h).is_ok(), h.node != 0 && h.node < h.nodes, "verdict on {h:?}");
+            let other_run = Hello { session: h.session ^ 1, ..mine.clone() };
+            assert!(check_peer(&other_run, &h).is_err_and(|e| e.contains("another run")));
+            let other_size = Hello { nodes: h.nodes ^ 1, ..mine.clone() };
+            assert!(check_peer(&other_size, &h).is_err_and(|e| e.contains("nodes")));
+            let other_binary = Hello { binary: BinaryId { len: h.binary.len ^ 1, ..h.binary }, ..mine };
+            assert!(check_peer(&other_binary, &h).is_err_and(|e| e.contains("different binary")));
+        }
+        Err(e) => assert!(!e.is_empty()),
+    }
+
+    let mut bytes = data.iter().copied().chain(std::iter::repeat(0));
+    let mut next =
+        |n: usize| -> u64 { (0..n).fold(0, |v, i| v | u64::from(bytes.next().unwrap_or(0)) << (8 * i)) };
+    let (node, nodes, session) = (next(2) as u16, next(2) as u16, next(8));
+    let binary = BinaryId { hash: next(8), len: next(8), anchor: next(8) };
+    let parallelism = next(4) as u32;
+    let listen_len = usize::from(next(1) as u8 % 48);
+    let listen: Vec<u8> = (0..listen_len).map(|_| next(1) as u8).collect();
+    let listen = String::from_utf8_lossy(&listen).into_owned();
+    let built = Hello { node, nodes, session, binary, listen, parallelism };
+    let encoded = built.encode();
+    assert_eq!(Hello::decode(&encoded).as_ref(), Ok(&built));
+    for cut in 0..encoded.len() {
+        assert!(Hello::decode(&encoded[..cut]).is_err(), "a hello cut at {cut} was accepted");
+    }
+    let mut longer = encoded;
+    longer.push(0);
+    assert!(Hello::decode(&longer).is_err(), "a hello with a trailing byte was accepted");
+}
+
+/// Connection authentication on arbitrary bytes: the first byte picks a bit to damage, the next
+/// eight make the cluster secret, the next 32 the two nonces, the rest is a body received from a
+/// peer. Checks that `auth::respond`, `auth::verify` and `auth::check_proof` never panic on it; that
+/// `respond` accepts exactly a challenge frame (and then answers with a response `verify` accepts
+/// under the same secret only), that `verify` calls malformed exactly what does not have a
+/// response's shape and accepts only a response whose MAC is right, that a refusal is reported
+/// as one, and that `check_proof` accepts only a proof's shape. Then runs a genuine exchange
+/// with these nonces: it succeeds, and fails once one bit of the response or of the proof is
+/// flipped, or the other side has another secret.
+///
+/// # Panics
+/// On any disagreement: that is a bug.
+pub fn auth(data: &[u8]) {
+    let mut it = data.iter().copied();
+    let Some(flip) = it.next() else {
+        return;
+    };
+    let key: Vec<u8> = it.by_ref().take(8).collect();
+    let mut sn = [0u8; auth::NONCE];
+    let mut cn = [0u8; auth::NONCE];
+    for b in sn.iter_mut().chain(cn.iter_mut()) {
+        *b = it.next().unwrap_or(0);
+    }
+    let body: Vec<u8> = it.collect();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = Secret::from_text(&format!("fuzz {hex}")).expect("not empty");
+    let other = Secret::from_text(&format!("other {hex}")).expect("not empty");
+    let prefix = |frame: Vec<u8>, len: usize| -> Vec<u8> { frame[..len].to_vec() };
+    let challenge_head = prefix(auth::challenge_frame(&sn), 5);
+    let refusal = body.first() == Some(&3);
+
+    match auth::respond(&secret, &body) {
+        Ok((response, server_nonce, _)) => {
+            assert_eq!(auth::challenge_frame(&server_nonce), body, "respond accepted a non-challenge");
+            assert!(auth::verify(&secret, &server_nonce, &response).is_ok());
+            assert_eq!(auth::verify(&other, &server_nonce, &response), Err(auth::AuthError::WrongSecret));
+        }
+        Err(e) => {
+            let is_challenge = body.len() == 5 + auth::NONCE && body[..5] == challenge_head[..];
+            assert!(!is_challenge, "respond refused a challenge: {e}");
+            assert_eq!(refusal, e.starts_with("refused: "), "{e}");
+        }
+    }
+
+    let response_shape = body.len() == 1 + auth::NONCE + auth::MAC && body[0] == 0x42;
+    match auth::verify(&secret, &sn, &body) {
+        Ok(proof) => {
+            assert!(response_shape);
+            let client_nonce: [u8; auth::NONCE] = body[1..1 + auth::NONCE].try_into().expect("NONCE bytes");
+            assert!(auth::check_proof(&secret, &sn, &client_nonce, &proof).is_ok());
+        }
+        Err(auth::AuthError::Malformed(e)) => {
+            assert!(!response_shape, "a response's shape called malformed: {e}")
+        }
+        Err(auth::AuthError::WrongSecret) => assert!(response_shape),
+    }
+
+    match auth::check_proof(&secret, &sn, &cn, &body) {
+        Ok(()) => assert!(body.len() == 1 + auth::MAC && body[0] == 0x43, "check_proof accepted {body:?}"),
+        Err(e) => assert_eq!(refusal, e.starts_with("refused: "), "{e}"),
+    }
+
+    let (response, server_nonce, client_nonce) =
+        auth::respond(&secret, &auth::challenge_frame(&sn)).expect("a challenge is answered");
+    assert_eq!(server_nonce, sn);
+    let proof = auth::verify(&secret, &sn, &response).expect("a genuine response is accepted");
+    auth::check_proof(&secret, &sn, &client_nonce, &proof).expect("a genuine proof is accepted");
+    assert!(auth::check_proof(&other, &sn, &client_nonce, &proof).is_err());
+    assert!(auth::check_proof(&secret, &cn, &client_nonce, &proof).is_err() || cn == sn);
+    let mut bad = response.clone();
+    let at = usize::from(flip) % (bad.len() * 8);
+    bad[at / 8] ^= 1 << (at % 8);
+    assert!(auth::verify(&secret, &sn, &bad).is_err(), "a response with bit {at} flipped was accepted");
+    let mut bad = proof;
+    let at = usize::from(flip) % (bad.len() * 8);
+    bad[at / 8] ^= 1 << (at % 8);
+    assert!(auth::check_proof(&secret, &sn, &client_nonce, &bad).is_err(), "a proof with bit {at} flipped");
 }

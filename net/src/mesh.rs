@@ -89,7 +89,7 @@ pub struct Hello {
 }
 
 impl Hello {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(TAG_HELLO).u32(MAGIC).u16(VERSION).u16(self.node).u16(self.nodes).u64(self.session);
         w.u64(self.binary.hash).u64(self.binary.len).u64(self.binary.anchor);
@@ -97,7 +97,7 @@ impl Hello {
         w.finish()
     }
 
-    fn decode(body: &[u8]) -> Result<Hello, String> {
+    pub(crate) fn decode(body: &[u8]) -> Result<Hello, String> {
         let mut r = Reader::new(body);
         let bad = |e: crate::codec::DecodeError| format!("not an rthreads hello ({e})");
         if r.u8().map_err(bad)? != TAG_HELLO || r.u32().map_err(bad)? != MAGIC {
@@ -178,7 +178,7 @@ fn reject(stream: &mut TcpStream, reason: &str) {
     let _ = write_frame(stream, &w.finish());
 }
 
-fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
+pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
     if let Some(m) = mine.binary.mismatch(&theirs.binary) {
         return Err(m);
     }

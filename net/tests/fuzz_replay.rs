@@ -1,6 +1,6 @@
-//! Replays the checked-in fuzz corpus (`fuzz/corpus/{frames,codec}/`) through the same harnesses
-//! the fuzz targets run, and throws random inputs at them, so every test run repeats what fuzzing
-//! found without needing libFuzzer.
+//! Replays the checked-in fuzz corpus (`fuzz/corpus/{frames,codec,hello,auth}/`) through the same
+//! harnesses the fuzz targets run, and throws random inputs at them, so every test run repeats
+//! what fuzzing found without needing libFuzzer.
 
 use std::fs;
 use std::path::PathBuf;
@@ -40,6 +40,16 @@ fn codec_corpus() {
     replay("codec", net::fuzzing::codec);
 }
 
+#[test]
+fn hello_corpus() {
+    replay("hello", net::fuzzing::hello);
+}
+
+#[test]
+fn auth_corpus() {
+    replay("auth", net::fuzzing::auth);
+}
+
 proptest! {
     #[test]
     fn frames_random(data in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -49,5 +59,15 @@ proptest! {
     #[test]
     fn codec_random(data in proptest::collection::vec(any::<u8>(), 0..300)) {
         net::fuzzing::codec(&data);
+    }
+
+    #[test]
+    fn hello_random(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        net::fuzzing::hello(&data);
+    }
+
+    #[test]
+    fn auth_random(data in proptest::collection::vec(any::<u8>(), 0..120)) {
+        net::fuzzing::auth(&data);
     }
 }

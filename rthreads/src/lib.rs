@@ -64,3 +64,54 @@ pub mod __private {
     pub use crate::alloc::arena_high_water;
     pub use crate::launch::{run_main, run_main_with};
 }
+
+/// The fuzz harness of the runtime's message decoder (the `wire_decode` target in `fuzz/`, and
+/// `tests/fuzz_replay.rs`). Not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    use crate::wire::{self, Wire};
+
+    /// Decodes `bytes` as a frame from a peer with the runtime's message decoder and returns
+    /// whether it is a message. Must never panic. A message decoded is encoded again with the
+    /// runtime's own encoder (page bytes and diffs appended, as the runtime sends them), and that
+    /// must decode to the same message: what the decoder accepts, the encoder can say.
+    ///
+    /// # Panics
+    /// If the decoder panics, or the re-encoded message decodes differently: a bug.
+    pub fn wire_decode(bytes: &[u8]) -> bool {
+        let Ok(decoded) = wire::decode(bytes) else {
+            return false;
+        };
+        let encoded = encode(&decoded);
+        let again = wire::decode(&encoded)
+            .unwrap_or_else(|e| panic!("{decoded:?} re-encoded as {encoded:?} does not decode: {e}"));
+        assert_eq!(format!("{again:?}"), format!("{decoded:?}"), "re-encoding changed the message");
+        true
+    }
+
+    fn encode(w: &Wire<'_>) -> Vec<u8> {
+        let with = |mut head: Vec<u8>, data: Option<&[u8]>| {
+            head.extend_from_slice(data.unwrap_or_default());
+            head
+        };
+        match w {
+            Wire::Proto { msg, data } => with(wire::proto(msg), *data),
+            Wire::Lrc { msg, data } => with(wire::lrc(msg), *data),
+            Wire::Spawn { tid, closure, stack, name } => wire::spawn(*tid, *closure, *stack, name),
+            Wire::Done { tid, started } => wire::done(*tid, *started),
+            Wire::Watch { tid } => wire::watch(*tid),
+            Wire::Finished { tid, started } => wire::finished(*tid, *started),
+            Wire::Forget { tid } => wire::forget(*tid),
+            Wire::Free { blocks } => wire::free(blocks),
+            Wire::Shutdown { code } => wire::shutdown(*code),
+            Wire::Heartbeat => wire::heartbeat(),
+            Wire::Abort { lost, reason } => wire::abort(*lost, reason),
+            Wire::SyncReq(request) => wire::sync_req(request),
+            Wire::Revoke { key } => wire::revoke(*key),
+            Wire::StatsReq { waiter } => wire::stats_req(*waiter),
+            Wire::Log { on } => wire::log(*on),
+            Wire::Ordered { after, inner } => wire::ordered(*after, inner),
+            Wire::SyncReply { waiter, reply } => wire::sync_reply(*waiter, reply),
+        }
+    }
+}

@@ -34,6 +34,8 @@ use crate::{Access, FaultKind, NodeId, PageId};
 pub mod diff;
 
 #[cfg(test)]
+mod model;
+#[cfg(test)]
 mod tests;
 
 /// The largest [`LrcConfig::prefetch`]: a fetch asks for at most `1 + MAX_PREFETCH` pages.
@@ -41,7 +43,7 @@ pub const MAX_PREFETCH: u16 = 63;
 
 /// Settings of an [`LrcNode`]. Every node of a cluster must be built with the same `sc_pages`;
 /// `prefetch` may differ.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LrcConfig {
     /// How many pages after a missing one a fetch asks for as well: the following pages with the
     /// same home of which this node has no copy, stopping at the first that does not qualify.
@@ -91,7 +93,7 @@ pub enum Payload {
 ///
 /// Page bytes and diffs are never inside a message value: [`Msg::payload`] says what the runtime
 /// sends and receives next to the message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Msg {
     /// Requester to home: send me copies of pages `page .. page + count`, all homed at the
     /// receiver. Each page is answered by a [`Msg::Page`] or a [`Msg::ScPage`], in page order.
@@ -281,7 +283,7 @@ pub enum Sharing {
 }
 
 /// A non-home node's copy of a release-consistent page (absent: no copy).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Copy {
     /// A fetch is outstanding. `want` is the strongest access a local thread trapped for, `None`
     /// for a page only prefetched (or whose waiters moved to the SC protocol).
@@ -292,7 +294,7 @@ enum Copy {
 }
 
 /// The home's record of a release-consistent page that has been fetched at least once.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct HomePage {
     /// The other nodes whose copy the home considers current: those to notify when another node
     /// writes.
@@ -311,7 +313,7 @@ impl HomePage {
 
 /// Write notices sent for a page and not all acknowledged, and the acknowledgements that wait
 /// for them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct Round {
     waiting: BTreeSet<NodeId>,
     /// `(writer, seq)`: a `DiffAck` to send, or for `writer == me` a local release to complete.
@@ -323,7 +325,7 @@ struct Round {
 /// It works as a write-notice round sent to every node: until the last `ConvertAck`, some node may
 /// still hold a copy nobody will notify, so diffs of the page and the home's releases are
 /// acknowledged only when the conversion completes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Conversion {
     /// Nodes whose `ConvertAck` is missing.
     waiting: BTreeSet<NodeId>,
@@ -338,7 +340,7 @@ struct Conversion {
 
 /// Actions of the SC protocol for one page, held back until a release completes (see
 /// `sc_emit`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Hold {
     watermark: u64,
     /// The page's protection as the runtime has been told, while the held actions wait.
@@ -394,7 +396,10 @@ struct Hold {
 /// assert_eq!(out, [Action::Released { release }]); // now the unlock may go
 /// # Ok::<(), ProtocolError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Hash` agrees with `Eq`, so whole cluster states can be fingerprinted by a model checker (see
+/// `model.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LrcNode {
     me: NodeId,
     nodes: u16,
@@ -432,6 +437,30 @@ pub struct LrcNode {
     holds: BTreeMap<PageId, Hold>,
     /// SC pages not writable here since their bytes last left with every earlier write released.
     sc_clean: BTreeSet<PageId>,
+    /// A protocol mistake planted on purpose, to show that the model checker finds it. Exists in
+    /// this crate's unit-test builds only: elsewhere there is no field and every check of it is a
+    /// constant `false`.
+    #[cfg(test)]
+    bug: Option<Bug>,
+}
+
+/// Protocol mistakes that can be planted in a node (unit-test builds only) to check that the
+/// model checker catches them; see `model.rs`. Outside unit tests nothing can plant one, and
+/// [`LrcNode::planted`] is a constant `false` that compiles away.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Bug {
+    /// A write notice is acknowledged but the copy is not marked stale, so the next acquire keeps
+    /// reading it.
+    NoticeWithoutStale,
+    /// The home acknowledges a diff as soon as it has applied it and sent the notices, without
+    /// waiting for the `NoticeAck`s: the writer's release can complete while another node still
+    /// takes its old copy for current.
+    DiffAckBeforeNotices,
+    /// A diff that arrives while its page becomes SC is acknowledged at once instead of when the
+    /// conversion completes, although a node that has not seen `Convert` yet still takes its copy
+    /// for current.
+    DiffAckDuringConversion,
 }
 
 impl LrcNode {
@@ -465,6 +494,28 @@ impl LrcNode {
             next_release: 0,
             holds: BTreeMap::new(),
             sc_clean: BTreeSet::new(),
+            #[cfg(test)]
+            bug: None,
+        }
+    }
+
+    /// Plants `bug` in this node (unit-test builds only).
+    #[cfg(test)]
+    pub(crate) fn inject(&mut self, bug: Bug) {
+        self.bug = Some(bug);
+    }
+
+    /// Whether `bug` is planted here: always false outside unit-test builds.
+    #[inline(always)]
+    fn planted(&self, bug: Bug) -> bool {
+        #[cfg(test)]
+        {
+            self.bug == Some(bug)
+        }
+        #[cfg(not(test))]
+        {
+            let _ = bug;
+            false
         }
     }
 
@@ -971,6 +1022,10 @@ impl LrcNode {
                 .err(format!("Diff of {page} from {from}: not a shared release-consistent page homed here"));
         }
         out.push(Action::ApplyDiff { page });
+        if self.planted(Bug::DiffAckDuringConversion) && self.converting.contains_key(&page) {
+            self.complete_ack(page, (from, seq), out);
+            return Ok(());
+        }
         if let Some(conv) = self.converting.get_mut(&page) {
             // Every other copy is being dropped; the ack waits until all are gone.
             conv.then.push((from, seq));
@@ -984,6 +1039,17 @@ impl LrcNode {
             }
             None => BTreeSet::new(),
         };
+        if self.planted(Bug::DiffAckBeforeNotices) {
+            self.complete_ack(page, (from, seq), out);
+            if !targets.is_empty() {
+                let round = self.rounds.entry(page).or_default();
+                for to in targets {
+                    round.waiting.insert(to);
+                    out.push(Action::Send { to, msg: Msg::Notice { page } });
+                }
+            }
+            return Ok(());
+        }
         self.notify(page, targets, (from, seq), out);
         Ok(())
     }
@@ -1157,7 +1223,9 @@ impl LrcNode {
         if self.copies.get(&page) != Some(&Copy::Valid) || self.stale.contains(&page) || self.is_sc(page) {
             return self.err(format!("Notice of {page} from {from}, but no current copy is held"));
         }
-        self.stale.insert(page);
+        if !self.planted(Bug::NoticeWithoutStale) {
+            self.stale.insert(page);
+        }
         out.push(Action::Send { to: from, msg: Msg::NoticeAck { page } });
         Ok(())
     }
@@ -1212,6 +1280,12 @@ impl LrcNode {
         }
         if !self.is_sc(page) {
             return self.err(format!("{msg:?} from {from}, but {page} is not SC"));
+        }
+        if msg.carries_data() && self.holds.contains_key(&page) {
+            // Every message this node has sent about the page since the hold began is held too,
+            // so the page's bytes can answer nothing it sent; accepted, their `Install` would be
+            // held and then emitted while handling a message without bytes.
+            return self.err(format!("{msg:?} from {from} while {page}'s messages are held for a release"));
         }
         self.sc_handle(from, msg, out)
     }

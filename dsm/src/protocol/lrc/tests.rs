@@ -1380,6 +1380,59 @@ fn the_home_of_an_sc_page_releases_before_serving_it() {
     assert!(matches!(c.links[c.link(0, 1)].front().map(|pk| pk.msg), Some(Msg::Sc(sc::Msg::Grant { .. }))));
 }
 
+/// Found by fuzzing (`fuzz/corpus/lrc_protocol/`): while an SC page's messages are held back for
+/// a release, every message this node sends about the page waits, so no correct peer can send it
+/// the page's bytes. A broken peer's data used to be accepted, and its `Install` held back with
+/// the rest, then emitted when the release completed, while handling a `DiffAck` that carries no
+/// bytes (the runtime stops with "asked to install without its bytes").
+#[test]
+fn data_for_an_sc_page_whose_messages_are_held_is_rejected() {
+    let config = LrcConfig::default().with_sc_pages(0..1);
+    let mut nodes: Vec<LrcNode> = (0..3).map(|i| LrcNode::new(n(i), 3, 1, config.clone())).collect();
+    let mut out = Vec::new();
+    let mut handle = |nodes: &mut Vec<LrcNode>, to: usize, from: u16, msg: Msg| {
+        out.clear();
+        nodes[to].handle(n(from), msg, &mut out).expect("accepted");
+        out.clone()
+    };
+    // Node 0, home of SC page 0, writes page 2 (homed at node 2): its copy is dirty.
+    let mut local = Vec::new();
+    nodes[0].fault(p(2), WRITE, &mut local);
+    handle(&mut nodes, 2, 0, Msg::Fetch { page: p(2), count: 1 });
+    handle(&mut nodes, 0, 2, Msg::Page { page: p(2) });
+    // Node 1 asks for page 0: its grant waits for node 0's release of page 2.
+    local.clear();
+    nodes[1].fault(p(0), WRITE, &mut local);
+    assert_eq!(
+        handle(&mut nodes, 0, 1, Msg::Sc(sc::Msg::WriteReq { page: p(0) })),
+        [
+            Action::Protect { page: p(0), access: Access::None },
+            Action::Protect { page: p(2), access: Access::Read },
+            Action::Send { to: n(2), msg: Msg::Diff { page: p(2), seq: 0 } },
+        ]
+    );
+    // Node 0's own read of page 0 recalls it from node 1: held back too.
+    local.clear();
+    nodes[0].fault(p(0), READ, &mut local);
+    assert_eq!(local, []);
+    // Node 1 has neither the grant nor the recall: page 0's bytes from it answer nothing.
+    assert_rejected(&nodes[0], 1, Msg::Sc(sc::Msg::RecallAck { page: p(0) }));
+    assert_rejected(&nodes[0], 1, Msg::Sc(sc::Msg::Grant { page: p(0), access: Access::Write, data: true }));
+    // The release completes and the held messages go, without any Install.
+    handle(&mut nodes, 2, 0, Msg::Diff { page: p(2), seq: 0 });
+    let actions = handle(&mut nodes, 0, 2, Msg::DiffAck { page: p(2), seq: 0 });
+    assert_eq!(
+        actions,
+        [
+            Action::Send {
+                to: n(1),
+                msg: Msg::Sc(sc::Msg::Grant { page: p(0), access: Access::Write, data: true })
+            },
+            Action::Send { to: n(1), msg: Msg::Sc(sc::Msg::Recall { page: p(0), keep_read: true }) },
+        ]
+    );
+}
+
 // ----- becoming SC at run time -----
 
 #[test]
