@@ -236,7 +236,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let coordinator = if remote {
         match &a.coordinator {
             Some(c) => c.clone(),
-            None => format!("{}:{}", a.hosts[0], 20000 + random_u64() % 40000),
+            // Below the ephemeral ports (32768 and up), which outgoing connections may hold.
+            None => format!("{}:{}", a.hosts[0], 20000 + random_u64() % 12768),
         }
     } else {
         let l = TcpListener::bind(a.coordinator.as_deref().unwrap_or("127.0.0.1:0"))
