@@ -17,8 +17,10 @@
 //! their standard input, so it never appears on a command line.
 //!
 //! Standard input goes to node 0; the other nodes read nothing. Each output line is prefixed with
-//! `[node N] ` unless `--no-prefix`. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every node; the nodes
-//! also die with the launcher if it is killed (`PR_SET_PDEATHSIG` on the processes it starts).
+//! `[node N] ` unless `--no-prefix`. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every node; local
+//! nodes also die with the launcher if it is killed (`PR_SET_PDEATHSIG` on the processes it starts).
+//! With `--hosts` that kills the local `ssh` processes only: the remote nodes go on until a node
+//! they depend on is lost.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpListener;
