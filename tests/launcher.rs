@@ -187,21 +187,21 @@ fn node_pid(tag: &Tagged, node: u16) -> u32 {
     }
 }
 
+/// Spawns `cmd` (a cluster running `check_failure`) with its output piped, and returns once it
+/// prints `running`: every node is busy.
+fn running(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = reader(child.stdout.take().unwrap());
+    read_until(&mut out, "running", Duration::from_secs(60));
+    child.stdout = Some(out.into_inner());
+    child
+}
+
 /// Starts `check_failure` on 4 embedded nodes, does `harm` to node 2 once all run, and checks that
 /// the other nodes stop within the bound, naming node 2.
 fn survivors_name_the_lost_node(harm: impl FnOnce(u32), expect: &[&str]) {
     let tag = Tagged::new();
-    let mut child = tag
-        .command(FAILURE)
-        .env("RTHREADS_NODES", "4")
-        .env("RTHREADS_FAILURE_TIMEOUT", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = reader(child.stdout.take().unwrap());
-    read_until(&mut out, "running", Duration::from_secs(60));
-    child.stdout = Some(out.into_inner());
+    let child = running(tag.command(FAILURE).env("RTHREADS_NODES", "4").env("RTHREADS_FAILURE_TIMEOUT", "2"));
     let victim = node_pid(&tag, 2);
     let t = Instant::now();
     harm(victim);
@@ -277,18 +277,12 @@ fn cutting_a_hosts_link_stops_the_others_naming_it() {
     let dir = std::env::temp_dir();
     let port = 20_000 + std::process::id() % 10_000 + 1;
     let tag = Tagged::new();
-    let mut child = tag
-        .command(launcher().to_str().unwrap())
-        .args(["run", "-n", "3", "--hosts", &hosts.names.join(","), "--rsh", &hosts.rsh(&dir)])
-        .args(["--coordinator", &format!("{}:{port}", hosts.addrs[0]), "--", FAILURE])
-        .env("RTHREADS_FAILURE_TIMEOUT", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = reader(child.stdout.take().unwrap());
-    read_until(&mut out, "running", Duration::from_secs(60));
-    child.stdout = Some(out.into_inner());
+    let child = running(
+        tag.command(launcher().to_str().unwrap())
+            .args(["run", "-n", "3", "--hosts", &hosts.names.join(","), "--rsh", &hosts.rsh(&dir)])
+            .args(["--coordinator", &format!("{}:{port}", hosts.addrs[0]), "--", FAILURE])
+            .env("RTHREADS_FAILURE_TIMEOUT", "2"),
+    );
     let t = Instant::now();
     hosts.cut(2);
     let result = wait_bounded(child, Duration::from_secs(30));
@@ -338,16 +332,8 @@ fn slurm_environment_bootstraps_the_same_cluster() {
 fn ctrl_c_or_the_launchers_death_leaves_no_node_behind() {
     for sig in [libc::SIGINT, libc::SIGKILL] {
         let tag = Tagged::new();
-        let mut child = tag
-            .command(launcher().to_str().unwrap())
-            .args(["run", "-n", "3", "--", FAILURE])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = reader(child.stdout.take().unwrap());
-        read_until(&mut out, "running", Duration::from_secs(60));
-        child.stdout = Some(out.into_inner());
+        let child =
+            running(tag.command(launcher().to_str().unwrap()).args(["run", "-n", "3", "--", FAILURE]));
         // SAFETY: signalling the launcher this test started.
         unsafe { libc::kill(child.id() as i32, sig) };
         let result = wait_bounded(child, Duration::from_secs(30));
