@@ -88,8 +88,9 @@ struct Config {
 enum Listen {
     /// Bind this address (port 0: any free port).
     Addr(SocketAddr),
-    /// Bind the first free port of this range on this address.
-    Range(std::net::IpAddr, u16, u16),
+    /// Bind the first free port of this range on this address, never the port given last
+    /// (node 0's, when it lies in the range: another rank taking it would keep node 0 out).
+    Range(std::net::IpAddr, u16, u16, Option<u16>),
     /// A listening socket the launcher made (`RTHREADS_LISTEN_FD`).
     Fd(i32),
 }
@@ -366,7 +367,7 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
             // Node 0 listens where every rank expects it.
             (0, Some(c)) => Listen::Addr(SocketAddr::new(ip, c.port())),
             _ => match range {
-                Some((lo, hi)) => Listen::Range(ip, lo, hi),
+                Some((lo, hi)) => Listen::Range(ip, lo, hi, coordinator.map(|c| c.port())),
                 None => Listen::Addr(SocketAddr::new(ip, 0)),
             },
         }
@@ -410,7 +411,8 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
 fn bind(listen: &Listen) -> Result<TcpListener, String> {
     match *listen {
         Listen::Addr(a) => TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}")),
-        Listen::Range(ip, lo, hi) => (lo..=hi)
+        Listen::Range(ip, lo, hi, skip) => (lo..=hi)
+            .filter(|&p| Some(p) != skip)
             .find_map(|p| TcpListener::bind(SocketAddr::new(ip, p)).ok())
             .ok_or_else(|| format!("no free port in {lo}-{hi} on {ip} (RTHREADS_PORT_RANGE)")),
         Listen::Fd(fd) => {
@@ -757,5 +759,14 @@ mod tests {
         assert_eq!(parse_size("x"), None);
         assert_eq!(fnv("ompi-1"), fnv("ompi-1"));
         assert_ne!(fnv("ompi-1"), fnv("ompi-2"));
+    }
+
+    #[test]
+    fn a_port_range_never_hands_out_node_0s_port() {
+        let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let p = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        assert!(bind(&Listen::Range(ip, p, p, Some(p))).is_err());
+        let l = bind(&Listen::Range(ip, p, p, None)).unwrap();
+        assert_eq!(l.local_addr().unwrap().port(), p);
     }
 }
