@@ -57,7 +57,7 @@ mod wire;
 pub use alloc::SharedAlloc;
 pub use rthreads_macros::main;
 pub use stats::{KINDS, KindStats, NodeStats, StatsTable, log_protocol, stats};
-pub use thread::{Builder, JoinHandle, available_parallelism, current_node, node_count, page_of, spawn};
+pub use thread::{Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn};
 
 #[doc(hidden)]
 pub mod __private {

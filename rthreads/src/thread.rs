@@ -485,3 +485,18 @@ pub fn available_parallelism() -> io::Result<NonZeroUsize> {
 pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
     runtime::get()?.page_index(ptr.cast::<u8>() as usize)
 }
+
+/// Moves the calling thread to node `node`: it stops here and goes on running on `node` from the
+/// statement after the call, with the same stack, locals and heap.
+///
+/// # Errors
+/// Not implemented yet (`Unsupported`).
+///
+/// # Examples
+/// ```
+/// let _ = rthreads::migrate(0);
+/// ```
+pub fn migrate(node: usize) -> io::Result<()> {
+    let _ = node;
+    Err(io::Error::new(io::ErrorKind::Unsupported, "rthreads::migrate: not implemented yet"))
+}
