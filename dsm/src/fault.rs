@@ -15,7 +15,7 @@ use std::cell::UnsafeCell;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::space::SpaceLayout;
 use crate::sys::{self, PAGE_SIZE};
@@ -55,6 +55,9 @@ static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
 /// How many polls of its slot a faulting thread makes before sleeping on the futex.
 static SPIN: AtomicU32 = AtomicU32::new(50);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// One bit per page of the space: set for the guard page of a stack that lives in the shared
+/// space and runs on this node (see [`set_guard`]). Mapped at install, committed as touched.
+static GUARDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Slots below this number each have a pipe their waiting thread can sleep on instead of the
 /// futex (see [`set_wake_pipes`]).
@@ -230,6 +233,44 @@ pub fn register_service_thread() {
     SERVICE_TID.store(gettid(), Ordering::Relaxed);
 }
 
+/// Marks (`on`) or unmarks the page holding `addr`, in the shared space, as the guard page of a
+/// stack that runs on this node. A marked page is made inaccessible here; a trap on it is a stack
+/// overflow, which the handler reports before it aborts the process (as std does for its own
+/// guard pages). Unmarking leaves the page inaccessible: the next access traps, and the service
+/// thread then restores whatever access the protocol says the node has.
+///
+/// # Errors
+/// `InvalidInput` for an address outside the space or before [`install`]; the `mprotect` error.
+pub fn set_guard(addr: usize, on: bool) -> io::Result<()> {
+    let base = BASE.load(Ordering::Relaxed);
+    let bits = GUARDS.load(Ordering::Relaxed);
+    if bits.is_null() || addr.wrapping_sub(base) >= SIZE.load(Ordering::Relaxed) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not an address of the shared space"));
+    }
+    let page = (addr - base) / PAGE_SIZE;
+    // SAFETY: `page / 64` is below the word count mapped by `install` for this space's size.
+    let word = unsafe { &*bits.add(page / 64) };
+    let bit = 1u64 << (page % 64);
+    if on {
+        word.fetch_or(bit, Ordering::SeqCst);
+        let start = base + page * PAGE_SIZE;
+        // SAFETY: one page of the shared space, which stays mapped for the life of the process.
+        if unsafe { libc::mprotect(start as *mut libc::c_void, PAGE_SIZE, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    } else {
+        word.fetch_and(!bit, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+fn is_guard(page: usize) -> bool {
+    let bits = GUARDS.load(Ordering::Relaxed);
+    // SAFETY: `page` lies in the space (checked by the caller), so its word was mapped by
+    // `install`, which also set GUARDS before the handler could run.
+    !bits.is_null() && unsafe { &*bits.add(page / 64) }.load(Ordering::Relaxed) & (1 << (page % 64)) != 0
+}
+
 /// Installs the handler for the space described by `layout`. Call once per process.
 ///
 /// # Errors
@@ -243,6 +284,22 @@ pub fn install(layout: SpaceLayout) -> io::Result<FaultReceiver> {
     // SAFETY: fcntl on a pipe we own; failure only leaves the default size, which also suffices.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 16) };
     PIPE_WR.store(write.as_raw_fd(), Ordering::SeqCst);
+    let words = (layout.size / PAGE_SIZE).div_ceil(64).max(1);
+    // SAFETY: a fresh private anonymous mapping; zero-filled pages are committed only as touched.
+    let bits = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            words * 8,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if bits == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    GUARDS.store(bits.cast(), Ordering::SeqCst);
     BASE.store(layout.base, Ordering::SeqCst);
     SIZE.store(layout.size, Ordering::SeqCst);
     // SAFETY: a zeroed sigaction is a valid value; every field we rely on is set below.
@@ -360,6 +417,11 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     }
     if gettid() == SERVICE_TID.load(Ordering::Relaxed) {
         write_stderr(b"rthreads: BUG: the DSM service thread touched a protected page of the shared space\n");
+        // SAFETY: abort is async-signal-safe.
+        unsafe { libc::abort() };
+    }
+    if is_guard((addr - base) / PAGE_SIZE) {
+        write_stderr(b"rthreads: a thread has overflowed its stack (it touched the guard page below its stack in the shared space); use Builder::stack_size for a bigger one\n");
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
     }

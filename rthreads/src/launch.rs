@@ -720,7 +720,9 @@ pub fn run_main_with<R: Termination>(
             std::thread::park();
         }
     }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    // On a stack in the shared space: scoped threads on other nodes can borrow main's locals,
+    // and main can migrate.
+    let outcome = crate::thread::run_main_fiber(body);
     let code = match outcome {
         Ok(r) => r.report(),
         Err(_) => ExitCode::from(101),

@@ -44,10 +44,12 @@
 
 mod alloc;
 mod consistency;
+mod fiber;
 mod launch;
 mod poll;
 mod rpc;
 mod runtime;
+mod scope;
 mod stats;
 pub mod sync;
 mod thread;
@@ -56,8 +58,11 @@ mod wire;
 
 pub use alloc::SharedAlloc;
 pub use rthreads_macros::main;
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use stats::{KINDS, KindStats, NodeStats, StatsTable, log_protocol, stats};
-pub use thread::{Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn};
+pub use thread::{
+    Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn,
+};
 
 #[doc(hidden)]
 pub mod __private {
@@ -98,6 +103,7 @@ pub mod __fuzz {
             Wire::Proto { msg, data } => with(wire::proto(msg), *data),
             Wire::Lrc { msg, data } => with(wire::lrc(msg), *data),
             Wire::Spawn { tid, closure, stack, name } => wire::spawn(*tid, *closure, *stack, name),
+            Wire::Migrate { tid, origin, fiber, name } => wire::migrate(*tid, *origin, *fiber, name),
             Wire::Done { tid, started } => wire::done(*tid, *started),
             Wire::Watch { tid } => wire::watch(*tid),
             Wire::Finished { tid, started } => wire::finished(*tid, *started),

@@ -544,6 +544,16 @@ impl Service {
                 }
                 crate::stats::log_fault(self.rt.me, page, kind, self.sc.pages_per_node());
                 self.waiting.entry(page).or_default().push(slot);
+                // A trap on a page the protocol already lets this node access: the page was
+                // made inaccessible behind the protocol's back (a stack's guard page, now
+                // released; see `dsm::fault::set_guard`) or the access arrived meanwhile.
+                // Either way the page gets the protection the protocol says it has.
+                let have = self.lrc.as_ref().map_or_else(|| self.sc.access(page), |l| l.access(page));
+                if have >= kind.needed()
+                    && let Err(e) = self.space.protect(page, have)
+                {
+                    fatal(&format!("mprotect of {page}: {e}"));
+                }
                 if let Some(mut l) = self.lrc.take() {
                     let mut acts = std::mem::take(&mut self.lrc_actions);
                     if atomic && !l.is_sc(page) {
@@ -853,6 +863,9 @@ impl Service {
             }
             Wire::Spawn { tid, closure, stack, name } => {
                 thread::start_remote(tid, from, closure as usize, stack as usize, name);
+            }
+            Wire::Migrate { tid, origin, fiber, name } => {
+                thread::resume_remote(tid, origin, fiber as usize, name);
             }
             Wire::Done { tid, started } => thread::table().finish(tid, started),
             Wire::Watch { tid } => thread::table().watch(tid, from),

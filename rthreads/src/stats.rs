@@ -62,6 +62,8 @@ struct Counters {
     remote_locks: AtomicU64,
     barriers: AtomicU64,
     threads: AtomicU64,
+    moved: AtomicU64,
+    stack_bytes: AtomicU64,
     sync_wait_ns: AtomicU64,
 }
 
@@ -76,6 +78,8 @@ static COUNTERS: Counters = Counters {
     remote_locks: ZERO,
     barriers: ZERO,
     threads: ZERO,
+    moved: ZERO,
+    stack_bytes: ZERO,
     sync_wait_ns: ZERO,
 };
 
@@ -175,6 +179,16 @@ pub(crate) fn thread_started() {
     }
 }
 
+/// A thread left this node for another (`migrate`).
+pub(crate) fn thread_moved() {
+    add(&COUNTERS.moved, 1);
+}
+
+/// A thread arrived with `live` bytes of stack in use.
+pub(crate) fn stack_moved(live: usize) {
+    add(&COUNTERS.stack_bytes, live as u64);
+}
+
 /// Messages and bytes of one kind, as counted by one node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KindStats {
@@ -217,6 +231,10 @@ pub struct NodeStats {
     pub barrier_waits: u64,
     /// Threads started on this node.
     pub threads_started: u64,
+    /// Threads that migrated away from this node.
+    pub threads_moved_out: u64,
+    /// Bytes of live stack (from the stack pointer up) that threads arriving here had.
+    pub stack_bytes_arrived: u64,
     /// Total time threads spent blocked in synchronisation (locks, barriers, channels, joins).
     pub sync_wait: Duration,
     /// Messages and bytes by kind.
@@ -267,6 +285,8 @@ pub(crate) fn local() -> NodeStats {
         remote_lock_acquisitions: load(&COUNTERS.remote_locks),
         barrier_waits: load(&COUNTERS.barriers),
         threads_started: load(&COUNTERS.threads),
+        threads_moved_out: load(&COUNTERS.moved),
+        stack_bytes_arrived: load(&COUNTERS.stack_bytes),
         sync_wait: Duration::from_nanos(load(&COUNTERS.sync_wait_ns)),
         by_kind,
         ..NodeStats::default()
@@ -391,7 +411,7 @@ pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
     w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);
     w.u64(s.pages_sent).u64(s.pages_received).u64(s.invalidations_received).u64(s.recalls_received);
     w.u64(s.lock_acquisitions).u64(s.remote_lock_acquisitions).u64(s.barrier_waits).u64(s.threads_started);
-    w.u64(s.sync_wait.as_nanos() as u64);
+    w.u64(s.sync_wait.as_nanos() as u64).u64(s.threads_moved_out).u64(s.stack_bytes_arrived);
     for k in &s.by_kind {
         w.u64(k.sent).u64(k.sent_bytes).u64(k.received).u64(k.received_bytes);
     }
@@ -414,6 +434,8 @@ pub(crate) fn decode(b: &[u8]) -> Result<NodeStats, net::DecodeError> {
         barrier_waits: r.u64()?,
         threads_started: r.u64()?,
         sync_wait: Duration::from_nanos(r.u64()?),
+        threads_moved_out: r.u64()?,
+        stack_bytes_arrived: r.u64()?,
         by_kind: Vec::new(),
     };
     for kind in KINDS {

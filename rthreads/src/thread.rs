@@ -17,7 +17,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::alloc::InternalAlloc;
+use crate::fiber::{self, Fiber};
 use crate::runtime::{self, Runtime};
+use crate::scope::{Scope, ScopeData, ScopedJoinHandle};
 use crate::wire;
 
 /// Where each node's finished-thread bookkeeping lives (private memory of the node).
@@ -168,8 +170,42 @@ impl Drop for WaitTimer {
     }
 }
 
-/// Starts an OS thread on this node that runs the boxed closure at `closure`.
+/// Starts an OS thread on this node, a carrier, that runs the boxed closure at `closure` on a new
+/// fiber with a stack of `stack` bytes (0: the default) in the shared space.
 fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Option<String>) -> io::Result<()> {
+    let _internal = InternalAlloc::new();
+    carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
+        crate::stats::thread_started();
+        // The start of a spawned thread is an acquire: the closure and what it captured, written
+        // before `spawn`, are visible.
+        crate::consistency::acquire();
+        if !fiber::SUPPORTED {
+            // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
+            // `Builder::spawn` of this same binary, loaded at the same address on every node; it
+            // is handed to exactly one node, which takes ownership here exactly once.
+            let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
+            f();
+            crate::consistency::release();
+            thread_done(tid, origin, true);
+            return;
+        }
+        let stack = if stack == 0 { fiber::default_stack() } else { stack };
+        match Fiber::new(stack, tid, origin, closure) {
+            // SAFETY: a new fiber, carried by this thread only.
+            Ok(f) => unsafe { carry(f, name.as_deref()) },
+            Err(e) => {
+                eprintln!("rthreads: node {}: cannot make a stack for a thread: {e}", me());
+                // SAFETY: as above; the closure never ran, and is dropped here instead.
+                drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+                thread_done(tid, origin, false);
+            }
+        }
+    })
+}
+
+/// Starts an OS thread named `name` with a stack of `stack` bytes (0: std's default) that runs
+/// `body`.
+fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
     let _internal = InternalAlloc::new();
     let mut b = std::thread::Builder::new();
     let named = name.is_some();
@@ -186,20 +222,34 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
             // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
             unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
         }
-        crate::stats::thread_started();
-        // The start of a spawned thread is an acquire: the closure and what it captured, written
-        // before `spawn`, are visible.
-        crate::consistency::acquire();
-        // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
-        // `Builder::spawn` of this same binary, loaded at the same address on every node; it is
-        // handed to exactly one node, which takes ownership here exactly once.
-        let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
-        f();
-        // The end of a thread is a release: its result and everything it wrote reach `join`.
-        crate::consistency::release();
-        thread_done(tid, origin, true);
+        body();
     })
     .map(drop)
+}
+
+/// Runs the fiber `f` on the calling carrier until it ends (then reports it to its origin) or
+/// leaves (then sends it to its target).
+///
+/// # Safety
+/// `f` must be a suspended fiber that no other thread runs.
+unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
+    // SAFETY: the caller hands us a live, suspended fiber.
+    let (tid, origin) = unsafe { ((*f).tid, (*f).origin) };
+    // SAFETY: as above.
+    match unsafe { fiber::carry(f) } {
+        fiber::Outcome::Finished => {
+            // The end of a thread is a release: its result and everything it wrote reach `join`.
+            crate::consistency::release();
+            thread_done(tid, origin, true);
+        }
+        fiber::Outcome::Leaving(target) => {
+            // Everything the thread wrote here, its stack included, must reach the target.
+            crate::consistency::release();
+            crate::stats::thread_moved();
+            let _internal = InternalAlloc::new();
+            send(target, wire::migrate(tid, origin, f as u64, name.unwrap_or("")));
+        }
+    }
 }
 
 fn thread_done(tid: u64, origin: u16, started: bool) {
@@ -219,8 +269,119 @@ pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, 
     }
 }
 
-struct Packet<T> {
+/// Called by the service thread for a `Migrate` message: thread `tid` of node `origin`, suspended
+/// in the fiber at `fiber`, goes on here.
+pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
+    let plausible = fiber % 64 == 0 && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
+    if !plausible || !fiber::SUPPORTED {
+        eprintln!(
+            "rthreads: node {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
+            me()
+        );
+        return;
+    }
+    let name = (!name.is_empty()).then(|| name.to_owned());
+    let started = carrier(name.clone(), fiber::CARRIER_STACK, move || {
+        let f = fiber as *mut Fiber;
+        // Arriving is an acquire: what the thread (and others before it) released is visible.
+        crate::consistency::acquire();
+        // SAFETY: the address lies in the shared space; the fields are read like any shared data.
+        let (t, o) = unsafe { ((*f).tid, (*f).origin) };
+        if (t, o) != (tid, origin) {
+            eprintln!(
+                "rthreads: node {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
+                me()
+            );
+            return;
+        }
+        // SAFETY: the fiber switched out on its old node and was sent to us alone.
+        let live = unsafe { fiber::prefetch(f) };
+        crate::stats::stack_moved(live);
+        // SAFETY: as above.
+        unsafe { carry(f, name.as_deref()) };
+    });
+    if let Err(e) = started {
+        eprintln!("rthreads: node {}: cannot resume a thread that moved here from another node: {e}", me());
+        thread_done(tid, origin, false);
+    }
+}
+
+/// Runs `body` (the body of `#[rthreads::main]`) on a fiber carried by the calling thread, so that
+/// scoped threads on other nodes can borrow its locals and it can migrate. Returns its result, or
+/// its panic.
+pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result<R> {
+    if !fiber::SUPPORTED || runtime::get().is_none() {
+        return panic::catch_unwind(AssertUnwindSafe(body));
+    }
+    struct AssertSend<T>(T);
+    // SAFETY: the body stays one logical thread: it runs on one node at a time, handed over with
+    // release/acquire, as a migrating rthread does.
+    unsafe impl<T> Send for AssertSend<T> {}
+    let mut slot: Box<Option<std::thread::Result<R>>> = Box::new(None);
+    let at = AssertSend(&raw mut *slot);
+    let run = AssertSend(body);
+    let main: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+        let (at, run) = (at, run);
+        let r = panic::catch_unwind(AssertUnwindSafe(run.0));
+        // SAFETY: `slot` outlives the fiber (we wait for it below) and only the fiber writes it.
+        unsafe { *at.0 = Some(r) };
+    });
+    // SAFETY: only the lifetime is erased: this function does not return before the body ended.
+    let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
+    let closure = Box::into_raw(Box::new(main)) as usize;
+    let me = me();
+    let tid = (u64::from(me) << 48)
+        | runtime::get().map_or_else(next_local_seq, |r| r.next_seq.fetch_add(1, Ordering::Relaxed));
+    let f = match Fiber::new(fiber::MAIN_STACK, tid, me, closure) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("rthreads: node {me}: main runs on its own stack: {e}");
+            // SAFETY: the box was made above and never handed to anyone.
+            let main = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
+            main();
+            return slot.take().unwrap_or_else(|| Err(Box::new("main ended without a result")));
+        }
+    };
+    // SAFETY: a new fiber, carried by this thread only; our own stack is private.
+    match unsafe { fiber::carry(f) } {
+        fiber::Outcome::Finished => {}
+        fiber::Outcome::Leaving(target) => {
+            // Registered before the fiber goes, so that its end, wherever it comes, is heard here.
+            table().register(tid);
+            crate::consistency::release();
+            crate::stats::thread_moved();
+            {
+                let _internal = InternalAlloc::new();
+                send(target, wire::migrate(tid, me, f as u64, "main"));
+            }
+            table().wait(tid, me);
+            crate::consistency::acquire();
+        }
+    }
+    slot.take().unwrap_or_else(|| Err(Box::new("rthreads: main could not be resumed on another node")))
+}
+
+pub(crate) struct Packet<T> {
     result: UnsafeCell<Option<std::thread::Result<T>>>,
+    /// The scope of a scoped thread, told when the packet goes (as in std: a scope waits until
+    /// every packet of its threads is gone, and a result still holding a panic then is a panic
+    /// nobody joined).
+    scope: Option<Arc<ScopeData>>,
+}
+
+impl<T> Drop for Packet<T> {
+    fn drop(&mut self) {
+        let unhandled = matches!(self.result.get_mut(), Some(Err(_)));
+        // Drop the result now, on this thread, before the scope may end.
+        let dropped = panic::catch_unwind(AssertUnwindSafe(|| *self.result.get_mut() = None));
+        if dropped.is_err() {
+            eprintln!("rthreads: the result of a thread panicked while being dropped; aborting");
+            std::process::abort();
+        }
+        if let Some(scope) = &self.scope {
+            scope.thread_gone(unhandled);
+        }
+    }
 }
 
 // SAFETY: the result cell is written once by the spawned thread before it reports completion, and
@@ -291,6 +452,55 @@ impl Builder {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        // SAFETY: `F` and `T` are 'static, so nothing they borrow can end before the thread.
+        unsafe { self.spawn_unchecked(f, None) }
+    }
+
+    /// Spawns the thread of a scope: as [`Builder::spawn`], but the closure may borrow from the
+    /// scope's environment (see [`crate::scope`]).
+    ///
+    /// # Errors
+    /// As [`Builder::spawn`].
+    ///
+    /// # Examples
+    /// ```
+    /// let mut v = vec![1, 2, 3];
+    /// rthreads::scope(|s| {
+    ///     let h = rthreads::Builder::new().name("adder".into()).spawn_scoped(s, || v.iter().sum::<i32>()).unwrap();
+    ///     assert_eq!(h.join().unwrap(), 6);
+    /// });
+    /// v.push(4);
+    /// ```
+    pub fn spawn_scoped<'scope, 'env, F, T>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+        f: F,
+    ) -> io::Result<ScopedJoinHandle<'scope, T>>
+    where
+        F: FnOnce() -> T + Send + 'scope,
+        T: Send + 'scope,
+    {
+        let mut b = self;
+        if b.node.is_none() && !scope.remote_ok() {
+            // The scope's owner runs on a private stack: its locals exist on its node only.
+            b.node = Some(scope.owner_node());
+        }
+        // SAFETY: the scope waits, before it returns, until this thread's packet is gone, which
+        // is after the thread has run `f` and dropped everything `f` borrowed or returned.
+        unsafe { b.spawn_unchecked(f, Some(scope.data())) }.map(ScopedJoinHandle::new)
+    }
+
+    /// # Safety
+    /// Everything `f` and `T` borrow must outlive the thread (up to the drop of its packet).
+    unsafe fn spawn_unchecked<'a, F, T>(
+        self,
+        f: F,
+        scope: Option<Arc<ScopeData>>,
+    ) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'a,
+        T: Send + 'a,
+    {
         let (me, nodes) = (me(), node_count());
         let target = match self.node {
             Some(n) if n < nodes => n as u16,
@@ -302,14 +512,20 @@ impl Builder {
             }
             None => placement(me, nodes),
         };
-        let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None) });
+        if let Some(s) = &scope {
+            s.thread_added();
+        }
+        let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None), scope });
         let theirs = Arc::clone(&packet);
-        let main: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let main: Box<dyn FnOnce() + Send + 'a> = Box::new(move || {
             let r = panic::catch_unwind(AssertUnwindSafe(f));
             // SAFETY: only this thread writes the packet, before it reports completion.
             unsafe { *theirs.result.get() = Some(r) };
             drop(theirs);
         });
+        // SAFETY: only the lifetime is erased; the caller promises that what `main` borrows lives
+        // long enough.
+        let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
         let closure = Box::into_raw(Box::new(main)) as usize;
         let tid = (u64::from(me) << 48)
             | runtime::get().map_or_else(next_local_seq, |r| r.next_seq.fetch_add(1, Ordering::Relaxed));
@@ -486,17 +702,75 @@ pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
     runtime::get()?.page_index(ptr.cast::<u8>() as usize)
 }
 
-/// Moves the calling thread to node `node`: it stops here and goes on running on `node` from the
-/// statement after the call, with the same stack, locals and heap.
+/// Moves the calling thread to node `node`: it stops on its node and goes on running on `node`
+/// from the statement after the call, with the same stack, locals and heap. Every address stays
+/// valid: the stack lives in the shared space, and its pages follow the thread on demand (the few
+/// around the stack pointer come at once). Moving to the node the thread is on does nothing.
+///
+/// The move is a release on the old node and an acquire on the new one: everything the thread
+/// wrote before is visible to it after, whatever the protocol.
+///
+/// What does not move:
+/// - thread-locals: the thread sees the values of the node it runs on (each node's runtime thread
+///   carrying it has its own); in particular `std::thread::current()` is a different `Thread` (of
+///   the same name) after a move. Do not use a thread-local in one function both before and after
+///   `migrate`: the compiler may keep the old node's thread-local address across the call;
+/// - operating-system handles: files, sockets, pipes, child processes, memory mappings outside the
+///   shared space stay with the old node's process; their descriptor numbers mean something else,
+///   or nothing, on the new node;
+/// - `static` items with interior mutability: each node has its own;
+/// - the answer of [`JoinHandle::node`], which names the node the thread started on.
+///
+/// Locks (`rthreads::sync`) and channels are cluster-wide and may be held across a move.
 ///
 /// # Errors
-/// Not implemented yet (`Unsupported`).
+/// - `InvalidInput` for a node that does not exist;
+/// - `Unsupported` for a thread that `rthreads` did not start (a thread of its own made with
+///   `std::thread::spawn`, whose stack is private to its node), or on an architecture without
+///   stack switching (x86-64 only, for now).
 ///
 /// # Examples
 /// ```
-/// let _ = rthreads::migrate(0);
+/// // Outside a cluster (no `#[rthreads::main]`) there is nowhere to go.
+/// assert!(rthreads::migrate(0).is_err());
+/// ```
+/// In a cluster:
+/// ```no_run
+/// #[rthreads::main(nodes = 3)]
+/// fn main() {
+///     let h = rthreads::Builder::new().node(0).spawn(|| {
+///         let mut trail = vec![rthreads::current_node()];
+///         let local = 42;
+///         let at = &local as *const i32;
+///         for node in [1, 2] {
+///             rthreads::migrate(node).unwrap();
+///             trail.push(rthreads::current_node());
+///         }
+///         assert_eq!(unsafe { *at }, 42);
+///         trail
+///     });
+///     assert_eq!(h.join().unwrap(), [0, 1, 2]);
+/// }
 /// ```
 pub fn migrate(node: usize) -> io::Result<()> {
-    let _ = node;
-    Err(io::Error::new(io::ErrorKind::Unsupported, "rthreads::migrate: not implemented yet"))
+    let nodes = node_count();
+    if node >= nodes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("node {node} does not exist: the cluster has {nodes} node(s)"),
+        ));
+    }
+    let f = fiber::current();
+    if f.is_null() || !fiber::on_shared_stack() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "rthreads::migrate: only a thread started by rthreads (spawn, scope, #[rthreads::main]) can move: this one's stack is private to its node",
+        ));
+    }
+    if node == current_node() {
+        return Ok(());
+    }
+    // SAFETY: `f` is the fiber this thread runs on.
+    unsafe { fiber::leave(f, node as u16) };
+    Ok(())
 }

@@ -19,6 +19,7 @@ const T_SHUTDOWN: u8 = 0x17;
 const T_HEARTBEAT: u8 = 0x18;
 const T_ABORT: u8 = 0x19;
 const T_LRC: u8 = 0x1A;
+const T_MIGRATE: u8 = 0x1C;
 const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
@@ -41,6 +42,13 @@ pub(crate) enum Wire<'a> {
         tid: u64,
         closure: u64,
         stack: u64,
+        name: &'a str,
+    },
+    /// A running thread moves here: resume the fiber whose control block is at `fiber`.
+    Migrate {
+        tid: u64,
+        origin: u16,
+        fiber: u64,
         name: &'a str,
     },
     Done {
@@ -170,6 +178,12 @@ pub(crate) fn lrc(msg: &LrcMsg) -> Vec<u8> {
 pub(crate) fn spawn(tid: u64, closure: u64, stack: u64, name: &str) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_SPAWN).u64(tid).u64(closure).u64(stack).str(name);
+    w.finish()
+}
+
+pub(crate) fn migrate(tid: u64, origin: u16, fiber: u64, name: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_MIGRATE).u64(tid).u16(origin).u64(fiber).str(name);
     w.finish()
 }
 
@@ -386,6 +400,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             Wire::Lrc { msg, data }
         }
         T_SPAWN => Wire::Spawn { tid: r.u64()?, closure: r.u64()?, stack: r.u64()?, name: r.str()? },
+        T_MIGRATE => Wire::Migrate { tid: r.u64()?, origin: r.u16()?, fiber: r.u64()?, name: r.str()? },
         T_DONE => Wire::Done { tid: r.u64()?, started: r.u8()? != 0 },
         T_WATCH => Wire::Watch { tid: (r.u64()?, r.u8()?).0 },
         T_FINISHED => Wire::Finished { tid: r.u64()?, started: r.u8()? != 0 },

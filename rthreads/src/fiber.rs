@@ -1,0 +1,334 @@
+//! Fibers: every rthread, and the body of `#[rthreads::main]`, runs on a stack in the shared space.
+//!
+//! Why: a scoped thread on another node borrows its parent's locals, and a migrating thread takes
+//! its running stack along; both need the stack to be ordinary shared memory, at the same address
+//! on every node.
+//!
+//! How: a *fiber* is a stack allocated from the shared heap, with a small control block
+//! ([`Fiber`]) at its top and a saved register context. An OS thread of the node where the fiber
+//! runs, its *carrier* (private stack, private thread-locals), switches onto the fiber's stack and
+//! gets control back when the fiber ends or leaves for another node. A fiber that leaves is picked
+//! up by a fresh carrier on the target node, which switches to the context the fiber saved: the
+//! thread goes on at the next statement with the same stack, at the same addresses.
+//!
+//! The switch is a few lines of assembly that save and restore what the x86-64 System V ABI says a
+//! call preserves (rbx, rbp, r12–r15, the stack pointer, MXCSR and the x87 control word). The
+//! lowest page of every fiber stack is a guard page while the fiber runs on a node
+//! (`dsm::fault::set_guard`): overflowing the stack aborts with a message instead of writing over
+//! the neighbouring allocation. Signals are delivered on the carrier's alternate signal stack
+//! (std gives every thread one, and the fault handler asks for it), so a trap on a stack page that
+//! another node holds is served like any other.
+//!
+//! Other architectures have no switch yet: there a carrier runs the closure on its own stack,
+//! scoped threads stay on the parent's node, and `migrate` returns `Unsupported`.
+
+use std::alloc::Layout;
+use std::cell::Cell;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+
+use dsm::sys::PAGE_SIZE;
+
+/// Default size of a thread's stack in the shared space (std's default for spawned threads),
+/// unless `RUST_MIN_STACK` says otherwise.
+pub(crate) const DEFAULT_STACK: usize = 2 << 20;
+/// Stack of the fiber that runs the body of `#[rthreads::main]` (the usual main-thread size).
+pub(crate) const MAIN_STACK: usize = 8 << 20;
+/// Stack of a carrier: it only starts, sends and frees.
+pub(crate) const CARRIER_STACK: usize = 256 << 10;
+
+/// Whether this build can switch stacks.
+pub(crate) const SUPPORTED: bool = cfg!(target_arch = "x86_64");
+
+const RUNNING: u32 = 0;
+const FINISHED: u32 = 1;
+const LEAVING: u32 = 2;
+
+/// The control block at the top of a fiber's stack (shared memory, like the stack).
+#[repr(C)]
+pub(crate) struct Fiber {
+    /// The fiber's stack pointer while it is switched out.
+    sp: usize,
+    /// The carrier's stack pointer while the fiber runs (meaningful on the current node only).
+    carrier_sp: usize,
+    /// The boxed `Box<dyn FnOnce() + Send>` to run, until the fiber starts.
+    body: usize,
+    /// Why the fiber last switched out: `FINISHED` or `LEAVING` (for `target`).
+    exit: u32,
+    target: u16,
+    /// The node that spawned the thread (it keeps the thread's join bookkeeping).
+    pub(crate) origin: u16,
+    pub(crate) tid: u64,
+    /// The whole allocation: the guard page, the stack, this block.
+    alloc: usize,
+    alloc_len: usize,
+    /// How many times the fiber has moved.
+    pub(crate) moves: u64,
+}
+
+/// What a carrier learns when its fiber switches back to it.
+pub(crate) enum Outcome {
+    /// The closure returned; the stack is freed.
+    Finished,
+    /// The fiber wants to go on on this node.
+    Leaving(u16),
+}
+
+thread_local! {
+    /// The fiber this OS thread is carrying, if any.
+    static CURRENT: Cell<*mut Fiber> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl rthreads_fiber_switch",
+    ".type rthreads_fiber_switch,@function",
+    "rthreads_fiber_switch:",
+    // Save the callee-saved state on the current stack, store the stack pointer at [rdi] ...
+    "push rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "sub rsp, 8",
+    "stmxcsr [rsp]",
+    "fnstcw [rsp + 4]",
+    "mov [rdi], rsp",
+    // ... and restore the state saved on the stack at rsi.
+    "mov rsp, rsi",
+    "ldmxcsr [rsp]",
+    "fldcw [rsp + 4]",
+    "add rsp, 8",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    ".size rthreads_fiber_switch, . - rthreads_fiber_switch",
+    // The first frame of every fiber: the switch "returns" here with the control block in r12.
+    // The undefined return address ends unwinding and backtraces here.
+    ".p2align 4",
+    ".type rthreads_fiber_start,@function",
+    "rthreads_fiber_start:",
+    ".cfi_startproc",
+    ".cfi_undefined rip",
+    "mov rdi, r12",
+    "call {entry}",
+    "ud2",
+    ".cfi_endproc",
+    ".size rthreads_fiber_start, . - rthreads_fiber_start",
+    entry = sym fiber_entry,
+);
+
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" {
+    /// Saves the running context, stores its stack pointer at `save`, and resumes the context
+    /// saved at stack pointer `to`.
+    fn rthreads_fiber_switch(save: *mut usize, to: usize);
+    /// The first instruction of a fiber.
+    fn rthreads_fiber_start();
+}
+
+/// Switches from the running context (its stack pointer goes to `save`) to the one saved at `to`.
+///
+/// # Safety
+/// `to` must be a context saved by this function (or built by [`Fiber::new`]) that has not been
+/// resumed since, on a stack that is mapped; `save` must be writable.
+#[cfg(target_arch = "x86_64")]
+unsafe fn switch(save: *mut usize, to: usize) {
+    // SAFETY: as the caller promises.
+    unsafe { rthreads_fiber_switch(save, to) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn switch(_save: *mut usize, _to: usize) {
+    unreachable!("fibers are not supported on this architecture");
+}
+
+/// The stack size a thread gets when its builder names none.
+pub(crate) fn default_stack() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("RUST_MIN_STACK").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_STACK)
+    })
+}
+
+impl Fiber {
+    /// Allocates a fiber with `stack` bytes of stack (at least 64 KiB) in the global allocator (the
+    /// shared heap in a cluster) that will run `body`, a `Box<Box<dyn FnOnce() + Send>>` turned
+    /// into a raw address, as the thread `tid` spawned by `origin`.
+    ///
+    /// Must not be called while the runtime's internal allocator is selected.
+    pub(crate) fn new(stack: usize, tid: u64, origin: u16, body: usize) -> io::Result<*mut Fiber> {
+        let stack = stack.max(64 << 10).next_multiple_of(PAGE_SIZE);
+        let len = stack + 2 * PAGE_SIZE;
+        let layout = Layout::from_size_align(len, PAGE_SIZE)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "stack size too large"))?;
+        // SAFETY: the layout has a non-zero size.
+        let alloc = unsafe { std::alloc::alloc(layout) } as usize;
+        if alloc == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("no room for a {} KiB thread stack in the shared space", stack >> 10),
+            ));
+        }
+        let top = alloc + len;
+        let block = (top - std::mem::size_of::<Fiber>()) & !63;
+        let fiber = block as *mut Fiber;
+        // The first context: the switch pops six registers and the control words, then returns
+        // into `rthreads_fiber_start` with the control block in r12 and a 16-byte aligned stack.
+        let frame_top = (block - 16) & !15;
+        let sp = frame_top - 8 * 8;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let words = sp as *mut u64;
+            let start = rthreads_fiber_start as *const () as u64;
+            // MXCSR and x87 control word at their power-on values; r15..r12, rbx, rbp; return address.
+            let init: [u64; 8] = [0x037F_u64 << 32 | 0x1F80, 0, 0, 0, block as u64, 0, 0, start];
+            for (i, w) in init.into_iter().enumerate() {
+                // SAFETY: `sp .. frame_top` lies inside the allocation just made, 8-byte aligned.
+                unsafe { words.add(i).write(w) };
+            }
+        }
+        // SAFETY: `block` is inside the allocation, 64-byte aligned, with room for a Fiber.
+        unsafe {
+            fiber.write(Fiber {
+                sp,
+                carrier_sp: 0,
+                body,
+                exit: RUNNING,
+                target: 0,
+                origin,
+                tid,
+                alloc,
+                alloc_len: len,
+                moves: 0,
+            })
+        };
+        Ok(fiber)
+    }
+
+    /// The lowest address of the fiber's stack that it may use (above the guard page).
+    fn guard(&self) -> usize {
+        self.alloc
+    }
+}
+
+/// The fiber the calling thread runs on, or null for an OS thread of its own (a carrier, a thread
+/// made with `std::thread::spawn`, the runtime's threads).
+pub(crate) fn current() -> *mut Fiber {
+    CURRENT.with(Cell::get)
+}
+
+/// Whether the calling thread's stack is in the shared space: other nodes can read its locals.
+pub(crate) fn on_shared_stack() -> bool {
+    let f = current();
+    // SAFETY: a non-null CURRENT is the live fiber this thread runs on.
+    !f.is_null() && crate::runtime::get().and_then(|r| r.page_index(unsafe { (*f).alloc })).is_some()
+}
+
+/// The first Rust frame of a fiber.
+extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
+    // SAFETY: `body` came from `Box::into_raw` of a `Box<Box<dyn FnOnce() + Send>>` made by this
+    // binary (loaded at the same address on every node) and is taken exactly once, here.
+    let body = unsafe { Box::from_raw((*fiber).body as *mut Box<dyn FnOnce() + Send>) };
+    if panic::catch_unwind(AssertUnwindSafe(body)).is_err() {
+        // The bodies this crate builds catch their own panics; a panic that still gets here (a
+        // payload whose drop panicked) cannot unwind past the first frame of a stack.
+        eprintln!("rthreads: a panic escaped a thread's body; aborting");
+        std::process::abort();
+    }
+    // SAFETY: the control block lives as long as the stack we run on; the carrier that runs us
+    // now stored its context in `carrier_sp` before switching here (or to our last `leave`).
+    unsafe {
+        (*fiber).exit = FINISHED;
+        switch(&raw mut (*fiber).sp, (*fiber).carrier_sp);
+    }
+    unreachable!("a finished fiber was resumed");
+}
+
+/// Runs `fiber` on the calling OS thread until it finishes or leaves. A finished fiber's stack is
+/// freed before this returns.
+///
+/// # Safety
+/// `fiber` must come from [`Fiber::new`] and be suspended (new, or switched out by [`leave`]), and
+/// no other thread may run it meanwhile. The caller must not be running on a fiber itself.
+pub(crate) unsafe fn carry(fiber: *mut Fiber) -> Outcome {
+    // SAFETY: the caller hands us a suspended, live fiber.
+    let guard = unsafe { (*fiber).guard() };
+    // Outside a cluster (or before it started) the stack is private memory and has no guard.
+    let guarded = dsm::fault::set_guard(guard, true).is_ok();
+    CURRENT.with(|c| c.set(fiber));
+    // SAFETY: the fiber is suspended at `sp`; our own context is saved in its control block,
+    // which outlives the switch.
+    unsafe { switch(&raw mut (*fiber).carrier_sp, (*fiber).sp) };
+    CURRENT.with(|c| c.set(std::ptr::null_mut()));
+    if guarded {
+        let _ = dsm::fault::set_guard(guard, false);
+    }
+    // SAFETY: the fiber switched back to us; its control block is still allocated.
+    let (exit, target) = unsafe { ((*fiber).exit, (*fiber).target) };
+    if exit == LEAVING {
+        // SAFETY: as above.
+        unsafe {
+            (*fiber).exit = RUNNING;
+            (*fiber).moves += 1;
+        }
+        return Outcome::Leaving(target);
+    }
+    // SAFETY: as above; nothing runs on the stack any more.
+    let (alloc, len) = unsafe { ((*fiber).alloc, (*fiber).alloc_len) };
+    // SAFETY: the allocation `Fiber::new` made with this layout.
+    unsafe { std::alloc::dealloc(alloc as *mut u8, Layout::from_size_align_unchecked(len, PAGE_SIZE)) };
+    Outcome::Finished
+}
+
+/// Switches the calling fiber out, asking its carrier to send it to node `target`; returns when a
+/// carrier there has resumed it.
+///
+/// # Safety
+/// `fiber` must be the fiber the calling thread runs on ([`current`]).
+#[inline(never)]
+pub(crate) unsafe fn leave(fiber: *mut Fiber, target: u16) {
+    // SAFETY: we run on this fiber, so its carrier's context is saved in `carrier_sp`.
+    unsafe {
+        (*fiber).exit = LEAVING;
+        (*fiber).target = target;
+        switch(&raw mut (*fiber).sp, (*fiber).carrier_sp);
+    }
+}
+
+/// Touches the part of a newly arrived fiber's stack that it will use first, so that the pages
+/// come over now, in one burst, rather than at the first system call that hands the kernel a stack
+/// buffer (which would fail with `EFAULT` rather than trap). Pages below the saved stack pointer
+/// are dead, so they are written; the live pages above it are only read (a scoped thread may be
+/// writing into them). Returns how many bytes of live stack the fiber has.
+///
+/// # Safety
+/// `fiber` must be suspended and live.
+pub(crate) unsafe fn prefetch(fiber: *mut Fiber) -> usize {
+    // SAFETY: the caller hands us a suspended, live fiber.
+    let (sp, top, lowest) = unsafe { ((*fiber).sp, fiber as usize, (*fiber).alloc + PAGE_SIZE) };
+    for k in 0..3 {
+        let at = sp - 8 - k * PAGE_SIZE;
+        if at >= lowest {
+            // SAFETY: below the saved stack pointer: stack memory nothing lives in.
+            unsafe { std::ptr::write_volatile(at as *mut u8, 0) };
+        }
+    }
+    let mut page = sp & !(PAGE_SIZE - 1);
+    for _ in 0..4 {
+        if page > top {
+            break;
+        }
+        // SAFETY: a page of the fiber's live stack or control block, mapped in the shared space.
+        unsafe { std::ptr::read_volatile(page.max(sp) as *const u8) };
+        page += PAGE_SIZE;
+    }
+    top + std::mem::size_of::<Fiber>() - sp
+}
