@@ -264,6 +264,20 @@ pub fn set_guard(addr: usize, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// The name of the thread whose stack the calling OS thread runs, for the overflow message.
+    static STACK_OWNER: std::cell::Cell<(*const u8, usize)> = const { std::cell::Cell::new((std::ptr::null(), 0)) };
+}
+
+/// Names the thread whose stack the calling OS thread now runs (for the message printed when it
+/// overflows its guard page); an empty name prints as `<unnamed>`.
+///
+/// # Safety
+/// `name` must stay valid until the next call on this OS thread.
+pub unsafe fn set_stack_owner(name: &[u8]) {
+    STACK_OWNER.with(|c| c.set((name.as_ptr(), name.len())));
+}
+
 fn is_guard(page: usize) -> bool {
     let bits = GUARDS.load(Ordering::Relaxed);
     // SAFETY: `page` lies in the space (checked by the caller), so its word was mapped by
@@ -421,7 +435,16 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         unsafe { libc::abort() };
     }
     if is_guard((addr - base) / PAGE_SIZE) {
-        write_stderr(b"rthreads: a thread has overflowed its stack (it touched the guard page below its stack in the shared space); use Builder::stack_size for a bigger one\n");
+        // The same words as std's report for its own guard pages, then ours.
+        let (ptr, len) = STACK_OWNER.with(|c| c.get());
+        write_stderr(b"\nthread '");
+        if ptr.is_null() || len == 0 {
+            write_stderr(b"<unnamed>");
+        } else {
+            // SAFETY: `set_stack_owner`'s caller keeps the name alive while it is set.
+            write_stderr(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+        write_stderr(b"' has overflowed its stack\nrthreads: a thread has overflowed its stack in the shared space (it touched the guard page below it); Builder::stack_size sets its size\n");
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
     }

@@ -258,9 +258,11 @@ extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
 /// # Safety
 /// `fiber` must come from [`Fiber::new`] and be suspended (new, or switched out by [`leave`]), and
 /// no other thread may run it meanwhile. The caller must not be running on a fiber itself.
-pub(crate) unsafe fn carry(fiber: *mut Fiber) -> Outcome {
+pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> Outcome {
     // SAFETY: the caller hands us a suspended, live fiber.
     let guard = unsafe { (*fiber).guard() };
+    // SAFETY: `name` outlives the fiber's stay on this thread; it is unset below.
+    unsafe { dsm::fault::set_stack_owner(name.unwrap_or("").as_bytes()) };
     // Outside a cluster (or before it started) the stack is private memory and has no guard.
     let guarded = dsm::fault::set_guard(guard, true).is_ok();
     CURRENT.with(|c| c.set(fiber));
@@ -268,8 +270,13 @@ pub(crate) unsafe fn carry(fiber: *mut Fiber) -> Outcome {
     // which outlives the switch.
     unsafe { switch(&raw mut (*fiber).carrier_sp, (*fiber).sp) };
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
+    // SAFETY: an empty static name.
+    unsafe { dsm::fault::set_stack_owner(b"") };
     if guarded {
         let _ = dsm::fault::set_guard(guard, false);
+        if let Some(rt) = crate::runtime::get() {
+            rt.unguarded(guard);
+        }
     }
     // SAFETY: the fiber switched back to us; its control block is still allocated.
     let (exit, target) = unsafe { ((*fiber).exit, (*fiber).target) };

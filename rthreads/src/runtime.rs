@@ -60,6 +60,10 @@ pub(crate) struct Runtime {
     /// Release and acquire requests of application threads, for the service thread.
     cmds: Mutex<Vec<(Cmd, Arc<Done>)>>,
     cmd_pending: AtomicBool,
+    /// Former guard pages of fiber stacks, left inaccessible (see `dsm::fault::set_guard`) until
+    /// a trap on one lets the service thread give it back the access the protocol says it has.
+    unguarded: Mutex<std::collections::VecDeque<u64>>,
+    unguarded_any: AtomicBool,
     /// Mirrors of the protocol state, written by the service thread before it lets any thread go
     /// on: a release has something to do, an acquire has something to drop.
     lrc_dirty: AtomicBool,
@@ -189,6 +193,8 @@ impl Runtime {
             lrc,
             cmds: Mutex::new(Vec::new()),
             cmd_pending: AtomicBool::new(false),
+            unguarded: Mutex::new(std::collections::VecDeque::new()),
+            unguarded_any: AtomicBool::new(false),
             lrc_dirty: AtomicBool::new(false),
             lrc_stale: AtomicBool::new(false),
         };
@@ -232,6 +238,30 @@ impl Runtime {
     }
 
     /// The page number of `addr`, if it lies in the shared space.
+    /// The guard page at `addr` no longer guards a stack on this node (its fiber ended or left).
+    pub(crate) fn unguarded(&self, addr: usize) {
+        let Some(page) = self.page_index(addr) else { return };
+        let _internal = InternalAlloc::new();
+        let mut q = self.unguarded.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= 4096 {
+            q.pop_front();
+        }
+        q.push_back(page);
+        self.unguarded_any.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether `page` was a guard page not yet given back its access (and forgets it).
+    fn take_unguarded(&self, page: u64) -> bool {
+        if !self.unguarded_any.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut q = self.unguarded.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(i) = q.iter().position(|&p| p == page) else { return false };
+        q.remove(i);
+        self.unguarded_any.store(!q.is_empty(), Ordering::SeqCst);
+        true
+    }
+
     pub(crate) fn page_index(&self, addr: usize) -> Option<u64> {
         self.layout.page_of(addr).map(|p| p.0)
     }
@@ -544,15 +574,14 @@ impl Service {
                 }
                 crate::stats::log_fault(self.rt.me, page, kind, self.sc.pages_per_node());
                 self.waiting.entry(page).or_default().push(slot);
-                // A trap on a page the protocol already lets this node access: the page was
-                // made inaccessible behind the protocol's back (a stack's guard page, now
-                // released; see `dsm::fault::set_guard`) or the access arrived meanwhile.
-                // Either way the page gets the protection the protocol says it has.
-                let have = self.lrc.as_ref().map_or_else(|| self.sc.access(page), |l| l.access(page));
-                if have >= kind.needed()
-                    && let Err(e) = self.space.protect(page, have)
-                {
-                    fatal(&format!("mprotect of {page}: {e}"));
+                // A trap on a former guard page of a stack, which was made inaccessible behind the
+                // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
+                // protocol says this node has (if that is too little, the protocol goes on).
+                if self.rt.take_unguarded(page.0) {
+                    let have = self.lrc.as_ref().map_or_else(|| self.sc.access(page), |l| l.access(page));
+                    if let Err(e) = self.space.protect(page, have) {
+                        fatal(&format!("mprotect of {page}: {e}"));
+                    }
                 }
                 if let Some(mut l) = self.lrc.take() {
                     let mut acts = std::mem::take(&mut self.lrc_actions);

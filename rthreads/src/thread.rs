@@ -236,7 +236,7 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
     // SAFETY: the caller hands us a live, suspended fiber.
     let (tid, origin) = unsafe { ((*f).tid, (*f).origin) };
     // SAFETY: as above.
-    match unsafe { fiber::carry(f) } {
+    match unsafe { fiber::carry(f, name) } {
         fiber::Outcome::Finished => {
             // The end of a thread is a release: its result and everything it wrote reach `join`.
             crate::consistency::release();
@@ -343,7 +343,7 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
         }
     };
     // SAFETY: a new fiber, carried by this thread only; our own stack is private.
-    match unsafe { fiber::carry(f) } {
+    match unsafe { fiber::carry(f, Some("main")) } {
         fiber::Outcome::Finished => {}
         fiber::Outcome::Leaving(target) => {
             // Registered before the fiber goes, so that its end, wherever it comes, is heard here.
