@@ -272,7 +272,7 @@ pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, 
 /// Called by the service thread for a `Migrate` message: thread `tid` of node `origin`, suspended
 /// in the fiber at `fiber`, goes on here.
 pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
-    let plausible = fiber % 64 == 0 && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
+    let plausible = fiber.is_multiple_of(64) && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
     if !plausible || !fiber::SUPPORTED {
         eprintln!(
             "rthreads: node {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
@@ -748,7 +748,7 @@ pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
 ///         }
 ///         assert_eq!(unsafe { *at }, 42);
 ///         trail
-///     });
+///     }).unwrap();
 ///     assert_eq!(h.join().unwrap(), [0, 1, 2]);
 /// }
 /// ```
