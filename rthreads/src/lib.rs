@@ -45,6 +45,7 @@
 mod alloc;
 mod consistency;
 mod launch;
+pub mod placement;
 mod poll;
 mod rpc;
 mod runtime;
@@ -55,9 +56,12 @@ mod trace;
 mod wire;
 
 pub use alloc::SharedAlloc;
+pub use placement::{Placement, yield_now};
 pub use rthreads_macros::main;
 pub use stats::{KINDS, KindStats, NodeStats, StatsTable, log_protocol, stats};
-pub use thread::{Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn};
+pub use thread::{
+    Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn,
+};
 
 #[doc(hidden)]
 pub mod __private {
@@ -112,6 +116,10 @@ pub mod __fuzz {
             Wire::Log { on } => wire::log(*on),
             Wire::Ordered { after, inner } => wire::ordered(*after, inner),
             Wire::SyncReply { waiter, reply } => wire::sync_reply(*waiter, reply),
+            Wire::Load { running, cpu_milli, processed, settles } => {
+                wire::load(*running, *cpu_milli, *processed, *settles)
+            }
+            Wire::Rebalance { on } => wire::rebalance(*on),
         }
     }
 }
