@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::alloc::InternalAlloc;
-use crate::runtime::{self, Runtime};
+use crate::placement::Placement;
+use crate::runtime;
 use crate::wire;
 
 /// Where each node's finished-thread bookkeeping lives (private memory of the node).
@@ -179,7 +180,10 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
     if stack > 0 {
         b = b.stack_size(stack);
     }
-    b.spawn(move || {
+    // Counted from now, not from when the new thread first runs: a spawn decision made right after
+    // this one (here, or on a node that gets this node's next load report) must see it.
+    crate::placement::thread_arrived();
+    let spawned = b.spawn(move || {
         if !named {
             // The OS name is inherited from the creating thread (often the service thread);
             // give ours a name of its own for debuggers and `top`. std's name stays unset.
@@ -197,12 +201,18 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
         f();
         // The end of a thread is a release: its result and everything it wrote reach `join`.
         crate::consistency::release();
+        crate::placement::thread_left();
         thread_done(tid, origin, true);
-    })
-    .map(drop)
+    });
+    if spawned.is_err() {
+        crate::placement::thread_left();
+    }
+    spawned.map(drop)
 }
 
 fn thread_done(tid: u64, origin: u16, started: bool) {
+    // The origin learns this node's load before it learns of the end (same connection).
+    crate::placement::report_to(origin);
     if origin == me() {
         table().finish(tid, started);
     } else {
@@ -227,7 +237,8 @@ struct Packet<T> {
 // read only by the joiner after it has learnt of that completion; the two never overlap.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
-/// A thread factory, as `std::thread::Builder`, that also chooses the node.
+/// A thread factory, as `std::thread::Builder`, that also chooses the node, or the placement policy
+/// that chooses it.
 ///
 /// # Examples
 /// ```
@@ -241,6 +252,7 @@ pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
     node: Option<usize>,
+    placement: Option<Placement>,
 }
 
 impl Builder {
@@ -267,9 +279,24 @@ impl Builder {
         self
     }
 
-    /// Spawns the thread, on the chosen node or by the placement policy: round-robin over all
-    /// nodes, starting with the spawning node itself (the k-th spawn from node `m` of an `n`-node
-    /// cluster goes to node `(m + k) % n`).
+    /// Chooses the node with `placement` instead of the run's policy (`RTHREADS_PLACEMENT`);
+    /// [`node`](Builder::node) still wins over both.
+    ///
+    /// # Examples
+    /// ```
+    /// use rthreads::{Builder, Placement};
+    ///
+    /// let h = Builder::new().placement(Placement::LocalFirst).spawn(rthreads::current_node).unwrap();
+    /// assert_eq!(h.join().unwrap(), 0); // one node outside a cluster
+    /// ```
+    pub fn placement(mut self, placement: Placement) -> Builder {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Spawns the thread, on the chosen node or where the placement policy puts it (see
+    /// [`Placement`]; the default, round-robin, goes over all nodes starting with the spawning node
+    /// itself: the k-th spawn from node `m` of an `n`-node cluster goes to node `(m + k) % n`).
     ///
     /// Spawning is a release point: everything the spawning thread wrote before `spawn` is visible
     /// to the new thread (under the sequentially consistent protocol every write is visible at
@@ -300,7 +327,7 @@ impl Builder {
                     format!("node {n} does not exist: the cluster has {nodes} node(s)"),
                 ));
             }
-            None => placement(me, nodes),
+            None => placement(me, nodes, self.placement),
         };
         let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None) });
         let theirs = Arc::clone(&packet);
@@ -331,6 +358,7 @@ impl Builder {
                 target,
                 wire::spawn(tid, closure as u64, stack as u64, self.name.as_deref().unwrap_or("")),
             );
+            crate::placement::sent(target);
         }
         Ok(JoinHandle { tid, origin: me, node: usize::from(target), packet: Some(packet) })
     }
@@ -341,15 +369,14 @@ fn next_local_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-fn placement(me: u16, nodes: usize) -> u16 {
-    let k = runtime::get().map_or(0, |r: &Runtime| r.next_target.fetch_add(1, Ordering::Relaxed));
-    ((usize::from(me) + k) % nodes) as u16
+fn placement(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
+    crate::placement::choose(me, nodes, policy)
 }
 
 /// Spawns a thread on some node of the cluster, as `std::thread::spawn` does on this machine.
 ///
-/// The closure and its result must be `Send + 'static`, as in std. Placement is round-robin over
-/// the nodes (see [`Builder::spawn`]).
+/// The closure and its result must be `Send + 'static`, as in std. The run's placement policy
+/// chooses the node (`RTHREADS_PLACEMENT`, round-robin by default: see [`Placement`]).
 ///
 /// # Panics
 /// If the thread cannot be created on this node (as std's `spawn`); use [`Builder::spawn`] to get
