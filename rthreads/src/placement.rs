@@ -230,6 +230,9 @@ static REBALANCE: AtomicBool = AtomicBool::new(false);
 /// until something new is known.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 static IDLE_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Moves claimed here, and how many of them `migrate` refused (the thread stayed).
+static CLAIMED: AtomicU64 = AtomicU64::new(0);
+static CANCELLED: AtomicU64 = AtomicU64::new(0);
 /// The thread that runs `main` (node 0's is not an rthread: it is not counted, and never moved).
 static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 
@@ -506,9 +509,14 @@ pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64,
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
+/// Held from reading the counts to queueing the report, so that reports leave in the order they
+/// were made (a report must never be overtaken by an older one).
+static REPORTING: Mutex<()> = Mutex::new(());
+
 /// Sends this node's load to `to` now, settling move claim `settles` (0: none).
 fn send_report(rt: &Runtime, to: u16, settles: u64) {
     let _internal = InternalAlloc::new();
+    let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
     let frame = wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(to), settles);
     rt.send(to, frame);
 }
@@ -551,8 +559,9 @@ pub(crate) fn tick(rt: &Runtime) {
         true
     });
     if send {
+        let _internal = InternalAlloc::new();
+        let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
         for n in (0..rt.nodes).filter(|&n| n != rt.me) {
-            let _internal = InternalAlloc::new();
             let frame =
                 wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(n), 0);
             rt.send_batched(n, frame);
@@ -611,6 +620,7 @@ fn claim_move() -> Option<(u64, u16)> {
         t.claims.push((claim, now));
         t.set_leaving();
         t.peers[target].pending.push(Pending::Move { claim, since: now });
+        CLAIMED.fetch_add(1, Ordering::Relaxed);
         Some((claim, target as u16))
     })
 }
@@ -625,6 +635,7 @@ fn cancel_move(claim: u64, target: u16) {
             .pending
             .retain(|p| !matches!(*p, Pending::Move { claim: c, .. } if c == claim));
     });
+    CANCELLED.fetch_add(1, Ordering::Relaxed);
     // Do not try again before something new is known.
     IDLE_GENERATION.store(GENERATION.load(Ordering::SeqCst), Ordering::SeqCst);
 }
@@ -676,6 +687,13 @@ pub fn yield_now() {
 
 // ---------------------------------------------------------------------------------------------
 // What a program can see.
+
+/// Moves claimed on this node by [`yield_now`], and how many of those `migrate` refused. For tests
+/// and benchmarks.
+#[doc(hidden)]
+pub fn move_counts() -> (u64, u64) {
+    (CLAIMED.load(Ordering::Relaxed), CANCELLED.load(Ordering::Relaxed))
+}
 
 /// One node's load as this node believes it ([`loads`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
