@@ -35,6 +35,11 @@
 //!   (e.g. an `Arc`). File descriptors and other OS handles also belong to the node that opened
 //!   them. `std::sync::Mutex`/`Condvar` wake only threads of one node: do not wait on one from
 //!   another node.
+//! - **Placement.** A spawned thread goes where the run's [`Placement`] policy sends it
+//!   (round-robin unless `RTHREADS_PLACEMENT` says `least-loaded` or `local-first`), or where
+//!   [`Builder::placement`] or [`Builder::node`] says; nodes tell each other their load. With
+//!   rebalancing on, [`yield_now`] is a safe point where a thread may move off a busy node (see
+//!   [`placement`]).
 //! - **Node 0 runs `main`.** The other nodes serve pages and run threads; when `main` returns,
 //!   every node exits and the process's exit code is node 0's. Output of every node goes to the
 //!   launching terminal.

@@ -26,8 +26,8 @@
 //! [`yield_now`] on a node running more threads than it has CPUs moves to a node with a CPU to
 //! spare, if there is one. Each move first claims a slot (the node then counts the thread as gone,
 //! and the target counts it as pending), so that no more threads leave than the others can take.
-//! The decisions themselves are pure functions of the loads ([`least_loaded`], [`local_first`],
-//! [`rebalance_target`]), unit-tested below.
+//! The decisions themselves are pure functions of the loads (`least_loaded`, `local_first`,
+//! `rebalance_target`), unit-tested beside them.
 
 use std::fmt;
 use std::str::FromStr;
