@@ -308,7 +308,7 @@ pub fn set_rebalancing(on: bool) {
 ///
 /// # Examples
 /// ```
-/// assert!(!rthreads::placement::rebalancing()); // RTHREADS_REBALANCE is not set
+/// assert!(!rthreads::placement::rebalancing()); // off unless RTHREADS_REBALANCE or set_rebalancing
 /// ```
 pub fn rebalancing() -> bool {
     REBALANCE.load(Ordering::SeqCst)
