@@ -25,6 +25,9 @@
 //! | `RTHREADS_WAKE_PIPES` | `0`: faulting threads sleep on a futex instead of a pipe of their own | on |
 //! | `RTHREADS_POLL_US` | the service thread polls this long while a fault waits | 0 |
 //! | `RTHREADS_PREFIX` | node 0 prefixes the output lines it forwards with `[node N] ` | off |
+//! | `RTHREADS_PLACEMENT` | where spawned threads go: `round-robin`, `least-loaded` or `local-first` (see `placement`) | `round-robin` |
+//! | `RTHREADS_REBALANCE` | `1`: threads move from overloaded nodes at `yield_now` | `0` |
+//! | `RTHREADS_PIN` | `1`: pin node i to one CPU (the `i % k`-th it may use), an emulation of separate hosts for local clusters | `0` |
 //!
 //! # Bootstrap
 //! Which node this process is, and how many there are, comes from the first of:
@@ -83,6 +86,9 @@ struct Config {
     failure_timeout: Duration,
     lrc: bool,
     prefetch: u16,
+    placement: crate::placement::Placement,
+    rebalance: bool,
+    pin: bool,
 }
 
 enum Listen {
@@ -283,6 +289,16 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
         "lrc" => true,
         p => return Err(format!("RTHREADS_PROTOCOL={p}: unknown protocol (known: sc, lrc)")),
     };
+    let placement = match env("RTHREADS_PLACEMENT") {
+        Some(v) => v.parse().map_err(|e| format!("RTHREADS_PLACEMENT={v}: {e}"))?,
+        None => crate::placement::Placement::default(),
+    };
+    let switch = |name: &str| match env(name).as_deref() {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => Err(format!("{name}={v}: expected 0 or 1")),
+    };
+    let (rebalance, pin) = (switch("RTHREADS_REBALANCE")?, switch("RTHREADS_PIN")?);
     let prefetch = match env("RTHREADS_PREFETCH") {
         Some(v) => v.parse().map_err(|_| format!("RTHREADS_PREFETCH={v}: expected a page count"))?,
         None => 0,
@@ -405,6 +421,9 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
         failure_timeout: seconds("RTHREADS_FAILURE_TIMEOUT", 5.0)?,
         lrc,
         prefetch,
+        placement,
+        rebalance,
+        pin,
     })
 }
 
@@ -619,6 +638,11 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         children = start_children(&cfg, addr)?;
     }
+    if cfg.pin {
+        // After starting the other nodes, which must not inherit this node's CPU.
+        crate::placement::pin(me)?;
+    }
+    crate::placement::configure(cfg.placement, cfg.rebalance);
     let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get() as u32);
     let hello = Hello {
         node: me,

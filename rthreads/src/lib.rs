@@ -35,6 +35,11 @@
 //!   (e.g. an `Arc`). File descriptors and other OS handles also belong to the node that opened
 //!   them. `std::sync::Mutex`/`Condvar` wake only threads of one node: do not wait on one from
 //!   another node.
+//! - **Placement.** A spawned thread goes where the run's [`Placement`] policy sends it
+//!   (round-robin unless `RTHREADS_PLACEMENT` says `least-loaded` or `local-first`), or where
+//!   [`Builder::placement`] or [`Builder::node`] says; nodes tell each other their load. With
+//!   rebalancing on, [`yield_now`] is a safe point where a thread may move off a busy node (see
+//!   [`placement`]).
 //! - **Node 0 runs `main`.** The other nodes serve pages and run threads; when `main` returns,
 //!   every node exits and the process's exit code is node 0's. Output of every node goes to the
 //!   launching terminal.
@@ -46,6 +51,7 @@ mod alloc;
 mod consistency;
 mod fiber;
 mod launch;
+pub mod placement;
 mod poll;
 mod rpc;
 mod runtime;
@@ -57,6 +63,7 @@ mod trace;
 mod wire;
 
 pub use alloc::SharedAlloc;
+pub use placement::{Placement, yield_now};
 pub use rthreads_macros::main;
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use stats::{KINDS, KindStats, NodeStats, StatsTable, log_protocol, stats};
@@ -118,6 +125,10 @@ pub mod __fuzz {
             Wire::Log { on } => wire::log(*on),
             Wire::Ordered { after, inner } => wire::ordered(*after, inner),
             Wire::SyncReply { waiter, reply } => wire::sync_reply(*waiter, reply),
+            Wire::Load { running, cpu_milli, processed, settles } => {
+                wire::load(*running, *cpu_milli, *processed, *settles)
+            }
+            Wire::Rebalance { on } => wire::rebalance(*on),
         }
     }
 }

@@ -217,7 +217,7 @@ impl Runtime {
     }
 
     /// How many frames from `from` this node's service thread has processed.
-    fn processed_from(&self, from: u16) -> u64 {
+    pub(crate) fn processed_from(&self, from: u16) -> u64 {
         self.recv_seq[usize::from(from)].load(Ordering::SeqCst)
     }
 
@@ -499,7 +499,7 @@ impl Service {
             } else if let Some((t, _, _)) = &self.lost_deadline {
                 t.saturating_duration_since(Instant::now()).as_millis().min(100) as i32
             } else {
-                100
+                crate::placement::poll_timeout_ms(self.rt)
             };
             if let Err(e) = self.poller.wait(timeout, &mut ready) {
                 fatal(&format!("epoll: {e}"));
@@ -522,6 +522,7 @@ impl Service {
                 self.run_commands();
             }
             self.check_peers();
+            crate::placement::tick(self.rt);
             self.send_remote_frees();
             self.flush_all();
             if let Some((t, lost, why)) = &self.lost_deadline
@@ -918,6 +919,10 @@ impl Service {
             }
             Wire::SyncReply { waiter, reply } => crate::sync::deliver_local(waiter, reply),
             Wire::Heartbeat => {}
+            Wire::Load { running, cpu_milli, processed, settles } => {
+                crate::placement::on_report(from, running, cpu_milli, processed, settles)
+            }
+            Wire::Rebalance { on } => crate::placement::set_local_rebalancing(on),
             Wire::Abort { lost, reason } => {
                 if !self.rt.shutting_down.load(Ordering::SeqCst) && !self.aborting {
                     say(&format!(

@@ -16,7 +16,7 @@ use net::{Reader, Writer};
 use crate::runtime;
 
 /// The kinds of message counted separately.
-pub const KINDS: [&str; 20] = [
+pub const KINDS: [&str; 21] = [
     "read request",
     "write request",
     "grant",
@@ -36,6 +36,7 @@ pub const KINDS: [&str; 20] = [
     "lock revoke",
     "stats",
     "release consistency",
+    "load report",
     "other",
 ];
 
@@ -49,7 +50,8 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
         (Some(0x22), _) => 16,
         (Some(0x23), _) => 17,
         (Some(0x1A), _) => 18,
-        _ => 19,
+        (Some(0x26), _) => 19,
+        _ => 20,
     }
 }
 
@@ -548,6 +550,7 @@ mod tests {
         assert_eq!(KINDS[kind_of(&[0x11])], "spawn");
         assert_eq!(KINDS[kind_of(&[0x17])], "shutdown");
         assert_eq!(KINDS[kind_of(&[0x21])], "sync reply");
+        assert_eq!(KINDS[kind_of(&[0x26])], "load report");
         assert_eq!(KINDS[kind_of(&[0x10, 9])], "other");
         assert_eq!(KINDS[kind_of(&[])], "other");
     }

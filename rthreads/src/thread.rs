@@ -18,7 +18,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crate::alloc::InternalAlloc;
 use crate::fiber::{self, Fiber};
-use crate::runtime::{self, Runtime};
+use crate::placement::Placement;
+use crate::runtime;
 use crate::scope::{Scope, ScopeData, ScopedJoinHandle};
 use crate::wire;
 
@@ -186,6 +187,7 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
             let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
             f();
             crate::consistency::release();
+            crate::placement::thread_left();
             thread_done(tid, origin, true);
             return;
         }
@@ -197,6 +199,7 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
                 eprintln!("rthreads: node {}: cannot make a stack for a thread: {e}", me());
                 // SAFETY: as above; the closure never ran, and is dropped here instead.
                 drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+                crate::placement::thread_left();
                 thread_done(tid, origin, false);
             }
         }
@@ -215,7 +218,10 @@ fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'sta
     if stack > 0 {
         b = b.stack_size(stack);
     }
-    b.spawn(move || {
+    // Counted from now, not from when the new thread first runs: a spawn decision made right after
+    // this one (here, or on a node that gets this node's next load report) must see it.
+    crate::placement::thread_arrived();
+    let spawned = b.spawn(move || {
         if !named {
             // The OS name is inherited from the creating thread (often the service thread);
             // give ours a name of its own for debuggers and `top`. std's name stays unset.
@@ -223,8 +229,11 @@ fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'sta
             unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
         }
         body();
-    })
-    .map(drop)
+    });
+    if spawned.is_err() {
+        crate::placement::thread_left();
+    }
+    spawned.map(drop)
 }
 
 /// Runs the fiber `f` on the calling carrier until it ends (then reports it to its origin) or
@@ -240,11 +249,13 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
         fiber::Outcome::Finished => {
             // The end of a thread is a release: its result and everything it wrote reach `join`.
             crate::consistency::release();
+            crate::placement::thread_left();
             thread_done(tid, origin, true);
         }
         fiber::Outcome::Leaving(target) => {
             // Everything the thread wrote here, its stack included, must reach the target.
             crate::consistency::release();
+            crate::placement::thread_left();
             crate::stats::thread_moved();
             let _internal = InternalAlloc::new();
             send(target, wire::migrate(tid, origin, f as u64, name.unwrap_or("")));
@@ -253,6 +264,8 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
 }
 
 fn thread_done(tid: u64, origin: u16, started: bool) {
+    // The origin learns this node's load before it learns of the end (same connection).
+    crate::placement::report_to(origin);
     if origin == me() {
         table().finish(tid, started);
     } else {
@@ -292,6 +305,7 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
                 "rthreads: node {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
                 me()
             );
+            crate::placement::thread_left();
             return;
         }
         // SAFETY: the fiber switched out on its old node and was sent to us alone.
@@ -388,7 +402,8 @@ impl<T> Drop for Packet<T> {
 // read only by the joiner after it has learnt of that completion; the two never overlap.
 unsafe impl<T: Send> Sync for Packet<T> {}
 
-/// A thread factory, as `std::thread::Builder`, that also chooses the node.
+/// A thread factory, as `std::thread::Builder`, that also chooses the node, or the placement policy
+/// that chooses it.
 ///
 /// # Examples
 /// ```
@@ -402,6 +417,7 @@ pub struct Builder {
     name: Option<String>,
     stack_size: Option<usize>,
     node: Option<usize>,
+    placement: Option<Placement>,
 }
 
 impl Builder {
@@ -428,9 +444,24 @@ impl Builder {
         self
     }
 
-    /// Spawns the thread, on the chosen node or by the placement policy: round-robin over all
-    /// nodes, starting with the spawning node itself (the k-th spawn from node `m` of an `n`-node
-    /// cluster goes to node `(m + k) % n`).
+    /// Chooses the node with `placement` instead of the run's policy (`RTHREADS_PLACEMENT`);
+    /// [`node`](Builder::node) still wins over both.
+    ///
+    /// # Examples
+    /// ```
+    /// use rthreads::{Builder, Placement};
+    ///
+    /// let h = Builder::new().placement(Placement::LocalFirst).spawn(rthreads::current_node).unwrap();
+    /// assert_eq!(h.join().unwrap(), 0); // one node outside a cluster
+    /// ```
+    pub fn placement(mut self, placement: Placement) -> Builder {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// Spawns the thread, on the chosen node or where the placement policy puts it (see
+    /// [`Placement`]; the default, round-robin, goes over all nodes starting with the spawning node
+    /// itself: the k-th spawn from node `m` of an `n`-node cluster goes to node `(m + k) % n`).
     ///
     /// Spawning is a release point: everything the spawning thread wrote before `spawn` is visible
     /// to the new thread (under the sequentially consistent protocol every write is visible at
@@ -510,7 +541,7 @@ impl Builder {
                     format!("node {n} does not exist: the cluster has {nodes} node(s)"),
                 ));
             }
-            None => placement(me, nodes),
+            None => placement(me, nodes, self.placement),
         };
         if let Some(s) = &scope {
             s.thread_added();
@@ -547,6 +578,7 @@ impl Builder {
                 target,
                 wire::spawn(tid, closure as u64, stack as u64, self.name.as_deref().unwrap_or("")),
             );
+            crate::placement::sent(target);
         }
         Ok(JoinHandle { tid, origin: me, node: usize::from(target), packet: Some(packet) })
     }
@@ -557,15 +589,14 @@ fn next_local_seq() -> u64 {
     SEQ.fetch_add(1, Ordering::Relaxed)
 }
 
-fn placement(me: u16, nodes: usize) -> u16 {
-    let k = runtime::get().map_or(0, |r: &Runtime| r.next_target.fetch_add(1, Ordering::Relaxed));
-    ((usize::from(me) + k) % nodes) as u16
+fn placement(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
+    crate::placement::choose(me, nodes, policy)
 }
 
 /// Spawns a thread on some node of the cluster, as `std::thread::spawn` does on this machine.
 ///
-/// The closure and its result must be `Send + 'static`, as in std. Placement is round-robin over
-/// the nodes (see [`Builder::spawn`]).
+/// The closure and its result must be `Send + 'static`, as in std. The run's placement policy
+/// chooses the node (`RTHREADS_PLACEMENT`, round-robin by default: see [`Placement`]).
 ///
 /// # Panics
 /// If the thread cannot be created on this node (as std's `spawn`); use [`Builder::spawn`] to get

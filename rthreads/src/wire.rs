@@ -26,6 +26,8 @@ const T_REVOKE: u8 = 0x22;
 const T_STATS_REQ: u8 = 0x23;
 const T_LOG: u8 = 0x24;
 const T_ORDERED: u8 = 0x25;
+const T_LOAD: u8 = 0x26;
+const T_REBALANCE: u8 = 0x27;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -95,6 +97,17 @@ pub(crate) enum Wire<'a> {
     SyncReply {
         waiter: u64,
         reply: Reply,
+    },
+    /// The sender's load (see `placement`): threads it runs, thousandths of a CPU it uses, frames
+    /// from the recipient it had processed, and the move claim it settles (0: none).
+    Load {
+        running: u32,
+        cpu_milli: u32,
+        processed: u64,
+        settles: u64,
+    },
+    Rebalance {
+        on: bool,
     },
 }
 
@@ -264,6 +277,20 @@ pub(crate) fn heartbeat() -> Vec<u8> {
 pub(crate) fn abort(lost: u16, reason: &str) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_ABORT).u16(lost).str(reason);
+    w.finish()
+}
+
+/// The sender's load, for the recipient (see `Wire::Load`).
+pub(crate) fn load(running: u32, cpu_milli: u32, processed: u64, settles: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_LOAD).u32(running).u32(cpu_milli).u64(processed).u64(settles);
+    w.finish()
+}
+
+/// Rebalancing at safe points is switched on or off for the whole cluster.
+pub(crate) fn rebalance(on: bool) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_REBALANCE).u8(on as u8);
     w.finish()
 }
 
@@ -437,6 +464,10 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             let waiter = r.u64()?;
             Wire::SyncReply { waiter, reply: decode_reply(&mut r)? }
         }
+        T_LOAD => {
+            Wire::Load { running: r.u32()?, cpu_milli: r.u32()?, processed: r.u64()?, settles: r.u64()? }
+        }
+        T_REBALANCE => Wire::Rebalance { on: bool_of(r.u8()?)? },
         t => return Err(DecodeError(format!("unknown message tag {t:#x}"))),
     };
     r.end()?;
@@ -520,6 +551,17 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn load_reports_round_trip() {
+        match decode(&load(3, 1500, 77, 9)).unwrap() {
+            Wire::Load { running: 3, cpu_milli: 1500, processed: 77, settles: 9 } => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(&rebalance(true)).unwrap(), Wire::Rebalance { on: true }));
+        assert!(decode(&load(3, 1500, 77, 9)[..20]).is_err());
+        assert!(decode(&[T_REBALANCE, 2]).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn shape(size: Size) -> (usize, usize, u32) {
 }
 
 /// Escape iterations of the point `(cx, cy)`, at most `cap`.
-fn escape(cx: f64, cy: f64, cap: u32) -> u32 {
+pub(super) fn escape(cx: f64, cy: f64, cap: u32) -> u32 {
     let (mut x, mut y) = (0.0f64, 0.0f64);
     let mut k = 0;
     while k < cap && x * x + y * y <= 4.0 {

@@ -26,6 +26,7 @@ pub mod jacobi;
 pub mod kmeans;
 pub mod lock_pingpong;
 pub mod mandelbrot;
+pub mod mandelbrot_bands;
 pub mod matmul;
 pub mod mergesort;
 pub mod montecarlo_pi;

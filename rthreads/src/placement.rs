@@ -1,0 +1,923 @@
+//! Where threads run: the placement policies, the load reports nodes exchange to choose well, and
+//! the optional rebalancing of running threads at safe points.
+//!
+//! # Policies
+//! A thread spawned without [`Builder::node`](crate::Builder::node) goes where a [`Placement`]
+//! policy sends it: the run's policy (`RTHREADS_PLACEMENT`, round-robin by default), or the one
+//! given for that spawn with [`Builder::placement`](crate::Builder::placement).
+//!
+//! # Loads
+//! Every node counts the rthreads it runs (its *run-queue length*: threads it has taken on, from
+//! the moment it creates them until their body returns or they migrate away) and measures its CPU
+//! use (process CPU time over wall time, over windows of about 100 ms). Its service thread sends
+//! both to every other node when they change, at most every 25 ms, and at least every second; a
+//! thread that ends also sends its node's load to the node that spawned it, just before the message
+//! that lets `join` return, so a program that spawns the next piece of work when one finishes
+//! decides on fresh figures. [`loads`] shows what this node believes.
+//!
+//! A report is late by up to a period, so a node also counts the spawns it sent itself that the
+//! target's last report cannot show yet (*pending* spawns): each report carries how many frames
+//! from the recipient the reporting node had processed, and a spawn is pending until a report
+//! covers its frame. A burst of spawns therefore spreads instead of all going to the node that
+//! looked idle.
+//!
+//! # Rebalancing
+//! With rebalancing on (`RTHREADS_REBALANCE=1` or [`set_rebalancing`]), a thread that calls
+//! [`yield_now`] on a node running more threads than it has CPUs moves to a node with a CPU to
+//! spare, if there is one. Each move first claims a slot (the node then counts the thread as gone,
+//! and the target counts it as pending), so that no more threads leave than the others can take.
+//! The decisions themselves are pure functions of the loads (`least_loaded`, `local_first`,
+//! `rebalance_target`), unit-tested beside them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::alloc::InternalAlloc;
+use crate::runtime::{self, Runtime};
+use crate::wire;
+
+/// A policy that chooses the node a new thread runs on.
+///
+/// The run's policy comes from `RTHREADS_PLACEMENT` (`round-robin`, `least-loaded` or
+/// `local-first`); [`Builder::placement`](crate::Builder::placement) overrides it for one spawn and
+/// [`Builder::node`](crate::Builder::node) overrides both. Outside a cluster every policy picks
+/// node 0, the only one.
+///
+/// # Examples
+/// ```
+/// use rthreads::Placement;
+///
+/// let p: Placement = "least-loaded".parse().unwrap();
+/// assert_eq!(p, Placement::LeastLoaded);
+/// assert_eq!(p.to_string(), "least-loaded");
+/// let h = rthreads::Builder::new().placement(p).spawn(|| 6 * 7).unwrap();
+/// assert_eq!(h.join().unwrap(), 42);
+/// assert!("fastest".parse::<Placement>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Each spawn goes to the next node, starting with the spawning node itself: the k-th spawn from
+    /// node `m` of an `n`-node cluster goes to node `(m + k) % n`. Ignores load; the default.
+    #[default]
+    RoundRobin,
+    /// The node with the fewest threads per CPU (its reported run-queue length plus the spawns
+    /// sent to it that its report cannot show yet, or the CPUs it has in use if more, over its
+    /// available parallelism). Ties go round-robin.
+    LeastLoaded,
+    /// The spawning node while it runs fewer threads than it has CPUs; otherwise as
+    /// [`LeastLoaded`](Placement::LeastLoaded).
+    LocalFirst,
+}
+
+impl Placement {
+    /// Every policy, in the order the documentation lists them.
+    pub const ALL: [Placement; 3] = [Placement::RoundRobin, Placement::LeastLoaded, Placement::LocalFirst];
+
+    /// The policy's name, as `RTHREADS_PLACEMENT` spells it.
+    ///
+    /// # Examples
+    /// ```
+    /// assert_eq!(rthreads::Placement::LocalFirst.name(), "local-first");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::RoundRobin => "round-robin",
+            Placement::LeastLoaded => "least-loaded",
+            Placement::LocalFirst => "local-first",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Placement::RoundRobin => 0,
+            Placement::LeastLoaded => 1,
+            Placement::LocalFirst => 2,
+        }
+    }
+
+    fn from_code(c: u8) -> Placement {
+        match c {
+            1 => Placement::LeastLoaded,
+            2 => Placement::LocalFirst,
+            _ => Placement::RoundRobin,
+        }
+    }
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`Placement`] from a name it does not have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsePlacementError(String);
+
+impl fmt::Display for ParsePlacementError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown placement policy {:?} (known: ", self.0)?;
+        for (i, p) in Placement::ALL.iter().enumerate() {
+            write!(f, "{}{p}", if i == 0 { "" } else { ", " })?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::error::Error for ParsePlacementError {}
+
+impl FromStr for Placement {
+    type Err = ParsePlacementError;
+
+    /// Parses a policy's [`name`](Placement::name).
+    ///
+    /// # Errors
+    /// Any other text; the message lists the known names.
+    fn from_str(s: &str) -> Result<Placement, ParsePlacementError> {
+        Placement::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim())
+            .ok_or_else(|| ParsePlacementError(s.to_owned()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pure decisions.
+
+/// What a node is believed to run, as the decisions see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Load {
+    /// Threads it runs (its last report; exact for this node), minus those leaving.
+    pub(crate) running: u32,
+    /// Threads sent to it that its report does not show yet.
+    pub(crate) pending: u32,
+    /// Its CPUs.
+    pub(crate) parallelism: u32,
+    /// CPUs it has in use (busy time over wall time).
+    pub(crate) cpu: f64,
+}
+
+impl Load {
+    /// Threads competing for its CPUs. CPU use counts too when it is higher (load that is not
+    /// rthreads), in whole CPUs only, so a busy service thread does not count as a thread.
+    fn occupancy(&self) -> f64 {
+        f64::from(self.running).max(self.cpu.floor()) + f64::from(self.pending)
+    }
+
+    fn share(&self) -> f64 {
+        self.occupancy() / f64::from(self.parallelism.max(1))
+    }
+
+    fn has_room(&self) -> bool {
+        self.occupancy() + 1.0 <= f64::from(self.parallelism.max(1))
+    }
+}
+
+/// The node with the fewest threads per CPU; of equals, the first from `start` on (wrapping), so
+/// that equals take turns when `start` advances.
+///
+/// # Panics
+/// If `loads` is empty.
+pub(crate) fn least_loaded(loads: &[Load], start: usize) -> usize {
+    let n = loads.len();
+    (0..n)
+        .map(|i| (start + i) % n)
+        .fold(start % n, |best, i| if loads[i].share() < loads[best].share() { i } else { best })
+}
+
+/// `me` while it has a CPU to spare, else [`least_loaded`].
+pub(crate) fn local_first(loads: &[Load], me: usize, start: usize) -> usize {
+    if loads[me].has_room() { me } else { least_loaded(loads, start) }
+}
+
+/// Where a thread of `me` should move, if `me` runs more threads than it has CPUs and another node
+/// has a CPU to spare: the one with the fewest threads per CPU once it has taken the thread (of
+/// equals, the first after `me`). `None` otherwise.
+pub(crate) fn rebalance_target(loads: &[Load], me: usize) -> Option<usize> {
+    let mine = loads[me];
+    if mine.running <= mine.parallelism.max(1) {
+        return None;
+    }
+    let n = loads.len();
+    let after = |l: &Load| (l.occupancy() + 1.0) / f64::from(l.parallelism.max(1));
+    (1..n).map(|i| (me + i) % n).filter(|&i| loads[i].has_room()).fold(None, |best: Option<usize>, i| {
+        match best {
+            Some(b) if after(&loads[b]) <= after(&loads[i]) => Some(b),
+            _ => Some(i),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// This node's counts (per node: these statics are private to each node's process).
+
+/// Threads this node has taken on and not yet seen end or leave.
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+/// Threads that claimed a move away from this node that is not settled yet.
+static LEAVING: AtomicU32 = AtomicU32::new(0);
+/// Bumped by every arrival and departure, so that a report goes out even when they cancel out.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+/// This node's CPU use, in thousandths of a CPU.
+static CPU_MILLI: AtomicU32 = AtomicU32::new(0);
+/// The run's policy ([`Placement::code`]).
+static POLICY: AtomicU8 = AtomicU8::new(0);
+static REBALANCE: AtomicBool = AtomicBool::new(false);
+/// Bumped by every report received: a rebalancing check that found nothing to do is not repeated
+/// until something new is known.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+static IDLE_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Moves claimed here, and how many of them `migrate` refused (the thread stayed).
+static CLAIMED: AtomicU64 = AtomicU64::new(0);
+static CANCELLED: AtomicU64 = AtomicU64::new(0);
+/// The thread that runs `main` (node 0's is not an rthread: it is not counted, and never moved).
+static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+/// How often the service thread looks at this node's load (and sends it if it changed).
+pub(crate) const PERIOD: Duration = Duration::from_millis(25);
+/// A report goes out at least this often even when nothing changed.
+const REFRESH: Duration = Duration::from_secs(1);
+/// CPU use is measured over windows of at least this long.
+const CPU_WINDOW: Duration = Duration::from_millis(100);
+/// A pending spawn or move that no report has settled by then is forgotten (a lost frame, a spawn
+/// that never went out), and so is a claimed move.
+const FORGET: Duration = Duration::from_secs(1);
+
+/// The thread that will run a new rthread's body has been created here, or a migrating thread has
+/// arrived: one more thread runs on this node.
+pub(crate) fn thread_arrived() {
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    CHANGES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// An rthread's body has returned here, or the thread has migrated away: one fewer.
+pub(crate) fn thread_left() {
+    let _ = RUNNING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
+    CHANGES.fetch_add(1, Ordering::SeqCst);
+}
+
+fn running_here() -> u32 {
+    RUNNING.load(Ordering::SeqCst).saturating_sub(LEAVING.load(Ordering::SeqCst))
+}
+
+/// Sets the run's policy and whether rebalancing is on (start-up, from the configuration).
+pub(crate) fn configure(policy: Placement, rebalance: bool) {
+    POLICY.store(policy.code(), Ordering::SeqCst);
+    REBALANCE.store(rebalance, Ordering::SeqCst);
+    let _ = MAIN_THREAD.set(std::thread::current().id());
+}
+
+/// The run's placement policy (`RTHREADS_PLACEMENT`; round-robin when unset).
+///
+/// # Examples
+/// ```
+/// assert_eq!(rthreads::placement::policy(), rthreads::Placement::RoundRobin);
+/// ```
+pub fn policy() -> Placement {
+    Placement::from_code(POLICY.load(Ordering::SeqCst))
+}
+
+/// Turns rebalancing on or off on every node (as `RTHREADS_REBALANCE` does for a whole run); returns
+/// once every node has switched. With it on, a thread that calls [`yield_now`] on a node with more
+/// threads than CPUs moves to a node with a CPU to spare.
+///
+/// # Examples
+/// ```
+/// rthreads::placement::set_rebalancing(true);
+/// assert!(rthreads::placement::rebalancing());
+/// rthreads::placement::set_rebalancing(false);
+/// ```
+pub fn set_rebalancing(on: bool) {
+    set_local_rebalancing(on);
+    if let Some(rt) = runtime::get() {
+        {
+            let _internal = InternalAlloc::new();
+            for n in (0..rt.nodes).filter(|&n| n != rt.me) {
+                rt.send(n, wire::rebalance(on));
+            }
+        }
+        // A statistics round trip to every node follows the switch on the same connections.
+        crate::stats::stats();
+    }
+}
+
+/// Whether rebalancing is on (on this node; [`set_rebalancing`] switches every node).
+///
+/// # Examples
+/// ```
+/// assert!(!rthreads::placement::rebalancing()); // off unless RTHREADS_REBALANCE or set_rebalancing
+/// ```
+pub fn rebalancing() -> bool {
+    REBALANCE.load(Ordering::SeqCst)
+}
+
+pub(crate) fn set_local_rebalancing(on: bool) {
+    REBALANCE.store(on, Ordering::SeqCst);
+    IDLE_GENERATION.store(0, Ordering::SeqCst);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What this node knows of the others.
+
+#[derive(Clone, Copy, Debug)]
+enum Pending {
+    /// A spawn sent to the node, with the number its frame has among the frames this node queued
+    /// to it (`None` between the decision and the send).
+    Spawn { frame: Option<u64>, since: Instant },
+    /// A thread claimed a move to the node (claim id), not settled yet.
+    Move { claim: u64, since: Instant },
+}
+
+impl Pending {
+    fn since(&self) -> Instant {
+        match *self {
+            Pending::Spawn { since, .. } | Pending::Move { since, .. } => since,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Report {
+    running: u32,
+    cpu_milli: u32,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Peer {
+    report: Option<Report>,
+    pending: Vec<Pending>,
+}
+
+impl Peer {
+    fn expire(&mut self, now: Instant) {
+        self.pending.retain(|p| now.duration_since(p.since()) < FORGET);
+    }
+
+    /// A report from this node: it had processed `processed` frames from us, and took in the
+    /// thread of move claim `settles` (0: none). What it shows is no longer pending.
+    fn settle(&mut self, processed: u64, settles: u64) {
+        self.pending.retain(|e| match *e {
+            Pending::Spawn { frame: Some(f), .. } => f > processed,
+            Pending::Spawn { frame: None, .. } => true,
+            Pending::Move { claim, .. } => claim != settles,
+        });
+    }
+}
+
+/// Everything this node knows of the cluster's load, and what its service thread last reported.
+struct Table {
+    peers: Vec<Peer>,
+    /// Moves claimed from this node and not settled: (claim id, when).
+    claims: Vec<(u64, Instant)>,
+    next_claim: u64,
+    /// The decisions' view, rebuilt for each decision (kept to reuse its allocation).
+    view: Vec<Load>,
+    next_tick: Instant,
+    last_sent: Option<(u32, u64, u32)>,
+    last_sent_at: Instant,
+    cpu_at: Instant,
+    cpu_used: Duration,
+}
+
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn with_table<R>(rt: &Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
+    let _internal = InternalAlloc::new();
+    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let t = g.get_or_insert_with(|| {
+        let now = Instant::now();
+        Table {
+            peers: (0..rt.nodes).map(|_| Peer::default()).collect(),
+            claims: Vec::new(),
+            next_claim: 1,
+            view: Vec::with_capacity(usize::from(rt.nodes)),
+            next_tick: now,
+            last_sent: None,
+            last_sent_at: now,
+            cpu_at: now,
+            cpu_used: cpu_time(),
+        }
+    });
+    f(t)
+}
+
+impl Table {
+    fn set_leaving(&self) {
+        LEAVING.store(self.claims.len() as u32, Ordering::SeqCst);
+    }
+
+    /// Forgets what is too old to be settled by a report any more.
+    fn expire(&mut self, now: Instant) {
+        for p in &mut self.peers {
+            p.expire(now);
+        }
+        let before = self.claims.len();
+        self.claims.retain(|&(_, since)| now.duration_since(since) < FORGET);
+        if self.claims.len() != before {
+            self.set_leaving();
+        }
+    }
+
+    /// Rebuilds `view` from what is known now.
+    fn fill(&mut self, rt: &Runtime, now: Instant) {
+        self.expire(now);
+        self.view.clear();
+        for (n, p) in self.peers.iter().enumerate() {
+            let parallelism = rt.parallelism.get(n).copied().unwrap_or(1).max(1);
+            self.view.push(if n == usize::from(rt.me) {
+                Load {
+                    running: running_here(),
+                    pending: 0,
+                    parallelism,
+                    cpu: f64::from(CPU_MILLI.load(Ordering::Relaxed)) / 1000.0,
+                }
+            } else {
+                let (running, cpu_milli) = p.report.map_or((0, 0), |r| (r.running, r.cpu_milli));
+                Load {
+                    running,
+                    pending: p.pending.len() as u32,
+                    parallelism,
+                    cpu: f64::from(cpu_milli) / 1000.0,
+                }
+            });
+        }
+    }
+}
+
+/// The node a new thread goes to under `policy` (the run's policy when `None`), spawned on `me` of
+/// a cluster of `nodes`. A thread sent elsewhere counts as pending there from now on.
+pub(crate) fn choose(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
+    let rt = runtime::get();
+    let k = rt.map_or(0, |r: &Runtime| r.next_target.fetch_add(1, Ordering::Relaxed));
+    let start = (usize::from(me) + k) % nodes.max(1);
+    let policy = policy.unwrap_or_else(self::policy);
+    let Some(rt) = rt.filter(|_| nodes > 1 && policy != Placement::RoundRobin) else {
+        return start as u16;
+    };
+    let now = Instant::now();
+    with_table(rt, |t| {
+        t.fill(rt, now);
+        let target = match policy {
+            Placement::LocalFirst => local_first(&t.view, usize::from(me), start),
+            _ => least_loaded(&t.view, start),
+        };
+        if target != usize::from(me) {
+            t.peers[target].pending.push(Pending::Spawn { frame: None, since: now });
+        }
+        target as u16
+    })
+}
+
+/// A spawn frame for `target` has been queued: it stays pending until a report from `target`
+/// shows that frame processed.
+pub(crate) fn sent(target: u16) {
+    let Some(rt) = runtime::get().filter(|r| r.me != target) else { return };
+    let frame = rt.sent_to(target);
+    let now = Instant::now();
+    with_table(rt, |t| {
+        let pending = &mut t.peers[usize::from(target)].pending;
+        let slot = pending.iter_mut().find_map(|p| match p {
+            Pending::Spawn { frame: f @ None, .. } => Some(f),
+            _ => None,
+        });
+        match slot {
+            Some(f) => *f = Some(frame),
+            None => pending.push(Pending::Spawn { frame: Some(frame), since: now }),
+        }
+    });
+}
+
+/// A load report from `from`: it runs `running` threads, uses `cpu_milli` thousandths of a CPU,
+/// had processed `processed` frames from this node when it reported, and (`settles`, non-zero) has
+/// taken in the thread of that move claim.
+pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64, settles: u64) {
+    let Some(rt) = runtime::get() else { return };
+    let now = Instant::now();
+    with_table(rt, |t| {
+        let Some(p) = t.peers.get_mut(usize::from(from)) else { return };
+        p.report = Some(Report { running, cpu_milli, at: now });
+        p.settle(processed, settles);
+        if settles != 0 {
+            t.claims.retain(|&(id, _)| id != settles);
+            t.set_leaving();
+        }
+    });
+    GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Held from reading the counts to queueing the report, so that reports leave in the order they
+/// were made (a report must never be overtaken by an older one).
+static REPORTING: Mutex<()> = Mutex::new(());
+
+/// Sends this node's load to `to` now, settling move claim `settles` (0: none).
+fn send_report(rt: &Runtime, to: u16, settles: u64) {
+    let _internal = InternalAlloc::new();
+    let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
+    let frame = wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(to), settles);
+    rt.send(to, frame);
+}
+
+/// A thread spawned by `origin` ends here: `origin` gets this node's load before it learns of the
+/// end (same connection, so `join` returns after the report is in).
+pub(crate) fn report_to(origin: u16) {
+    if let Some(rt) = runtime::get().filter(|r| r.me != origin) {
+        send_report(rt, origin, 0);
+    }
+}
+
+/// The service thread's periodic work: measures CPU use, forgets stale claims, and reports this
+/// node's load to every peer when it changed (or has not been sent for a while).
+pub(crate) fn tick(rt: &Runtime) {
+    if rt.nodes < 2 {
+        return;
+    }
+    let now = Instant::now();
+    let send = with_table(rt, |t| {
+        if now < t.next_tick {
+            return false;
+        }
+        t.next_tick = now + PERIOD;
+        if now.duration_since(t.cpu_at) >= CPU_WINDOW {
+            let used = cpu_time();
+            let busy =
+                used.saturating_sub(t.cpu_used).as_secs_f64() / now.duration_since(t.cpu_at).as_secs_f64();
+            CPU_MILLI.store((busy * 1000.0).round() as u32, Ordering::Relaxed);
+            (t.cpu_at, t.cpu_used) = (now, used);
+        }
+        t.expire(now);
+        let state =
+            (running_here(), CHANGES.load(Ordering::SeqCst), CPU_MILLI.load(Ordering::Relaxed).div_ceil(100));
+        if t.last_sent == Some(state) && now.duration_since(t.last_sent_at) < REFRESH {
+            return false;
+        }
+        t.last_sent = Some(state);
+        t.last_sent_at = now;
+        true
+    });
+    if send {
+        let _internal = InternalAlloc::new();
+        let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
+        for n in (0..rt.nodes).filter(|&n| n != rt.me) {
+            let frame =
+                wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(n), 0);
+            rt.send_batched(n, frame);
+        }
+    }
+}
+
+/// How long the service thread may sleep with nothing to do (it reports loads on schedule).
+pub(crate) fn poll_timeout_ms(rt: &Runtime) -> i32 {
+    if rt.nodes > 1 { PERIOD.as_millis() as i32 } else { 100 }
+}
+
+/// This process's CPU time so far (user and system, every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one `rusage` into the live struct we pass.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rebalancing.
+
+/// Claims a move of the calling thread away from this node, if rebalancing is on, this node is
+/// overloaded and another node has room: returns the claim and the target, both already counted
+/// (this node counts the thread as leaving, the target as pending).
+fn claim_move() -> Option<(u64, u16)> {
+    let rt = runtime::get()?;
+    if !rebalancing() || rt.nodes < 2 {
+        return None;
+    }
+    let parallelism = rt.parallelism.get(usize::from(rt.me)).copied().unwrap_or(1).max(1);
+    if running_here() <= parallelism || runtime::on_service_thread() {
+        return None;
+    }
+    let generation = GENERATION.load(Ordering::SeqCst);
+    if IDLE_GENERATION.load(Ordering::SeqCst) == generation
+        || MAIN_THREAD.get() == Some(&std::thread::current().id())
+    {
+        return None;
+    }
+    let now = Instant::now();
+    with_table(rt, |t| {
+        t.fill(rt, now);
+        let Some(target) = rebalance_target(&t.view, usize::from(rt.me)) else {
+            IDLE_GENERATION.store(generation, Ordering::SeqCst);
+            return None;
+        };
+        let claim = t.next_claim;
+        t.next_claim += 1;
+        t.claims.push((claim, now));
+        t.set_leaving();
+        t.peers[target].pending.push(Pending::Move { claim, since: now });
+        CLAIMED.fetch_add(1, Ordering::Relaxed);
+        Some((claim, target as u16))
+    })
+}
+
+/// A claimed move did not happen: the thread stays, and is counted here again.
+fn cancel_move(claim: u64, target: u16) {
+    let Some(rt) = runtime::get() else { return };
+    with_table(rt, |t| {
+        t.claims.retain(|&(id, _)| id != claim);
+        t.set_leaving();
+        t.peers[usize::from(target)]
+            .pending
+            .retain(|p| !matches!(*p, Pending::Move { claim: c, .. } if c == claim));
+    });
+    CANCELLED.fetch_add(1, Ordering::Relaxed);
+    // Do not try again before something new is known.
+    IDLE_GENERATION.store(GENERATION.load(Ordering::SeqCst), Ordering::SeqCst);
+}
+
+/// A safe point: gives up the CPU, as `std::thread::yield_now` does, and, when rebalancing is on
+/// ([`set_rebalancing`], `RTHREADS_REBALANCE=1`) and this node runs more threads than it has CPUs
+/// while another node has a CPU to spare, moves the calling thread there ([`migrate`](crate::migrate)).
+///
+/// A *safe point* is a place where the thread can go on running on another node without the program
+/// noticing anything but [`current_node`](crate::current_node): its stack, locals and everything in
+/// the shared heap move with it, but per-node things stay behind. So call it only where the thread
+/// holds no `std::sync` guard, no thread-local or `static` state it relies on afterwards, and no
+/// file or socket it goes on using (`rthreads::sync` guards are fine: they work on every node).
+/// Long computations call it between steps (a row, a block, an iteration).
+///
+/// Only as many threads move as the other nodes can take: each move first claims a slot, counted
+/// at once on both sides. A move that fails (an `Err` from `migrate`) leaves the thread where it
+/// was. Node 0's `main` thread never moves. Costs one or two atomic loads when there is nothing to
+/// do (besides the `sched_yield`).
+///
+/// # Examples
+/// ```
+/// let h = rthreads::spawn(|| {
+///     let mut sum = 0u64;
+///     for row in 0..100u64 {
+///         sum += row * row;
+///         rthreads::yield_now(); // may continue on another node
+///     }
+///     sum
+/// });
+/// assert_eq!(h.join().unwrap(), 328_350);
+/// ```
+pub fn yield_now() {
+    if let Some((claim, target)) = claim_move() {
+        let from = runtime::get().map_or(0, |r| r.me);
+        match crate::thread::migrate(usize::from(target)) {
+            Ok(()) => {
+                // Running on `target` now: tell the node we left, which settles the claim there.
+                if let Some(rt) = runtime::get().filter(|r| r.me != from) {
+                    send_report(rt, from, claim);
+                }
+                return;
+            }
+            Err(_) => cancel_move(claim, target),
+        }
+    }
+    std::thread::yield_now();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a program can see.
+
+/// Moves claimed on this node by [`yield_now`], and how many of those `migrate` refused. For tests
+/// and benchmarks.
+#[doc(hidden)]
+pub fn move_counts() -> (u64, u64) {
+    (CLAIMED.load(Ordering::Relaxed), CANCELLED.load(Ordering::Relaxed))
+}
+
+/// One node's load as this node believes it ([`loads`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct NodeLoad {
+    /// The node.
+    pub node: usize,
+    /// Threads it runs: exact for the calling node, its last report for the others. Threads that
+    /// claimed a move away are not counted.
+    pub running: u32,
+    /// Threads this node sent it (spawns and moves) that its last report cannot show yet.
+    pub pending: u32,
+    /// Its CPUs (`std::thread::available_parallelism` there).
+    pub parallelism: u32,
+    /// CPUs it had in use, on average over its last measurement window (about 100 ms).
+    pub cpu: f64,
+    /// How long ago its last report arrived; `None` for the calling node and for a node that has not
+    /// reported yet.
+    pub reported: Option<Duration>,
+}
+
+/// Every node's load as the calling node sees it, node 0 first. Outside a cluster, one entry.
+///
+/// # Examples
+/// ```
+/// let loads = rthreads::placement::loads();
+/// assert_eq!(loads.len(), rthreads::node_count());
+/// assert!(loads[0].parallelism >= 1);
+/// ```
+pub fn loads() -> Vec<NodeLoad> {
+    let Some(rt) = runtime::get() else {
+        let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get() as u32);
+        return vec![NodeLoad {
+            node: 0,
+            running: running_here(),
+            pending: 0,
+            parallelism,
+            cpu: 0.0,
+            reported: None,
+        }];
+    };
+    let now = Instant::now();
+    let (view, ages): (Vec<Load>, Vec<Option<Duration>>) = with_table(rt, |t| {
+        t.fill(rt, now);
+        let ages = t.peers.iter().map(|p| p.report.map(|r| now.duration_since(r.at))).collect();
+        (t.view.clone(), ages)
+    });
+    view.iter()
+        .zip(ages)
+        .enumerate()
+        .map(|(node, (l, age))| NodeLoad {
+            node,
+            running: l.running,
+            pending: l.pending,
+            parallelism: l.parallelism,
+            cpu: l.cpu,
+            reported: if node == usize::from(rt.me) { None } else { age },
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pinning (`RTHREADS_PIN`).
+
+/// Pins this node (the calling thread and every thread it creates from now on) to one CPU: the
+/// `node % k`-th of the `k` CPUs it may run on. For an embedded local cluster this emulates nodes on
+/// separate hosts, which placement needs to matter at all on one machine. Returns the CPU.
+pub(crate) fn pin(node: u16) -> Result<usize, String> {
+    // SAFETY: an all-zero `cpu_set_t` is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into `set`.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(format!("RTHREADS_PIN: sched_getaffinity: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: CPU_ISSET reads a bit of the set for an index below CPU_SETSIZE.
+    let allowed: Vec<usize> =
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
+    let Some(&cpu) = allowed.get(usize::from(node) % allowed.len().max(1)) else {
+        return Err("RTHREADS_PIN: this process may run on no CPU".into());
+    };
+    // SAFETY: as above, the empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is below CPU_SETSIZE (it came from the loop above).
+    unsafe { libc::CPU_SET(cpu, &mut one) };
+    // SAFETY: sched_setaffinity reads one `cpu_set_t` from a live value.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) } != 0 {
+        return Err(format!(
+            "RTHREADS_PIN: pinning node {node} to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(running: u32, pending: u32, parallelism: u32) -> Load {
+        Load { running, pending, parallelism, cpu: 0.0 }
+    }
+
+    #[test]
+    fn names_parse_and_print() {
+        for p in Placement::ALL {
+            assert_eq!(p.name().parse::<Placement>(), Ok(p));
+            assert_eq!(Placement::from_code(p.code()), p);
+        }
+        assert_eq!(" local-first\n".parse::<Placement>(), Ok(Placement::LocalFirst));
+        let e = "fastest".parse::<Placement>().unwrap_err().to_string();
+        assert_eq!(e, "unknown placement policy \"fastest\" (known: round-robin, least-loaded, local-first)");
+        assert_eq!(Placement::default(), Placement::RoundRobin);
+    }
+
+    #[test]
+    fn least_loaded_takes_the_fewest_threads_per_cpu() {
+        let loads = [load(2, 0, 2), load(0, 1, 2), load(3, 0, 8), load(1, 1, 1)];
+        // Shares: 1, 0.5, 0.375, 2.
+        assert_eq!(least_loaded(&loads, 0), 2);
+        assert_eq!(least_loaded(&loads, 3), 2);
+        // Pending spawns count like running threads.
+        assert_eq!(least_loaded(&[load(1, 0, 1), load(0, 1, 1)], 0), 0);
+        assert_eq!(least_loaded(&[load(1, 0, 1), load(0, 1, 1)], 1), 1);
+    }
+
+    #[test]
+    fn equals_take_turns_from_the_start() {
+        let loads = [load(1, 0, 2), load(0, 0, 2), load(0, 0, 2), load(1, 0, 2)];
+        assert_eq!(least_loaded(&loads, 0), 1);
+        assert_eq!(least_loaded(&loads, 1), 1);
+        assert_eq!(least_loaded(&loads, 2), 2);
+        assert_eq!(least_loaded(&loads, 3), 1);
+        assert_eq!(least_loaded(&loads, 7), 1, "start wraps");
+    }
+
+    #[test]
+    fn a_burst_spreads_when_each_spawn_counts_as_pending() {
+        // Four idle nodes of two CPUs; the spawning node counts each spawn where it sent it.
+        let mut loads = vec![load(0, 0, 2); 4];
+        let mut placed = Vec::new();
+        for k in 0..8 {
+            let n = least_loaded(&loads, k);
+            loads[n].pending += 1;
+            placed.push(n);
+        }
+        assert_eq!(placed, [0, 1, 2, 3, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn cpu_use_counts_in_whole_cpus_when_higher_than_the_thread_count() {
+        let busy_elsewhere = Load { running: 0, pending: 0, parallelism: 2, cpu: 1.9 };
+        let idle = load(0, 0, 2);
+        // 1.9 CPUs count as 1 busy CPU: the idle node wins.
+        assert_eq!(least_loaded(&[busy_elsewhere, idle], 0), 1);
+        // A service thread's 0.3 CPU does not count.
+        let serving = Load { cpu: 0.3, ..idle };
+        assert_eq!(least_loaded(&[serving, load(1, 0, 2)], 1), 0);
+        assert!(!Load { cpu: 2.0, ..idle }.has_room());
+    }
+
+    #[test]
+    fn local_first_stays_home_until_the_cpus_are_taken() {
+        let mut loads = [load(0, 0, 2), load(1, 0, 2), load(0, 0, 2)];
+        assert_eq!(local_first(&loads, 0, 1), 0);
+        loads[0].running = 1;
+        assert_eq!(local_first(&loads, 0, 1), 0);
+        loads[0].running = 2;
+        assert_eq!(local_first(&loads, 0, 1), 2, "busy: the least loaded other node");
+        loads[2].running = 2;
+        assert_eq!(local_first(&loads, 0, 1), 1);
+    }
+
+    #[test]
+    fn rebalancing_moves_only_from_an_overloaded_node_to_one_with_room() {
+        // Not overloaded: two threads, two CPUs.
+        assert_eq!(rebalance_target(&[load(2, 0, 2), load(0, 0, 2)], 0), None);
+        // Overloaded, but nobody has room.
+        assert_eq!(rebalance_target(&[load(5, 0, 2), load(2, 0, 2), load(1, 1, 2)], 0), None);
+        // Overloaded, two with room: the emptier one per CPU after the move.
+        assert_eq!(rebalance_target(&[load(5, 0, 2), load(1, 0, 2), load(1, 0, 4)], 0), Some(2));
+        // Never to itself.
+        assert_eq!(rebalance_target(&[load(0, 0, 1), load(3, 0, 1)], 1), Some(0));
+        // CPU use elsewhere (not rthreads) leaves no room.
+        let busy = Load { running: 0, pending: 0, parallelism: 1, cpu: 1.0 };
+        assert_eq!(rebalance_target(&[load(3, 0, 1), busy], 0), None);
+    }
+
+    #[test]
+    fn only_as_many_threads_move_as_there_is_room_for() {
+        // Node 0 runs 10 threads on 2 CPUs; nodes 1 and 2 have 2 and 1 CPUs to spare. Each claim
+        // counts the thread as gone here and pending there, as `claim_move` does.
+        let mut loads = [load(10, 0, 2), load(2, 0, 4), load(0, 0, 1)];
+        let mut moved = vec![0; 3];
+        while let Some(t) = rebalance_target(&loads, 0) {
+            loads[0].running -= 1;
+            loads[t].pending += 1;
+            moved[t] += 1;
+        }
+        assert_eq!(moved, [0, 2, 1]);
+        assert_eq!(loads[0].running, 7);
+        // Equals: the first after the overloaded node, wrapping.
+        let loads = [load(0, 0, 1), load(4, 0, 1), load(0, 0, 1)];
+        assert_eq!(rebalance_target(&loads, 1), Some(2));
+    }
+
+    #[test]
+    fn spawns_are_pending_until_a_report_covers_their_frame() {
+        let now = Instant::now();
+        let mut p = Peer::default();
+        p.pending.push(Pending::Spawn { frame: Some(7), since: now });
+        p.pending.push(Pending::Spawn { frame: Some(9), since: now });
+        p.pending.push(Pending::Move { claim: 3, since: now });
+        p.pending.push(Pending::Spawn { frame: None, since: now - FORGET });
+        p.expire(now);
+        assert_eq!(p.pending.len(), 3, "an unsent spawn is forgotten after a while");
+        p.pending.push(Pending::Spawn { frame: None, since: now });
+        // The report covers frame 7 but not 9, and settles another move.
+        p.settle(8, 4);
+        assert_eq!(p.pending.len(), 3);
+        assert!(!p.pending.iter().any(|e| matches!(e, Pending::Spawn { frame: Some(7), .. })));
+        // The move is settled by its own claim only; an unsent spawn only by age.
+        p.settle(8, 3);
+        assert_eq!(p.pending.len(), 2);
+        p.settle(u64::MAX, 0);
+        assert!(matches!(p.pending[..], [Pending::Spawn { frame: None, .. }]));
+    }
+}
