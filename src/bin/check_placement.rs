@@ -223,6 +223,9 @@ fn rebalance() {
     println!("threads moved: {moved}, moves claimed {claimed}, refused {refused}");
     assert!(claimed >= 1);
     assert_eq!(claimed - refused, moved as u64);
+    // Migration works, so nothing was refused and the claimed threads really moved.
+    assert_eq!(refused, 0);
+    assert!(moved >= 1);
     assert!(moved <= room0, "{moved} moved, room for {room0}");
     // Nothing stays counted as leaving on node 1 or pending on node 0.
     let idle = |l: &[NodeLoad]| l.iter().all(|n| n.running == 0 && n.pending == 0);
