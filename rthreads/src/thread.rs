@@ -772,12 +772,12 @@ pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
 ///     let h = rthreads::Builder::new().node(0).spawn(|| {
 ///         let mut trail = vec![rthreads::current_node()];
 ///         let local = 42;
-///         let at = &local as *const i32;
+///         let r = &local; // a reference into this thread's stack, held across the moves
 ///         for node in [1, 2] {
 ///             rthreads::migrate(node).unwrap();
 ///             trail.push(rthreads::current_node());
 ///         }
-///         assert_eq!(unsafe { *at }, 42);
+///         assert_eq!(*r, 42);
 ///         trail
 ///     }).unwrap();
 ///     assert_eq!(h.join().unwrap(), [0, 1, 2]);
