@@ -1016,10 +1016,19 @@ impl Service {
     /// Carries out the release-consistent protocol's actions, in order. `data` is the payload of
     /// the message being handled (page bytes or a diff).
     fn exec_lrc(&mut self, actions: &mut Vec<lrc::Action>, data: Option<&[u8]>) {
-        // Publish what the next release and acquire have to do before any thread is let go.
+        // Publish what the next release and acquire have to do before any thread is let go, but
+        // only raise the flags here: they are cleared after the actions ran (below). The protocol
+        // state is already the one after this call, so an acquire that dropped the last stale copy
+        // says `has_stale() == false` while the `Protect` that closes the copy is still to come;
+        // clearing the flag now would let another thread of this node skip its own acquire and
+        // read the stale copy meanwhile (a torn read under `sync_rwlock torn`).
         if let Some(l) = &self.lrc {
-            self.rt.lrc_dirty.store(l.needs_release(), Ordering::SeqCst);
-            self.rt.lrc_stale.store(l.has_stale(), Ordering::SeqCst);
+            if l.needs_release() {
+                self.rt.lrc_dirty.store(true, Ordering::SeqCst);
+            }
+            if l.has_stale() {
+                self.rt.lrc_stale.store(true, Ordering::SeqCst);
+            }
         }
         for a in actions.drain(..) {
             match a {
