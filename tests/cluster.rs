@@ -239,3 +239,10 @@ fn the_racy_bound_example_gives_the_same_answer_under_both_protocols() {
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+#[test]
+fn emulated_network_delay_holds_every_exchange_back() {
+    let out =
+        ok(&run_cluster(env!("CARGO_BIN_EXE_check_delay"), 2, &[], &[("RTHREADS_NET_DELAY_US", "5000")]));
+    assert!(out.contains("delay ok"), "{out}");
+}

@@ -23,6 +23,7 @@
 //! | `RTHREADS_TRACE_EVENTS` | events each node can hold in its trace buffer | 1048576 |
 //! | `RTHREADS_FAULT_SPIN` | polls of its page a faulting thread makes before it sleeps | 50 |
 //! | `RTHREADS_WAKE_PIPES` | `0`: faulting threads sleep on a futex instead of a pipe of their own | on |
+//! | `RTHREADS_NET_DELAY_US` | emulated one-way network delay in µs: every received frame is handled that much later (benchmarks of separate hosts over loopback; label figures as emulation) | 0 |
 //! | `RTHREADS_POLL_US` | the service thread polls this long while a fault waits | 0 |
 //! | `RTHREADS_PREFIX` | node 0 prefixes the output lines it forwards with `[node N] ` | off |
 //! | `RTHREADS_PLACEMENT` | where spawned threads go: `round-robin`, `least-loaded` or `local-first` (see `placement`) | `round-robin` |

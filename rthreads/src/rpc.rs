@@ -100,8 +100,12 @@ pub(crate) fn post(rt: &Runtime, to: u16, req: &Request) {
 pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
     let _internal = InternalAlloc::new();
     let started = std::time::Instant::now();
+    // Network-delay emulation: the request's way out here, the answer's below. (A `post`, which
+    // nobody waits for, is not held back: an unlock reaches its manager without the delay.)
+    crate::runtime::emulate_delay();
     let mut s = take(rt, to, req);
     let body = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
+    crate::runtime::emulate_delay();
     crate::stats::received(&body);
     let (after, inner) = match wire::decode(&body) {
         Ok(Wire::Ordered { after, inner }) => (after, inner),

@@ -357,6 +357,8 @@ impl Runtime {
 
 const FAULTS: u64 = u64::MAX;
 const LISTENER: u64 = u64::MAX - 1;
+/// The timer of the network-delay emulation.
+const DELAY_TIMER: u64 = u64::MAX - 2;
 /// Tokens of direct (request/answer) connections start here.
 const DIRECT: u64 = 1 << 32;
 
@@ -403,6 +405,12 @@ pub(crate) struct Service {
     last_heard: Vec<Instant>,
     /// When this node last sent every peer a heartbeat.
     last_beat: Instant,
+    /// Emulated one-way network delay (`RTHREADS_NET_DELAY_US`; zero: off).
+    delay: Duration,
+    /// Frames received and not yet due, in arrival order: (due, peer, frame).
+    delayed: std::collections::VecDeque<(Instant, u16, Vec<u8>)>,
+    /// A timerfd armed for the first delayed frame (with the emulation on).
+    delay_timer: Option<std::os::fd::OwnedFd>,
 }
 
 impl Service {
@@ -444,6 +452,22 @@ impl Service {
         };
         let poll_us = env_us("RTHREADS_POLL_US", 0);
         let direct_poll_us = env_us("RTHREADS_DIRECT_POLL_US", 0);
+        let delay = net_delay();
+        let delay_timer = if delay.is_zero() {
+            None
+        } else {
+            // SAFETY: plain syscall; the descriptor is owned below.
+            let fd = unsafe {
+                libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: just created, owned by nobody else.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            poller.add(std::os::fd::AsRawFd::as_raw_fd(&fd), poll::READ, DELAY_TIMER)?;
+            Some(fd)
+        };
         Ok(Service {
             rt,
             space,
@@ -468,6 +492,9 @@ impl Service {
             direct: Vec::new(),
             deferred: Vec::new(),
             last_heard: vec![Instant::now(); usize::from(rt.nodes)],
+            delay,
+            delayed: std::collections::VecDeque::new(),
+            delay_timer,
             last_beat: Instant::now(),
         })
     }
@@ -508,6 +535,8 @@ impl Service {
             for &(token, events) in &ready {
                 if token == FAULTS {
                     self.on_wakeups();
+                } else if token == DELAY_TIMER {
+                    self.clear_delay_timer();
                 } else if token == LISTENER {
                     self.accept_direct();
                 } else if token >= DIRECT {
@@ -516,6 +545,9 @@ impl Service {
                 } else {
                     self.on_conn(token as usize, events, &mut body);
                 }
+            }
+            if !self.delayed.is_empty() {
+                self.deliver_due();
             }
             self.rt.wake_pending.store(false, Ordering::SeqCst);
             if self.rt.cmd_pending.swap(false, Ordering::SeqCst) {
@@ -624,6 +656,10 @@ impl Service {
                 return;
             };
             match conn.next_frame(body) {
+                Ok(true) if !self.delay.is_zero() => {
+                    let _internal = InternalAlloc::new();
+                    self.delayed.push_back((Instant::now() + self.delay, i as u16, body.clone()));
+                }
                 Ok(true) => {
                     self.on_frame(i as u16, body);
                     self.processed(i as u16);
@@ -633,7 +669,60 @@ impl Service {
             }
         }
         if status == ReadStatus::Closed {
+            // What the peer sent before it closed still counts (a last message, then exit).
+            self.deliver_from(i as u16);
             self.peer_lost(i, "closed the connection");
+        }
+    }
+
+    /// Network-delay emulation: handles the received frames that are due, in arrival order, and
+    /// arms the timer for the next one.
+    fn deliver_due(&mut self) {
+        let now = Instant::now();
+        while let Some((due, from, _)) = self.delayed.front() {
+            if *due > now {
+                break;
+            }
+            let from = *from;
+            let (_, _, frame) = self.delayed.pop_front().expect("front exists");
+            self.on_frame(from, &frame);
+            self.processed(from);
+        }
+        if let (Some((due, _, _)), Some(t)) = (self.delayed.front(), &self.delay_timer) {
+            let left = due.saturating_duration_since(now).max(Duration::from_nanos(1));
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                it_value: libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+                },
+            };
+            // SAFETY: a timerfd we own; `spec` is valid for the call.
+            unsafe {
+                libc::timerfd_settime(std::os::fd::AsRawFd::as_raw_fd(t), 0, &spec, std::ptr::null_mut())
+            };
+        }
+    }
+
+    /// Handles every frame still held back from `from` now (its connection is closing).
+    fn deliver_from(&mut self, from: u16) {
+        if self.delayed.iter().all(|d| d.1 != from) {
+            return;
+        }
+        let (mine, rest): (std::collections::VecDeque<_>, _) =
+            std::mem::take(&mut self.delayed).into_iter().partition(|d| d.1 == from);
+        self.delayed = rest;
+        for (_, _, frame) in mine {
+            self.on_frame(from, &frame);
+            self.processed(from);
+        }
+    }
+
+    fn clear_delay_timer(&mut self) {
+        if let Some(t) = &self.delay_timer {
+            let mut n = 0u64;
+            // SAFETY: reads 8 bytes into `n` from a non-blocking timerfd we own.
+            unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(t), (&raw mut n).cast(), 8) };
         }
     }
 
@@ -1167,4 +1256,33 @@ impl Service {
             }
         }
     }
+}
+
+/// The emulated one-way network delay, `RTHREADS_NET_DELAY_US` (zero when unset). Benchmarks use it
+/// to stand for the latency of a real network between hosts, which loopback lacks; every frame a
+/// node receives on a mesh connection is handled that much later, and a direct request and its
+/// answer each wait that long. It is an emulation: label figures taken with it as such.
+pub(crate) fn net_delay() -> Duration {
+    static DELAY: OnceLock<Duration> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        Duration::from_micros(
+            std::env::var("RTHREADS_NET_DELAY_US").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        )
+    })
+}
+
+/// Waits out the emulated network delay on the calling thread (direct requests and answers).
+pub(crate) fn emulate_delay() {
+    let d = net_delay();
+    if d.is_zero() {
+        return;
+    }
+    thread_local!(static SLACK: Cell<bool> = const { Cell::new(false) });
+    if !SLACK.with(Cell::get) {
+        // SAFETY: sets this thread's timer slack to 1 ns so short sleeps are not stretched by the
+        // default 50 µs; no pointers involved.
+        unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+        SLACK.with(|s| s.set(true));
+    }
+    std::thread::sleep(d);
 }

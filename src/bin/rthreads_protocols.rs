@@ -5,8 +5,10 @@
 //!
 //! ```text
 //! cargo build --release --bins && target/release/rthreads-protocols [--nodes 4] [--size medium]
-//!     [--reps 3] [--bench a,b] [--prefetch 4]
+//!     [--reps 3] [--bench a,b] [--prefetch 4] [--fs-work 2,1000,10000]
 //! ```
+//! `--fs-work` adds rows of `false_sharing` with that many steps of local work between two updates
+//! of the shared page (`RTHREADS_FS_WORK`; one step is a few nanoseconds, the kernel's default 2).
 //! Runs are interleaved (sc, lrc, sc, lrc, ...) and the median wall time of `--reps` runs is
 //! reported, so drifts of a noisy machine hit both protocols alike.
 
@@ -21,6 +23,7 @@ struct Opts {
     reps: usize,
     benches: Option<Vec<String>>,
     prefetch: Option<u16>,
+    fs_work: Vec<u64>,
 }
 
 fn opts() -> Opts {
@@ -32,6 +35,9 @@ fn opts() -> Opts {
         reps: get("--reps").and_then(|v| v.parse().ok()).unwrap_or(3),
         benches: get("--bench").map(|v| v.split(',').map(String::from).collect()),
         prefetch: get("--prefetch").and_then(|v| v.parse().ok()),
+        fs_work: get("--fs-work")
+            .map(|v| v.split(',').filter_map(|w| w.parse().ok()).collect())
+            .unwrap_or_default(),
     }
 }
 
@@ -50,11 +56,19 @@ struct Sample {
     checksum: String,
 }
 
-fn run(kernel: &str, o: &Opts, c: &Config) -> Result<BTreeMap<String, String>, String> {
+/// A row of the table: a kernel, and the environment it needs beyond the protocol's.
+struct Row {
+    label: String,
+    kernel: &'static str,
+    env: Vec<(&'static str, String)>,
+}
+
+fn run(row: &Row, o: &Opts, c: &Config) -> Result<BTreeMap<String, String>, String> {
+    let kernel = row.kernel;
     let worker = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("bench_worker");
     let mut cmd = Command::new(&worker);
     cmd.args([kernel, "cluster", &o.size, "1"]).env("RTHREADS_NODES", o.nodes.to_string());
-    for (k, v) in &c.env {
+    for (k, v) in c.env.iter().chain(&row.env) {
         cmd.env(k, v);
     }
     let out = cmd.output().map_err(|e| format!("cannot run {}: {e}", worker.display()))?;
@@ -92,10 +106,18 @@ fn main() {
             env: vec![("RTHREADS_PROTOCOL", "lrc".into()), ("RTHREADS_PREFETCH", k.to_string())],
         });
     }
-    let chosen: Vec<_> = kernels::all()
+    let mut chosen: Vec<Row> = kernels::all()
         .into_iter()
         .filter(|k| o.benches.as_ref().is_none_or(|b| b.iter().any(|n| n == k.name)))
+        .map(|k| Row { label: k.name.into(), kernel: k.name, env: Vec::new() })
         .collect();
+    for w in &o.fs_work {
+        chosen.push(Row {
+            label: format!("false_sharing, work {w}"),
+            kernel: "false_sharing",
+            env: vec![("RTHREADS_FS_WORK", w.to_string())],
+        });
+    }
     println!(
         "{} nodes, size {}, median of {} interleaved runs each; msgs and bytes are totals over all nodes\n",
         o.nodes, o.size, o.reps
@@ -115,7 +137,7 @@ fn main() {
         let mut error = None;
         'reps: for _ in 0..o.reps {
             for (i, c) in configs.iter().enumerate() {
-                match run(k.name, &o, c) {
+                match run(k, &o, c) {
                     Ok(r) => {
                         let s = &mut samples[i];
                         s.wall.push(r.get("wall_s").and_then(|v| v.parse().ok()).unwrap_or(f64::NAN));
@@ -132,7 +154,7 @@ fn main() {
             }
         }
         if let Some(e) = error {
-            println!("| {} | failed: {} |", k.name, e.lines().next().unwrap_or(""));
+            println!("| {} | failed: {} |", k.label, e.lines().next().unwrap_or(""));
             eprintln!("{e}");
             failed = true;
             continue;
@@ -141,7 +163,7 @@ fn main() {
         if !same {
             failed = true;
         }
-        let mut line = format!("| {} |", k.name);
+        let mut line = format!("| {} |", k.label);
         for s in &samples {
             line += &format!(" {:.3} | {:.0} | {:.1} |", median(&s.wall), s.msgs, s.bytes / (1 << 20) as f64);
         }

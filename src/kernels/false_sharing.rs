@@ -18,22 +18,30 @@ use crate::par::{Size, spawn, workers};
 /// `c % workers()`).
 const COUNTERS: usize = 8;
 
-/// Chunks per counter for a size.
-fn increments(size: Size) -> u64 {
+/// Steps of local work per counter for a size, in all.
+fn steps(size: Size) -> u64 {
     match size {
-        Size::Small => 20_000,
-        Size::Medium => 2_000_000,
-        Size::Large => 20_000_000,
+        Size::Small => 40_000,
+        Size::Medium => 4_000_000,
+        Size::Large => 40_000_000,
     }
 }
 
-/// Steps of local work per chunk (a fraction of a microsecond).
+/// Steps of local work per chunk by default (a few nanoseconds: a worker updates its counter
+/// hundreds of millions of times a second).
 const WORK: u64 = 2;
 
+/// Steps of local work per chunk: `RTHREADS_FS_WORK` (one step is a few nanoseconds), else
+/// [`WORK`]. More work per chunk means fewer, sparser updates of the shared page for the same
+/// total work; `rthreads-protocols --fs-work` sweeps it.
+fn work() -> u64 {
+    std::env::var("RTHREADS_FS_WORK").ok().and_then(|v| v.parse().ok()).filter(|&w| w > 0).unwrap_or(WORK)
+}
+
 /// One chunk of local work, touching no shared memory.
-fn chunk(seed: u64) -> u64 {
+fn chunk(seed: u64, work: u64) -> u64 {
     let mut x = seed;
-    for _ in 0..WORK {
+    for _ in 0..work {
         x = mix(x);
     }
     x & 0xffff
@@ -48,7 +56,8 @@ unsafe impl Sync for Counters {}
 
 /// Counts with `workers()` threads; the checksum hashes the final counters in order.
 pub fn run(size: Size) -> u64 {
-    let per_counter = increments(size);
+    let work = work();
+    let per_counter = (steps(size) / work).max(1);
     let threads = workers().min(COUNTERS);
     let counters: Arc<PageAligned<Counters>> =
         Arc::new(PageAligned(Counters(std::array::from_fn(|_| UnsafeCell::new(0)))));
@@ -58,7 +67,7 @@ pub fn run(size: Size) -> u64 {
             spawn(move || {
                 for i in 0..per_counter {
                     for c in (t..COUNTERS).step_by(threads) {
-                        let add = chunk(i ^ ((c as u64) << 40));
+                        let add = chunk(i ^ ((c as u64) << 40), work);
                         let p = counters.0.0[c].get();
                         // SAFETY: only this worker touches counter `c` (see `Counters`). Volatile,
                         // so every update is a store to the shared page, as in a real program
