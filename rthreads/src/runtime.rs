@@ -8,7 +8,8 @@
 //! in [`Runtime::send`] and wake the service thread through the same pipe.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -62,7 +63,7 @@ pub(crate) struct Runtime {
     cmd_pending: AtomicBool,
     /// Former guard pages of fiber stacks, left inaccessible (see `dsm::fault::set_guard`) until
     /// a trap on one lets the service thread give it back the access the protocol says it has.
-    unguarded: Mutex<std::collections::VecDeque<u64>>,
+    unguarded: Mutex<VecDeque<u64>>,
     unguarded_any: AtomicBool,
     /// Mirrors of the protocol state, written by the service thread before it lets any thread go
     /// on: a release has something to do, an acquire has something to drop.
@@ -193,7 +194,7 @@ impl Runtime {
             lrc,
             cmds: Mutex::new(Vec::new()),
             cmd_pending: AtomicBool::new(false),
-            unguarded: Mutex::new(std::collections::VecDeque::new()),
+            unguarded: Mutex::new(VecDeque::new()),
             unguarded_any: AtomicBool::new(false),
             lrc_dirty: AtomicBool::new(false),
             lrc_stale: AtomicBool::new(false),
@@ -408,9 +409,9 @@ pub(crate) struct Service {
     /// Emulated one-way network delay (`RTHREADS_NET_DELAY_US`; zero: off).
     delay: Duration,
     /// Frames received and not yet due, in arrival order: (due, peer, frame).
-    delayed: std::collections::VecDeque<(Instant, u16, Vec<u8>)>,
+    delayed: VecDeque<(Instant, u16, Vec<u8>)>,
     /// A timerfd armed for the first delayed frame (with the emulation on).
-    delay_timer: Option<std::os::fd::OwnedFd>,
+    delay_timer: Option<OwnedFd>,
 }
 
 impl Service {
@@ -427,7 +428,7 @@ impl Service {
         let poller = Poller::new()?;
         poller.add(faults.fd(), poll::READ, FAULTS)?;
         listener.set_nonblocking(true)?;
-        poller.add(std::os::fd::AsRawFd::as_raw_fd(&listener), poll::READ, LISTENER)?;
+        poller.add(listener.as_raw_fd(), poll::READ, LISTENER)?;
         let mut conns = Vec::new();
         for (i, s) in streams.into_iter().enumerate() {
             conns.push(match s {
@@ -464,8 +465,8 @@ impl Service {
                 return Err(std::io::Error::last_os_error());
             }
             // SAFETY: just created, owned by nobody else.
-            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            poller.add(std::os::fd::AsRawFd::as_raw_fd(&fd), poll::READ, DELAY_TIMER)?;
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            poller.add(fd.as_raw_fd(), poll::READ, DELAY_TIMER)?;
             Some(fd)
         };
         Ok(Service {
@@ -493,7 +494,7 @@ impl Service {
             deferred: Vec::new(),
             last_heard: vec![Instant::now(); usize::from(rt.nodes)],
             delay,
-            delayed: std::collections::VecDeque::new(),
+            delayed: VecDeque::new(),
             delay_timer,
             last_beat: Instant::now(),
         })
@@ -694,13 +695,11 @@ impl Service {
                 it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
                 it_value: libc::timespec {
                     tv_sec: left.as_secs() as libc::time_t,
-                    tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+                    tv_nsec: left.subsec_nanos() as libc::c_long,
                 },
             };
             // SAFETY: a timerfd we own; `spec` is valid for the call.
-            unsafe {
-                libc::timerfd_settime(std::os::fd::AsRawFd::as_raw_fd(t), 0, &spec, std::ptr::null_mut())
-            };
+            unsafe { libc::timerfd_settime(t.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         }
     }
 
@@ -709,7 +708,7 @@ impl Service {
         if self.delayed.iter().all(|d| d.1 != from) {
             return;
         }
-        let (mine, rest): (std::collections::VecDeque<_>, _) =
+        let (mine, rest): (VecDeque<_>, _) =
             std::mem::take(&mut self.delayed).into_iter().partition(|d| d.1 == from);
         self.delayed = rest;
         for (_, _, frame) in mine {
@@ -722,7 +721,7 @@ impl Service {
         if let Some(t) = &self.delay_timer {
             let mut n = 0u64;
             // SAFETY: reads 8 bytes into `n` from a non-blocking timerfd we own.
-            unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(t), (&raw mut n).cast(), 8) };
+            unsafe { libc::read(t.as_raw_fd(), (&raw mut n).cast(), 8) };
         }
     }
 
