@@ -10,13 +10,14 @@
 //!   the home (node 0): the home invalidates both copies, then grants write access with the bytes;
 //! - **spawn+join**: node 0 spawns a trivial thread on node 1 and joins it.
 //!
-//! Medians and 90th percentiles over all rounds, and the ratio read fault / raw RTT.
+//! Medians and 90th percentiles over all rounds, the ratio read fault / raw RTT, and the CPU time a
+//! read fault costs each of the three threads it involves (from the scheduler's own accounting).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rthreads_suite::bench::{header, raw_rtt, row, us};
+use rthreads_suite::bench::{header, raw_rtt_cpu, row, us};
 
 const PAGE: usize = 4096;
 
@@ -38,10 +39,28 @@ fn on<T: Send + 'static>(node: usize, f: impl FnOnce() -> T + Send + 'static) ->
     rthreads::Builder::new().node(node).spawn(f).unwrap().join().unwrap()
 }
 
-fn read_faults(n: usize) -> Vec<Duration> {
+/// CPU time, in nanoseconds, used so far by this process's service thread and by all its other
+/// threads (from `/proc/self/task/*/schedstat`, which the scheduler keeps to the nanosecond).
+fn cpu_ns() -> [u64; 2] {
+    let mut out = [0u64; 2];
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        let ns: u64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        out[usize::from(!comm.starts_with("rthreads-servic"))] += ns;
+    }
+    out
+}
+
+/// Read-fault latencies, and the CPU time the faults cost: [faulting node's service thread,
+/// faulting thread, home's service thread] in nanoseconds, summed over the `n` faults.
+fn read_faults(n: usize) -> (Vec<Duration>, [u64; 3]) {
     let pages = fresh_pages(n);
-    on(1, move || {
-        (0..n)
+    let home0 = cpu_ns();
+    let (times, there) = on(1, move || {
+        let before = cpu_ns();
+        let times = (0..n)
             .map(|i| {
                 let p = page_addr(&pages, i);
                 let t = Instant::now();
@@ -49,8 +68,12 @@ fn read_faults(n: usize) -> Vec<Duration> {
                 black_box(unsafe { std::ptr::read_volatile(p) });
                 t.elapsed()
             })
-            .collect()
-    })
+            .collect();
+        let after = cpu_ns();
+        (times, [after[0] - before[0], after[1] - before[1]])
+    });
+    let home1 = cpu_ns();
+    (times, [there[0], there[1], home1[0] - home0[0]])
 }
 
 fn write_faults(n: usize) -> Vec<Duration> {
@@ -115,9 +138,17 @@ fn main() {
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let per = 400;
     let (mut rtt, mut rf, mut wf, mut sj) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu, mut rtt_cpu) = ([0u64; 3], [0u64; 2]);
     for _ in 0..rounds {
-        rtt.extend(raw_rtt(per, PAGE));
-        rf.extend(read_faults(per));
+        let (times, client, server) = raw_rtt_cpu(per, PAGE);
+        rtt.extend(times);
+        rtt_cpu[0] += client;
+        rtt_cpu[1] += server;
+        let (times, used) = read_faults(per);
+        rf.extend(times);
+        for (c, u) in cpu.iter_mut().zip(used) {
+            *c += u;
+        }
         wf.extend(write_faults(per));
         sj.extend(spawn_join(per / 4));
     }
@@ -133,5 +164,20 @@ fn main() {
         println!("trace record with tracing off: {rec:.2} ns/call (empty loop {empty:.2} ns/iteration)");
     }
     println!("ratio read fault / raw RTT (medians): {:.2}", us(medians[1]) / us(medians[0]));
+    let per_fault = |ns: u64| ns as f64 / 1e3 / rf.len() as f64;
+    let per_rtt = |ns: u64| ns as f64 / 1e3 / rtt.len() as f64;
+    println!(
+        "CPU per raw round trip (mean; the server's includes 20 warm-up trips per round): client {:.1} us, server {:.1} us; sum {:.1} us",
+        per_rtt(rtt_cpu[0]),
+        per_rtt(rtt_cpu[1]),
+        per_rtt(rtt_cpu[0] + rtt_cpu[1])
+    );
+    println!(
+        "CPU per read fault (mean): faulting node's service thread {:.1} us, faulting thread {:.1} us, home's service thread {:.1} us; sum {:.1} us",
+        per_fault(cpu[0]),
+        per_fault(cpu[1]),
+        per_fault(cpu[2]),
+        per_fault(cpu.iter().sum())
+    );
     println!("ratio write fault / raw RTT (medians): {:.2}", us(medians[2]) / us(medians[0]));
 }

@@ -33,6 +33,16 @@ pub mod bench {
     /// # Panics
     /// On socket errors.
     pub fn raw_rtt(n: usize, reply: usize) -> Vec<Duration> {
+        raw_rtt_cpu(n, reply).0
+    }
+
+    /// [`raw_rtt`], plus the CPU time the client thread used over the measured round trips and the
+    /// server thread over all of them (20 more), in nanoseconds (from
+    /// `/proc/thread-self/schedstat`; 0 where it cannot be read).
+    ///
+    /// # Panics
+    /// On socket errors.
+    pub fn raw_rtt_cpu(n: usize, reply: usize) -> (Vec<Duration>, u64, u64) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let server = std::thread::spawn(move || {
@@ -40,15 +50,21 @@ pub mod bench {
             s.set_nodelay(true).unwrap();
             let page = vec![7u8; reply];
             let mut req = [0u8; 16];
+            let before = thread_cpu_ns();
             while s.read_exact(&mut req).is_ok() {
                 s.write_all(&page).unwrap();
             }
+            thread_cpu_ns() - before
         });
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_nodelay(true).unwrap();
         let mut buf = vec![0u8; reply];
         let mut out = Vec::with_capacity(n);
+        let mut before = 0;
         for i in 0..n + 20 {
+            if i == 20 {
+                before = thread_cpu_ns();
+            }
             let t = Instant::now();
             c.write_all(&[1u8; 16]).unwrap();
             c.read_exact(&mut buf).unwrap();
@@ -56,9 +72,19 @@ pub mod bench {
                 out.push(t.elapsed());
             }
         }
+        let client = thread_cpu_ns() - before;
         drop(c);
-        server.join().unwrap();
-        out
+        let server = server.join().unwrap();
+        (out, client, server)
+    }
+
+    /// CPU time this thread has used, in nanoseconds, as the scheduler accounts it; 0 if
+    /// `/proc/thread-self/schedstat` cannot be read.
+    pub fn thread_cpu_ns() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
     }
 
     /// Prints a table row: name, median and p90 in microseconds, and the sample count.

@@ -331,9 +331,23 @@ pub fn install(layout: SpaceLayout) -> io::Result<FaultReceiver> {
     Ok(FaultReceiver { read, _write: write })
 }
 
+thread_local! {
+    /// This thread's id, once asked: the handler needs it twice per fault, and on a VM every
+    /// system call counts. A `const` thread-local without a destructor is a plain slot of the
+    /// thread's static TLS block, so reading it in the handler neither allocates nor locks.
+    static TID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
 fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions and is async-signal-safe.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+    TID.with(|c| {
+        let mut t = c.get();
+        if t == 0 {
+            // SAFETY: gettid has no preconditions and is async-signal-safe.
+            t = unsafe { libc::syscall(libc::SYS_gettid) as i32 };
+            c.set(t);
+        }
+        t
+    })
 }
 
 fn write_word(word: u32) {

@@ -183,13 +183,23 @@ impl Conn {
 
     /// Reads every byte available now into the receive buffer.
     ///
+    /// A read that returns less than the buffer had room for has taken everything the kernel held,
+    /// so it ends the call without a second read to hear "would block" (a system call saved per
+    /// message on the fault path). Callers poll level-triggered: bytes or a close arriving later
+    /// make the socket readable again.
+    ///
     /// # Errors
     /// A socket error other than "would block".
     pub fn fill(&mut self) -> io::Result<ReadStatus> {
         self.inbuf.compact();
         loop {
+            let room = self.inbuf.spare().len();
             match self.stream.read(self.inbuf.spare()) {
                 Ok(0) => return Ok(ReadStatus::Closed),
+                Ok(n) if n < room => {
+                    self.inbuf.filled(n);
+                    return Ok(ReadStatus::WouldBlock);
+                }
                 Ok(n) => self.inbuf.filled(n),
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok(ReadStatus::WouldBlock),
