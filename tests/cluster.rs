@@ -68,8 +68,9 @@ fn main_example_runs() {
     assert!(out.contains("hello from node 0"));
 }
 
-#[test]
-fn a_node_running_another_binary_is_refused() {
+/// Starts node 0 of a 2-node cluster (sc) from `check_print`, then node 1 from `intruder` with
+/// `extra` settings; both must fail, naming `why`, and leave no process behind.
+fn refused_at_the_handshake(intruder: &str, extra: &[(&str, &str)], why: &str) {
     let tag = Tagged::new();
     let mut node0 = tag
         .command(env!("CARGO_BIN_EXE_check_print"))
@@ -77,6 +78,7 @@ fn a_node_running_another_binary_is_refused() {
         .env("RTHREADS_EXTERNAL", "1")
         .env("RTHREADS_SECRET", "cluster-test-secret")
         .env("RTHREADS_STARTUP_TIMEOUT", "5")
+        .env("RTHREADS_PROTOCOL", "sc")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -84,22 +86,23 @@ fn a_node_running_another_binary_is_refused() {
     let mut err0 = reader(node0.stderr.take().unwrap());
     let line = read_until(&mut err0, "listening on", Duration::from_secs(30));
     let addr = line.split("listening on ").nth(1).unwrap().split(',').next().unwrap().trim().to_owned();
-    let intruder = tag
-        .command(env!("CARGO_BIN_EXE_check_panics"))
-        .env("RTHREADS_NODES", "2")
+    let mut cmd = tag.command(intruder);
+    cmd.env("RTHREADS_NODES", "2")
         .env("RTHREADS_NODE_ID", "1")
         .env("RTHREADS_COORDINATOR", &addr)
         .env("RTHREADS_SECRET", "cluster-test-secret")
+        .env("RTHREADS_PROTOCOL", "sc")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out1 = wait_bounded(intruder, Duration::from_secs(30));
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out1 = wait_bounded(cmd.spawn().unwrap(), Duration::from_secs(30));
     let err1 = text(&out1.stderr);
     assert!(!out1.status.success());
-    assert!(err1.contains("refused this node") && err1.contains("different binary"), "{err1}");
+    assert!(err1.contains("refused this node") && err1.contains(why), "{err1}");
     let refused = read_until(&mut err0, "refused a peer", Duration::from_secs(30));
-    assert!(refused.contains("different binary"), "{refused}");
+    assert!(refused.contains(why), "{refused}");
     let rest = {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut err0, &mut s).unwrap();
@@ -110,6 +113,25 @@ fn a_node_running_another_binary_is_refused() {
     assert!(!out0.status.success());
     assert!(rest.contains("never joined"), "{rest}");
     tag.assert_none_left(Duration::from_secs(5));
+}
+
+#[test]
+fn a_node_running_another_binary_is_refused() {
+    refused_at_the_handshake(env!("CARGO_BIN_EXE_check_panics"), &[], "different binary");
+}
+
+#[test]
+fn a_node_with_another_protocol_or_space_size_is_refused() {
+    refused_at_the_handshake(
+        env!("CARGO_BIN_EXE_check_print"),
+        &[("RTHREADS_PROTOCOL", "lrc")],
+        "protocol: the peer has lrc, this cluster sc",
+    );
+    refused_at_the_handshake(
+        env!("CARGO_BIN_EXE_check_print"),
+        &[("RTHREADS_SPACE_SIZE", "32G")],
+        "space: the peer has 34359738368, this cluster 68719476736",
+    );
 }
 
 #[test]

@@ -235,6 +235,10 @@ pub fn hello(data: &[u8]) {
             assert!(check_peer(&other_run, &h).is_err_and(|e| e.contains("another run")));
             let other_size = Hello { nodes: h.nodes ^ 1, ..mine.clone() };
             assert!(check_peer(&other_size, &h).is_err_and(|e| e.contains("nodes")));
+            let other_settings = Hello { settings: format!("{} x=1", h.settings), ..mine.clone() };
+            if check_peer(&mine, &h).is_ok() {
+                assert!(check_peer(&other_settings, &h).is_err_and(|e| e.contains("different settings")));
+            }
             let other_binary = Hello { binary: BinaryId { len: h.binary.len ^ 1, ..h.binary }, ..mine };
             assert!(check_peer(&other_binary, &h).is_err_and(|e| e.contains("different binary")));
         }
@@ -250,7 +254,10 @@ pub fn hello(data: &[u8]) {
     let listen_len = usize::from(next(1) as u8 % 48);
     let listen: Vec<u8> = (0..listen_len).map(|_| next(1) as u8).collect();
     let listen = String::from_utf8_lossy(&listen).into_owned();
-    let built = Hello { node, nodes, session, binary, listen, parallelism };
+    let settings_len = usize::from(next(1) as u8 % 32);
+    let settings: Vec<u8> = (0..settings_len).map(|_| next(1) as u8).collect();
+    let settings = String::from_utf8_lossy(&settings).into_owned();
+    let built = Hello { node, nodes, session, binary, listen, parallelism, settings };
     let encoded = built.encode();
     assert_eq!(Hello::decode(&encoded).as_ref(), Ok(&built));
     for cut in 0..encoded.len() {

@@ -1,8 +1,9 @@
 //! Cluster bootstrap: every node connects to every other over TCP, after a handshake that
-//! refuses peers running another binary or belonging to another run.
+//! refuses peers running another binary, belonging to another run, or set up differently.
 //!
 //! 1. Node 0 (the coordinator) listens. Every other node binds a listener of its own, connects to
-//!    node 0 and sends a [`Hello`] naming its id, its listening address and its [`BinaryId`].
+//!    node 0 and sends a [`Hello`] naming its id, its listening address, its [`BinaryId`] and
+//!    the run-wide settings it was started with.
 //! 2. Node 0 checks each hello against its own. A mismatch is answered with a `Reject` whose text
 //!    names what differs; the bad peer is logged and dropped, and node 0 keeps waiting for the
 //!    right one until the start-up timeout. Once every node has said hello, node 0 sends each one
@@ -25,7 +26,7 @@ use crate::codec::{Reader, Writer};
 use crate::frame::{read_frame, write_frame};
 
 const MAGIC: u32 = 0x5254_4852; // "RTHR"
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const HANDSHAKE_LIMIT: usize = 64 << 10;
 
 const TAG_HELLO: u8 = 1;
@@ -86,6 +87,10 @@ pub struct Hello {
     pub listen: String,
     /// The sender's `available_parallelism`.
     pub parallelism: u32,
+    /// The run-wide settings every node must share, as space-separated `name=value` pairs (for
+    /// rthreads: the coherence protocol and the size of the shared space). A peer whose pairs
+    /// differ is refused, with the pairs that differ named.
+    pub settings: String,
 }
 
 impl Hello {
@@ -93,7 +98,7 @@ impl Hello {
         let mut w = Writer::new();
         w.u8(TAG_HELLO).u32(MAGIC).u16(VERSION).u16(self.node).u16(self.nodes).u64(self.session);
         w.u64(self.binary.hash).u64(self.binary.len).u64(self.binary.anchor);
-        w.str(&self.listen).u32(self.parallelism);
+        w.str(&self.listen).u32(self.parallelism).str(&self.settings);
         w.finish()
     }
 
@@ -118,6 +123,7 @@ impl Hello {
             },
             listen: r.str().map_err(bad)?.to_owned(),
             parallelism: r.u32().map_err(bad)?,
+            settings: r.str().map_err(bad)?.to_owned(),
         };
         r.end().map_err(bad)?;
         Ok(hello)
@@ -194,7 +200,37 @@ pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
     if theirs.node == 0 || theirs.node >= mine.nodes {
         return Err(format!("node id {} out of range 1..{}", theirs.node, mine.nodes));
     }
+    if theirs.settings != mine.settings {
+        return Err(settings_mismatch(&mine.settings, &theirs.settings));
+    }
     Ok(())
+}
+
+/// Names the `name=value` pairs on which two settings strings differ.
+fn settings_mismatch(mine: &str, theirs: &str) -> String {
+    let pairs = |s: &str| -> Vec<(String, String)> {
+        s.split_whitespace()
+            .map(|p| {
+                p.split_once('=').map_or((p.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect()
+    };
+    let (a, b) = (pairs(mine), pairs(theirs));
+    let value = |v: &[(String, String)], k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.clone());
+    let mut names: Vec<&str> = a.iter().chain(&b).map(|(k, _)| k.as_str()).collect();
+    names.dedup();
+    let mut diffs = Vec::new();
+    for k in names {
+        let (x, y) = (value(&a, k), value(&b, k));
+        if x != y && !diffs.iter().any(|d: &String| d.starts_with(&format!("{k}:"))) {
+            let show = |v: Option<String>| v.unwrap_or_else(|| "(unset)".into());
+            diffs.push(format!("{k}: the peer has {}, this cluster {}", show(y), show(x)));
+        }
+    }
+    if diffs.is_empty() {
+        diffs.push(format!("the peer has \"{theirs}\", this cluster \"{mine}\""));
+    }
+    format!("different settings ({}); every node must run with the same ones", diffs.join("; "))
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, MeshError> {
@@ -429,6 +465,7 @@ mod tests {
             binary: BinaryId { hash, len: 10, anchor: 0x1000 },
             listen: String::new(),
             parallelism: 2,
+            settings: "protocol=sc space=1024".into(),
         }
     }
 
@@ -479,6 +516,22 @@ mod tests {
         let e1 = bad.join().unwrap();
         assert!(e1.0.contains("different binary"), "{e1}");
         assert!(e0.0.contains("never joined"), "{e0}");
+    }
+
+    #[test]
+    fn different_settings_are_refused_naming_the_setting() {
+        let mine = hello(0, 2, 1);
+        let theirs = Hello { node: 1, settings: "protocol=lrc space=1024".into(), ..mine.clone() };
+        let e = check_peer(&mine, &theirs).unwrap_err();
+        assert!(
+            e.contains("different settings") && e.contains("protocol: the peer has lrc, this cluster sc"),
+            "{e}"
+        );
+        assert!(!e.contains("space"), "{e}");
+        let odd = Hello { node: 1, settings: "protocol=sc".into(), ..mine.clone() };
+        let e = check_peer(&mine, &odd).unwrap_err();
+        assert!(e.contains("space: the peer has (unset), this cluster 1024"), "{e}");
+        assert!(check_peer(&mine, &Hello { node: 1, ..mine.clone() }).is_ok());
     }
 
     #[test]

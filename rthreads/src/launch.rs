@@ -57,7 +57,8 @@
 //! Each process turns address randomisation off *for itself* (`personality(ADDR_NO_RANDOMIZE)`,
 //! inherited by the nodes it starts) and re-executes itself once; the machine's setting is not
 //! touched. The handshake then checks that every node's binary is the same file, loaded at the
-//! same address, and refuses a node that differs, naming the difference.
+//! same address, with the same protocol and space size, and refuses a node that differs, naming
+//! the difference.
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener};
@@ -652,6 +653,7 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
         binary: binary_id()?,
         listen: String::new(),
         parallelism,
+        settings: format!("protocol={} space={}", if cfg.lrc { "lrc" } else { "sc" }, layout.size),
     };
     let mut mesh = net::mesh::establish(MeshConfig {
         hello,
