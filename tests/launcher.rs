@@ -344,6 +344,40 @@ fn ctrl_c_or_the_launchers_death_leaves_no_node_behind() {
     }
 }
 
+#[test]
+fn remote_nodes_stop_when_the_launcher_dies() {
+    // A stand-in for ssh that, like ssh, leaves the node outside the launcher's reach: the node
+    // is a child of the shell, not the shell itself, so the launcher's death signal (which kills
+    // the shell) does not reach it. Only its standard input still leads back to the launcher.
+    let dir = std::env::temp_dir();
+    let rsh = dir.join(format!("rthreads-detached-rsh-{}", std::process::id()));
+    // (Through fd 3: a shell gives an asynchronous command /dev/null as its standard input.)
+    std::fs::write(&rsh, "#!/bin/sh\nexec 3<&0\nsh -c \"$2\" <&3 3<&- &\nwait\n").unwrap();
+    std::fs::set_permissions(&rsh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tag = Tagged::new();
+    let child = running(
+        tag.command(launcher().to_str().unwrap())
+            .args([
+                "run",
+                "-n",
+                "3",
+                "--hosts",
+                "127.0.0.1,127.0.0.1,127.0.0.1",
+                "--rsh",
+                rsh.to_str().unwrap(),
+            ])
+            .args(["--coordinator", &format!("127.0.0.1:{}", port_base() + 20), "--", FAILURE]),
+    );
+    let nodes: Vec<u32> = (0..3).map(|n| node_pid(&tag, n)).collect();
+    // SAFETY: killing the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = wait_bounded(child, Duration::from_secs(30));
+    let t = Instant::now();
+    tag.assert_none_left(Duration::from_secs(20));
+    let _ = std::fs::remove_file(&rsh);
+    println!("nodes {nodes:?} all gone {:?} after the launcher", t.elapsed());
+}
+
 /// Stops the test's Slurm daemons however the test ends.
 struct SlurmCluster(PathBuf);
 

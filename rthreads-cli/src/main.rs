@@ -19,8 +19,9 @@
 //! Standard input goes to node 0; the other nodes read nothing. Each output line is prefixed with
 //! `[node N] ` unless `--no-prefix`. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every node; local
 //! nodes also die with the launcher if it is killed (`PR_SET_PDEATHSIG` on the processes it starts).
-//! With `--hosts` that kills the local `ssh` processes only: the remote nodes go on until a node
-//! they depend on is lost.
+//! With `--hosts` that kills the local `ssh` processes; the remote nodes other than node 0 keep
+//! their standard input open to the launcher (`RTHREADS_WATCH_STDIN=1`) and stop when it closes,
+//! and node 0 then stops because they are lost, so no node outlives the launcher for long.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::TcpListener;
@@ -252,6 +253,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
     let mut children: Vec<Child> = Vec::new();
     let mut outputs = Vec::new();
+    // The remote nodes' standard inputs, held open until the end of the run (see
+    // RTHREADS_WATCH_STDIN above).
+    let mut lifelines = Vec::new();
     let kill_all = |children: &mut Vec<Child>| {
         for c in children.iter_mut() {
             let _ = c.kill();
@@ -272,6 +276,11 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 .collect();
             env.extend(common.iter().cloned());
             env.push(("RTHREADS_NODE_ID".into(), i.to_string()));
+            if i != 0 {
+                // Node 0's standard input is the user's; the others' stays open to this launcher
+                // only, so its end tells them the launcher is gone.
+                env.push(("RTHREADS_WATCH_STDIN".into(), "1".into()));
+            }
             let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
             let program: Vec<String> = a.program.iter().map(|p| quote(p)).collect();
             let line = format!(
@@ -336,6 +345,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 std::thread::spawn(move || {
                     let _ = io::copy(&mut io::stdin().lock(), &mut stdin);
                 });
+            } else {
+                lifelines.push(stdin);
             }
         }
         children.push(child);
@@ -385,6 +396,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    drop(lifelines);
     for h in outputs {
         let _ = h.join();
     }

@@ -29,6 +29,7 @@
 //! | `RTHREADS_PLACEMENT` | where spawned threads go: `round-robin`, `least-loaded` or `local-first` (see `placement`) | `round-robin` |
 //! | `RTHREADS_REBALANCE` | `1`: threads move from overloaded nodes at `yield_now` | `0` |
 //! | `RTHREADS_PIN` | `1`: pin node i to one CPU (the `i % k`-th it may use), an emulation of separate hosts for local clusters | `0` |
+//! | `RTHREADS_WATCH_STDIN` | `1`: this node stops (exit code 3) when its standard input ends; `rthreads run --hosts` sets it on the remote nodes other than node 0, whose standard input stays open to the launcher | `0` |
 //!
 //! # Bootstrap
 //! Which node this process is, and how many there are, comes from the first of:
@@ -88,6 +89,7 @@ struct Config {
     failure_timeout: Duration,
     lrc: bool,
     prefetch: u16,
+    watch_stdin: bool,
     placement: crate::placement::Placement,
     rebalance: bool,
     pin: bool,
@@ -301,6 +303,7 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
         Some(v) => Err(format!("{name}={v}: expected 0 or 1")),
     };
     let (rebalance, pin) = (switch("RTHREADS_REBALANCE")?, switch("RTHREADS_PIN")?);
+    let watch_stdin = switch("RTHREADS_WATCH_STDIN")?;
     let prefetch = match env("RTHREADS_PREFETCH") {
         Some(v) => v.parse().map_err(|_| format!("RTHREADS_PREFETCH={v}: expected a page count"))?,
         None => 0,
@@ -423,6 +426,7 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
         failure_timeout: seconds("RTHREADS_FAILURE_TIMEOUT", 5.0)?,
         lrc,
         prefetch,
+        watch_stdin,
         placement,
         rebalance,
         pin,
@@ -710,7 +714,38 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
     let service = Service::new(rt, space, sc, lrc, streams, faults, listener)
         .map_err(|e| format!("starting the service thread: {e}"))?;
     service.start();
+    if cfg.watch_stdin {
+        watch_stdin(me)?;
+    }
     Ok(Started { rt, children })
+}
+
+/// Stops this node when its standard input ends: under `rthreads run --hosts` that input is a pipe
+/// from the launcher (through `ssh`), and its end means the launcher is gone. The other nodes then
+/// see this one lost and stop too.
+fn watch_stdin(me: u16) -> Result<(), String> {
+    let _internal = InternalAlloc::new();
+    std::thread::Builder::new()
+        .name("rthreads-watch".into())
+        .spawn(move || {
+            crate::alloc::runtime_thread();
+            let mut buf = [0u8; 512];
+            loop {
+                // SAFETY: read(2) into a local buffer of the stated size.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted) {
+                    break;
+                }
+            }
+            crate::runtime::say(&format!(
+                "rthreads: node {me}: stopping: the launcher is gone (standard input closed, RTHREADS_WATCH_STDIN=1)"
+            ));
+            // SAFETY: _exit ends the process without running anything that could block on a lock
+            // held by a thread stuck in a fault.
+            unsafe { libc::_exit(crate::runtime::EXIT_NODE_LOST) }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the standard-input watcher: {e}"))
 }
 
 /// The body of `#[rthreads::main]`: starts this node, runs `body` on node 0 (the other nodes
