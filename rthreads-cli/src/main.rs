@@ -270,7 +270,10 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             let mut env: Vec<(String, String)> = std::env::vars()
                 .filter(|(k, _)| {
                     k.starts_with("RTHREADS_")
-                        && !matches!(k.as_str(), "RTHREADS_SECRET" | "RTHREADS_SECRET_FILE")
+                        && !matches!(
+                            k.as_str(),
+                            "RTHREADS_SECRET" | "RTHREADS_SECRET_FILE" | "RTHREADS_WATCH_STDIN"
+                        )
                 })
                 .filter(|(k, _)| !common.iter().any(|(c, _)| c == k))
                 .collect();
@@ -297,6 +300,8 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
             cmd.args(&a.program[1..]);
             cmd.envs(common.iter().cloned()).env("RTHREADS_NODE_ID", i.to_string());
             cmd.env("RTHREADS_SECRET", &secret).env_remove("RTHREADS_SECRET_FILE");
+            // Local nodes die with the launcher by a death signal; their standard input says nothing.
+            cmd.env_remove("RTHREADS_WATCH_STDIN");
             cmd.stdin(if i == 0 { Stdio::inherit() } else { Stdio::null() });
             if i == 0
                 && let Some(l) = &listener
