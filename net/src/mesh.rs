@@ -16,6 +16,7 @@
 //! Every blocking step has a timeout, so a missing or broken peer ends start-up with an error
 //! naming it, never with a hang.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -208,25 +209,22 @@ pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
 
 /// Names the `name=value` pairs on which two settings strings differ.
 fn settings_mismatch(mine: &str, theirs: &str) -> String {
-    let pairs = |s: &str| -> Vec<(String, String)> {
+    let pairs = |s: &str| -> BTreeMap<String, String> {
         s.split_whitespace()
             .map(|p| {
-                p.split_once('=').map_or((p.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned()))
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), v.to_owned())
             })
             .collect()
     };
     let (a, b) = (pairs(mine), pairs(theirs));
-    let value = |v: &[(String, String)], k: &str| v.iter().find(|(n, _)| n == k).map(|(_, x)| x.clone());
-    let mut names: Vec<&str> = a.iter().chain(&b).map(|(k, _)| k.as_str()).collect();
-    names.dedup();
-    let mut diffs = Vec::new();
-    for k in names {
-        let (x, y) = (value(&a, k), value(&b, k));
-        if x != y && !diffs.iter().any(|d: &String| d.starts_with(&format!("{k}:"))) {
-            let show = |v: Option<String>| v.unwrap_or_else(|| "(unset)".into());
-            diffs.push(format!("{k}: the peer has {}, this cluster {}", show(y), show(x)));
-        }
-    }
+    let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let show = |v: Option<&String>| v.map_or("(unset)", String::as_str).to_owned();
+    let mut diffs: Vec<String> = names
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: the peer has {}, this cluster {}", show(b.get(k)), show(a.get(k))))
+        .collect();
     if diffs.is_empty() {
         diffs.push(format!("the peer has \"{theirs}\", this cluster \"{mine}\""));
     }
