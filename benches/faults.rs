@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rthreads_suite::bench::{header, raw_rtt_cpu, row, us};
+use rthreads_suite::bench::{header, raw_rtt_cpu, row, schedstat_ns, us};
 
 const PAGE: usize = 4096;
 
@@ -46,9 +46,7 @@ fn cpu_ns() -> [u64; 2] {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
     for task in tasks.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        let ns: u64 = stat.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        out[usize::from(!comm.starts_with("rthreads-servic"))] += ns;
+        out[usize::from(!comm.starts_with("rthreads-servic"))] += schedstat_ns(task.path().join("schedstat"));
     }
     out
 }

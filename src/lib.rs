@@ -81,7 +81,13 @@ pub mod bench {
     /// CPU time this thread has used, in nanoseconds, as the scheduler accounts it; 0 if
     /// `/proc/thread-self/schedstat` cannot be read.
     pub fn thread_cpu_ns() -> u64 {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
+        schedstat_ns("/proc/thread-self/schedstat")
+    }
+
+    /// The CPU time, in nanoseconds, in a task's `schedstat` file (its first field); 0 if the
+    /// file cannot be read.
+    pub fn schedstat_ns(path: impl AsRef<std::path::Path>) -> u64 {
+        std::fs::read_to_string(path)
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
             .unwrap_or(0)
