@@ -36,6 +36,9 @@ struct Slot {
     page: AtomicU64,
     write: AtomicBool,
     atomic: AtomicBool,
+    /// The faulting thread's id and when it trapped (for reports of faults that do not end).
+    tid: AtomicI32,
+    since_ns: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -44,7 +47,40 @@ const EMPTY_SLOT: Slot = Slot {
     page: AtomicU64::new(0),
     write: AtomicBool::new(false),
     atomic: AtomicBool::new(false),
+    tid: AtomicI32::new(0),
+    since_ns: AtomicU64::new(0),
 };
+
+/// A fault that a thread of this node is waiting in (see [`pending`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingFault {
+    /// The waiting thread's id (`gettid`).
+    pub tid: i32,
+    /// The page it touched.
+    pub page: PageId,
+    /// Load or store.
+    pub kind: FaultKind,
+    /// When it trapped ([`now_ns`]).
+    pub since_ns: u64,
+}
+
+/// The faults threads of this node are waiting in now (a racy snapshot, for reports).
+pub fn pending() -> Vec<PendingFault> {
+    let mut out = Vec::new();
+    for s in &TABLE {
+        if s.state.load(Ordering::Acquire) != PENDING {
+            continue;
+        }
+        let kind = if s.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
+        out.push(PendingFault {
+            tid: s.tid.load(Ordering::Relaxed),
+            page: PageId(s.page.load(Ordering::Relaxed)),
+            kind,
+            since_ns: s.since_ns.load(Ordering::Relaxed),
+        });
+    }
+    out
+}
 static TABLE: [Slot; SLOTS] = [EMPTY_SLOT; SLOTS];
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
@@ -93,8 +129,8 @@ pub fn counters() -> FaultCounters {
     }
 }
 
-/// Monotonic nanoseconds; `clock_gettime` is async-signal-safe.
-fn now_ns() -> u64 {
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`); `clock_gettime` is async-signal-safe.
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -149,7 +185,7 @@ impl FaultReceiver {
         let mut buf = [0u32; 256];
         loop {
             // SAFETY: reading into a local buffer of the stated size.
-            let n = unsafe { libc::read(self.fd(), buf.as_mut_ptr().cast(), std::mem::size_of_val(&buf)) };
+            let n = unsafe { sys::raw_read(self.fd(), buf.as_mut_ptr().cast(), std::mem::size_of_val(&buf)) };
             if n <= 0 {
                 return;
             }
@@ -157,14 +193,17 @@ impl FaultReceiver {
                 if word == NOTIFY {
                     f(Wakeup::Notify);
                 } else if let Some(slot) = TABLE.get(word as usize) {
+                    // The state first: its Acquire pairs with the handler's Release store of
+                    // PENDING, which comes after the handler's stores of page and kind, so these
+                    // are read only once they are known to be written.
+                    if slot.state.load(Ordering::Acquire) != PENDING {
+                        continue;
+                    }
                     let page = PageId(slot.page.load(Ordering::Relaxed));
                     let kind =
                         if slot.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
-                    // Acquire pairs with the handler's Release store of PENDING.
                     let atomic = slot.atomic.load(Ordering::Relaxed);
-                    if slot.state.load(Ordering::Acquire) == PENDING {
-                        f(Wakeup::Fault { slot: SlotId(word), page, kind, atomic });
-                    }
+                    f(Wakeup::Fault { slot: SlotId(word), page, kind, atomic });
                 }
             }
             if (n as usize) < std::mem::size_of_val(&buf) {
@@ -183,7 +222,7 @@ pub fn complete(slot: SlotId) {
     if fd >= 0 {
         // SAFETY: a one-byte write to our own non-blocking pipe; if it is full the waiter has
         // bytes to read anyway.
-        unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+        unsafe { sys::raw_write(fd, [1u8].as_ptr(), 1) };
     } else {
         sys::futex_wake_all(&s.state);
     }
@@ -278,6 +317,31 @@ pub unsafe fn set_stack_owner(name: &[u8]) {
     STACK_OWNER.with(|c| c.set((name.as_ptr(), name.len())));
 }
 
+thread_local! {
+    /// How many runtime locks the calling thread holds, and the name of the last one taken: a
+    /// fault while one is held would wait for the service thread, which may wait for that lock.
+    static RUNTIME_LOCKS: std::cell::Cell<(u32, *const u8, usize)> =
+        const { std::cell::Cell::new((0, std::ptr::null(), 0)) };
+}
+
+/// The calling thread took the runtime lock `name` (a lock the service thread also takes). Until
+/// the matching [`runtime_lock_released`], a trap on the shared space by this thread is a runtime
+/// bug: the handler reports it, naming the lock, and aborts, instead of hanging the node.
+pub fn runtime_lock_taken(name: &'static str) {
+    RUNTIME_LOCKS.with(|c| {
+        let (n, _, _) = c.get();
+        c.set((n + 1, name.as_ptr(), name.len()));
+    });
+}
+
+/// The calling thread let go of a runtime lock (see [`runtime_lock_taken`]).
+pub fn runtime_lock_released() {
+    RUNTIME_LOCKS.with(|c| {
+        let (n, p, l) = c.get();
+        c.set((n.saturating_sub(1), p, l));
+    });
+}
+
 fn is_guard(page: usize) -> bool {
     let bits = GUARDS.load(Ordering::Relaxed);
     // SAFETY: `page` lies in the space (checked by the caller), so its word was mapped by
@@ -355,7 +419,7 @@ fn write_word(word: u32) {
     let bytes = word.to_ne_bytes();
     loop {
         // SAFETY: write(2) of a 4-byte local buffer; writes under PIPE_BUF are atomic.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), 4) };
+        let n = unsafe { sys::raw_write(fd, bytes.as_ptr(), 4) };
         if n == 4 || fd < 0 {
             return;
         }
@@ -377,8 +441,10 @@ fn set_errno(v: i32) {
 }
 
 fn write_stderr(msg: &[u8]) {
-    // SAFETY: write(2) of a static buffer.
-    unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+    // The system call itself, not the C library's `write` (which `iofix` replaces in programs
+    // that link it): the handler's own messages go straight to this process's stderr.
+    // SAFETY: write(2) of a buffer of the stated length.
+    unsafe { sys::raw_write(2, msg.as_ptr(), msg.len()) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -448,6 +514,15 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         // SAFETY: abort is async-signal-safe.
         unsafe { libc::abort() };
     }
+    let (locks, name, name_len) = RUNTIME_LOCKS.with(|c| c.get());
+    if locks > 0 {
+        write_stderr(b"rthreads: BUG: a thread touched a protected page of the shared space while holding the runtime lock `");
+        // SAFETY: `runtime_lock_taken` stores a `&'static str`.
+        write_stderr(unsafe { std::slice::from_raw_parts(name, name_len) });
+        write_stderr(b"`: serving the fault could need that lock (see rthreads/src/private.rs)\n");
+        // SAFETY: abort is async-signal-safe.
+        unsafe { libc::abort() };
+    }
     if is_guard((addr - base) / PAGE_SIZE) {
         // The same words as std's report for its own guard pages, then ours.
         let (ptr, len) = STACK_OWNER.with(|c| c.get());
@@ -477,6 +552,8 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         i = (i + 1) % SLOTS;
     };
     slot.page.store(page, Ordering::Relaxed);
+    slot.tid.store(gettid(), Ordering::Relaxed);
+    slot.since_ns.store(started, Ordering::Relaxed);
     slot.write.store(write, Ordering::Relaxed);
     slot.atomic.store(write && is_atomic(ctx), Ordering::Relaxed);
     slot.state.store(PENDING, Ordering::Release);
@@ -492,7 +569,7 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             let mut b = [0u8; 1];
             // SAFETY: a blocking one-byte read into a local buffer; a stale byte from an earlier
             // fault only makes the loop look at the state once more.
-            unsafe { libc::read(rd, b.as_mut_ptr().cast(), 1) };
+            unsafe { sys::raw_read(rd, b.as_mut_ptr(), 1) };
         } else {
             sys::futex_wait(&slot.state, PENDING);
         }
@@ -515,6 +592,9 @@ extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 /// # Safety
 /// Must be called from within a SIGSEGV handler with the kernel's arguments.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // Whatever the previous handler prints (std's "has overflowed its stack") goes straight to
+    // stderr: the process is about to die, and the output hook is not async-signal-safe.
+    crate::iofix::write_directly();
     // SAFETY: OLD was filled in by `install` before our handler was installed.
     let old = unsafe { (*OLD.0.get()).assume_init_ref() };
     let handler = old.sa_sigaction;

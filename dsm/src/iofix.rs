@@ -12,13 +12,60 @@
 //! nothing, and the wrapper touches and retries. Buffers outside the shared space cost two
 //! comparisons.
 //!
-//! These wrappers are async-signal-safe (the fault handler itself uses `write`).
+//! These wrappers are async-signal-safe when no output hook is installed. The fault handler and the
+//! runtime's own messages do not use them: they make the system call directly
+//! ([`crate::sys::raw_write`]).
+//!
+//! **Standard output and error.** A runtime may install an [`OutputHook`] ([`set_output_hook`]):
+//! then `write` and `writev` on descriptors 1 and 2 ask it first, and it may take the bytes
+//! itself (rthreads forwards the output of nodes other than 0 to node 0 this way, so that output
+//! keeps the program's order across nodes).
+//!
+//! These definitions are linked into every program that links this crate (the linker takes them
+//! before the C library's, which they replace for the whole process).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use libc::{c_int, c_void, iovec, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::sys::PAGE_SIZE;
+
+/// Takes a write to standard output (`fd` 1) or error (2) of `cnt` buffers at `iov` instead of the
+/// kernel: returns what `write`/`writev` should return (setting `errno` for -1), or `None` to let
+/// the write go to the kernel as usual.
+pub type OutputHook = fn(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t>;
+
+static OUTPUT_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs (or with `None` removes) the hook that sees every `write`/`writev` to descriptors 1
+/// and 2 first. See the module docs.
+pub fn set_output_hook(hook: Option<OutputHook>) {
+    OUTPUT_HOOK.store(hook.map_or(0, |h| h as usize), Ordering::SeqCst);
+}
+
+/// Set once the process is going down abruptly (a fatal signal being handled, an allocation
+/// failure about to abort): from then on every write goes straight to the kernel.
+static DIRECT: AtomicU8 = AtomicU8::new(0);
+
+/// Sends every later write straight to the kernel, past the output hook: the process is about to
+/// die (in a signal handler, or before `abort`), and the hook may allocate, lock and wait.
+/// Async-signal-safe.
+pub fn write_directly() {
+    DIRECT.store(1, Ordering::SeqCst);
+}
+
+fn output_hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
+    if (fd != 1 && fd != 2) || DIRECT.load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    let h = OUTPUT_HOOK.load(Ordering::Acquire);
+    if h == 0 {
+        return None;
+    }
+    // SAFETY: only `set_output_hook` stores here, and only an `OutputHook` as an address.
+    let hook: OutputHook = unsafe { std::mem::transmute::<usize, OutputHook>(h) };
+    hook(fd, iov, cnt)
+}
 
 /// How often a call is retried after `EFAULT` on a shared buffer before the error is returned.
 const RETRIES: u32 = 1000;
@@ -123,6 +170,10 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 /// The C contract of `write`: `buf` is valid for `n` bytes of reads.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
+    let one = iovec { iov_base: buf.cast_mut(), iov_len: n };
+    if let Some(r) = output_hook(fd, &one, 1) {
+        return r;
+    }
     guarded(&[(buf, n, false)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
         sys(unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
@@ -177,6 +228,9 @@ pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssiz
 /// The C contract of `writev`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
+    if let Some(r) = output_hook(fd, iov, cnt) {
+        return r;
+    }
     let mut tries = 0;
     loop {
         touch_iov(iov, cnt, false);

@@ -30,7 +30,9 @@ impl SpaceLayout {
     /// The default base address: high in the 47-bit user half, far from where the loader and
     /// `mmap` put things with address randomisation disabled.
     pub const DEFAULT_BASE: usize = 0x2000_0000_0000;
-    /// The default size: 64 GiB of address space (nothing is committed until used).
+    /// The default size for up to 16 nodes: 64 GiB of address space (nothing is committed until
+    /// used). `rthreads` gives larger clusters 4 GiB per node, so that every node's share stays
+    /// useful (`rthreads/src/settings.rs`, `default_space_size`).
     pub const DEFAULT_SIZE: usize = 64 << 30;
 
     /// Number of pages in the space.

@@ -110,3 +110,39 @@ pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
     }
 }
+
+/// `write(2)` as the system call itself, bypassing the C library's `write` (which `iofix`
+/// replaces in every program that links this crate). For the runtime's own descriptors and
+/// messages: async-signal-safe, never forwarded, never retried. Returns what the kernel returned.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of reads.
+pub unsafe fn raw_write(fd: RawFd, buf: *const u8, len: usize) -> isize {
+    // SAFETY: as the caller promises; syscall(2) is async-signal-safe.
+    unsafe { libc::syscall(libc::SYS_write, fd, buf, len) as isize }
+}
+
+/// `read(2)` as the system call itself (see [`raw_write`]).
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes of writes.
+pub unsafe fn raw_read(fd: RawFd, buf: *mut u8, len: usize) -> isize {
+    // SAFETY: as the caller promises.
+    unsafe { libc::syscall(libc::SYS_read, fd, buf, len) as isize }
+}
+
+/// Writes all of `msg` to `fd` with the raw system call, giving up on an error (for messages).
+pub fn write_all_raw(fd: RawFd, msg: &[u8]) {
+    let mut rest = msg;
+    while !rest.is_empty() {
+        // SAFETY: a live slice.
+        let n = unsafe { raw_write(fd, rest.as_ptr(), rest.len()) };
+        if n <= 0 {
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        rest = &rest[n as usize..];
+    }
+}

@@ -2,6 +2,9 @@
 //! writer changes in its copy since the twin is exactly what reaches the home, and concurrent
 //! writers of disjoint bytes merge in any order.
 
+// Tests print as they like: the rule against std's print macros is the runtime's.
+#![allow(clippy::disallowed_macros)]
+
 use dsm::protocol::lrc::diff;
 use proptest::prelude::*;
 

@@ -48,6 +48,15 @@ const MAGIC: u32 = 0x5254_4155; // "RTAU"
 /// How long either side waits for the other's next authentication message.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The fewest bytes a secret given by a person (`RTHREADS_SECRET`, a secret file) may have, after
+/// surrounding whitespace is trimmed: a shorter one could be found offline by trying every
+/// candidate against one recorded handshake.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// How to make a secret that passes [`Secret::from_setting`], for error messages.
+const MAKE_ONE: &str = "make a good one with `rthreads secret` (e.g. `export RTHREADS_SECRET=$(rthreads secret)`, \
+     or `rthreads secret --file ~/.rthreads/secret` for a file)";
+
 /// The cluster secret: a 256-bit key every node of one run shares.
 ///
 /// Its `Debug` output never shows the key.
@@ -88,7 +97,9 @@ impl Secret {
         Ok(Secret(k))
     }
 
-    /// The key made from a secret's text (surrounding whitespace ignored).
+    /// The key made from a secret's text (surrounding whitespace ignored), whatever its length.
+    /// Secrets that people give go through [`Secret::from_setting`] instead, which refuses weak
+    /// ones.
     ///
     /// # Errors
     /// An empty text.
@@ -103,11 +114,39 @@ impl Secret {
         Ok(Secret(h.finalize().into()))
     }
 
-    /// Reads a secret from a file that only its owner may read or write.
+    /// The key of a secret as a person gives it (the value of `RTHREADS_SECRET`, or a secret
+    /// file's contents): 64 hex digits are the key itself (what [`Secret::to_hex`] and
+    /// `rthreads secret` write), any other text is hashed with [`Secret::from_text`]. Surrounding
+    /// whitespace is ignored.
     ///
     /// # Errors
-    /// The file cannot be read, is not a regular file, is empty, or is open to the group or to
-    /// others (its mode must be `0600` or `0400`): the error says which and how to fix it.
+    /// Fewer than [`MIN_SECRET_BYTES`] bytes are left once whitespace is trimmed (an empty or
+    /// blank text included): the message says how to make a good secret.
+    pub fn from_setting(text: &str) -> Result<Secret, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(format!(
+                "the cluster secret is empty or blank; it needs at least {MIN_SECRET_BYTES} bytes: {MAKE_ONE}"
+            ));
+        }
+        if text.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the cluster secret is too short ({} byte{}; a short one can be found offline from one \
+                 recorded handshake); it needs at least {MIN_SECRET_BYTES} bytes: {MAKE_ONE}",
+                text.len(),
+                if text.len() == 1 { "" } else { "s" }
+            ));
+        }
+        Secret::from_hex(text).or_else(|_| Secret::from_text(text))
+    }
+
+    /// Reads a secret from a file that only its owner may read or write; its contents are read
+    /// as by [`Secret::from_setting`].
+    ///
+    /// # Errors
+    /// The file cannot be read, is not a regular file, is open to the group or to others (its
+    /// mode must be `0600` or `0400`), or holds a secret that is empty or too short: the error
+    /// says which and how to fix it.
     pub fn from_file(path: &Path) -> Result<Secret, String> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path).map_err(|e| format!("secret file {}: {e}", path.display()))?;
@@ -124,7 +163,7 @@ impl Secret {
         }
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("secret file {}: {e}", path.display()))?;
-        Secret::from_text(&text).map_err(|e| format!("secret file {}: {e}", path.display()))
+        Secret::from_setting(&text).map_err(|e| format!("secret file {}: {e}", path.display()))
     }
 
     /// The key as 64 hex digits: a text that [`Secret::from_hex`] turns back into this secret
@@ -432,13 +471,44 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rthreads-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("s");
-        std::fs::write(&f, "hunter2\n").unwrap();
+        std::fs::write(&f, "correct horse battery staple\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Secret::from_file(&f).unwrap_err();
         assert!(e.contains("chmod 600"), "{e}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(Secret::from_file(&f).unwrap(), Secret::from_text("hunter2").unwrap());
+        assert_eq!(
+            Secret::from_file(&f).unwrap(),
+            Secret::from_text("correct horse battery staple").unwrap()
+        );
+        // A file holding 64 hex digits (what `rthreads secret --file` writes) gives the same key
+        // as the same text in RTHREADS_SECRET.
+        let s = Secret::generate().unwrap();
+        std::fs::write(&f, format!("{}\n", s.to_hex())).unwrap();
+        assert_eq!(Secret::from_file(&f).unwrap(), s);
+        // A weak secret in a file is refused as in the environment.
+        std::fs::write(&f, "hunter2\n").unwrap();
+        let e = Secret::from_file(&f).unwrap_err();
+        assert!(e.contains("too short (7 bytes") && e.contains("rthreads secret"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_people_give_must_have_16_bytes() {
+        for weak in ["a", "", "   ", "\t\n", "fifteen bytes!!", "  short, spaced  "] {
+            let e = Secret::from_setting(weak).unwrap_err();
+            assert!(e.contains("at least 16 bytes"), "{weak:?}: {e}");
+            assert!(e.contains("export RTHREADS_SECRET=$(rthreads secret)"), "{weak:?}: {e}");
+        }
+        assert!(Secret::from_setting("").unwrap_err().contains("empty or blank"));
+        assert!(Secret::from_setting(" ").unwrap_err().contains("empty or blank"));
+        assert!(Secret::from_setting("a").unwrap_err().contains("too short (1 byte;"));
+        // Sixteen bytes pass, hashed as text; surrounding whitespace does not count.
+        assert_eq!(
+            Secret::from_setting(" sixteen bytes!!! \n").unwrap(),
+            Secret::from_text("sixteen bytes!!!").unwrap()
+        );
+        let s = Secret::generate().unwrap();
+        assert_eq!(Secret::from_setting(&s.to_hex()).unwrap(), s);
     }
 
     #[test]

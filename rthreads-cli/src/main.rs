@@ -13,8 +13,14 @@
 //! current directory, which must exist on every host with the program at the same path.
 //!
 //! Every run gets a fresh cluster secret (unless `RTHREADS_SECRET`, `RTHREADS_SECRET_FILE` or
-//! `--secret-file` gives one). Local nodes get it in their environment; remote nodes read it from
-//! their standard input, so it never appears on a command line.
+//! `--secret-file` gives one, which must have at least 16 bytes, as the nodes require). Local nodes
+//! get it in their environment; remote nodes read it from their standard input, so it never
+//! appears on a command line.
+//!
+//! When the run ends (node 0 ends, or another node fails), every node still running a second
+//! later (stopped, hung, cut off) is killed, with one line naming it. Nodes notice a lost peer
+//! within `RTHREADS_FAILURE_TIMEOUT`, so the launcher returns within that timeout plus about a
+//! second whatever state its nodes are in.
 //!
 //! Standard input goes to node 0; the other nodes read nothing. Each output line is prefixed with
 //! `[node N] ` unless `--no-prefix`. Ctrl-C (SIGINT), SIGTERM and SIGHUP stop every node; local
@@ -151,25 +157,32 @@ fn random_u64() -> u64 {
     u64::from(std::process::id()) << 32 ^ Instant::now().elapsed().as_nanos() as u64
 }
 
-/// The secret for this run, and its text as handed to the nodes.
+/// The secret for this run, as 64 hex digits for the nodes. A secret given to the launcher
+/// (`--secret-file`, `RTHREADS_SECRET`, `RTHREADS_SECRET_FILE`) must pass the nodes' own rule
+/// (`Secret::from_setting`: at least 16 bytes), checked here before any node starts; set but empty
+/// counts as a mistake, not as unset.
 fn run_secret(file: Option<&str>) -> Result<String, String> {
     if let Some(f) = file {
         return Secret::from_file(std::path::Path::new(f)).map(|s| s.to_hex());
     }
-    if let Ok(v) = std::env::var("RTHREADS_SECRET")
-        && !v.is_empty()
-    {
-        return Ok(v);
+    if let Some(v) = std::env::var_os("RTHREADS_SECRET") {
+        let v = v.to_str().ok_or("RTHREADS_SECRET is not valid UTF-8")?;
+        return Secret::from_setting(v).map(|s| s.to_hex()).map_err(|e| format!("RTHREADS_SECRET: {e}"));
     }
-    if let Ok(f) = std::env::var("RTHREADS_SECRET_FILE")
-        && !f.is_empty()
-    {
+    if let Some(f) = std::env::var_os("RTHREADS_SECRET_FILE") {
+        if f.is_empty() {
+            return Err(
+                "RTHREADS_SECRET_FILE is set but empty: name a file only you can read, or unset it".into()
+            );
+        }
         return Secret::from_file(std::path::Path::new(&f)).map(|s| s.to_hex());
     }
     Secret::generate().map(|s| s.to_hex()).map_err(|e| format!("generating the cluster secret: {e}"))
 }
 
-/// Copies one node's output to ours a whole line at a time, prefixed.
+/// Copies one node's output to ours a whole line at a time, prefixed. A line node 0 writes for
+/// another node starts with a record separator, that node's number and another separator
+/// (`RTHREADS_PREFIX=tag`): it gets that node's prefix instead.
 fn forward(
     from: impl Read + Send + 'static,
     stderr: bool,
@@ -177,16 +190,26 @@ fn forward(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut r = io::BufReader::new(from);
+        let mut raw = Vec::with_capacity(256);
         let mut line = Vec::with_capacity(256);
         loop {
-            line.clear();
-            if let Some(p) = &prefix {
-                line.extend_from_slice(p.as_bytes());
-            }
-            match r.read_until(b'\n', &mut line) {
+            raw.clear();
+            match r.read_until(b'\n', &mut raw) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
             }
+            line.clear();
+            let mut text = &raw[..];
+            if let Some(p) = &prefix {
+                match tagged(&raw) {
+                    Some((node, rest)) => {
+                        line.extend_from_slice(format!("[node {node}] ").as_bytes());
+                        text = rest;
+                    }
+                    None => line.extend_from_slice(p.as_bytes()),
+                }
+            }
+            line.extend_from_slice(text);
             let _ = if stderr {
                 io::stderr().lock().write_all(&line)
             } else {
@@ -195,6 +218,14 @@ fn forward(
             };
         }
     })
+}
+
+/// A line node 0 forwarded for another node: `\x1eN\x1e` then the text. Returns N and the text.
+fn tagged(line: &[u8]) -> Option<(u16, &[u8])> {
+    let rest = line.strip_prefix(&[0x1E])?;
+    let end = rest.iter().position(|&b| b == 0x1E)?;
+    let node = std::str::from_utf8(&rest[..end]).ok()?.parse().ok()?;
+    Some((node, &rest[end + 1..]))
 }
 
 fn die_with_parent(cmd: &mut Command) {
@@ -208,6 +239,23 @@ fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// How long the nodes still running when the run ends (node 0 ended, or another node failed) get
+/// to stop before the launcher kills them. A node that follows node 0's shutdown order or another
+/// node's abort stops within a fraction of this; one that does not is stopped, hung or cut off.
+/// The nodes notice a lost peer within `RTHREADS_FAILURE_TIMEOUT`, so the launcher returns within
+/// that timeout plus this, plus the time to reap, whatever state its nodes are in.
+const STRAGGLERS: Duration = Duration::from_secs(1);
+
+/// The launcher's exit code once every node has ended: node 0's, unless the launcher had to kill
+/// node 0 (`killed_0`) after another node failed: then that node's (3 when it lost a node).
+fn exit_code(status: &[Option<std::process::ExitStatus>], killed_0: bool) -> u8 {
+    let Some(s0) = status[0] else { return 1 };
+    if killed_0 && let Some(other) = status[1..].iter().flatten().find(|s| !s.success()) {
+        return describe(*other).1;
+    }
+    describe(s0).1
 }
 
 fn describe(status: std::process::ExitStatus) -> (String, u8) {
@@ -250,6 +298,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
         addr
     };
     common.push(("RTHREADS_COORDINATOR".into(), coordinator));
+    // Node 0 writes every node's output (in the program's order); with prefixes on, it marks each
+    // line of another node with that node's number, which `forward` turns into its prefix.
+    common.push(("RTHREADS_PREFIX".into(), if a.prefix { "tag" } else { "0" }.into()));
     let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
     let mut children: Vec<Child> = Vec::new();
     let mut outputs = Vec::new();
@@ -358,7 +409,9 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     }
     drop(listener);
     let mut status: Vec<Option<std::process::ExitStatus>> = vec![None; children.len()];
-    let mut node0_done: Option<Instant> = None;
+    // When the run ended: node 0 ended, or another node failed (then node 0 learns of it at once,
+    // or is itself the node the others lost). Every node then has `STRAGGLERS` to stop.
+    let mut ended: Option<Instant> = None;
     let code = loop {
         let sig = STOP.load(Ordering::SeqCst);
         if sig != 0 {
@@ -379,25 +432,32 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 && let Ok(Some(s)) = c.try_wait()
             {
                 status[i] = Some(s);
-                if i == 0 {
-                    node0_done = Some(Instant::now());
-                } else if !s.success() && status[0].is_none() {
+                if i != 0 && !s.success() && status[0].is_none() {
                     eprintln!("rthreads: node {i} ended with {}", describe(s).0);
+                }
+                if i == 0 || !s.success() {
+                    ended.get_or_insert_with(Instant::now);
                 }
             }
         }
-        if let (Some(s0), Some(t)) = (status[0], node0_done) {
-            // Node 0 ended: the others follow its shutdown order; stragglers are killed.
-            if status.iter().all(Option::is_some) || t.elapsed() > Duration::from_secs(10) {
-                for (i, c) in children.iter_mut().enumerate() {
-                    if status[i].is_none() {
-                        eprintln!("rthreads: node {i} did not stop after node 0 ended; killing it");
-                        let _ = c.kill();
-                        let _ = c.wait();
-                    }
-                }
-                break describe(s0).1;
+        if status.iter().all(Option::is_some) {
+            break exit_code(&status, false);
+        }
+        if ended.is_some_and(|t| t.elapsed() >= STRAGGLERS) {
+            // Stopped (SIGSTOP), hung or cut off: SIGKILL ends a stopped process too.
+            let left: Vec<usize> = (0..children.len()).filter(|&i| status[i].is_none()).collect();
+            for &i in &left {
+                let _ = children[i].kill();
+                status[i] = children[i].wait().ok();
             }
+            let names: Vec<String> = left.iter().map(usize::to_string).collect();
+            let (them, it) = if left.len() == 1 { ("node", "it") } else { ("nodes", "them") };
+            eprintln!(
+                "rthreads: {them} {} did not stop within {} s of the end of the run; killed {it}",
+                names.join(", "),
+                STRAGGLERS.as_secs_f64()
+            );
+            break exit_code(&status, left.first() == Some(&0));
         }
         std::thread::sleep(Duration::from_millis(10));
     };

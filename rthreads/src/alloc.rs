@@ -35,7 +35,16 @@ thread_local! {
 pub(crate) struct InternalAlloc(());
 
 impl InternalAlloc {
+    /// Selects the C library's allocator for the calling thread until the guard drops.
+    ///
+    /// Only on a private stack (`crate::private`): the C library's allocator takes locks that the
+    /// service thread takes too, so it must not run on a stack that can fault.
     pub(crate) fn new() -> InternalAlloc {
+        if !crate::private::on_private_stack() {
+            crate::private::bug(
+                "runtime-internal allocation on a stack in the shared space (outside `private`)",
+            );
+        }
         INTERNAL.with(|c| c.set(c.get() + 1));
         InternalAlloc(())
     }
@@ -52,7 +61,7 @@ pub(crate) fn runtime_thread() {
     std::mem::forget(InternalAlloc::new());
 }
 
-fn internal() -> bool {
+pub(crate) fn internal() -> bool {
     INTERNAL.with(|c| c.get() != 0)
 }
 
@@ -70,6 +79,8 @@ impl<T> SpinLock<T> {
         SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
+    /// Runs `f` under the lock. Call it on a private stack only (see `crate::private`): the
+    /// service thread takes this lock too, and `f` must touch no shared memory.
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let mut spins = 0u32;
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -80,8 +91,10 @@ impl<T> SpinLock<T> {
                 std::thread::yield_now();
             }
         }
+        dsm::fault::runtime_lock_taken("alloc.arena");
         // SAFETY: we hold the lock, so nobody else has a reference to the value.
         let r = f(unsafe { &mut *self.value.get() });
+        dsm::fault::runtime_lock_released();
         self.locked.store(false, Ordering::Release);
         r
     }
@@ -257,23 +270,27 @@ impl Heap {
     }
 
     fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _internal = InternalAlloc::new();
-        self.arena.with(|a| a.alloc(layout)) as *mut u8
+        crate::private::private(move || {
+            let _internal = InternalAlloc::new();
+            self.arena.with(|a| a.alloc(layout)) as *mut u8
+        })
     }
 
     fn dealloc(&self, p: usize, layout: Layout) {
-        let _internal = InternalAlloc::new();
-        if self.owner(p) == Some(self.me) {
-            self.arena.with(|a| a.dealloc(p, layout));
-        } else {
-            let n = self.remote.with(|r| {
-                r.push((p, layout.size(), layout.align()));
-                r.len()
-            });
-            if n >= REMOTE_BATCH {
-                dsm::fault::notify();
+        crate::private::private(move || {
+            let _internal = InternalAlloc::new();
+            if self.owner(p) == Some(self.me) {
+                self.arena.with(|a| a.dealloc(p, layout));
+            } else {
+                let n = self.remote.with(|r| {
+                    r.push((p, layout.size(), layout.align()));
+                    r.len()
+                });
+                if n >= REMOTE_BATCH {
+                    dsm::fault::notify();
+                }
             }
-        }
+        });
     }
 
     /// Frees blocks of this node's arena that another node released.
@@ -343,6 +360,12 @@ fn heap() -> Option<&'static Heap> {
 pub struct SharedAlloc;
 
 unsafe fn sys_alloc(layout: Layout) -> *mut u8 {
+    // The C library's allocator takes locks the service thread takes too: on a private stack.
+    // SAFETY: forwarded under the caller's contract.
+    crate::private::private(move || unsafe { sys_alloc_here(layout) })
+}
+
+unsafe fn sys_alloc_here(layout: Layout) -> *mut u8 {
     if layout.align() <= 16 {
         // SAFETY: malloc returns memory aligned for any type up to 16 bytes on our targets.
         unsafe { libc::malloc(layout.size().max(1)).cast() }
@@ -359,7 +382,14 @@ unsafe fn sys_alloc(layout: Layout) -> *mut u8 {
 unsafe impl GlobalAlloc for SharedAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         match heap() {
-            Some(h) if !internal() => h.alloc(layout),
+            Some(h) if !internal() => {
+                let p = h.alloc(layout);
+                if p.is_null() {
+                    // Before std's "memory allocation of N bytes failed": why, and what to set.
+                    report_exhausted(h, layout);
+                }
+                p
+            }
             // SAFETY: forwarded to the C library with a valid layout.
             _ => unsafe { sys_alloc(layout) },
         }
@@ -368,8 +398,9 @@ unsafe impl GlobalAlloc for SharedAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         match heap() {
             Some(h) if h.owner(ptr as usize).is_some() => h.dealloc(ptr as usize, layout),
-            // SAFETY: the block did not come from an arena, so it came from the C library.
-            _ => unsafe { libc::free(ptr.cast()) },
+            // The C library's allocator takes locks the service thread takes too: on a private
+            // stack. SAFETY: the block did not come from an arena, so it came from the C library.
+            _ => crate::private::private(move || unsafe { libc::free(ptr.cast()) }),
         }
     }
 
@@ -377,8 +408,11 @@ unsafe impl GlobalAlloc for SharedAlloc {
         let h = heap();
         let shared = h.is_some_and(|h| h.owner(ptr as usize).is_some());
         if !shared && layout.align() <= 16 && (h.is_none() || internal()) {
+            // On a private stack, as `sys_alloc`.
             // SAFETY: a C-library block stays a C-library block.
-            return unsafe { libc::realloc(ptr.cast(), new_size.max(1)).cast() };
+            return crate::private::private(move || unsafe {
+                libc::realloc(ptr.cast(), new_size.max(1)).cast()
+            });
         }
         // SAFETY: the caller guarantees the new size forms a valid layout with the old alignment.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
@@ -394,6 +428,211 @@ unsafe impl GlobalAlloc for SharedAlloc {
             }
             new
         }
+    }
+}
+
+// ----- when the shared heap is exhausted -----
+
+/// At most this many exhaustion reports per process: std ends the process after the first unless
+/// the program asked with `try_reserve` and the like, and such a program must not flood stderr.
+const MAX_REPORTS: u32 = 4;
+
+/// A line of text formatted on the stack: the allocator cannot allocate to report that it cannot
+/// allocate. Text beyond its capacity is dropped.
+struct StackLine {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl std::fmt::Write for StackLine {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// A byte count for people: `12.0 GiB`, `768.0 MiB`, `4.0 KiB`, `17 bytes` (integer arithmetic only).
+struct Bytes(u128);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, name) in [(1u128 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+            if n >= unit {
+                return write!(f, "{}.{} {name}", n / unit, (n % unit) * 10 / unit);
+            }
+        }
+        write!(f, "{n} bytes")
+    }
+}
+
+/// The text of the report for a request of `layout` that this node's arena, left as `room` says,
+/// could not satisfy.
+fn exhausted_message(out: &mut impl std::fmt::Write, layout: Layout, room: &Room) -> std::fmt::Result {
+    let Room { me, nodes, slice, small_left, bulk_left, bulk_largest, small_carved, bulk_carved } = *room;
+    let size = layout.size() as u128;
+    let (slice, nodes_u) = (slice as u128, nodes as u128);
+    write!(
+        out,
+        "rthreads: node {me}: the shared heap cannot allocate {} ({size} bytes, alignment {}): ",
+        Bytes(size),
+        layout.align()
+    )?;
+    // The share a node needs for this request to fit, given what it has carved already.
+    let need_slice = if class_of(layout).is_some() {
+        write!(
+            out,
+            "blocks of 2 KiB or less come from this node's small-object region, a quarter of its share, \
+             which has {} left",
+            Bytes(small_left as u128)
+        )?;
+        (small_carved as u128 + CHUNK as u128) * SMALL_REGION_DIV as u128
+    } else {
+        write!(
+            out,
+            "blocks over 2 KiB come from this node's bulk region, three quarters of its share, which has {} \
+             left",
+            Bytes(bulk_left as u128)
+        )?;
+        if bulk_largest != bulk_left {
+            write!(
+                out,
+                " (the largest free run, counting freed blocks, is {})",
+                Bytes(bulk_largest as u128)
+            )?;
+        }
+        let bulk_need = bulk_carved as u128 + round_pages(layout.size().max(layout.align())) as u128;
+        bulk_need * SMALL_REGION_DIV as u128 / (SMALL_REGION_DIV as u128 - 1) + 1
+    };
+    write!(
+        out,
+        ". Each node allocates from its own share of the shared space only: {} here, the {} of \
+         RTHREADS_SPACE_SIZE over {nodes} node{}. ",
+        Bytes(slice),
+        Bytes(slice * nodes_u),
+        if nodes == 1 { "" } else { "s" }
+    )?;
+    // Whole GiB, and at least twice the space as it is.
+    let gib = 1u128 << 30;
+    let want = (need_slice * nodes_u).div_ceil(gib).max((slice * nodes_u * 2).div_ceil(gib));
+    if want > 32 << 10 {
+        write!(out, "No RTHREADS_SPACE_SIZE is large enough for this request on {nodes} node(s).")
+    } else {
+        write!(out, "Raise it: RTHREADS_SPACE_SIZE={want}G or more.")
+    }
+}
+
+/// Prints, with one write(2), why the shared heap could not satisfy `layout` on this node.
+/// Allocates nothing and takes no lock but the arena's, briefly.
+fn report_exhausted(heap: &Heap, layout: Layout) {
+    static REPORTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    if REPORTS.fetch_add(1, Ordering::Relaxed) >= MAX_REPORTS {
+        return;
+    }
+    // std aborts right after this (unless the program asked with `try_reserve`): this message and
+    // std's go straight to this node's stderr, not through the output forwarding.
+    dsm::iofix::write_directly();
+    // The arena's lock is the service thread's too: on the private stack.
+    crate::private::private(move || {
+        let room = heap.room();
+        let mut line = StackLine { buf: [0; 1024], len: 0 };
+        let _ = exhausted_message(&mut line, layout, &room);
+        if line.len == line.buf.len() {
+            line.len -= 1;
+        }
+        line.buf[line.len] = b'\n';
+        line.len += 1;
+        dsm::sys::write_all_raw(2, &line.buf[..line.len]);
+    });
+}
+
+/// What is left of one node's arena, for the exhaustion report.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    me: usize,
+    nodes: usize,
+    /// The node's share of the space (its arena's size).
+    slice: usize,
+    /// Bytes of the small-object region not yet carved into chunks.
+    small_left: usize,
+    /// Bytes of the bulk region never carved, and its largest free run (freed or never carved).
+    bulk_left: usize,
+    bulk_largest: usize,
+    /// Bytes carved so far from each region.
+    small_carved: usize,
+    bulk_carved: usize,
+}
+
+impl Heap {
+    /// What is left of this node's arena.
+    fn room(&self) -> Room {
+        let start = self.base + self.slice * self.me;
+        let bulk_start = start + small_region(self.slice);
+        self.arena.with(|a| Room {
+            me: self.me,
+            nodes: self.nodes,
+            slice: self.slice,
+            small_left: a.small_end.saturating_sub(a.small_bump),
+            bulk_left: a.end - a.bump,
+            bulk_largest: a.large.values().copied().max().unwrap_or(0).max(a.end - a.bump),
+            small_carved: a.small_bump.saturating_sub(start),
+            bulk_carved: a.bump.saturating_sub(bulk_start),
+        })
+    }
+}
+
+#[cfg(test)]
+mod exhausted_tests {
+    use super::*;
+
+    fn message(h: &Heap, layout: Layout) -> String {
+        assert!(h.alloc(layout).is_null());
+        let mut line = StackLine { buf: [0; 1024], len: 0 };
+        exhausted_message(&mut line, layout, &h.room()).unwrap();
+        assert!(line.len < line.buf.len(), "the report was cut");
+        String::from_utf8(line.buf[..line.len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(Bytes(17).to_string(), "17 bytes");
+        assert_eq!(Bytes(4 << 10).to_string(), "4.0 KiB");
+        assert_eq!(Bytes(12 << 30).to_string(), "12.0 GiB");
+        assert_eq!(Bytes(768 << 20).to_string(), "768.0 MiB");
+        assert_eq!(Bytes((3 << 30) / 2).to_string(), "1.5 GiB");
+        assert_eq!(Bytes(5 << 40).to_string(), "5.0 TiB");
+    }
+
+    #[test]
+    fn a_request_over_the_share_names_its_size_what_is_left_and_the_setting() {
+        const BASE: usize = 0x2000_0000_0000;
+        const SLICE: usize = 128 << 20;
+        // Node 1 of 2, addresses only: the heap never touches the memory it hands out.
+        let h = Heap::new(1, 2, BASE, SLICE, BASE + SLICE);
+        let some = Layout::from_size_align(10 << 20, 8).unwrap();
+        assert!(!h.alloc(some).is_null());
+        let big = Layout::from_size_align(200 << 20, 1).unwrap();
+        let m = message(&h, big);
+        assert!(
+            m.starts_with("rthreads: node 1: the shared heap cannot allocate 200.0 MiB (209715200 bytes"),
+            "{m}"
+        );
+        assert!(m.contains("bulk region") && m.contains("which has 86.0 MiB left"), "{m}");
+        assert!(m.contains("128.0 MiB here, the 256.0 MiB of RTHREADS_SPACE_SIZE over 2 nodes"), "{m}");
+        assert!(m.contains("RTHREADS_SPACE_SIZE=1G or more"), "{m}");
+        assert!(!m.contains('\n'), "{m}");
+        // A request no space could hold says so.
+        let huge = Layout::from_size_align(isize::MAX as usize / 2, 1).unwrap();
+        assert!(message(&h, huge).contains("No RTHREADS_SPACE_SIZE is large enough"));
+        // Small blocks run out in their own region.
+        let tiny = Heap::new(0, 1, BASE, 4 << 20, BASE);
+        let l = Layout::from_size_align(1024, 8).unwrap();
+        while !tiny.alloc(l).is_null() {}
+        let m = message(&tiny, l);
+        assert!(m.contains("small-object region") && m.contains("which has 0 bytes left"), "{m}");
+        assert!(m.contains("over 1 node. "), "{m}");
     }
 }
 

@@ -18,6 +18,9 @@ use crate::runtime::{self, Cmd};
 /// A release point: every write this node made before it becomes visible to whoever acquires
 /// after it.
 pub(crate) fn release() {
+    // Output written before a release reaches the terminal before anything written after the
+    // matching acquire, on any node.
+    crate::output::flush();
     if let Some(rt) = runtime::get()
         && rt.lrc
     {

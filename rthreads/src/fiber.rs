@@ -122,6 +122,27 @@ std::arch::global_asm!(
     "ud2",
     ".cfi_endproc",
     ".size rthreads_fiber_start, . - rthreads_fiber_start",
+    // Calls rsi(rdi) on the stack whose top is rdx, then comes back to the caller's stack. The
+    // frame pointer keeps the caller's stack pointer, and the unwind info says so, so debuggers and
+    // backtraces walk through it.
+    ".p2align 4",
+    ".globl rthreads_on_stack",
+    ".type rthreads_on_stack,@function",
+    "rthreads_on_stack:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "mov rsp, rdx",
+    "call rsi",
+    "mov rsp, rbp",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "ret",
+    ".cfi_endproc",
+    ".size rthreads_on_stack, . - rthreads_on_stack",
     entry = sym fiber_entry,
 );
 
@@ -132,6 +153,24 @@ unsafe extern "C" {
     fn rthreads_fiber_switch(save: *mut usize, to: usize);
     /// The first instruction of a fiber.
     fn rthreads_fiber_start();
+    /// Calls `f(arg)` with the stack pointer at `top` (16-byte aligned), then returns.
+    fn rthreads_on_stack(arg: *mut u8, f: extern "C" fn(*mut u8), top: usize);
+}
+
+/// Calls `f(arg)` on the stack that ends at `top`, then returns to the caller's stack.
+///
+/// # Safety
+/// `top` must be 16-byte aligned, with enough free, private stack memory below it for `f`; `f`
+/// must not unwind (catch panics inside it).
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn on_stack(top: usize, arg: *mut u8, f: extern "C" fn(*mut u8)) {
+    // SAFETY: as the caller promises.
+    unsafe { rthreads_on_stack(arg, f, top) }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) unsafe fn on_stack(_top: usize, arg: *mut u8, f: extern "C" fn(*mut u8)) {
+    f(arg)
 }
 
 /// Switches from the running context (its stack pointer goes to `save`) to the one saved at `to`.
@@ -240,7 +279,7 @@ extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
     if panic::catch_unwind(AssertUnwindSafe(body)).is_err() {
         // The bodies this crate builds catch their own panics; a panic that still gets here (a
         // payload whose drop panicked) cannot unwind past the first frame of a stack.
-        eprintln!("rthreads: a panic escaped a thread's body; aborting");
+        crate::runtime::say("rthreads: a panic escaped a thread's body; aborting");
         std::process::abort();
     }
     // SAFETY: the control block lives as long as the stack we run on; the carrier that runs us
@@ -265,10 +304,15 @@ pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> Outcome {
     unsafe { dsm::fault::set_stack_owner(name.unwrap_or("").as_bytes()) };
     // Outside a cluster (or before it started) the stack is private memory and has no guard.
     let guarded = dsm::fault::set_guard(guard, true).is_ok();
+    // SAFETY: as above.
+    crate::sync::watch::thread_starts(unsafe { (*fiber).tid }, name);
     CURRENT.with(|c| c.set(fiber));
+    // Runtime code that the fiber calls runs below this point of our own stack (`private`).
+    crate::private::set_private_top(stack_pointer());
     // SAFETY: the fiber is suspended at `sp`; our own context is saved in its control block,
     // which outlives the switch.
     unsafe { switch(&raw mut (*fiber).carrier_sp, (*fiber).sp) };
+    crate::private::set_private_top(0);
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
     // SAFETY: an empty static name.
     unsafe { dsm::fault::set_stack_owner(b"") };
@@ -293,6 +337,23 @@ pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> Outcome {
     // SAFETY: the allocation `Fiber::new` made with this layout.
     unsafe { std::alloc::dealloc(alloc as *mut u8, Layout::from_size_align_unchecked(len, PAGE_SIZE)) };
     Outcome::Finished
+}
+
+/// The calling thread's stack pointer, roughly (an address in the caller's frame on other
+/// architectures, where nothing uses it).
+#[inline(always)]
+fn stack_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let sp: usize;
+        // SAFETY: reads a register; no memory access.
+        unsafe { std::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+        sp
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        0
+    }
 }
 
 /// Switches the calling fiber out, asking its carrier to send it to node `target`; returns when a

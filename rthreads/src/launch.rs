@@ -17,7 +17,7 @@
 //! | `RTHREADS_FAILURE_TIMEOUT` | seconds of silence after which a peer counts as lost | 5 |
 //! | `RTHREADS_PROTOCOL` | coherence protocol: `sc` (sequentially consistent) or `lrc` (release consistent, multiple writers) | `sc`, or `#[rthreads::main(protocol = "lrc")]` |
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
-//! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed) | 64G |
+//! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
 //! | `RTHREADS_TRACE_EVENTS` | events each node can hold in its trace buffer | 1048576 |
@@ -50,7 +50,9 @@
 //! Node 0's exit code is the program's. A node that stops because another node was lost (its
 //! connection closed, it sent garbage, or it was silent for `RTHREADS_FAILURE_TIMEOUT`) prints
 //! which node and why, tells the others, and exits with code 3; a node that cannot start exits
-//! with code 2.
+//! with code 2. `std::process::exit(n)` on any node ends the program with code `n`. A run that
+//! cannot go on although every node is alive (a deadlock between threads, a fault or a service
+//! thread that made no progress for the failure timeout) is reported and ends with code 4.
 //!
 //! # Why the re-exec
 //! Closures travel between nodes as pointers, and they point into the binary: code, vtables,
@@ -263,12 +265,17 @@ fn interface_ip(name: &str) -> Result<std::net::IpAddr, String> {
 }
 
 fn secret(generate: bool) -> Result<Secret, String> {
-    if let Some(v) = env("RTHREADS_SECRET") {
-        return Secret::from_hex(&v)
-            .or_else(|_| Secret::from_text(&v))
-            .map_err(|e| format!("RTHREADS_SECRET: {e}"));
+    // Set but empty or blank is a mistake (a variable that expanded to nothing), not "unset".
+    if let Some(v) = std::env::var_os("RTHREADS_SECRET") {
+        let v = v.into_string().map_err(|_| "RTHREADS_SECRET is not valid UTF-8".to_owned())?;
+        return Secret::from_setting(&v).map_err(|e| format!("RTHREADS_SECRET: {e}"));
     }
-    if let Some(p) = env("RTHREADS_SECRET_FILE") {
+    if let Some(p) = std::env::var_os("RTHREADS_SECRET_FILE") {
+        if p.is_empty() {
+            return Err(
+                "RTHREADS_SECRET_FILE is set but empty: name a file only you can read, or unset it".into()
+            );
+        }
         return Secret::from_file(std::path::Path::new(&p));
     }
     if generate {
@@ -287,6 +294,7 @@ fn secret(generate: bool) -> Result<Secret, String> {
 }
 
 fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> {
+    crate::settings::check_environment();
     let protocol = env("RTHREADS_PROTOCOL").unwrap_or_else(|| default_protocol.to_owned());
     let lrc = match protocol.as_str() {
         "sc" => false,
@@ -400,7 +408,7 @@ fn config(default_nodes: u16, default_protocol: &str) -> Result<Config, String> 
     };
     let space_size = match env("RTHREADS_SPACE_SIZE") {
         Some(v) => parse_size(&v).ok_or(format!("RTHREADS_SPACE_SIZE={v}: expected a size like 16G"))?,
-        None => SpaceLayout::DEFAULT_SIZE,
+        None => crate::settings::default_space_size(nodes),
     };
     let seconds = |name: &str, default: f64| -> Result<Duration, String> {
         match env(name) {
@@ -638,7 +646,10 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
     let mut children = Vec::new();
     if me == 0 && !cfg.embedded && env("RTHREADS_EXTERNAL").is_some() {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        eprintln!("rthreads: node 0 listening on {addr}, waiting for {} node(s)", cfg.nodes - 1);
+        crate::runtime::say(&format!(
+            "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
+            cfg.nodes - 1
+        ));
     }
     if me == 0 && cfg.embedded && cfg.nodes > 1 {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -714,6 +725,7 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
     let service = Service::new(rt, space, sc, lrc, streams, faults, listener)
         .map_err(|e| format!("starting the service thread: {e}"))?;
     service.start();
+    crate::output::start(me, cfg.nodes)?;
     if cfg.watch_stdin {
         watch_stdin(me)?;
     }
@@ -769,10 +781,10 @@ pub fn run_main_with<R: Termination>(
     let Started { rt, mut children } = match started {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
+            crate::runtime::say(&format!(
                 "rthreads: node {}: cannot start: {e}",
                 env("RTHREADS_NODE_ID").unwrap_or_else(|| "0".into())
-            );
+            ));
             return ExitCode::from(2);
         }
     };
@@ -792,10 +804,12 @@ pub fn run_main_with<R: Termination>(
     if env("RTHREADS_STATS").is_some_and(|v| v != "0") {
         let all = crate::stats::stats();
         let _internal = InternalAlloc::new();
-        eprint!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all));
+        crate::runtime::say(&format!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all)));
     }
     let _internal = InternalAlloc::new();
     rt.shutdown_cluster(0);
+    // Every node has closed its connection, so all its output is queued here: write it out.
+    crate::output::drain(Instant::now() + Duration::from_secs(5));
     reap(&mut children);
     crate::trace::flush(0);
     crate::trace::finish();

@@ -51,11 +51,14 @@ mod alloc;
 mod consistency;
 mod fiber;
 mod launch;
+mod output;
 pub mod placement;
 mod poll;
+mod private;
 mod rpc;
 mod runtime;
 mod scope;
+mod settings;
 mod stats;
 pub mod sync;
 mod thread;
@@ -129,6 +132,16 @@ pub mod __fuzz {
                 wire::load(*running, *cpu_milli, *processed, *settles)
             }
             Wire::Rebalance { on } => wire::rebalance(*on),
+            Wire::Output { fd, data } => {
+                let mut f = Vec::new();
+                wire::output_header(&mut f, *fd);
+                with(f, Some(data))
+            }
+            Wire::OutputFlush { upto, release } => wire::output_flush(*upto, *release),
+            Wire::OutputAck { upto, errors } => wire::output_ack(*upto, *errors),
+            Wire::Exit { code } => wire::exit(*code),
+            Wire::Stop { code, reason } => wire::stop(*code, reason),
+            Wire::Locks { threads } => wire::locks(threads),
         }
     }
 }

@@ -31,11 +31,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::alloc::InternalAlloc;
+use crate::private::{ServiceLock, private};
 use crate::runtime::{self, Runtime};
 use crate::wire;
 
@@ -293,12 +294,12 @@ pub fn policy() -> Placement {
 pub fn set_rebalancing(on: bool) {
     set_local_rebalancing(on);
     if let Some(rt) = runtime::get() {
-        {
+        private(move || {
             let _internal = InternalAlloc::new();
             for n in (0..rt.nodes).filter(|&n| n != rt.me) {
                 rt.send(n, wire::rebalance(on));
             }
-        }
+        });
         // A statistics round trip to every node follows the switch on the same connections.
         crate::stats::stats();
     }
@@ -383,11 +384,17 @@ struct Table {
     cpu_used: Duration,
 }
 
-static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+static TABLE: ServiceLock<Option<Table>> = ServiceLock::new("placement.table", None);
 
-fn with_table<R>(rt: &Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
+/// Runs `f` on the table, on the private stack (the service thread takes the table's lock too).
+/// `f` must be a `move` closure over private values: it runs under the lock.
+fn with_table<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
+    private(move || with_table_here(rt, f))
+}
+
+fn with_table_here<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
     let _internal = InternalAlloc::new();
-    let mut g = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = TABLE.lock();
     let t = g.get_or_insert_with(|| {
         let now = Instant::now();
         Table {
@@ -459,7 +466,7 @@ pub(crate) fn choose(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
         return start as u16;
     };
     let now = Instant::now();
-    with_table(rt, |t| {
+    with_table(rt, move |t| {
         t.fill(rt, now);
         let target = match policy {
             Placement::LocalFirst => local_first(&t.view, usize::from(me), start),
@@ -478,7 +485,7 @@ pub(crate) fn sent(target: u16) {
     let Some(rt) = runtime::get().filter(|r| r.me != target) else { return };
     let frame = rt.sent_to(target);
     let now = Instant::now();
-    with_table(rt, |t| {
+    with_table(rt, move |t| {
         let pending = &mut t.peers[usize::from(target)].pending;
         let slot = pending.iter_mut().find_map(|p| match p {
             Pending::Spawn { frame: f @ None, .. } => Some(f),
@@ -497,7 +504,7 @@ pub(crate) fn sent(target: u16) {
 pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64, settles: u64) {
     let Some(rt) = runtime::get() else { return };
     let now = Instant::now();
-    with_table(rt, |t| {
+    with_table(rt, move |t| {
         let Some(p) = t.peers.get_mut(usize::from(from)) else { return };
         p.report = Some(Report { running, cpu_milli, at: now });
         p.settle(processed, settles);
@@ -511,14 +518,17 @@ pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64,
 
 /// Held from reading the counts to queueing the report, so that reports leave in the order they
 /// were made (a report must never be overtaken by an older one).
-static REPORTING: Mutex<()> = Mutex::new(());
+static REPORTING: ServiceLock<()> = ServiceLock::new("placement.reporting", ());
 
 /// Sends this node's load to `to` now, settling move claim `settles` (0: none).
-fn send_report(rt: &Runtime, to: u16, settles: u64) {
-    let _internal = InternalAlloc::new();
-    let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
-    let frame = wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(to), settles);
-    rt.send(to, frame);
+fn send_report(rt: &'static Runtime, to: u16, settles: u64) {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let _order = REPORTING.lock();
+        let frame =
+            wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(to), settles);
+        rt.send(to, frame);
+    });
 }
 
 /// A thread spawned by `origin` ends here: `origin` gets this node's load before it learns of the
@@ -531,12 +541,12 @@ pub(crate) fn report_to(origin: u16) {
 
 /// The service thread's periodic work: measures CPU use, forgets stale claims, and reports this
 /// node's load to every peer when it changed (or has not been sent for a while).
-pub(crate) fn tick(rt: &Runtime) {
+pub(crate) fn tick(rt: &'static Runtime) {
     if rt.nodes < 2 {
         return;
     }
     let now = Instant::now();
-    let send = with_table(rt, |t| {
+    let send = with_table(rt, move |t| {
         if now < t.next_tick {
             return false;
         }
@@ -560,7 +570,7 @@ pub(crate) fn tick(rt: &Runtime) {
     });
     if send {
         let _internal = InternalAlloc::new();
-        let _order = REPORTING.lock().unwrap_or_else(|e| e.into_inner());
+        let _order = REPORTING.lock();
         for n in (0..rt.nodes).filter(|&n| n != rt.me) {
             let frame =
                 wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(n), 0);
@@ -609,7 +619,7 @@ fn claim_move() -> Option<(u64, u16)> {
         return None;
     }
     let now = Instant::now();
-    with_table(rt, |t| {
+    with_table(rt, move |t| {
         t.fill(rt, now);
         let Some(target) = rebalance_target(&t.view, usize::from(rt.me)) else {
             IDLE_GENERATION.store(generation, Ordering::SeqCst);
@@ -628,7 +638,7 @@ fn claim_move() -> Option<(u64, u16)> {
 /// A claimed move did not happen: the thread stays, and is counted here again.
 fn cancel_move(claim: u64, target: u16) {
     let Some(rt) = runtime::get() else { return };
-    with_table(rt, |t| {
+    with_table(rt, move |t| {
         t.claims.retain(|&(id, _)| id != claim);
         t.set_leaving();
         t.peers[usize::from(target)]
@@ -736,7 +746,7 @@ pub fn loads() -> Vec<NodeLoad> {
         }];
     };
     let now = Instant::now();
-    let (view, ages): (Vec<Load>, Vec<Option<Duration>>) = with_table(rt, |t| {
+    let (view, ages): (Vec<Load>, Vec<Option<Duration>>) = with_table(rt, move |t| {
         t.fill(rt, now);
         let ages = t.peers.iter().map(|p| p.report.map(|r| now.duration_since(r.at))).collect();
         (t.view.clone(), ages)

@@ -24,25 +24,27 @@
 
 use std::collections::HashMap;
 use std::net::TcpStream;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use net::frame::{MAX_FRAME, read_frame, write_frame};
 use net::{Reader, SendQueue, Writer};
 
 use crate::alloc::InternalAlloc;
+use crate::private::{ServiceGuard, ServiceLock, private};
 use crate::runtime::{Runtime, fatal};
 use crate::sync::manager::{Reply, Request, Waiter};
 use crate::wire::{self, Wire};
 
 const T_RPC_HELLO: u8 = 0x30;
 
-static POOL: LazyLock<Mutex<HashMap<u16, Vec<TcpStream>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static POOL: LazyLock<ServiceLock<HashMap<u16, Vec<TcpStream>>>> =
+    LazyLock::new(|| ServiceLock::new("rpc.pool", HashMap::new()));
 /// Server side: where to send the answer for a waiter whose request came on a direct connection.
-static ROUTES: LazyLock<Mutex<HashMap<Waiter, Arc<Mutex<SendQueue>>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static ROUTES: LazyLock<ServiceLock<HashMap<Waiter, Arc<ServiceLock<SendQueue>>>>> =
+    LazyLock::new(|| ServiceLock::new("rpc.routes", HashMap::new()));
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &ServiceLock<T>) -> ServiceGuard<'_, T> {
+    m.lock()
 }
 
 /// The hello that opens a direct connection.
@@ -90,14 +92,20 @@ fn take(rt: &Runtime, to: u16, req: &Request) -> TcpStream {
 
 /// Sends `req`, which expects no answer, to node `to` on a direct connection: an unlock travels
 /// the way the thread's next lock request will, so it cannot be overtaken by it.
-pub(crate) fn post(rt: &Runtime, to: u16, req: &Request) {
-    let _internal = InternalAlloc::new();
-    let s = take(rt, to, req);
-    lock(&POOL).entry(to).or_default().push(s);
+pub(crate) fn post(rt: &'static Runtime, to: u16, req: Request) {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let s = take(rt, to, &req);
+        lock(&POOL).entry(to).or_default().push(s);
+    });
 }
 
 /// Sends `req` to node `to` on a direct connection and waits for its answer.
-pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
+pub(crate) fn call(rt: &'static Runtime, to: u16, req: Request) -> Reply {
+    private(move || call_here(rt, to, &req))
+}
+
+fn call_here(rt: &'static Runtime, to: u16, req: &Request) -> Reply {
     let _internal = InternalAlloc::new();
     let started = std::time::Instant::now();
     // Network-delay emulation: the request's way out here, the answer's below. (A `post`, which
@@ -125,9 +133,11 @@ pub(crate) fn call(rt: &Runtime, to: u16, req: &Request) -> Reply {
 }
 
 /// Server side: the request of `waiter` came on the direct connection `queue`.
-pub(crate) fn expect_answer(waiter: Waiter, queue: Arc<Mutex<SendQueue>>) {
-    let _internal = InternalAlloc::new();
-    lock(&ROUTES).insert(waiter, queue);
+pub(crate) fn expect_answer(waiter: Waiter, queue: Arc<ServiceLock<SendQueue>>) {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        lock(&ROUTES).insert(waiter, queue);
+    });
 }
 
 /// Server side: sends `reply` on the waiter's direct connection, if it came on one.

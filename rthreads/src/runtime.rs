@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, OnceLock};
 use std::time::{Duration, Instant};
 
 use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
@@ -22,6 +22,7 @@ use net::{Conn, ReadStatus, SendQueue};
 
 use crate::alloc::{Heap, InternalAlloc};
 use crate::poll::{self, Poller};
+use crate::private::{ServiceLock, private};
 use crate::thread;
 use crate::wire::{self, Wire};
 
@@ -40,7 +41,7 @@ pub(crate) struct Runtime {
     /// The sending side of every peer connection. Any thread writes its frames straight to the
     /// socket under the peer's lock; what the socket does not take at once stays queued and the
     /// service thread finishes it when the socket becomes writable.
-    senders: OnceLock<Vec<Mutex<Option<SendQueue>>>>,
+    senders: OnceLock<Vec<ServiceLock<Option<SendQueue>>>>,
     pub(crate) next_seq: AtomicU64,
     pub(crate) next_target: AtomicUsize,
     shutting_down: AtomicBool,
@@ -52,18 +53,18 @@ pub(crate) struct Runtime {
     sent_seq: Vec<AtomicU64>,
     recv_seq: Vec<AtomicU64>,
     seq_waiters: AtomicUsize,
-    seq_lock: Mutex<()>,
+    seq_lock: ServiceLock<()>,
     seq_cv: Condvar,
-    closed: Mutex<usize>,
+    closed: ServiceLock<usize>,
     closed_cv: Condvar,
     /// The release-consistent protocol runs (else the sequentially consistent one).
     pub(crate) lrc: bool,
     /// Release and acquire requests of application threads, for the service thread.
-    cmds: Mutex<Vec<(Cmd, Arc<Done>)>>,
+    cmds: ServiceLock<Vec<(Cmd, Arc<Done>)>>,
     cmd_pending: AtomicBool,
     /// Former guard pages of fiber stacks, left inaccessible (see `dsm::fault::set_guard`) until
     /// a trap on one lets the service thread give it back the access the protocol says it has.
-    unguarded: Mutex<VecDeque<u64>>,
+    unguarded: ServiceLock<VecDeque<u64>>,
     unguarded_any: AtomicBool,
     /// Mirrors of the protocol state, written by the service thread before it lets any thread go
     /// on: a release has something to do, an acquire has something to drop.
@@ -80,13 +81,13 @@ pub(crate) enum Cmd {
 
 /// Where an application thread waits for its command to complete.
 pub(crate) struct Done {
-    done: Mutex<bool>,
+    done: ServiceLock<bool>,
     cv: Condvar,
 }
 
 impl Done {
     fn set(&self) {
-        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        *self.done.lock() = true;
         self.cv.notify_all();
     }
 }
@@ -114,30 +115,77 @@ pub(crate) fn get() -> Option<&'static Runtime> {
     RUNTIME.get()
 }
 
-/// Writes `msg` and a newline to stderr with one `write(2)`, without taking std's stderr lock (an
-/// application thread may hold it while it waits in a fault this thread must serve).
+/// Writes `msg` and a newline to this process's stderr with one `write(2)` (for messages up to
+/// 1 KiB), without taking std's stderr lock (an application thread may hold it while it waits in a
+/// fault the service thread must serve), without allocating, and past the output forwarding of
+/// application writes: the runtime's own messages.
 pub(crate) fn say(msg: &str) {
-    let mut line = String::with_capacity(msg.len() + 1);
-    line.push_str(msg);
-    line.push('\n');
-    let mut rest = line.as_bytes();
-    while !rest.is_empty() {
-        // SAFETY: write(2) from a live buffer of the stated length.
-        let n = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
-        if n <= 0 {
-            return;
-        }
-        rest = &rest[n as usize..];
+    let mut line = [0u8; 1024];
+    if msg.len() < line.len() {
+        line[..msg.len()].copy_from_slice(msg.as_bytes());
+        line[msg.len()] = b'\n';
+        dsm::sys::write_all_raw(2, &line[..=msg.len()]);
+    } else {
+        dsm::sys::write_all_raw(2, msg.as_bytes());
+        dsm::sys::write_all_raw(2, b"\n");
     }
 }
 
 /// The exit code of a node that stops because another node was lost.
 pub(crate) const EXIT_NODE_LOST: i32 = 3;
+/// The exit code of a cluster stopped because something could not go on: a deadlock between
+/// threads, a fault or a service thread that made no progress for the failure timeout.
+pub(crate) const EXIT_STUCK: i32 = 4;
+
+/// When the service thread last went round its loop (ms of the monotonic clock), and what it is
+/// doing now (see [`Phase`]): the watchdog reads both.
+static SERVICE_BEAT_MS: AtomicU64 = AtomicU64::new(0);
+static PHASE: AtomicU64 = AtomicU64::new(0);
+
+/// What the service thread is doing, for the watchdog's report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+enum Phase {
+    Polling = 0,
+    Faults = 1,
+    Frame = 2,
+    Direct = 3,
+    Commands = 4,
+    Periodic = 5,
+    Sending = 6,
+    Accepting = 7,
+    Wedged = 8,
+}
+
+fn set_phase(p: Phase, arg: u32) {
+    PHASE.store((p as u64) << 32 | u64::from(arg), Ordering::Relaxed);
+}
+
+fn describe_phase() -> String {
+    let v = PHASE.load(Ordering::Relaxed);
+    let arg = v as u32;
+    match (v >> 32) as u32 {
+        0 => "waiting for events (epoll)".into(),
+        1 => "handling faults of this node's threads".into(),
+        2 => format!("handling a message from node {arg}"),
+        3 => "serving a request on a direct connection".into(),
+        4 => "running release/acquire requests".into(),
+        5 => "doing its periodic work (heartbeats, load reports, frees, checks)".into(),
+        6 => "writing queued messages to its connections".into(),
+        7 => "accepting a connection".into(),
+        8 => "wedged on purpose by RTHREADS_TEST_WEDGE (a test hook)".into(),
+        k => format!("in an unknown phase {k}"),
+    }
+}
+
+fn now_ms() -> u64 {
+    dsm::fault::now_ns() / 1_000_000
+}
 
 /// Prints a fatal runtime error naming its cause and ends this node with exit code 1.
 pub(crate) fn fatal(msg: &str) -> ! {
     let me = get().map(|r| r.me).unwrap_or(0);
-    eprintln!("rthreads: node {me}: fatal: {msg}");
+    say(&format!("rthreads: node {me}: fatal: {msg}"));
     // SAFETY: _exit ends the process without running anything that could block on a lock held by
     // a thread stuck in a fault.
     unsafe { libc::_exit(1) }
@@ -187,14 +235,14 @@ impl Runtime {
             sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             seq_waiters: AtomicUsize::new(0),
-            seq_lock: Mutex::new(()),
+            seq_lock: ServiceLock::new("runtime.seq", ()),
             seq_cv: Condvar::new(),
-            closed: Mutex::new(0),
+            closed: ServiceLock::new("runtime.closed", 0),
             closed_cv: Condvar::new(),
             lrc,
-            cmds: Mutex::new(Vec::new()),
+            cmds: ServiceLock::new("runtime.cmds", Vec::new()),
             cmd_pending: AtomicBool::new(false),
-            unguarded: Mutex::new(VecDeque::new()),
+            unguarded: ServiceLock::new("runtime.unguarded", VecDeque::new()),
             unguarded_any: AtomicBool::new(false),
             lrc_dirty: AtomicBool::new(false),
             lrc_stale: AtomicBool::new(false),
@@ -224,31 +272,34 @@ impl Runtime {
 
     /// Waits until this node has processed the first `n` frames `from` sent it on the ordinary
     /// connection (a direct answer must not overtake them).
-    pub(crate) fn wait_processed(&self, from: u16, n: u64) {
+    pub(crate) fn wait_processed(&'static self, from: u16, n: u64) {
         if self.processed_from(from) >= n {
             return;
         }
-        let _internal = InternalAlloc::new();
-        self.seq_waiters.fetch_add(1, Ordering::SeqCst);
-        let mut g = self.seq_lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.processed_from(from) < n {
-            g = self.seq_cv.wait_timeout(g, Duration::from_millis(10)).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        drop(g);
-        self.seq_waiters.fetch_sub(1, Ordering::SeqCst);
+        private(move || {
+            self.seq_waiters.fetch_add(1, Ordering::SeqCst);
+            let mut g = self.seq_lock.lock();
+            while self.processed_from(from) < n {
+                g = g.wait_timeout(&self.seq_cv, Duration::from_millis(10));
+            }
+            drop(g);
+            self.seq_waiters.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 
     /// The page number of `addr`, if it lies in the shared space.
     /// The guard page at `addr` no longer guards a stack on this node (its fiber ended or left).
-    pub(crate) fn unguarded(&self, addr: usize) {
+    pub(crate) fn unguarded(&'static self, addr: usize) {
         let Some(page) = self.page_index(addr) else { return };
-        let _internal = InternalAlloc::new();
-        let mut q = self.unguarded.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= 4096 {
-            q.pop_front();
-        }
-        q.push_back(page);
-        self.unguarded_any.store(true, Ordering::SeqCst);
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut q = self.unguarded.lock();
+            if q.len() >= 4096 {
+                q.pop_front();
+            }
+            q.push_back(page);
+            self.unguarded_any.store(true, Ordering::SeqCst);
+        });
     }
 
     /// Whether `page` was a guard page not yet given back its access (and forgets it).
@@ -256,7 +307,7 @@ impl Runtime {
         if !self.unguarded_any.load(Ordering::SeqCst) {
             return false;
         }
-        let mut q = self.unguarded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.unguarded.lock();
         let Some(i) = q.iter().position(|&p| p == page) else { return false };
         q.remove(i);
         self.unguarded_any.store(!q.is_empty(), Ordering::SeqCst);
@@ -274,22 +325,48 @@ impl Runtime {
 
     /// Sends a frame to node `to`: written to the socket at once where it takes it (the service
     /// thread batches its own frames and writes them before it next sleeps).
-    pub(crate) fn send(&self, to: u16, frame: Vec<u8>) {
-        self.send_parts(to, &frame, &[], true);
+    pub(crate) fn send(&'static self, to: u16, frame: Vec<u8>) {
+        private(move || {
+            let frame = self.private_copy(frame);
+            self.send_parts(to, &frame, &[], true);
+        });
+    }
+
+    /// `frame` in private memory: moved as it is if it was built there, else copied (a frame built
+    /// by a thread outside `InternalAlloc` lives in the shared heap, and the senders' locks must
+    /// not be held while touching it). On a private stack.
+    fn private_copy(&self, frame: Vec<u8>) -> Vec<u8> {
+        if !self.layout.contains(frame.as_ptr() as usize) {
+            return frame;
+        }
+        let copy = {
+            let _internal = InternalAlloc::new();
+            frame.as_slice().to_vec()
+        };
+        drop(frame);
+        copy
     }
 
     /// Queues a frame for node `to` for the service thread to write with others in one system
     /// call: for streams of asynchronous messages, where throughput matters more than latency.
-    pub(crate) fn send_batched(&self, to: u16, frame: Vec<u8>) {
-        self.send_parts(to, &frame, &[], false);
+    pub(crate) fn send_batched(&'static self, to: u16, frame: Vec<u8>) {
+        private(move || {
+            let frame = self.private_copy(frame);
+            self.send_parts(to, &frame, &[], false);
+        });
     }
 
+    /// Queues a frame made of `head` and `tail` for node `to`. On a private stack only (the
+    /// senders' locks are the service thread's too), with both parts in private memory.
     fn send_parts(&self, to: u16, head: &[u8], tail: &[u8], now: bool) {
         let _internal = InternalAlloc::new();
         let Some(slot) = self.senders.get().and_then(|s| s.get(usize::from(to))) else {
             return;
         };
-        let mut q = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if self.layout.contains(head.as_ptr() as usize) {
+            crate::private::bug("a runtime frame was built in the shared heap (outside InternalAlloc)");
+        }
+        let mut q = slot.lock();
         let Some(q) = q.as_mut() else {
             // The peer is gone; the service thread reports it.
             return;
@@ -314,7 +391,7 @@ impl Runtime {
 
     /// Runs `cmd` on the service thread and waits until it is complete. Release-consistent
     /// protocol only; skipped when the protocol state says it has nothing to do.
-    pub(crate) fn consistency(&self, cmd: Cmd) {
+    pub(crate) fn consistency(&'static self, cmd: Cmd) {
         let needed = match cmd {
             Cmd::Release => self.lrc_dirty.load(Ordering::SeqCst),
             Cmd::Acquire => self.lrc_stale.load(Ordering::SeqCst),
@@ -322,37 +399,53 @@ impl Runtime {
         if !self.lrc || !needed || on_service_thread() {
             return;
         }
-        let _internal = InternalAlloc::new();
-        let started = Instant::now();
-        let done = Arc::new(Done { done: Mutex::new(false), cv: Condvar::new() });
-        self.cmds.lock().unwrap_or_else(|e| e.into_inner()).push((cmd, Arc::clone(&done)));
-        self.cmd_pending.store(true, Ordering::SeqCst);
-        fault::notify();
-        let mut d = done.done.lock().unwrap_or_else(|e| e.into_inner());
-        while !*d {
-            d = done.cv.wait(d).unwrap_or_else(|e| e.into_inner());
-        }
-        crate::stats::consistency_waited(cmd, started.elapsed());
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let started = Instant::now();
+            let done = Arc::new(Done { done: ServiceLock::new("runtime.done", false), cv: Condvar::new() });
+            self.cmds.lock().push((cmd, Arc::clone(&done)));
+            self.cmd_pending.store(true, Ordering::SeqCst);
+            fault::notify();
+            let mut d = done.done.lock();
+            while !*d {
+                d = d.wait(&done.cv);
+            }
+            drop(d);
+            crate::stats::consistency_waited(cmd, started.elapsed());
+        });
+    }
+
+    /// Whether the cluster is stopping (shutdown or a lost node): the output of application threads
+    /// then goes straight to this node's descriptors.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Silence from a peer longer than this means it is lost.
+    pub(crate) fn failure_timeout(&self) -> Duration {
+        self.failure_timeout
     }
 
     /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
     /// connections.
-    pub(crate) fn shutdown_cluster(&self, code: i32) {
-        let _internal = InternalAlloc::new();
-        self.shutting_down.store(true, Ordering::SeqCst);
-        for n in 1..self.nodes {
-            self.send(n, wire::shutdown(code));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
-        while *closed + 1 < usize::from(self.nodes) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                eprintln!("rthreads: some nodes did not acknowledge shutdown within 10 s");
-                break;
+    pub(crate) fn shutdown_cluster(&'static self, code: i32) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            self.shutting_down.store(true, Ordering::SeqCst);
+            for n in 1..self.nodes {
+                self.send(n, wire::shutdown(code));
             }
-            closed = self.closed_cv.wait_timeout(closed, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut closed = self.closed.lock();
+            while *closed + 1 < usize::from(self.nodes) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    say("rthreads: some nodes did not acknowledge shutdown within 10 s");
+                    break;
+                }
+                closed = closed.wait_timeout(&self.closed_cv, left);
+            }
+        });
     }
 }
 
@@ -366,7 +459,7 @@ const DIRECT: u64 = 1 << 32;
 /// A direct connection accepted from another node's thread (see `rpc`).
 struct DirectConn {
     conn: Conn,
-    send: Arc<Mutex<SendQueue>>,
+    send: Arc<ServiceLock<SendQueue>>,
     /// The peer, once its hello has been checked.
     peer: Option<u16>,
     /// The challenge sent, until the peer has answered it (see `net::auth`).
@@ -401,13 +494,23 @@ pub(crate) struct Service {
     listener: std::net::TcpListener,
     direct: Vec<Option<DirectConn>>,
     /// Direct requests waiting for earlier ordinary frames from their sender: (peer, count, ...).
-    deferred: Vec<(u16, u64, crate::sync::manager::Request, Arc<Mutex<SendQueue>>)>,
+    deferred: Vec<(u16, u64, crate::sync::manager::Request, Arc<ServiceLock<SendQueue>>)>,
     /// When something last arrived from each peer (a frame, or the connection closing).
     last_heard: Vec<Instant>,
     /// When this node last sent every peer a heartbeat.
     last_beat: Instant,
     /// Emulated one-way network delay (`RTHREADS_NET_DELAY_US`; zero: off).
     delay: Duration,
+    /// When the stuck-fault and deadlock checks last ran, and when this node last reported its
+    /// lock waits to node 0.
+    last_check: Instant,
+    last_lock_report: Instant,
+    /// Node 0: the latest lock report of every node, and the ring of threads found last time.
+    lock_reports: HashMap<u16, (Instant, Vec<crate::sync::watch::ThreadLocks>)>,
+    last_ring: Option<Vec<u64>>,
+    /// `RTHREADS_TEST_WEDGE` names this node: its service thread stops for good at the first
+    /// `Spawn` or `Done` it handles (a test hook for the watchdog).
+    wedge: bool,
     /// Frames received and not yet due, in arrival order: (due, peer, frame).
     delayed: VecDeque<(Instant, u16, Vec<u8>)>,
     /// A timerfd armed for the first delayed frame (with the emulation on).
@@ -443,7 +546,7 @@ impl Service {
         }
         let senders = conns
             .iter()
-            .map(|c| Ok(Mutex::new(c.as_ref().map(Conn::send_queue).transpose()?)))
+            .map(|c| Ok(ServiceLock::new("runtime.senders", c.as_ref().map(Conn::send_queue).transpose()?)))
             .collect::<std::io::Result<Vec<_>>>()?;
         if rt.senders.set(senders).is_err() {
             fatal("the service was started twice");
@@ -497,12 +600,27 @@ impl Service {
             delayed: VecDeque::new(),
             delay_timer,
             last_beat: Instant::now(),
+            last_check: Instant::now(),
+            last_lock_report: Instant::now(),
+            lock_reports: HashMap::new(),
+            last_ring: None,
+            wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse::<u16>().ok())
+                == Some(rt.me),
         })
     }
 
-    /// Runs the service loop on a new thread.
+    /// Runs the service loop on a new thread, and the watchdog that reports it if it stops moving.
     pub(crate) fn start(self) {
         let _internal = InternalAlloc::new();
+        SERVICE_BEAT_MS.store(now_ms(), Ordering::SeqCst);
+        let (me, timeout) = (self.rt.me, self.rt.failure_timeout);
+        std::thread::Builder::new()
+            .name("rthreads-watchdog".into())
+            .spawn(move || {
+                crate::alloc::runtime_thread();
+                watchdog(me, timeout)
+            })
+            .unwrap_or_else(|e| fatal(&format!("cannot start the watchdog: {e}")));
         std::thread::Builder::new()
             .name("rthreads-service".into())
             .spawn(move || {
@@ -522,6 +640,8 @@ impl Service {
         // a VM saves the slow kind of wake-up.
         let mut hot_until: Option<Instant> = None;
         loop {
+            SERVICE_BEAT_MS.store(now_ms(), Ordering::Relaxed);
+            set_phase(Phase::Polling, 0);
             let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
                 0
             } else if let Some((t, _, _)) = &self.lost_deadline {
@@ -533,17 +653,22 @@ impl Service {
                 fatal(&format!("epoll: {e}"));
             }
             let mut served = false;
+            SERVICE_BEAT_MS.store(now_ms(), Ordering::Relaxed);
             for &(token, events) in &ready {
                 if token == FAULTS {
+                    set_phase(Phase::Faults, 0);
                     self.on_wakeups();
                 } else if token == DELAY_TIMER {
                     self.clear_delay_timer();
                 } else if token == LISTENER {
+                    set_phase(Phase::Accepting, 0);
                     self.accept_direct();
                 } else if token >= DIRECT {
+                    set_phase(Phase::Direct, 0);
                     self.on_direct((token - DIRECT) as usize, &mut body);
                     served = true;
                 } else {
+                    set_phase(Phase::Frame, token as u32);
                     self.on_conn(token as usize, events, &mut body);
                 }
             }
@@ -552,11 +677,15 @@ impl Service {
             }
             self.rt.wake_pending.store(false, Ordering::SeqCst);
             if self.rt.cmd_pending.swap(false, Ordering::SeqCst) {
+                set_phase(Phase::Commands, 0);
                 self.run_commands();
             }
+            set_phase(Phase::Periodic, 0);
             self.check_peers();
+            self.check_stuck();
             crate::placement::tick(self.rt);
             self.send_remote_frees();
+            set_phase(Phase::Sending, 0);
             self.flush_all();
             if let Some((t, lost, why)) = &self.lost_deadline
                 && Instant::now() >= *t
@@ -732,7 +861,7 @@ impl Service {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("rthreads: node {}: accept: {e}", self.rt.me);
+                    say(&format!("rthreads: node {}: accept: {e}", self.rt.me));
                     return;
                 }
             };
@@ -757,7 +886,7 @@ impl Service {
             }
             self.direct[i] = Some(DirectConn {
                 conn,
-                send: Arc::new(Mutex::new(send)),
+                send: Arc::new(ServiceLock::new("runtime.direct", send)),
                 peer: None,
                 challenge: Some(challenge),
             });
@@ -786,7 +915,7 @@ impl Service {
                 }
             }
             if let Some(challenge) = d.challenge {
-                let mut q = d.send.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = d.send.lock();
                 match net::auth::verify(&self.rt.secret, &challenge, body) {
                     Ok(proof) => {
                         q.queue(&proof, &[]);
@@ -853,7 +982,7 @@ impl Service {
         }
     }
 
-    fn serve_direct(req: crate::sync::manager::Request, send: Arc<Mutex<SendQueue>>) {
+    fn serve_direct(req: crate::sync::manager::Request, send: Arc<ServiceLock<SendQueue>>) {
         if req.op.expects_reply() {
             crate::rpc::expect_answer(req.waiter, send);
         }
@@ -873,7 +1002,7 @@ impl Service {
             }
         }
         if self.rt.seq_waiters.load(Ordering::SeqCst) > 0 {
-            let _g = self.rt.seq_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _g = self.rt.seq_lock.lock();
             self.rt.seq_cv.notify_all();
         }
     }
@@ -883,10 +1012,10 @@ impl Service {
             drop(c);
         }
         if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i)) {
-            slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            slot.lock().take();
         }
         if self.rt.shutting_down.load(Ordering::SeqCst) {
-            let mut closed = self.rt.closed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut closed = self.rt.closed.lock();
             *closed += 1;
             self.rt.closed_cv.notify_all();
             return;
@@ -905,6 +1034,119 @@ impl Service {
         }
     }
 
+    /// Every quarter of a second: a fault of this node that has waited longer than the failure
+    /// timeout stops the cluster with a report; a thread that has waited that long for a lock
+    /// makes this node report its threads' locks to node 0, which looks for a deadlock.
+    fn check_stuck(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_check) < Duration::from_millis(250) || self.aborting {
+            return;
+        }
+        self.last_check = now;
+        let limit = self.rt.failure_timeout;
+        let now_ns = dsm::fault::now_ns();
+        let stuck = dsm::fault::pending()
+            .into_iter()
+            .find(|f| now_ns.saturating_sub(f.since_ns) > limit.as_nanos() as u64);
+        if let Some(f) = stuck {
+            let report = self.describe_stuck_fault(&f);
+            self.stop_cluster(EXIT_STUCK, &report, "a fault on it made no progress");
+        }
+        let limit_ms = limit.as_millis() as u64;
+        if crate::sync::watch::long_wait(limit_ms)
+            && now.duration_since(self.last_lock_report) >= Duration::from_secs(1)
+        {
+            self.last_lock_report = now;
+            let threads = crate::sync::watch::snapshot();
+            if self.rt.me == 0 {
+                self.on_lock_report(0, threads);
+            } else {
+                let _internal = InternalAlloc::new();
+                self.rt.send(0, wire::locks(&threads));
+            }
+        }
+    }
+
+    /// What a fault that does not end is waiting for.
+    fn describe_stuck_fault(&self, f: &dsm::fault::PendingFault) -> String {
+        let page = f.page;
+        let home = self.sc.home_of(page);
+        let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", f.tid)).unwrap_or_default();
+        let waited = Duration::from_nanos(dsm::fault::now_ns().saturating_sub(f.since_ns));
+        let want = if f.kind == dsm::FaultKind::Write { "write to" } else { "read" };
+        let state = match &self.lrc {
+            Some(l) => format!(
+                "access here {:?}, fetching {}, stale {}, sequentially consistent {}, sharing at the home {:?}",
+                l.access(page),
+                l.is_fetching(page),
+                l.is_stale(page),
+                l.is_sc(page),
+                l.sharing(page)
+            ),
+            None => format!(
+                "access here {:?}, request outstanding {:?}, directory {:?}, in a transaction {}, requests queued {}",
+                self.sc.access(page),
+                self.sc.outstanding(page),
+                self.sc.directory(page),
+                self.sc.in_transaction(page),
+                self.sc.queued(page)
+            ),
+        };
+        format!(
+            "stuck: thread '{}' (OS thread {}) of node {} has waited {:.1} s to {want} {page} (home node {home}); \
+             the protocol state of that page on this node: {state}; the service thread is running ({}). \
+             This is a bug of rthreads: please report it with this message",
+            comm.trim(),
+            f.tid,
+            self.rt.me,
+            waited.as_secs_f64(),
+            describe_phase()
+        )
+    }
+
+    /// Node 0: node `from` reports the locks its threads hold and wait for; a ring of threads that
+    /// wait for each other, seen twice in a row, stops the cluster.
+    fn on_lock_report(&mut self, from: u16, threads: Vec<crate::sync::watch::ThreadLocks>) {
+        let now = Instant::now();
+        self.lock_reports.insert(from, (now, threads));
+        // Only fresh reports count: a node reports every second while a wait lasts.
+        self.lock_reports.retain(|_, (at, _)| now.duration_since(*at) < Duration::from_millis(2500));
+        let current: HashMap<u16, Vec<_>> =
+            self.lock_reports.iter().map(|(&n, (_, t))| (n, t.clone())).collect();
+        let limit_ms = self.rt.failure_timeout.as_millis() as u64;
+        let ring = crate::sync::watch::find_cycle(&current, limit_ms);
+        let ids = ring.as_ref().map(|r| {
+            let mut ids: Vec<u64> = r.iter().map(|l| l.locks.thread).collect();
+            ids.sort_unstable();
+            ids
+        });
+        if let (Some(ring), Some(ids)) = (&ring, &ids)
+            && self.last_ring.as_ref() == Some(ids)
+        {
+            let report = crate::sync::watch::describe(ring, limit_ms);
+            self.stop_cluster(EXIT_STUCK, &report, "it found a deadlock between threads (see its report)");
+        }
+        self.last_ring = ids;
+    }
+
+    /// Stops the whole cluster although no node was lost: prints `report` here, tells every other
+    /// node to stop (they print `short`), and ends this node with `code`.
+    fn stop_cluster(&mut self, code: i32, report: &str, short: &str) -> ! {
+        self.aborting = true;
+        say(&format!("rthreads: node {}: {report}", self.rt.me));
+        let frame = {
+            let _internal = InternalAlloc::new();
+            wire::stop(code, &format!("node {}: {short}", self.rt.me))
+        };
+        for j in 0..self.conns.len() {
+            if self.conns[j].is_some() {
+                self.rt.send(j as u16, frame.clone());
+            }
+        }
+        self.flush_all();
+        self.finish_abort(code)
+    }
+
     /// Node `lost` is gone: tells every other node to stop, and stops.
     fn abort_cluster(&mut self, lost: u16, msg: &str) -> ! {
         self.aborting = true;
@@ -916,22 +1158,27 @@ impl Service {
             }
         }
         self.flush_all();
-        self.finish_abort()
+        self.finish_abort(EXIT_NODE_LOST)
     }
 
     /// Ends this node after a lost node: node 0 first lets the nodes it started print why they
     /// stop (their output passes through it), the others give their last frames a moment to leave.
-    fn finish_abort(&mut self) -> ! {
+    fn finish_abort(&mut self, code: i32) -> ! {
         self.aborting = true;
+        self.rt.shutting_down.store(true, Ordering::SeqCst);
+        // This node's last frames (its output among them) leave before it ends.
+        self.flush_all();
         let deadline = Instant::now() + Duration::from_millis(1500);
         if self.rt.me == 0 {
+            // The output the other nodes forwarded before, then what they print as they stop.
+            crate::output::drain(Instant::now() + Duration::from_millis(500));
             crate::launch::wait_forwarders(deadline);
         } else {
             std::thread::sleep(Duration::from_millis(100));
         }
         crate::trace::flush(self.rt.me);
         // SAFETY: as in `fatal`: nothing may run that could wait on application threads.
-        unsafe { libc::_exit(EXIT_NODE_LOST) }
+        unsafe { libc::_exit(code) }
     }
 
     fn on_frame(&mut self, from: u16, body: &[u8]) {
@@ -979,6 +1226,7 @@ impl Service {
                 self.exec_lrc(&mut acts, data);
                 self.lrc_actions = acts;
             }
+            Wire::Spawn { .. } | Wire::Done { .. } if self.wedge => self.wedged(),
             Wire::Spawn { tid, closure, stack, name } => {
                 thread::start_remote(tid, from, closure as usize, stack as usize, name);
             }
@@ -1011,17 +1259,38 @@ impl Service {
                 crate::placement::on_report(from, running, cpu_milli, processed, settles)
             }
             Wire::Rebalance { on } => crate::placement::set_local_rebalancing(on),
+            Wire::Output { fd, data } if self.rt.me == 0 => crate::output::forwarded(from, fd, data),
+            Wire::OutputFlush { upto, release } if self.rt.me == 0 => {
+                crate::output::flush_requested(from, upto, release)
+            }
+            Wire::Exit { code } if self.rt.me == 0 => crate::output::exit_requested(from, code),
+            Wire::Output { .. } | Wire::OutputFlush { .. } | Wire::Exit { .. } => {
+                self.peer_lost(usize::from(from), "it sent output to a node other than node 0")
+            }
+            Wire::OutputAck { upto, errors } => crate::output::on_ack(upto, errors),
+            Wire::Stop { code, reason } => {
+                if !self.rt.shutting_down.load(Ordering::SeqCst) && !self.aborting {
+                    self.aborting = true;
+                    say(&format!("rthreads: node {}: stopping: {reason}", self.rt.me));
+                    self.finish_abort(code);
+                }
+            }
+            Wire::Locks { threads } if self.rt.me == 0 => self.on_lock_report(from, threads),
+            Wire::Locks { .. } => {}
             Wire::Abort { lost, reason } => {
                 if !self.rt.shutting_down.load(Ordering::SeqCst) && !self.aborting {
                     say(&format!(
                         "rthreads: node {}: stopping: node {lost} was lost (node {from} reports: {reason})",
                         self.rt.me
                     ));
-                    self.finish_abort();
+                    self.finish_abort(EXIT_NODE_LOST);
                 }
             }
             Wire::Shutdown { code } => {
                 let _ = code; // the cluster exit code is node 0's; other nodes end cleanly
+                self.rt.shutting_down.store(true, Ordering::SeqCst);
+                // What this node queued (its last output among it) leaves before it ends.
+                self.flush_all();
                 crate::trace::flush(self.rt.me);
                 // SAFETY: see `fatal`: nothing may run that could wait on application threads.
                 unsafe { libc::_exit(0) }
@@ -1072,7 +1341,7 @@ impl Service {
 
     /// Runs the release and acquire requests of application threads.
     fn run_commands(&mut self) {
-        let cmds = std::mem::take(&mut *self.rt.cmds.lock().unwrap_or_else(|e| e.into_inner()));
+        let cmds = std::mem::take(&mut *self.rt.cmds.lock());
         let Some(mut l) = self.lrc.take() else {
             for (_, done) in cmds {
                 done.set();
@@ -1224,7 +1493,7 @@ impl Service {
     fn flush_all(&mut self) {
         for d in self.direct.iter().flatten() {
             // Answers are written by whoever produced them; finish any the socket did not take.
-            let _ = d.send.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            let _ = d.send.lock().flush();
         }
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_ref() else {
@@ -1235,7 +1504,7 @@ impl Service {
                 continue;
             };
             let flushed = {
-                let mut q = slot.lock().unwrap_or_else(|e| e.into_inner());
+                let mut q = slot.lock();
                 q.as_mut().map(|q| q.flush().map(|()| q.wants_write()))
             };
             let pending = match flushed {
@@ -1254,6 +1523,59 @@ impl Service {
                 self.interest[i] = want;
             }
         }
+    }
+}
+
+impl Service {
+    /// The test hook `RTHREADS_TEST_WEDGE`: this service thread stops serving for good, as a
+    /// service thread stuck on a bug would; the watchdog must notice.
+    fn wedged(&mut self) -> ! {
+        set_phase(Phase::Wedged, 0);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// The watchdog of one node (a thread of its own): if the service thread has not gone round its
+/// loop for longer than the failure timeout, it prints what the service thread was doing and the
+/// faults that wait for it, and ends the node (exit code 4); the other nodes then see it lost and
+/// stop too. It takes no lock and allocates only to format its message.
+fn watchdog(me: u16, timeout: Duration) -> ! {
+    let step = (timeout / 4).max(Duration::from_millis(50));
+    loop {
+        std::thread::sleep(step);
+        let beat = SERVICE_BEAT_MS.load(Ordering::SeqCst);
+        let silent = now_ms().saturating_sub(beat);
+        if silent <= timeout.as_millis() as u64 {
+            continue;
+        }
+        let now_ns = dsm::fault::now_ns();
+        let faults: Vec<String> = dsm::fault::pending()
+            .iter()
+            .map(|f| {
+                format!(
+                    "thread {} waits {:.1} s for {} ({:?})",
+                    f.tid,
+                    now_ns.saturating_sub(f.since_ns) as f64 / 1e9,
+                    f.page,
+                    f.kind
+                )
+            })
+            .collect();
+        say(&format!(
+            "rthreads: node {me}: stuck: the service thread has made no progress for {:.1} s \
+             (RTHREADS_FAILURE_TIMEOUT); it is {}; faults waiting for it: {}. Stopping this node \
+             (exit code {EXIT_STUCK}); the others will see it lost",
+            silent as f64 / 1000.0,
+            describe_phase(),
+            if faults.is_empty() { "none".to_owned() } else { faults.join("; ") }
+        ));
+        if me == 0 {
+            crate::launch::wait_forwarders(Instant::now() + Duration::from_millis(500));
+        }
+        // SAFETY: ends the process without running anything that could wait on a stuck thread.
+        unsafe { libc::_exit(EXIT_STUCK) }
     }
 }
 

@@ -344,11 +344,13 @@ fn logging() -> bool {
 /// Writes one line to standard error with a single `write(2)`: never through std's `Stderr`, whose
 /// lock an application thread may hold while it waits for this (service) thread.
 fn log_line(line: String) {
-    let _internal = crate::alloc::InternalAlloc::new();
-    let mut line = line;
-    line.push('\n');
-    // SAFETY: write(2) of a private buffer; a short or failed write only loses a log line.
-    unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    crate::private::private(move || {
+        let _internal = crate::alloc::InternalAlloc::new();
+        let mut line = line;
+        line.push('\n');
+        // A short or failed write only loses a log line.
+        dsm::sys::write_all_raw(2, line.as_bytes());
+    });
 }
 
 fn page_name(page: dsm::PageId, per_node: u64) -> String {

@@ -14,18 +14,20 @@ use std::io;
 use std::num::NonZeroUsize;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar};
 
 use crate::alloc::InternalAlloc;
 use crate::fiber::{self, Fiber};
 use crate::placement::Placement;
+use crate::private::{ServiceGuard, ServiceLock, private};
 use crate::runtime;
 use crate::scope::{Scope, ScopeData, ScopedJoinHandle};
 use crate::wire;
 
-/// Where each node's finished-thread bookkeeping lives (private memory of the node).
+/// Where each node's finished-thread bookkeeping lives (private memory of the node). The service
+/// thread takes its lock too, so every method runs on the private stack (`crate::private`).
 pub(crate) struct ThreadTable {
-    map: Mutex<BTreeMap<u64, Entry>>,
+    map: ServiceLock<BTreeMap<u64, Entry>>,
     cv: Condvar,
 }
 
@@ -38,7 +40,8 @@ struct Entry {
     watchers: Vec<u16>,
 }
 
-static TABLE: ThreadTable = ThreadTable { map: Mutex::new(BTreeMap::new()), cv: Condvar::new() };
+static TABLE: ThreadTable =
+    ThreadTable { map: ServiceLock::new("thread.table", BTreeMap::new()), cv: Condvar::new() };
 
 pub(crate) fn table() -> &'static ThreadTable {
     &TABLE
@@ -55,59 +58,67 @@ fn send(to: u16, frame: Vec<u8>) {
 }
 
 impl ThreadTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> ServiceGuard<'_, BTreeMap<u64, Entry>> {
+        self.map.lock()
     }
 
-    fn register(&self, tid: u64) {
-        let _internal = InternalAlloc::new();
-        self.lock().insert(tid, Entry::default());
+    fn register(&'static self, tid: u64) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            self.lock().insert(tid, Entry::default());
+        });
     }
 
     /// The thread `tid` has ended (`started == false`: it could not be started at all).
-    pub(crate) fn finish(&self, tid: u64, started: bool) {
-        let _internal = InternalAlloc::new();
-        let mut map = self.lock();
-        let Some(e) = map.get_mut(&tid) else { return };
-        e.finished = true;
-        e.started = started;
-        let watchers = std::mem::take(&mut e.watchers);
-        if e.forgotten {
-            map.remove(&tid);
-        }
-        drop(map);
-        self.cv.notify_all();
-        for w in watchers {
-            send(w, wire::finished(tid, started));
-        }
+    pub(crate) fn finish(&'static self, tid: u64, started: bool) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut map = self.lock();
+            let Some(e) = map.get_mut(&tid) else { return };
+            e.finished = true;
+            e.started = started;
+            let watchers = std::mem::take(&mut e.watchers);
+            if e.forgotten {
+                map.remove(&tid);
+            }
+            drop(map);
+            self.cv.notify_all();
+            for w in watchers {
+                send(w, wire::finished(tid, started));
+            }
+        });
     }
 
     /// Node `from` holds the handle of `tid` (spawned here) and wants to hear when it ends.
-    pub(crate) fn watch(&self, tid: u64, from: u16) {
-        let _internal = InternalAlloc::new();
-        let mut map = self.lock();
-        match map.get_mut(&tid) {
-            Some(e) if e.finished => {
-                let started = e.started;
-                drop(map);
-                send(from, wire::finished(tid, started));
+    pub(crate) fn watch(&'static self, tid: u64, from: u16) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut map = self.lock();
+            match map.get_mut(&tid) {
+                Some(e) if e.finished => {
+                    let started = e.started;
+                    drop(map);
+                    send(from, wire::finished(tid, started));
+                }
+                Some(e) => e.watchers.push(from),
+                None => {}
             }
-            Some(e) => e.watchers.push(from),
-            None => {}
-        }
+        });
     }
 
     /// The handle of `tid` (spawned here) was joined or dropped elsewhere.
-    pub(crate) fn forget(&self, tid: u64) {
-        let _internal = InternalAlloc::new();
-        let mut map = self.lock();
-        if let Some(e) = map.get_mut(&tid) {
-            if e.finished {
-                map.remove(&tid);
-            } else {
-                e.forgotten = true;
+    pub(crate) fn forget(&'static self, tid: u64) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut map = self.lock();
+            if let Some(e) = map.get_mut(&tid) {
+                if e.finished {
+                    map.remove(&tid);
+                } else {
+                    e.forgotten = true;
+                }
             }
-        }
+        });
     }
 
     /// Makes sure this node hears of the end of `tid`, spawned on `origin`.
@@ -122,42 +133,48 @@ impl ThreadTable {
         }
     }
 
-    fn is_finished(&self, tid: u64, origin: u16) -> bool {
-        let _internal = InternalAlloc::new();
-        let mut map = self.lock();
-        self.ensure_known(&mut map, tid, origin);
-        map.get(&tid).is_some_and(|e| e.finished)
+    fn is_finished(&'static self, tid: u64, origin: u16) -> bool {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut map = self.lock();
+            self.ensure_known(&mut map, tid, origin);
+            map.get(&tid).is_some_and(|e| e.finished)
+        })
     }
 
     /// Blocks until `tid` has ended; returns whether it ever started.
-    fn wait(&self, tid: u64, origin: u16) -> bool {
-        let _internal = InternalAlloc::new();
-        let mut map = self.lock();
-        self.ensure_known(&mut map, tid, origin);
-        let started = std::time::Instant::now();
-        let _count = WaitTimer(started);
-        loop {
-            match map.get(&tid) {
-                Some(e) if e.finished => break,
-                Some(_) => map = self.cv.wait(map).unwrap_or_else(|e| e.into_inner()),
-                None => return false,
+    fn wait(&'static self, tid: u64, origin: u16) -> bool {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut map = self.lock();
+            self.ensure_known(&mut map, tid, origin);
+            let started = std::time::Instant::now();
+            let _count = WaitTimer(started);
+            loop {
+                match map.get(&tid) {
+                    Some(e) if e.finished => break,
+                    Some(_) => map = map.wait(&self.cv),
+                    None => return false,
+                }
             }
-        }
-        let started = map.remove(&tid).is_some_and(|e| e.started);
-        drop(map);
-        if origin != me() {
-            send(origin, wire::forget(tid));
-        }
-        started
+            let started = map.remove(&tid).is_some_and(|e| e.started);
+            drop(map);
+            if origin != me() {
+                send(origin, wire::forget(tid));
+            }
+            started
+        })
     }
 
-    fn drop_handle(&self, tid: u64, origin: u16) {
+    fn drop_handle(&'static self, tid: u64, origin: u16) {
         if origin == me() {
             self.forget(tid);
         } else {
-            let _internal = InternalAlloc::new();
-            self.lock().remove(&tid);
-            send(origin, wire::forget(tid));
+            private(move || {
+                let _internal = InternalAlloc::new();
+                self.lock().remove(&tid);
+                send(origin, wire::forget(tid));
+            });
         }
     }
 }
@@ -174,6 +191,16 @@ impl Drop for WaitTimer {
 /// Starts an OS thread on this node, a carrier, that runs the boxed closure at `closure` on a new
 /// fiber with a stack of `stack` bytes (0: the default) in the shared space.
 fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Option<String>) -> io::Result<()> {
+    private(move || start_thread_here(tid, origin, closure, stack, name))
+}
+
+fn start_thread_here(
+    tid: u64,
+    origin: u16,
+    closure: usize,
+    stack: usize,
+    name: Option<String>,
+) -> io::Result<()> {
     let _internal = InternalAlloc::new();
     carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
         crate::stats::thread_started();
@@ -196,7 +223,10 @@ fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Optio
             // SAFETY: a new fiber, carried by this thread only.
             Ok(f) => unsafe { carry(f, name.as_deref()) },
             Err(e) => {
-                eprintln!("rthreads: node {}: cannot make a stack for a thread: {e}", me());
+                crate::runtime::say(&format!(
+                    "rthreads: node {}: cannot make a stack for a thread: {e}",
+                    me()
+                ));
                 // SAFETY: as above; the closure never ran, and is dropped here instead.
                 drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
                 crate::placement::thread_left();
@@ -277,7 +307,10 @@ fn thread_done(tid: u64, origin: u16, started: bool) {
 pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
     if let Err(e) = start_thread(tid, origin, closure, stack, name) {
-        eprintln!("rthreads: node {}: cannot start a thread for node {origin}: {e}", me());
+        crate::runtime::say(&format!(
+            "rthreads: node {}: cannot start a thread for node {origin}: {e}",
+            me()
+        ));
         thread_done(tid, origin, false);
     }
 }
@@ -287,10 +320,10 @@ pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, 
 pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
     let plausible = fiber.is_multiple_of(64) && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
     if !plausible || !fiber::SUPPORTED {
-        eprintln!(
+        crate::runtime::say(&format!(
             "rthreads: node {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
             me()
-        );
+        ));
         return;
     }
     let name = (!name.is_empty()).then(|| name.to_owned());
@@ -301,10 +334,10 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
         // SAFETY: the address lies in the shared space; the fields are read like any shared data.
         let (t, o) = unsafe { ((*f).tid, (*f).origin) };
         if (t, o) != (tid, origin) {
-            eprintln!(
+            crate::runtime::say(&format!(
                 "rthreads: node {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
                 me()
-            );
+            ));
             crate::placement::thread_left();
             return;
         }
@@ -315,7 +348,10 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
         unsafe { carry(f, name.as_deref()) };
     });
     if let Err(e) = started {
-        eprintln!("rthreads: node {}: cannot resume a thread that moved here from another node: {e}", me());
+        crate::runtime::say(&format!(
+            "rthreads: node {}: cannot resume a thread that moved here from another node: {e}",
+            me()
+        ));
         thread_done(tid, origin, false);
     }
 }
@@ -349,7 +385,7 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
     let f = match Fiber::new(fiber::MAIN_STACK, tid, me, closure) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("rthreads: node {me}: main runs on its own stack: {e}");
+            crate::runtime::say(&format!("rthreads: node {me}: main runs on its own stack: {e}"));
             // SAFETY: the box was made above and never handed to anyone.
             let main = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
             main();
@@ -389,7 +425,7 @@ impl<T> Drop for Packet<T> {
         // Drop the result now, on this thread, before the scope may end.
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| *self.result.get_mut() = None));
         if dropped.is_err() {
-            eprintln!("rthreads: the result of a thread panicked while being dropped; aborting");
+            crate::runtime::say("rthreads: the result of a thread panicked while being dropped; aborting");
             std::process::abort();
         }
         if let Some(scope) = &self.scope {
@@ -573,11 +609,15 @@ impl Builder {
         } else if let Some(rt) = runtime::get() {
             // A release point: the closure's bytes must reach the other node.
             crate::consistency::release();
-            let _internal = InternalAlloc::new();
-            rt.send(
-                target,
-                wire::spawn(tid, closure as u64, stack as u64, self.name.as_deref().unwrap_or("")),
-            );
+            let name = self.name;
+            private(move || {
+                let frame = {
+                    let _internal = InternalAlloc::new();
+                    wire::spawn(tid, closure as u64, stack as u64, name.as_deref().unwrap_or(""))
+                };
+                drop(name);
+                rt.send(target, frame);
+            });
             crate::placement::sent(target);
         }
         Ok(JoinHandle { tid, origin: me, node: usize::from(target), packet: Some(packet) })

@@ -48,6 +48,10 @@ fn name(kind: u32, arg: u64) -> String {
 
 /// Appends this node's events to the trace file (at exit).
 pub(crate) fn flush(me: u16) {
+    crate::private::private(move || flush_here(me));
+}
+
+fn flush_here(me: u16) {
     let Some(path) = path() else { return };
     let _internal = crate::alloc::InternalAlloc::new();
     let (events, dropped) = trace::events();
@@ -89,14 +93,14 @@ pub(crate) fn flush(me: u16) {
         }
     }
     if dropped > 0 {
-        eprintln!(
+        crate::runtime::say(&format!(
             "rthreads: node {me}: the trace buffer was full, {dropped} events dropped (RTHREADS_TRACE_EVENTS)"
-        );
+        ));
     }
     let written =
         std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(out.as_bytes()));
     if let Err(e) = written {
-        eprintln!("rthreads: node {me}: cannot write the trace {path}: {e}");
+        crate::runtime::say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
     }
 }
 
@@ -110,7 +114,7 @@ pub(crate) fn finish() {
     let written =
         std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(end.as_bytes()));
     if let Err(e) = written {
-        eprintln!("rthreads: cannot finish the trace {path}: {e}");
+        crate::runtime::say(&format!("rthreads: cannot finish the trace {path}: {e}"));
     }
 }
 

@@ -7,6 +7,7 @@ use dsm::{Access, PageId};
 use net::{DecodeError, Reader, Writer};
 
 use crate::sync::manager::{Op, Reply, Request};
+use crate::sync::watch::ThreadLocks;
 
 const T_PROTO: u8 = 0x10;
 const T_SPAWN: u8 = 0x11;
@@ -28,6 +29,12 @@ const T_LOG: u8 = 0x24;
 const T_ORDERED: u8 = 0x25;
 const T_LOAD: u8 = 0x26;
 const T_REBALANCE: u8 = 0x27;
+const T_OUTPUT: u8 = 0x28;
+const T_OUTPUT_FLUSH: u8 = 0x29;
+const T_OUTPUT_ACK: u8 = 0x2A;
+const T_EXIT: u8 = 0x2B;
+const T_STOP: u8 = 0x2C;
+const T_LOCKS: u8 = 0x2D;
 
 /// A decoded runtime message. Page bytes of a protocol message stay in the frame (`data`).
 #[derive(Debug)]
@@ -108,6 +115,38 @@ pub(crate) enum Wire<'a> {
     },
     Rebalance {
         on: bool,
+    },
+    /// Bytes an application thread of the sender wrote to its stdout (`fd` 1) or stderr (2), for
+    /// node 0 to write (see `output`).
+    Output {
+        fd: u8,
+        data: &'a [u8],
+    },
+    /// Acknowledge the sender's output frames up to number `upto` once they are written; at a
+    /// `release`, pieces of unfinished lines are written too.
+    OutputFlush {
+        upto: u64,
+        release: bool,
+    },
+    /// Node 0 has written the recipient's output up to frame `upto`; the `errno` of its failed
+    /// writes to stdout and stderr (0: none).
+    OutputAck {
+        upto: u64,
+        errors: [i32; 2],
+    },
+    /// A thread of the sender called `exit(code)`: the program ends with `code`.
+    Exit {
+        code: i32,
+    },
+    /// The cluster stops with exit code `code` for `reason` (a deadlock, a stuck node) although no
+    /// node was lost.
+    Stop {
+        code: i32,
+        reason: &'a str,
+    },
+    /// The sender's threads that hold or wait for locks, for node 0's deadlock search.
+    Locks {
+        threads: Vec<ThreadLocks>,
     },
 }
 
@@ -294,6 +333,48 @@ pub(crate) fn rebalance(on: bool) -> Vec<u8> {
     w.finish()
 }
 
+/// Starts an `Output` frame for descriptor `fd` in `frame`; the bytes follow raw.
+pub(crate) fn output_header(frame: &mut Vec<u8>, fd: u8) {
+    frame.push(T_OUTPUT);
+    frame.push(fd);
+}
+
+pub(crate) fn output_flush(upto: u64, release: bool) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_OUTPUT_FLUSH).u64(upto).u8(release as u8);
+    w.finish()
+}
+
+pub(crate) fn output_ack(upto: u64, errors: [i32; 2]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_OUTPUT_ACK).u64(upto).u32(errors[0] as u32).u32(errors[1] as u32);
+    w.finish()
+}
+
+pub(crate) fn exit(code: i32) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_EXIT).u32(code as u32);
+    w.finish()
+}
+
+pub(crate) fn stop(code: i32, reason: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_STOP).u32(code as u32).str(reason);
+    w.finish()
+}
+
+pub(crate) fn locks(threads: &[ThreadLocks]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_LOCKS).u32(threads.len() as u32);
+    for t in threads {
+        w.u64(t.thread).str(&t.name).u64(t.waiting).u64(t.waited_ms).u8(t.held.len().min(255) as u8);
+        for &k in t.held.iter().take(255) {
+            w.u64(k);
+        }
+    }
+    w.finish()
+}
+
 pub(crate) fn log(on: bool) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(T_LOG).u8(on as u8);
@@ -468,6 +549,34 @@ pub(crate) fn decode(body: &[u8]) -> Result<Wire<'_>, DecodeError> {
             Wire::Load { running: r.u32()?, cpu_milli: r.u32()?, processed: r.u64()?, settles: r.u64()? }
         }
         T_REBALANCE => Wire::Rebalance { on: bool_of(r.u8()?)? },
+        T_OUTPUT => {
+            let fd = r.u8()?;
+            if fd != 1 && fd != 2 {
+                return Err(DecodeError(format!("output for descriptor {fd}")));
+            }
+            let data = r.rest();
+            return Ok(Wire::Output { fd, data });
+        }
+        T_OUTPUT_FLUSH => Wire::OutputFlush { upto: r.u64()?, release: bool_of(r.u8()?)? },
+        T_OUTPUT_ACK => Wire::OutputAck { upto: r.u64()?, errors: [r.u32()? as i32, r.u32()? as i32] },
+        T_EXIT => Wire::Exit { code: r.u32()? as i32 },
+        T_STOP => Wire::Stop { code: r.u32()? as i32, reason: r.str()? },
+        T_LOCKS => {
+            let n = r.u32()? as usize;
+            // Each entry takes at least 29 bytes: refuse counts the frame cannot hold.
+            if n > r.rest().len() / 29 {
+                return Err(DecodeError(format!("lock report of {n} threads in a short frame")));
+            }
+            let mut threads = Vec::with_capacity(n);
+            for _ in 0..n {
+                let thread = r.u64()?;
+                let name = r.str()?.to_owned();
+                let (waiting, waited_ms) = (r.u64()?, r.u64()?);
+                let held = (0..r.u8()?).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+                threads.push(ThreadLocks { thread, name, waiting, waited_ms, held });
+            }
+            Wire::Locks { threads }
+        }
         t => return Err(DecodeError(format!("unknown message tag {t:#x}"))),
     };
     r.end()?;

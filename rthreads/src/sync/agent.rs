@@ -20,11 +20,12 @@
 //! A stale revoke (for a holding already given back) then costs one early give-back, nothing else.
 
 use std::collections::HashMap;
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard};
+use std::sync::{Condvar, LazyLock};
 
 use super::manager::{COHORT_BOUND, Op, Reply};
 use super::{Ticket, post};
 use crate::alloc::InternalAlloc;
+use crate::private::{ServiceGuard, ServiceLock, private};
 
 #[derive(Default, Debug)]
 struct Token {
@@ -66,11 +67,12 @@ fn settle(t: &mut HashMap<u64, Token>, key: u64) {
     }
 }
 
-static TOKENS: LazyLock<Mutex<HashMap<u64, Token>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+static TOKENS: LazyLock<ServiceLock<HashMap<u64, Token>>> =
+    LazyLock::new(|| ServiceLock::new("sync.agent", HashMap::new()));
 static RELEASED: Condvar = Condvar::new();
 
-fn tokens() -> MutexGuard<'static, HashMap<u64, Token>> {
-    TOKENS.lock().unwrap_or_else(|e| e.into_inner())
+fn tokens() -> ServiceGuard<'static, HashMap<u64, Token>> {
+    TOKENS.lock()
 }
 
 fn give_back(key: u64) {
@@ -79,129 +81,141 @@ fn give_back(key: u64) {
 
 /// Takes the exclusive lock `key` (managed by another node) for the calling thread.
 pub(super) fn lock(key: u64) {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    loop {
-        let e = t.entry(key).or_default();
-        if e.held && !e.busy {
-            e.busy = true;
-            if e.revoked {
-                e.streak += 1;
-            }
-            crate::stats::lock_acquired(false);
-            return;
-        }
-        if !e.held && !e.requesting {
-            e.requesting = true;
-            drop(t);
-            match Ticket::call(key, Op::CacheLock) {
-                Reply::Granted => {}
-                other => unreachable!("cached lock answered {other:?}"),
-            }
-            let mut t = tokens();
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        loop {
             let e = t.entry(key).or_default();
-            e.requesting = false;
-            e.held = true;
-            e.busy = true;
-            e.streak = 0;
-            crate::stats::lock_acquired(true);
-            return;
+            if e.held && !e.busy {
+                e.busy = true;
+                if e.revoked {
+                    e.streak += 1;
+                }
+                crate::stats::lock_acquired(false);
+                return;
+            }
+            if !e.held && !e.requesting {
+                e.requesting = true;
+                drop(t);
+                match Ticket::call(key, Op::CacheLock) {
+                    Reply::Granted => {}
+                    other => unreachable!("cached lock answered {other:?}"),
+                }
+                let mut t = tokens();
+                let e = t.entry(key).or_default();
+                e.requesting = false;
+                e.held = true;
+                e.busy = true;
+                e.streak = 0;
+                crate::stats::lock_acquired(true);
+                return;
+            }
+            e.waiters += 1;
+            let started = std::time::Instant::now();
+            t = t.wait(&RELEASED);
+            crate::stats::sync_waited(started.elapsed(), crate::stats::Wait::Lock);
+            if let Some(e) = t.get_mut(&key) {
+                e.waiters -= 1;
+            }
         }
-        e.waiters += 1;
-        let started = std::time::Instant::now();
-        t = RELEASED.wait(t).unwrap_or_else(|e| e.into_inner());
-        crate::stats::sync_waited(started.elapsed(), crate::stats::Wait::Lock);
-        if let Some(e) = t.get_mut(&key) {
-            e.waiters -= 1;
-        }
-    }
+    })
 }
 
 /// Takes the lock `key` if it is free now, kept idle here, or kept idle by another node.
 pub(super) fn try_lock(key: u64) -> bool {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    let e = t.entry(key).or_default();
-    if e.held && !e.busy {
-        e.busy = true;
-        return true;
-    }
-    if e.held || e.requesting {
-        return false;
-    }
-    e.requesting = true;
-    drop(t);
-    let granted = matches!(Ticket::call(key, Op::CacheTryLock), Reply::Granted);
-    let mut t = tokens();
-    let e = t.entry(key).or_default();
-    e.requesting = false;
-    if granted {
-        e.held = true;
-        e.busy = true;
-        e.streak = 0;
-    } else {
-        // Threads that waited while this request was out may now ask for themselves.
-        RELEASED.notify_all();
-        if e.unused() {
-            t.remove(&key);
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        let e = t.entry(key).or_default();
+        if e.held && !e.busy {
+            e.busy = true;
+            return true;
         }
-    }
-    granted
+        if e.held || e.requesting {
+            return false;
+        }
+        e.requesting = true;
+        drop(t);
+        let granted = matches!(Ticket::call(key, Op::CacheTryLock), Reply::Granted);
+        let mut t = tokens();
+        let e = t.entry(key).or_default();
+        e.requesting = false;
+        if granted {
+            e.held = true;
+            e.busy = true;
+            e.streak = 0;
+        } else {
+            // Threads that waited while this request was out may now ask for themselves.
+            RELEASED.notify_all();
+            if e.unused() {
+                t.remove(&key);
+            }
+        }
+        granted
+    })
 }
 
 /// The holder of the kept lock `key` unlocks it.
 pub(super) fn unlock(key: u64) {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    let Some(e) = t.get_mut(&key) else { return };
-    e.busy = false;
-    if e.revoked && (e.waiters == 0 || e.streak >= COHORT_BOUND) {
-        e.let_go();
-        give_back(key);
-    }
-    settle(&mut t, key);
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        let Some(e) = t.get_mut(&key) else { return };
+        e.busy = false;
+        if e.revoked && (e.waiters == 0 || e.streak >= COHORT_BOUND) {
+            e.let_go();
+            give_back(key);
+        }
+        settle(&mut t, key);
+    })
 }
 
 /// The holder of the kept lock `key` waits on a condition variable, whose manager releases the
 /// lock on its behalf: this node no longer holds it.
 pub(super) fn hand_to_condvar(key: u64) {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    let Some(e) = t.get_mut(&key) else { return };
-    e.busy = false;
-    e.let_go();
-    settle(&mut t, key);
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        let Some(e) = t.get_mut(&key) else { return };
+        e.busy = false;
+        e.let_go();
+        settle(&mut t, key);
+    })
 }
 
 /// The mutex `key` is being dropped on this node: a lock kept here goes back to its manager, so
 /// neither keeps state for an object that no longer exists.
 pub(super) fn forget(key: u64) {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    if let Some(e) = t.get(&key)
-        && e.held
-        && !e.busy
-        && e.waiters == 0
-    {
-        t.remove(&key);
-        give_back(key);
-    }
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        if let Some(e) = t.get(&key)
+            && e.held
+            && !e.busy
+            && e.waiters == 0
+        {
+            t.remove(&key);
+            give_back(key);
+        }
+    })
 }
 
 /// The manager of `key` wants the lock back (called by the service thread).
 pub(crate) fn revoke(key: u64) {
-    let _internal = InternalAlloc::new();
-    let mut t = tokens();
-    let Some(e) = t.get_mut(&key) else { return };
-    if e.held && !e.busy {
-        e.let_go();
-        give_back(key);
-        settle(&mut t, key);
-    } else if e.held {
-        e.revoked = true;
-        // A try-lock elsewhere may be waiting to hear whether the lock is really in use.
-        post(key, Op::RevokeBusy);
-    } else if e.requesting {
-        e.revoked = true;
-    }
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut t = tokens();
+        let Some(e) = t.get_mut(&key) else { return };
+        if e.held && !e.busy {
+            e.let_go();
+            give_back(key);
+            settle(&mut t, key);
+        } else if e.held {
+            e.revoked = true;
+            // A try-lock elsewhere may be waiting to hear whether the lock is really in use.
+            post(key, Op::RevokeBusy);
+        } else if e.requesting {
+            e.revoked = true;
+        }
+    })
 }

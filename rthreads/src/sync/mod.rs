@@ -46,6 +46,7 @@
 
 pub(crate) mod agent;
 pub(crate) mod manager;
+pub(crate) mod watch;
 
 mod barrier;
 mod condvar;
@@ -57,7 +58,7 @@ mod rwlock;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock, Mutex as StdMutex};
+use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock};
 use std::time::Instant;
 
 pub use barrier::{Barrier, BarrierWaitResult};
@@ -68,6 +69,7 @@ pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
 
 use crate::alloc::InternalAlloc;
+use crate::private::{ServiceGuard, ServiceLock, private};
 use crate::runtime;
 use crate::wire;
 use manager::{Manager, Op, Out, Reply, Request, Waiter};
@@ -93,19 +95,20 @@ fn remote(key: u64) -> bool {
     runtime::get().is_some_and(|r| manager_of(key) != r.me)
 }
 
-static MANAGER: LazyLock<StdMutex<Manager>> = LazyLock::new(|| StdMutex::new(Manager::default()));
+static MANAGER: LazyLock<ServiceLock<Manager>> =
+    LazyLock::new(|| ServiceLock::new("sync.manager", Manager::default()));
 
 struct Parked {
-    replies: StdMutex<VecDeque<Reply>>,
+    replies: ServiceLock<VecDeque<Reply>>,
     cv: StdCondvar,
 }
 
-static PARKED: LazyLock<StdMutex<HashMap<u64, StdArc<Parked>>>> =
-    LazyLock::new(|| StdMutex::new(HashMap::new()));
+static PARKED: LazyLock<ServiceLock<HashMap<u64, StdArc<Parked>>>> =
+    LazyLock::new(|| ServiceLock::new("sync.parked", HashMap::new()));
 static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &ServiceLock<T>) -> ServiceGuard<'_, T> {
+    m.lock()
 }
 
 /// A place where the calling thread receives replies from managers.
@@ -118,10 +121,16 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     pub(crate) fn new() -> Ticket {
-        let _internal = InternalAlloc::new();
-        let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
-        let parked = StdArc::new(Parked { replies: StdMutex::new(VecDeque::new()), cv: StdCondvar::new() });
-        lock(&PARKED).insert(id, StdArc::clone(&parked));
+        let (id, parked) = private(|| {
+            let _internal = InternalAlloc::new();
+            let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
+            let parked = StdArc::new(Parked {
+                replies: ServiceLock::new("sync.replies", VecDeque::new()),
+                cv: StdCondvar::new(),
+            });
+            lock(&PARKED).insert(id, StdArc::clone(&parked));
+            (id, parked)
+        });
         Ticket { id, parked, what: std::cell::Cell::new(crate::stats::Wait::Other) }
     }
 
@@ -139,31 +148,60 @@ impl Ticket {
 
     /// Waits for the next reply.
     pub(crate) fn wait(&self) -> Reply {
-        let _internal = InternalAlloc::new();
-        let started = Instant::now();
-        let mut q = lock(&self.parked.replies);
-        loop {
-            if let Some(r) = q.pop_front() {
-                crate::stats::sync_waited(started.elapsed(), self.what.get());
-                return r;
+        let parked = self.parked_copy();
+        let what = self.what.get();
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let started = Instant::now();
+            let mut q = lock(&parked.replies);
+            loop {
+                if let Some(r) = q.pop_front() {
+                    drop(q);
+                    crate::stats::sync_waited(started.elapsed(), what);
+                    drop(parked);
+                    return r;
+                }
+                q = q.wait(&parked.cv);
             }
-            q = self.parked.cv.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
+        })
+    }
+
+    /// A second handle on the parking place, made on the private stack (the reference count is
+    /// runtime-internal memory like the rest of it).
+    fn parked_copy(&self) -> StdArc<Parked> {
+        let p = &self.parked;
+        let raw = StdArc::as_ptr(p);
+        private(move || {
+            // SAFETY: `raw` comes from a live `StdArc` that `self` keeps alive during this call.
+            unsafe { StdArc::increment_strong_count(raw) };
+            // SAFETY: the count just taken is handed to the new `StdArc`.
+            unsafe { StdArc::from_raw(raw) }
+        })
     }
 
     /// Waits for the next reply until `deadline`.
     pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Reply> {
-        let _internal = InternalAlloc::new();
-        let started = Instant::now();
-        let mut q = lock(&self.parked.replies);
-        loop {
-            if let Some(r) = q.pop_front() {
-                crate::stats::sync_waited(started.elapsed(), self.what.get());
-                return Some(r);
-            }
-            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
-            q = self.parked.cv.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
+        let parked = self.parked_copy();
+        let what = self.what.get();
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let started = Instant::now();
+            let mut q = lock(&parked.replies);
+            let r = loop {
+                if let Some(r) = q.pop_front() {
+                    crate::stats::sync_waited(started.elapsed(), what);
+                    break Some(r);
+                }
+                let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+                else {
+                    break None;
+                };
+                q = q.wait_timeout(&parked.cv, left);
+            };
+            drop(q);
+            drop(parked);
+            r
+        })
     }
 
     /// Sends `op` and waits for its single reply, which comes from the object's manager: on a
@@ -174,7 +212,7 @@ impl Ticket {
             && m != rt.me
         {
             let req = Request { key, waiter: (rt.me, NEXT_WAITER.fetch_add(1, Ordering::Relaxed)), op };
-            return crate::rpc::call(rt, m, &req);
+            return crate::rpc::call(rt, m, req);
         }
         let t = Ticket::new();
         t.submit(key, op);
@@ -184,8 +222,11 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let _internal = InternalAlloc::new();
-        lock(&PARKED).remove(&self.id);
+        let id = self.id;
+        private(move || {
+            let _internal = InternalAlloc::new();
+            drop(lock(&PARKED).remove(&id));
+        });
     }
 }
 
@@ -198,7 +239,7 @@ pub(crate) fn post(key: u64, op: Op) {
     {
         let m = manager_of(key);
         if m != rt.me {
-            return crate::rpc::post(rt, m, &req);
+            return crate::rpc::post(rt, m, req);
         }
     }
     submit(req);
@@ -209,6 +250,10 @@ pub(crate) fn post(key: u64, op: Op) {
 /// Everything a request carries must be runtime-internal memory (see `mpsc::to_bytes`): the
 /// manager runs under a lock that the service thread also takes, so it must never fault.
 pub(crate) fn submit(req: Request) {
+    private(move || submit_here(req));
+}
+
+fn submit_here(req: Request) {
     let _internal = InternalAlloc::new();
     let mut work = VecDeque::from([req]);
     let mut out = Vec::new();
@@ -255,12 +300,14 @@ fn deliver(to: Waiter, reply: Reply) {
 
 /// A reply for a waiter of this node (from the service thread or a local manager).
 pub(crate) fn deliver_local(waiter: u64, reply: Reply) {
-    let _internal = InternalAlloc::new();
-    let parked = lock(&PARKED).get(&waiter).cloned();
-    if let Some(p) = parked {
-        lock(&p.replies).push_back(reply);
-        p.cv.notify_all();
-    }
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let parked = lock(&PARKED).get(&waiter).cloned();
+        if let Some(p) = parked {
+            lock(&p.replies).push_back(reply);
+            p.cv.notify_all();
+        }
+    });
 }
 
 /// The key of an object: the address of one of its own fields.

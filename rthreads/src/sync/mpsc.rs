@@ -72,11 +72,17 @@ fn to_bytes<T>(t: T) -> Vec<u8> {
     // Every send goes through here: a release point (what the value points to must be visible to
     // the receiver).
     crate::consistency::release();
-    let _internal = crate::alloc::InternalAlloc::new();
     let t = ManuallyDrop::new(t);
-    // SAFETY: `t` is valid for `size_of::<T>()` bytes; ownership passes to the bytes (the value is
-    // never dropped here). Padding bytes are copied as they are (see the module docs).
-    unsafe { std::slice::from_raw_parts((&*t as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    let at = (&*t as *const T).cast::<u8>() as usize;
+    // The copy is made on the private stack (the C library's allocator must not run on a shared
+    // one); the value itself may be anywhere, and reading it may fault: no lock is held.
+    crate::private::private(move || {
+        let _internal = crate::alloc::InternalAlloc::new();
+        // SAFETY: `t` is valid for `size_of::<T>()` bytes and outlives this call; ownership passes
+        // to the bytes (the value is never dropped here). Padding bytes are copied as they are
+        // (see the module docs).
+        unsafe { std::slice::from_raw_parts(at as *const u8, size_of::<T>()) }.to_vec()
+    })
 }
 
 /// # Safety

@@ -84,6 +84,7 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Builds the guard of a lock the caller was just granted.
     pub(super) fn guard(&self, kept: bool) -> LockResult<MutexGuard<'_, T>> {
+        super::watch::acquired(self.key());
         crate::consistency::acquire();
         let g = MutexGuard { lock: self, panicking: panicking(), kept, _not_send: PhantomData };
         self.poison.result(g)
@@ -98,6 +99,7 @@ impl<T: ?Sized> Mutex<T> {
     /// Never because of other nodes; a lock already held by the calling thread deadlocks, as std
     /// allows.
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        super::watch::waiting(self.key());
         if remote(self.key()) {
             agent::lock(self.key());
             return self.guard(true);
@@ -182,6 +184,7 @@ impl<'a, T: ?Sized> MutexGuard<'a, T> {
     pub(super) fn release_to_condvar(self) -> &'a Mutex<T> {
         let lock = self.lock;
         lock.poison.done(self.panicking);
+        super::watch::released(lock.key());
         if self.kept {
             agent::hand_to_condvar(lock.key());
         }
@@ -194,6 +197,7 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         crate::consistency::release();
         self.lock.poison.done(self.panicking);
+        super::watch::released(self.lock.key());
         if self.kept {
             agent::unlock(self.lock.key());
         } else {

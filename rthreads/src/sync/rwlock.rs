@@ -81,12 +81,14 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     fn read_guard(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        super::watch::acquired(self.key());
         crate::consistency::acquire();
         let g = RwLockReadGuard { lock: self, _not_send: PhantomData };
         self.poison.result(g)
     }
 
     fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        super::watch::acquired(self.key());
         crate::consistency::acquire();
         let g = RwLockWriteGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
         self.poison.result(g)
@@ -97,6 +99,7 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        super::watch::waiting(self.key());
         match Ticket::call(self.key(), Op::Lock { shared: true }) {
             Reply::Granted => {
                 crate::stats::lock_acquired(remote(self.key()));
@@ -111,6 +114,7 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        super::watch::waiting(self.key());
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
             Reply::Granted => {
                 crate::stats::lock_acquired(remote(self.key()));
@@ -176,6 +180,7 @@ impl<T: ?Sized> RwLock<T> {
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
         crate::consistency::release();
+        super::watch::released(self.lock.key());
         post(self.lock.key(), Op::Unlock { shared: true });
     }
 }
@@ -183,6 +188,7 @@ impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     fn drop(&mut self) {
         crate::consistency::release();
+        super::watch::released(self.lock.key());
         self.lock.poison.done(self.panicking);
         post(self.lock.key(), Op::Unlock { shared: false });
     }
