@@ -99,7 +99,7 @@ fn turn_taking_output_is_std_s_line_for_line_at_2_4_and_16_nodes() {
     assert_eq!(expect.lines().count(), 8 * 3 * 30 + 1);
     for nodes in [2, 4, 16] {
         for run in 0..20 {
-            let (out, _) = run_within(TURNS, nodes, &[], &[], Duration::from_secs(60));
+            let (out, _) = run_within(TURNS, nodes, &["busy"], &[], Duration::from_secs(60));
             let got = ok(&out);
             if got != expect {
                 let first = got.lines().zip(expect.lines()).position(|(a, b)| a != b);

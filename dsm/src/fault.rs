@@ -327,6 +327,7 @@ thread_local! {
 /// The calling thread took the runtime lock `name` (a lock the service thread also takes). Until
 /// the matching [`runtime_lock_released`], a trap on the shared space by this thread is a runtime
 /// bug: the handler reports it, naming the lock, and aborts, instead of hanging the node.
+#[inline]
 pub fn runtime_lock_taken(name: &'static str) {
     RUNTIME_LOCKS.with(|c| {
         let (n, _, _) = c.get();
@@ -335,6 +336,7 @@ pub fn runtime_lock_taken(name: &'static str) {
 }
 
 /// The calling thread let go of a runtime lock (see [`runtime_lock_taken`]).
+#[inline]
 pub fn runtime_lock_released() {
     RUNTIME_LOCKS.with(|c| {
         let (n, p, l) = c.get();

@@ -66,6 +66,12 @@ pub(crate) fn internal() -> bool {
 }
 
 /// A lock that never allocates or parks through a table (the allocator cannot use one that does).
+///
+/// The one lock shared with the service thread that application threads take on their own (shared)
+/// stacks, for speed: small allocations and frees take it without switching to the private stack.
+/// So the service thread never waits for it: it only [`SpinLock::try_with`]s, and retries later
+/// (see `crate::private`). Inside, nothing touches the shared space, and nothing allocates except
+/// on the private stack (the paths that may grow a list or a map go through `private`).
 struct SpinLock<T> {
     locked: AtomicBool,
     value: UnsafeCell<T>,
@@ -79,8 +85,7 @@ impl<T> SpinLock<T> {
         SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
-    /// Runs `f` under the lock. Call it on a private stack only (see `crate::private`): the
-    /// service thread takes this lock too, and `f` must touch no shared memory.
+    /// Runs `f` under the lock, waiting for it. Not on the service thread (see [`SpinLock`]).
     fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let mut spins = 0u32;
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
@@ -91,12 +96,22 @@ impl<T> SpinLock<T> {
                 std::thread::yield_now();
             }
         }
-        dsm::fault::runtime_lock_taken("alloc.arena");
         // SAFETY: we hold the lock, so nobody else has a reference to the value.
         let r = f(unsafe { &mut *self.value.get() });
-        dsm::fault::runtime_lock_released();
         self.locked.store(false, Ordering::Release);
         r
+    }
+
+    /// Runs `f` under the lock if it is free now; `None` if another thread holds it (the service
+    /// thread's way in: it never waits for an application thread).
+    fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return None;
+        }
+        // SAFETY: we hold the lock, so nobody else has a reference to the value.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.locked.store(false, Ordering::Release);
+        Some(r)
     }
 }
 
@@ -270,6 +285,12 @@ impl Heap {
     }
 
     fn alloc(&self, layout: Layout) -> *mut u8 {
+        if class_of(layout).is_some() {
+            // A small block comes off a free list or a chunk: nothing inside allocates, so this
+            // runs where the caller runs (see `SpinLock`).
+            return self.arena.with(|a| a.alloc(layout)) as *mut u8;
+        }
+        // The page-run map may allocate: on the private stack, with the C library's allocator.
         crate::private::private(move || {
             let _internal = InternalAlloc::new();
             self.arena.with(|a| a.alloc(layout)) as *mut u8
@@ -277,23 +298,64 @@ impl Heap {
     }
 
     fn dealloc(&self, p: usize, layout: Layout) {
-        crate::private::private(move || {
-            let _internal = InternalAlloc::new();
-            if self.owner(p) == Some(self.me) {
-                self.arena.with(|a| a.dealloc(p, layout));
-            } else {
-                let n = self.remote.with(|r| {
-                    r.push((p, layout.size(), layout.align()));
-                    r.len()
-                });
-                if n >= REMOTE_BATCH {
-                    dsm::fault::notify();
+        let mine = self.owner(p) == Some(self.me);
+        // The common cases need no allocation: a small block onto a free list with room, a block
+        // of another node onto the batch with room.
+        let quick = match class_of(layout) {
+            Some(c) if mine => self.arena.with(|a| {
+                let list = &mut a.free[c];
+                (list.len() < list.capacity()).then(|| list.push(p)).map(|()| 0)
+            }),
+            _ if !mine => self.remote.with(|r| {
+                (r.len() < r.capacity()).then(|| r.push((p, layout.size(), layout.align()))).map(|()| r.len())
+            }),
+            _ => None,
+        };
+        let n = match quick {
+            Some(n) => n,
+            None => crate::private::private(move || {
+                let _internal = InternalAlloc::new();
+                if mine {
+                    self.arena.with(|a| {
+                        if let Some(c) = class_of(layout) {
+                            let list = &mut a.free[c];
+                            list.reserve(list.len().max(64));
+                        }
+                        a.dealloc(p, layout);
+                    });
+                    0
+                } else {
+                    self.remote.with(|r| {
+                        r.reserve(REMOTE_BATCH);
+                        r.push((p, layout.size(), layout.align()));
+                        r.len()
+                    })
                 }
-            }
-        });
+            }),
+        };
+        if n >= REMOTE_BATCH {
+            dsm::fault::notify();
+        }
     }
 
-    /// Frees blocks of this node's arena that another node released.
+    /// Frees blocks of this node's arena that another node released; `false` if the arena is busy
+    /// right now (service thread: it never waits for the arena, see `SpinLock`; it tries again).
+    pub(crate) fn try_free_returned(&self, blocks: &[Block]) -> bool {
+        let _internal = InternalAlloc::new();
+        self.arena
+            .try_with(|a| {
+                for &(p, size, align) in blocks {
+                    if let Ok(layout) = Layout::from_size_align(size, align) {
+                        a.dealloc(p, layout);
+                    }
+                }
+            })
+            .is_some()
+    }
+
+    /// Frees blocks of this node's arena that another node released (waiting for the arena: not on
+    /// the service thread).
+    #[cfg(test)]
     pub(crate) fn free_returned(&self, blocks: &[Block]) {
         let _internal = InternalAlloc::new();
         self.arena.with(|a| {
@@ -305,10 +367,14 @@ impl Heap {
         });
     }
 
-    /// Takes the batch of blocks freed here that belong to other nodes, grouped by owner.
+    /// Takes the batch of blocks freed here that belong to other nodes, grouped by owner (nothing
+    /// when the batch is busy right now: the service thread tries again on its next turn).
     pub(crate) fn take_remote_frees(&self) -> Vec<(usize, Vec<Block>)> {
         let _internal = InternalAlloc::new();
-        let all = self.remote.with(std::mem::take);
+        let fresh = Vec::with_capacity(REMOTE_BATCH);
+        let Some(all) = self.remote.try_with(|r| std::mem::replace(r, fresh)) else {
+            return Vec::new();
+        };
         let mut by_owner: BTreeMap<usize, Vec<Block>> = BTreeMap::new();
         for b in all {
             if let Some(o) = self.owner(b.0) {

@@ -78,6 +78,11 @@ pub use thread::{
 pub mod __private {
     pub use crate::alloc::arena_high_water;
     pub use crate::launch::{run_main, run_main_with};
+
+    /// Runs `f` through the runtime's switch to a private stack `n` times (for `bench_calls`).
+    pub fn private_calls(n: u64, f: fn(u64) -> u64) -> u64 {
+        (0..n).map(|i| crate::private::private(move || f(i))).sum()
+    }
 }
 
 /// The fuzz harness of the runtime's message decoder (the `wire_decode` target in `fuzz/`, and

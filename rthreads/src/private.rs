@@ -59,6 +59,7 @@ pub(crate) fn set_private_top(sp: usize) {
 
 /// Whether the calling thread runs on a stack that no other node can touch: not on a fiber, or
 /// inside [`private`] (or outside a cluster, where nothing is shared).
+#[inline]
 pub(crate) fn on_private_stack() -> bool {
     DEPTH.with(Cell::get) > 0 || crate::fiber::current().is_null() || crate::runtime::get().is_none()
 }

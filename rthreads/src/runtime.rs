@@ -508,6 +508,8 @@ pub(crate) struct Service {
     /// Node 0: the latest lock report of every node, and the ring of threads found last time.
     lock_reports: HashMap<u16, (Instant, Vec<crate::sync::watch::ThreadLocks>)>,
     last_ring: Option<Vec<u64>>,
+    /// Blocks other nodes returned that could not go back into the arena yet (it was busy).
+    returned: Vec<Vec<crate::alloc::Block>>,
     /// `RTHREADS_TEST_WEDGE` names this node: its service thread stops for good at the first
     /// `Spawn` or `Done` it handles (a test hook for the watchdog).
     wedge: bool,
@@ -604,6 +606,7 @@ impl Service {
             last_lock_report: Instant::now(),
             lock_reports: HashMap::new(),
             last_ring: None,
+            returned: Vec::new(),
             wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse::<u16>().ok())
                 == Some(rt.me),
         })
@@ -644,6 +647,8 @@ impl Service {
             set_phase(Phase::Polling, 0);
             let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
                 0
+            } else if !self.returned.is_empty() {
+                1
             } else if let Some((t, _, _)) = &self.lost_deadline {
                 t.saturating_duration_since(Instant::now()).as_millis().min(100) as i32
             } else {
@@ -684,6 +689,7 @@ impl Service {
             self.check_peers();
             self.check_stuck();
             crate::placement::tick(self.rt);
+            self.retry_returned();
             self.send_remote_frees();
             set_phase(Phase::Sending, 0);
             self.flush_all();
@@ -1241,7 +1247,10 @@ impl Service {
                 if blocks.iter().any(|b| !self.rt.heap.owns(b.0)) {
                     fatal(&format!("node {from} returned memory this node does not own"));
                 }
-                self.rt.heap.free_returned(&blocks);
+                if !self.rt.heap.try_free_returned(&blocks) {
+                    // An application thread holds the arena: try again on the next turn.
+                    self.returned.push(blocks);
+                }
             }
             Wire::SyncReq(req) => crate::sync::submit(req),
             Wire::Revoke { key } => crate::sync::agent::revoke(key),
@@ -1460,6 +1469,16 @@ impl Service {
         if let Some(l) = &self.lrc {
             self.rt.lrc_dirty.store(l.needs_release(), Ordering::SeqCst);
             self.rt.lrc_stale.store(l.has_stale(), Ordering::SeqCst);
+        }
+    }
+
+    /// Puts back into the arena the returned blocks it was too busy to take before.
+    fn retry_returned(&mut self) {
+        while let Some(blocks) = self.returned.last() {
+            if !self.rt.heap.try_free_returned(blocks) {
+                return;
+            }
+            self.returned.pop();
         }
     }
 

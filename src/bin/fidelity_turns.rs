@@ -3,9 +3,10 @@
 //! prints a line. The output is fully determined by the program's synchronisation, so it must be
 //! the same as std's, line for line, whatever node each worker runs on.
 //!
-//! Arguments: `[workers] [rounds] [lines] [quiet] [std]`. With `quiet` the workers print nothing
-//! (the cost of ordered output when nothing is written); with `std` the same program runs on
-//! `std::thread` (the reference).
+//! Arguments: `[workers] [rounds] [lines] [quiet] [busy] [std]`. With `quiet` the workers print
+//! nothing (the cost of ordered output when nothing is written); with `busy` two threads of node 0
+//! spin meanwhile (a loaded machine: an output path that depends on timing shows it); with `std`
+//! the same program runs on `std::thread` (the reference).
 
 use std::io::Write;
 
@@ -20,6 +21,18 @@ macro_rules! turns {
         let (workers, rounds, lines, quiet) = args();
         let state = std::sync::Arc::new((<$mutex>::new(0usize), <$condvar>::new()));
         let started = std::time::Instant::now();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = std::env::args().any(|a| a == "busy");
+        let spinners: Vec<_> = (0..if busy { 2 } else { 0 })
+            .map(|_| {
+                let stop = std::sync::Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let state = std::sync::Arc::clone(&state);
@@ -45,6 +58,10 @@ macro_rules! turns {
             .collect();
         for h in handles {
             h.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for s in spinners {
+            s.join().unwrap();
         }
         println!("main: all {workers} workers joined after {} turns", *state.0.lock().unwrap());
         eprintln!("elapsed: {:.3} s", started.elapsed().as_secs_f64());

@@ -148,9 +148,11 @@ impl Ticket {
 
     /// Waits for the next reply.
     pub(crate) fn wait(&self) -> Reply {
-        let parked = self.parked_copy();
+        let parked = self.parked_addr();
         let what = self.what.get();
         private(move || {
+            // SAFETY: the ticket, which keeps the parking place alive, outlives this call.
+            let parked = unsafe { &*(parked as *const Parked) };
             let _internal = InternalAlloc::new();
             let started = Instant::now();
             let mut q = lock(&parked.replies);
@@ -158,7 +160,6 @@ impl Ticket {
                 if let Some(r) = q.pop_front() {
                     drop(q);
                     crate::stats::sync_waited(started.elapsed(), what);
-                    drop(parked);
                     return r;
                 }
                 q = q.wait(&parked.cv);
@@ -166,24 +167,19 @@ impl Ticket {
         })
     }
 
-    /// A second handle on the parking place, made on the private stack (the reference count is
-    /// runtime-internal memory like the rest of it).
-    fn parked_copy(&self) -> StdArc<Parked> {
-        let p = &self.parked;
-        let raw = StdArc::as_ptr(p);
-        private(move || {
-            // SAFETY: `raw` comes from a live `StdArc` that `self` keeps alive during this call.
-            unsafe { StdArc::increment_strong_count(raw) };
-            // SAFETY: the count just taken is handed to the new `StdArc`.
-            unsafe { StdArc::from_raw(raw) }
-        })
+    /// Where the parking place is (runtime-internal memory): read here, on whatever stack the
+    /// caller runs, so that the private-stack code under the lock reads no shared memory.
+    fn parked_addr(&self) -> usize {
+        StdArc::as_ptr(&self.parked) as usize
     }
 
     /// Waits for the next reply until `deadline`.
     pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Reply> {
-        let parked = self.parked_copy();
+        let parked = self.parked_addr();
         let what = self.what.get();
         private(move || {
+            // SAFETY: the ticket, which keeps the parking place alive, outlives this call.
+            let parked = unsafe { &*(parked as *const Parked) };
             let _internal = InternalAlloc::new();
             let started = Instant::now();
             let mut q = lock(&parked.replies);
@@ -199,7 +195,6 @@ impl Ticket {
                 q = q.wait_timeout(&parked.cv, left);
             };
             drop(q);
-            drop(parked);
             r
         })
     }
@@ -214,9 +209,12 @@ impl Ticket {
             let req = Request { key, waiter: (rt.me, NEXT_WAITER.fetch_add(1, Ordering::Relaxed)), op };
             return crate::rpc::call(rt, m, req);
         }
-        let t = Ticket::new();
-        t.submit(key, op);
-        t.wait()
+        // One switch to the private stack for the whole exchange with a manager on this node.
+        private(move || {
+            let t = Ticket::new();
+            t.submit(key, op);
+            t.wait()
+        })
     }
 }
 

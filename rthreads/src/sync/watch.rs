@@ -33,7 +33,9 @@ const RECORDS: usize = 4096;
 struct Record {
     /// The thread's identity (0: slot free): its rthread id, or a node-local one for other threads.
     thread: AtomicU64,
-    /// The lock it waits for (0: none), and since when (ms of the monotonic clock).
+    /// The lock it waits for (0: none), and since when (ms of the monotonic clock; 0 until the
+    /// service thread first sees the wait: the waiting thread does not read the clock, which would
+    /// cost more than the rest of an uncontended lock).
     waiting: AtomicU64,
     since_ms: AtomicU64,
     held: [AtomicU64; HELD],
@@ -141,7 +143,7 @@ pub(crate) fn thread_starts(tid: u64, name: Option<&str>) {
 /// The calling thread is about to wait for lock `key`.
 pub(crate) fn waiting(key: u64) {
     if let Some(r) = mine() {
-        r.since_ms.store(now_ms(), Ordering::SeqCst);
+        r.since_ms.store(0, Ordering::SeqCst);
         r.waiting.store(key, Ordering::SeqCst);
     }
 }
@@ -175,14 +177,22 @@ pub(crate) struct ThreadLocks {
     pub(crate) held: Vec<u64>,
 }
 
-/// Whether a thread of this node has waited for a lock longer than `limit_ms`.
+/// Whether a thread of this node has waited for a lock longer than `limit_ms` (service thread, a
+/// few times a second: a wait is timed from the first of these calls that sees it).
 pub(crate) fn long_wait(limit_ms: u64) -> bool {
     let now = now_ms();
-    TABLE[..USED.load(Ordering::SeqCst)].iter().any(|r| {
-        r.thread.load(Ordering::SeqCst) != 0
-            && r.waiting.load(Ordering::SeqCst) != 0
-            && now.saturating_sub(r.since_ms.load(Ordering::SeqCst)) > limit_ms
-    })
+    let mut long = false;
+    for r in &TABLE[..USED.load(Ordering::SeqCst)] {
+        if r.thread.load(Ordering::SeqCst) == 0 || r.waiting.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        let since = match r.since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => now,
+            Err(t) => t,
+        };
+        long |= now.saturating_sub(since) > limit_ms;
+    }
+    long
 }
 
 /// Every thread of this node that holds or waits for a lock (on a private stack).
@@ -199,7 +209,8 @@ pub(crate) fn snapshot() -> Vec<ThreadLocks> {
         if waiting == 0 && held.is_empty() {
             continue;
         }
-        let waited_ms = if waiting == 0 { 0 } else { now.saturating_sub(r.since_ms.load(Ordering::SeqCst)) };
+        let since = r.since_ms.load(Ordering::SeqCst);
+        let waited_ms = if waiting == 0 || since == 0 { 0 } else { now.saturating_sub(since) };
         out.push(ThreadLocks { thread, name: String::new(), waiting, waited_ms, held });
     }
     let names = NAMES.lock();
