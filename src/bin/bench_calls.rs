@@ -24,7 +24,7 @@ fn best(rounds: usize, n: u64, mut f: impl FnMut(u64)) -> f64 {
 fn main() {
     let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let private = best(rounds, 1_000_000, |n| {
-        std::hint::black_box(rthreads::__private::private_calls(n, |i| std::hint::black_box(i)));
+        std::hint::black_box(rthreads::__private::private_calls(n, std::hint::black_box));
     });
     let alloc = best(rounds, 1_000_000, |n| {
         for i in 0..n {
