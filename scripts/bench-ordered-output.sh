@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The cost of ordered output (issue 14): the turn-taking program (`src/bin/fidelity_turns.rs`:
-# 8 workers take turns through a Mutex, each printing a block of lines per turn, then main joins
-# and prints) with and without output, this build against an older one, interleaved in one run.
+# The cost of ordered output (issue 14): the turn-taking program
+# (`tests/programs/fidelity_turns.rs`: 8 workers take turns through a Mutex, each printing a block
+# of lines per turn, then main joins and prints) with and without output, this build against an
+# older one, interleaved in one run.
 #
 #   scripts/bench-ordered-output.sh OLD_BINARY [NODES] [RUNS] [ROUNDS] [LINES]
 #
-# OLD_BINARY: `fidelity_turns` built from an older commit (copy src/bin/fidelity_turns.rs into a
-# worktree of that commit and build it with --release). Prints, per configuration, the median of
-# the program's own elapsed time (spawn to the last line of main) and how many runs printed
-# exactly what std prints.
+# OLD_BINARY: `fidelity_turns` built from an older commit (copy tests/programs/fidelity_turns.rs
+# into src/bin/ of a worktree of that commit and build it with --release). Prints, per
+# configuration, the median of the program's own elapsed time (spawn to the last line of main) and
+# how many runs printed exactly what std prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Soak run of ordered output (issue 14): the turn-taking program (`src/bin/fidelity_turns.rs`,
-# 8 workers x 3 turns x 30 lines, then main) RUNS times on NODES nodes with two threads of node 0
-# spinning meanwhile, its stdout through a pipe; counts the runs whose output is exactly std's.
+# Soak run of ordered output (issue 14): the turn-taking program
+# (`tests/programs/fidelity_turns.rs`, 8 workers x 3 turns x 30 lines, then main) RUNS times on
+# NODES nodes with two threads of node 0 spinning meanwhile, its stdout through a pipe; counts the
+# runs whose output is exactly std's.
 #
 #   scripts/soak-ordered-output.sh [RUNS] [NODES] [BINARY]
 set -euo pipefail

@@ -1,9 +1,12 @@
-//! Shared helpers for the rthreads examples, benchmarks and cluster tests: the measuring helpers,
-//! the platform facade the benchmark kernels are written against, and the kernels.
+//! Shared helpers for the rthreads examples, benchmarks and tools (`src/bin/`): the measuring
+//! helpers, the platform facade the benchmark kernels are written against, the kernels, the
+//! benchmark runner's plots and the tools' progress bars. (What the cluster programs the
+//! integration tests launch share is in `tests/programs/fixture.rs`.)
 
-pub mod checks;
 pub mod kernels;
 pub mod par;
+pub mod plot;
+pub mod progress;
 
 pub mod bench {
     //! Measuring helpers shared by the benchmarks: every benchmark measures its baseline in the

@@ -154,8 +154,8 @@ impl Barrier {
     }
 }
 
-/// How big a kernel's problem is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How big a kernel's problem is (`small`, `medium` or `large` on the tools' command lines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Size {
     /// Seconds or less on the 2-vCPU CI machine, in a debug build: for tests.
     Small,
@@ -168,11 +168,15 @@ pub enum Size {
 impl Size {
     /// Parses `small`, `medium` or `large`.
     pub fn parse(s: &str) -> Option<Size> {
-        match s {
-            "small" => Some(Size::Small),
-            "medium" => Some(Size::Medium),
-            "large" => Some(Size::Large),
-            _ => None,
+        [Size::Small, Size::Medium, Size::Large].into_iter().find(|size| size.name() == s)
+    }
+
+    /// `small`, `medium` or `large`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Size::Small => "small",
+            Size::Medium => "medium",
+            Size::Large => "large",
         }
     }
 }

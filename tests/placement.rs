@@ -1,5 +1,5 @@
 //! Placement policies, load reports, pinning and rebalancing on real clusters (one cluster per
-//! test, each scenario in `src/bin/check_placement.rs`). No test measures time: whether a policy
+//! test, each scenario in `tests/programs/check_placement.rs`). No test measures time: whether a policy
 //! makes a program faster is for the benchmark (`rthreads-placement`, BENCHMARKS.md).
 
 mod common;

@@ -9,9 +9,11 @@
 //! - [`iofix`] lets system calls read and write shared pages.
 //! - [`sys`] wraps the system calls all of this needs.
 //! - [`trace`] is the event buffer the fault handler and the runtime record into.
-//! - [`fuzzing`] holds the harnesses the fuzz targets and the corpus replay test share.
+//! - `fuzzing` (with the `fuzzing` feature) holds the harnesses the fuzz targets and the corpus
+//!   replay test share.
 
 pub mod fault;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ids;

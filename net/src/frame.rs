@@ -20,7 +20,7 @@ pub struct Conn {
 
 /// The receiving half of framing, without the socket: bytes go in as they arrive, in pieces of
 /// any size, and complete frame bodies come out. [`Conn`] is this plus a socket; the fuzz
-/// harness ([`crate::fuzzing`]) drives it directly.
+/// harness (`crate::fuzzing`, with the `fuzzing` feature) drives it directly.
 #[derive(Debug)]
 pub struct FrameBuf {
     /// Always initialised to its full length; bytes `pos..end` are received and not yet taken.
@@ -40,7 +40,12 @@ impl Default for FrameBuf {
 impl FrameBuf {
     /// An empty buffer (64 KiB to start with; it grows as needed).
     pub fn new() -> FrameBuf {
-        FrameBuf { buf: vec![0; 1 << 16], pos: 0, end: 0, limit: MAX_FRAME }
+        FrameBuf::with_capacity(1 << 16)
+    }
+
+    /// An empty buffer of `bytes` to start with (at least 16); it doubles as needed.
+    pub fn with_capacity(bytes: usize) -> FrameBuf {
+        FrameBuf { buf: vec![0; bytes.max(16)], pos: 0, end: 0, limit: MAX_FRAME }
     }
 
     /// Moves the unread bytes to the front, making room behind them.
@@ -152,9 +157,18 @@ impl Conn {
     /// # Errors
     /// The socket option errors.
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
+        Conn::with_buffer(stream, 1 << 16)
+    }
+
+    /// As [`Conn::new`], with a receive buffer of `bytes` to start with: a connection that has not
+    /// authenticated yet gets a small one, which grows only once frames need it.
+    ///
+    /// # Errors
+    /// The socket option errors.
+    pub fn with_buffer(stream: TcpStream, bytes: usize) -> io::Result<Conn> {
         stream.set_nodelay(true)?;
         stream.set_nonblocking(true)?;
-        Ok(Conn { stream, inbuf: FrameBuf::new() })
+        Ok(Conn { stream, inbuf: FrameBuf::with_capacity(bytes) })
     }
 
     /// Sets the longest frame body accepted from now on (at most [`MAX_FRAME`]): small while the

@@ -5,11 +5,13 @@
 //! - [`codec`]: the bounds-checked binary encoding of control messages;
 //! - [`frame`]: frames and the non-blocking connection buffers the service thread polls;
 //! - [`mesh`]: bootstrap, the handshake that refuses another binary, and the start-up barrier.
-//! - [`fuzzing`]: the harnesses the fuzz targets and the corpus replay tests share.
+//! - `fuzzing` (with the `fuzzing` feature): the harnesses the fuzz targets and the corpus replay
+//!   tests share.
 
 pub mod auth;
 pub mod codec;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod mesh;

@@ -7,6 +7,8 @@
 //! rthreads secret [--file PATH]
 //! ```
 //!
+//! (`rthreads run --help` says the same; the command line is parsed by clap, [`Cli`].)
+//!
 //! Without `--hosts` the nodes are local processes. With `--hosts`, node `i` runs on host
 //! `hosts[i % len]`, started by `RSH HOST 'COMMAND'` (`ssh` by default; anything that takes a host
 //! and a shell command line works, such as a wrapper around `ip netns exec`), in the launcher's
@@ -33,22 +35,13 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::{Args, Parser, Subcommand};
 use net::Secret;
-
-const USAGE: &str = "\
-usage:
-  rthreads run [-n N] [--hosts H1,H2,...] [--rsh CMD] [--coordinator HOST:PORT]
-               [--protocol sc] [--no-prefix] [--secret-file FILE] [--startup-timeout SECONDS]
-               -- PROGRAM [ARGS...]
-  rthreads secret [--file PATH]
-
-run     start N nodes of PROGRAM (default 4): local processes, or with --hosts one per host in
-        turn, started with `RSH HOST COMMAND` (RSH defaults to ssh); node 0's exit code is returned
-secret  print a new random cluster secret, or write it to PATH readable only by you (0600)";
 
 /// The signal that asked the launcher to stop (0: none).
 static STOP: AtomicI32 = AtomicI32::new(0);
@@ -57,87 +50,122 @@ extern "C" fn on_signal(sig: libc::c_int) {
     STOP.store(sig, Ordering::SeqCst);
 }
 
-#[derive(Debug)]
+/// The launcher's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads",
+    version,
+    about = "Start and watch the nodes of an rthreads cluster run",
+    long_about = "Start and watch the nodes of an rthreads cluster run.\n\n\
+                  `rthreads run` starts every node of a program built with #[rthreads::main], \
+                  locally or over ssh, forwards their output and returns node 0's exit code. \
+                  `rthreads secret` makes the cluster secret that MPI and Slurm runs need.",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Run PROGRAM on N nodes and return node 0's exit code
+    #[command(
+        long_about = "Run PROGRAM on N nodes and return node 0's exit code.\n\n\
+                      Without --hosts the nodes are local processes. With --hosts, node i runs on \
+                      host i mod (number of hosts), started by `RSH HOST 'COMMAND'` in the current \
+                      directory, which must exist on every host with PROGRAM at the same path.\n\n\
+                      Every run gets a fresh cluster secret unless RTHREADS_SECRET, \
+                      RTHREADS_SECRET_FILE or --secret-file gives one (16 bytes or more); remote \
+                      nodes read it from their standard input, never from a command line. \
+                      Standard input goes to node 0. Ctrl-C stops every node; a node still running \
+                      a second after the run ended (node 0 ended, or another node failed) is \
+                      killed, with a line naming it. The launcher's RTHREADS_* settings reach \
+                      every node.",
+        override_usage = "rthreads run [OPTIONS] -- <PROGRAM> [ARGS]...",
+        after_help = "Examples:\n  \
+                      rthreads run -n 8 -- ./target/release/app args\n  \
+                      rthreads run -n 8 --hosts h1,h2,h3,h4 -- ./target/release/app"
+    )]
+    Run(RunArgs),
+    /// Print a new random cluster secret, or write it to a file only you can read
+    #[command(long_about = "Print a new random cluster secret (64 hex digits), or write it to \
+                            PATH with mode 0600. An existing file is never overwritten.\n\n\
+                            For mpirun and srun: export RTHREADS_SECRET=$(rthreads secret)")]
+    Secret {
+        /// Write the secret to PATH (mode 0600) instead of printing it
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+}
+
+/// What `rthreads run` was asked to do.
+#[derive(Debug, Args)]
 struct RunArgs {
+    /// Number of nodes
+    #[arg(short = 'n', long = "nodes", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
     nodes: u16,
+    /// Run the nodes on these hosts, in turn (node i on host i mod the number of hosts)
+    #[arg(long, value_name = "H1,H2,...", value_delimiter = ',', value_parser = host)]
     hosts: Vec<String>,
-    rsh: Vec<String>,
+    /// Command that runs a shell command line on a host, as `CMD HOST 'LINE'`
+    #[arg(long, value_name = "CMD", default_value = "ssh", value_parser = command_words)]
+    rsh: Words,
+    /// Where node 0 listens (default: loopback for local nodes, a free port of the first host
+    /// with --hosts)
+    #[arg(long, value_name = "HOST:PORT")]
     coordinator: Option<String>,
+    /// Coherence protocol: sc (sequential consistency) or lrc (release consistency)
+    #[arg(long, value_name = "PROTOCOL", value_parser = ["sc", "lrc"])]
     protocol: Option<String>,
+    /// Do not start each output line with `[node N] `
+    #[arg(long, overrides_with = "prefix")]
+    no_prefix: bool,
+    /// Start each output line with `[node N] ` (the default)
+    #[arg(long, overrides_with = "no_prefix", hide = true)]
     prefix: bool,
+    /// Read the cluster secret from FILE (readable by you only)
+    #[arg(long, value_name = "FILE")]
     secret_file: Option<String>,
-    startup_timeout: Option<String>,
-    program: Vec<String>,
+    /// Seconds every node waits for the cluster to form (RTHREADS_STARTUP_TIMEOUT, default 60)
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    startup_timeout: Option<f64>,
+    /// The program every node runs (the same binary at the same path on every host)
+    #[arg(value_name = "PROGRAM")]
+    program: String,
+    /// The program's arguments
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
-fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, String> {
-    args.next().ok_or_else(|| format!("{flag} needs a value"))
+/// A command and its arguments, from one string split at whitespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Words(Vec<String>);
+
+fn command_words(s: &str) -> Result<Words, String> {
+    let words: Vec<String> = s.split_whitespace().map(String::from).collect();
+    if words.is_empty() { Err("needs a command".into()) } else { Ok(Words(words)) }
 }
 
-fn parse_run(args: Vec<String>) -> Result<RunArgs, String> {
-    let mut r = RunArgs {
-        nodes: 4,
-        hosts: Vec::new(),
-        rsh: vec!["ssh".into()],
-        coordinator: None,
-        protocol: None,
-        prefix: true,
-        secret_file: None,
-        startup_timeout: None,
-        program: Vec::new(),
-    };
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (a.clone(), None),
-        };
-        let val = |it: &mut std::vec::IntoIter<String>| match &inline {
-            Some(v) => Ok(v.clone()),
-            None => value(it, &flag),
-        };
-        match flag.as_str() {
-            "-n" | "--nodes" => {
-                let v = val(&mut it)?;
-                r.nodes = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1024).contains(n))
-                    .ok_or(format!("-n {v}: expected 1..=1024 nodes"))?;
-            }
-            "--hosts" => {
-                r.hosts = val(&mut it)?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
-            "--rsh" => r.rsh = val(&mut it)?.split_whitespace().map(String::from).collect(),
-            "--coordinator" => r.coordinator = Some(val(&mut it)?),
-            "--protocol" => r.protocol = Some(val(&mut it)?),
-            "--no-prefix" => r.prefix = false,
-            "--prefix" => r.prefix = true,
-            "--secret-file" => r.secret_file = Some(val(&mut it)?),
-            "--startup-timeout" => r.startup_timeout = Some(val(&mut it)?),
-            "--" => {
-                r.program = it.collect();
-                break;
-            }
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            _ => {
-                r.program = std::iter::once(a).chain(it).collect();
-                break;
-            }
-        }
+/// One host name of `--hosts` (blanks around it dropped).
+fn host(s: &str) -> Result<String, String> {
+    Ok(s.trim().to_owned())
+}
+
+/// A positive, finite number of seconds, as the nodes accept it.
+fn seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| "expected a positive number of seconds".to_owned())
+}
+
+impl RunArgs {
+    /// The hosts, without empty names (`--hosts a,,b`).
+    fn host_list(&self) -> Vec<String> {
+        self.hosts.iter().filter(|h| !h.is_empty()).cloned().collect()
     }
-    if r.program.is_empty() {
-        return Err("no program to run".into());
-    }
-    if r.rsh.is_empty() {
-        return Err("--rsh needs a command".into());
-    }
-    Ok(r)
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -274,21 +302,24 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     let secret = run_secret(a.secret_file.as_deref())?;
     let session = format!("{:x}", random_u64());
     let n = a.nodes;
+    let hosts = a.host_list();
+    let rsh = &a.rsh.0;
+    let prefix = !a.no_prefix;
     let mut common: Vec<(String, String)> =
         vec![("RTHREADS_NODES".into(), n.to_string()), ("RTHREADS_SESSION".into(), session)];
     if let Some(p) = &a.protocol {
         common.push(("RTHREADS_PROTOCOL".into(), p.clone()));
     }
-    if let Some(t) = &a.startup_timeout {
-        common.push(("RTHREADS_STARTUP_TIMEOUT".into(), t.clone()));
+    if let Some(t) = a.startup_timeout {
+        common.push(("RTHREADS_STARTUP_TIMEOUT".into(), t.to_string()));
     }
-    let remote = !a.hosts.is_empty();
+    let remote = !hosts.is_empty();
     let mut listener = None;
     let coordinator = if remote {
         match &a.coordinator {
             Some(c) => c.clone(),
             // Below the ephemeral ports (32768 and up), which outgoing connections may hold.
-            None => format!("{}:{}", a.hosts[0], 20000 + random_u64() % 12768),
+            None => format!("{}:{}", hosts[0], 20000 + random_u64() % 12768),
         }
     } else {
         let l = TcpListener::bind(a.coordinator.as_deref().unwrap_or("127.0.0.1:0"))
@@ -300,7 +331,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     common.push(("RTHREADS_COORDINATOR".into(), coordinator));
     // Node 0 writes every node's output (in the program's order); with prefixes on, it marks each
     // line of another node with that node's number, which `forward` turns into its prefix.
-    common.push(("RTHREADS_PREFIX".into(), if a.prefix { "tag" } else { "0" }.into()));
+    common.push(("RTHREADS_PREFIX".into(), if prefix { "tag" } else { "0" }.into()));
     let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
     let mut children: Vec<Child> = Vec::new();
     let mut outputs = Vec::new();
@@ -316,7 +347,7 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     for i in 0..n {
         let mut cmd;
         if remote {
-            let host = &a.hosts[usize::from(i) % a.hosts.len()];
+            let host = &hosts[usize::from(i) % hosts.len()];
             // Forward the launcher's own RTHREADS_* settings, minus those it sets itself.
             let mut env: Vec<(String, String)> = std::env::vars()
                 .filter(|(k, _)| {
@@ -336,19 +367,19 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 env.push(("RTHREADS_WATCH_STDIN".into(), "1".into()));
             }
             let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={}", quote(v))).collect();
-            let program: Vec<String> = a.program.iter().map(|p| quote(p)).collect();
+            let program: Vec<String> = std::iter::once(&a.program).chain(&a.args).map(|p| quote(p)).collect();
             let line = format!(
                 "cd {} && IFS= read -r RTHREADS_SECRET && export RTHREADS_SECRET && exec env {} {}",
                 quote(&cwd.to_string_lossy()),
                 assignments.join(" "),
                 program.join(" ")
             );
-            cmd = Command::new(&a.rsh[0]);
-            cmd.args(&a.rsh[1..]).arg(host).arg(line);
+            cmd = Command::new(&rsh[0]);
+            cmd.args(&rsh[1..]).arg(host).arg(line);
             cmd.stdin(Stdio::piped());
         } else {
-            cmd = Command::new(&a.program[0]);
-            cmd.args(&a.program[1..]);
+            cmd = Command::new(&a.program);
+            cmd.args(&a.args);
             cmd.envs(common.iter().cloned()).env("RTHREADS_NODE_ID", i.to_string());
             cmd.env("RTHREADS_SECRET", &secret).env_remove("RTHREADS_SECRET_FILE");
             // Local nodes die with the launcher by a death signal; their standard input says nothing.
@@ -383,11 +414,11 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
                 kill_all(&mut children);
                 return Err(format!(
                     "starting node {i} ({}): {e}",
-                    if remote { &a.rsh[0] } else { &a.program[0] }
+                    if remote { &rsh[0] } else { &a.program }
                 ));
             }
         };
-        let prefix = a.prefix.then(|| format!("[node {i}] "));
+        let prefix = prefix.then(|| format!("[node {i}] "));
         if let Some(o) = child.stdout.take() {
             outputs.push(forward(o, false, prefix.clone()));
         }
@@ -468,41 +499,34 @@ fn run(a: RunArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::from(code))
 }
 
-fn secret_cmd(args: Vec<String>) -> Result<ExitCode, String> {
+/// `rthreads secret`: prints a new secret, or writes it to `file` (mode 0600, never over an
+/// existing file).
+fn secret_cmd(file: Option<PathBuf>) -> Result<ExitCode, String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let s = Secret::generate().map_err(|e| e.to_string())?.to_hex();
-    match args.as_slice() {
-        [] => println!("{s}"),
-        [flag, path] if flag == "--file" => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let p = std::path::Path::new(path);
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(p)
-                .map_err(|e| format!("{path}: {e} (an existing secret is never overwritten)"))?;
-            writeln!(f, "{s}").map_err(|e| format!("{path}: {e}"))?;
-            eprintln!("rthreads: wrote a new cluster secret to {path} (mode 0600)");
-        }
-        _ => return Err(format!("secret: unexpected arguments {args:?}")),
+    let Some(p) = file else {
+        println!("{s}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let path = p.display();
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .map_err(|e| format!("{path}: {e} (an existing secret is never overwritten)"))?;
+    writeln!(f, "{s}").map_err(|e| format!("{path}: {e}"))?;
+    eprintln!("rthreads: wrote a new cluster secret to {path} (mode 0600)");
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let result = match args.next().as_deref() {
-        Some("run") => parse_run(args.collect()).and_then(run),
-        Some("secret") => secret_cmd(args.collect()),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
-        None => Err(USAGE.to_owned()),
+    let result = match Cli::parse().command {
+        Commands::Run(a) => run(a),
+        Commands::Secret { file } => secret_cmd(file),
     };
     match result {
         Ok(code) => code,
@@ -517,24 +541,85 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    /// `rthreads run ARGS`, parsed.
+    fn parse_run(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        match Cli::try_parse_from(["rthreads", "run"].iter().chain(args))?.command {
+            Commands::Run(a) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// What parsing `rthreads run ARGS` fails with.
+    fn error(args: &[&str]) -> ErrorKind {
+        parse_run(args).map(|_| ()).unwrap_err().kind()
     }
 
     #[test]
     fn parses_run_options() {
-        let mut a = args("-n 8 --hosts a,b --no-prefix --protocol sc -- ./app x y");
-        a.insert(4, "--rsh=ssh -q".into());
-        let r = parse_run(a).unwrap();
-        assert_eq!(r.rsh, ["ssh", "-q"]);
+        let r = parse_run(&[
+            "-n",
+            "8",
+            "--hosts",
+            "a, b,",
+            "--rsh=ssh -q",
+            "--no-prefix",
+            "--protocol",
+            "sc",
+            "--startup-timeout",
+            "2.5",
+            "--",
+            "./app",
+            "x",
+            "--y",
+        ])
+        .unwrap();
+        assert_eq!(r.rsh.0, ["ssh", "-q"]);
         assert_eq!(r.nodes, 8);
-        assert_eq!(r.hosts, ["a", "b"]);
-        assert!(!r.prefix);
+        assert_eq!(r.host_list(), ["a", "b"]);
+        assert!(r.no_prefix);
         assert_eq!(r.protocol.as_deref(), Some("sc"));
-        assert_eq!(r.program, ["./app", "x", "y"]);
-        assert!(parse_run(args("-n 0 -- x")).is_err());
-        assert!(parse_run(args("-n 2")).unwrap_err().contains("no program"));
-        assert!(parse_run(args("--bogus -- x")).unwrap_err().contains("unknown option"));
+        assert_eq!(r.startup_timeout, Some(2.5));
+        assert_eq!(
+            (r.program.as_str(), r.args.as_slice()),
+            ("./app", &["x".to_owned(), "--y".to_owned()][..])
+        );
+        // The defaults; the program may come without `--`, and keeps its own options.
+        let r = parse_run(&["./app", "-v", "--", "z"]).unwrap();
+        assert_eq!((r.nodes, r.rsh.0.as_slice(), r.no_prefix), (4, &["ssh".to_owned()][..], false));
+        assert!(r.host_list().is_empty());
+        assert_eq!(r.program, "./app");
+        assert_eq!(r.args, ["-v", "--", "z"]);
+        assert!(!parse_run(&["--no-prefix", "--prefix", "x"]).unwrap().no_prefix, "the last one wins");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run() {
+        assert_eq!(error(&["-n", "0", "--", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(error(&["-n", "1025", "--", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(error(&["-n", "2"]), ErrorKind::MissingRequiredArgument, "no program");
+        assert_eq!(error(&["--bogus", "--", "x"]), ErrorKind::UnknownArgument);
+        assert_eq!(error(&["--protocol", "tso", "--", "x"]), ErrorKind::InvalidValue);
+        assert_eq!(error(&["--rsh", " ", "--", "x"]), ErrorKind::ValueValidation);
+        assert_eq!(error(&["--startup-timeout", "0", "--", "x"]), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn secret_takes_an_optional_file() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["rthreads", "secret"].iter().chain(args));
+        assert!(matches!(parse(&[]).unwrap().command, Commands::Secret { file: None }));
+        let Commands::Secret { file } = parse(&["--file", "/tmp/s"]).unwrap().command else {
+            panic!("not the secret command")
+        };
+        assert_eq!(file, Some(PathBuf::from("/tmp/s")));
+        assert!(parse(&["extra"]).is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub mod __private {
 }
 
 /// The fuzz harness of the runtime's message decoder (the `wire_decode` target in `fuzz/`, and
-/// `tests/fuzz_replay.rs`). Not part of the API.
+/// `tests/fuzz_replay.rs`), with the `fuzzing` feature. Not part of the API.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod __fuzz {
     use crate::wire::{self, Wire};

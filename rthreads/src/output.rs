@@ -56,6 +56,8 @@ static ERRORS: [AtomicI32; 3] = [AtomicI32::new(0), AtomicI32::new(0), AtomicI32
 static PROBED: [AtomicBool; 3] = [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)];
 static ACK_LOCK: ServiceLock<()> = ServiceLock::new("output.ack", ());
 static ACK_CV: Condvar = Condvar::new();
+/// Node 0 runs the output writer (a cluster of more than one node).
+static WRITER_RUNNING: AtomicBool = AtomicBool::new(false);
 /// How many bytes a node forwards before it waits for node 0 to catch up.
 const MAX_UNACKED: usize = 1 << 20;
 
@@ -70,6 +72,7 @@ pub(crate) fn start(me: u16, nodes: u16) -> Result<(), String> {
         return Ok(());
     }
     let _internal = InternalAlloc::new();
+    WRITER_RUNNING.store(true, Ordering::SeqCst);
     std::thread::Builder::new()
         .name("rthreads-output".into())
         .spawn(|| {
@@ -241,6 +244,9 @@ pub(crate) fn flush_requested(from: u16, upto: u64, release: bool) {
 /// Waits (until `deadline` at most) until the writer has written everything forwarded so far,
 /// unfinished lines included.
 pub(crate) fn drain(deadline: Instant) {
+    if !WRITER_RUNNING.load(Ordering::SeqCst) {
+        return;
+    }
     private(move || {
         let mut q = QUEUE.lock();
         q.items.push_back(Item::Rest);

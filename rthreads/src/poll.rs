@@ -40,6 +40,11 @@ impl Poller {
         self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
     }
 
+    /// Stops watching `fd`.
+    pub(crate) fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
     /// Waits up to `timeout_ms` (-1: forever) and returns the ready `(token, events)` pairs.
     pub(crate) fn wait(&mut self, timeout_ms: i32, out: &mut Vec<(u64, u32)>) -> io::Result<()> {
         out.clear();

@@ -38,6 +38,7 @@ pub(crate) struct Runtime {
     addrs: Vec<String>,
     pub(crate) secret: net::Secret,
     failure_timeout: Duration,
+    auth_timeout: Duration,
     /// The sending side of every peer connection. Any thread writes its frames straight to the
     /// socket under the peer's lock; what the socket does not take at once stays queued and the
     /// service thread finishes it when the socket becomes writable.
@@ -207,6 +208,8 @@ pub(crate) struct NodeInfo {
     pub(crate) secret: net::Secret,
     /// Silence from a peer longer than this means it is lost.
     pub(crate) failure_timeout: Duration,
+    /// How long a connection accepted after start-up may take to authenticate.
+    pub(crate) auth_timeout: Duration,
     /// The release-consistent protocol runs.
     pub(crate) lrc: bool,
 }
@@ -214,8 +217,19 @@ pub(crate) struct NodeInfo {
 impl Runtime {
     pub(crate) fn install(node: NodeInfo, heap: Heap) -> &'static Runtime {
         let _internal = InternalAlloc::new();
-        let NodeInfo { me, nodes, parallelism, layout, slice, session, addrs, secret, failure_timeout, lrc } =
-            node;
+        let NodeInfo {
+            me,
+            nodes,
+            parallelism,
+            layout,
+            slice,
+            session,
+            addrs,
+            secret,
+            failure_timeout,
+            auth_timeout,
+            lrc,
+        } = node;
         let rt = Runtime {
             me,
             nodes,
@@ -227,6 +241,7 @@ impl Runtime {
             addrs,
             secret,
             failure_timeout,
+            auth_timeout,
             senders: OnceLock::new(),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
@@ -464,7 +479,15 @@ struct DirectConn {
     peer: Option<u16>,
     /// The challenge sent, until the peer has answered it (see `net::auth`).
     challenge: Option<[u8; net::auth::NONCE]>,
+    /// When it was accepted: a connection that has not said a valid hello by
+    /// `accepted + RTHREADS_AUTH_TIMEOUT` is closed.
+    accepted: Instant,
 }
+
+/// Connections that have not authenticated yet that one node keeps at most; more are refused.
+const MAX_STRANGERS: usize = 64;
+/// Lines about strangers a node prints per second at most (a burst, then a count of the rest).
+const STRANGER_LINES_PER_SECOND: u32 = 5;
 
 /// The service thread's state.
 pub(crate) struct Service {
@@ -508,6 +531,23 @@ pub(crate) struct Service {
     /// Node 0: the latest lock report of every node, and the ring of threads found last time.
     lock_reports: HashMap<u16, (Instant, Vec<crate::sync::watch::ThreadLocks>)>,
     last_ring: Option<Vec<u64>>,
+    /// How long a connection accepted at run time may take to authenticate (`RTHREADS_AUTH_TIMEOUT`).
+    auth_timeout: Duration,
+    /// Accepting is paused until then (the last `accept` failed for lack of descriptors or
+    /// memory), and the pause to take after the next failure.
+    listener_paused: Option<Instant>,
+    accept_backoff: Duration,
+    /// Failed accepts since the last line about them, and when that line was printed (at most one
+    /// a second).
+    accept_failures: u64,
+    last_accept_line: Option<Instant>,
+    /// Rate limit of the lines about strangers: the current one-second window, lines printed in
+    /// it, lines suppressed.
+    stranger_window: Instant,
+    stranger_lines: u32,
+    stranger_suppressed: u64,
+    /// When the unauthenticated connections were last checked for their deadline.
+    last_stranger_check: Instant,
     /// Blocks other nodes returned that could not go back into the arena yet (it was busy).
     returned: Vec<Vec<crate::alloc::Block>>,
     /// `RTHREADS_TEST_WEDGE` names this node: its service thread stops for good at the first
@@ -607,6 +647,15 @@ impl Service {
             lock_reports: HashMap::new(),
             last_ring: None,
             returned: Vec::new(),
+            auth_timeout: rt.auth_timeout,
+            listener_paused: None,
+            accept_backoff: Duration::from_millis(50),
+            accept_failures: 0,
+            last_accept_line: None,
+            stranger_window: Instant::now(),
+            stranger_lines: 0,
+            stranger_suppressed: 0,
+            last_stranger_check: Instant::now(),
             wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse::<u16>().ok())
                 == Some(rt.me),
         })
@@ -649,6 +698,8 @@ impl Service {
                 0
             } else if !self.returned.is_empty() {
                 1
+            } else if let Some(t) = self.listener_paused {
+                t.saturating_duration_since(Instant::now()).as_millis().clamp(1, 25) as i32
             } else if let Some((t, _, _)) = &self.lost_deadline {
                 t.saturating_duration_since(Instant::now()).as_millis().min(100) as i32
             } else {
@@ -688,6 +739,7 @@ impl Service {
             set_phase(Phase::Periodic, 0);
             self.check_peers();
             self.check_stuck();
+            self.check_strangers();
             crate::placement::tick(self.rt);
             self.retry_returned();
             self.send_remote_frees();
@@ -866,18 +918,30 @@ impl Service {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    say(&format!("rthreads: node {}: accept: {e}", self.rt.me));
-                    return;
-                }
+                Err(e) => return self.pause_accepting(&e),
             };
-            let mut conn = match Conn::new(stream) {
+            let strangers = self.direct.iter().flatten().filter(|d| d.peer.is_none()).count();
+            if strangers >= MAX_STRANGERS {
+                let from = stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string());
+                drop(stream);
+                self.stranger_line(format!(
+                    "refused a connection from {from}: {MAX_STRANGERS} connections are already waiting to authenticate"
+                ));
+                continue;
+            }
+            // Nothing from a stranger is buffered beyond a few kilobytes, and its buffer starts
+            // small: room for a frame body grows only as a peer that authenticated needs it.
+            let mut conn = match Conn::with_buffer(stream, 256) {
                 Ok(c) => c,
                 Err(_) => continue,
             };
             // Nothing from a stranger is buffered beyond a few kilobytes.
             conn.set_limit(4096);
-            let Ok(mut send) = conn.send_queue() else { continue };
+            let mut send = match conn.send_queue() {
+                Ok(q) => q,
+                // Out of descriptors for the duplicate: the same as `accept` failing.
+                Err(e) => return self.pause_accepting(&e),
+            };
             let Ok(challenge) = net::auth::nonce() else { continue };
             send.queue(&net::auth::challenge_frame(&challenge), &[]);
             if send.flush().is_err() {
@@ -895,7 +959,103 @@ impl Service {
                 send: Arc::new(ServiceLock::new("runtime.direct", send)),
                 peer: None,
                 challenge: Some(challenge),
+                accepted: Instant::now(),
             });
+            self.accept_backoff = Duration::from_millis(50);
+        }
+    }
+
+    /// `accept` failed for want of a resource (descriptors, buffers, memory): the listener stays
+    /// readable, so polling it again at once would spin. Stops watching it for a while, longer
+    /// after each failure in a row (up to a second); says so at most once a second.
+    fn pause_accepting(&mut self, e: &std::io::Error) {
+        let pause = self.accept_backoff;
+        self.accept_backoff = (pause * 2).min(Duration::from_secs(1));
+        if self.listener_paused.is_none() {
+            let _ = self.poller.delete(self.listener.as_raw_fd());
+        }
+        let now = Instant::now();
+        self.listener_paused = Some(now + pause);
+        self.accept_failures += 1;
+        if self.last_accept_line.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.last_accept_line = Some(now);
+            say(&format!(
+                "rthreads: node {}: cannot accept connections: {e} ({} time(s) since the last such line); \
+                 pausing up to a second at a time; the connections this node has keep working",
+                self.rt.me, self.accept_failures
+            ));
+            self.accept_failures = 0;
+        }
+    }
+
+    /// Closes every connection that has not authenticated within the deadline, and resumes
+    /// accepting after a pause.
+    fn check_strangers(&mut self) {
+        let now = Instant::now();
+        if let Some(t) = self.listener_paused
+            && now >= t
+        {
+            self.listener_paused = None;
+            if let Err(e) = self.poller.add(self.listener.as_raw_fd(), poll::READ, LISTENER) {
+                fatal(&format!("epoll_ctl: {e}"));
+            }
+        }
+        if now.duration_since(self.last_stranger_check) < Duration::from_millis(100) {
+            return;
+        }
+        self.last_stranger_check = now;
+        if self.stranger_suppressed > 0 && now.duration_since(self.stranger_window) >= Duration::from_secs(1)
+        {
+            // Say how many lines the last window kept back, even if no stranger comes again.
+            say(&format!(
+                "rthreads: node {}: ... and {} more such lines in the last second",
+                self.rt.me, self.stranger_suppressed
+            ));
+            self.stranger_suppressed = 0;
+            self.stranger_lines = 0;
+            self.stranger_window = now;
+        }
+        for i in 0..self.direct.len() {
+            let late = self.direct[i]
+                .as_ref()
+                .is_some_and(|d| d.peer.is_none() && now.duration_since(d.accepted) > self.auth_timeout);
+            if late && let Some(d) = self.direct[i].take() {
+                let from = d.conn.peer_addr();
+                self.close_direct(d);
+                self.stranger_line(format!(
+                    "closed a connection from {from}: it did not authenticate within {:.1} s (RTHREADS_AUTH_TIMEOUT)",
+                    self.auth_timeout.as_secs_f64()
+                ));
+            }
+        }
+    }
+
+    /// Stops watching a direct connection and closes it.
+    fn close_direct(&mut self, d: DirectConn) {
+        let _ = self.poller.delete(d.conn.fd());
+        drop(d);
+    }
+
+    /// Prints a line about a stranger (a connection that is not, or not yet, a peer), at most
+    /// `STRANGER_LINES_PER_SECOND` a second: a crowd of strangers must not flood stderr.
+    fn stranger_line(&mut self, what: String) {
+        let now = Instant::now();
+        if now.duration_since(self.stranger_window) >= Duration::from_secs(1) {
+            if self.stranger_suppressed > 0 {
+                say(&format!(
+                    "rthreads: node {}: ... and {} more such lines in the last second",
+                    self.rt.me, self.stranger_suppressed
+                ));
+            }
+            self.stranger_window = now;
+            self.stranger_lines = 0;
+            self.stranger_suppressed = 0;
+        }
+        if self.stranger_lines < STRANGER_LINES_PER_SECOND {
+            self.stranger_lines += 1;
+            say(&format!("rthreads: node {}: {what}", self.rt.me));
+        } else {
+            self.stranger_suppressed += 1;
         }
     }
 
@@ -903,6 +1063,7 @@ impl Service {
         let Some(d) = self.direct.get_mut(i).and_then(Option::as_mut) else { return };
         let status = d.conn.fill();
         let mut close = !matches!(status, Ok(ReadStatus::WouldBlock));
+        let mut stranger = None;
         loop {
             let Some(d) = self.direct[i].as_mut() else { return };
             match d.conn.next_frame(body) {
@@ -910,9 +1071,8 @@ impl Service {
                 Ok(false) => break,
                 Err(e) => {
                     if d.peer.is_none() {
-                        say(&format!(
-                            "rthreads: node {}: refused a connection from {}: not an rthreads peer ({e})",
-                            self.rt.me,
+                        stranger = Some(format!(
+                            "refused a connection from {}: not an rthreads peer ({e})",
                             d.conn.peer_addr()
                         ));
                     }
@@ -931,11 +1091,7 @@ impl Service {
                         continue;
                     }
                     Err(e) => {
-                        say(&format!(
-                            "rthreads: node {}: refused a connection from {}: {e}",
-                            self.rt.me,
-                            d.conn.peer_addr()
-                        ));
+                        stranger = Some(format!("refused a connection from {}: {e}", d.conn.peer_addr()));
                         q.queue(&net::auth::reject_frame(&e.to_string()), &[]);
                         let _ = q.flush();
                         close = true;
@@ -946,10 +1102,8 @@ impl Service {
             if d.peer.is_none() {
                 d.peer = crate::rpc::check_hello(body, self.rt.nodes, self.rt.session);
                 if d.peer.is_none() {
-                    say(&format!(
-                        "rthreads: node {}: refused a direct connection with a bad hello",
-                        self.rt.me
-                    ));
+                    stranger =
+                        Some(format!("refused a connection from {} with a bad hello", d.conn.peer_addr()));
                     close = true;
                     break;
                 }
@@ -984,7 +1138,10 @@ impl Service {
             }
         }
         if close && let Some(d) = self.direct[i].take() {
-            drop(d);
+            self.close_direct(d);
+        }
+        if let Some(line) = stranger {
+            self.stranger_line(line);
         }
     }
 
@@ -1322,6 +1479,10 @@ impl Service {
                         &[]
                     };
                     if self.conns.get(to.index()).is_none_or(Option::is_none) {
+                        if self.rt.is_stopping() {
+                            // The cluster is going away and that node with it: nobody waits for this.
+                            continue;
+                        }
                         fatal(&format!("no connection to {to} for {msg:?}"));
                     }
                     self.rt.send_parts(to.0, &head, tail, true);
@@ -1402,6 +1563,10 @@ impl Service {
                     let head = wire::lrc(&msg);
                     crate::trace::message(true, to.0, &head, msg.page().0);
                     if self.conns.get(to.index()).is_none_or(Option::is_none) {
+                        if self.rt.is_stopping() {
+                            // The cluster is going away and that node with it: nobody waits for this.
+                            continue;
+                        }
                         fatal(&format!("no connection to {to} for {msg:?}"));
                     }
                     match msg.payload() {

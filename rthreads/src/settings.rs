@@ -27,6 +27,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "RTHREADS_SECRET",
     "RTHREADS_SECRET_FILE",
     "RTHREADS_FAILURE_TIMEOUT",
+    "RTHREADS_AUTH_TIMEOUT",
     "RTHREADS_PROTOCOL",
     "RTHREADS_PREFETCH",
     "RTHREADS_SPACE_SIZE",
@@ -280,7 +281,7 @@ mod tests {
         }
         // Files that use unknown names on purpose, to test this warning.
         const ON_PURPOSE: &[&str] =
-            &["rthreads/src/settings.rs", "tests/hardening.rs", "src/bin/check_settings.rs"];
+            &["rthreads/src/settings.rs", "tests/hardening.rs", "tests/programs/check_settings.rs"];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
         walk(root, &mut files);

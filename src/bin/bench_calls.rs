@@ -2,13 +2,33 @@
 //! carrier's private stack around every runtime lock (`rthreads/src/private.rs`): allocation and
 //! free in the shared heap, `Mutex` lock+unlock (managed here, and managed elsewhere but kept here),
 //! a channel send+receive on one node, and a local spawn+join. Run from `main` (a fiber), on 2 nodes.
-//! Prints nanoseconds per operation, the best of `BENCH_ROUNDS` (default 5) rounds.
+//! Prints nanoseconds per operation, the best of `--rounds` (or `BENCH_ROUNDS`, default 5) rounds.
 //!
-//! `cargo run --release --bin bench_calls`
+//! `cargo run --release --bin bench_calls [-- --rounds N]`
 
 use std::time::Instant;
 
+use clap::Parser;
 use rthreads::sync::{Arc, Mutex, mpsc};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench_calls",
+    version,
+    about = "The cost of runtime calls made on a thread's own node, in nanoseconds per operation",
+    long_about = "The cost of runtime calls made on a thread's own node: the switch to a private \
+                  stack, allocation and free in the shared heap, Mutex lock+unlock (managed here, \
+                  and managed elsewhere but kept here), a channel send+receive on one node, and a \
+                  local spawn+join. Runs from main on node 0 of 2 nodes and prints nanoseconds per \
+                  operation, the best of --rounds rounds."
+)]
+struct Cli {
+    /// Rounds of each measurement (the best is printed)
+    #[arg(long, value_name = "N", env = "BENCH_ROUNDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
+}
 
 fn best(rounds: usize, n: u64, mut f: impl FnMut(u64)) -> f64 {
     (0..rounds)
@@ -22,7 +42,7 @@ fn best(rounds: usize, n: u64, mut f: impl FnMut(u64)) -> f64 {
 
 #[rthreads::main(nodes = 2)]
 fn main() {
-    let rounds = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds = usize::from(Cli::parse().rounds);
     let private = best(rounds, 1_000_000, |n| {
         std::hint::black_box(rthreads::__private::private_calls(n, std::hint::black_box));
     });

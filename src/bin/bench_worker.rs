@@ -1,12 +1,14 @@
 //! Runs one benchmark kernel once and prints one `RESULT` line: what `rthreads-bench` (the runner)
 //! launches for each configuration.
 //!
-//! `bench_worker <kernel> <std|cluster> <small|medium|large> <threads-per-node>`. In `std` mode the
-//! kernel runs on `std::thread` in node 0's process with `threads-per-node` threads (the other nodes
-//! idle); in `cluster` mode on `RTHREADS_NODES` nodes with `threads-per-node` threads per node.
+//! `bench_worker <kernel> <std|cluster> <small|medium|large> <threads-per-node>` (`--help` says
+//! more). In `std` mode the kernel runs on `std::thread` in node 0's process with
+//! `threads-per-node` threads (the other nodes idle); in `cluster` mode on `RTHREADS_NODES` nodes
+//! with `threads-per-node` threads per node.
 
 use std::time::Instant;
 
+use clap::{Parser, ValueEnum};
 use rthreads_suite::kernels;
 use rthreads_suite::par::{self, Mode, Size};
 
@@ -21,30 +23,55 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bench_worker",
+    version,
+    about = "Run one benchmark kernel once and print one RESULT line (what rthreads-bench runs)",
+    long_about = "Run one benchmark kernel once and print one RESULT line: wall time, checksum and \
+                  every node's counters, as key=value pairs. rthreads-bench, rthreads-protocols and \
+                  rthreads-chaos run it. In std mode the kernel runs on std::thread in node 0's \
+                  process with THREADS threads (the other nodes idle); in cluster mode on \
+                  RTHREADS_NODES nodes with THREADS threads per node. BENCH_REPEAT=k (or \
+                  RTHREADS_BENCH_REPEAT, which `rthreads run --hosts` passes on) runs the kernel \
+                  k times."
+)]
+struct Cli {
+    /// The kernel (`rthreads-bench --list` lists them)
+    kernel: String,
+    /// On std::thread in one process, or on rthreads over the cluster
+    #[arg(value_enum)]
+    mode: WorkerMode,
+    /// Problem size
+    #[arg(value_enum)]
+    size: Size,
+    /// Threads (std) or threads per node (cluster)
+    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+}
+
+/// Where the kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum WorkerMode {
+    /// `std::thread` in node 0's process
+    Std,
+    /// rthreads, over every node
+    Cluster,
+}
+
 #[rthreads::main]
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench_worker <kernel> <std|cluster> <small|medium|large> <threads-per-node>";
-    let [name, mode, size, threads] = &args[..] else {
-        eprintln!("{usage}");
+    let cli = Cli::parse();
+    let Some(kernel) = kernels::all().into_iter().find(|k| k.name == cli.kernel) else {
+        eprintln!("bench_worker: unknown kernel {} (rthreads-bench --list lists them)", cli.kernel);
         std::process::exit(2);
     };
-    let Some(kernel) = kernels::all().into_iter().find(|k| k.name == name) else {
-        eprintln!("unknown kernel {name}");
-        std::process::exit(2);
+    let mode = match cli.mode {
+        WorkerMode::Std => Mode::Std,
+        WorkerMode::Cluster => Mode::Cluster,
     };
-    let mode = match mode.as_str() {
-        "std" => Mode::Std,
-        "cluster" => Mode::Cluster,
-        _ => {
-            eprintln!("{usage}");
-            std::process::exit(2);
-        }
-    };
-    let (Some(size), Ok(threads)) = (Size::parse(size), threads.parse::<usize>()) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
-    };
+    let (size, threads) = (cli.size, usize::from(cli.threads));
     let nodes = if mode == Mode::Std { 1 } else { rthreads::node_count() };
     par::set_mode(mode);
     par::set_workers(threads * nodes);

@@ -6,6 +6,7 @@
 //! cargo build --release --bins && target/release/rthreads-chaos [--kernels a,b] [--harms kill,stop,cut]
 //!     [--size medium] [--delay-ms 400] [--failure-timeout 2]
 //! ```
+//! (`--help` says what each option does.)
 //! `cut` needs root and `ip` (iproute2); it is skipped with a reason otherwise. Prints one line per
 //! kernel and harm; exit code 1 if any run hung or a survivor did not report.
 
@@ -14,28 +15,72 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::{Parser, ValueEnum};
 use rthreads_suite::kernels;
+use rthreads_suite::par::Size;
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads-chaos",
+    version,
+    about = "Harm one node of a 4-node cluster during every benchmark kernel, and check the others stop",
+    long_about = "Chaos run: every benchmark kernel on 4 nodes while node 2 is killed (SIGKILL), \
+                  stopped (SIGSTOP) past the failure bound, or cut off the network (its link in a \
+                  network namespace goes down). Checks that every surviving node reports the lost \
+                  node and exits, and that nothing hangs or is left behind. Prints one line per \
+                  kernel and harm; exit code 1 if any run failed.\n\n\
+                  `cut` needs root and `ip` (iproute2); it is skipped with a reason otherwise. \
+                  bench_worker and the rthreads launcher must be next to this program \
+                  (cargo build --release --bins).",
+    after_help = "Example:\n  target/release/rthreads-chaos --kernels jacobi,matmul --harms kill,stop"
+)]
 struct Opts {
-    kernels: Vec<String>,
-    harms: Vec<String>,
-    size: String,
-    delay: Duration,
+    /// Kernels to run [default: all of them]
+    #[arg(long, value_name = "KERNEL,...", value_delimiter = ',')]
+    kernels: Option<Vec<String>>,
+    /// What to do to node 2
+    #[arg(long, value_name = "HARM,...", value_delimiter = ',', value_enum, default_value = "kill,stop,cut")]
+    harms: Vec<Harm>,
+    /// Problem size of the kernels
+    #[arg(long, value_enum, default_value_t = Size::Medium)]
+    size: Size,
+    /// Milliseconds between the start of a run and the harm
+    #[arg(long = "delay-ms", value_name = "MS", default_value_t = 400)]
+    delay_ms: u64,
+    /// Seconds of silence after which the nodes declare a peer lost (RTHREADS_FAILURE_TIMEOUT)
+    #[arg(long, value_name = "SECONDS", default_value = "2")]
     failure_timeout: String,
 }
 
-fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-    Opts {
-        kernels: get("--kernels").map_or_else(
-            || kernels::all().iter().map(|k| k.name.to_owned()).collect(),
-            |v| v.split(',').map(String::from).collect(),
-        ),
-        harms: get("--harms").unwrap_or("kill,stop,cut".into()).split(',').map(String::from).collect(),
-        size: get("--size").unwrap_or("medium".into()),
-        delay: Duration::from_millis(get("--delay-ms").and_then(|v| v.parse().ok()).unwrap_or(400)),
-        failure_timeout: get("--failure-timeout").unwrap_or("2".into()),
+/// What happens to the victim node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Harm {
+    /// SIGKILL
+    Kill,
+    /// SIGSTOP, past the failure timeout
+    Stop,
+    /// Its link goes down (network namespaces; needs root)
+    Cut,
+}
+
+impl Harm {
+    fn name(self) -> &'static str {
+        match self {
+            Harm::Kill => "kill",
+            Harm::Stop => "stop",
+            Harm::Cut => "cut",
+        }
+    }
+}
+
+impl Opts {
+    fn kernels(&self) -> Vec<String> {
+        self.kernels.clone().unwrap_or_else(|| kernels::all().iter().map(|k| k.name.to_owned()).collect())
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms)
     }
 }
 
@@ -186,10 +231,10 @@ fn judge(code: Option<i32>, err: &str, hung: bool, secs: f64, nodes: u16) -> Out
     }
 }
 
-fn run_local(kernel: &str, harm: &str, o: &Opts, tag: &str) -> Outcome {
+fn run_local(kernel: &str, harm: Harm, o: &Opts, tag: &str) -> Outcome {
     let worker = sibling("bench_worker");
     let child = Command::new(&worker)
-        .args([kernel, "cluster", &o.size, "1"])
+        .args([kernel, "cluster", o.size.name(), "1"])
         .env("RTHREADS_NODES", "4")
         .env("RTHREADS_FAILURE_TIMEOUT", &o.failure_timeout)
         .env("BENCH_REPEAT", "100000")
@@ -199,12 +244,12 @@ fn run_local(kernel: &str, harm: &str, o: &Opts, tag: &str) -> Outcome {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting bench_worker");
-    std::thread::sleep(o.delay);
+    std::thread::sleep(o.delay());
     let Some(victim) = node_pid(tag, 2) else {
         let (code, err, hung) = wait(child, Duration::from_secs(30));
         return judge(code, &err, hung, 0.0, 4);
     };
-    let sig = if harm == "kill" { libc::SIGKILL } else { libc::SIGSTOP };
+    let sig = if harm == Harm::Kill { libc::SIGKILL } else { libc::SIGSTOP };
     let t = Instant::now();
     // SAFETY: signalling a node process this program started.
     unsafe { libc::kill(victim as i32, sig) };
@@ -221,7 +266,7 @@ fn run_cut(kernel: &str, o: &Opts, tag: &str, hosts: &Hosts, rsh: &Path) -> Outc
         .args(["run", "-n", "4", "--hosts", &hosts.hosts(), "--rsh", &rsh.to_string_lossy()])
         .args(["--coordinator", &format!("{}:{port}", hosts.addrs[0]), "--"])
         .arg(sibling("bench_worker"))
-        .args([kernel, "cluster", &o.size, "1"])
+        .args([kernel, "cluster", o.size.name(), "1"])
         .env("RTHREADS_FAILURE_TIMEOUT", &o.failure_timeout)
         .env("RTHREADS_BENCH_REPEAT", "100000")
         .env("RTHREADS_CHAOS_TAG", tag)
@@ -230,7 +275,7 @@ fn run_cut(kernel: &str, o: &Opts, tag: &str, hosts: &Hosts, rsh: &Path) -> Outc
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting the launcher");
-    std::thread::sleep(o.delay + Duration::from_millis(300));
+    std::thread::sleep(o.delay() + Duration::from_millis(300));
     let t = Instant::now();
     if let Err(e) = hosts.cut(2) {
         let _ = wait(child, Duration::from_secs(1));
@@ -244,16 +289,17 @@ fn run_cut(kernel: &str, o: &Opts, tag: &str, hosts: &Hosts, rsh: &Path) -> Outc
 }
 
 fn main() {
-    let o = opts();
+    let o = Opts::parse();
     let mut failed = 0;
     let mut netns: Option<Result<(Hosts, PathBuf), String>> = None;
     println!("{:<18} {:<5} {:<15} {:>8}  detail", "kernel", "harm", "outcome", "stop s");
-    for k in &o.kernels {
-        for h in &o.harms {
+    for k in &o.kernels() {
+        for &harm in &o.harms {
+            let h = harm.name();
             let tag = format!("{}-{k}-{h}", std::process::id());
-            let out = match h.as_str() {
-                "kill" | "stop" => run_local(k, h, &o, &tag),
-                "cut" => {
+            let out = match harm {
+                Harm::Kill | Harm::Stop => run_local(k, harm, &o, &tag),
+                Harm::Cut => {
                     let env = netns.get_or_insert_with(|| {
                         // SAFETY: geteuid has no preconditions.
                         if unsafe { libc::geteuid() } != 0 {
@@ -276,7 +322,6 @@ fn main() {
                         },
                     }
                 }
-                other => Outcome { verdict: "skipped", secs: 0.0, detail: format!("unknown harm {other}") },
             };
             // Nothing of the run may be left.
             std::thread::sleep(Duration::from_millis(200));
@@ -295,5 +340,14 @@ fn main() {
     if failed > 0 {
         println!("{failed} run(s) failed");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Opts::command().debug_assert();
     }
 }

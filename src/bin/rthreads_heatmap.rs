@@ -4,26 +4,48 @@
 //! stays hot on two nodes at once).
 //!
 //! `rthreads-heatmap trace.json heatmap.svg [columns]` (make the trace with
-//! `RTHREADS_TRACE=trace.json`).
+//! `RTHREADS_TRACE=trace.json`; `--help` says more).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Parser;
 
 const HUES: [u32; 8] = [0, 210, 120, 30, 280, 180, 330, 60];
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads-heatmap",
+    version,
+    about = "Draw a page heat map (pages by time, coloured by faults) from an rthreads trace",
+    long_about = "Draw a page heat map from an rthreads trace: pages (rows) by time (columns), \
+                  each cell coloured by how many faults hit that page in that slice of time, with \
+                  the node that faulted most as the hue. Make the trace with \
+                  RTHREADS_TRACE=trace.json.",
+    after_help = "Example:\n  RTHREADS_TRACE=trace.json ./app && rthreads-heatmap trace.json heat.svg"
+)]
+struct Cli {
+    /// The trace (Chrome trace-event JSON, as RTHREADS_TRACE writes it)
+    trace: PathBuf,
+    /// The SVG file to write
+    out: PathBuf,
+    /// Slices of time (columns of the map)
+    #[arg(default_value_t = 120, value_parser = clap::value_parser!(u16).range(1..))]
+    columns: u16,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 2 {
-        eprintln!("usage: rthreads-heatmap <trace.json> <out.svg> [columns]");
-        std::process::exit(2);
-    }
-    let cols: usize = args.get(2).and_then(|c| c.parse().ok()).unwrap_or(120).max(1);
-    let text = std::fs::read_to_string(&args[0]).unwrap_or_else(|e| {
-        eprintln!("rthreads-heatmap: cannot read {}: {e}", args[0]);
+    let cli = Cli::parse();
+    let trace = cli.trace.display();
+    let cols = usize::from(cli.columns);
+    let text = std::fs::read_to_string(&cli.trace).unwrap_or_else(|e| {
+        eprintln!("rthreads-heatmap: cannot read {trace}: {e}");
         std::process::exit(1)
     });
     let events: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_else(|e| {
-        eprintln!("rthreads-heatmap: {} is not a trace: {e}", args[0]);
+        eprintln!("rthreads-heatmap: {trace} is not a trace: {e}");
         std::process::exit(1)
     });
     // (page, time, node) of every fault.
@@ -33,7 +55,7 @@ fn main() {
         .filter_map(|e| Some((e["args"]["page"].as_u64()?, e["ts"].as_f64()?, e["pid"].as_u64()?)))
         .collect();
     if faults.is_empty() {
-        eprintln!("rthreads-heatmap: no faults in {}", args[0]);
+        eprintln!("rthreads-heatmap: no faults in {trace}");
         std::process::exit(1);
     }
     let t0 = faults.iter().map(|f| f.1).fold(f64::INFINITY, f64::min);
@@ -105,8 +127,17 @@ fn main() {
         );
     }
     svg.push_str("</svg>\n");
-    if let Err(e) = std::fs::write(&args[1], svg) {
-        eprintln!("rthreads-heatmap: cannot write {}: {e}", args[1]);
+    if let Err(e) = std::fs::write(&cli.out, svg) {
+        eprintln!("rthreads-heatmap: cannot write {}: {e}", cli.out.display());
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

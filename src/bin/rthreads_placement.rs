@@ -5,6 +5,7 @@
 //! cargo build --release --bins
 //! RTHREADS_PIN=1 RTHREADS_NODES=2 target/release/rthreads-placement [--size medium] [--seeds 5] [--k K]
 //! ```
+//! (`--help` says what each option does.)
 //! `RTHREADS_PIN=1` pins node i to the (i mod k)-th CPU: an emulation of nodes on separate hosts.
 //! Without it every node uses every CPU of this machine and placement cannot matter.
 //!
@@ -20,10 +21,40 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use rthreads::Placement;
 use rthreads::placement;
 use rthreads_suite::kernels::mandelbrot_bands::{self, Outcome, Schedule};
 use rthreads_suite::par::Size;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads-placement",
+    version,
+    about = "Unbalanced Mandelbrot bands under each placement policy, side by side",
+    long_about = "The placement benchmark: the unbalanced Mandelbrot bands under each placement \
+                  policy (round-robin, least-loaded, local-first; in flight and all at once, with \
+                  and without rebalancing), with the serial time measured in the same run. Every \
+                  run's checksum must equal the serial one; prints a markdown table of median, best \
+                  and worst times over the seeds.\n\n\
+                  Run it with RTHREADS_PIN=1 (node i pinned to the (i mod k)-th CPU, an emulation \
+                  of nodes on separate hosts): without it every node uses every CPU of this \
+                  machine and placement cannot matter. 2 nodes unless RTHREADS_NODES says \
+                  otherwise.",
+    after_help = "Example:\n  RTHREADS_PIN=1 RTHREADS_NODES=2 target/release/rthreads-placement --size medium --seeds 9"
+)]
+struct Cli {
+    /// Problem size
+    #[arg(long, value_enum, default_value_t = Size::Medium)]
+    size: Size,
+    /// Orders to hand the bands out in (each variant runs once per seed)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    seeds: u64,
+    /// Bands in flight at once [default: the cluster's parallelism]
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u16).range(1..))]
+    k: Option<u16>,
+}
 
 struct Variant {
     label: &'static str,
@@ -34,11 +65,6 @@ struct Variant {
     baseline: usize,
 }
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
-}
-
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -47,11 +73,10 @@ fn median(v: &[f64]) -> f64 {
 
 #[rthreads::main(nodes = 2)]
 fn main() {
-    let size = arg("--size").map_or(Size::Medium, |s| Size::parse(&s).expect("--size small|medium|large"));
-    let seeds: u64 = arg("--seeds").map_or(5, |s| s.parse().expect("--seeds N"));
+    let cli = Cli::parse();
+    let (size, seeds) = (cli.size, cli.seeds);
     let nodes = rthreads::node_count();
-    let k: usize = arg("--k")
-        .map_or_else(|| rthreads::available_parallelism().unwrap().get(), |s| s.parse().expect("--k K"));
+    let k: usize = cli.k.map_or_else(|| rthreads::available_parallelism().unwrap().get(), usize::from);
     if std::env::var("RTHREADS_PIN").as_deref() != Ok("1") {
         eprintln!(
             "warning: RTHREADS_PIN is not 1: every node uses every CPU here, so placement cannot matter"

@@ -15,30 +15,46 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use clap::Parser;
 use rthreads_suite::kernels;
+use rthreads_suite::par::Size;
+use rthreads_suite::progress;
 
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads-protocols",
+    version,
+    about = "Every benchmark kernel under the sc and lrc coherence protocols, side by side",
+    long_about = "Protocol comparison: every benchmark kernel on the same cluster under the \
+                  sequentially consistent protocol (sc) and under release consistency (lrc), and \
+                  with --prefetch under lrc with prefetch, in one run. Runs are interleaved (sc, \
+                  lrc, sc, lrc, ...) and the median wall time of --reps runs is reported, so drifts \
+                  of a noisy machine hit every protocol alike. Checks that every run's checksum is \
+                  the same and prints a markdown table of time, messages and bytes, and which \
+                  protocol wins. bench_worker must be next to this program.",
+    after_help = "Example:\n  target/release/rthreads-protocols --nodes 2 --bench none --fs-work 2,1000,10000"
+)]
 struct Opts {
-    nodes: usize,
-    size: String,
-    reps: usize,
+    /// Nodes of the cluster
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    nodes: u16,
+    /// Problem size of the kernels
+    #[arg(long, value_enum, default_value_t = Size::Medium)]
+    size: Size,
+    /// Runs of each kernel under each protocol (the median is reported)
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    reps: u16,
+    /// Run only these kernels (`none`: only the --fs-work rows)
+    #[arg(long = "bench", value_name = "KERNEL,...", value_delimiter = ',')]
     benches: Option<Vec<String>>,
+    /// Add a column of lrc with this prefetch (RTHREADS_PREFETCH)
+    #[arg(long, value_name = "K")]
     prefetch: Option<u16>,
+    /// Add rows of false_sharing with this much local work between two updates of the shared
+    /// page (RTHREADS_FS_WORK; one step is a few nanoseconds, the kernel's default 2)
+    #[arg(long = "fs-work", value_name = "W,...", value_delimiter = ',')]
     fs_work: Vec<u64>,
-}
-
-fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-    Opts {
-        nodes: get("--nodes").and_then(|v| v.parse().ok()).unwrap_or(4),
-        size: get("--size").unwrap_or("medium".into()),
-        reps: get("--reps").and_then(|v| v.parse().ok()).unwrap_or(3),
-        benches: get("--bench").map(|v| v.split(',').map(String::from).collect()),
-        prefetch: get("--prefetch").and_then(|v| v.parse().ok()),
-        fs_work: get("--fs-work")
-            .map(|v| v.split(',').filter_map(|w| w.parse().ok()).collect())
-            .unwrap_or_default(),
-    }
 }
 
 /// One configuration: a label and the environment that selects it.
@@ -67,7 +83,7 @@ fn run(row: &Row, o: &Opts, c: &Config) -> Result<BTreeMap<String, String>, Stri
     let kernel = row.kernel;
     let worker = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("bench_worker");
     let mut cmd = Command::new(&worker);
-    cmd.args([kernel, "cluster", &o.size, "1"]).env("RTHREADS_NODES", o.nodes.to_string());
+    cmd.args([kernel, "cluster", o.size.name(), "1"]).env("RTHREADS_NODES", o.nodes.to_string());
     for (k, v) in c.env.iter().chain(&row.env) {
         cmd.env(k, v);
     }
@@ -95,7 +111,8 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() {
-    let o = opts();
+    let o = Opts::parse();
+    let nodes = usize::from(o.nodes);
     let mut configs = vec![
         Config { label: "sc".into(), env: vec![("RTHREADS_PROTOCOL", "sc".into())] },
         Config { label: "lrc".into(), env: vec![("RTHREADS_PROTOCOL", "lrc".into())] },
@@ -120,7 +137,9 @@ fn main() {
     }
     println!(
         "{} nodes, size {}, median of {} interleaved runs each; msgs and bytes are totals over all nodes\n",
-        o.nodes, o.size, o.reps
+        o.nodes,
+        o.size.name(),
+        o.reps
     );
     let mut head = String::from("| kernel |");
     let mut rule = String::from("|---|");
@@ -132,18 +151,22 @@ fn main() {
     rule += "---:|---:|---|";
     println!("{head}\n{rule}");
     let mut failed = false;
+    let bar = progress::bar((chosen.len() * usize::from(o.reps) * configs.len()) as u64, "");
     for k in &chosen {
         let mut samples: Vec<Sample> = vec![Sample::default(); configs.len()];
         let mut error = None;
         'reps: for _ in 0..o.reps {
             for (i, c) in configs.iter().enumerate() {
-                match run(k, &o, c) {
+                bar.set_message(format!("{} under {}", k.label, c.label));
+                let r = run(k, &o, c);
+                bar.inc(1);
+                match r {
                     Ok(r) => {
                         let s = &mut samples[i];
                         s.wall.push(r.get("wall_s").and_then(|v| v.parse().ok()).unwrap_or(f64::NAN));
-                        s.msgs = total(&r, "msgs", o.nodes);
-                        s.bytes = total(&r, "bytes", o.nodes);
-                        s.faults = total(&r, "read_faults", o.nodes) + total(&r, "write_faults", o.nodes);
+                        s.msgs = total(&r, "msgs", nodes);
+                        s.bytes = total(&r, "bytes", nodes);
+                        s.faults = total(&r, "read_faults", nodes) + total(&r, "write_faults", nodes);
                         s.checksum = r.get("checksum").cloned().unwrap_or_default();
                     }
                     Err(e) => {
@@ -154,8 +177,10 @@ fn main() {
             }
         }
         if let Some(e) = error {
-            println!("| {} | failed: {} |", k.label, e.lines().next().unwrap_or(""));
-            eprintln!("{e}");
+            bar.suspend(|| {
+                println!("| {} | failed: {} |", k.label, e.lines().next().unwrap_or(""));
+                eprintln!("{e}");
+            });
             failed = true;
             continue;
         }
@@ -182,9 +207,19 @@ fn main() {
             lrc / sc.max(1e-9),
             samples[0].msgs / samples[1].msgs.max(1.0)
         );
-        println!("{line}");
+        bar.suspend(|| println!("{line}"));
     }
+    bar.finish_and_clear();
     if failed {
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Opts::command().debug_assert();
     }
 }

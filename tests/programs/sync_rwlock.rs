@@ -16,14 +16,12 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use fixture::{Subtest, node};
 use rthreads::sync::{Arc, Barrier, RwLock, TryLockError};
 
-const LEN: usize = 512;
+mod fixture;
 
-/// Node `i` of the cluster, wrapping round when the cluster is smaller.
-fn node(i: usize) -> usize {
-    i % rthreads::node_count()
-}
+const LEN: usize = 512;
 
 fn torn(writes: u64) {
     let nodes = rthreads::node_count();
@@ -262,21 +260,10 @@ fn poison() {
     println!("poison ok");
 }
 
+const TESTS: &[Subtest] =
+    &[("torn", |n| torn(n.unwrap_or(1000))), ("shared", |_| shared()), ("poison", |_| poison())];
+
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let size = std::env::args().nth(2).and_then(|a| a.parse().ok());
-    let start = Instant::now();
-    match arg.as_deref() {
-        Some("torn") => torn(size.unwrap_or(1000)),
-        Some("shared") => shared(),
-        Some("poison") => poison(),
-        None => {
-            torn(1000);
-            shared();
-            poison();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_rwlock done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_rwlock", TESTS);
 }

@@ -16,7 +16,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use fixture::Subtest;
 use rthreads::sync::{Arc, Condvar, Mutex};
+
+mod fixture;
 
 /// Capacity of the producer/consumer queue: small, so producers do wait.
 const CAPACITY: usize = 32;
@@ -284,26 +287,18 @@ fn all() {
     println!("notify ok");
 }
 
+const TESTS: &[Subtest] = &[
+    ("queue", |n| {
+        // A third argument sets the batch size.
+        let batch = std::env::args().nth(3).and_then(|a| a.parse().ok());
+        queue(n.unwrap_or(100_000), batch.unwrap_or(32), Duration::ZERO)
+    }),
+    ("slow", |n| queue(n.unwrap_or(2_000), 1, Duration::from_micros(500))),
+    ("timeout", |_| timeout()),
+    ("all", |_| all()),
+];
+
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let size = std::env::args().nth(2).and_then(|a| a.parse().ok());
-    let start = Instant::now();
-    match arg.as_deref() {
-        Some("queue") => {
-            let batch = std::env::args().nth(3).and_then(|a| a.parse().ok());
-            queue(size.unwrap_or(100_000), batch.unwrap_or(32), Duration::ZERO)
-        }
-        Some("slow") => queue(size.unwrap_or(2_000), 1, Duration::from_micros(500)),
-        Some("timeout") => timeout(),
-        Some("all") => all(),
-        None => {
-            queue(100_000, 32, Duration::ZERO);
-            queue(2_000, 1, Duration::from_micros(500));
-            timeout();
-            all();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_condvar done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_condvar", TESTS);
 }

@@ -15,12 +15,10 @@
 
 use std::time::{Duration, Instant};
 
+use fixture::{Subtest, node};
 use rthreads::sync::{Arc, Barrier, Mutex, TryLockError, mpsc};
 
-/// Node `i` of the cluster, wrapping round when the cluster is smaller.
-fn node(i: usize) -> usize {
-    i % rthreads::node_count()
-}
+mod fixture;
 
 /// What the counter test protects: a count and the thread now inside the critical section.
 struct Counted {
@@ -288,23 +286,14 @@ fn try_lock() {
     println!("try_lock ok");
 }
 
+const TESTS: &[Subtest] = &[
+    ("count", |n| count(n.unwrap_or(10_000))),
+    ("pages", |_| pages()),
+    ("poison", |_| poison()),
+    ("try_lock", |_| try_lock()),
+];
+
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let size = std::env::args().nth(2).and_then(|a| a.parse().ok());
-    let start = Instant::now();
-    match arg.as_deref() {
-        Some("count") => count(size.unwrap_or(10_000)),
-        Some("pages") => pages(),
-        Some("poison") => poison(),
-        Some("try_lock") => try_lock(),
-        None => {
-            count(10_000);
-            pages();
-            poison();
-            try_lock();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_mutex done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_mutex", TESTS);
 }

@@ -10,9 +10,11 @@
 //!   `get`, `set` on a full cell, `take` and `into_inner` of a value made on another node.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::time::Instant;
 
+use fixture::Subtest;
 use rthreads::sync::{Arc, Barrier, Once, OnceLock};
+
+mod fixture;
 
 fn once() {
     let nodes = rthreads::node_count();
@@ -155,17 +157,9 @@ fn once_lock() {
     println!("once_lock ok");
 }
 
+const TESTS: &[Subtest] = &[("once", |_| once()), ("once_lock", |_| once_lock())];
+
 #[rthreads::main]
 fn main() {
-    let start = Instant::now();
-    match std::env::args().nth(1).as_deref() {
-        Some("once") => once(),
-        Some("once_lock") => once_lock(),
-        None => {
-            once();
-            once_lock();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_once done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_once", TESTS);
 }

@@ -23,23 +23,17 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use fixture::{Subtest, node};
 use rthreads::sync::mpsc::{
     self, Receiver, RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError,
 };
 use rthreads::sync::{Arc, Barrier};
 
-/// Node `i` of the cluster, wrapping round when the cluster is smaller.
-fn node(i: usize) -> usize {
-    i % rthreads::node_count()
-}
+mod fixture;
 
-/// Polls `cond` until it holds, failing after a minute.
+/// Polls `cond` until it holds, sleeping 200 µs between polls; fails after a minute.
 fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    fixture::poll_until(what, Duration::from_micros(200), cond);
 }
 
 fn flood(per_sender: u32) {
@@ -423,31 +417,18 @@ fn moved() {
     println!("moved ok");
 }
 
+const TESTS: &[Subtest] = &[
+    ("flood", |n| flood(n.map_or(250_000, |n| n as u32))),
+    ("heap", |_| heap()),
+    ("bounded", |_| bounded()),
+    ("try_recv", |_| try_recv()),
+    ("timeout", |_| timeout()),
+    ("iter", |_| iter()),
+    ("send_error", |_| send_error()),
+    ("moved", |_| moved()),
+];
+
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let size = std::env::args().nth(2).and_then(|a| a.parse().ok());
-    let start = Instant::now();
-    match arg.as_deref() {
-        Some("flood") => flood(size.unwrap_or(250_000)),
-        Some("heap") => heap(),
-        Some("bounded") => bounded(),
-        Some("try_recv") => try_recv(),
-        Some("timeout") => timeout(),
-        Some("iter") => iter(),
-        Some("send_error") => send_error(),
-        Some("moved") => moved(),
-        None => {
-            flood(250_000);
-            heap();
-            bounded();
-            try_recv();
-            timeout();
-            iter();
-            send_error();
-            moved();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_mpsc done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_mpsc", TESTS);
 }

@@ -44,22 +44,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+use fixture::{Subtest, node, wait_until};
 use rthreads::sync::mpsc::{self, RecvTimeoutError, TryRecvError, TrySendError};
 use rthreads::sync::{Arc, Barrier, Condvar, Mutex, OnceLock};
 
-/// Node `i` of the cluster, wrapping round when the cluster is smaller.
-fn node(i: usize) -> usize {
-    i % rthreads::node_count()
-}
-
-/// Polls `cond` until it holds, failing after a minute.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::yield_now();
-    }
-}
+mod fixture;
 
 /// Runs `f` on `on`, reporting a hang (and ending the cluster with code 3) past `secs`.
 fn bounded<T: Send + 'static>(what: &str, on: usize, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -925,39 +914,29 @@ fn three_homes() {
     println!("three_homes ok");
 }
 
-const TESTS: &[(&str, fn())] = &[
-    ("causal_lock", causal_lock),
-    ("causal_lock_send", causal_lock_send),
-    ("causal_send", causal_send),
-    ("causal_recv", causal_recv),
-    ("stale_timeout", stale_timeout),
-    ("poison_wait", poison_wait),
-    ("reuse", reuse),
-    ("once_lock_panic", once_lock_panic),
-    ("rendezvous_try_send", rendezvous_try_send),
-    ("last_sender", last_sender),
-    ("drop_queued", drop_queued),
-    ("big_messages", big_messages),
-    ("foreign_home", foreign_home),
-    ("static_mutex_condvar", static_mutex_condvar),
-    ("local_mutex_shared_condvar", local_mutex_shared_condvar),
-    ("barrier_zero", barrier_zero),
-    ("recv_timeout_race", recv_timeout_race),
-    ("wait_timeout_race", wait_timeout_race),
-    ("three_homes", three_homes),
+const TESTS: &[Subtest] = &[
+    ("causal_lock", |_| causal_lock()),
+    ("causal_lock_send", |_| causal_lock_send()),
+    ("causal_send", |_| causal_send()),
+    ("causal_recv", |_| causal_recv()),
+    ("stale_timeout", |_| stale_timeout()),
+    ("poison_wait", |_| poison_wait()),
+    ("reuse", |_| reuse()),
+    ("once_lock_panic", |_| once_lock_panic()),
+    ("rendezvous_try_send", |_| rendezvous_try_send()),
+    ("last_sender", |_| last_sender()),
+    ("drop_queued", |_| drop_queued()),
+    ("big_messages", |_| big_messages()),
+    ("foreign_home", |_| foreign_home()),
+    ("static_mutex_condvar", |_| static_mutex_condvar()),
+    ("local_mutex_shared_condvar", |_| local_mutex_shared_condvar()),
+    ("barrier_zero", |_| barrier_zero()),
+    ("recv_timeout_race", |_| recv_timeout_race()),
+    ("wait_timeout_race", |_| wait_timeout_race()),
+    ("three_homes", |_| three_homes()),
 ];
 
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let start = Instant::now();
-    let mut ran = 0;
-    for (name, test) in TESTS {
-        if arg.as_deref().is_none_or(|a| a == *name) {
-            test();
-            ran += 1;
-        }
-    }
-    assert!(ran > 0, "unknown sub-test {arg:?}");
-    println!("sync_edge done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_edge", TESTS);
 }

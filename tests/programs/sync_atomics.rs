@@ -22,25 +22,10 @@ use std::sync::atomic::{
     Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst},
 };
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
-/// Node `i` of the cluster, wrapping round when the cluster is smaller.
-fn node(i: usize) -> usize {
-    i % rthreads::node_count()
-}
+use fixture::{Subtest, node, wait_until};
 
-/// Spins (yielding) until `cond` holds, failing after a minute.
-fn spin_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut n = 0u32;
-    while !cond() {
-        n = n.wrapping_add(1);
-        if n.is_multiple_of(1024) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        }
-        std::thread::yield_now();
-    }
-}
+mod fixture;
 
 fn rmw(per_thread: u64) {
     let nodes = rthreads::node_count();
@@ -153,7 +138,7 @@ fn handoff(rounds: u64) {
             rthreads::Builder::new()
                 .node(node(2))
                 .spawn(move || {
-                    spin_until("the flag", || mb.ready.load(Acquire));
+                    wait_until("the flag", || mb.ready.load(Acquire));
                     // SAFETY: the writer is done with `data` (the Acquire load saw its flag).
                     let data = unsafe { &*mb.data.get() };
                     assert_eq!(data.len() as u64, LEN);
@@ -202,7 +187,7 @@ fn dekker(rounds: usize) {
                     let (x, y) = (&v[0], if r % 2 == 0 { &v[1] } else { &v[1023] });
                     let (mine, theirs) = if who == 0 { (x, y) } else { (y, x) };
                     arrived[r].fetch_add(1, SeqCst);
-                    spin_until("the other side", || arrived[r].load(SeqCst) == 2);
+                    wait_until("the other side", || arrived[r].load(SeqCst) == 2);
                     mine.store(1, SeqCst);
                     seen.push(theirs.load(SeqCst));
                 }
@@ -242,7 +227,7 @@ fn arc() {
                     let clones: Vec<Arc<Vec<u8>>> = (0..CLONES).map(|_| Arc::clone(&a)).collect();
                     let w = Arc::downgrade(&a);
                     holding.fetch_add(1, SeqCst);
-                    spin_until("the release", || release.load(SeqCst));
+                    wait_until("the release", || release.load(SeqCst));
                     assert!(clones.iter().all(|c| c[999] == 7));
                     drop(clones);
                     drop(w);
@@ -251,7 +236,7 @@ fn arc() {
                 .unwrap()
         })
         .collect();
-    spin_until("every thread to hold its clones", || holding.load(SeqCst) == threads);
+    wait_until("every thread to hold its clones", || holding.load(SeqCst) == threads);
     assert_eq!(Arc::strong_count(&a), 1 + threads * (CLONES + 1));
     assert_eq!(Arc::weak_count(&a), 1 + threads);
     println!("while held: strong {} weak {}", Arc::strong_count(&a), Arc::weak_count(&a));
@@ -286,25 +271,15 @@ fn arc() {
     println!("arc ok: counts exact after clones and drops on {nodes} nodes");
 }
 
+const TESTS: &[Subtest] = &[
+    ("rmw", |n| rmw(n.unwrap_or(10_000))),
+    ("cas", |n| cas(n.unwrap_or(2_000))),
+    ("handoff", |n| handoff(n.unwrap_or(20))),
+    ("dekker", |n| dekker(n.unwrap_or(200) as usize)),
+    ("arc", |_| arc()),
+];
+
 #[rthreads::main]
 fn main() {
-    let arg = std::env::args().nth(1);
-    let size: Option<u64> = std::env::args().nth(2).and_then(|a| a.parse().ok());
-    let start = Instant::now();
-    match arg.as_deref() {
-        Some("rmw") => rmw(size.unwrap_or(10_000)),
-        Some("cas") => cas(size.unwrap_or(2_000)),
-        Some("handoff") => handoff(size.unwrap_or(20)),
-        Some("dekker") => dekker(size.unwrap_or(200) as usize),
-        Some("arc") => arc(),
-        None => {
-            rmw(10_000);
-            cas(2_000);
-            handoff(20);
-            dekker(200);
-            arc();
-        }
-        Some(other) => panic!("unknown sub-test {other:?}"),
-    }
-    println!("sync_atomics done in {:.1} s", start.elapsed().as_secs_f64());
+    fixture::run_subtests("sync_atomics", TESTS);
 }

@@ -1,0 +1,174 @@
+//! What every coherence protocol offers the runtime: one interface ([`Coherence`]), one family of
+//! effects ([`Effect`]), one page geometry ([`Geometry`]).
+//!
+//! The runtime has a single executor: it feeds a protocol faults, messages, releases and acquires,
+//! and carries out the effects it returns, whatever the protocol. So a new message of an existing
+//! protocol touches that protocol and its wire encoding only; a new protocol implements this
+//! trait (and a wire encoding of its messages) and the runtime picks it up.
+
+use std::fmt::Debug;
+
+use super::ProtocolError;
+use crate::{Access, FaultKind, NodeId, PageId};
+
+/// Which pages a node homes, and how many pages there are: node `i` homes pages
+/// `i * pages_per_node .. (i + 1) * pages_per_node`, and the last node also any pages past the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// This node.
+    pub me: NodeId,
+    /// How many nodes the cluster has.
+    pub nodes: u16,
+    /// How many pages each node homes.
+    pub pages_per_node: u64,
+}
+
+impl Geometry {
+    /// The geometry of node `me` in a cluster of `nodes` nodes homing `pages_per_node` pages each.
+    ///
+    /// # Panics
+    /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
+    pub fn new(me: NodeId, nodes: u16, pages_per_node: u64) -> Geometry {
+        assert!(nodes > 0 && pages_per_node > 0, "a cluster has nodes and pages");
+        assert!(me.0 < nodes, "node {me} is not below {nodes}");
+        Geometry { me, nodes, pages_per_node }
+    }
+
+    /// The node that homes `page`.
+    pub fn home_of(&self, page: PageId) -> NodeId {
+        NodeId((page.0 / self.pages_per_node).min(u64::from(self.nodes) - 1) as u16)
+    }
+
+    /// How many pages the space has.
+    pub fn page_count(&self) -> u64 {
+        self.pages_per_node * u64::from(self.nodes)
+    }
+
+    /// Whether `page` lies in the space.
+    pub fn in_range(&self, page: PageId) -> bool {
+        page.0 < self.page_count()
+    }
+
+    /// Whether this node homes `page`.
+    pub fn is_home(&self, page: PageId) -> bool {
+        self.home_of(page) == self.me
+    }
+}
+
+/// What travels next to a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Payload {
+    /// Nothing.
+    None,
+    /// The page's bytes (one page).
+    Page,
+    /// A diff of the page (see `lrc::diff`).
+    Diff,
+}
+
+/// Names one release (see [`Coherence::release`]); [`Effect::Released`] reports its completion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseId(pub u64);
+
+/// A message of a protocol, as the runtime sees it: which page it is about and what travels with it.
+pub trait Message: Copy + Debug + Eq {
+    /// The page the message is about.
+    fn page(&self) -> PageId;
+    /// What travels next to the message.
+    fn payload(&self) -> Payload;
+    /// What the message says, in words, for the protocol log (`page` is the page's name there).
+    fn explain(&self, page: &str) -> String;
+}
+
+/// What the runtime must do. The effects of one call are carried out strictly in the order
+/// returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Effect<M> {
+    /// Send `msg` to `to` (never this node), with its [payload](Message::payload):
+    ///
+    /// * [`Payload::Page`]: the page's bytes, read from this node's memory when this effect is
+    ///   carried out (an earlier `Protect` that revoked write access makes them final);
+    /// * [`Payload::Diff`]: the diff from the page's twin to its current bytes, computed when this
+    ///   effect is carried out; the twin is then discarded.
+    Send {
+        /// The destination node.
+        to: NodeId,
+        /// The message.
+        msg: M,
+    },
+    /// Copy the page bytes that came with the message being handled into this node's memory
+    /// (while application access to the page is closed, before the `Protect` that opens it).
+    Install {
+        /// The page to fill.
+        page: PageId,
+    },
+    /// Save a copy of the page's current bytes as its twin (while it is at most readable, just
+    /// before the `Protect` that makes it writable).
+    Twin {
+        /// The page.
+        page: PageId,
+    },
+    /// Apply the diff that came with the message being handled to this node's copy of the page.
+    /// Only the bytes the diff carries may be written.
+    ApplyDiff {
+        /// The page.
+        page: PageId,
+    },
+    /// Set what local application threads may do with the page.
+    Protect {
+        /// The page.
+        page: PageId,
+        /// The new access.
+        access: Access,
+    },
+    /// Local threads blocked in a fault on this page may retry now.
+    Wake {
+        /// The page.
+        page: PageId,
+    },
+    /// The release with this id is complete: the synchronisation that follows it may happen.
+    Released {
+        /// The release.
+        release: ReleaseId,
+    },
+}
+
+/// A coherence protocol: the state of one node, as a pure state machine. It never touches memory
+/// protection, sockets or page bytes; it returns [`Effect`]s, which the runtime carries out.
+pub trait Coherence {
+    /// The protocol's messages.
+    type Msg: Message;
+
+    /// This node's page geometry.
+    fn geometry(&self) -> Geometry;
+
+    /// A local thread trapped on `page` with `kind` (`atomic`: the instruction was an atomic
+    /// read-modify-write, which says the page holds a synchronisation variable).
+    fn fault(&mut self, page: PageId, kind: FaultKind, atomic: bool, out: &mut Vec<Effect<Self::Msg>>);
+
+    /// A message from node `from`.
+    ///
+    /// # Errors
+    /// A message that cannot arrive in the current state (the sender is broken): nothing changes.
+    fn handle(&mut self, from: NodeId, msg: Self::Msg, out: &mut Vec<Effect<Self::Msg>>) -> Result<(), ProtocolError>;
+
+    /// A release point: makes this node's writes visible to whoever acquires after it. `None` if
+    /// there was nothing to do (complete at once); else its completion comes as
+    /// [`Effect::Released`].
+    fn release(&mut self, out: &mut Vec<Effect<Self::Msg>>) -> Option<ReleaseId>;
+
+    /// An acquire point: drops what other nodes' releases made stale.
+    fn acquire(&mut self, out: &mut Vec<Effect<Self::Msg>>);
+
+    /// Whether a release would have anything to do now.
+    fn needs_release(&self) -> bool;
+
+    /// Whether an acquire would have anything to drop now.
+    fn has_stale(&self) -> bool;
+
+    /// What local application threads may do with `page` now.
+    fn access(&self, page: PageId) -> Access;
+
+    /// This node's state for `page`, in words (for reports of faults that do not end).
+    fn describe(&self, page: PageId) -> String;
+}
