@@ -74,6 +74,7 @@ fn check_actions(node: &ScNode, handling: Option<Msg>, out: &[Action]) {
                 page
             }
             Action::Protect { page, .. } | Action::Wake { page } => page,
+            other => unreachable!("not an effect of this protocol: {other:?}"),
         };
         assert!(page.0 < count, "{me}: {action:?} for a page outside the {count} pages");
     }

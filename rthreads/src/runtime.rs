@@ -1505,6 +1505,7 @@ impl Service {
                         }
                     }
                 }
+                other => unreachable!("not an effect of this protocol: {other:?}"),
             }
         }
     }

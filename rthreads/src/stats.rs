@@ -406,6 +406,7 @@ pub(crate) fn log_action(me: u16, a: &dsm::protocol::sc::Action, per_node: u64) 
         Action::Wake { page } => {
             format!("[node {me}] threads waiting for {} run again", page_name(page, per_node))
         }
+        other => unreachable!("not an effect of this protocol: {other:?}"),
     };
     log_line(line);
 }

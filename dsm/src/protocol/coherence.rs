@@ -150,7 +150,12 @@ pub trait Coherence {
     ///
     /// # Errors
     /// A message that cannot arrive in the current state (the sender is broken): nothing changes.
-    fn handle(&mut self, from: NodeId, msg: Self::Msg, out: &mut Vec<Effect<Self::Msg>>) -> Result<(), ProtocolError>;
+    fn handle(
+        &mut self,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Vec<Effect<Self::Msg>>,
+    ) -> Result<(), ProtocolError>;
 
     /// A release point: makes this node's writes visible to whoever acquires after it. `None` if
     /// there was nothing to do (complete at once); else its completion comes as

@@ -1,8 +1,11 @@
 //! Coherence protocols, each a pure state machine: `state + message -> new state + actions`.
 //! The runtime executes the actions (send, install bytes, change protection, wake threads).
 
+mod coherence;
 pub mod lrc;
 pub mod sc;
+
+pub use coherence::{Coherence, Effect, Geometry, Message, Payload, ReleaseId};
 
 use std::fmt;
 

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
 use super::sc::{self, ScNode};
+use super::{Coherence, Effect, Geometry, Message};
 use crate::{Access, FaultKind, NodeId, PageId};
 
 pub mod diff;
@@ -76,17 +77,6 @@ impl LrcConfig {
         self.sc_pages.push(pages);
         self
     }
-}
-
-/// What travels next to a message, raw, after its encoded form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Payload {
-    /// Nothing.
-    None,
-    /// The page's bytes (exactly one page).
-    Page,
-    /// A diff in the format of [`diff`], of variable length: the runtime frames its length.
-    Diff,
 }
 
 /// Messages between nodes.
@@ -198,71 +188,14 @@ impl Msg {
     }
 }
 
-/// Names one call of [`LrcNode::release`]; [`Action::Released`] reports its completion.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReleaseId(pub u64);
+pub use super::{Payload, ReleaseId};
 
-/// What the runtime must do; the actions of one call are executed strictly in the order returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Send `msg` to `to` (never this node), with its [payload](Msg::payload):
-    ///
-    /// * [`Payload::Page`]: the page's bytes, read from this node's memory when this action is
-    ///   executed.
-    /// * [`Payload::Diff`]: the diff from the page's twin to the page's current bytes, computed
-    ///   with [`diff::encode`] when this action is executed; the runtime then discards the twin.
-    ///   An earlier action of the same or an earlier call has already closed the page to writes,
-    ///   so the diff is final.
-    Send {
-        /// The destination.
-        to: NodeId,
-        /// The message.
-        msg: Msg,
-    },
-    /// Copy the page bytes that came with the message being handled into this node's memory.
-    /// Emitted only while handling a message with a [`Payload::Page`], while application access
-    /// to the page is `None`, and before the `Protect` that opens it.
-    Install {
-        /// The page to fill.
-        page: PageId,
-    },
-    /// Save a copy of the page's current bytes as its twin (replacing none: a page has at most
-    /// one). Emitted while the page is at most readable, just before the `Protect` that makes it
-    /// writable.
-    Twin {
-        /// The page.
-        page: PageId,
-    },
-    /// Apply the diff that came with the message being handled to this node's copy of the page
-    /// (the home's master copy) with [`diff::apply`]. Only bytes the diff carries may be written:
-    /// local threads may be using the rest of the page meanwhile. Emitted only while handling a
-    /// [`Msg::Diff`].
-    ApplyDiff {
-        /// The page.
-        page: PageId,
-    },
-    /// Set what local application threads may do with the page.
-    Protect {
-        /// The page.
-        page: PageId,
-        /// The new access.
-        access: Access,
-    },
-    /// Local threads blocked in a fault on this page may retry now.
-    Wake {
-        /// The page.
-        page: PageId,
-    },
-    /// The release with this id is complete: every write made on this node before the
-    /// [`LrcNode::release`] call is at its page's home, and every other node holding a copy the
-    /// write made stale has recorded a notice. The runtime may now let the synchronisation
-    /// operation that follows the release happen (hand a lock on, arrive at a barrier, send).
-    /// Reported exactly once per release, in the order of the calls.
-    Released {
-        /// The release.
-        release: ReleaseId,
-    },
-}
+/// What the runtime must do; the actions of one call are carried out strictly in the order
+/// returned (see [`Effect`] for each). `Install` comes only while handling a message with a
+/// [`Payload::Page`], `ApplyDiff` only while handling a [`Msg::Diff`], `Twin` just before the
+/// `Protect` that makes a page writable, and `Released` once per [`LrcNode::release`], in the order
+/// of the calls.
+pub type Action = Effect<Msg>;
 
 /// A message that cannot arrive in the current state: the sender is broken (or not a peer).
 /// [`LrcNode::handle`] returns it without changing any state.
@@ -1360,6 +1293,11 @@ impl LrcNode {
                     out.push(Action::Protect { page, access });
                 }
                 sc::Action::Wake { page } => out.push(Action::Wake { page }),
+                other @ (sc::Action::Twin { .. }
+                | sc::Action::ApplyDiff { .. }
+                | sc::Action::Released { .. }) => {
+                    unreachable!("the sequentially consistent protocol emitted {other:?}")
+                }
             }
         }
     }
@@ -1369,5 +1307,86 @@ fn stronger(a: Option<FaultKind>, b: FaultKind) -> FaultKind {
     match (a, b) {
         (Some(FaultKind::Write), _) | (_, FaultKind::Write) => FaultKind::Write,
         _ => FaultKind::Read,
+    }
+}
+
+impl Message for Msg {
+    fn page(&self) -> PageId {
+        Msg::page(self)
+    }
+
+    fn payload(&self) -> Payload {
+        Msg::payload(self)
+    }
+
+    fn explain(&self, p: &str) -> String {
+        match *self {
+            Msg::Fetch { count: 1, .. } => format!("please send me a copy of {p}"),
+            Msg::Fetch { count, .. } => {
+                format!("please send me copies of {p} and the {} pages after it", count - 1)
+            }
+            Msg::Page { .. } => format!("here is a copy of {p} (+4096 bytes)"),
+            Msg::ScPage { .. } => format!("{p} is sequentially consistent: ask for it that way"),
+            Msg::Diff { seq, .. } => format!("my changes to {p} (diff {seq})"),
+            Msg::DiffAck { seq, .. } => format!("diff {seq} of {p} applied, every copy notified"),
+            Msg::Notice { .. } => format!("{p} was written elsewhere: drop your copy at your next acquire"),
+            Msg::NoticeAck { .. } => format!("noted: my copy of {p} is stale"),
+            Msg::MakeSc { .. } => format!("please make {p} sequentially consistent"),
+            Msg::Convert { .. } => format!("{p} becomes sequentially consistent: flush and drop your copy"),
+            Msg::ConvertAck { .. } => format!("no copy of {p} left here"),
+            Msg::Sc(inner) => format!("(sequentially consistent) {}", inner.explain(p)),
+        }
+    }
+}
+
+/// Release consistency: writes travel as diffs at releases, stale copies go at acquires; an atomic
+/// instruction makes its page sequentially consistent.
+impl Coherence for LrcNode {
+    type Msg = Msg;
+
+    fn geometry(&self) -> Geometry {
+        Geometry::new(self.me, self.nodes, self.pages_per_node())
+    }
+
+    fn fault(&mut self, page: PageId, kind: FaultKind, atomic: bool, out: &mut Vec<Action>) {
+        if atomic && !self.is_sc(page) {
+            self.set_sc(page, out);
+        }
+        LrcNode::fault(self, page, kind, out);
+    }
+
+    fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        LrcNode::handle(self, from, msg, out)
+    }
+
+    fn release(&mut self, out: &mut Vec<Action>) -> Option<ReleaseId> {
+        Some(LrcNode::release(self, out))
+    }
+
+    fn acquire(&mut self, out: &mut Vec<Action>) {
+        LrcNode::acquire(self, out);
+    }
+
+    fn needs_release(&self) -> bool {
+        LrcNode::needs_release(self)
+    }
+
+    fn has_stale(&self) -> bool {
+        LrcNode::has_stale(self)
+    }
+
+    fn access(&self, page: PageId) -> Access {
+        LrcNode::access(self, page)
+    }
+
+    fn describe(&self, page: PageId) -> String {
+        format!(
+            "access here {:?}, fetching {}, stale {}, sequentially consistent {}, sharing at the home {:?}",
+            self.access(page),
+            self.is_fetching(page),
+            self.is_stale(page),
+            self.is_sc(page),
+            self.sharing(page)
+        )
     }
 }

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
+use super::{Coherence, Effect, Geometry, Message, Payload, ProtocolError as Error, ReleaseId};
 use crate::{Access, FaultKind, NodeId, PageId};
 
 #[cfg(test)]
@@ -91,38 +92,12 @@ impl Msg {
     }
 }
 
-/// What the runtime must do; the actions of one call are executed strictly in the order returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Send `msg` to `to`. If `msg.carries_data()`, the runtime reads the page's bytes from this
-    /// node's memory at the moment it executes this action (so an earlier `Protect` that revoked
-    /// write access guarantees that no local write is lost) and sends them along.
-    Send {
-        /// The destination node (never this node).
-        to: NodeId,
-        /// The message.
-        msg: Msg,
-    },
-    /// Copy the page bytes that came with the message being handled into this node's memory.
-    /// Only emitted while handling a message whose `carries_data()` is true, and always before
-    /// the `Protect` that opens access to the page.
-    Install {
-        /// The page to fill.
-        page: PageId,
-    },
-    /// Set what local application threads may do with the page.
-    Protect {
-        /// The page.
-        page: PageId,
-        /// The new access.
-        access: Access,
-    },
-    /// Local threads blocked in a fault on this page may retry now.
-    Wake {
-        /// The page.
-        page: PageId,
-    },
-}
+/// What the runtime must do; the actions of one call are carried out strictly in the order
+/// returned. This protocol emits `Send`, `Install`, `Protect` and `Wake` only. A `Send` whose
+/// message [carries data](Msg::carries_data) takes the page's bytes, read when it is carried out
+/// (an earlier `Protect` that revoked write access guarantees that no local write is lost);
+/// `Install` comes only while handling such a message, before the `Protect` that opens the page.
+pub type Action = Effect<Msg>;
 
 /// The home's record of which nodes hold a copy of a page.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -825,5 +800,88 @@ impl ScNode {
             out.extend([Action::Protect { page, access }, reply]);
         }
         Ok(())
+    }
+}
+
+fn access_words(a: Access) -> &'static str {
+    match a {
+        Access::None => "no access",
+        Access::Read => "read-only",
+        Access::Write => "read-write",
+    }
+}
+
+impl Message for Msg {
+    fn page(&self) -> PageId {
+        Msg::page(self)
+    }
+
+    fn payload(&self) -> Payload {
+        if self.carries_data() { Payload::Page } else { Payload::None }
+    }
+
+    fn explain(&self, p: &str) -> String {
+        match *self {
+            Msg::ReadReq { .. } => format!("please send me a read copy of {p}"),
+            Msg::WriteReq { .. } => format!("please give me the only writable copy of {p}"),
+            Msg::Grant { access, data: true, .. } => {
+                format!("here is {p}, {} (+4096 bytes)", access_words(access))
+            }
+            Msg::Grant { access, data: false, .. } => {
+                format!("your copy of {p} is now {}", access_words(access))
+            }
+            Msg::Invalidate { .. } => format!("drop your copy of {p}"),
+            Msg::InvAck { .. } => format!("dropped my copy of {p}"),
+            Msg::Recall { keep_read: true, .. } => format!("give {p} back, keep a read copy"),
+            Msg::Recall { keep_read: false, .. } => format!("give {p} back, keep nothing"),
+            Msg::RecallAck { .. } => format!("here is {p} back (+4096 bytes)"),
+        }
+    }
+}
+
+/// Sequential consistency: every write is visible at once, so releases and acquires have nothing
+/// to do, and an atomic instruction needs nothing special.
+impl Coherence for ScNode {
+    type Msg = Msg;
+
+    fn geometry(&self) -> Geometry {
+        Geometry::new(self.me, self.nodes, self.pages_per_node)
+    }
+
+    fn fault(&mut self, page: PageId, kind: FaultKind, _atomic: bool, out: &mut Vec<Action>) {
+        ScNode::fault(self, page, kind, out);
+    }
+
+    fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), Error> {
+        ScNode::handle(self, from, msg, out)
+    }
+
+    fn release(&mut self, _out: &mut Vec<Action>) -> Option<ReleaseId> {
+        None
+    }
+
+    fn acquire(&mut self, _out: &mut Vec<Action>) {}
+
+    fn needs_release(&self) -> bool {
+        false
+    }
+
+    fn has_stale(&self) -> bool {
+        false
+    }
+
+    fn access(&self, page: PageId) -> Access {
+        ScNode::access(self, page)
+    }
+
+    fn describe(&self, page: PageId) -> String {
+        format!(
+            "access here {:?}, request outstanding {:?}, directory {:?}, in a transaction {}, requests queued {}",
+            self.access(page),
+            self.outstanding(page),
+            self.directory(page),
+            self.in_transaction(page),
+            self.queued(page)
+        )
     }
 }

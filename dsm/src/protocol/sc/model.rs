@@ -168,6 +168,7 @@ impl State {
                         }
                     }
                 }
+                other => unreachable!("not an effect of this protocol: {other:?}"),
             }
         }
         for i in 0..self.pages() {

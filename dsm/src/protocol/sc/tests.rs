@@ -176,6 +176,7 @@ impl Cluster {
                         }
                     }
                 }
+                other => unreachable!("not an effect of this protocol: {other:?}"),
             }
         }
         for page in 0..self.pages() {
