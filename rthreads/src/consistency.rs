@@ -21,9 +21,7 @@ pub(crate) fn release() {
     // Output written before a release reaches the terminal before anything written after the
     // matching acquire, on any node.
     crate::output::flush();
-    if let Some(rt) = runtime::get()
-        && rt.lrc
-    {
+    if let Some(rt) = runtime::get() {
         rt.consistency(Cmd::Release);
     }
 }
@@ -31,9 +29,7 @@ pub(crate) fn release() {
 /// An acquire point: writes released before the synchronisation that led here are visible after
 /// it.
 pub(crate) fn acquire() {
-    if let Some(rt) = runtime::get()
-        && rt.lrc
-    {
+    if let Some(rt) = runtime::get() {
         rt.consistency(Cmd::Acquire);
     }
 }

@@ -77,6 +77,16 @@ pub(crate) enum Outcome {
 thread_local! {
     /// The fiber this OS thread is carrying, if any.
     static CURRENT: Cell<*mut Fiber> = const { Cell::new(std::ptr::null_mut()) };
+    /// Where runtime code called from the carried fiber may put its frames on the carrier's own
+    /// stack (`crate::private`): a little below the point where the carrier switched onto the
+    /// fiber (0: not carrying one).
+    static PRIVATE_TOP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The top of the free part of the calling carrier's own stack (16-byte aligned), while it carries
+/// a fiber; 0 otherwise.
+pub(crate) fn private_top() -> usize {
+    PRIVATE_TOP.with(Cell::get)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -267,8 +277,9 @@ pub(crate) fn current() -> *mut Fiber {
 /// Whether the calling thread's stack is in the shared space: other nodes can read its locals.
 pub(crate) fn on_shared_stack() -> bool {
     let f = current();
+    let (base, size) = dsm::fault::space_bounds();
     // SAFETY: a non-null CURRENT is the live fiber this thread runs on.
-    !f.is_null() && crate::runtime::get().and_then(|r| r.page_index(unsafe { (*f).alloc })).is_some()
+    !f.is_null() && unsafe { (*f).alloc }.wrapping_sub(base) < size
 }
 
 /// The first Rust frame of a fiber.
@@ -279,7 +290,7 @@ extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
     if panic::catch_unwind(AssertUnwindSafe(body)).is_err() {
         // The bodies this crate builds catch their own panics; a panic that still gets here (a
         // payload whose drop panicked) cannot unwind past the first frame of a stack.
-        crate::runtime::say("rthreads: a panic escaped a thread's body; aborting");
+        crate::log::say("rthreads: a panic escaped a thread's body; aborting");
         std::process::abort();
     }
     // SAFETY: the control block lives as long as the stack we run on; the carrier that runs us
@@ -292,36 +303,35 @@ extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
 }
 
 /// Runs `fiber` on the calling OS thread until it finishes or leaves. A finished fiber's stack is
-/// freed before this returns.
+/// freed before this returns. Also returns the address of the stack's former guard page, if it had
+/// one here: the caller tells the runtime (`Runtime::unguarded`), which gives the page back its
+/// access at the next trap on it.
 ///
 /// # Safety
 /// `fiber` must come from [`Fiber::new`] and be suspended (new, or switched out by [`leave`]), and
 /// no other thread may run it meanwhile. The caller must not be running on a fiber itself.
-pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> Outcome {
+pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> (Outcome, Option<usize>) {
     // SAFETY: the caller hands us a suspended, live fiber.
     let guard = unsafe { (*fiber).guard() };
     // SAFETY: `name` outlives the fiber's stay on this thread; it is unset below.
     unsafe { dsm::fault::set_stack_owner(name.unwrap_or("").as_bytes()) };
     // Outside a cluster (or before it started) the stack is private memory and has no guard.
     let guarded = dsm::fault::set_guard(guard, true).is_ok();
-    // SAFETY: as above.
-    crate::sync::watch::thread_starts(unsafe { (*fiber).tid }, name);
     CURRENT.with(|c| c.set(fiber));
-    // Runtime code that the fiber calls runs below this point of our own stack (`private`).
-    crate::private::set_private_top(stack_pointer());
+    // Runtime code that the fiber calls runs below this point of our own stack (`private`): below
+    // the switch's saved registers and the red zone, 16-byte aligned for a call.
+    PRIVATE_TOP.with(|t| t.set((stack_pointer() - 1024) & !15));
     // SAFETY: the fiber is suspended at `sp`; our own context is saved in its control block,
     // which outlives the switch.
     unsafe { switch(&raw mut (*fiber).carrier_sp, (*fiber).sp) };
-    crate::private::set_private_top(0);
+    PRIVATE_TOP.with(|t| t.set(0));
     CURRENT.with(|c| c.set(std::ptr::null_mut()));
     // SAFETY: an empty static name.
     unsafe { dsm::fault::set_stack_owner(b"") };
     if guarded {
         let _ = dsm::fault::set_guard(guard, false);
-        if let Some(rt) = crate::runtime::get() {
-            rt.unguarded(guard);
-        }
     }
+    let unguarded = guarded.then_some(guard);
     // SAFETY: the fiber switched back to us; its control block is still allocated.
     let (exit, target) = unsafe { ((*fiber).exit, (*fiber).target) };
     if exit == LEAVING {
@@ -330,13 +340,13 @@ pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> Outcome {
             (*fiber).exit = RUNNING;
             (*fiber).moves += 1;
         }
-        return Outcome::Leaving(target);
+        return (Outcome::Leaving(target), unguarded);
     }
     // SAFETY: as above; nothing runs on the stack any more.
     let (alloc, len) = unsafe { ((*fiber).alloc, (*fiber).alloc_len) };
     // SAFETY: the allocation `Fiber::new` made with this layout.
     unsafe { std::alloc::dealloc(alloc as *mut u8, Layout::from_size_align_unchecked(len, PAGE_SIZE)) };
-    Outcome::Finished
+    (Outcome::Finished, unguarded)
 }
 
 /// The calling thread's stack pointer, roughly (an address in the caller's frame on other

@@ -76,7 +76,7 @@ use dsm::{NodeId, PageId, Space, SpaceLayout};
 use net::{BinaryId, Hello, MeshConfig, Secret};
 
 use crate::alloc::{Heap, InternalAlloc};
-use crate::runtime::{NodeInfo, Runtime, Service};
+use crate::runtime::{Extensions, NodeInfo, Runtime, Service};
 
 struct Config {
     node: u16,
@@ -649,7 +649,7 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
     let mut children = Vec::new();
     if me == 0 && !cfg.embedded && env("RTHREADS_EXTERNAL").is_some() {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        crate::runtime::say(&format!(
+        crate::log::say(&format!(
             "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
             cfg.nodes - 1
         ));
@@ -697,7 +697,6 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
     let slice = per_node_pages as usize * PAGE_SIZE;
     let heap =
         Heap::new(usize::from(me), usize::from(cfg.nodes), layout.base, slice, layout.addr_of(home.start));
-    let sc = ScNode::new(NodeId(me), cfg.nodes, per_node_pages);
     // Under release consistency each node's small-object region (object headers, `Arc` counts,
     // atomics, locks) stays sequentially consistent; see `alloc`.
     let lrc = cfg.lrc.then(|| {
@@ -723,12 +722,29 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, String> 
         secret: cfg.secret.clone(),
         failure_timeout: cfg.failure_timeout,
         auth_timeout: cfg.auth_timeout,
-        lrc: cfg.lrc,
     };
-    let rt = Runtime::install(node, heap);
-    let service = Service::new(rt, space, sc, lrc, streams, faults, listener)
-        .map_err(|e| format!("starting the service thread: {e}"))?;
-    service.start();
+    // What the modules above the runtime do with their messages, on every turn and at the end.
+    let mut ext = Extensions::default();
+    crate::thread::wire::register(&mut ext);
+    crate::sync::register(&mut ext);
+    crate::placement::register(&mut ext);
+    crate::output::register(&mut ext);
+    crate::stats::register(&mut ext);
+    ext.on_stop(wait_forwarders);
+    let rt = Runtime::install(node, heap, ext);
+    let started = match lrc {
+        Some(lrc) => Service::new(rt, space, lrc, streams, faults, listener).map(Service::start),
+        None => Service::new(
+            rt,
+            space,
+            ScNode::new(NodeId(me), cfg.nodes, per_node_pages),
+            streams,
+            faults,
+            listener,
+        )
+        .map(Service::start),
+    };
+    started.map_err(|e| format!("starting the service thread: {e}"))?;
     crate::output::start(me, cfg.nodes)?;
     if cfg.watch_stdin {
         watch_stdin(me)?;
@@ -753,7 +769,7 @@ fn watch_stdin(me: u16) -> Result<(), String> {
                     break;
                 }
             }
-            crate::runtime::say(&format!(
+            crate::log::say(&format!(
                 "rthreads: node {me}: stopping: the launcher is gone (standard input closed, RTHREADS_WATCH_STDIN=1)"
             ));
             // SAFETY: _exit ends the process without running anything that could block on a lock
@@ -785,7 +801,7 @@ pub fn run_main_with<R: Termination>(
     let Started { rt, mut children } = match started {
         Ok(s) => s,
         Err(e) => {
-            crate::runtime::say(&format!(
+            crate::log::say(&format!(
                 "rthreads: node {}: cannot start: {e}",
                 env("RTHREADS_NODE_ID").unwrap_or_else(|| "0".into())
             ));
@@ -808,7 +824,7 @@ pub fn run_main_with<R: Termination>(
     if env("RTHREADS_STATS").is_some_and(|v| v != "0") {
         let all = crate::stats::stats();
         let _internal = InternalAlloc::new();
-        crate::runtime::say(&format!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all)));
+        crate::log::say(&format!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all)));
     }
     let _internal = InternalAlloc::new();
     rt.shutdown_cluster(0);

@@ -49,29 +49,28 @@
 
 mod alloc;
 mod consistency;
+mod counters;
 mod fiber;
 mod launch;
+mod log;
 mod output;
 pub mod placement;
 mod poll;
 mod private;
-mod rpc;
 mod runtime;
-mod scope;
 mod settings;
 mod stats;
 pub mod sync;
 mod thread;
 mod trace;
-mod wire;
 
 pub use alloc::SharedAlloc;
-pub use placement::{Placement, yield_now};
+pub use placement::Placement;
 pub use rthreads_macros::main;
-pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use stats::{KINDS, KindStats, NodeStats, StatsTable, log_protocol, stats};
+pub use thread::scope::{Scope, ScopedJoinHandle, scope};
 pub use thread::{
-    Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn,
+    Builder, JoinHandle, available_parallelism, current_node, migrate, node_count, page_of, spawn, yield_now,
 };
 
 #[doc(hidden)]
@@ -90,64 +89,30 @@ pub mod __private {
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod __fuzz {
-    use crate::wire::{self, Wire};
-
-    /// Decodes `bytes` as a frame from a peer with the runtime's message decoder and returns
-    /// whether it is a message. Must never panic. A message decoded is encoded again with the
-    /// runtime's own encoder (page bytes and diffs appended, as the runtime sends them), and that
-    /// must decode to the same message: what the decoder accepts, the encoder can say.
+    /// Decodes a frame body as the runtime would (whichever module owns its tag), re-encodes it
+    /// and decodes that again: `true` if the bytes were a message, `false` if they were refused.
     ///
     /// # Panics
     /// If the decoder panics, or the re-encoded message decodes differently: a bug.
     pub fn wire_decode(bytes: &[u8]) -> bool {
-        let Ok(decoded) = wire::decode(bytes) else {
+        type RoundTrip = fn(&[u8]) -> Option<Result<Vec<u8>, net::DecodeError>>;
+        let owners: [RoundTrip; 6] = [
+            crate::runtime::wire::round_trip,
+            crate::thread::wire::round_trip,
+            crate::sync::wire::round_trip,
+            crate::placement::round_trip,
+            crate::output::round_trip,
+            crate::stats::round_trip,
+        ];
+        let Some(Ok(encoded)) = owners.iter().find_map(|f| f(bytes)) else {
             return false;
         };
-        let encoded = encode(&decoded);
-        let again = wire::decode(&encoded)
-            .unwrap_or_else(|e| panic!("{decoded:?} re-encoded as {encoded:?} does not decode: {e}"));
-        assert_eq!(format!("{again:?}"), format!("{decoded:?}"), "re-encoding changed the message");
+        let again = owners
+            .iter()
+            .find_map(|f| f(&encoded))
+            .unwrap_or_else(|| panic!("{bytes:?} re-encoded as {encoded:?} has no owner"))
+            .unwrap_or_else(|e| panic!("{bytes:?} re-encoded as {encoded:?} does not decode: {e}"));
+        assert_eq!(again, encoded, "re-encoding changed the message");
         true
-    }
-
-    fn encode(w: &Wire<'_>) -> Vec<u8> {
-        let with = |mut head: Vec<u8>, data: Option<&[u8]>| {
-            head.extend_from_slice(data.unwrap_or_default());
-            head
-        };
-        match w {
-            Wire::Proto { msg, data } => with(wire::proto(msg), *data),
-            Wire::Lrc { msg, data } => with(wire::lrc(msg), *data),
-            Wire::Spawn { tid, closure, stack, name } => wire::spawn(*tid, *closure, *stack, name),
-            Wire::Migrate { tid, origin, fiber, name } => wire::migrate(*tid, *origin, *fiber, name),
-            Wire::Done { tid, started } => wire::done(*tid, *started),
-            Wire::Watch { tid } => wire::watch(*tid),
-            Wire::Finished { tid, started } => wire::finished(*tid, *started),
-            Wire::Forget { tid } => wire::forget(*tid),
-            Wire::Free { blocks } => wire::free(blocks),
-            Wire::Shutdown { code } => wire::shutdown(*code),
-            Wire::Heartbeat => wire::heartbeat(),
-            Wire::Abort { lost, reason } => wire::abort(*lost, reason),
-            Wire::SyncReq(request) => wire::sync_req(request),
-            Wire::Revoke { key } => wire::revoke(*key),
-            Wire::StatsReq { waiter } => wire::stats_req(*waiter),
-            Wire::Log { on } => wire::log(*on),
-            Wire::Ordered { after, inner } => wire::ordered(*after, inner),
-            Wire::SyncReply { waiter, reply } => wire::sync_reply(*waiter, reply),
-            Wire::Load { running, cpu_milli, processed, settles } => {
-                wire::load(*running, *cpu_milli, *processed, *settles)
-            }
-            Wire::Rebalance { on } => wire::rebalance(*on),
-            Wire::Output { fd, data } => {
-                let mut f = Vec::new();
-                wire::output_header(&mut f, *fd);
-                with(f, Some(data))
-            }
-            Wire::OutputFlush { upto, release } => wire::output_flush(*upto, *release),
-            Wire::OutputAck { upto, errors } => wire::output_ack(*upto, *errors),
-            Wire::Exit { code } => wire::exit(*code),
-            Wire::Stop { code, reason } => wire::stop(*code, reason),
-            Wire::Locks { threads } => wire::locks(threads),
-        }
     }
 }

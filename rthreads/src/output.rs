@@ -43,7 +43,91 @@ use libc::{c_int, iovec, ssize_t};
 use crate::alloc::InternalAlloc;
 use crate::private::{ServiceLock, private};
 use crate::runtime::{self, say};
-use crate::wire;
+
+const T_OUTPUT: u8 = 0x28;
+const T_OUTPUT_FLUSH: u8 = 0x29;
+const T_OUTPUT_ACK: u8 = 0x2A;
+const T_EXIT: u8 = 0x2B;
+const TAGS: [u8; 4] = [T_OUTPUT, T_OUTPUT_FLUSH, T_OUTPUT_ACK, T_EXIT];
+
+/// The messages of output between nodes. Tags 0x28–0x2B (see `crate::runtime::wire`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum OutputMsg<'a> {
+    /// Bytes an application thread of the sender wrote to its stdout (`fd` 1) or stderr (2), for
+    /// node 0 to write.
+    Output { fd: u8, data: &'a [u8] },
+    /// Acknowledge the sender's output frames up to number `upto` once they are written; at a
+    /// `release`, pieces of unfinished lines are written too.
+    Flush { upto: u64, release: bool },
+    /// Node 0 has written the recipient's output up to frame `upto`; the `errno` of its failed
+    /// writes to stdout and stderr (0: none).
+    Ack { upto: u64, errors: [i32; 2] },
+    /// A thread of the sender called `exit(code)`: the program ends with `code`.
+    Exit { code: i32 },
+}
+
+impl OutputMsg<'_> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = net::Writer::new();
+        match *self {
+            OutputMsg::Output { fd, data } => w.u8(T_OUTPUT).u8(fd).raw(data),
+            OutputMsg::Flush { upto, release } => w.u8(T_OUTPUT_FLUSH).u64(upto).u8(release as u8),
+            OutputMsg::Ack { upto, errors } => {
+                w.u8(T_OUTPUT_ACK).u64(upto).u32(errors[0] as u32).u32(errors[1] as u32)
+            }
+            OutputMsg::Exit { code } => w.u8(T_EXIT).u32(code as u32),
+        };
+        w.finish()
+    }
+
+    pub(crate) fn decode(body: &[u8]) -> Result<OutputMsg<'_>, net::DecodeError> {
+        let mut r = net::Reader::new(body);
+        let msg = match r.u8()? {
+            T_OUTPUT => {
+                let fd = r.u8()?;
+                if fd != 1 && fd != 2 {
+                    return Err(net::DecodeError(format!("output for descriptor {fd}")));
+                }
+                return Ok(OutputMsg::Output { fd, data: r.rest() });
+            }
+            T_OUTPUT_FLUSH => OutputMsg::Flush { upto: r.u64()?, release: runtime::wire::flag(r.u8()?)? },
+            T_OUTPUT_ACK => OutputMsg::Ack { upto: r.u64()?, errors: [r.u32()? as i32, r.u32()? as i32] },
+            T_EXIT => OutputMsg::Exit { code: r.u32()? as i32 },
+            t => return Err(net::DecodeError(format!("not an output message: tag {t:#x}"))),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+/// Decodes and re-encodes an output message (the fuzz harness); `None` for another tag.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
+    TAGS.contains(body.first()?).then(|| OutputMsg::decode(body).map(|m| m.encode()))
+}
+
+/// Registers output's messages and its last words with the runtime.
+pub(crate) fn register(ext: &mut runtime::Extensions) {
+    ext.frames(&TAGS, on_frame);
+    ext.on_stop(drain);
+}
+
+fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+    let msg = match OutputMsg::decode(body) {
+        Ok(m) => m,
+        Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed output message ({e})")),
+    };
+    match msg {
+        OutputMsg::Ack { upto, errors } => on_ack(upto, errors),
+        _ if rt.me != 0 => {
+            return runtime::Verdict::Lost("it sent output to a node other than node 0".into());
+        }
+        OutputMsg::Output { fd, data } => forwarded(from, fd, data),
+        OutputMsg::Flush { upto, release } => flush_requested(from, upto, release),
+        OutputMsg::Exit { code } => exit_requested(from, code),
+    }
+    runtime::Verdict::Ok
+}
 
 /// Output frames this node has sent node 0, and how many node 0 has acknowledged.
 static SENT: AtomicU64 = AtomicU64::new(0);
@@ -122,7 +206,8 @@ fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
             let _internal = InternalAlloc::new();
             Vec::with_capacity(total + 2)
         };
-        wire::output_header(&mut frame, fd as u8);
+        frame.push(T_OUTPUT);
+        frame.push(fd as u8);
         for (at, len) in parts() {
             // SAFETY: the caller's buffer of `len` readable bytes; the capacity reserved above
             // takes it without allocating. A trap on a shared page is served meanwhile.
@@ -172,7 +257,7 @@ fn wait_written(release: bool) {
         UNACKED_BYTES.store(0, Ordering::SeqCst);
         let frame = {
             let _internal = InternalAlloc::new();
-            wire::output_flush(sent, release)
+            OutputMsg::Flush { upto: sent, release }.encode()
         };
         rt.send(0, frame);
         let mut g = ACK_LOCK.lock();
@@ -330,7 +415,7 @@ fn writer() -> ! {
                 if let Some(rt) = runtime::get() {
                     let errors =
                         [WRITE_ERRORS[1].load(Ordering::SeqCst), WRITE_ERRORS[2].load(Ordering::SeqCst)];
-                    rt.send(from, wire::output_ack(upto, errors));
+                    rt.send(from, OutputMsg::Ack { upto, errors }.encode());
                 }
             }
         }
@@ -381,7 +466,7 @@ fn on_exit(code: c_int) {
         private(move || {
             let frame = {
                 let _internal = InternalAlloc::new();
-                wire::exit(code)
+                OutputMsg::Exit { code }.encode()
             };
             rt.send(0, frame);
         });
@@ -400,8 +485,8 @@ fn on_exit(code: c_int) {
     }
     rt.shutdown_cluster(code);
     let deadline = Instant::now() + Duration::from_secs(2);
-    drain(deadline);
-    crate::launch::wait_forwarders(deadline);
+    // The writer's last lines, then what the nodes node 0 started still print (the stop hooks).
+    rt.finish(deadline);
     crate::trace::flush(0);
     crate::trace::finish();
 }

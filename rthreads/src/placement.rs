@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use crate::alloc::InternalAlloc;
 use crate::private::{ServiceLock, private};
 use crate::runtime::{self, Runtime};
-use crate::wire;
 
 /// A policy that chooses the node a new thread runs on.
 ///
@@ -237,6 +236,74 @@ static CANCELLED: AtomicU64 = AtomicU64::new(0);
 /// The thread that runs `main` (node 0's is not an rthread: it is not counted, and never moved).
 static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 
+const T_LOAD: u8 = 0x26;
+const T_REBALANCE: u8 = 0x27;
+
+/// The messages of placement between nodes. Tags 0x26–0x27 (see `crate::runtime::wire`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PlacementMsg {
+    /// The sender's load: threads it runs, thousandths of a CPU it uses, frames from the recipient
+    /// it had processed, and the move claim it settles (0: none).
+    Load { running: u32, cpu_milli: u32, processed: u64, settles: u64 },
+    /// Rebalancing at safe points is switched on or off for the whole cluster.
+    Rebalance { on: bool },
+}
+
+impl PlacementMsg {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = net::Writer::new();
+        match *self {
+            PlacementMsg::Load { running, cpu_milli, processed, settles } => {
+                w.u8(T_LOAD).u32(running).u32(cpu_milli).u64(processed).u64(settles)
+            }
+            PlacementMsg::Rebalance { on } => w.u8(T_REBALANCE).u8(on as u8),
+        };
+        w.finish()
+    }
+
+    pub(crate) fn decode(body: &[u8]) -> Result<PlacementMsg, net::DecodeError> {
+        let mut r = net::Reader::new(body);
+        let msg = match r.u8()? {
+            T_LOAD => PlacementMsg::Load {
+                running: r.u32()?,
+                cpu_milli: r.u32()?,
+                processed: r.u64()?,
+                settles: r.u64()?,
+            },
+            T_REBALANCE => PlacementMsg::Rebalance { on: runtime::wire::flag(r.u8()?)? },
+            t => return Err(net::DecodeError(format!("not a placement message: tag {t:#x}"))),
+        };
+        r.end()?;
+        Ok(msg)
+    }
+}
+
+/// Decodes and re-encodes a placement message (the fuzz harness); `None` for another tag.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
+    [T_LOAD, T_REBALANCE].contains(body.first()?).then(|| PlacementMsg::decode(body).map(|m| m.encode()))
+}
+
+/// Registers placement's messages and periodic work with the runtime.
+pub(crate) fn register(ext: &mut runtime::Extensions) {
+    ext.frames(&[T_LOAD, T_REBALANCE], on_frame);
+    ext.tick(|rt| {
+        tick(rt);
+        runtime::Verdict::Ok
+    });
+}
+
+fn on_frame(_rt: &'static Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+    match PlacementMsg::decode(body) {
+        Ok(PlacementMsg::Load { running, cpu_milli, processed, settles }) => {
+            on_report(from, running, cpu_milli, processed, settles)
+        }
+        Ok(PlacementMsg::Rebalance { on }) => set_local_rebalancing(on),
+        Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed placement message ({e})")),
+    }
+    runtime::Verdict::Ok
+}
+
 /// How often the service thread looks at this node's load (and sends it if it changed).
 pub(crate) const PERIOD: Duration = Duration::from_millis(25);
 /// A report goes out at least this often even when nothing changed.
@@ -297,7 +364,7 @@ pub fn set_rebalancing(on: bool) {
         private(move || {
             let _internal = InternalAlloc::new();
             for n in (0..rt.nodes).filter(|&n| n != rt.me) {
-                rt.send(n, wire::rebalance(on));
+                rt.send(n, PlacementMsg::Rebalance { on }.encode());
             }
         });
         // A statistics round trip to every node follows the switch on the same connections.
@@ -521,12 +588,17 @@ pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64,
 static REPORTING: ServiceLock<()> = ServiceLock::new("placement.reporting", ());
 
 /// Sends this node's load to `to` now, settling move claim `settles` (0: none).
-fn send_report(rt: &'static Runtime, to: u16, settles: u64) {
+pub(crate) fn send_report(rt: &'static Runtime, to: u16, settles: u64) {
     private(move || {
         let _internal = InternalAlloc::new();
         let _order = REPORTING.lock();
-        let frame =
-            wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(to), settles);
+        let frame = PlacementMsg::Load {
+            running: running_here(),
+            cpu_milli: CPU_MILLI.load(Ordering::Relaxed),
+            processed: rt.processed_from(to),
+            settles,
+        }
+        .encode();
         rt.send(to, frame);
     });
 }
@@ -572,16 +644,16 @@ pub(crate) fn tick(rt: &'static Runtime) {
         let _internal = InternalAlloc::new();
         let _order = REPORTING.lock();
         for n in (0..rt.nodes).filter(|&n| n != rt.me) {
-            let frame =
-                wire::load(running_here(), CPU_MILLI.load(Ordering::Relaxed), rt.processed_from(n), 0);
+            let frame = PlacementMsg::Load {
+                running: running_here(),
+                cpu_milli: CPU_MILLI.load(Ordering::Relaxed),
+                processed: rt.processed_from(n),
+                settles: 0,
+            }
+            .encode();
             rt.send_batched(n, frame);
         }
     }
-}
-
-/// How long the service thread may sleep with nothing to do (it reports loads on schedule).
-pub(crate) fn poll_timeout_ms(rt: &Runtime) -> i32 {
-    if rt.nodes > 1 { PERIOD.as_millis() as i32 } else { 100 }
 }
 
 /// This process's CPU time so far (user and system, every thread).
@@ -603,7 +675,7 @@ fn cpu_time() -> Duration {
 /// Claims a move of the calling thread away from this node, if rebalancing is on, this node is
 /// overloaded and another node has room: returns the claim and the target, both already counted
 /// (this node counts the thread as leaving, the target as pending).
-fn claim_move() -> Option<(u64, u16)> {
+pub(crate) fn claim_move() -> Option<(u64, u16)> {
     let rt = runtime::get()?;
     if !rebalancing() || rt.nodes < 2 {
         return None;
@@ -636,7 +708,7 @@ fn claim_move() -> Option<(u64, u16)> {
 }
 
 /// A claimed move did not happen: the thread stays, and is counted here again.
-fn cancel_move(claim: u64, target: u16) {
+pub(crate) fn cancel_move(claim: u64, target: u16) {
     let Some(rt) = runtime::get() else { return };
     with_table(rt, move |t| {
         t.claims.retain(|&(id, _)| id != claim);
@@ -648,51 +720,6 @@ fn cancel_move(claim: u64, target: u16) {
     CANCELLED.fetch_add(1, Ordering::Relaxed);
     // Do not try again before something new is known.
     IDLE_GENERATION.store(GENERATION.load(Ordering::SeqCst), Ordering::SeqCst);
-}
-
-/// A safe point: gives up the CPU, as `std::thread::yield_now` does, and, when rebalancing is on
-/// ([`set_rebalancing`], `RTHREADS_REBALANCE=1`) and this node runs more threads than it has CPUs
-/// while another node has a CPU to spare, moves the calling thread there ([`migrate`](crate::migrate)).
-///
-/// A *safe point* is a place where the thread can go on running on another node without the program
-/// noticing anything but [`current_node`](crate::current_node): its stack, locals and everything in
-/// the shared heap move with it, but per-node things stay behind. So call it only where the thread
-/// holds no `std::sync` guard, no thread-local or `static` state it relies on afterwards, and no
-/// file or socket it goes on using (`rthreads::sync` guards are fine: they work on every node).
-/// Long computations call it between steps (a row, a block, an iteration).
-///
-/// Only as many threads move as the other nodes can take: each move first claims a slot, counted
-/// at once on both sides. A move that fails (an `Err` from `migrate`) leaves the thread where it
-/// was. Node 0's `main` thread never moves. Costs one or two atomic loads when there is nothing to
-/// do (besides the `sched_yield`).
-///
-/// # Examples
-/// ```
-/// let h = rthreads::spawn(|| {
-///     let mut sum = 0u64;
-///     for row in 0..100u64 {
-///         sum += row * row;
-///         rthreads::yield_now(); // may continue on another node
-///     }
-///     sum
-/// });
-/// assert_eq!(h.join().unwrap(), 328_350);
-/// ```
-pub fn yield_now() {
-    if let Some((claim, target)) = claim_move() {
-        let from = runtime::get().map_or(0, |r| r.me);
-        match crate::thread::migrate(usize::from(target)) {
-            Ok(()) => {
-                // Running on `target` now: tell the node we left, which settles the claim there.
-                if let Some(rt) = runtime::get().filter(|r| r.me != from) {
-                    send_report(rt, from, claim);
-                }
-                return;
-            }
-            Err(_) => cancel_move(claim, target),
-        }
-    }
-    std::thread::yield_now();
 }
 
 // ---------------------------------------------------------------------------------------------

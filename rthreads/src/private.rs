@@ -25,7 +25,7 @@
 //!   lock, instead of hanging (`dsm::fault::runtime_lock_taken`);
 //! - locks that application code holds (std's `Stdout` and `Stderr` among them: a thread printing
 //!   a `String` in the shared heap holds one while it faults) are never taken by the service
-//!   thread: it writes its messages with one `write(2)` ([`crate::runtime::say`]); the
+//!   thread: it writes its messages with one `write(2)` ([`crate::log::say`]); the
 //!   `disallowed-macros` lint in `rthreads/clippy.toml` keeps `println!` and friends out of the
 //!   runtime.
 //!
@@ -39,29 +39,28 @@
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 thread_local! {
-    /// Where [`private`] puts its frames on the current carrier's own stack: a little below the
-    /// point where the carrier switched onto the fiber it carries (0: not carrying one).
-    static PRIVATE_TOP: Cell<usize> = const { Cell::new(0) };
     /// How many [`private`] calls the thread is inside.
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Records where the calling carrier's free private stack begins, just before it switches onto a
-/// fiber (see `fiber::carry`).
-pub(crate) fn set_private_top(sp: usize) {
-    // Below the switch's saved registers and the red zone, 16-byte aligned for the call.
-    PRIVATE_TOP.with(|t| t.set(if sp == 0 { 0 } else { (sp - 1024) & !15 }));
+/// A cluster runs in this process: from now on fibers live in the shared space.
+static CLUSTER: AtomicBool = AtomicBool::new(false);
+
+/// Records that the runtime started (its stacks and heap are shared from now on).
+pub(crate) fn cluster_started() {
+    CLUSTER.store(true, Ordering::SeqCst);
 }
 
 /// Whether the calling thread runs on a stack that no other node can touch: not on a fiber, or
 /// inside [`private`] (or outside a cluster, where nothing is shared).
 #[inline]
 pub(crate) fn on_private_stack() -> bool {
-    DEPTH.with(Cell::get) > 0 || crate::fiber::current().is_null() || crate::runtime::get().is_none()
+    DEPTH.with(Cell::get) > 0 || crate::fiber::current().is_null() || !CLUSTER.load(Ordering::Relaxed)
 }
 
 /// Runs `f` on the calling thread's private stack and returns its result. On a fiber (a thread
@@ -71,7 +70,7 @@ pub(crate) fn on_private_stack() -> bool {
 /// `f` must touch no shared memory while it holds a [`ServiceLock`]; it may touch shared memory
 /// otherwise (such a fault is served like any other). Panics inside `f` propagate to the caller.
 pub(crate) fn private<F: FnOnce() -> R, R>(f: F) -> R {
-    let top = PRIVATE_TOP.with(Cell::get);
+    let top = crate::fiber::private_top();
     if top == 0 || on_private_stack() || !crate::fiber::SUPPORTED {
         return f();
     }
@@ -104,10 +103,10 @@ pub(crate) fn bug(what: &str) -> ! {
     thread_local!(static IN_BUG: Cell<bool> = const { Cell::new(false) });
     if IN_BUG.with(|b| b.replace(true)) {
         // Reporting the first broke the rule again: say it without a backtrace.
-        crate::runtime::fatal(&format!("BUG: {what} (while reporting another)"));
+        crate::log::fatal(&format!("BUG: {what} (while reporting another)"));
     }
     let trace = std::backtrace::Backtrace::force_capture();
-    crate::runtime::fatal(&format!("BUG: {what}\n{trace}"))
+    crate::log::fatal(&format!("BUG: {what}\n{trace}"))
 }
 
 /// A lock that the service thread takes and application threads take only on a private stack

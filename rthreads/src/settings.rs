@@ -153,7 +153,7 @@ pub(crate) fn check_environment() {
     names.sort();
     for name in names {
         if let Some(w) = warning(&name) {
-            crate::runtime::say(&w);
+            crate::log::say(&w);
         }
     }
 }

@@ -1,315 +1,69 @@
-//! Runtime statistics: what the memory system and the runtime did, per node.
-//!
-//! Every node counts, with relaxed atomics (a few nanoseconds per event), the traps its fault
-//! handler served and the time threads spent blocked in them, pages it sent and received,
-//! invalidations and recalls it received, every message and byte it sent and received by kind,
-//! lock acquisitions (and how many needed an answer from another node), barrier waits and threads
-//! started. [`stats`] gathers every node's counters; `RTHREADS_STATS=1` prints them as a table when
-//! `main` returns.
+//! Runtime statistics across the cluster: [`stats`] gathers every node's counters (see
+//! `crate::counters`); `RTHREADS_STATS=1` prints them as a table when `main` returns;
+//! [`log_protocol`] switches the protocol log on every node.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use net::{Reader, Writer};
-
+pub use crate::counters::{KINDS, KindStats, NodeStats};
+use crate::counters::{decode, local, set_protocol_log};
 use crate::runtime;
 
-/// The kinds of message counted separately.
-pub const KINDS: [&str; 21] = [
-    "read request",
-    "write request",
-    "grant",
-    "invalidate",
-    "invalidate ack",
-    "recall",
-    "recall ack",
-    "spawn",
-    "thread done",
-    "join watch",
-    "thread finished",
-    "join forget",
-    "free",
-    "shutdown",
-    "sync request",
-    "sync reply",
-    "lock revoke",
-    "stats",
-    "release consistency",
-    "load report",
-    "other",
-];
+const T_STATS_REQ: u8 = 0x23;
+const T_LOG: u8 = 0x24;
 
-/// The counter slot of a frame, from its first bytes.
-pub(crate) fn kind_of(frame: &[u8]) -> usize {
-    match (frame.first(), frame.get(1)) {
-        (Some(0x10), Some(&k)) if (1..=7).contains(&k) => usize::from(k) - 1,
-        (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
-        (Some(0x20), _) => 14,
-        (Some(0x21), _) => 15,
-        (Some(0x22), _) => 16,
-        (Some(0x23), _) => 17,
-        (Some(0x1A), _) => 18,
-        (Some(0x26), _) => 19,
-        _ => 20,
+/// The messages of statistics between nodes. Tags 0x23–0x24 (see `crate::runtime::wire`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum StatsMsg {
+    /// Send your counters to waiter `waiter` of the sender (the answer is a synchronisation reply).
+    Req { waiter: u64 },
+    /// Switch the protocol log on or off.
+    Log { on: bool },
+}
+
+impl StatsMsg {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = net::Writer::new();
+        match *self {
+            StatsMsg::Req { waiter } => w.u8(T_STATS_REQ).u64(waiter),
+            StatsMsg::Log { on } => w.u8(T_LOG).u8(on as u8),
+        };
+        w.finish()
+    }
+
+    pub(crate) fn decode(body: &[u8]) -> Result<StatsMsg, net::DecodeError> {
+        let mut r = net::Reader::new(body);
+        let msg = match r.u8()? {
+            T_STATS_REQ => StatsMsg::Req { waiter: r.u64()? },
+            T_LOG => StatsMsg::Log { on: runtime::wire::flag(r.u8()?)? },
+            t => return Err(net::DecodeError(format!("not a statistics message: tag {t:#x}"))),
+        };
+        r.end()?;
+        Ok(msg)
     }
 }
 
-struct Counters {
-    sent: [AtomicU64; KINDS.len()],
-    sent_bytes: [AtomicU64; KINDS.len()],
-    received: [AtomicU64; KINDS.len()],
-    received_bytes: [AtomicU64; KINDS.len()],
-    locks: AtomicU64,
-    remote_locks: AtomicU64,
-    barriers: AtomicU64,
-    threads: AtomicU64,
-    moved: AtomicU64,
-    stack_bytes: AtomicU64,
-    sync_wait_ns: AtomicU64,
+/// Decodes and re-encodes a statistics message (the fuzz harness); `None` for another tag.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
+    [T_STATS_REQ, T_LOG].contains(body.first()?).then(|| StatsMsg::decode(body).map(|m| m.encode()))
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicU64 = AtomicU64::new(0);
-static COUNTERS: Counters = Counters {
-    sent: [ZERO; KINDS.len()],
-    sent_bytes: [ZERO; KINDS.len()],
-    received: [ZERO; KINDS.len()],
-    received_bytes: [ZERO; KINDS.len()],
-    locks: ZERO,
-    remote_locks: ZERO,
-    barriers: ZERO,
-    threads: ZERO,
-    moved: ZERO,
-    stack_bytes: ZERO,
-    sync_wait_ns: ZERO,
-};
-
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+/// Registers the statistics messages with the runtime.
+pub(crate) fn register(ext: &mut runtime::Extensions) {
+    ext.frames(&[T_STATS_REQ, T_LOG], on_frame);
 }
 
-/// A frame of `len` bytes (page included) starting with `head` left this node.
-pub(crate) fn sent(head: &[u8], len: usize) {
-    let k = kind_of(head);
-    add(&COUNTERS.sent[k], 1);
-    add(&COUNTERS.sent_bytes[k], len as u64 + 4);
-}
-
-/// A frame arrived.
-pub(crate) fn received(body: &[u8]) {
-    let k = kind_of(body);
-    add(&COUNTERS.received[k], 1);
-    add(&COUNTERS.received_bytes[k], body.len() as u64 + 4);
-}
-
-/// A lock was acquired; `remote`: it took an answer from another node.
-pub(crate) fn lock_acquired(remote: bool) {
-    add(&COUNTERS.locks, 1);
-    if remote {
-        add(&COUNTERS.remote_locks, 1);
-    }
-}
-
-pub(crate) fn barrier_waited() {
-    add(&COUNTERS.barriers, 1);
-}
-
-/// A thread spent `d` blocked in a synchronisation operation (waiting for a lock, a barrier, a
-/// message, a remote answer).
-/// What a synchronisation wait was for (the trace names it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    Lock = 1,
-    Barrier = 2,
-    Channel = 3,
-    Condvar = 4,
-    Join = 5,
-    Other = 6,
-}
-
-impl Wait {
-    /// The wait an operation implies.
-    pub(crate) fn of(op: &crate::sync::manager::Op) -> Wait {
-        use crate::sync::manager::Op;
-        match op {
-            Op::Lock { .. } | Op::TryLock { .. } | Op::CacheLock | Op::CacheTryLock => Wait::Lock,
-            Op::Barrier { .. } => Wait::Barrier,
-            Op::CvWait { .. } | Op::CvCancel => Wait::Condvar,
-            Op::ChanSend { .. }
-            | Op::ChanTrySend { .. }
-            | Op::ChanRecv { .. }
-            | Op::ChanRecvCancel
-            | Op::ChanClone
-            | Op::ChanReceiverDrop => Wait::Channel,
-            _ => Wait::Other,
+fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+    match StatsMsg::decode(body) {
+        Ok(StatsMsg::Req { waiter }) => {
+            let reply = crate::sync::manager::Reply::Stats(crate::counters::encode(&local()));
+            rt.send(from, crate::sync::wire::SyncMsg::Reply { waiter, reply }.encode());
         }
+        Ok(StatsMsg::Log { on }) => set_protocol_log(on),
+        Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed statistics message ({e})")),
     }
-
-    /// The trace's name for it.
-    pub(crate) fn name(code: u64) -> &'static str {
-        match code {
-            1 => "lock wait",
-            2 => "barrier wait",
-            3 => "channel wait",
-            4 => "condvar wait",
-            5 => "join wait",
-            _ => "sync wait",
-        }
-    }
+    runtime::Verdict::Ok
 }
-
-pub(crate) fn sync_waited(d: Duration, what: Wait) {
-    add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
-    if dsm::trace::enabled() {
-        let now = dsm::trace::now_ns();
-        let t0 = now.saturating_sub(d.as_nanos() as u64);
-        dsm::trace::record(dsm::trace::EventKind::SyncWait, t0, now, u64::MAX, what as u64);
-    }
-}
-
-/// A release or acquire of the release-consistent protocol made a thread wait `d`.
-pub(crate) fn consistency_waited(_what: crate::runtime::Cmd, d: Duration) {
-    add(&COUNTERS.sync_wait_ns, d.as_nanos() as u64);
-}
-
-pub(crate) fn thread_started() {
-    add(&COUNTERS.threads, 1);
-    if dsm::trace::enabled() {
-        let now = dsm::trace::now_ns();
-        dsm::trace::record(dsm::trace::EventKind::ThreadStart, now, now, u64::MAX, 0);
-    }
-}
-
-/// A thread left this node for another (`migrate`).
-pub(crate) fn thread_moved() {
-    add(&COUNTERS.moved, 1);
-}
-
-/// A thread arrived with `live` bytes of stack in use.
-pub(crate) fn stack_moved(live: usize) {
-    add(&COUNTERS.stack_bytes, live as u64);
-}
-
-/// Messages and bytes of one kind, as counted by one node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KindStats {
-    /// The kind's name (one of [`KINDS`]).
-    pub kind: &'static str,
-    /// Messages sent.
-    pub sent: u64,
-    /// Bytes sent, frame headers and pages included.
-    pub sent_bytes: u64,
-    /// Messages received.
-    pub received: u64,
-    /// Bytes received.
-    pub received_bytes: u64,
-}
-
-/// One node's counters since it started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    /// The node.
-    pub node: usize,
-    /// Traps on loads from pages the node had no copy of.
-    pub read_faults: u64,
-    /// Traps on stores to pages the node could not write.
-    pub write_faults: u64,
-    /// Total time application threads spent blocked in traps.
-    pub fault_wait: Duration,
-    /// Pages sent (grants with data and recall answers).
-    pub pages_sent: u64,
-    /// Pages received.
-    pub pages_received: u64,
-    /// Orders to drop a read copy received.
-    pub invalidations_received: u64,
-    /// Orders to give back a writable page received.
-    pub recalls_received: u64,
-    /// Lock acquisitions (`Mutex`, `RwLock`, `Once`).
-    pub lock_acquisitions: u64,
-    /// Lock acquisitions that waited for an answer from another node.
-    pub remote_lock_acquisitions: u64,
-    /// `Barrier::wait` calls.
-    pub barrier_waits: u64,
-    /// Threads started on this node.
-    pub threads_started: u64,
-    /// Threads that migrated away from this node.
-    pub threads_moved_out: u64,
-    /// Bytes of live stack (from the stack pointer up) that threads arriving here had.
-    pub stack_bytes_arrived: u64,
-    /// Total time threads spent blocked in synchronisation (locks, barriers, channels, joins).
-    pub sync_wait: Duration,
-    /// Messages and bytes by kind.
-    pub by_kind: Vec<KindStats>,
-}
-
-impl NodeStats {
-    /// Messages sent, all kinds.
-    pub fn messages_sent(&self) -> u64 {
-        self.by_kind.iter().map(|k| k.sent).sum()
-    }
-    /// Bytes sent, all kinds.
-    pub fn bytes_sent(&self) -> u64 {
-        self.by_kind.iter().map(|k| k.sent_bytes).sum()
-    }
-    /// Messages received, all kinds.
-    pub fn messages_received(&self) -> u64 {
-        self.by_kind.iter().map(|k| k.received).sum()
-    }
-    /// Bytes received, all kinds.
-    pub fn bytes_received(&self) -> u64 {
-        self.by_kind.iter().map(|k| k.received_bytes).sum()
-    }
-    fn kind(&self, name: &str) -> &KindStats {
-        self.by_kind.iter().find(|k| k.kind == name).expect("known kind")
-    }
-}
-
-/// This node's counters.
-pub(crate) fn local() -> NodeStats {
-    let f = dsm::fault::counters();
-    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let by_kind: Vec<KindStats> = (0..KINDS.len())
-        .map(|i| KindStats {
-            kind: KINDS[i],
-            sent: load(&COUNTERS.sent[i]),
-            sent_bytes: load(&COUNTERS.sent_bytes[i]),
-            received: load(&COUNTERS.received[i]),
-            received_bytes: load(&COUNTERS.received_bytes[i]),
-        })
-        .collect();
-    let mut s = NodeStats {
-        node: runtime::get().map_or(0, |r| usize::from(r.me)),
-        read_faults: f.read,
-        write_faults: f.write,
-        fault_wait: Duration::from_nanos(f.wait_ns),
-        lock_acquisitions: load(&COUNTERS.locks),
-        remote_lock_acquisitions: load(&COUNTERS.remote_locks),
-        barrier_waits: load(&COUNTERS.barriers),
-        threads_started: load(&COUNTERS.threads),
-        threads_moved_out: load(&COUNTERS.moved),
-        stack_bytes_arrived: load(&COUNTERS.stack_bytes),
-        sync_wait: Duration::from_nanos(load(&COUNTERS.sync_wait_ns)),
-        by_kind,
-        ..NodeStats::default()
-    };
-    // Pages travel with grants (when they carry data) and with recall answers.
-    s.pages_received = load(&PAGES_IN);
-    s.pages_sent = load(&PAGES_OUT);
-    s.invalidations_received = s.kind("invalidate").received;
-    s.recalls_received = s.kind("recall").received;
-    s
-}
-
-static PAGES_IN: AtomicU64 = AtomicU64::new(0);
-static PAGES_OUT: AtomicU64 = AtomicU64::new(0);
-
-/// A page's bytes left (`out`) or arrived at this node.
-pub(crate) fn page(out: bool) {
-    add(if out { &PAGES_OUT } else { &PAGES_IN }, 1);
-}
-
-static LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Turns on (or off) a readable log of every coherence-protocol step, on every node: traps, messages
 /// with their pages, page installs, protection changes and wake-ups, one line each on standard
@@ -327,133 +81,10 @@ pub fn log_protocol(on: bool) {
     set_protocol_log(on);
     if let Some(rt) = runtime::get() {
         for n in (0..rt.nodes).filter(|&n| n != rt.me) {
-            rt.send(n, crate::wire::log(on));
+            rt.send(n, StatsMsg::Log { on }.encode());
         }
         stats();
     }
-}
-
-pub(crate) fn set_protocol_log(on: bool) {
-    LOG.store(on, Ordering::SeqCst);
-}
-
-fn logging() -> bool {
-    LOG.load(Ordering::Relaxed)
-}
-
-/// Writes one line to standard error with a single `write(2)`: never through std's `Stderr`, whose
-/// lock an application thread may hold while it waits for this (service) thread.
-fn log_line(line: String) {
-    crate::private::private(move || {
-        let _internal = crate::alloc::InternalAlloc::new();
-        let mut line = line;
-        line.push('\n');
-        // A short or failed write only loses a log line.
-        dsm::sys::write_all_raw(2, line.as_bytes());
-    });
-}
-
-fn page_name(page: dsm::PageId, per_node: u64) -> String {
-    format!("page {} (home node {}, #{})", page.0, page.0 / per_node.max(1), page.0 % per_node.max(1))
-}
-
-pub(crate) fn log_fault(me: u16, page: dsm::PageId, kind: dsm::FaultKind, per_node: u64) {
-    if logging() {
-        let what = match kind {
-            dsm::FaultKind::Read => "a read of",
-            dsm::FaultKind::Write => "a write to",
-        };
-        log_line(format!("[node {me}] a thread traps on {what} {}", page_name(page, per_node)));
-    }
-}
-
-pub(crate) fn log_action(me: u16, a: &dsm::protocol::sc::Action, per_node: u64) {
-    use dsm::protocol::sc::{Action, Msg};
-    if !logging() {
-        return;
-    }
-    let access = |a: dsm::Access| match a {
-        dsm::Access::None => "no access",
-        dsm::Access::Read => "read-only",
-        dsm::Access::Write => "read-write",
-    };
-    let line = match *a {
-        Action::Send { to, msg } => {
-            let p = page_name(msg.page(), per_node);
-            let what = match msg {
-                Msg::ReadReq { .. } => format!("please send me a read copy of {p}"),
-                Msg::WriteReq { .. } => format!("please give me the only writable copy of {p}"),
-                Msg::Grant { access: acc, data: true, .. } => {
-                    format!("here is {p}, {} (+4096 bytes)", access(acc))
-                }
-                Msg::Grant { access: acc, data: false, .. } => {
-                    format!("your copy of {p} is now {}", access(acc))
-                }
-                Msg::Invalidate { .. } => format!("drop your copy of {p}"),
-                Msg::InvAck { .. } => format!("dropped my copy of {p}"),
-                Msg::Recall { keep_read: true, .. } => format!("give {p} back, keep a read copy"),
-                Msg::Recall { keep_read: false, .. } => format!("give {p} back, keep nothing"),
-                Msg::RecallAck { .. } => format!("here is {p} back (+4096 bytes)"),
-            };
-            format!("[node {me}] -> node {}: {what}", to.0)
-        }
-        Action::Install { page } => {
-            format!("[node {me}] copies the received bytes of {}", page_name(page, per_node))
-        }
-        Action::Protect { page, access: acc } => {
-            format!("[node {me}] {} is now {} here", page_name(page, per_node), access(acc))
-        }
-        Action::Wake { page } => {
-            format!("[node {me}] threads waiting for {} run again", page_name(page, per_node))
-        }
-        other => unreachable!("not an effect of this protocol: {other:?}"),
-    };
-    log_line(line);
-}
-
-pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);
-    w.u64(s.pages_sent).u64(s.pages_received).u64(s.invalidations_received).u64(s.recalls_received);
-    w.u64(s.lock_acquisitions).u64(s.remote_lock_acquisitions).u64(s.barrier_waits).u64(s.threads_started);
-    w.u64(s.sync_wait.as_nanos() as u64).u64(s.threads_moved_out).u64(s.stack_bytes_arrived);
-    for k in &s.by_kind {
-        w.u64(k.sent).u64(k.sent_bytes).u64(k.received).u64(k.received_bytes);
-    }
-    w.finish()
-}
-
-pub(crate) fn decode(b: &[u8]) -> Result<NodeStats, net::DecodeError> {
-    let mut r = Reader::new(b);
-    let mut s = NodeStats {
-        node: r.u64()? as usize,
-        read_faults: r.u64()?,
-        write_faults: r.u64()?,
-        fault_wait: Duration::from_nanos(r.u64()?),
-        pages_sent: r.u64()?,
-        pages_received: r.u64()?,
-        invalidations_received: r.u64()?,
-        recalls_received: r.u64()?,
-        lock_acquisitions: r.u64()?,
-        remote_lock_acquisitions: r.u64()?,
-        barrier_waits: r.u64()?,
-        threads_started: r.u64()?,
-        sync_wait: Duration::from_nanos(r.u64()?),
-        threads_moved_out: r.u64()?,
-        stack_bytes_arrived: r.u64()?,
-        by_kind: Vec::new(),
-    };
-    for kind in KINDS {
-        s.by_kind.push(KindStats {
-            kind,
-            sent: r.u64()?,
-            sent_bytes: r.u64()?,
-            received: r.u64()?,
-            received_bytes: r.u64()?,
-        });
-    }
-    r.end()?;
-    Ok(s)
 }
 
 /// Every node's counters, node 0 first. Asks every other node for its own (one round trip each).
@@ -476,7 +107,7 @@ pub fn stats() -> Vec<NodeStats> {
         .filter(|&n| n != rt.me)
         .map(|n| {
             let t = crate::sync::Ticket::new();
-            rt.send(n, crate::wire::stats_req(t.waiter().1));
+            rt.send(n, StatsMsg::Req { waiter: t.waiter().1 }.encode());
             (n, t)
         })
         .collect();
@@ -539,33 +170,5 @@ impl fmt::Display for StatsTable<'_> {
             )?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_are_counted_under_their_kind() {
-        assert_eq!(KINDS[kind_of(&[0x10, 1])], "read request");
-        assert_eq!(KINDS[kind_of(&[0x10, 7])], "recall ack");
-        assert_eq!(KINDS[kind_of(&[0x11])], "spawn");
-        assert_eq!(KINDS[kind_of(&[0x17])], "shutdown");
-        assert_eq!(KINDS[kind_of(&[0x21])], "sync reply");
-        assert_eq!(KINDS[kind_of(&[0x26])], "load report");
-        assert_eq!(KINDS[kind_of(&[0x10, 9])], "other");
-        assert_eq!(KINDS[kind_of(&[])], "other");
-    }
-
-    #[test]
-    fn node_stats_round_trip_and_truncation_is_an_error() {
-        let mut s = local();
-        s.node = 3;
-        s.read_faults = 11;
-        s.by_kind[2].sent_bytes = 4096;
-        let b = encode(&s);
-        assert_eq!(decode(&b).unwrap(), s);
-        assert!(decode(&b[..b.len() - 1]).is_err());
     }
 }

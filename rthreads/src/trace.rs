@@ -12,7 +12,7 @@ use std::io::Write as _;
 
 use dsm::trace::{self, EventKind};
 
-use crate::stats::KINDS;
+use crate::counters::KINDS;
 
 /// Events each node can hold before it drops further ones.
 const DEFAULT_EVENTS: usize = 1 << 20;
@@ -40,7 +40,7 @@ fn name(kind: u32, arg: u64) -> String {
         k if k == EventKind::WriteFault as u32 => "write fault".into(),
         k if k == EventKind::MessageSent as u32 => format!("send {}", msg()),
         k if k == EventKind::MessageReceived as u32 => format!("receive {}", msg()),
-        k if k == EventKind::SyncWait as u32 => crate::stats::Wait::name(arg).into(),
+        k if k == EventKind::SyncWait as u32 => crate::counters::Wait::name(arg).into(),
         k if k == EventKind::ThreadStart as u32 => "thread start".into(),
         _ => "unknown".into(),
     }
@@ -93,14 +93,14 @@ fn flush_here(me: u16) {
         }
     }
     if dropped > 0 {
-        crate::runtime::say(&format!(
+        crate::log::say(&format!(
             "rthreads: node {me}: the trace buffer was full, {dropped} events dropped (RTHREADS_TRACE_EVENTS)"
         ));
     }
     let written =
         std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(out.as_bytes()));
     if let Err(e) = written {
-        crate::runtime::say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
+        crate::log::say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
     }
 }
 
@@ -114,7 +114,7 @@ pub(crate) fn finish() {
     let written =
         std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(end.as_bytes()));
     if let Err(e) = written {
-        crate::runtime::say(&format!("rthreads: cannot finish the trace {path}: {e}"));
+        crate::log::say(&format!("rthreads: cannot finish the trace {path}: {e}"));
     }
 }
 
@@ -123,6 +123,6 @@ pub(crate) fn message(sent: bool, peer: u16, frame: &[u8], page: u64) {
     if trace::enabled() {
         let now = trace::now_ns();
         let kind = if sent { EventKind::MessageSent } else { EventKind::MessageReceived };
-        trace::record(kind, now, now, page, (u64::from(peer) << 8) | crate::stats::kind_of(frame) as u64);
+        trace::record(kind, now, now, page, (u64::from(peer) << 8) | crate::counters::kind_of(frame) as u64);
     }
 }

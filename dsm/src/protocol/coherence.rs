@@ -71,7 +71,7 @@ pub enum Payload {
 pub struct ReleaseId(pub u64);
 
 /// A message of a protocol, as the runtime sees it: which page it is about and what travels with it.
-pub trait Message: Copy + Debug + Eq {
+pub trait Message: Copy + Debug + Eq + Send + 'static {
     /// The page the message is about.
     fn page(&self) -> PageId;
     /// What travels next to the message.

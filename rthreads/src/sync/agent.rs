@@ -91,7 +91,7 @@ pub(super) fn lock(key: u64) {
                 if e.revoked {
                     e.streak += 1;
                 }
-                crate::stats::lock_acquired(false);
+                crate::counters::lock_acquired(false);
                 return;
             }
             if !e.held && !e.requesting {
@@ -107,13 +107,13 @@ pub(super) fn lock(key: u64) {
                 e.held = true;
                 e.busy = true;
                 e.streak = 0;
-                crate::stats::lock_acquired(true);
+                crate::counters::lock_acquired(true);
                 return;
             }
             e.waiters += 1;
             let started = std::time::Instant::now();
             t = t.wait(&RELEASED);
-            crate::stats::sync_waited(started.elapsed(), crate::stats::Wait::Lock);
+            crate::counters::sync_waited(started.elapsed(), crate::counters::Wait::Lock);
             if let Some(e) = t.get_mut(&key) {
                 e.waiters -= 1;
             }

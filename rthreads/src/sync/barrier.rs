@@ -55,7 +55,7 @@ impl Barrier {
     /// Blocks until `n` threads have called `wait`; then all return, and the barrier can be used
     /// again.
     pub fn wait(&self) -> BarrierWaitResult {
-        crate::stats::barrier_waited();
+        crate::counters::barrier_waited();
         crate::consistency::release();
         match Ticket::call(key_of(&self.state), Op::Barrier { n: self.n.max(1) as u64 }) {
             Reply::Barrier { leader } => {

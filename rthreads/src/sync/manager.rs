@@ -10,6 +10,7 @@
 //!
 //! `handle(request) -> Vec<Out>` has no I/O: the runtime delivers the outputs.
 
+use crate::counters::Wait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A thread waiting for a reply: its node and a per-node waiter id.
@@ -600,6 +601,24 @@ impl ChanState {
     /// Whether the channel can be forgotten.
     fn dead(&self) -> bool {
         self.senders == 0 && !self.receiver_alive
+    }
+}
+
+impl Op {
+    /// The wait an operation implies.
+    pub(crate) fn wait_kind(&self) -> Wait {
+        match self {
+            Op::Lock { .. } | Op::TryLock { .. } | Op::CacheLock | Op::CacheTryLock => Wait::Lock,
+            Op::Barrier { .. } => Wait::Barrier,
+            Op::CvWait { .. } | Op::CvCancel => Wait::Condvar,
+            Op::ChanSend { .. }
+            | Op::ChanTrySend { .. }
+            | Op::ChanRecv { .. }
+            | Op::ChanRecvCancel
+            | Op::ChanClone
+            | Op::ChanReceiverDrop => Wait::Channel,
+            _ => Wait::Other,
+        }
     }
 }
 

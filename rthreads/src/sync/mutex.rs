@@ -106,7 +106,7 @@ impl<T: ?Sized> Mutex<T> {
         }
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
             Reply::Granted => {
-                crate::stats::lock_acquired(false);
+                crate::counters::lock_acquired(false);
                 self.guard(false)
             }
             other => unreachable!("lock answered {other:?}"),

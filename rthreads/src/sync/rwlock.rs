@@ -102,7 +102,7 @@ impl<T: ?Sized> RwLock<T> {
         super::watch::waiting(self.key());
         match Ticket::call(self.key(), Op::Lock { shared: true }) {
             Reply::Granted => {
-                crate::stats::lock_acquired(remote(self.key()));
+                crate::counters::lock_acquired(remote(self.key()));
                 self.read_guard()
             }
             other => unreachable!("read lock answered {other:?}"),
@@ -117,7 +117,7 @@ impl<T: ?Sized> RwLock<T> {
         super::watch::waiting(self.key());
         match Ticket::call(self.key(), Op::Lock { shared: false }) {
             Reply::Granted => {
-                crate::stats::lock_acquired(remote(self.key()));
+                crate::counters::lock_acquired(remote(self.key()));
                 self.write_guard()
             }
             other => unreachable!("write lock answered {other:?}"),

@@ -222,6 +222,74 @@ pub(crate) fn snapshot() -> Vec<ThreadLocks> {
     out
 }
 
+/// The watchdog's periodic work on every node (a tick of the service thread): a few times a second,
+/// if a thread here has waited for a lock longer than the failure timeout, reports this node's
+/// threads to node 0 (at most once a second).
+pub(crate) fn tick(rt: &'static crate::runtime::Runtime) -> crate::runtime::Verdict {
+    static LAST_CHECK: AtomicU64 = AtomicU64::new(0);
+    static LAST_REPORT: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    if now.saturating_sub(LAST_CHECK.load(Ordering::Relaxed)) < 250 {
+        return crate::runtime::Verdict::Ok;
+    }
+    LAST_CHECK.store(now, Ordering::Relaxed);
+    let limit_ms = rt.failure_timeout().as_millis() as u64;
+    if !long_wait(limit_ms) || now.saturating_sub(LAST_REPORT.load(Ordering::Relaxed)) < 1000 {
+        return crate::runtime::Verdict::Ok;
+    }
+    LAST_REPORT.store(now, Ordering::Relaxed);
+    let threads = snapshot();
+    if rt.me == 0 {
+        return on_report(rt, 0, threads);
+    }
+    let _internal = crate::alloc::InternalAlloc::new();
+    rt.send(0, super::wire::SyncMsg::Locks { threads }.encode());
+    crate::runtime::Verdict::Ok
+}
+
+/// What node 0 knows of every node's locks: the latest report of each, and the ring it found last.
+struct Detector {
+    reports: HashMap<u16, (u64, Vec<ThreadLocks>)>,
+    last_ring: Option<Vec<u64>>,
+}
+
+static DETECTOR: ServiceLock<Option<Detector>> = ServiceLock::new("sync.watch.detector", None);
+
+/// Node 0: node `from` reports the locks its threads hold and wait for; a ring of threads that
+/// wait for each other, seen twice in a row, stops the cluster (service thread).
+pub(crate) fn on_report(
+    rt: &'static crate::runtime::Runtime,
+    from: u16,
+    threads: Vec<ThreadLocks>,
+) -> crate::runtime::Verdict {
+    let _internal = crate::alloc::InternalAlloc::new();
+    let now = now_ms();
+    let limit_ms = rt.failure_timeout().as_millis() as u64;
+    let mut d = DETECTOR.lock();
+    let d = d.get_or_insert_with(|| Detector { reports: HashMap::new(), last_ring: None });
+    d.reports.insert(from, (now, threads));
+    // Only fresh reports count: a node reports every second while a wait lasts.
+    d.reports.retain(|_, (at, _)| now.saturating_sub(*at) < 2500);
+    let current: HashMap<u16, Vec<ThreadLocks>> =
+        d.reports.iter().map(|(&n, (_, t))| (n, t.clone())).collect();
+    let ring = find_cycle(&current, limit_ms);
+    let ids = ring.as_ref().map(|r| {
+        let mut ids: Vec<u64> = r.iter().map(|l| l.locks.thread).collect();
+        ids.sort_unstable();
+        ids
+    });
+    let seen_twice = ids.is_some() && d.last_ring == ids;
+    d.last_ring = ids;
+    match ring {
+        Some(ring) if seen_twice => crate::runtime::Verdict::Stop {
+            code: crate::runtime::EXIT_STUCK,
+            report: describe(&ring, limit_ms),
+            short: "it found a deadlock between threads (see its report)".into(),
+        },
+        _ => crate::runtime::Verdict::Ok,
+    }
+}
+
 /// A thread of a ring: its node, its locks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Link {

@@ -21,8 +21,11 @@ use crate::fiber::{self, Fiber};
 use crate::placement::Placement;
 use crate::private::{ServiceGuard, ServiceLock, private};
 use crate::runtime;
-use crate::scope::{Scope, ScopeData, ScopedJoinHandle};
-use crate::wire;
+pub(crate) mod scope;
+pub(crate) mod wire;
+
+use scope::{Scope, ScopeData, ScopedJoinHandle};
+use wire::ThreadMsg;
 
 /// Where each node's finished-thread bookkeeping lives (private memory of the node). The service
 /// thread takes its lock too, so every method runs on the private stack (`crate::private`).
@@ -84,7 +87,7 @@ impl ThreadTable {
             drop(map);
             self.cv.notify_all();
             for w in watchers {
-                send(w, wire::finished(tid, started));
+                send(w, ThreadMsg::Finished { tid, started }.encode());
             }
         });
     }
@@ -98,7 +101,7 @@ impl ThreadTable {
                 Some(e) if e.finished => {
                     let started = e.started;
                     drop(map);
-                    send(from, wire::finished(tid, started));
+                    send(from, ThreadMsg::Finished { tid, started }.encode());
                 }
                 Some(e) => e.watchers.push(from),
                 None => {}
@@ -129,7 +132,7 @@ impl ThreadTable {
         let e = map.entry(tid).or_default();
         if !e.watching {
             e.watching = true;
-            send(origin, wire::watch(tid));
+            send(origin, ThreadMsg::Watch { tid }.encode());
         }
     }
 
@@ -160,7 +163,7 @@ impl ThreadTable {
             let started = map.remove(&tid).is_some_and(|e| e.started);
             drop(map);
             if origin != me() {
-                send(origin, wire::forget(tid));
+                send(origin, ThreadMsg::Forget { tid }.encode());
             }
             started
         })
@@ -173,7 +176,7 @@ impl ThreadTable {
             private(move || {
                 let _internal = InternalAlloc::new();
                 self.lock().remove(&tid);
-                send(origin, wire::forget(tid));
+                send(origin, ThreadMsg::Forget { tid }.encode());
             });
         }
     }
@@ -184,7 +187,7 @@ struct WaitTimer(std::time::Instant);
 
 impl Drop for WaitTimer {
     fn drop(&mut self) {
-        crate::stats::sync_waited(self.0.elapsed(), crate::stats::Wait::Join);
+        crate::counters::sync_waited(self.0.elapsed(), crate::counters::Wait::Join);
     }
 }
 
@@ -203,7 +206,7 @@ fn start_thread_here(
 ) -> io::Result<()> {
     let _internal = InternalAlloc::new();
     carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
-        crate::stats::thread_started();
+        crate::counters::thread_started();
         // The start of a spawned thread is an acquire: the closure and what it captured, written
         // before `spawn`, are visible.
         crate::consistency::acquire();
@@ -223,10 +226,7 @@ fn start_thread_here(
             // SAFETY: a new fiber, carried by this thread only.
             Ok(f) => unsafe { carry(f, name.as_deref()) },
             Err(e) => {
-                crate::runtime::say(&format!(
-                    "rthreads: node {}: cannot make a stack for a thread: {e}",
-                    me()
-                ));
+                crate::log::say(&format!("rthreads: node {}: cannot make a stack for a thread: {e}", me()));
                 // SAFETY: as above; the closure never ran, and is dropped here instead.
                 drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
                 crate::placement::thread_left();
@@ -266,6 +266,14 @@ fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'sta
     spawned.map(drop)
 }
 
+/// What `fiber::carry` returned, after telling the runtime about the stack's former guard page.
+fn carried((outcome, unguarded): (fiber::Outcome, Option<usize>)) -> fiber::Outcome {
+    if let (Some(page), Some(rt)) = (unguarded, runtime::get()) {
+        rt.unguarded(page);
+    }
+    outcome
+}
+
 /// Runs the fiber `f` on the calling carrier until it ends (then reports it to its origin) or
 /// leaves (then sends it to its target).
 ///
@@ -274,8 +282,9 @@ fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'sta
 unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
     // SAFETY: the caller hands us a live, suspended fiber.
     let (tid, origin) = unsafe { ((*f).tid, (*f).origin) };
+    crate::sync::watch::thread_starts(tid, name);
     // SAFETY: as above.
-    match unsafe { fiber::carry(f, name) } {
+    match carried(unsafe { fiber::carry(f, name) }) {
         fiber::Outcome::Finished => {
             // The end of a thread is a release: its result and everything it wrote reach `join`.
             crate::consistency::release();
@@ -286,9 +295,12 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
             // Everything the thread wrote here, its stack included, must reach the target.
             crate::consistency::release();
             crate::placement::thread_left();
-            crate::stats::thread_moved();
+            crate::counters::thread_moved();
             let _internal = InternalAlloc::new();
-            send(target, wire::migrate(tid, origin, f as u64, name.unwrap_or("")));
+            send(
+                target,
+                ThreadMsg::Migrate { tid, origin, fiber: f as u64, name: name.unwrap_or("") }.encode(),
+            );
         }
     }
 }
@@ -299,7 +311,7 @@ fn thread_done(tid: u64, origin: u16, started: bool) {
     if origin == me() {
         table().finish(tid, started);
     } else {
-        send(origin, wire::done(tid, started));
+        send(origin, ThreadMsg::Done { tid, started }.encode());
     }
 }
 
@@ -307,10 +319,7 @@ fn thread_done(tid: u64, origin: u16, started: bool) {
 pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
     if let Err(e) = start_thread(tid, origin, closure, stack, name) {
-        crate::runtime::say(&format!(
-            "rthreads: node {}: cannot start a thread for node {origin}: {e}",
-            me()
-        ));
+        crate::log::say(&format!("rthreads: node {}: cannot start a thread for node {origin}: {e}", me()));
         thread_done(tid, origin, false);
     }
 }
@@ -320,7 +329,7 @@ pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, 
 pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
     let plausible = fiber.is_multiple_of(64) && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
     if !plausible || !fiber::SUPPORTED {
-        crate::runtime::say(&format!(
+        crate::log::say(&format!(
             "rthreads: node {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
             me()
         ));
@@ -334,7 +343,7 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
         // SAFETY: the address lies in the shared space; the fields are read like any shared data.
         let (t, o) = unsafe { ((*f).tid, (*f).origin) };
         if (t, o) != (tid, origin) {
-            crate::runtime::say(&format!(
+            crate::log::say(&format!(
                 "rthreads: node {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
                 me()
             ));
@@ -343,12 +352,12 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
         }
         // SAFETY: the fiber switched out on its old node and was sent to us alone.
         let live = unsafe { fiber::prefetch(f) };
-        crate::stats::stack_moved(live);
+        crate::counters::stack_moved(live);
         // SAFETY: as above.
         unsafe { carry(f, name.as_deref()) };
     });
     if let Err(e) = started {
-        crate::runtime::say(&format!(
+        crate::log::say(&format!(
             "rthreads: node {}: cannot resume a thread that moved here from another node: {e}",
             me()
         ));
@@ -385,24 +394,25 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
     let f = match Fiber::new(fiber::MAIN_STACK, tid, me, closure) {
         Ok(f) => f,
         Err(e) => {
-            crate::runtime::say(&format!("rthreads: node {me}: main runs on its own stack: {e}"));
+            crate::log::say(&format!("rthreads: node {me}: main runs on its own stack: {e}"));
             // SAFETY: the box was made above and never handed to anyone.
             let main = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
             main();
             return slot.take().unwrap_or_else(|| Err(Box::new("main ended without a result")));
         }
     };
+    crate::sync::watch::thread_starts(tid, Some("main"));
     // SAFETY: a new fiber, carried by this thread only; our own stack is private.
-    match unsafe { fiber::carry(f, Some("main")) } {
+    match carried(unsafe { fiber::carry(f, Some("main")) }) {
         fiber::Outcome::Finished => {}
         fiber::Outcome::Leaving(target) => {
             // Registered before the fiber goes, so that its end, wherever it comes, is heard here.
             table().register(tid);
             crate::consistency::release();
-            crate::stats::thread_moved();
+            crate::counters::thread_moved();
             {
                 let _internal = InternalAlloc::new();
-                send(target, wire::migrate(tid, me, f as u64, "main"));
+                send(target, ThreadMsg::Migrate { tid, origin: me, fiber: f as u64, name: "main" }.encode());
             }
             table().wait(tid, me);
             crate::consistency::acquire();
@@ -425,7 +435,7 @@ impl<T> Drop for Packet<T> {
         // Drop the result now, on this thread, before the scope may end.
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| *self.result.get_mut() = None));
         if dropped.is_err() {
-            crate::runtime::say("rthreads: the result of a thread panicked while being dropped; aborting");
+            crate::log::say("rthreads: the result of a thread panicked while being dropped; aborting");
             std::process::abort();
         }
         if let Some(scope) = &self.scope {
@@ -613,7 +623,13 @@ impl Builder {
             private(move || {
                 let frame = {
                     let _internal = InternalAlloc::new();
-                    wire::spawn(tid, closure as u64, stack as u64, name.as_deref().unwrap_or(""))
+                    ThreadMsg::Spawn {
+                        tid,
+                        closure: closure as u64,
+                        stack: stack as u64,
+                        name: name.as_deref().unwrap_or(""),
+                    }
+                    .encode()
                 };
                 drop(name);
                 rt.send(target, frame);
@@ -844,4 +860,49 @@ pub fn migrate(node: usize) -> io::Result<()> {
     // SAFETY: `f` is the fiber this thread runs on.
     unsafe { fiber::leave(f, node as u16) };
     Ok(())
+}
+
+/// A safe point: gives up the CPU, as `std::thread::yield_now` does, and, when rebalancing is on
+/// ([`set_rebalancing`](crate::placement::set_rebalancing), `RTHREADS_REBALANCE=1`) and this node runs more threads than it has CPUs
+/// while another node has a CPU to spare, moves the calling thread there ([`migrate`](crate::migrate)).
+///
+/// A *safe point* is a place where the thread can go on running on another node without the program
+/// noticing anything but [`current_node`](crate::current_node): its stack, locals and everything in
+/// the shared heap move with it, but per-node things stay behind. So call it only where the thread
+/// holds no `std::sync` guard, no thread-local or `static` state it relies on afterwards, and no
+/// file or socket it goes on using (`rthreads::sync` guards are fine: they work on every node).
+/// Long computations call it between steps (a row, a block, an iteration).
+///
+/// Only as many threads move as the other nodes can take: each move first claims a slot, counted
+/// at once on both sides. A move that fails (an `Err` from `migrate`) leaves the thread where it
+/// was. Node 0's `main` thread never moves. Costs one or two atomic loads when there is nothing to
+/// do (besides the `sched_yield`).
+///
+/// # Examples
+/// ```
+/// let h = rthreads::spawn(|| {
+///     let mut sum = 0u64;
+///     for row in 0..100u64 {
+///         sum += row * row;
+///         rthreads::yield_now(); // may continue on another node
+///     }
+///     sum
+/// });
+/// assert_eq!(h.join().unwrap(), 328_350);
+/// ```
+pub fn yield_now() {
+    if let Some((claim, target)) = crate::placement::claim_move() {
+        let from = runtime::get().map_or(0, |r| r.me);
+        match migrate(usize::from(target)) {
+            Ok(()) => {
+                // Running on `target` now: tell the node we left, which settles the claim there.
+                if let Some(rt) = runtime::get().filter(|r| r.me != from) {
+                    crate::placement::send_report(rt, from, claim);
+                }
+                return;
+            }
+            Err(_) => crate::placement::cancel_move(claim, target),
+        }
+    }
+    std::thread::yield_now();
 }

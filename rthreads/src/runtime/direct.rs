@@ -1,0 +1,479 @@
+//! Connections accepted after start-up: direct request/answer connections between nodes, and
+//! strangers at the door.
+//!
+//! **Direct connections.** A thread that waits for one answer from one node (a lock managed
+//! elsewhere, a barrier, a blocking receive) would, the ordinary way, pass its request through this
+//! node's service thread and the answer back through it: four thread wake-ups where a plain
+//! request/answer over a socket costs two. So the calling thread takes a connection to that node
+//! from a small pool ([`call`], [`post`]), writes the request and blocks in `recv` on it. The
+//! other node's service thread reads the request, gives it to the handler registered for its tag
+//! (`Extensions::direct`), which answers through the [`Route`] it got, on the same connection.
+//! Each pooled connection starts with the authentication exchange of `net::auth`, then a hello
+//! naming the node and the run's session.
+//!
+//! **Order.** A direct message must not overtake what its sender sent before on the ordinary
+//! connection (a channel message sent before a barrier must be there after it). So each node counts
+//! the frames it queues to each peer on the ordinary connection, and the frames from each peer it
+//! has processed; a direct request carries the sender's count (`Core::Ordered`), and is served only
+//! once that many ordinary frames from the sender have been processed; an answer carries the
+//! answering node's count, which the waiting thread's node must have reached before it returns.
+//!
+//! **Strangers.** A connection must authenticate within `RTHREADS_AUTH_TIMEOUT` or is closed; at
+//! most 64 wait at once; lines about them are rate-limited; when `accept` fails for want of
+//! descriptors the node stops watching its listener for a while instead of spinning.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use net::frame::{MAX_FRAME, read_frame, write_frame};
+use net::{Conn, ReadStatus, Reader, SendQueue, Writer};
+
+use super::service::{DIRECT, LISTENER, Service};
+use super::wire::{Core, ProtocolWire};
+use super::{Runtime, Verdict, fatal, say};
+use crate::alloc::InternalAlloc;
+use crate::poll;
+use crate::private::{ServiceGuard, ServiceLock, private};
+
+const T_RPC_HELLO: u8 = 0x30;
+/// Connections that have not authenticated yet that one node keeps at most; more are refused.
+const MAX_STRANGERS: usize = 64;
+/// Lines about strangers a node prints per second at most (a burst, then a count of the rest).
+const STRANGER_LINES_PER_SECOND: u32 = 5;
+
+/// Where the answer to a request that came on a direct connection goes.
+pub(crate) struct Route {
+    peer: u16,
+    queue: Arc<ServiceLock<SendQueue>>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Route(node {})", self.peer)
+    }
+}
+
+impl Route {
+    /// Sends `body` back on the connection the request came on, after what this node sent the
+    /// requester before on the ordinary connection (on a private stack).
+    pub(crate) fn answer(&self, rt: &Runtime, body: &[u8]) {
+        let _internal = InternalAlloc::new();
+        let frame = Core::Ordered { after: rt.sent_to(self.peer), inner: body }.encode();
+        crate::counters::sent(&frame, frame.len());
+        let mut q = self.queue.lock();
+        q.queue(&frame, &[]);
+        // What the socket does not take now, the service thread writes later; a dead client is
+        // noticed when its connection closes.
+        let _ = q.flush();
+    }
+}
+
+/// A direct connection accepted from another node's thread.
+struct DirectConn {
+    conn: Conn,
+    send: Arc<ServiceLock<SendQueue>>,
+    /// The peer, once its hello has been checked.
+    peer: Option<u16>,
+    /// The challenge sent, until the peer has answered it (see `net::auth`).
+    challenge: Option<[u8; net::auth::NONCE]>,
+    /// When it was accepted: a connection that has not said a valid hello by
+    /// `accepted + RTHREADS_AUTH_TIMEOUT` is closed.
+    accepted: Instant,
+}
+
+/// The service thread's side of the listening port.
+pub(super) struct Doors {
+    listener: std::net::TcpListener,
+    conns: Vec<Option<DirectConn>>,
+    /// Direct requests waiting for earlier ordinary frames from their sender: (peer, count, frame,
+    /// where to answer).
+    pub(super) deferred: Vec<(u16, u64, Vec<u8>, Route)>,
+    /// How long a connection accepted at run time may take to authenticate.
+    auth_timeout: Duration,
+    /// Accepting is paused until then (the last `accept` failed for lack of descriptors or
+    /// memory), and the pause to take after the next failure.
+    pub(super) listener_paused: Option<Instant>,
+    accept_backoff: Duration,
+    /// Failed accepts since the last line about them, and when that line was printed (at most one
+    /// a second).
+    accept_failures: u64,
+    last_accept_line: Option<Instant>,
+    /// Rate limit of the lines about strangers: the current one-second window, lines printed in
+    /// it, lines suppressed.
+    stranger_window: Instant,
+    stranger_lines: u32,
+    stranger_suppressed: u64,
+    /// When the unauthenticated connections were last checked for their deadline.
+    last_stranger_check: Instant,
+}
+
+impl Doors {
+    pub(super) fn new(listener: std::net::TcpListener, auth_timeout: Duration) -> Doors {
+        let now = Instant::now();
+        Doors {
+            listener,
+            conns: Vec::new(),
+            deferred: Vec::new(),
+            auth_timeout,
+            listener_paused: None,
+            accept_backoff: Duration::from_millis(50),
+            accept_failures: 0,
+            last_accept_line: None,
+            stranger_window: now,
+            stranger_lines: 0,
+            stranger_suppressed: 0,
+            last_stranger_check: now,
+        }
+    }
+
+    /// Finishes writing the answers the sockets did not take at once.
+    pub(super) fn flush(&self) {
+        for d in self.conns.iter().flatten() {
+            let _ = d.send.lock().flush();
+        }
+    }
+}
+
+impl<P: ProtocolWire + Send + 'static> Service<P> {
+    pub(super) fn accept_direct(&mut self) {
+        loop {
+            let stream = match self.doors.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.pause_accepting(&e),
+            };
+            let strangers = self.doors.conns.iter().flatten().filter(|d| d.peer.is_none()).count();
+            if strangers >= MAX_STRANGERS {
+                let from = stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string());
+                drop(stream);
+                self.stranger_line(format!(
+                    "refused a connection from {from}: {MAX_STRANGERS} connections are already waiting to authenticate"
+                ));
+                continue;
+            }
+            // Nothing from a stranger is buffered beyond a few kilobytes, and its buffer starts
+            // small: room for a frame body grows only as a peer that authenticated needs it.
+            let mut conn = match Conn::with_buffer(stream, 256) {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
+            // Nothing from a stranger is buffered beyond a few kilobytes.
+            conn.set_limit(4096);
+            let mut send = match conn.send_queue() {
+                Ok(q) => q,
+                // Out of descriptors for the duplicate: the same as `accept` failing.
+                Err(e) => return self.pause_accepting(&e),
+            };
+            let Ok(challenge) = net::auth::nonce() else { continue };
+            send.queue(&net::auth::challenge_frame(&challenge), &[]);
+            if send.flush().is_err() {
+                continue;
+            }
+            let i = self.doors.conns.iter().position(Option::is_none).unwrap_or_else(|| {
+                self.doors.conns.push(None);
+                self.doors.conns.len() - 1
+            });
+            if let Err(e) = self.poller.add(conn.fd(), poll::READ, DIRECT + i as u64) {
+                fatal(&format!("epoll_ctl: {e}"));
+            }
+            self.doors.conns[i] = Some(DirectConn {
+                conn,
+                send: Arc::new(ServiceLock::new("runtime.direct", send)),
+                peer: None,
+                challenge: Some(challenge),
+                accepted: Instant::now(),
+            });
+            self.doors.accept_backoff = Duration::from_millis(50);
+        }
+    }
+
+    /// `accept` failed for want of a resource (descriptors, buffers, memory): the listener stays
+    /// readable, so polling it again at once would spin. Stops watching it for a while, longer
+    /// after each failure in a row (up to a second); says so at most once a second.
+    fn pause_accepting(&mut self, e: &std::io::Error) {
+        let pause = self.doors.accept_backoff;
+        self.doors.accept_backoff = (pause * 2).min(Duration::from_secs(1));
+        if self.doors.listener_paused.is_none() {
+            let _ = self.poller.delete(self.doors.listener.as_raw_fd());
+        }
+        let now = Instant::now();
+        self.doors.listener_paused = Some(now + pause);
+        self.doors.accept_failures += 1;
+        if self.doors.last_accept_line.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.doors.last_accept_line = Some(now);
+            say(&format!(
+                "rthreads: node {}: cannot accept connections: {e} ({} time(s) since the last such line); \
+                 pausing up to a second at a time; the connections this node has keep working",
+                self.rt.me, self.doors.accept_failures
+            ));
+            self.doors.accept_failures = 0;
+        }
+    }
+
+    /// Closes every connection that has not authenticated within the deadline, and resumes
+    /// accepting after a pause.
+    pub(super) fn check_strangers(&mut self) {
+        let now = Instant::now();
+        if let Some(t) = self.doors.listener_paused
+            && now >= t
+        {
+            self.doors.listener_paused = None;
+            if let Err(e) = self.poller.add(self.doors.listener.as_raw_fd(), poll::READ, LISTENER) {
+                fatal(&format!("epoll_ctl: {e}"));
+            }
+        }
+        if now.duration_since(self.doors.last_stranger_check) < Duration::from_millis(100) {
+            return;
+        }
+        self.doors.last_stranger_check = now;
+        if self.doors.stranger_suppressed > 0
+            && now.duration_since(self.doors.stranger_window) >= Duration::from_secs(1)
+        {
+            // Say how many lines the last window kept back, even if no stranger comes again.
+            say(&format!(
+                "rthreads: node {}: ... and {} more such lines in the last second",
+                self.rt.me, self.doors.stranger_suppressed
+            ));
+            self.doors.stranger_suppressed = 0;
+            self.doors.stranger_lines = 0;
+            self.doors.stranger_window = now;
+        }
+        for i in 0..self.doors.conns.len() {
+            let late = self.doors.conns[i].as_ref().is_some_and(|d| {
+                d.peer.is_none() && now.duration_since(d.accepted) > self.doors.auth_timeout
+            });
+            if late && let Some(d) = self.doors.conns[i].take() {
+                let from = d.conn.peer_addr();
+                self.close_direct(d);
+                self.stranger_line(format!(
+                    "closed a connection from {from}: it did not authenticate within {:.1} s (RTHREADS_AUTH_TIMEOUT)",
+                    self.doors.auth_timeout.as_secs_f64()
+                ));
+            }
+        }
+    }
+
+    /// Stops watching a direct connection and closes it.
+    fn close_direct(&mut self, d: DirectConn) {
+        let _ = self.poller.delete(d.conn.fd());
+        drop(d);
+    }
+
+    /// Prints a line about a stranger (a connection that is not, or not yet, a peer), at most
+    /// `STRANGER_LINES_PER_SECOND` a second: a crowd of strangers must not flood stderr.
+    fn stranger_line(&mut self, what: String) {
+        let now = Instant::now();
+        if now.duration_since(self.doors.stranger_window) >= Duration::from_secs(1) {
+            if self.doors.stranger_suppressed > 0 {
+                say(&format!(
+                    "rthreads: node {}: ... and {} more such lines in the last second",
+                    self.rt.me, self.doors.stranger_suppressed
+                ));
+            }
+            self.doors.stranger_window = now;
+            self.doors.stranger_lines = 0;
+            self.doors.stranger_suppressed = 0;
+        }
+        if self.doors.stranger_lines < STRANGER_LINES_PER_SECOND {
+            self.doors.stranger_lines += 1;
+            say(&format!("rthreads: node {}: {what}", self.rt.me));
+        } else {
+            self.doors.stranger_suppressed += 1;
+        }
+    }
+
+    pub(super) fn on_direct(&mut self, i: usize, body: &mut Vec<u8>) {
+        let Some(d) = self.doors.conns.get_mut(i).and_then(Option::as_mut) else { return };
+        let status = d.conn.fill();
+        let mut close = !matches!(status, Ok(ReadStatus::WouldBlock));
+        let mut stranger = None;
+        loop {
+            let Some(d) = self.doors.conns[i].as_mut() else { return };
+            match d.conn.next_frame(body) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    if d.peer.is_none() {
+                        stranger = Some(format!(
+                            "refused a connection from {}: not an rthreads peer ({e})",
+                            d.conn.peer_addr()
+                        ));
+                    }
+                    close = true;
+                    break;
+                }
+            }
+            if let Some(challenge) = d.challenge {
+                let mut q = d.send.lock();
+                match net::auth::verify(&self.rt.secret, &challenge, body) {
+                    Ok(proof) => {
+                        q.queue(&proof, &[]);
+                        let _ = q.flush();
+                        d.challenge = None;
+                        d.conn.set_limit(net::frame::MAX_FRAME);
+                        continue;
+                    }
+                    Err(e) => {
+                        stranger = Some(format!("refused a connection from {}: {e}", d.conn.peer_addr()));
+                        q.queue(&net::auth::reject_frame(&e.to_string()), &[]);
+                        let _ = q.flush();
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            if d.peer.is_none() {
+                d.peer = check_hello(body, self.rt.nodes, self.rt.session);
+                if d.peer.is_none() {
+                    stranger =
+                        Some(format!("refused a connection from {} with a bad hello", d.conn.peer_addr()));
+                    close = true;
+                    break;
+                }
+                continue;
+            }
+            crate::counters::received(body);
+            let peer = d.peer.unwrap_or(0);
+            let route = Route { peer, queue: Arc::clone(&d.send) };
+            match Core::decode(body) {
+                Some(Ok(Core::Ordered { after, inner })) => {
+                    if self.rt.processed_from(peer) >= after {
+                        let inner = inner.to_vec();
+                        self.serve_direct(peer, &inner, route);
+                    } else {
+                        // Sent after frames still on their way on the ordinary connection: wait
+                        // for them, so the request cannot overtake what happened before it.
+                        let _internal = InternalAlloc::new();
+                        self.doors.deferred.push((peer, after, inner.to_vec(), route));
+                    }
+                }
+                other => {
+                    say(&format!(
+                        "rthreads: node {}: unexpected message on a direct connection from node {peer}: {other:?}",
+                        self.rt.me
+                    ));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if close && let Some(d) = self.doors.conns[i].take() {
+            self.close_direct(d);
+        }
+        if let Some(line) = stranger {
+            self.stranger_line(line);
+        }
+    }
+
+    /// Serves a direct request from `peer` through the handler registered for its tag.
+    fn serve_direct(&mut self, peer: u16, body: &[u8], route: Route) {
+        let tag = body.first().copied().unwrap_or(0);
+        let v = match self.rt.ext.direct[usize::from(tag)] {
+            Some(h) => h(self.rt, peer, body, route),
+            None => Verdict::Lost(format!("it sent a direct request of unknown kind {tag:#x}")),
+        };
+        self.verdict(Some(peer), v);
+    }
+
+    /// The `n`-th ordinary frame from `from` has been handled: serves the direct requests from it
+    /// that waited for that.
+    pub(super) fn serve_deferred(&mut self, from: u16, n: u64) {
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.doors.deferred).into_iter().partition(|d| d.0 == from && d.1 <= n);
+        self.doors.deferred = waiting;
+        for (peer, _, body, route) in ready {
+            self.serve_direct(peer, &body, route);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client side.
+
+static POOL: LazyLock<ServiceLock<HashMap<u16, Vec<TcpStream>>>> =
+    LazyLock::new(|| ServiceLock::new("direct.pool", HashMap::new()));
+
+fn lock<T>(m: &ServiceLock<T>) -> ServiceGuard<'_, T> {
+    m.lock()
+}
+
+/// The hello that opens a direct connection.
+fn hello(node: u16, session: u64) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(T_RPC_HELLO).u16(node).u64(session);
+    w.finish()
+}
+
+/// Checks a hello; returns the peer's node id.
+fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<u16> {
+    let mut r = Reader::new(body);
+    if r.u8().ok()? != T_RPC_HELLO {
+        return None;
+    }
+    let node = r.u16().ok()?;
+    let s = r.u64().ok()?;
+    r.end().ok()?;
+    (node < nodes && s == session).then_some(node)
+}
+
+fn connect(rt: &Runtime, to: u16) -> std::io::Result<TcpStream> {
+    let addr = rt.addr_of(to).ok_or_else(|| std::io::Error::other("no address"))?;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    net::auth::connect_side(&mut s, &rt.secret).map_err(std::io::Error::other)?;
+    write_frame(&mut s, &hello(rt.me, rt.session))?;
+    Ok(s)
+}
+
+/// A pooled connection to `to` with `body` written on it, ordered after what this node sent `to`
+/// before on the ordinary connection.
+fn take(rt: &Runtime, to: u16, body: &[u8]) -> TcpStream {
+    let pooled = lock(&POOL).get_mut(&to).and_then(Vec::pop);
+    let mut s = match pooled {
+        Some(s) => s,
+        None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach node {to}: {e}"))),
+    };
+    let frame = Core::Ordered { after: rt.sent_to(to), inner: body }.encode();
+    if let Err(e) = write_frame(&mut s, &frame) {
+        fatal(&format!("lost node {to}: {e}"));
+    }
+    crate::counters::sent(&frame, frame.len());
+    s
+}
+
+/// Sends `body`, which expects no answer, to node `to` on a direct connection: an unlock travels
+/// the way the thread's next lock request will, so it cannot be overtaken by it.
+pub(crate) fn post(rt: &'static Runtime, to: u16, body: Vec<u8>) {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let s = take(rt, to, &body);
+        lock(&POOL).entry(to).or_default().push(s);
+    });
+}
+
+/// Sends `body` to node `to` on a direct connection and waits for its answer, which it returns
+/// (after this node has processed what `to` sent it before the answer).
+pub(crate) fn call(rt: &'static Runtime, to: u16, body: Vec<u8>) -> Vec<u8> {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        // Network-delay emulation: the request's way out here, the answer's below. (A `post`,
+        // which nobody waits for, is not held back: an unlock reaches its manager without it.)
+        super::emulate_delay();
+        let mut s = take(rt, to, &body);
+        let answer = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
+        super::emulate_delay();
+        crate::counters::received(&answer);
+        let (after, inner) = match Core::decode(&answer) {
+            Some(Ok(Core::Ordered { after, inner })) => (after, inner.to_vec()),
+            other => fatal(&format!("node {to} answered a direct request with {other:?}")),
+        };
+        // Nor may the answer overtake what `to` sent this node before it.
+        rt.wait_processed(to, after);
+        lock(&POOL).entry(to).or_default().push(s);
+        inner
+    })
+}

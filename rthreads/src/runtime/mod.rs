@@ -1,0 +1,483 @@
+//! The node runtime: the service thread that owns every socket and the protocol state, and the
+//! handle application threads use to talk to it.
+//!
+//! One service thread per node ([`service`]) polls, with epoll, the fault pipe (traps handed over by
+//! the SIGSEGV handler, and wake-ups for the command queue), every peer connection and the listener.
+//! It alone runs the coherence protocol, calls `mprotect`, and reads or writes page bytes (through
+//! the runtime view), so the protocol state needs no lock; one executor ([`exec`]) carries out the
+//! effects of whichever protocol runs (`dsm::protocol::Coherence`). Application threads never touch
+//! an ordinary connection's socket: they queue frames in [`Runtime::send`] and wake the service
+//! thread through the same pipe.
+//!
+//! The runtime knows nothing of threads, synchronisation, placement or output: those modules
+//! register, at start-up, handlers for the frames they own, periodic work, and what to do when the
+//! node stops ([`Extensions`]). Dependencies point one way: they use the runtime, never the reverse.
+//!
+//! The rule that keeps the service thread from waiting for an application thread is in
+//! `crate::private`; liveness, loss and the watchdog in [`liveness`]; connections accepted at run
+//! time (direct requests, and strangers) in [`direct`]; the network-delay emulation in [`delay`].
+
+mod delay;
+pub(crate) mod direct;
+mod exec;
+mod liveness;
+mod service;
+pub(crate) mod wire;
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, OnceLock};
+use std::time::{Duration, Instant};
+
+use dsm::fault;
+use net::SendQueue;
+
+use crate::alloc::{Heap, InternalAlloc};
+pub(crate) use crate::log::{fatal, say};
+use crate::private::{ServiceLock, private};
+pub(crate) use delay::{emulate_delay, net_delay};
+pub(crate) use liveness::{EXIT_NODE_LOST, EXIT_STUCK};
+pub(crate) use service::Service;
+
+/// Everything application threads may ask of this node's runtime.
+pub(crate) struct Runtime {
+    pub(crate) me: u16,
+    pub(crate) nodes: u16,
+    pub(crate) parallelism: Vec<u32>,
+    pub(crate) heap: Heap,
+    layout: dsm::SpaceLayout,
+    slice: usize,
+    pub(crate) session: u64,
+    addrs: Vec<String>,
+    pub(crate) secret: net::Secret,
+    failure_timeout: Duration,
+    auth_timeout: Duration,
+    /// The sending side of every peer connection. Any thread writes its frames straight to the
+    /// socket under the peer's lock; what the socket does not take at once stays queued and the
+    /// service thread finishes it when the socket becomes writable.
+    senders: OnceLock<Vec<ServiceLock<Option<SendQueue>>>>,
+    pub(crate) next_seq: AtomicU64,
+    pub(crate) next_target: AtomicUsize,
+    shutting_down: AtomicBool,
+    /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
+    wake_pending: AtomicBool,
+    /// Frames queued to each node on the ordinary connection, and frames from each node processed:
+    /// a message on a direct connection carries the first count so it never overtakes what its
+    /// sender sent before on the ordinary connection (see `rpc`).
+    sent_seq: Vec<AtomicU64>,
+    recv_seq: Vec<AtomicU64>,
+    seq_waiters: AtomicUsize,
+    seq_lock: ServiceLock<()>,
+    seq_cv: Condvar,
+    closed: ServiceLock<usize>,
+    closed_cv: Condvar,
+    /// Release and acquire requests of application threads, for the service thread.
+    cmds: ServiceLock<Vec<(Cmd, Arc<Done>)>>,
+    cmd_pending: AtomicBool,
+    /// Former guard pages of fiber stacks, left inaccessible (see `dsm::fault::set_guard`) until
+    /// a trap on one lets the service thread give it back the access the protocol says it has.
+    unguarded: ServiceLock<VecDeque<u64>>,
+    unguarded_any: AtomicBool,
+    /// Mirrors of the protocol state, written by the service thread before it lets any thread go
+    /// on: a release has something to do, an acquire has something to drop.
+    needs_release: AtomicBool,
+    has_stale: AtomicBool,
+    /// What the modules above the runtime registered: handlers of their frames, periodic work,
+    /// what to do when the node stops.
+    ext: Extensions,
+}
+
+/// What an application thread asks of the protocol at a synchronisation point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmd {
+    Release,
+    Acquire,
+}
+
+/// Where an application thread waits for its command to complete.
+pub(crate) struct Done {
+    done: ServiceLock<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *self.done.lock() = true;
+        self.cv.notify_all();
+    }
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Whether the calling thread is this node's service thread (which must never block on a peer).
+pub(crate) fn on_service_thread() -> bool {
+    ON_SERVICE_THREAD.with(Cell::get)
+}
+
+/// Whether application threads write latency-critical frames to the socket themselves. Measured
+/// on the 2-vCPU VM (BENCHMARKS.md), handing them to the service thread is faster for a round trip:
+/// the service thread that sent the request is still awake when the answer comes, whereas a
+/// service thread woken from a long sleep pays the slow kind of wake-up. Kept as a switch to
+/// measure on other machines.
+const DIRECT_SEND: bool = false;
+
+thread_local! {
+    static ON_SERVICE_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The running runtime, if `#[rthreads::main]` started one.
+pub(crate) fn get() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+/// What start-up learnt about this node and the cluster.
+pub(crate) struct NodeInfo {
+    pub(crate) me: u16,
+    pub(crate) nodes: u16,
+    /// Each node's `available_parallelism`.
+    pub(crate) parallelism: Vec<u32>,
+    pub(crate) layout: dsm::SpaceLayout,
+    /// Bytes of the space homed at each node.
+    pub(crate) slice: usize,
+    pub(crate) session: u64,
+    /// Each node's listening address.
+    pub(crate) addrs: Vec<String>,
+    /// The cluster secret (authenticates every connection).
+    pub(crate) secret: net::Secret,
+    /// Silence from a peer longer than this means it is lost.
+    pub(crate) failure_timeout: Duration,
+    /// How long a connection accepted after start-up may take to authenticate.
+    pub(crate) auth_timeout: Duration,
+}
+
+impl Runtime {
+    pub(crate) fn install(node: NodeInfo, heap: Heap, ext: Extensions) -> &'static Runtime {
+        let _internal = InternalAlloc::new();
+        crate::log::set_node(node.me);
+        crate::private::cluster_started();
+        let NodeInfo {
+            me,
+            nodes,
+            parallelism,
+            layout,
+            slice,
+            session,
+            addrs,
+            secret,
+            failure_timeout,
+            auth_timeout,
+        } = node;
+        let rt = Runtime {
+            me,
+            nodes,
+            parallelism,
+            heap,
+            layout,
+            slice,
+            session,
+            addrs,
+            secret,
+            failure_timeout,
+            auth_timeout,
+            senders: OnceLock::new(),
+            next_seq: AtomicU64::new(1),
+            next_target: AtomicUsize::new(0),
+            shutting_down: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            seq_waiters: AtomicUsize::new(0),
+            seq_lock: ServiceLock::new("runtime.seq", ()),
+            seq_cv: Condvar::new(),
+            closed: ServiceLock::new("runtime.closed", 0),
+            closed_cv: Condvar::new(),
+            cmds: ServiceLock::new("runtime.cmds", Vec::new()),
+            cmd_pending: AtomicBool::new(false),
+            unguarded: ServiceLock::new("runtime.unguarded", VecDeque::new()),
+            unguarded_any: AtomicBool::new(false),
+            needs_release: AtomicBool::new(false),
+            has_stale: AtomicBool::new(false),
+            ext,
+        };
+        if RUNTIME.set(rt).is_err() {
+            fatal("the runtime was started twice");
+        }
+        let rt = RUNTIME.get().expect("just set");
+        Heap::activate(&rt.heap);
+        rt
+    }
+
+    /// Where node `n` accepts connections.
+    pub(crate) fn addr_of(&self, n: u16) -> Option<&str> {
+        self.addrs.get(usize::from(n)).map(String::as_str)
+    }
+
+    /// How many frames this node has queued to `to` on the ordinary connection.
+    pub(crate) fn sent_to(&self, to: u16) -> u64 {
+        self.sent_seq[usize::from(to)].load(Ordering::SeqCst)
+    }
+
+    /// How many frames from `from` this node's service thread has processed.
+    pub(crate) fn processed_from(&self, from: u16) -> u64 {
+        self.recv_seq[usize::from(from)].load(Ordering::SeqCst)
+    }
+
+    /// Waits until this node has processed the first `n` frames `from` sent it on the ordinary
+    /// connection (a direct answer must not overtake them).
+    pub(crate) fn wait_processed(&'static self, from: u16, n: u64) {
+        if self.processed_from(from) >= n {
+            return;
+        }
+        private(move || {
+            self.seq_waiters.fetch_add(1, Ordering::SeqCst);
+            let mut g = self.seq_lock.lock();
+            while self.processed_from(from) < n {
+                g = g.wait_timeout(&self.seq_cv, Duration::from_millis(10));
+            }
+            drop(g);
+            self.seq_waiters.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// The guard page at `addr` no longer guards a stack on this node (its fiber ended or left).
+    pub(crate) fn unguarded(&'static self, addr: usize) {
+        let Some(page) = self.page_index(addr) else { return };
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let mut q = self.unguarded.lock();
+            if q.len() >= 4096 {
+                q.pop_front();
+            }
+            q.push_back(page);
+            self.unguarded_any.store(true, Ordering::SeqCst);
+        });
+    }
+
+    /// Whether `page` was a guard page not yet given back its access (and forgets it).
+    pub(super) fn take_unguarded(&self, page: u64) -> bool {
+        if !self.unguarded_any.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut q = self.unguarded.lock();
+        let Some(i) = q.iter().position(|&p| p == page) else { return false };
+        q.remove(i);
+        self.unguarded_any.store(!q.is_empty(), Ordering::SeqCst);
+        true
+    }
+
+    /// The page number of `addr`, if it lies in the shared space.
+    pub(crate) fn page_index(&self, addr: usize) -> Option<u64> {
+        self.layout.page_of(addr).map(|p| p.0)
+    }
+
+    /// The home node of `addr`, if it lies in the shared space.
+    pub(crate) fn home_of_addr(&self, addr: usize) -> Option<u16> {
+        self.layout.contains(addr).then(|| ((addr - self.layout.base) / self.slice) as u16)
+    }
+
+    /// Sends a frame to node `to`: written to the socket at once where it takes it (the service
+    /// thread batches its own frames and writes them before it next sleeps).
+    pub(crate) fn send(&'static self, to: u16, frame: Vec<u8>) {
+        private(move || {
+            let frame = self.private_copy(frame);
+            self.send_parts(to, &frame, &[], true);
+        });
+    }
+
+    /// `frame` in private memory: moved as it is if it was built there, else copied (a frame built
+    /// by a thread outside `InternalAlloc` lives in the shared heap, and the senders' locks must
+    /// not be held while touching it). On a private stack.
+    fn private_copy(&self, frame: Vec<u8>) -> Vec<u8> {
+        if !self.layout.contains(frame.as_ptr() as usize) {
+            return frame;
+        }
+        let copy = {
+            let _internal = InternalAlloc::new();
+            frame.as_slice().to_vec()
+        };
+        drop(frame);
+        copy
+    }
+
+    /// Queues a frame for node `to` for the service thread to write with others in one system
+    /// call: for streams of asynchronous messages, where throughput matters more than latency.
+    pub(crate) fn send_batched(&'static self, to: u16, frame: Vec<u8>) {
+        private(move || {
+            let frame = self.private_copy(frame);
+            self.send_parts(to, &frame, &[], false);
+        });
+    }
+
+    /// Queues a frame made of `head` and `tail` for node `to`. On a private stack only (the
+    /// senders' locks are the service thread's too), with both parts in private memory.
+    pub(super) fn send_parts(&self, to: u16, head: &[u8], tail: &[u8], now: bool) {
+        let _internal = InternalAlloc::new();
+        let Some(slot) = self.senders.get().and_then(|s| s.get(usize::from(to))) else {
+            return;
+        };
+        if self.layout.contains(head.as_ptr() as usize) {
+            crate::private::bug("a runtime frame was built in the shared heap (outside InternalAlloc)");
+        }
+        let mut q = slot.lock();
+        let Some(q) = q.as_mut() else {
+            // The peer is gone; the service thread reports it.
+            return;
+        };
+        q.queue(head, tail);
+        self.sent_seq[usize::from(to)].fetch_add(1, Ordering::SeqCst);
+        crate::counters::sent(head, head.len() + tail.len());
+        if !tail.is_empty() {
+            crate::counters::page(true);
+        }
+        if ON_SERVICE_THREAD.with(Cell::get) {
+            return;
+        }
+        if now && DIRECT_SEND {
+            // A write error is noticed by the service thread when it reads from the peer.
+            let _ = q.flush();
+        }
+        if q.wants_write() && !self.wake_pending.swap(true, Ordering::SeqCst) {
+            fault::notify();
+        }
+    }
+
+    /// Runs `cmd` on the service thread and waits until it is complete; at once when the protocol
+    /// state says it has nothing to do (always, under sequential consistency).
+    pub(crate) fn consistency(&'static self, cmd: Cmd) {
+        let needed = match cmd {
+            Cmd::Release => self.needs_release.load(Ordering::SeqCst),
+            Cmd::Acquire => self.has_stale.load(Ordering::SeqCst),
+        };
+        if !needed || on_service_thread() {
+            return;
+        }
+        private(move || {
+            let _internal = InternalAlloc::new();
+            let started = Instant::now();
+            let done = Arc::new(Done { done: ServiceLock::new("runtime.done", false), cv: Condvar::new() });
+            self.cmds.lock().push((cmd, Arc::clone(&done)));
+            self.cmd_pending.store(true, Ordering::SeqCst);
+            fault::notify();
+            let mut d = done.done.lock();
+            while !*d {
+                d = d.wait(&done.cv);
+            }
+            drop(d);
+            crate::counters::consistency_waited(started.elapsed());
+        });
+    }
+
+    /// Whether the cluster is stopping (shutdown or a lost node): the output of application threads
+    /// then goes straight to this node's descriptors.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Silence from a peer longer than this means it is lost.
+    pub(crate) fn failure_timeout(&self) -> Duration {
+        self.failure_timeout
+    }
+
+    /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
+    /// connections.
+    pub(crate) fn shutdown_cluster(&'static self, code: i32) {
+        private(move || {
+            let _internal = InternalAlloc::new();
+            self.shutting_down.store(true, Ordering::SeqCst);
+            for n in 1..self.nodes {
+                self.send(n, wire::Core::Shutdown { code }.encode());
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut closed = self.closed.lock();
+            while *closed + 1 < usize::from(self.nodes) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    say("rthreads: some nodes did not acknowledge shutdown within 10 s");
+                    break;
+                }
+                closed = closed.wait_timeout(&self.closed_cv, left);
+            }
+        });
+    }
+}
+
+/// What a handler tells the service thread about the frame it was given.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Handled.
+    Ok,
+    /// The sender is broken: it is lost, for this reason (the cluster stops).
+    Lost(String),
+    /// The cluster must stop with exit code `code`: `report` is printed here, `short` on the others.
+    Stop { code: i32, report: String, short: String },
+}
+
+/// Handles a frame from node `from` whose tag the handler registered for (on the service thread).
+pub(crate) type FrameHandler = fn(rt: &'static Runtime, from: u16, body: &[u8]) -> Verdict;
+/// Handles a request from node `from` that came on a direct connection; its answer goes back
+/// through `route` (see [`direct`]).
+pub(crate) type DirectHandler =
+    fn(rt: &'static Runtime, from: u16, body: &[u8], route: direct::Route) -> Verdict;
+/// Periodic work, called on every turn of the service loop (at least every 25 ms): it keeps its
+/// own schedule.
+pub(crate) type Tick = fn(rt: &'static Runtime) -> Verdict;
+/// What to finish when the node stops (bounded by `deadline`): output to write, messages to let
+/// through. Called on whatever thread ends the node.
+pub(crate) type StopHook = fn(deadline: Instant);
+
+/// What the modules above the runtime registered with it at start-up.
+pub(crate) struct Extensions {
+    frames: [Option<FrameHandler>; 256],
+    direct: [Option<DirectHandler>; 256],
+    ticks: Vec<Tick>,
+    stops: Vec<StopHook>,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions { frames: [None; 256], direct: [None; 256], ticks: Vec::new(), stops: Vec::new() }
+    }
+}
+
+impl Extensions {
+    /// Frames with these tags go to `h`.
+    ///
+    /// # Panics
+    /// If a tag is the runtime's own, or taken already: two modules would claim one message.
+    pub(crate) fn frames(&mut self, tags: &[u8], h: FrameHandler) {
+        for &t in tags {
+            assert!(!wire::CORE_TAGS.contains(&t), "tag {t:#x} is the runtime's own");
+            assert!(self.frames[usize::from(t)].is_none(), "tag {t:#x} registered twice");
+            self.frames[usize::from(t)] = Some(h);
+        }
+    }
+
+    /// Requests with this tag arriving on a direct connection go to `h`.
+    ///
+    /// # Panics
+    /// If the tag is taken already.
+    pub(crate) fn direct(&mut self, tag: u8, h: DirectHandler) {
+        assert!(self.direct[usize::from(tag)].is_none(), "direct tag {tag:#x} registered twice");
+        self.direct[usize::from(tag)] = Some(h);
+    }
+
+    /// `t` runs on every turn of the service loop.
+    pub(crate) fn tick(&mut self, t: Tick) {
+        self.ticks.push(t);
+    }
+
+    /// `h` runs when the node stops, in registration order.
+    pub(crate) fn on_stop(&mut self, h: StopHook) {
+        self.stops.push(h);
+    }
+}
+
+impl Runtime {
+    /// Runs the stop hooks (what must be finished before the process ends), within `deadline`.
+    pub(crate) fn finish(&self, deadline: Instant) {
+        for h in &self.ext.stops {
+            h(deadline);
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! The service thread: its state, its loop, and what it does with a frame or a fault.
+//!
+//! One turn of the loop: wait (epoll) for faults, frames, connections and timers; handle them; run
+//! the release and acquire requests of application threads; do the periodic work (heartbeats and
+//! loss detection, stuck faults, strangers, the registered ticks, freed memory); write what is
+//! queued. Every protocol step goes through the one executor (`exec.rs`), whatever the protocol.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
+use dsm::protocol::{Coherence, Effect, ReleaseId};
+use dsm::{NodeId, PageId, Space};
+use net::{Conn, ReadStatus};
+
+use super::delay::Delay;
+use super::direct::Doors;
+use super::liveness::{self, Phase, set_phase};
+use super::wire::{Core, ProtocolWire};
+use super::{Cmd, Done, ON_SERVICE_THREAD, Runtime, Verdict, fatal};
+use crate::alloc::InternalAlloc;
+use crate::poll::{self, Poller};
+use crate::private::ServiceLock;
+
+pub(super) const FAULTS: u64 = u64::MAX;
+pub(super) const LISTENER: u64 = u64::MAX - 1;
+/// The timer of the network-delay emulation.
+pub(super) const DELAY_TIMER: u64 = u64::MAX - 2;
+/// Tokens of direct (request/answer) connections start here.
+pub(super) const DIRECT: u64 = 1 << 32;
+
+/// The protocol side of the service thread: the protocol's state and what its effects need.
+pub(super) struct Engine<P: Coherence> {
+    pub(super) proto: P,
+    /// Scratch space for the effects of one call.
+    pub(super) effects: Vec<Effect<P::Msg>>,
+    /// Twins of the pages written here since their last diff.
+    pub(super) twins: HashMap<PageId, Box<[u8]>>,
+    /// Releases in progress and who waits for each.
+    pub(super) releases: HashMap<ReleaseId, Arc<Done>>,
+    pub(super) diff_buf: Vec<u8>,
+    /// Application threads waiting in a fault, by page.
+    pub(super) waiting: HashMap<PageId, Vec<SlotId>>,
+}
+
+/// The ordinary connections to the other nodes, and what liveness knows of them.
+pub(super) struct Links {
+    pub(super) conns: Vec<Option<Conn>>,
+    pub(super) interest: Vec<u32>,
+    /// When something last arrived from each peer (a frame, or the connection closing).
+    pub(super) last_heard: Vec<Instant>,
+    /// When this node last sent every peer a heartbeat.
+    pub(super) last_beat: Instant,
+    /// A peer whose connection closed, given a moment before it counts as lost (it may simply
+    /// have exited on node 0's shutdown order before ours arrived).
+    pub(super) lost_deadline: Option<(Instant, u16, String)>,
+}
+
+/// The service thread's state.
+pub(crate) struct Service<P: ProtocolWire> {
+    pub(super) rt: &'static Runtime,
+    pub(super) space: Space,
+    pub(super) engine: Engine<P>,
+    pub(super) links: Links,
+    pub(super) doors: Doors,
+    pub(super) delay: Delay,
+    pub(super) poller: Poller,
+    faults: FaultReceiver,
+    wakeups: Vec<Wakeup>,
+    /// The cluster is being stopped after a lost node or a stuck one.
+    pub(super) aborting: bool,
+    poll_us: u64,
+    direct_poll_us: u64,
+    /// When the stuck-fault check last ran.
+    pub(super) last_check: Instant,
+    /// Blocks other nodes returned that could not go back into the arena yet (it was busy).
+    returned: Vec<Vec<crate::alloc::Block>>,
+    /// `RTHREADS_TEST_WEDGE` names this node: its service thread stops for good at the first frame
+    /// of another module it handles (a test hook for the watchdog).
+    wedge: bool,
+}
+
+impl<P: ProtocolWire + Send + 'static> Service<P> {
+    pub(crate) fn new(
+        rt: &'static Runtime,
+        space: Space,
+        proto: P,
+        streams: Vec<Option<std::net::TcpStream>>,
+        faults: FaultReceiver,
+        listener: std::net::TcpListener,
+    ) -> std::io::Result<Service<P>> {
+        let _internal = InternalAlloc::new();
+        let poller = Poller::new()?;
+        poller.add(faults.fd(), poll::READ, FAULTS)?;
+        listener.set_nonblocking(true)?;
+        poller.add(listener.as_raw_fd(), poll::READ, LISTENER)?;
+        let mut conns = Vec::new();
+        for (i, s) in streams.into_iter().enumerate() {
+            conns.push(match s {
+                Some(s) => {
+                    s.set_read_timeout(None)?;
+                    let c = Conn::new(s)?;
+                    poller.add(c.fd(), poll::READ, i as u64)?;
+                    Some(c)
+                }
+                None => None,
+            });
+        }
+        let senders = conns
+            .iter()
+            .map(|c| Ok(ServiceLock::new("runtime.senders", c.as_ref().map(Conn::send_queue).transpose()?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        if rt.senders.set(senders).is_err() {
+            fatal("the service was started twice");
+        }
+        let env_us = |name: &str, default: u64| {
+            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+        };
+        let delay = super::net_delay();
+        let delay_timer = if delay.is_zero() {
+            None
+        } else {
+            // SAFETY: plain syscall; the descriptor is owned below.
+            let fd = unsafe {
+                libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
+            };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: just created, owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            poller.add(fd.as_raw_fd(), poll::READ, DELAY_TIMER)?;
+            Some(fd)
+        };
+        let now = Instant::now();
+        Ok(Service {
+            rt,
+            space,
+            engine: Engine {
+                proto,
+                effects: Vec::new(),
+                twins: HashMap::new(),
+                releases: HashMap::new(),
+                diff_buf: Vec::with_capacity(2 * dsm::sys::PAGE_SIZE),
+                waiting: HashMap::new(),
+            },
+            links: Links {
+                interest: vec![poll::READ; conns.len()],
+                conns,
+                last_heard: vec![now; usize::from(rt.nodes)],
+                last_beat: now,
+                lost_deadline: None,
+            },
+            doors: Doors::new(listener, rt.auth_timeout),
+            delay: Delay { delay, held: VecDeque::new(), timer: delay_timer },
+            poller,
+            faults,
+            wakeups: Vec::new(),
+            aborting: false,
+            poll_us: env_us("RTHREADS_POLL_US", 0),
+            direct_poll_us: env_us("RTHREADS_DIRECT_POLL_US", 0),
+            last_check: now,
+            returned: Vec::new(),
+            wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse::<u16>().ok())
+                == Some(rt.me),
+        })
+    }
+
+    /// Runs the service loop on a new thread, and the watchdog that reports it if it stops moving.
+    pub(crate) fn start(self) {
+        let _internal = InternalAlloc::new();
+        liveness::start_watchdog(self.rt);
+        std::thread::Builder::new()
+            .name("rthreads-service".into())
+            .spawn(move || {
+                crate::alloc::runtime_thread();
+                ON_SERVICE_THREAD.with(|c| c.set(true));
+                fault::register_service_thread();
+                self.run()
+            })
+            .unwrap_or_else(|e| fatal(&format!("cannot start the service thread: {e}")));
+    }
+
+    fn run(mut self) -> ! {
+        let mut ready = Vec::with_capacity(64);
+        let mut body = Vec::with_capacity(8192);
+        // After serving a request, poll instead of sleeping for a little while: the next request
+        // (the unlock after a lock, the next page of a scan) then finds this thread awake, which on
+        // a VM saves the slow kind of wake-up.
+        let mut hot_until: Option<Instant> = None;
+        loop {
+            liveness::beat();
+            set_phase(Phase::Polling, 0);
+            let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
+                0
+            } else if !self.returned.is_empty() {
+                1
+            } else if let Some(t) = self.doors.listener_paused {
+                t.saturating_duration_since(Instant::now()).as_millis().clamp(1, 25) as i32
+            } else if let Some((t, _, _)) = &self.links.lost_deadline {
+                t.saturating_duration_since(Instant::now()).as_millis().min(25) as i32
+            } else {
+                // The registered ticks (load reports, the lock watchdog) want a turn this often.
+                25
+            };
+            if let Err(e) = self.poller.wait(timeout, &mut ready) {
+                fatal(&format!("epoll: {e}"));
+            }
+            let mut served = false;
+            liveness::beat();
+            for &(token, events) in &ready {
+                if token == FAULTS {
+                    set_phase(Phase::Faults, 0);
+                    self.on_wakeups();
+                } else if token == DELAY_TIMER {
+                    self.clear_delay_timer();
+                } else if token == LISTENER {
+                    set_phase(Phase::Accepting, 0);
+                    self.accept_direct();
+                } else if token >= DIRECT {
+                    set_phase(Phase::Direct, 0);
+                    self.on_direct((token - DIRECT) as usize, &mut body);
+                    served = true;
+                } else {
+                    set_phase(Phase::Frame, token as u32);
+                    self.on_conn(token as usize, events, &mut body);
+                }
+            }
+            if !self.delay.held.is_empty() {
+                self.deliver_due();
+            }
+            self.rt.wake_pending.store(false, Ordering::SeqCst);
+            if self.rt.cmd_pending.swap(false, Ordering::SeqCst) {
+                set_phase(Phase::Commands, 0);
+                self.run_commands();
+            }
+            set_phase(Phase::Periodic, 0);
+            self.check_peers();
+            self.check_stuck();
+            self.check_strangers();
+            for &t in &self.rt.ext.ticks {
+                let v = t(self.rt);
+                self.verdict(None, v);
+            }
+            self.retry_returned();
+            self.send_remote_frees();
+            set_phase(Phase::Sending, 0);
+            self.flush_all();
+            if let Some((t, lost, why)) = &self.links.lost_deadline
+                && Instant::now() >= *t
+            {
+                let (lost, why) = (*lost, why.clone());
+                self.abort_cluster(lost, &why);
+            }
+            let hot =
+                (served && self.direct_poll_us > 0) || (self.poll_us > 0 && !self.engine.waiting.is_empty());
+            if hot {
+                let us = if served { self.direct_poll_us } else { self.poll_us };
+                hot_until = Some(Instant::now() + Duration::from_micros(us));
+            }
+        }
+    }
+
+    /// Acts on what a registered handler said about a frame from `from` (or a tick, `None`).
+    pub(super) fn verdict(&mut self, from: Option<u16>, v: Verdict) {
+        match v {
+            Verdict::Ok => {}
+            Verdict::Lost(why) => match from {
+                Some(f) => self.peer_lost(usize::from(f), &why),
+                None => fatal(&why),
+            },
+            Verdict::Stop { code, report, short } => self.stop_cluster(code, &report, &short),
+        }
+    }
+
+    fn on_wakeups(&mut self) {
+        let mut wakeups = std::mem::take(&mut self.wakeups);
+        self.faults.drain(|w| wakeups.push(w));
+        let geometry = self.engine.proto.geometry();
+        for w in wakeups.drain(..) {
+            if let Wakeup::Fault { slot, page, kind, atomic } = w {
+                if !geometry.in_range(page) {
+                    fatal(&format!("trap on {page}, outside the space"));
+                }
+                crate::counters::log_fault(self.rt.me, page, kind, geometry.pages_per_node);
+                self.engine.waiting.entry(page).or_default().push(slot);
+                // A trap on a former guard page of a stack, which was made inaccessible behind the
+                // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
+                // protocol says this node has (if that is too little, the protocol goes on).
+                if self.rt.take_unguarded(page.0) {
+                    let have = self.engine.proto.access(page);
+                    if let Err(e) = self.space.protect(page, have) {
+                        fatal(&format!("mprotect of {page}: {e}"));
+                    }
+                }
+                let mut effects = std::mem::take(&mut self.engine.effects);
+                self.engine.proto.fault(page, kind, atomic, &mut effects);
+                self.exec(&mut effects, None);
+                self.engine.effects = effects;
+            }
+        }
+        self.wakeups = wakeups;
+    }
+
+    fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
+        if events & !poll::WRITE == 0 {
+            // Writable: flush_all, at the end of this round, writes what is queued.
+            return;
+        }
+        let Some(conn) = self.links.conns.get_mut(i).and_then(|c| c.as_mut()) else {
+            return;
+        };
+        self.links.last_heard[i] = Instant::now();
+        let status = match conn.fill() {
+            Ok(s) => s,
+            Err(e) => return self.peer_lost(i, &format!("receive failed: {e}")),
+        };
+        loop {
+            let Some(conn) = self.links.conns[i].as_mut() else {
+                return;
+            };
+            match conn.next_frame(body) {
+                Ok(true) if !self.delay.delay.is_zero() => self.hold(i as u16, body),
+                Ok(true) => {
+                    self.on_frame(i as u16, body);
+                    self.processed(i as u16);
+                }
+                Ok(false) => break,
+                Err(e) => return self.peer_lost(i, &format!("it sent a malformed frame ({e})")),
+            }
+        }
+        if status == ReadStatus::Closed {
+            // What the peer sent before it closed still counts (a last message, then exit).
+            self.deliver_from(i as u16);
+            self.peer_lost(i, "closed the connection");
+        }
+    }
+
+    /// A frame from node `from`: a protocol message, a frame of the runtime, or one a module
+    /// registered a handler for.
+    pub(super) fn on_frame(&mut self, from: u16, body: &[u8]) {
+        crate::counters::received(body);
+        match body.first() {
+            Some(&t) if t == P::TAG => {
+                let (msg, data) = match P::decode_frame(body) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return self
+                            .peer_lost(usize::from(from), &format!("it sent a malformed message ({e})"));
+                    }
+                };
+                if data.is_some() {
+                    crate::counters::page(false);
+                }
+                crate::trace::message(false, from, body, dsm::protocol::Message::page(&msg).0);
+                if let Err(e) = self.check_payload(&msg, data) {
+                    return self.peer_lost(usize::from(from), &e);
+                }
+                let mut effects = std::mem::take(&mut self.engine.effects);
+                let r = self.engine.proto.handle(NodeId(from), msg, &mut effects);
+                if let Err(e) = r {
+                    self.engine.effects = effects;
+                    return self.peer_lost(usize::from(from), &format!("protocol error: {e}"));
+                }
+                self.exec(&mut effects, data);
+                self.engine.effects = effects;
+                return;
+            }
+            Some(&(super::wire::T_PROTO | super::wire::T_LRC)) => {
+                return self.peer_lost(
+                    usize::from(from),
+                    &format!(
+                        "it runs another coherence protocol than this node's {} (RTHREADS_PROTOCOL must match)",
+                        P::NAME
+                    ),
+                );
+            }
+            _ => {}
+        }
+        match Core::decode(body) {
+            Some(Ok(core)) => return self.on_core(from, core),
+            Some(Err(e)) => {
+                return self.peer_lost(usize::from(from), &format!("it sent a malformed message ({e})"));
+            }
+            None => {}
+        }
+        let tag = body.first().copied().unwrap_or(0);
+        let Some(h) = self.rt.ext.frames[usize::from(tag)] else {
+            return self.peer_lost(usize::from(from), &format!("it sent a message of unknown kind {tag:#x}"));
+        };
+        if self.wedge {
+            self.wedged();
+        }
+        let v = h(self.rt, from, body);
+        self.verdict(Some(from), v);
+    }
+
+    fn on_core(&mut self, from: u16, core: Core<'_>) {
+        match core {
+            Core::Free { blocks } => {
+                if blocks.iter().any(|b| !self.rt.heap.owns(b.0)) {
+                    return self.peer_lost(usize::from(from), "it returned memory this node does not own");
+                }
+                if !self.rt.heap.try_free_returned(&blocks) {
+                    // An application thread holds the arena: try again on the next turn.
+                    self.returned.push(blocks);
+                }
+            }
+            Core::Heartbeat => {}
+            Core::Abort { lost, reason } => {
+                if !self.rt.is_stopping() && !self.aborting {
+                    super::say(&format!(
+                        "rthreads: node {}: stopping: node {lost} was lost (node {from} reports: {reason})",
+                        self.rt.me
+                    ));
+                    self.finish_abort(super::EXIT_NODE_LOST);
+                }
+            }
+            Core::Stop { code, reason } => {
+                if !self.rt.is_stopping() && !self.aborting {
+                    self.aborting = true;
+                    super::say(&format!("rthreads: node {}: stopping: {reason}", self.rt.me));
+                    self.finish_abort(code);
+                }
+            }
+            Core::Shutdown { code: _ } => {
+                // The cluster's exit code is node 0's; other nodes end cleanly.
+                self.rt.shutting_down.store(true, Ordering::SeqCst);
+                // What this node queued (its last output among it) leaves before it ends.
+                self.flush_all();
+                crate::trace::flush(self.rt.me);
+                // SAFETY: _exit runs nothing that could wait on application threads.
+                unsafe { libc::_exit(0) }
+            }
+            Core::Ordered { .. } => {
+                self.peer_lost(usize::from(from), "it sent a direct-connection message on the ordinary one")
+            }
+        }
+    }
+
+    /// A frame from `from` has been handled: count it, serve direct requests that waited for it,
+    /// and wake threads waiting for it before they use a direct answer.
+    pub(super) fn processed(&mut self, from: u16) {
+        let n = self.rt.recv_seq[usize::from(from)].fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.doors.deferred.is_empty() {
+            self.serve_deferred(from, n);
+        }
+        if self.rt.seq_waiters.load(Ordering::SeqCst) > 0 {
+            let _g = self.rt.seq_lock.lock();
+            self.rt.seq_cv.notify_all();
+        }
+    }
+
+    /// Runs the release and acquire requests of application threads.
+    fn run_commands(&mut self) {
+        let cmds = std::mem::take(&mut *self.rt.cmds.lock());
+        for (cmd, done) in cmds {
+            let mut effects = std::mem::take(&mut self.engine.effects);
+            match cmd {
+                Cmd::Release => match self.engine.proto.release(&mut effects) {
+                    Some(id) => {
+                        self.engine.releases.insert(id, done);
+                        self.exec(&mut effects, None);
+                    }
+                    None => {
+                        self.exec(&mut effects, None);
+                        done.set();
+                    }
+                },
+                Cmd::Acquire => {
+                    self.engine.proto.acquire(&mut effects);
+                    self.exec(&mut effects, None);
+                    done.set();
+                }
+            }
+            self.engine.effects = effects;
+        }
+    }
+
+    /// Puts back into the arena the returned blocks it was too busy to take before.
+    fn retry_returned(&mut self) {
+        while let Some(blocks) = self.returned.last() {
+            if !self.rt.heap.try_free_returned(blocks) {
+                return;
+            }
+            self.returned.pop();
+        }
+    }
+
+    fn send_remote_frees(&mut self) {
+        let frees = self.rt.heap.take_remote_frees();
+        if frees.is_empty() {
+            return;
+        }
+        // A protocol with releases may still hold unsent writes to the blocks this node frees (a
+        // dirty copy of their pages). Those must reach the owner before it can reuse the blocks,
+        // or a late diff would overwrite the new contents: start a release, whose diffs travel
+        // ahead of the free list on the same connection to the owner (their home).
+        if self.engine.proto.needs_release() {
+            let mut effects = std::mem::take(&mut self.engine.effects);
+            let _ = self.engine.proto.release(&mut effects);
+            self.exec(&mut effects, None);
+            self.engine.effects = effects;
+        }
+        let _internal = InternalAlloc::new();
+        for (owner, blocks) in frees {
+            for batch in blocks.chunks(4096) {
+                self.rt.send(owner as u16, Core::Free { blocks: batch.to_vec() }.encode());
+            }
+        }
+    }
+
+    pub(super) fn flush_all(&mut self) {
+        self.doors.flush();
+        for i in 0..self.links.conns.len() {
+            let Some(c) = self.links.conns[i].as_ref() else {
+                continue;
+            };
+            let fd = c.fd();
+            let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i)) else {
+                continue;
+            };
+            let flushed = {
+                let mut q = slot.lock();
+                q.as_mut().map(|q| q.flush().map(|()| q.wants_write()))
+            };
+            let pending = match flushed {
+                None => continue,
+                Some(Ok(pending)) => pending,
+                Some(Err(e)) => {
+                    self.peer_lost(i, &format!("send failed: {e}"));
+                    continue;
+                }
+            };
+            let want = if pending { poll::READ | poll::WRITE } else { poll::READ };
+            if want != self.links.interest[i] {
+                if let Err(e) = self.poller.modify(fd, want, i as u64) {
+                    fatal(&format!("epoll_ctl: {e}"));
+                }
+                self.links.interest[i] = want;
+            }
+        }
+    }
+
+    /// The test hook `RTHREADS_TEST_WEDGE`: this service thread stops serving for good, as a
+    /// service thread stuck on a bug would; the watchdog must notice.
+    fn wedged(&mut self) -> ! {
+        set_phase(Phase::Wedged, 0);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
