@@ -103,7 +103,7 @@ impl OutputMsg<'_> {
 /// Decodes and re-encodes an output message (the fuzz harness); `None` for another tag.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    TAGS.contains(body.first()?).then(|| OutputMsg::decode(body).map(|m| m.encode()))
+    crate::runtime::wire::round_trip_of(body, &TAGS, OutputMsg::decode, OutputMsg::encode)
 }
 
 /// Registers output's messages and its last words with the runtime.

@@ -281,7 +281,12 @@ impl PlacementMsg {
 /// Decodes and re-encodes a placement message (the fuzz harness); `None` for another tag.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    [T_LOAD, T_REBALANCE].contains(body.first()?).then(|| PlacementMsg::decode(body).map(|m| m.encode()))
+    crate::runtime::wire::round_trip_of(
+        body,
+        &[T_LOAD, T_REBALANCE],
+        PlacementMsg::decode,
+        PlacementMsg::encode,
+    )
 }
 
 /// Registers placement's messages and periodic work with the runtime.

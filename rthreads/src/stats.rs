@@ -45,7 +45,7 @@ impl StatsMsg {
 /// Decodes and re-encodes a statistics message (the fuzz harness); `None` for another tag.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    [T_STATS_REQ, T_LOG].contains(body.first()?).then(|| StatsMsg::decode(body).map(|m| m.encode()))
+    crate::runtime::wire::round_trip_of(body, &[T_STATS_REQ, T_LOG], StatsMsg::decode, StatsMsg::encode)
 }
 
 /// Registers the statistics messages with the runtime.

@@ -272,6 +272,18 @@ impl ProtocolWire for LrcNode {
     }
 }
 
+/// Decodes and re-encodes `body` if its tag is one of `tags` (the fuzz harness of a module's
+/// messages); `None` for another tag.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn round_trip_of<'a, M>(
+    body: &'a [u8],
+    tags: &[u8],
+    decode: fn(&'a [u8]) -> Result<M, DecodeError>,
+    encode: fn(&M) -> Vec<u8>,
+) -> Option<Result<Vec<u8>, DecodeError>> {
+    tags.contains(body.first()?).then(|| decode(body).map(|m| encode(&m)))
+}
+
 /// Decodes and re-encodes a frame of the runtime's own or of a protocol; `None` for another tag.
 /// (The fuzz harness: the re-encoded frame must decode to the same message.)
 #[cfg(any(test, feature = "fuzzing"))]

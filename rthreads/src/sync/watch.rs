@@ -62,14 +62,18 @@ struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let r = MINE.with(Cell::get);
-        if !r.is_null() {
-            // SAFETY: a pointer into the static table.
-            let r = unsafe { &*r };
-            clear(r);
-            r.thread.store(0, Ordering::SeqCst);
-            MINE.with(|m| m.set(std::ptr::null()));
-        }
+        let_go();
+    }
+}
+
+/// Frees the calling thread's record, if it has one.
+fn let_go() {
+    let r = MINE.with(|m| m.replace(std::ptr::null()));
+    if !r.is_null() {
+        // SAFETY: a pointer into the static table.
+        let r = unsafe { &*r };
+        clear(r);
+        r.thread.store(0, Ordering::SeqCst);
     }
 }
 
@@ -129,14 +133,7 @@ fn claim(id: u64, name: Option<String>) -> Option<&'static Record> {
 /// The carrier of rthread `tid` (named `name`) starts running it: the thread's locks are recorded
 /// under that identity from now on.
 pub(crate) fn thread_starts(tid: u64, name: Option<&str>) {
-    let r = MINE.with(Cell::get);
-    if !r.is_null() {
-        // SAFETY: a pointer into the static table.
-        let r = unsafe { &*r };
-        clear(r);
-        r.thread.store(0, Ordering::SeqCst);
-        MINE.with(|m| m.set(std::ptr::null()));
-    }
+    let_go();
     claim(tid, name.map(str::to_owned));
 }
 

@@ -80,7 +80,7 @@ impl SyncMsg {
 /// Decodes and re-encodes a synchronisation message (the fuzz harness); `None` for another tag.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
-    TAGS.contains(body.first()?).then(|| SyncMsg::decode(body).map(|m| m.encode()))
+    crate::runtime::wire::round_trip_of(body, &TAGS, SyncMsg::decode, SyncMsg::encode)
 }
 
 pub(crate) fn sync_req(r: &Request) -> Vec<u8> {

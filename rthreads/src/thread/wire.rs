@@ -95,5 +95,5 @@ fn handle(_rt: &'static Runtime, from: u16, body: &[u8]) -> Verdict {
 /// Decodes and re-encodes a thread message (the fuzz harness); `None` for another tag.
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
-    TAGS.contains(body.first()?).then(|| ThreadMsg::decode(body).map(|m| m.encode()))
+    crate::runtime::wire::round_trip_of(body, &TAGS, ThreadMsg::decode, ThreadMsg::encode)
 }
