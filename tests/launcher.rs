@@ -151,7 +151,8 @@ fn strangers_with_a_wrong_secret_or_garbage_are_refused_and_the_cluster_keeps_wo
         s.write_all(b"GET / HTTP/1.1\r\nHost: rthreads\r\n\r\n").unwrap();
         let mut s = std::net::TcpStream::connect(&addr).unwrap();
         let e = net::auth::connect_side(&mut s, &wrong).unwrap_err();
-        assert!(e.contains("wrong cluster secret"), "{addr}: {e}");
+        let wrong_secret = net::AuthError::WrongSecret.to_string();
+        assert!(matches!(&e, net::HandshakeError::Refused(r) if *r == wrong_secret), "{addr}: {e:?}");
     }
     assert!(listening >= 4, "found {listening} listening nodes in {base}..");
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();

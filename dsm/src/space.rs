@@ -32,7 +32,7 @@ impl SpaceLayout {
     pub const DEFAULT_BASE: usize = 0x2000_0000_0000;
     /// The default size for up to 16 nodes: 64 GiB of address space (nothing is committed until
     /// used). `rthreads` gives larger clusters 4 GiB per node, so that every node's share stays
-    /// useful (`rthreads/src/settings.rs`, `default_space_size`).
+    /// useful (`rthreads/src/launch/settings.rs`, `default_space_size`).
     pub const DEFAULT_SIZE: usize = 64 << 30;
 
     /// Number of pages in the space.

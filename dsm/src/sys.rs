@@ -111,7 +111,7 @@ pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     }
 }
 
-/// `write(2)` as the system call itself, bypassing the C library's `write` (which `iofix`
+/// `write(2)` as the system call itself, bypassing the C library's `write` (which `interpose`
 /// replaces in every program that links this crate). For the runtime's own descriptors and
 /// messages: async-signal-safe, never forwarded, never retried. Returns what the kernel returned.
 ///

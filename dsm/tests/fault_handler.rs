@@ -1,5 +1,5 @@
 //! The fault handler in one process: traps on the space reach a service thread with the right
-//! page and kind; system calls on protected shared buffers work (`iofix`).
+//! page and kind; system calls on protected shared buffers work (`interpose`).
 //! Installing the handler is process-wide, so this file holds a single test.
 
 // Tests print as they like: the rule against std's print macros is the runtime's.

@@ -16,7 +16,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod mesh;
 
-pub use auth::Secret;
+pub use auth::{AuthError, HandshakeError, Secret, SecretError};
 pub use codec::{DecodeError, Reader, Writer};
 pub use frame::{Conn, FrameBuf, ReadStatus, SendQueue};
-pub use mesh::{BinaryId, Hello, Mesh, MeshConfig, MeshError};
+pub use mesh::{BinaryId, Hello, HelloError, Mesh, MeshConfig, MeshError, Refusal};

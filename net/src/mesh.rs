@@ -22,8 +22,8 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::auth::{self, Secret};
-use crate::codec::{Reader, Writer};
+use crate::auth::{self, HandshakeError, Secret};
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::frame::{read_frame, write_frame};
 
 const MAGIC: u32 = 0x5254_4852; // "RTHR"
@@ -56,21 +56,121 @@ impl fmt::Display for BinaryId {
 }
 
 impl BinaryId {
-    /// Describes how `other` differs from `self`, or `None` if they match.
-    pub fn mismatch(&self, other: &BinaryId) -> Option<String> {
+    /// How `other` differs from `self` ([`Refusal::DifferentBinary`] or
+    /// [`Refusal::LoadedElsewhere`]), or `None` if they match.
+    pub fn mismatch(&self, other: &BinaryId) -> Option<Refusal> {
         if self.hash != other.hash || self.len != other.len {
-            Some(format!(
-                "different binary: this node runs {self}, the peer runs {other} (every node must run the same executable)"
-            ))
+            Some(Refusal::DifferentBinary { mine: *self, theirs: *other })
         } else if self.anchor != other.anchor {
-            Some(format!(
-                "same binary loaded at a different address (anchor {:#x} here, {:#x} there): address randomisation must be off on every node",
-                self.anchor, other.anchor
-            ))
+            Some(Refusal::LoadedElsewhere { mine: self.anchor, theirs: other.anchor })
         } else {
             None
         }
     }
+}
+
+/// Why a hello could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// Truncated, or bytes left over.
+    #[error("not an rthreads hello ({0})")]
+    Malformed(#[from] DecodeError),
+    /// Another tag or magic number: not an rthreads hello at all.
+    #[error("not an rthreads hello (bad magic)")]
+    BadMagic,
+    /// An rthreads hello of another version of the handshake.
+    #[error("protocol version {0}, expected {VERSION}")]
+    Version(u16),
+}
+
+/// Why a node refuses a peer at the handshake. The text is sent to the peer (which reports it
+/// as [`MeshError::Refused`]) and logged by the refusing node, which goes on waiting for the
+/// right peer.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// The peer runs another executable.
+    #[error(
+        "different binary: this node runs {mine}, the peer runs {theirs} (every node must run the same executable)"
+    )]
+    DifferentBinary {
+        /// This node's binary.
+        mine: BinaryId,
+        /// The peer's.
+        theirs: BinaryId,
+    },
+    /// The peer runs the same executable, loaded at another address.
+    #[error(
+        "same binary loaded at a different address (anchor {mine:#x} here, {theirs:#x} there): address randomisation must be off on every node"
+    )]
+    LoadedElsewhere {
+        /// The anchor's address here.
+        mine: u64,
+        /// The anchor's address in the peer.
+        theirs: u64,
+    },
+    /// The peer believes the cluster has another number of nodes.
+    #[error("the peer expects {theirs} nodes, this cluster has {mine}")]
+    NodeCount {
+        /// Nodes of this cluster.
+        mine: u16,
+        /// Nodes the peer expects.
+        theirs: u16,
+    },
+    /// The peer belongs to another run (another session id).
+    #[error("the peer belongs to another run (session {theirs:x}, expected {mine:x})")]
+    AnotherRun {
+        /// This run's session.
+        mine: u64,
+        /// The peer's.
+        theirs: u64,
+    },
+    /// The peer's node id is 0 or not below the node count.
+    #[error("node id {node} out of range 1..{nodes}")]
+    NodeOutOfRange {
+        /// The peer's node id.
+        node: u16,
+        /// Nodes of this cluster.
+        nodes: u16,
+    },
+    /// The peer runs with other run-wide settings ([`Hello::settings`]); the text names each
+    /// `name=value` pair that differs.
+    #[error("{}", settings_mismatch(.mine, .theirs))]
+    DifferentSettings {
+        /// This node's settings.
+        mine: String,
+        /// The peer's.
+        theirs: String,
+    },
+    /// A second peer says hello with a node id that already joined.
+    #[error("node id {0} joined twice")]
+    JoinedTwice(u16),
+    /// A node that should not connect to this one did (a lower node, or one already connected).
+    #[error("unexpected connection from node {0}")]
+    Unexpected(u16),
+    /// The peer failed authentication (it has already been refused by [`auth::accept_side`]).
+    #[error("{peer}: {source}")]
+    Unauthenticated {
+        /// Where the peer connected from.
+        peer: SocketAddr,
+        /// Why it failed.
+        source: HandshakeError,
+    },
+    /// The peer authenticated but sent no hello in time.
+    #[error("no hello from {peer}: {source}")]
+    NoHello {
+        /// Where the peer connected from.
+        peer: SocketAddr,
+        /// The socket's error.
+        source: io::Error,
+    },
+    /// The peer's first message is not a hello this node can read.
+    #[error("from {peer}: {source}")]
+    BadHello {
+        /// Where the peer connected from.
+        peer: SocketAddr,
+        /// What is wrong with it.
+        source: HelloError,
+    },
 }
 
 /// The first message on every connection.
@@ -103,48 +203,144 @@ impl Hello {
         w.finish()
     }
 
-    pub(crate) fn decode(body: &[u8]) -> Result<Hello, String> {
+    pub(crate) fn decode(body: &[u8]) -> Result<Hello, HelloError> {
         let mut r = Reader::new(body);
-        let bad = |e: crate::codec::DecodeError| format!("not an rthreads hello ({e})");
-        if r.u8().map_err(bad)? != TAG_HELLO || r.u32().map_err(bad)? != MAGIC {
-            return Err("not an rthreads hello (bad magic)".into());
+        if r.u8()? != TAG_HELLO || r.u32()? != MAGIC {
+            return Err(HelloError::BadMagic);
         }
-        let version = r.u16().map_err(bad)?;
+        let version = r.u16()?;
         if version != VERSION {
-            return Err(format!("protocol version {version}, expected {VERSION}"));
+            return Err(HelloError::Version(version));
         }
         let hello = Hello {
-            node: r.u16().map_err(bad)?,
-            nodes: r.u16().map_err(bad)?,
-            session: r.u64().map_err(bad)?,
-            binary: BinaryId {
-                hash: r.u64().map_err(bad)?,
-                len: r.u64().map_err(bad)?,
-                anchor: r.u64().map_err(bad)?,
-            },
-            listen: r.str().map_err(bad)?.to_owned(),
-            parallelism: r.u32().map_err(bad)?,
-            settings: r.str().map_err(bad)?.to_owned(),
+            node: r.u16()?,
+            nodes: r.u16()?,
+            session: r.u64()?,
+            binary: BinaryId { hash: r.u64()?, len: r.u64()?, anchor: r.u64()? },
+            listen: r.str()?.to_owned(),
+            parallelism: r.u32()?,
+            settings: r.str()?.to_owned(),
         };
-        r.end().map_err(bad)?;
+        r.end()?;
         Ok(hello)
     }
 }
 
-/// Start-up failed.
-#[derive(Debug)]
-pub struct MeshError(pub String);
-
-impl fmt::Display for MeshError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// Why this node could not join the cluster. Every variant names the peer and the step where
+/// there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// The start-up timeout passed.
+    #[error("cluster start-up timed out")]
+    TimedOut,
+    /// Node 0 stopped waiting (for `source`, most often [`MeshError::TimedOut`]) before these
+    /// nodes said an acceptable hello.
+    #[error("{source}: node(s) {} never joined", node_list(.missing))]
+    NeverJoined {
+        /// The nodes that never joined.
+        missing: Vec<u16>,
+        /// Why node 0 stopped waiting.
+        source: Box<MeshError>,
+    },
+    /// This node's listener failed.
+    #[error("listener: {0}")]
+    Listener(io::Error),
+    /// Accepting a connection failed.
+    #[error("accept: {0}")]
+    Accept(io::Error),
+    /// Setting up an accepted connection failed.
+    #[error("{0}")]
+    Socket(io::Error),
+    /// A node other than 0 was given no coordinator address.
+    #[error("no coordinator address (RTHREADS_COORDINATOR)")]
+    NoCoordinator,
+    /// Connecting to a node failed: `source` is [`MeshError::TimedOut`] or
+    /// [`MeshError::Connect`].
+    #[error("cannot reach node {node} at {addr}: {source}")]
+    Unreachable {
+        /// The node.
+        node: u16,
+        /// Where it was looked for.
+        addr: SocketAddr,
+        /// Why it could not be reached.
+        source: Box<MeshError>,
+    },
+    /// A connection attempt failed other than by being refused (refused ones are retried).
+    #[error("{0}")]
+    Connect(io::Error),
+    /// The authentication exchange with a node this node connected to failed.
+    #[error("node {node} at {addr}: {source}")]
+    Auth {
+        /// The node.
+        node: u16,
+        /// Its address.
+        addr: SocketAddr,
+        /// What went wrong: for a wrong secret, [`HandshakeError::Refused`].
+        source: HandshakeError,
+    },
+    /// A node refused this one's hello, with the reason it gave (the text of a [`Refusal`]).
+    #[error("node {node} refused this node: {reason}")]
+    Refused {
+        /// The node that refused.
+        node: u16,
+        /// Its reason.
+        reason: String,
+    },
+    /// Sending a handshake message failed.
+    #[error("{what} to node {node}: {source}")]
+    Send {
+        /// The message: "hello", "welcome", "ack", "ready", "go".
+        what: &'static str,
+        /// The node it was for.
+        node: u16,
+        /// The socket's error.
+        source: io::Error,
+    },
+    /// A node's answer did not come.
+    #[error("no {what} from node {node}: {source}")]
+    NoReply {
+        /// The answer awaited: "answer" (to a hello), "go".
+        what: &'static str,
+        /// The node.
+        node: u16,
+        /// The socket's error (a timeout, a closed connection).
+        source: io::Error,
+    },
+    /// A node did not say it was ready at the start-up barrier.
+    #[error("node {node} not ready: {source}")]
+    NotReady {
+        /// The node.
+        node: u16,
+        /// The socket's error.
+        source: io::Error,
+    },
+    /// A node sent another message than the one the handshake expects next.
+    #[error("node {node} sent garbage instead of {what}")]
+    Garbage {
+        /// The message expected: "a welcome", "an ack", "ready", "go".
+        what: &'static str,
+        /// The node.
+        node: u16,
+    },
+    /// Node 0's address table could not be read.
+    #[error("bad welcome from node 0: {0}")]
+    BadWelcome(DecodeError),
+    /// The address table gives a node an address that is not one.
+    #[error("bad address for node {node}: {addr:?}")]
+    BadAddress {
+        /// The node.
+        node: u16,
+        /// What the table says.
+        addr: String,
+    },
+    /// [`Mesh::barrier`] on a node that has no connection to node 0.
+    #[error("no connection to node {0}")]
+    NoConnection(u16),
 }
 
-impl std::error::Error for MeshError {}
-
-fn err(msg: impl Into<String>) -> MeshError {
-    MeshError(msg.into())
+/// `1, 2, 5`.
+fn node_list(nodes: &[u16]) -> String {
+    nodes.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
 }
 
 /// How this node joins the cluster.
@@ -185,24 +381,24 @@ fn reject(stream: &mut TcpStream, reason: &str) {
     let _ = write_frame(stream, &w.finish());
 }
 
-pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), String> {
+pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), Refusal> {
     if let Some(m) = mine.binary.mismatch(&theirs.binary) {
         return Err(m);
     }
     if theirs.nodes != mine.nodes {
-        return Err(format!("the peer expects {} nodes, this cluster has {}", theirs.nodes, mine.nodes));
+        return Err(Refusal::NodeCount { mine: mine.nodes, theirs: theirs.nodes });
     }
     if theirs.session != mine.session {
-        return Err(format!(
-            "the peer belongs to another run (session {:x}, expected {:x})",
-            theirs.session, mine.session
-        ));
+        return Err(Refusal::AnotherRun { mine: mine.session, theirs: theirs.session });
     }
     if theirs.node == 0 || theirs.node >= mine.nodes {
-        return Err(format!("node id {} out of range 1..{}", theirs.node, mine.nodes));
+        return Err(Refusal::NodeOutOfRange { node: theirs.node, nodes: mine.nodes });
     }
     if theirs.settings != mine.settings {
-        return Err(settings_mismatch(&mine.settings, &theirs.settings));
+        return Err(Refusal::DifferentSettings {
+            mine: mine.settings.clone(),
+            theirs: theirs.settings.clone(),
+        });
     }
     Ok(())
 }
@@ -232,10 +428,7 @@ fn settings_mismatch(mine: &str, theirs: &str) -> String {
 }
 
 fn remaining(deadline: Instant) -> Result<Duration, MeshError> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| err("cluster start-up timed out"))
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(MeshError::TimedOut)
 }
 
 /// Accepts one connection before `deadline`, authenticates it and reads its hello.
@@ -245,37 +438,42 @@ fn accept_hello(
     listener: &TcpListener,
     deadline: Instant,
     secret: &Secret,
-) -> Result<(TcpStream, Result<Hello, String>), MeshError> {
-    listener.set_nonblocking(true).map_err(|e| err(format!("listener: {e}")))?;
+) -> Result<(TcpStream, Result<Hello, Refusal>), MeshError> {
+    listener.set_nonblocking(true).map_err(MeshError::Listener)?;
     loop {
         match listener.accept() {
             Ok((mut s, peer)) => {
-                s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
+                s.set_nonblocking(false).map_err(MeshError::Socket)?;
                 s.set_nodelay(true).ok();
-                if let Err(e) = auth::accept_side(&mut s, secret) {
-                    return Ok((s, Err(format!("{peer}: {e}"))));
+                if let Err(source) = auth::accept_side(&mut s, secret) {
+                    return Ok((s, Err(Refusal::Unauthenticated { peer, source })));
                 }
                 s.set_read_timeout(Some(remaining(deadline)?.min(Duration::from_secs(10)))).ok();
                 let hello = read_frame(&mut s, HANDSHAKE_LIMIT)
-                    .map_err(|e| format!("no hello from {peer}: {e}"))
-                    .and_then(|b| Hello::decode(&b).map_err(|e| format!("from {peer}: {e}")));
+                    .map_err(|source| Refusal::NoHello { peer, source })
+                    .and_then(|b| Hello::decode(&b).map_err(|source| Refusal::BadHello { peer, source }));
                 return Ok((s, hello));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 remaining(deadline)?;
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err(e) => return Err(err(format!("accept: {e}"))),
+            Err(e) => return Err(MeshError::Accept(e)),
         }
     }
 }
 
-fn expect_answer(s: &mut TcpStream, who: &str) -> Result<Vec<u8>, MeshError> {
-    let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|e| err(format!("no answer from {who}: {e}")))?;
+/// Node `node`'s answer to this node's hello: its body, unless it is a refusal.
+fn expect_answer(s: &mut TcpStream, node: u16) -> Result<Vec<u8>, MeshError> {
+    let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|source| MeshError::NoReply {
+        what: "answer",
+        node,
+        source,
+    })?;
     if body[0] == TAG_REJECT {
         let mut r = Reader::new(&body[1..]);
-        let reason = r.str().unwrap_or("(unreadable reason)");
-        return Err(err(format!("{who} refused this node: {reason}")));
+        let reason = r.str().unwrap_or("(unreadable reason)").to_owned();
+        return Err(MeshError::Refused { node, reason });
     }
     Ok(body)
 }
@@ -283,14 +481,16 @@ fn expect_answer(s: &mut TcpStream, who: &str) -> Result<Vec<u8>, MeshError> {
 /// Joins the cluster: returns once this node is connected to every other node.
 ///
 /// # Errors
-/// A [`MeshError`] naming the peer and the cause: a refused handshake (another binary, another
-/// run, a bad node id), a peer that never came, or a socket error; always within `cfg.timeout`.
+/// A [`MeshError`] naming the peer and the cause: a refused handshake
+/// ([`MeshError::Refused`]: another binary, another run, a bad node id), a peer that never came
+/// ([`MeshError::NeverJoined`], [`MeshError::Unreachable`]), a failed authentication
+/// ([`MeshError::Auth`]), or a socket error; always within `cfg.timeout`.
 pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     let deadline = Instant::now() + cfg.timeout;
     let me = cfg.hello.node;
     let nodes = cfg.hello.nodes;
     let n = usize::from(nodes);
-    cfg.hello.listen = cfg.listener.local_addr().map_err(|e| err(e.to_string()))?.to_string();
+    cfg.hello.listen = cfg.listener.local_addr().map_err(MeshError::Listener)?.to_string();
     let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
     let mut parallelism = vec![0u32; n];
     parallelism[usize::from(me)] = cfg.hello.parallelism;
@@ -299,14 +499,13 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         let mut joined = 1;
         while joined < n {
             let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret).map_err(|e| {
-                let missing: Vec<String> =
-                    (1..n).filter(|&i| conns[i].is_none()).map(|i| i.to_string()).collect();
-                err(format!("{e}: node(s) {} never joined", missing.join(", ")))
+                let missing = (1..nodes).filter(|&i| conns[usize::from(i)].is_none()).collect();
+                MeshError::NeverJoined { missing, source: Box::new(e) }
             })?;
             let verdict = hello.and_then(|h| {
                 check_peer(&cfg.hello, &h)?;
                 if conns[usize::from(h.node)].is_some() {
-                    return Err(format!("node id {} joined twice", h.node));
+                    return Err(Refusal::JoinedTwice(h.node));
                 }
                 Ok(h)
             });
@@ -320,7 +519,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
                 }
                 Err(reason) => {
                     eprintln!("rthreads: node 0 refused a peer: {reason}");
-                    reject(&mut s, &reason);
+                    reject(&mut s, &reason.to_string());
                 }
             }
         }
@@ -331,14 +530,27 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             w.str(&table[i]).u32(parallelism[i]);
         }
         let welcome = w.finish();
-        for s in conns.iter_mut().flatten() {
-            write_frame(s, &welcome).map_err(|e| err(format!("welcome: {e}")))?;
+        for (node, s) in (0..nodes).zip(conns.iter_mut()) {
+            if let Some(s) = s {
+                write_frame(s, &welcome).map_err(|source| MeshError::Send {
+                    what: "welcome",
+                    node,
+                    source,
+                })?;
+            }
         }
     } else {
-        let coord = cfg.coordinator.ok_or_else(|| err("no coordinator address (RTHREADS_COORDINATOR)"))?;
-        let mut s =
-            connect(coord, deadline).map_err(|e| err(format!("cannot reach node 0 at {coord}: {}", e.0)))?;
-        auth::connect_side(&mut s, &cfg.secret).map_err(|e| err(format!("node 0 at {coord}: {e}")))?;
+        let coord = cfg.coordinator.ok_or(MeshError::NoCoordinator)?;
+        let mut s = connect(coord, deadline).map_err(|e| MeshError::Unreachable {
+            node: 0,
+            addr: coord,
+            source: Box::new(e),
+        })?;
+        auth::connect_side(&mut s, &cfg.secret).map_err(|source| MeshError::Auth {
+            node: 0,
+            addr: coord,
+            source,
+        })?;
         // Listening on every interface: tell the others the address node 0 sees this node at.
         if let Ok(bound) = cfg.listener.local_addr()
             && bound.ip().is_unspecified()
@@ -346,29 +558,45 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         {
             cfg.hello.listen = SocketAddr::new(local.ip(), bound.port()).to_string();
         }
-        write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node 0: {e}")))?;
-        let body = expect_answer(&mut s, "node 0")?;
+        write_frame(&mut s, &cfg.hello.encode()).map_err(|source| MeshError::Send {
+            what: "hello",
+            node: 0,
+            source,
+        })?;
+        let body = expect_answer(&mut s, 0)?;
         let mut r = Reader::new(&body);
-        let bad = |e| err(format!("bad welcome from node 0: {e}"));
-        if r.u8().map_err(bad)? != TAG_WELCOME {
-            return Err(err("bad welcome from node 0"));
+        if r.u8().map_err(MeshError::BadWelcome)? != TAG_WELCOME {
+            return Err(MeshError::Garbage { what: "a welcome", node: 0 });
         }
         for i in 0..n {
-            table[i] = r.str().map_err(bad)?.to_owned();
-            parallelism[i] = r.u32().map_err(bad)?;
+            table[i] = r.str().map_err(MeshError::BadWelcome)?.to_owned();
+            parallelism[i] = r.u32().map_err(MeshError::BadWelcome)?;
         }
         conns[0] = Some(s);
         // Node 0 may listen on every interface: reach it later where this node reached it now.
         table[0] = coord.to_string();
-        for j in 1..usize::from(me) {
-            let addr: SocketAddr = table[j].parse().map_err(|_| err(format!("bad address for node {j}")))?;
-            let mut s = connect(addr, deadline)
-                .map_err(|e| err(format!("cannot reach node {j} at {addr}: {}", e.0)))?;
-            auth::connect_side(&mut s, &cfg.secret).map_err(|e| err(format!("node {j} at {addr}: {e}")))?;
-            write_frame(&mut s, &cfg.hello.encode()).map_err(|e| err(format!("hello to node {j}: {e}")))?;
-            let body = expect_answer(&mut s, &format!("node {j}"))?;
+        for node in 1..me {
+            let j = usize::from(node);
+            let addr: SocketAddr =
+                table[j].parse().map_err(|_| MeshError::BadAddress { node, addr: table[j].clone() })?;
+            let mut s = connect(addr, deadline).map_err(|e| MeshError::Unreachable {
+                node,
+                addr,
+                source: Box::new(e),
+            })?;
+            auth::connect_side(&mut s, &cfg.secret).map_err(|source| MeshError::Auth {
+                node,
+                addr,
+                source,
+            })?;
+            write_frame(&mut s, &cfg.hello.encode()).map_err(|source| MeshError::Send {
+                what: "hello",
+                node,
+                source,
+            })?;
+            let body = expect_answer(&mut s, node)?;
             if body[0] != TAG_ACK {
-                return Err(err(format!("bad answer from node {j}")));
+                return Err(MeshError::Garbage { what: "an ack", node });
             }
             conns[j] = Some(s);
         }
@@ -378,19 +606,23 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             let verdict = hello.and_then(|h| {
                 check_peer(&cfg.hello, &h)?;
                 if h.node <= me || conns[usize::from(h.node)].is_some() {
-                    return Err(format!("unexpected connection from node {}", h.node));
+                    return Err(Refusal::Unexpected(h.node));
                 }
                 Ok(h)
             });
             match verdict {
                 Ok(h) => {
-                    write_frame(&mut s, &[TAG_ACK]).map_err(|e| err(format!("ack: {e}")))?;
+                    write_frame(&mut s, &[TAG_ACK]).map_err(|source| MeshError::Send {
+                        what: "ack",
+                        node: h.node,
+                        source,
+                    })?;
                     conns[usize::from(h.node)] = Some(s);
                     expected -= 1;
                 }
                 Err(reason) => {
                     eprintln!("rthreads: node {me} refused a peer: {reason}");
-                    reject(&mut s, &reason);
+                    reject(&mut s, &reason.to_string());
                 }
             }
         }
@@ -398,6 +630,10 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     Ok(Mesh { me, nodes, conns, parallelism, addrs: table, listener: cfg.listener })
 }
 
+/// Connects to `addr`, retrying while the connection is refused (the node is not listening yet).
+///
+/// # Errors
+/// [`MeshError::TimedOut`] past `deadline`, [`MeshError::Connect`] for any other error.
 fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, MeshError> {
     loop {
         let left = remaining(deadline)?;
@@ -410,7 +646,7 @@ fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, MeshError> 
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 std::thread::sleep(Duration::from_millis(5))
             }
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => return Err(MeshError::Connect(e)),
         }
     }
 }
@@ -419,32 +655,46 @@ impl Mesh {
     /// Waits until every node has called `barrier` (all runtimes are up), within `timeout`.
     ///
     /// # Errors
-    /// A node that does not arrive in time, or a lost connection, named.
+    /// A node that does not arrive in time, or a lost connection, named
+    /// ([`MeshError::NotReady`], [`MeshError::NoReply`], [`MeshError::Send`],
+    /// [`MeshError::Garbage`]).
     pub fn barrier(&mut self, timeout: Duration) -> Result<(), MeshError> {
         let set = |s: &mut TcpStream| s.set_read_timeout(Some(timeout)).ok();
         if self.me == 0 {
-            for (i, s) in self.conns.iter_mut().enumerate() {
+            for (node, s) in (0..self.nodes).zip(self.conns.iter_mut()) {
                 if let Some(s) = s {
                     set(s);
                     let body = read_frame(s, HANDSHAKE_LIMIT)
-                        .map_err(|e| err(format!("node {i} not ready: {e}")))?;
+                        .map_err(|source| MeshError::NotReady { node, source })?;
                     if body != [TAG_READY] {
-                        return Err(err(format!("node {i} sent garbage instead of ready")));
+                        return Err(MeshError::Garbage { what: "ready", node });
                     }
                 }
             }
-            for (i, s) in self.conns.iter_mut().enumerate() {
+            for (node, s) in (0..self.nodes).zip(self.conns.iter_mut()) {
                 if let Some(s) = s {
-                    write_frame(s, &[TAG_GO]).map_err(|e| err(format!("go to node {i}: {e}")))?;
+                    write_frame(s, &[TAG_GO]).map_err(|source| MeshError::Send {
+                        what: "go",
+                        node,
+                        source,
+                    })?;
                 }
             }
         } else {
-            let s = self.conns[0].as_mut().ok_or_else(|| err("no connection to node 0"))?;
+            let s = self.conns[0].as_mut().ok_or(MeshError::NoConnection(0))?;
             set(s);
-            write_frame(s, &[TAG_READY]).map_err(|e| err(format!("ready to node 0: {e}")))?;
-            let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|e| err(format!("no go from node 0: {e}")))?;
+            write_frame(s, &[TAG_READY]).map_err(|source| MeshError::Send {
+                what: "ready",
+                node: 0,
+                source,
+            })?;
+            let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|source| MeshError::NoReply {
+                what: "go",
+                node: 0,
+                source,
+            })?;
             if body != [TAG_GO] {
-                return Err(err("node 0 sent garbage instead of go"));
+                return Err(MeshError::Garbage { what: "go", node: 0 });
             }
         }
         Ok(())
@@ -512,8 +762,61 @@ mod tests {
         c.timeout = Duration::from_millis(1500);
         let e0 = establish(c).unwrap_err();
         let e1 = bad.join().unwrap();
-        assert!(e1.0.contains("different binary"), "{e1}");
-        assert!(e0.0.contains("never joined"), "{e0}");
+        // The peer's reason travels as text: node 1 sees what node 0's refusal says.
+        assert!(
+            matches!(&e1, MeshError::Refused { node: 0, reason } if reason.starts_with("different binary: ")),
+            "{e1:?}"
+        );
+        assert!(
+            matches!(&e0, MeshError::NeverJoined { missing, source } if *missing == [1]
+                && matches!(**source, MeshError::TimedOut)),
+            "{e0:?}"
+        );
+        assert_eq!(e0.to_string(), "cluster start-up timed out: node(s) 1 never joined");
+    }
+
+    #[test]
+    fn every_difference_of_a_hello_has_its_refusal() {
+        let mine = hello(0, 4, 1);
+        let peer = Hello { node: 2, ..mine.clone() };
+        assert!(check_peer(&mine, &peer).is_ok());
+        let verdict = |theirs: Hello| check_peer(&mine, &theirs).unwrap_err();
+        assert!(matches!(
+            verdict(Hello { binary: BinaryId { hash: 2, ..peer.binary }, ..peer.clone() }),
+            Refusal::DifferentBinary { mine: BinaryId { hash: 1, .. }, theirs: BinaryId { hash: 2, .. } }
+        ));
+        assert!(matches!(
+            verdict(Hello { binary: BinaryId { anchor: 0x2000, ..peer.binary }, ..peer.clone() }),
+            Refusal::LoadedElsewhere { mine: 0x1000, theirs: 0x2000 }
+        ));
+        assert!(matches!(
+            verdict(Hello { nodes: 3, ..peer.clone() }),
+            Refusal::NodeCount { mine: 4, theirs: 3 }
+        ));
+        assert!(matches!(
+            verdict(Hello { session: 8, ..peer.clone() }),
+            Refusal::AnotherRun { mine: 7, theirs: 8 }
+        ));
+        assert!(matches!(
+            verdict(Hello { node: 0, ..peer.clone() }),
+            Refusal::NodeOutOfRange { node: 0, nodes: 4 }
+        ));
+        assert!(matches!(
+            verdict(Hello { node: 4, ..peer.clone() }),
+            Refusal::NodeOutOfRange { node: 4, nodes: 4 }
+        ));
+        assert!(matches!(
+            verdict(Hello { settings: "protocol=lrc space=1024".into(), ..peer.clone() }),
+            Refusal::DifferentSettings { .. }
+        ));
+        // The texts other tests and people look for.
+        let e = verdict(Hello { binary: BinaryId { anchor: 0x2000, ..peer.binary }, ..peer.clone() });
+        assert!(
+            e.to_string()
+                .starts_with("same binary loaded at a different address (anchor 0x1000 here, 0x2000 there)")
+        );
+        let e = verdict(Hello { session: 0x1f, ..peer });
+        assert_eq!(e.to_string(), "the peer belongs to another run (session 1f, expected 7)");
     }
 
     #[test]
@@ -522,12 +825,17 @@ mod tests {
         let theirs = Hello { node: 1, settings: "protocol=lrc space=1024".into(), ..mine.clone() };
         let e = check_peer(&mine, &theirs).unwrap_err();
         assert!(
+            matches!(&e, Refusal::DifferentSettings { mine, theirs } if mine.contains("sc") && theirs.contains("lrc"))
+        );
+        // The text names the pairs that differ, and only those.
+        let e = e.to_string();
+        assert!(
             e.contains("different settings") && e.contains("protocol: the peer has lrc, this cluster sc"),
             "{e}"
         );
         assert!(!e.contains("space"), "{e}");
         let odd = Hello { node: 1, settings: "protocol=sc".into(), ..mine.clone() };
-        let e = check_peer(&mine, &odd).unwrap_err();
+        let e = check_peer(&mine, &odd).unwrap_err().to_string();
         assert!(e.contains("space: the peer has (unset), this cluster 1024"), "{e}");
         assert!(check_peer(&mine, &Hello { node: 1, ..mine.clone() }).is_ok());
     }
@@ -566,7 +874,11 @@ mod tests {
             m0
         });
         let e = intruder.join().unwrap();
-        assert!(e.0.contains("wrong cluster secret"), "{e}");
+        assert!(
+            matches!(&e, MeshError::Auth { node: 0, addr, source: HandshakeError::Refused(reason) }
+                if *addr == coord && *reason == auth::AuthError::WrongSecret.to_string()),
+            "{e:?}"
+        );
         let l = TcpListener::bind("0.0.0.0:0").unwrap();
         let mut m1 = establish(cfg(hello(1, 2, 1), l, Some(coord))).unwrap();
         m1.barrier(Duration::from_secs(10)).unwrap();
@@ -581,8 +893,17 @@ mod tests {
     fn hello_decoding_never_panics_on_truncation() {
         let b = hello(1, 2, 3).encode();
         for cut in 0..b.len() {
-            assert!(Hello::decode(&b[..cut]).is_err());
+            assert!(matches!(Hello::decode(&b[..cut]), Err(HelloError::Malformed(_))), "cut at {cut}");
         }
         assert_eq!(Hello::decode(&b).unwrap(), hello(1, 2, 3));
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(matches!(Hello::decode(&longer), Err(HelloError::Malformed(_))));
+        let mut other_magic = b.clone();
+        other_magic[1] ^= 1;
+        assert_eq!(Hello::decode(&other_magic), Err(HelloError::BadMagic));
+        let mut other_version = b;
+        other_version[5] = other_version[5].wrapping_add(1);
+        assert_eq!(Hello::decode(&other_version), Err(HelloError::Version(VERSION + 1)));
     }
 }

@@ -191,7 +191,7 @@ fn random_u64() -> u64 {
 /// counts as a mistake, not as unset.
 fn run_secret(file: Option<&str>) -> Result<String, String> {
     if let Some(f) = file {
-        return Secret::from_file(std::path::Path::new(f)).map(|s| s.to_hex());
+        return Secret::from_file(std::path::Path::new(f)).map(|s| s.to_hex()).map_err(|e| e.to_string());
     }
     if let Some(v) = std::env::var_os("RTHREADS_SECRET") {
         let v = v.to_str().ok_or("RTHREADS_SECRET is not valid UTF-8")?;
@@ -203,7 +203,7 @@ fn run_secret(file: Option<&str>) -> Result<String, String> {
                 "RTHREADS_SECRET_FILE is set but empty: name a file only you can read, or unset it".into()
             );
         }
-        return Secret::from_file(std::path::Path::new(&f)).map(|s| s.to_hex());
+        return Secret::from_file(std::path::Path::new(&f)).map(|s| s.to_hex()).map_err(|e| e.to_string());
     }
     Secret::generate().map(|s| s.to_hex()).map_err(|e| format!("generating the cluster secret: {e}"))
 }

@@ -599,7 +599,7 @@ fn report_exhausted(heap: &Heap, layout: Layout) {
     }
     // std aborts right after this (unless the program asked with `try_reserve`): this message and
     // std's go straight to this node's stderr, not through the output forwarding.
-    dsm::iofix::write_directly();
+    dsm::interpose::write_directly();
     // The arena's lock is the service thread's too: on the private stack.
     crate::private::private(move || {
         let room = heap.room();

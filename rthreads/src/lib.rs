@@ -58,7 +58,6 @@ pub mod placement;
 mod poll;
 mod private;
 mod runtime;
-mod settings;
 mod stats;
 pub mod sync;
 mod thread;

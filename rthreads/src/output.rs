@@ -7,7 +7,7 @@
 //!
 //! - On nodes other than 0, `write`/`writev` of an application thread to descriptor 1 or 2 (what
 //!   `println!`, `eprintln!` and `std::io::stdout()` end in) is taken by [`hook`], through the
-//!   C-library interposition of `dsm::iofix`: the bytes are copied into an `Output` frame to node
+//!   C-library interposition of `dsm::interpose`: the bytes are copied into an `Output` frame to node
 //!   0 and the call returns at once. Runtime threads and the runtime's own messages still write to
 //!   the node's own descriptors.
 //! - Node 0's **output writer** thread writes the forwarded bytes in arrival order, a whole line
@@ -152,7 +152,7 @@ pub(crate) fn start(me: u16, nodes: u16) -> Result<(), String> {
         return Ok(());
     }
     if me != 0 {
-        dsm::iofix::set_output_hook(Some(hook));
+        dsm::interpose::set_output_hook(Some(hook));
         return Ok(());
     }
     let _internal = InternalAlloc::new();

@@ -29,7 +29,7 @@ fn shape(size: Size) -> (usize, usize) {
 }
 
 /// The starting value of cell `(i, j)`: the top edge is hot, the rest a fixed pattern.
-fn initial(n: usize, i: usize, j: usize) -> f64 {
+pub(super) fn initial(n: usize, i: usize, j: usize) -> f64 {
     if i == 0 {
         100.0
     } else if i == n - 1 || j == 0 || j == n - 1 {

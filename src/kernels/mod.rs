@@ -23,6 +23,7 @@ mod common;
 pub mod broadcast;
 pub mod false_sharing;
 pub mod jacobi;
+pub mod jacobi_plain;
 pub mod kmeans;
 pub mod lock_pingpong;
 pub mod mandelbrot;
@@ -57,6 +58,21 @@ pub fn all() -> Vec<Kernel> {
             name: "jacobi",
             about: "2-D stencil, row bands, halo rows exchanged through edge pages, a barrier per iteration",
             run: jacobi::run,
+        },
+        Kernel {
+            name: "matmul_512",
+            about: "the same product at order 512, as a new user writes it first (issue 17)",
+            run: matmul::run_512,
+        },
+        Kernel {
+            name: "jacobi_plain",
+            about: "2-D stencil as a new user writes it: two heap grids, each worker allocates its band, in place",
+            run: jacobi_plain::run_writer,
+        },
+        Kernel {
+            name: "jacobi_main",
+            about: "the same stencil with both grids allocated by main (every row homed on node 0)",
+            run: jacobi_plain::run_main,
         },
         Kernel {
             name: "nbody",

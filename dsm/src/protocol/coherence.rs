@@ -39,9 +39,9 @@ impl Geometry {
         NodeId((page.0 / self.pages_per_node).min(u64::from(self.nodes) - 1) as u16)
     }
 
-    /// How many pages the space has.
+    /// How many pages the space has (`u64::MAX` if more).
     pub fn page_count(&self) -> u64 {
-        self.pages_per_node * u64::from(self.nodes)
+        self.pages_per_node.saturating_mul(u64::from(self.nodes))
     }
 
     /// Whether `page` lies in the space.
@@ -52,6 +52,28 @@ impl Geometry {
     /// Whether this node homes `page`.
     pub fn is_home(&self, page: PageId) -> bool {
         self.home_of(page) == self.me
+    }
+
+    /// What any message must satisfy to be handled at all: it comes from another node of the
+    /// cluster and is about a page of the space.
+    ///
+    /// # Errors
+    /// What is wrong with `msg` from `from`.
+    pub fn check_message<M: Message>(&self, from: NodeId, msg: &M) -> Result<(), ProtocolError> {
+        let problem = if from.0 >= self.nodes {
+            format!("{msg:?} from {from}, which is outside a cluster of {} nodes", self.nodes)
+        } else if from == self.me {
+            format!("{msg:?} from {from} to itself")
+        } else if !self.in_range(msg.page()) {
+            format!(
+                "{msg:?} from {from}: {} is outside the {} pages of the space",
+                msg.page(),
+                self.page_count()
+            )
+        } else {
+            return Ok(());
+        };
+        Err(ProtocolError::new(problem))
     }
 }
 

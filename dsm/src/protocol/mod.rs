@@ -8,6 +8,7 @@ pub mod sc;
 pub use coherence::{Coherence, Effect, Geometry, Message, Payload, ReleaseId};
 
 use std::fmt;
+use std::marker::PhantomData;
 
 /// A message that cannot arrive in the current state: the sender is broken (or not a peer). Every
 /// protocol's `handle` returns it without changing any state.
@@ -34,3 +35,44 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+/// A protocol mistake of kind `B` planted in a node on purpose, to show that the tests and the
+/// model checks find it. It exists in this crate's unit-test builds only: elsewhere the field
+/// holds nothing and [`Planted::is`] is a constant `false` that compiles away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Planted<B> {
+    #[cfg(test)]
+    bug: Option<B>,
+    kind: PhantomData<B>,
+}
+
+impl<B: Copy + PartialEq> Planted<B> {
+    /// No mistake.
+    pub(crate) fn none() -> Self {
+        Planted {
+            #[cfg(test)]
+            bug: None,
+            kind: PhantomData,
+        }
+    }
+
+    /// Plants `bug` (unit-test builds only).
+    #[cfg(test)]
+    pub(crate) fn plant(&mut self, bug: B) {
+        self.bug = Some(bug);
+    }
+
+    /// Whether `bug` is planted: always false outside unit-test builds.
+    #[inline(always)]
+    pub(crate) fn is(&self, bug: B) -> bool {
+        #[cfg(test)]
+        {
+            self.bug == Some(bug)
+        }
+        #[cfg(not(test))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+}

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
 use super::sc::{self, ScNode};
-use super::{Coherence, Effect, Geometry, Message};
+use super::{Coherence, Effect, Geometry, Message, Planted};
 use crate::{Access, FaultKind, NodeId, PageId};
 
 pub mod diff;
@@ -197,6 +197,12 @@ pub use super::{Payload, ReleaseId};
 /// of the calls.
 pub type Action = Effect<Msg>;
 
+/// Where a call appends its actions.
+type Out = Vec<Action>;
+
+/// What handling a message returns.
+type Handled = Result<(), ProtocolError>;
+
 /// A message that cannot arrive in the current state: the sender is broken (or not a peer).
 /// [`LrcNode::handle`] returns it without changing any state.
 pub use super::ProtocolError;
@@ -334,8 +340,8 @@ struct Hold {
 /// `model.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LrcNode {
-    me: NodeId,
-    nodes: u16,
+    /// This node, the cluster's size and which pages each node homes.
+    geo: Geometry,
     config: LrcConfig,
     /// The single-writer protocol, for sequentially consistent pages only.
     sc: ScNode,
@@ -370,16 +376,13 @@ pub struct LrcNode {
     holds: BTreeMap<PageId, Hold>,
     /// SC pages not writable here since their bytes last left with every earlier write released.
     sc_clean: BTreeSet<PageId>,
-    /// A protocol mistake planted on purpose, to show that the model checker finds it. Exists in
-    /// this crate's unit-test builds only: elsewhere there is no field and every check of it is a
-    /// constant `false`.
-    #[cfg(test)]
-    bug: Option<Bug>,
+    /// A protocol mistake planted on purpose (unit-test builds only).
+    bug: Planted<Bug>,
 }
 
 /// Protocol mistakes that can be planted in a node (unit-test builds only) to check that the
-/// model checker catches them; see `model.rs`. Outside unit tests nothing can plant one, and
-/// [`LrcNode::planted`] is a constant `false` that compiles away.
+/// tests and the model checker catch them; see `model.rs`. Outside unit tests nothing can plant one, and
+/// checking for one is a constant `false` that compiles away.
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Bug {
@@ -399,18 +402,18 @@ pub(crate) enum Bug {
 impl LrcNode {
     /// The protocol state of node `me` in a cluster of `nodes` nodes, where node `i` is the home of
     /// pages `i * pages_per_node .. (i + 1) * pages_per_node` (the last node also of any pages
-    /// past the end, like [`ScNode::home_of`]).
+    /// past the end: see [`Geometry`], which [`Coherence::geometry`] returns).
     ///
     /// # Panics
     ///
     /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
     pub fn new(me: NodeId, nodes: u16, pages_per_node: u64, mut config: LrcConfig) -> Self {
         config.prefetch = config.prefetch.min(MAX_PREFETCH);
+        let sc = ScNode::new(me, nodes, pages_per_node);
         LrcNode {
-            me,
-            nodes,
+            geo: sc.geometry(),
             config,
-            sc: ScNode::new(me, nodes, pages_per_node),
+            sc,
             sc_marked: BTreeSet::new(),
             sc_requested: BTreeSet::new(),
             parked: BTreeMap::new(),
@@ -427,44 +430,14 @@ impl LrcNode {
             next_release: 0,
             holds: BTreeMap::new(),
             sc_clean: BTreeSet::new(),
-            #[cfg(test)]
-            bug: None,
+            bug: Planted::none(),
         }
     }
 
     /// Plants `bug` in this node (unit-test builds only).
     #[cfg(test)]
     pub(crate) fn inject(&mut self, bug: Bug) {
-        self.bug = Some(bug);
-    }
-
-    /// Whether `bug` is planted here: always false outside unit-test builds.
-    #[inline(always)]
-    fn planted(&self, bug: Bug) -> bool {
-        #[cfg(test)]
-        {
-            self.bug == Some(bug)
-        }
-        #[cfg(not(test))]
-        {
-            let _ = bug;
-            false
-        }
-    }
-
-    /// This node's id.
-    pub fn me(&self) -> NodeId {
-        self.me
-    }
-
-    /// The number of nodes in the cluster.
-    pub fn nodes(&self) -> u16 {
-        self.nodes
-    }
-
-    /// The number of pages homed at each node.
-    pub fn pages_per_node(&self) -> u64 {
-        self.sc.pages_per_node()
+        self.bug.plant(bug);
     }
 
     /// The settings this node was built with (`prefetch` capped at [`MAX_PREFETCH`]).
@@ -472,40 +445,11 @@ impl LrcNode {
         &self.config
     }
 
-    /// The home of `page`: `page / pages_per_node`, capped at the last node.
-    pub fn home_of(&self, page: PageId) -> NodeId {
-        self.sc.home_of(page)
-    }
-
-    /// The number of pages in the space; pages at or above it are out of range.
-    pub fn page_count(&self) -> u64 {
-        self.sc.page_count()
-    }
-
     /// Whether `page` is sequentially consistent as far as this node knows: listed in
     /// [`LrcConfig::sc_pages`], marked here, or learned from its home. A non-home node learns of
     /// a page marked at run time only when it next asks the home for it.
     pub fn is_sc(&self, page: PageId) -> bool {
         self.sc_marked.contains(&page) || self.config.sc_pages.iter().any(|r| r.contains(&page.0))
-    }
-
-    /// This node's current access to `page`: what its memory protection must be (as told to the
-    /// runtime by the actions returned so far). `Access::None` for an out-of-range page.
-    pub fn access(&self, page: PageId) -> Access {
-        if !self.in_range(page) {
-            return Access::None;
-        }
-        if self.is_sc(page) {
-            return self.holds.get(&page).map_or_else(|| self.sc.access(page), |h| h.shown);
-        }
-        if self.is_home(page) {
-            return self.home_access(page);
-        }
-        match self.copies.get(&page) {
-            Some(Copy::Valid) if self.dirty.contains(&page) => Access::Write,
-            Some(Copy::Valid) => Access::Read,
-            _ => Access::None,
-        }
     }
 
     /// Whether this node holds a copy of `page` (homed elsewhere) that a write notice has made
@@ -522,7 +466,7 @@ impl LrcNode {
     /// How `page` is shared, if this node is its home and it is release-consistent (`None`
     /// otherwise).
     pub fn sharing(&self, page: PageId) -> Option<Sharing> {
-        if !self.in_range(page) || !self.is_home(page) || self.is_sc(page) {
+        if !self.geo.in_range(page) || !self.geo.is_home(page) || self.is_sc(page) {
             return None;
         }
         let copyset = self.homes.get(&page).map(|h| h.copyset.clone()).unwrap_or_default();
@@ -537,24 +481,6 @@ impl LrcNode {
     /// The embedded single-writer protocol that runs the sequentially consistent pages.
     pub fn sc_node(&self) -> &ScNode {
         &self.sc
-    }
-
-    /// Whether a [`release`](Self::release) now would have anything to do or wait for: pages
-    /// written since the last release, or earlier diffs, notices or releases still outstanding.
-    /// When false, a release completes at once without any message. The runtime uses it to skip
-    /// releases that cannot matter; it must be re-read after every call, since a write fault makes
-    /// it true.
-    pub fn needs_release(&self) -> bool {
-        !self.dirty.is_empty()
-            || !self.home_dirty.is_empty()
-            || !self.unacked.is_empty()
-            || !self.releases.is_empty()
-            || !self.holds.is_empty()
-    }
-
-    /// Whether an [`acquire`](Self::acquire) now would drop anything (some copy is stale).
-    pub fn has_stale(&self) -> bool {
-        !self.stale.is_empty()
     }
 
     /// How many diffs (and local waits for write notices) are not acknowledged yet.
@@ -592,7 +518,7 @@ impl LrcNode {
     ///
     /// A fault on an out-of-range page is ignored.
     pub fn fault(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
-        if !self.in_range(page) {
+        if !self.geo.in_range(page) {
             return;
         }
         if self.is_sc(page) {
@@ -606,7 +532,7 @@ impl LrcNode {
             out.push(Action::Wake { page });
             return;
         }
-        if self.is_home(page) {
+        if self.geo.is_home(page) {
             if self.converting.contains_key(&page) {
                 self.park(page, kind);
                 return;
@@ -694,10 +620,10 @@ impl LrcNode {
     ///
     /// Nothing happens if the page already is (or is becoming) SC, or is out of range.
     pub fn set_sc(&mut self, page: PageId, out: &mut Vec<Action>) {
-        if !self.in_range(page) || self.is_sc(page) {
+        if !self.geo.in_range(page) || self.is_sc(page) {
             return;
         }
-        if self.is_home(page) {
+        if self.geo.is_home(page) {
             if self.converting.contains_key(&page) {
                 return;
             }
@@ -708,7 +634,7 @@ impl LrcNode {
                 self.sc_marked.insert(page);
             }
         } else if self.sc_requested.insert(page) {
-            out.push(Action::Send { to: self.home_of(page), msg: Msg::MakeSc { page } });
+            out.push(Action::Send { to: self.geo.home_of(page), msg: Msg::MakeSc { page } });
         }
     }
 
@@ -724,22 +650,7 @@ impl LrcNode {
     /// acknowledgement nobody waits for, an SC message for a page that is not SC, and so on.
     /// (A diff's payload is not checked here: the runtime validates it with [`diff::validate`].)
     pub fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
-        let page = msg.page();
-        if from.0 >= self.nodes {
-            return Err(ProtocolError::new(format!(
-                "{msg:?} from {from}, which is outside a cluster of {} nodes",
-                self.nodes
-            )));
-        }
-        if from == self.me {
-            return Err(ProtocolError::new(format!("{msg:?} from {from} to itself")));
-        }
-        if !self.in_range(page) {
-            return Err(ProtocolError::new(format!(
-                "{msg:?} from {from}: {page} is outside the {} pages of the space",
-                self.page_count()
-            )));
-        }
+        self.geo.check_message(from, &msg)?;
         match msg {
             Msg::Fetch { page, count } => self.on_fetch(from, page, count, out),
             Msg::Page { page } => self.on_page(from, page, out),
@@ -757,14 +668,6 @@ impl LrcNode {
 
     // ----- helpers -----
 
-    fn in_range(&self, page: PageId) -> bool {
-        page.0 < self.page_count()
-    }
-
-    fn is_home(&self, page: PageId) -> bool {
-        self.home_of(page) == self.me
-    }
-
     fn home_access(&self, page: PageId) -> Access {
         if let Some(c) = self.converting.get(&page) {
             return c.access;
@@ -778,7 +681,7 @@ impl LrcNode {
     }
 
     fn err<T>(&self, reason: String) -> Result<T, ProtocolError> {
-        Err(ProtocolError::new(format!("{} (at {})", reason, self.me)))
+        Err(ProtocolError::new(format!("{} (at {})", reason, self.geo.me)))
     }
 
     /// The diffs and notices sent so far are all acknowledged up to (not including) `watermark`.
@@ -791,8 +694,8 @@ impl LrcNode {
         !self.dirty.is_empty() || !self.home_dirty.is_empty() || !self.unacked.is_empty()
     }
 
-    fn send_diff(&mut self, page: PageId, out: &mut Vec<Action>) {
-        let home = self.home_of(page);
+    fn send_diff(&mut self, page: PageId, out: &mut Out) {
+        let home = self.geo.home_of(page);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unacked.insert(seq, (home, page));
@@ -801,13 +704,13 @@ impl LrcNode {
 
     /// Flushes every local write: diffs for dirty copies, notices for pages homed here. Returns
     /// the watermark whose acknowledgement completes the release.
-    fn start_release(&mut self, out: &mut Vec<Action>) -> u64 {
+    fn start_release(&mut self, out: &mut Out) -> u64 {
         for page in std::mem::take(&mut self.dirty) {
             // Close the page first so that no write lands between the diff and the twin's end.
             out.push(Action::Protect { page, access: Access::Read });
             self.send_diff(page, out);
         }
-        let me = self.me;
+        let me = self.geo.me;
         for (&page, conv) in &mut self.converting {
             // The home may have written the page; copies that would need a notice are being
             // dropped, but not all are gone yet.
@@ -822,8 +725,8 @@ impl LrcNode {
             if !targets.is_empty() || self.rounds.contains_key(&page) {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.unacked.insert(seq, (self.me, page));
-                self.notify(page, targets, (self.me, seq), out);
+                self.unacked.insert(seq, (self.geo.me, page));
+                self.notify(page, targets, (self.geo.me, seq), out);
             }
             // The home keeps write access: nobody holds a copy it would have to notify again
             // until the next fetch, which closes it again.
@@ -833,7 +736,7 @@ impl LrcNode {
 
     /// Sends notices to `targets` (removed from the copyset by the caller) and makes `ack` wait
     /// for them and for any notices of the page still outstanding.
-    fn notify(&mut self, page: PageId, targets: BTreeSet<NodeId>, ack: (NodeId, u64), out: &mut Vec<Action>) {
+    fn notify(&mut self, page: PageId, targets: BTreeSet<NodeId>, ack: (NodeId, u64), out: &mut Out) {
         if targets.is_empty() && !self.rounds.contains_key(&page) {
             self.complete_ack(page, ack, out);
             return;
@@ -846,8 +749,8 @@ impl LrcNode {
         round.then.push(ack);
     }
 
-    fn complete_ack(&mut self, page: PageId, (to, seq): (NodeId, u64), out: &mut Vec<Action>) {
-        if to == self.me {
+    fn complete_ack(&mut self, page: PageId, (to, seq): (NodeId, u64), out: &mut Out) {
+        if to == self.geo.me {
             self.unacked.remove(&seq);
         } else {
             out.push(Action::Send { to, msg: Msg::DiffAck { page, seq } });
@@ -855,7 +758,7 @@ impl LrcNode {
     }
 
     /// Reports completed releases and lets held SC actions go whose release is acknowledged.
-    fn progress(&mut self, out: &mut Vec<Action>) {
+    fn progress(&mut self, out: &mut Out) {
         while let Some(&(release, watermark)) = self.releases.front() {
             if !self.satisfied(watermark) {
                 break;
@@ -871,16 +774,16 @@ impl LrcNode {
     }
 
     /// Sends a fetch for `page` (missing here) and the pages after it that qualify for prefetch.
-    fn fetch(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
-        let home = self.home_of(page);
+    fn fetch(&mut self, page: PageId, kind: FaultKind, out: &mut Out) {
+        let home = self.geo.home_of(page);
         self.copies.insert(page, Copy::Fetching { want: Some(kind) });
         let mut count: u16 = 1;
         while count <= self.config.prefetch {
             let Some(next) = page.0.checked_add(u64::from(count)).map(PageId) else {
                 break;
             };
-            let qualifies = self.in_range(next)
-                && self.home_of(next) == home
+            let qualifies = self.geo.in_range(next)
+                && self.geo.home_of(next) == home
                 && !self.is_sc(next)
                 && !self.sc_requested.contains(&next)
                 && !self.copies.contains_key(&next);
@@ -895,24 +798,18 @@ impl LrcNode {
 
     // ----- home side -----
 
-    fn on_fetch(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        count: u16,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
+    fn on_fetch(&mut self, from: NodeId, page: PageId, count: u16, out: &mut Out) -> Handled {
         if count == 0 || count > MAX_PREFETCH + 1 {
             return self.err(format!("Fetch of {count} pages from {page} by {from}"));
         }
-        let last = page.0.checked_add(u64::from(count) - 1).map(PageId).filter(|&l| self.in_range(l));
+        let last = page.0.checked_add(u64::from(count) - 1).map(PageId).filter(|&l| self.geo.in_range(l));
         let Some(last) = last else {
             return self.err(format!("Fetch of {count} pages from {page} by {from} runs past the space"));
         };
-        if !self.is_home(page) || !self.is_home(last) {
+        if !self.geo.is_home(page) || !self.geo.is_home(last) {
             return self.err(format!(
                 "Fetch of {page}..={last} from {from} sent to {}, not the home of all of them",
-                self.me
+                self.geo.me
             ));
         }
         for p in page.0..=last.0 {
@@ -942,20 +839,14 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_diff(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        seq: u64,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
+    fn on_diff(&mut self, from: NodeId, page: PageId, seq: u64, out: &mut Out) -> Handled {
         let known = self.homes.contains_key(&page) || self.converting.contains_key(&page);
-        if !self.is_home(page) || self.is_sc(page) || !known {
+        if !self.geo.is_home(page) || self.is_sc(page) || !known {
             return self
                 .err(format!("Diff of {page} from {from}: not a shared release-consistent page homed here"));
         }
         out.push(Action::ApplyDiff { page });
-        if self.planted(Bug::DiffAckDuringConversion) && self.converting.contains_key(&page) {
+        if self.bug.is(Bug::DiffAckDuringConversion) && self.converting.contains_key(&page) {
             self.complete_ack(page, (from, seq), out);
             return Ok(());
         }
@@ -972,7 +863,7 @@ impl LrcNode {
             }
             None => BTreeSet::new(),
         };
-        if self.planted(Bug::DiffAckBeforeNotices) {
+        if self.bug.is(Bug::DiffAckBeforeNotices) {
             self.complete_ack(page, (from, seq), out);
             if !targets.is_empty() {
                 let round = self.rounds.entry(page).or_default();
@@ -987,17 +878,11 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_notice_ack(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let Some(round) = self.rounds.get_mut(&page).filter(|r| r.waiting.contains(&from)) else {
+    fn on_notice_ack(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
+        let Some(last) = acknowledge(self.rounds.get_mut(&page).map(|r| &mut r.waiting), from) else {
             return self.err(format!("NoticeAck of {page} from {from}, which nobody waits for"));
         };
-        round.waiting.remove(&from);
-        if round.waiting.is_empty() {
+        if last {
             let done = self.rounds.remove(&page).map(|r| r.then).unwrap_or_default();
             for ack in done {
                 self.complete_ack(page, ack, out);
@@ -1007,8 +892,8 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_make_sc(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
-        if !self.is_home(page) {
+    fn on_make_sc(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
+        if !self.geo.is_home(page) {
             return self.err(format!("MakeSc of {page} from {from}, sent to a node that is not its home"));
         }
         if self.is_sc(page) {
@@ -1019,39 +904,36 @@ impl LrcNode {
         Ok(())
     }
 
-    fn start_conversion(&mut self, page: PageId, out: &mut Vec<Action>) {
+    fn start_conversion(&mut self, page: PageId, out: &mut Out) {
         let access = self.home_access(page);
         self.homes.remove(&page);
         self.home_dirty.remove(&page);
-        let waiting: BTreeSet<NodeId> = (0..self.nodes).map(NodeId).filter(|&n| n != self.me).collect();
+        let waiting: BTreeSet<NodeId> =
+            (0..self.geo.nodes).map(NodeId).filter(|&n| n != self.geo.me).collect();
         for &to in &waiting {
             out.push(Action::Send { to, msg: Msg::Convert { page } });
         }
         self.converting.insert(page, Conversion { waiting, then: Vec::new(), queued: Vec::new(), access });
-        if self.nodes == 1 {
+        if self.geo.nodes == 1 {
             self.finish_conversion(page, out);
         }
     }
 
-    fn on_convert_ack(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let Some(conv) = self.converting.get_mut(&page).filter(|c| c.waiting.contains(&from)) else {
-            return self.err(format!("ConvertAck of {page} from {from}, which nobody waits for"));
-        };
-        conv.waiting.remove(&from);
-        if conv.waiting.is_empty() {
-            self.finish_conversion(page, out);
+    fn on_convert_ack(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
+        match acknowledge(self.converting.get_mut(&page).map(|c| &mut c.waiting), from) {
+            None => self.err(format!("ConvertAck of {page} from {from}, which nobody waits for")),
+            Some(last) => {
+                if last {
+                    self.finish_conversion(page, out);
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Every other node has dropped its copy: the page starts in the SC protocol's initial state,
     /// writable at the home.
-    fn finish_conversion(&mut self, page: PageId, out: &mut Vec<Action>) {
+    fn finish_conversion(&mut self, page: PageId, out: &mut Out) {
         let Some(conv) = self.converting.remove(&page) else {
             return;
         };
@@ -1076,15 +958,15 @@ impl LrcNode {
 
     // ----- copy-holder side -----
 
-    fn check_from_home(&self, from: NodeId, page: PageId, what: &str) -> Result<(), ProtocolError> {
-        let home = self.home_of(page);
-        if from != home || home == self.me {
+    fn check_from_home(&self, from: NodeId, page: PageId, what: &str) -> Handled {
+        let home = self.geo.home_of(page);
+        if from != home || home == self.geo.me {
             return self.err(format!("{what} of {page} from {from}, but its home is {home}"));
         }
         Ok(())
     }
 
-    fn on_page(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_page(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         self.check_from_home(from, page, "Page")?;
         let Some(&Copy::Fetching { want }) = self.copies.get(&page) else {
             return self.err(format!("Page {page} from {from}, which nobody fetched"));
@@ -1107,7 +989,7 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_sc_page(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_sc_page(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         self.check_from_home(from, page, "ScPage")?;
         let fetching = match self.copies.get(&page) {
             Some(&Copy::Fetching { want }) => Some(want),
@@ -1136,14 +1018,8 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_diff_ack(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        seq: u64,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        if self.unacked.get(&seq) != Some(&(from, page)) || from == self.me {
+    fn on_diff_ack(&mut self, from: NodeId, page: PageId, seq: u64, out: &mut Out) -> Handled {
+        if self.unacked.get(&seq) != Some(&(from, page)) || from == self.geo.me {
             return self.err(format!("DiffAck {seq} of {page} from {from}, which nobody waits for"));
         }
         self.unacked.remove(&seq);
@@ -1151,19 +1027,19 @@ impl LrcNode {
         Ok(())
     }
 
-    fn on_notice(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_notice(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         self.check_from_home(from, page, "Notice")?;
         if self.copies.get(&page) != Some(&Copy::Valid) || self.stale.contains(&page) || self.is_sc(page) {
             return self.err(format!("Notice of {page} from {from}, but no current copy is held"));
         }
-        if !self.planted(Bug::NoticeWithoutStale) {
+        if !self.bug.is(Bug::NoticeWithoutStale) {
             self.stale.insert(page);
         }
         out.push(Action::Send { to: from, msg: Msg::NoticeAck { page } });
         Ok(())
     }
 
-    fn on_convert(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_convert(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         self.check_from_home(from, page, "Convert")?;
         if self.is_sc(page) {
             return self.err(format!("Convert of {page} from {from}, which already is SC here"));
@@ -1198,14 +1074,14 @@ impl LrcNode {
 
     // ----- sequentially consistent pages -----
 
-    fn on_sc(&mut self, from: NodeId, msg: sc::Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_sc(&mut self, from: NodeId, msg: sc::Msg, out: &mut Out) -> Handled {
         let page = msg.page();
         if let Some(conv) = self.converting.get_mut(&page) {
             let request = matches!(msg, sc::Msg::ReadReq { .. } | sc::Msg::WriteReq { .. });
             if !request || conv.queued.iter().any(|&(n, _)| n == from) {
                 return Err(ProtocolError::new(format!(
                     "{msg:?} from {from} while {page} becomes SC at {}",
-                    self.me
+                    self.geo.me
                 )));
             }
             conv.queued.push((from, msg));
@@ -1223,13 +1099,13 @@ impl LrcNode {
         self.sc_handle(from, msg, out)
     }
 
-    fn sc_handle(&mut self, from: NodeId, msg: sc::Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn sc_handle(&mut self, from: NodeId, msg: sc::Msg, out: &mut Out) -> Handled {
         let page = msg.page();
         let shown = self.access(page);
         let mut batch = Vec::new();
         self.sc
             .handle(from, msg, &mut batch)
-            .map_err(|e| ProtocolError::new(format!("{} (at {})", e.reason(), self.me)))?;
+            .map_err(|e| ProtocolError::new(format!("{} (at {})", e.reason(), self.geo.me)))?;
         self.sc_emit(page, shown, batch.into(), out);
         Ok(())
     }
@@ -1248,13 +1124,7 @@ impl LrcNode {
     ///   sees another node's write to the page also sees what that node released before it.
     ///
     /// `shown` is the page's protection as the runtime knows it before these actions.
-    fn sc_emit(
-        &mut self,
-        page: PageId,
-        mut shown: Access,
-        mut actions: VecDeque<sc::Action>,
-        out: &mut Vec<Action>,
-    ) {
+    fn sc_emit(&mut self, page: PageId, mut shown: Access, mut actions: VecDeque<sc::Action>, out: &mut Out) {
         if let Some(hold) = self.holds.get_mut(&page) {
             hold.actions.extend(actions);
             return;
@@ -1303,6 +1173,14 @@ impl LrcNode {
     }
 }
 
+/// Takes `from` off `waiting`, if it is there: `None` if it is not (nobody waits for its
+/// acknowledgement), else whether nobody is left to wait for.
+fn acknowledge(waiting: Option<&mut BTreeSet<NodeId>>, from: NodeId) -> Option<bool> {
+    let waiting = waiting.filter(|w| w.contains(&from))?;
+    waiting.remove(&from);
+    Some(waiting.is_empty())
+}
+
 fn stronger(a: Option<FaultKind>, b: FaultKind) -> FaultKind {
     match (a, b) {
         (Some(FaultKind::Write), _) | (_, FaultKind::Write) => FaultKind::Write,
@@ -1345,7 +1223,7 @@ impl Coherence for LrcNode {
     type Msg = Msg;
 
     fn geometry(&self) -> Geometry {
-        Geometry::new(self.me, self.nodes, self.pages_per_node())
+        self.geo
     }
 
     fn fault(&mut self, page: PageId, kind: FaultKind, atomic: bool, out: &mut Vec<Action>) {
@@ -1367,16 +1245,41 @@ impl Coherence for LrcNode {
         LrcNode::acquire(self, out);
     }
 
+    /// Whether a [`release`](LrcNode::release) now would have anything to do or wait for: pages
+    /// written since the last release, or earlier diffs, notices or releases still outstanding.
+    /// When false, a release completes at once without any message. The runtime uses it to skip
+    /// releases that cannot matter; it must be re-read after every call, since a write fault makes
+    /// it true.
     fn needs_release(&self) -> bool {
-        LrcNode::needs_release(self)
+        !self.dirty.is_empty()
+            || !self.home_dirty.is_empty()
+            || !self.unacked.is_empty()
+            || !self.releases.is_empty()
+            || !self.holds.is_empty()
     }
 
+    /// Whether an [`acquire`](LrcNode::acquire) now would drop anything (some copy is stale).
     fn has_stale(&self) -> bool {
-        LrcNode::has_stale(self)
+        !self.stale.is_empty()
     }
 
+    /// This node's current access to `page`: what its memory protection must be (as told to the
+    /// runtime by the actions returned so far). `Access::None` for an out-of-range page.
     fn access(&self, page: PageId) -> Access {
-        LrcNode::access(self, page)
+        if !self.geo.in_range(page) {
+            return Access::None;
+        }
+        if self.is_sc(page) {
+            return self.holds.get(&page).map_or_else(|| self.sc.access(page), |h| h.shown);
+        }
+        if self.geo.is_home(page) {
+            return self.home_access(page);
+        }
+        match self.copies.get(&page) {
+            Some(Copy::Valid) if self.dirty.contains(&page) => Access::Write,
+            Some(Copy::Valid) => Access::Read,
+            _ => Access::None,
+        }
     }
 
     fn describe(&self, page: PageId) -> String {

@@ -13,7 +13,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use super::{Coherence, Effect, Geometry, Message, Payload, ProtocolError as Error, ReleaseId};
+use super::{Coherence, Effect, Geometry, Message, Payload, Planted, ProtocolError as Error, ReleaseId};
 use crate::{Access, FaultKind, NodeId, PageId};
 
 #[cfg(test)]
@@ -99,6 +99,12 @@ impl Msg {
 /// `Install` comes only while handling such a message, before the `Protect` that opens the page.
 pub type Action = Effect<Msg>;
 
+/// Where a call appends its actions.
+type Out = Vec<Action>;
+
+/// What handling a message returns.
+type Handled = Result<(), ProtocolError>;
+
 /// The home's record of which nodes hold a copy of a page.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Directory {
@@ -167,9 +173,8 @@ struct Busy {
 /// fingerprinted by a model checker (see `model.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScNode {
-    me: NodeId,
-    nodes: u16,
-    pages_per_node: u64,
+    /// This node, the cluster's size and which pages each node homes.
+    geo: Geometry,
     /// This node's access, only where it differs from the initial one (`Write` at the home,
     /// `None` elsewhere).
     access: HashMap<PageId, Access>,
@@ -179,11 +184,8 @@ pub struct ScNode {
     dir: HashMap<PageId, Directory>,
     /// Pages homed here with a transaction in progress.
     busy: HashMap<PageId, Busy>,
-    /// A protocol mistake planted on purpose, to show that the model checker finds it. Exists in
-    /// this crate's unit-test builds only: elsewhere there is no field and every check of it is a
-    /// constant `false`.
-    #[cfg(test)]
-    bug: Option<Bug>,
+    /// A protocol mistake planted on purpose (unit-test builds only).
+    bug: Planted<Bug>,
 }
 
 impl Hash for ScNode {
@@ -194,21 +196,18 @@ impl Hash for ScNode {
             sorted.sort_unstable_by_key(|&(page, _)| *page);
             sorted.hash(state);
         }
-        self.me.hash(state);
-        self.nodes.hash(state);
-        self.pages_per_node.hash(state);
+        self.geo.hash(state);
         entries(&self.access, state);
         entries(&self.pending, state);
         entries(&self.dir, state);
         entries(&self.busy, state);
-        #[cfg(test)]
         self.bug.hash(state);
     }
 }
 
 /// Protocol mistakes that can be planted in a node (unit-test builds only) to check that the
-/// model checker catches them; see `model.rs`. Outside unit tests nothing can plant one, and
-/// [`ScNode::planted`] is a constant `false` that compiles away.
+/// tests and the model checker catch them; see `model.rs`. Outside unit tests nothing can plant one, and
+/// checking for one is a constant `false` that compiles away.
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Bug {
@@ -225,83 +224,27 @@ pub(crate) enum Bug {
 
 impl ScNode {
     /// The protocol state of node `me` in a cluster of `nodes` nodes, where node `i` is the home of
-    /// pages `i * pages_per_node .. (i + 1) * pages_per_node`.
+    /// pages `i * pages_per_node .. (i + 1) * pages_per_node` (see [`Geometry`], which
+    /// [`Coherence::geometry`] returns).
     ///
     /// # Panics
     ///
     /// If `nodes` or `pages_per_node` is zero, or `me` is not below `nodes`.
     pub fn new(me: NodeId, nodes: u16, pages_per_node: u64) -> Self {
-        assert!(nodes > 0, "a cluster has at least one node");
-        assert!(pages_per_node > 0, "every node is home of at least one page");
-        assert!(me.0 < nodes, "{me} is outside a cluster of {nodes} nodes");
         ScNode {
-            me,
-            nodes,
-            pages_per_node,
+            geo: Geometry::new(me, nodes, pages_per_node),
             access: HashMap::new(),
             pending: HashMap::new(),
             dir: HashMap::new(),
             busy: HashMap::new(),
-            #[cfg(test)]
-            bug: None,
+            bug: Planted::none(),
         }
     }
 
     /// Plants `bug` in this node (unit-test builds only).
     #[cfg(test)]
     pub(crate) fn inject(&mut self, bug: Bug) {
-        self.bug = Some(bug);
-    }
-
-    /// Whether `bug` is planted here: always false outside unit-test builds.
-    #[inline(always)]
-    fn planted(&self, bug: Bug) -> bool {
-        #[cfg(test)]
-        {
-            self.bug == Some(bug)
-        }
-        #[cfg(not(test))]
-        {
-            let _ = bug;
-            false
-        }
-    }
-
-    /// This node's id.
-    pub fn me(&self) -> NodeId {
-        self.me
-    }
-
-    /// The number of nodes in the cluster.
-    pub fn nodes(&self) -> u16 {
-        self.nodes
-    }
-
-    /// The number of pages homed at each node.
-    pub fn pages_per_node(&self) -> u64 {
-        self.pages_per_node
-    }
-
-    /// The home of `page`: `page / pages_per_node`, capped at the last node.
-    pub fn home_of(&self, page: PageId) -> NodeId {
-        let last = self.nodes.saturating_sub(1);
-        let slice = page.0 / self.pages_per_node;
-        NodeId(u16::try_from(slice).map_or(last, |s| s.min(last)))
-    }
-
-    /// The number of pages in the space (`nodes * pages_per_node`); pages at or above it are out
-    /// of range.
-    pub fn page_count(&self) -> u64 {
-        u64::from(self.nodes).saturating_mul(self.pages_per_node)
-    }
-
-    /// This node's current access to `page`: what its memory protection must be.
-    /// `Access::None` for an out-of-range page.
-    pub fn access(&self, page: PageId) -> Access {
-        if !self.in_range(page) {
-            return Access::None;
-        }
-        self.access.get(&page).copied().unwrap_or_else(|| self.initial_access(page))
+        self.bug.plant(bug);
     }
 
     /// The request this node has outstanding for `page`, if any.
@@ -314,7 +257,7 @@ impl ScNode {
     /// While a transaction runs, the entry still describes the state before it: copies being
     /// revoked are still listed and the requester is not yet.
     pub fn directory(&self, page: PageId) -> Option<Directory> {
-        if !self.in_range(page) || !self.is_home(page) {
+        if !self.geo.in_range(page) || !self.geo.is_home(page) {
             return None;
         }
         Some(self.dir_entry(page))
@@ -348,7 +291,7 @@ impl ScNode {
     /// A fault on an out-of-range page is ignored (nothing is emitted); the runtime never maps
     /// such pages.
     pub fn fault(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
-        if !self.in_range(page) {
+        if !self.geo.in_range(page) {
             return;
         }
         if self.access(page) >= kind.needed() {
@@ -359,9 +302,9 @@ impl ScNode {
             return;
         }
         self.pending.insert(page, kind);
-        let home = self.home_of(page);
-        if home == self.me {
-            let req = Request { from: self.me, kind };
+        let home = self.geo.home_of(page);
+        if home == self.geo.me {
+            let req = Request { from: self.geo.me, kind };
             self.submit(page, req, out);
         } else {
             let msg = match kind {
@@ -381,22 +324,8 @@ impl ScNode {
     /// already holds, a grant nobody asked for, an invalidation of a copy this node does not
     /// hold, an acknowledgement nobody waits for, and so on.
     pub fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+        self.geo.check_message(from, &msg)?;
         let page = msg.page();
-        if from.0 >= self.nodes {
-            return Err(ProtocolError::new(format!(
-                "{msg:?} from {from}, which is outside a cluster of {} nodes",
-                self.nodes
-            )));
-        }
-        if from == self.me {
-            return Err(ProtocolError::new(format!("{msg:?} from {from} to itself")));
-        }
-        if !self.in_range(page) {
-            return Err(ProtocolError::new(format!(
-                "{msg:?} from {from}: {page} is outside the {} pages of the space",
-                self.page_count()
-            )));
-        }
         match msg {
             Msg::ReadReq { .. } => self.on_request(from, page, FaultKind::Read, out),
             Msg::WriteReq { .. } => self.on_request(from, page, FaultKind::Write, out),
@@ -410,16 +339,8 @@ impl ScNode {
 
     // ----- helpers -----
 
-    fn in_range(&self, page: PageId) -> bool {
-        page.0 < self.page_count()
-    }
-
-    fn is_home(&self, page: PageId) -> bool {
-        self.home_of(page) == self.me
-    }
-
     fn initial_access(&self, page: PageId) -> Access {
-        if self.is_home(page) { Access::Write } else { Access::None }
+        if self.geo.is_home(page) { Access::Write } else { Access::None }
     }
 
     /// Records this node's access without emitting anything.
@@ -432,7 +353,7 @@ impl ScNode {
     }
 
     /// Changes this node's access and emits the matching `Protect` (if it changes).
-    fn protect_local(&mut self, page: PageId, access: Access, out: &mut Vec<Action>) {
+    fn protect_local(&mut self, page: PageId, access: Access, out: &mut Out) {
         if self.access(page) != access {
             self.set_access(page, access);
             out.push(Action::Protect { page, access });
@@ -441,19 +362,19 @@ impl ScNode {
 
     /// The directory entry of a page homed here (absent entry = `Exclusive(me)`).
     fn dir_entry(&self, page: PageId) -> Directory {
-        self.dir.get(&page).cloned().unwrap_or(Directory::Exclusive(self.me))
+        self.dir.get(&page).cloned().unwrap_or(Directory::Exclusive(self.geo.me))
     }
 
     fn dir_access(&self, page: PageId, node: NodeId) -> Access {
         match self.dir.get(&page) {
             Some(entry) => entry.access_of(node),
-            None if node == self.me => Access::Write,
+            None if node == self.geo.me => Access::Write,
             None => Access::None,
         }
     }
 
     fn set_dir(&mut self, page: PageId, entry: Directory) {
-        if entry == Directory::Exclusive(self.me) {
+        if entry == Directory::Exclusive(self.geo.me) {
             self.dir.remove(&page);
         } else {
             self.dir.insert(page, entry);
@@ -485,18 +406,12 @@ impl ScNode {
 
     // ----- home side -----
 
-    fn on_request(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        kind: FaultKind,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let home = self.home_of(page);
-        if home != self.me {
+    fn on_request(&mut self, from: NodeId, page: PageId, kind: FaultKind, out: &mut Out) -> Handled {
+        let home = self.geo.home_of(page);
+        if home != self.geo.me {
             return Err(ProtocolError::new(format!(
                 "{kind:?} request for {page} from {from} sent to {}, but its home is {home}",
-                self.me
+                self.geo.me
             )));
         }
         if let Some(busy) = self.busy.get(&page) {
@@ -522,7 +437,7 @@ impl ScNode {
     }
 
     /// Queues `req` behind the running transaction, or starts it right away.
-    fn submit(&mut self, page: PageId, req: Request, out: &mut Vec<Action>) {
+    fn submit(&mut self, page: PageId, req: Request, out: &mut Out) {
         if let Some(busy) = self.busy.get_mut(&page) {
             busy.queue.push_back(req);
         } else {
@@ -533,7 +448,7 @@ impl ScNode {
     /// Starts queued requests in order until one has to wait for acknowledgements (it becomes the
     /// page's running transaction, the rest stay queued) or the queue is empty.
     /// The page must have no running transaction.
-    fn run_queue(&mut self, page: PageId, mut queue: VecDeque<Request>, out: &mut Vec<Action>) {
+    fn run_queue(&mut self, page: PageId, mut queue: VecDeque<Request>, out: &mut Out) {
         while let Some(req) = queue.pop_front() {
             if let Some(active) = self.start(page, req, out) {
                 self.busy.insert(page, Busy { active, queue });
@@ -544,8 +459,8 @@ impl ScNode {
 
     /// Starts serving `req`. Returns the transaction if it must wait for other nodes, `None` if it
     /// completed (grant emitted) within this call.
-    fn start(&mut self, page: PageId, req: Request, out: &mut Vec<Action>) -> Option<Txn> {
-        let me = self.me;
+    fn start(&mut self, page: PageId, req: Request, out: &mut Out) -> Option<Txn> {
+        let me = self.geo.me;
         let requester = req.from;
         let held = self.dir_access(page, requester);
         if held >= req.kind.needed() {
@@ -596,7 +511,7 @@ impl ScNode {
                 }
                 // The requester's copy is current exactly when the directory lists it.
                 let data = !readers.contains(&requester);
-                if acks.is_empty() || self.planted(Bug::GrantBeforeInvAcks) {
+                if acks.is_empty() || self.bug.is(Bug::GrantBeforeInvAcks) {
                     self.finish(page, req, None, data, out);
                     None
                 } else {
@@ -608,17 +523,10 @@ impl ScNode {
 
     /// Completes a transaction whose revocations are all acknowledged: updates the directory and
     /// grants. `kept` is the former owner that kept a read copy after a recall, if any.
-    fn finish(
-        &mut self,
-        page: PageId,
-        req: Request,
-        kept: Option<NodeId>,
-        data: bool,
-        out: &mut Vec<Action>,
-    ) {
+    fn finish(&mut self, page: PageId, req: Request, kept: Option<NodeId>, data: bool, out: &mut Out) {
         match req.kind {
             FaultKind::Read => {
-                let mut readers = BTreeSet::from([self.me, req.from]);
+                let mut readers = BTreeSet::from([self.geo.me, req.from]);
                 readers.extend(kept);
                 self.set_dir(page, Directory::Shared(readers));
                 // The home has just installed the current bytes: it becomes a reader too.
@@ -634,8 +542,8 @@ impl ScNode {
 
     /// Hands `access` to `to`: a `Grant` message, or for the home itself a local protection
     /// change and a wake-up.
-    fn grant(&mut self, page: PageId, to: NodeId, access: Access, data: bool, out: &mut Vec<Action>) {
-        if to == self.me {
+    fn grant(&mut self, page: PageId, to: NodeId, access: Access, data: bool, out: &mut Out) {
+        if to == self.geo.me {
             self.pending.remove(&page);
             self.protect_local(page, access, out);
             out.push(Action::Wake { page });
@@ -644,7 +552,7 @@ impl ScNode {
         }
     }
 
-    fn on_inv_ack(&mut self, from: NodeId, page: PageId, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
+    fn on_inv_ack(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         let expected = match self.busy.get(&page) {
             Some(Busy { active: Txn { wait: Wait::Acks(acks), .. }, .. }) => acks.contains(&from),
             _ => false,
@@ -652,7 +560,7 @@ impl ScNode {
         if !expected {
             return Err(ProtocolError::new(format!(
                 "InvAck for {page} from {from}, which {} does not wait for",
-                self.me
+                self.geo.me
             )));
         }
         let Some(mut busy) = self.busy.remove(&page) else {
@@ -665,21 +573,11 @@ impl ScNode {
                 return Ok(());
             }
         }
-        let Busy { active, mut queue } = busy;
-        if self.planted(Bug::DropQueuedRequests) {
-            queue.clear();
-        }
-        self.finish(page, active.req, None, active.data, out);
-        self.run_queue(page, queue, out);
+        self.conclude(page, busy, None, out);
         Ok(())
     }
 
-    fn on_recall_ack(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
+    fn on_recall_ack(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
         let expected = matches!(
             self.busy.get(&page),
             Some(Busy { active: Txn { wait: Wait::Recall(owner), .. }, .. }) if *owner == from
@@ -687,37 +585,34 @@ impl ScNode {
         if !expected {
             return Err(ProtocolError::new(format!(
                 "RecallAck for {page} from {from}, which {} does not wait for",
-                self.me
+                self.geo.me
             )));
         }
-        let Some(Busy { active, mut queue }) = self.busy.remove(&page) else {
+        let Some(busy) = self.busy.remove(&page) else {
             return Ok(());
         };
-        if self.planted(Bug::DropQueuedRequests) {
-            queue.clear();
-        }
         // The home keeps the current bytes whenever nobody else may write.
         out.push(Action::Install { page });
-        let kept = match active.req.kind {
-            FaultKind::Read => Some(from),
-            FaultKind::Write => None,
-        };
+        let kept = (busy.active.req.kind == FaultKind::Read).then_some(from);
+        self.conclude(page, busy, kept, out);
+        Ok(())
+    }
+
+    /// Completes the transaction `busy` has waited for (`kept`: the former owner that kept a read
+    /// copy), then starts the requests queued behind it.
+    fn conclude(&mut self, page: PageId, busy: Busy, kept: Option<NodeId>, out: &mut Out) {
+        let Busy { active, mut queue } = busy;
+        if self.bug.is(Bug::DropQueuedRequests) {
+            queue.clear();
+        }
         self.finish(page, active.req, kept, active.data, out);
         self.run_queue(page, queue, out);
-        Ok(())
     }
 
     // ----- requester / copy-holder side -----
 
-    fn on_grant(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        access: Access,
-        data: bool,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let home = self.home_of(page);
+    fn on_grant(&mut self, from: NodeId, page: PageId, access: Access, data: bool, out: &mut Out) -> Handled {
+        let home = self.geo.home_of(page);
         if from != home {
             return Err(ProtocolError::new(format!(
                 "grant of {page} from {from}, which is not its home ({home})"
@@ -726,13 +621,13 @@ impl ScNode {
         let Some(kind) = self.pending.get(&page).copied() else {
             return Err(ProtocolError::new(format!(
                 "grant of {page} to {}, which has no request outstanding",
-                self.me
+                self.geo.me
             )));
         };
         if access != kind.needed() {
             return Err(ProtocolError::new(format!(
                 "grant of {access:?} access to {page}, but {} asked for {:?}",
-                self.me,
+                self.geo.me,
                 kind.needed()
             )));
         }
@@ -742,7 +637,7 @@ impl ScNode {
         if !consistent {
             return Err(ProtocolError::new(format!(
                 "grant of {access:?} access to {page} (data: {data}) while {} holds {current:?}",
-                self.me
+                self.geo.me
             )));
         }
         self.pending.remove(&page);
@@ -755,46 +650,41 @@ impl ScNode {
         Ok(())
     }
 
-    fn on_invalidate(
-        &mut self,
+    /// Checks that a revocation (`what`) of `page` comes from its home and finds this node
+    /// holding `holds`; returns the home.
+    fn revoked(
+        &self,
+        what: &str,
         from: NodeId,
         page: PageId,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let home = self.home_of(page);
+        holds: Access,
+    ) -> Result<NodeId, ProtocolError> {
+        let home = self.geo.home_of(page);
         let current = self.access(page);
-        if from != home || current != Access::Read {
+        if from != home || current != holds {
+            let me = self.geo.me;
             return Err(ProtocolError::new(format!(
-                "Invalidate of {page} from {from} (home {home}) while {} holds {current:?}",
-                self.me
+                "{what} of {page} from {from} (home {home}) while {me} holds {current:?}"
             )));
         }
+        Ok(home)
+    }
+
+    fn on_invalidate(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
+        let home = self.revoked("Invalidate", from, page, Access::Read)?;
         self.set_access(page, Access::None);
         out.push(Action::Protect { page, access: Access::None });
         out.push(Action::Send { to: home, msg: Msg::InvAck { page } });
         Ok(())
     }
 
-    fn on_recall(
-        &mut self,
-        from: NodeId,
-        page: PageId,
-        keep_read: bool,
-        out: &mut Vec<Action>,
-    ) -> Result<(), ProtocolError> {
-        let home = self.home_of(page);
-        let current = self.access(page);
-        if from != home || current != Access::Write {
-            return Err(ProtocolError::new(format!(
-                "Recall of {page} from {from} (home {home}) while {} holds {current:?}",
-                self.me
-            )));
-        }
+    fn on_recall(&mut self, from: NodeId, page: PageId, keep_read: bool, out: &mut Out) -> Handled {
+        let home = self.revoked("Recall", from, page, Access::Write)?;
         let access = if keep_read { Access::Read } else { Access::None };
         // Revoke write access first, so the bytes read for the reply are final.
         self.set_access(page, access);
         let reply = Action::Send { to: home, msg: Msg::RecallAck { page } };
-        if self.planted(Bug::RecallAckBeforeProtect) {
+        if self.bug.is(Bug::RecallAckBeforeProtect) {
             out.extend([reply, Action::Protect { page, access }]);
         } else {
             out.extend([Action::Protect { page, access }, reply]);
@@ -845,7 +735,7 @@ impl Coherence for ScNode {
     type Msg = Msg;
 
     fn geometry(&self) -> Geometry {
-        Geometry::new(self.me, self.nodes, self.pages_per_node)
+        self.geo
     }
 
     fn fault(&mut self, page: PageId, kind: FaultKind, _atomic: bool, out: &mut Vec<Action>) {
@@ -870,18 +760,22 @@ impl Coherence for ScNode {
         false
     }
 
+    /// This node's current access to `page`: what its memory protection must be.
+    /// `Access::None` for an out-of-range page.
     fn access(&self, page: PageId) -> Access {
-        ScNode::access(self, page)
+        if !self.geo.in_range(page) {
+            return Access::None;
+        }
+        self.access.get(&page).copied().unwrap_or_else(|| self.initial_access(page))
     }
 
     fn describe(&self, page: PageId) -> String {
+        let (access, outstanding, directory) =
+            (self.access(page), self.outstanding(page), self.directory(page));
+        let (busy, queued) = (self.in_transaction(page), self.queued(page));
         format!(
-            "access here {:?}, request outstanding {:?}, directory {:?}, in a transaction {}, requests queued {}",
-            self.access(page),
-            self.outstanding(page),
-            self.directory(page),
-            self.in_transaction(page),
-            self.queued(page)
+            "access here {access:?}, request outstanding {outstanding:?}, directory {directory:?}, \
+             in a transaction {busy}, requests queued {queued}"
         )
     }
 }

@@ -12,7 +12,7 @@
 use dsm::SpaceLayout;
 
 /// Every `RTHREADS_*` variable something in this workspace reads: the runtime (the table at the
-/// top of `launch.rs`, plus the variables it sets for itself), the launcher, and the test and
+/// top of `launch/config.rs`, plus the variables it sets for itself), the launcher, and the test and
 /// benchmark programs. A test (`every_variable_the_workspace_reads_is_known`) checks this list
 /// against the sources.
 pub(crate) const KNOWN: &[&str] = &[
@@ -130,7 +130,7 @@ pub(crate) fn warning(name: &str) -> Option<String> {
 }
 
 /// Whether this process is node 0, judged from the variables that give a rank, in the order
-/// `launch::bootstrap` reads them (the configuration is not parsed yet when this runs).
+/// `bootstrap::detect` reads them (the configuration is not parsed yet when this runs).
 fn is_node_0() -> bool {
     let get = |n: &str| std::env::var(n).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let rank = get("RTHREADS_NODE_ID")
@@ -261,7 +261,7 @@ mod tests {
     }
 
     /// Every `"RTHREADS_...` string literal in the workspace's Rust sources, and every row of the
-    /// configuration table in `launch.rs`, names a known setting: a variable added anywhere must
+    /// configuration table in `launch/config.rs`, names a known setting: a variable added anywhere must
     /// be added to [`KNOWN`] too, or node 0 would warn about it.
     #[test]
     fn every_variable_the_workspace_reads_is_known() {
@@ -281,7 +281,7 @@ mod tests {
         }
         // Files that use unknown names on purpose, to test this warning.
         const ON_PURPOSE: &[&str] =
-            &["rthreads/src/settings.rs", "tests/hardening.rs", "tests/programs/check_settings.rs"];
+            &["rthreads/src/launch/settings.rs", "tests/hardening.rs", "tests/programs/check_settings.rs"];
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let mut files = Vec::new();
         walk(root, &mut files);
@@ -296,7 +296,7 @@ mod tests {
             for (at, _) in text.match_indices("\"RTHREADS_") {
                 names.push(&text[at + 1..]);
             }
-            if rel == "rthreads/src/launch.rs" {
+            if rel == "rthreads/src/launch/config.rs" {
                 for (at, _) in text.match_indices("//! | `RTHREADS_") {
                     names.push(&text[at + 7..]);
                 }

@@ -1,28 +1,34 @@
-//! Lets system calls read and write shared memory on every node.
+//! C-library interposition: `read`, `write` and the other I/O entry points, redefined so that
+//! system calls can read and write shared memory on every node.
 //!
-//! The kernel does not trap when a system call touches a page the process has protected: it fails
-//! the call with `EFAULT`. User code hands shared memory to the kernel all the time (`read` into a
-//! `Vec` allocated on another node, `write` of a `String`), so the common I/O entry points of the C
-//! library are defined here, in the executable, where they take precedence over the C library's own
-//! definitions for the whole program (std calls them too). Each wrapper first touches every shared
-//! page of its buffers from user space (a load for data the kernel will read, an atomic
-//! compare-and-swap that cannot change the byte for data the kernel will write), which runs
+//! **Where it is linked.** The functions below are `#[no_mangle]` definitions of C-library symbols.
+//! They are linked into every binary that links `dsm` (every rthreads program, its tests and
+//! tools), where the linker takes them before the C library's own definitions, for the whole
+//! process: std's I/O, other Rust crates and C code linked in all call these.
+//!
+//! **Which symbols.** `read`, `write`, `pread64`, `pwrite64`, `readv`, `writev`, `recv`, `send`,
+//! `recvfrom` and `sendto`.
+//!
+//! **Why.** The kernel does not trap when a system call touches a page the process has protected:
+//! it fails the call with `EFAULT`. User code hands shared memory to the kernel all the time (`read`
+//! into a `Vec` allocated on another node, `write` of a `String`). So each wrapper first touches
+//! every shared page of its buffers from user space (a load for data the kernel will read, an
+//! atomic compare-and-swap that cannot change the byte for data the kernel will write), which runs
 //! the ordinary fault path, and then makes the system call directly. Another node may take a page
 //! back between the touch and the call; the call then fails with `EFAULT` having transferred
 //! nothing, and the wrapper touches and retries. Buffers outside the shared space cost two
 //! comparisons.
-//!
-//! These wrappers are async-signal-safe when no output hook is installed. The fault handler and the
-//! runtime's own messages do not use them: they make the system call directly
-//! ([`crate::sys::raw_write`]).
 //!
 //! **Standard output and error.** A runtime may install an [`OutputHook`] ([`set_output_hook`]):
 //! then `write` and `writev` on descriptors 1 and 2 ask it first, and it may take the bytes
 //! itself (rthreads forwards the output of nodes other than 0 to node 0 this way, so that output
 //! keeps the program's order across nodes).
 //!
-//! These definitions are linked into every program that links this crate (the linker takes them
-//! before the C library's, which they replace for the whole process).
+//! **Who does not use it.** The wrappers are async-signal-safe only while no output hook is
+//! installed, so the fault handler never writes through them: its messages, and the runtime's own,
+//! make the system call directly ([`crate::sys::raw_write`], [`crate::sys::write_all_raw`]). The
+//! handler only calls [`write_directly`] (one atomic store) before it passes a foreign fault to the
+//! previous handler, so that what that handler prints bypasses the hook.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
@@ -148,6 +154,24 @@ fn iov_overlaps(iov: *const iovec, cnt: c_int) -> bool {
     })
 }
 
+/// [`guarded`] for the buffers of an iovec array (`kernel_writes`: the kernel fills them).
+fn guarded_iov(
+    iov: *const iovec,
+    cnt: c_int,
+    kernel_writes: bool,
+    mut call: impl FnMut() -> ssize_t,
+) -> ssize_t {
+    let mut tries = 0;
+    loop {
+        touch_iov(iov, cnt, kernel_writes);
+        let r = call();
+        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
+            return r;
+        }
+        tries += 1;
+    }
+}
+
 fn sys(ret: libc::c_long) -> ssize_t {
     ret as ssize_t
 }
@@ -210,16 +234,10 @@ pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off:
 /// The C contract of `readv`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    let mut tries = 0;
-    loop {
-        touch_iov(iov, cnt, true);
+    guarded_iov(iov, cnt, true, || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        let r = sys(unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) });
-        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
-            return r;
-        }
-        tries += 1;
-    }
+        sys(unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) })
+    })
 }
 
 /// `writev(2)` that works on shared memory.
@@ -231,16 +249,10 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     if let Some(r) = output_hook(fd, iov, cnt) {
         return r;
     }
-    let mut tries = 0;
-    loop {
-        touch_iov(iov, cnt, false);
+    guarded_iov(iov, cnt, false, || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        let r = sys(unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) });
-        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
-            return r;
-        }
-        tries += 1;
-    }
+        sys(unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) })
+    })
 }
 
 /// `recv(2)` that works on shared memory.

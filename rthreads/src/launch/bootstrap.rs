@@ -1,0 +1,401 @@
+//! Bootstrap: which node this process is and where node 0 listens (from `RTHREADS_*` or from the
+//! launcher that started it), the listening socket, the re-exec that turns address randomisation
+//! off, the binary's identity, and joining the mesh.
+//!
+//! # Which node, how many, where node 0 is
+//! Which node this process is, and how many there are, comes from the first of:
+//! 1. `RTHREADS_NODE_ID` and `RTHREADS_NODES` (what `rthreads run` sets);
+//! 2. Slurm, inside a job step (`srun`): `SLURM_PROCID`, `SLURM_NTASKS`; node 0's host is the first
+//!    host of `SLURM_STEP_NODELIST`;
+//! 3. Open MPI (`mpirun`): `OMPI_COMM_WORLD_RANK`, `OMPI_COMM_WORLD_SIZE`;
+//! 4. PMI launchers (MPICH's Hydra, Intel MPI): `PMI_RANK`, `PMI_SIZE`;
+//! 5. none: this process is node 0 of an embedded local cluster and starts the other nodes itself.
+//!
+//! Under 2–4 node 0 listens on a port every rank derives from the job's id (`RTHREADS_PORT_RANGE`
+//! picks the range), on loopback when every rank is on one host. Open MPI and PMI do not say which
+//! host rank 0 runs on, so a run over several hosts needs `RTHREADS_COORDINATOR=host:port`. The
+//! secret must reach every rank: `mpirun -x RTHREADS_SECRET`, a secret file on a shared home, or
+//! Slurm's environment propagation.
+//!
+//!
+//! # Why the re-exec
+//! Closures travel between nodes as pointers, and they point into the binary: code, vtables,
+//! string literals, `&'static` tables. So every node must load the binary at the same address.
+//! Each process turns address randomisation off *for itself* (`personality(ADDR_NO_RANDOMIZE)`,
+//! inherited by the nodes it starts) and re-executes itself once; the machine's setting is not
+//! touched. The handshake then checks that every node's binary is the same file, loaded at the
+//! same address, with the same protocol and space size, and refuses a node that differs, naming
+//! the difference.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use net::{BinaryId, Hello, Mesh, MeshConfig};
+
+use super::StartError;
+use super::config::{Config, ConfigError, Env};
+
+/// Rank and size as an existing launcher (Slurm, Open MPI, a PMI launcher) gives them.
+pub(super) struct Launcher {
+    /// This process's rank.
+    pub(super) node: u32,
+    /// The number of ranks.
+    pub(super) nodes: u32,
+    /// What started us, for messages.
+    source: &'static str,
+    /// Identifies the job: every rank sees the same text, which seeds the session and the port.
+    job: String,
+    /// Every rank runs on this host.
+    single_host: bool,
+    /// Node 0's host, where the launcher tells it (Slurm's node list).
+    first_host: Option<String>,
+}
+
+impl Launcher {
+    /// The session id every rank of the job derives alike.
+    pub(super) fn session(&self) -> u64 {
+        fnv(&self.job)
+    }
+}
+
+/// Variable `name` as a number, if set.
+fn number(env: Env<'_>, name: &'static str) -> Result<Option<u32>, ConfigError> {
+    match env.get(name) {
+        None => Ok(None),
+        Some(value) => value.trim().parse().map(Some).map_err(|_| ConfigError::NotANumber { name, value }),
+    }
+}
+
+/// The first host of a Slurm host list such as `node[03-05,9],gpu1`: `node03`.
+fn first_slurm_host(list: &str) -> Option<String> {
+    let mut depth = 0;
+    let end = list
+        .char_indices()
+        .find(|&(_, c)| {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                _ => {}
+            }
+            c == ',' && depth == 0
+        })
+        .map_or(list.len(), |(i, _)| i);
+    let first = list[..end].trim();
+    let Some(open) = first.find('[') else {
+        return (!first.is_empty()).then(|| first.to_owned());
+    };
+    let close = first[open..].find(']')? + open;
+    let inner = &first[open + 1..close];
+    let lowest = inner.split([',', '-']).next()?;
+    Some(format!("{}{}{}", &first[..open], lowest, &first[close + 1..]))
+}
+
+/// The launcher that started this process, if any (and `RTHREADS_NODE_ID` does not say which
+/// node it is).
+///
+/// # Errors
+/// A launcher's rank or size variable that is not a number.
+pub(super) fn detect(env: Env<'_>) -> Result<Option<Launcher>, ConfigError> {
+    if env.get("RTHREADS_NODE_ID").is_some() {
+        return Ok(None);
+    }
+    if env.get("SLURM_STEP_ID").is_some()
+        && let (Some(rank), Some(size)) = (number(env, "SLURM_PROCID")?, number(env, "SLURM_NTASKS")?)
+    {
+        let list =
+            env.get("SLURM_STEP_NODELIST").or_else(|| env.get("SLURM_JOB_NODELIST")).unwrap_or_default();
+        let hosts = number(env, "SLURM_STEP_NUM_NODES")?.or(number(env, "SLURM_NNODES")?);
+        return Ok(Some(Launcher {
+            node: rank,
+            nodes: size,
+            source: "Slurm (SLURM_PROCID/SLURM_NTASKS)",
+            job: format!(
+                "slurm-{}.{}",
+                env.get("SLURM_JOB_ID").unwrap_or_default(),
+                env.get("SLURM_STEP_ID").unwrap_or_default()
+            ),
+            single_host: hosts == Some(1),
+            first_host: first_slurm_host(&list),
+        }));
+    }
+    if let (Some(rank), Some(size)) =
+        (number(env, "OMPI_COMM_WORLD_RANK")?, number(env, "OMPI_COMM_WORLD_SIZE")?)
+    {
+        let job =
+            env.get("OMPI_MCA_ess_base_jobid").or_else(|| env.get("PMIX_NAMESPACE")).unwrap_or_default();
+        return Ok(Some(Launcher {
+            node: rank,
+            nodes: size,
+            source: "Open MPI (OMPI_COMM_WORLD_RANK/SIZE)",
+            job: format!("ompi-{job}"),
+            single_host: number(env, "OMPI_COMM_WORLD_LOCAL_SIZE")? == Some(size),
+            first_host: None,
+        }));
+    }
+    if let (Some(rank), Some(size)) = (number(env, "PMI_RANK")?, number(env, "PMI_SIZE")?) {
+        let job = env
+            .get("PMI_JOBID")
+            .or_else(|| env.get("PMIX_NAMESPACE"))
+            // SAFETY: getppid has no preconditions.
+            .unwrap_or_else(|| format!("ppid{}", unsafe { libc::getppid() }));
+        return Ok(Some(Launcher {
+            node: rank,
+            nodes: size,
+            source: "a PMI launcher (PMI_RANK/PMI_SIZE)",
+            job: format!("pmi-{job}"),
+            single_host: number(env, "MPI_LOCALNRANKS")? == Some(size),
+            first_host: None,
+        }));
+    }
+    Ok(None)
+}
+
+/// The 64-bit FNV-1a hash of `text`.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// `RTHREADS_PORT_RANGE`, if set.
+fn port_range(env: Env<'_>) -> Result<Option<(u16, u16)>, ConfigError> {
+    let Some(v) = env.get("RTHREADS_PORT_RANGE") else { return Ok(None) };
+    let parse = |v: &str| -> Option<(u16, u16)> {
+        let (lo, hi) = v.split_once('-')?;
+        let (lo, hi) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+        (lo != 0 && lo <= hi).then_some((lo, hi))
+    };
+    parse(&v).map(Some).ok_or(ConfigError::PortRange(v))
+}
+
+/// The IPv4 address of network interface `name`.
+fn interface_ip(name: &str) -> Result<IpAddr, ConfigError> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Err(ConfigError::Interfaces { name: name.to_owned(), source: io::Error::last_os_error() });
+    }
+    let mut found = None;
+    let mut p = list;
+    while !p.is_null() {
+        // SAFETY: `p` walks the list getifaddrs returned; each entry is valid until freeifaddrs.
+        let ifa = unsafe { &*p };
+        p = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: ifa_addr points at a sockaddr whose family field is valid to read.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if ifname.to_bytes() == name.as_bytes() && family == libc::AF_INET {
+            // SAFETY: the family says this is a sockaddr_in.
+            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+            found = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            break;
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found.ok_or_else(|| ConfigError::NoSuchInterface(name.to_owned()))
+}
+
+/// Where a node listens.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Listen {
+    /// Bind this address (port 0: any free port).
+    Addr(SocketAddr),
+    /// Bind the first free port of this range on this address, never the port given last
+    /// (node 0's, when it lies in the range: another rank taking it would keep node 0 out).
+    Range(IpAddr, u16, u16, Option<u16>),
+    /// A listening socket the launcher made (`RTHREADS_LISTEN_FD`).
+    Fd(i32),
+}
+
+/// The first address `text` (`host:port`) resolves to.
+fn resolve(name: &'static str, value: String) -> Result<SocketAddr, ConfigError> {
+    std::net::ToSocketAddrs::to_socket_addrs(&value)
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or(ConfigError::NotAnAddress { name, value })
+}
+
+/// Node 0's address and where node `node` listens, from `RTHREADS_COORDINATOR`,
+/// `RTHREADS_BIND`, `RTHREADS_INTERFACE`, `RTHREADS_PORT_RANGE`, `RTHREADS_LISTEN_FD` and what
+/// the launcher says.
+///
+/// # Errors
+/// A setting that is not an address, a port range or an interface, or no way to know where
+/// node 0 is.
+pub(super) fn network(
+    env: Env<'_>,
+    launcher: Option<&Launcher>,
+    node: u16,
+) -> Result<(Option<SocketAddr>, Listen), ConfigError> {
+    let range = port_range(env)?;
+    let iface = env.get("RTHREADS_INTERFACE").map(|n| interface_ip(&n)).transpose()?;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    // Under a launcher with no coordinator given, node 0 listens on a port every rank derives
+    // from the job's identity.
+    let derived_port = launcher.map(|l| {
+        // Below Linux's ephemeral ports (32768 and up): a port in that range can be taken by an
+        // outgoing connection, even one to this very port (a TCP self-connect).
+        let (lo, hi) = range.unwrap_or((20000, 32767));
+        lo + (fnv(&l.job) % (u64::from(hi - lo) + 1)) as u16
+    });
+    let coordinator_text = match (env.get("RTHREADS_COORDINATOR"), launcher) {
+        (Some(v), _) => Some(v),
+        (None, Some(l)) if l.single_host => Some(format!("127.0.0.1:{}", derived_port.unwrap_or(0))),
+        (None, Some(l)) => match &l.first_host {
+            Some(h) => Some(format!("{h}:{}", derived_port.unwrap_or(0))),
+            None => return Err(ConfigError::CoordinatorUnknown(l.source)),
+        },
+        (None, None) => None,
+    };
+    let coordinator = match coordinator_text {
+        Some(v) => Some(resolve("RTHREADS_COORDINATOR", v)?),
+        None if node != 0 => return Err(ConfigError::NoCoordinator),
+        None => None,
+    };
+    let listen = if let Some(fd) = env.get("RTHREADS_LISTEN_FD").filter(|_| node == 0) {
+        Listen::Fd(fd.parse().map_err(|_| ConfigError::ListenFd(fd))?)
+    } else if let Some(v) = env.get("RTHREADS_BIND") {
+        Listen::Addr(resolve("RTHREADS_BIND", v)?)
+    } else {
+        // One host (the coordinator is on loopback): stay on loopback; else every interface.
+        let local = coordinator.is_none_or(|c| c.ip().is_loopback());
+        let ip = iface.unwrap_or(if local { loopback } else { any });
+        match (node, coordinator) {
+            // Node 0 listens where every rank expects it.
+            (0, Some(c)) => Listen::Addr(SocketAddr::new(ip, c.port())),
+            _ => match range {
+                Some((lo, hi)) => Listen::Range(ip, lo, hi, coordinator.map(|c| c.port())),
+                None => Listen::Addr(SocketAddr::new(ip, 0)),
+            },
+        }
+    };
+    Ok((coordinator, listen))
+}
+
+/// Binds this node's listener.
+///
+/// # Errors
+/// The address is taken or not this host's, no port of the range is free, or the inherited
+/// descriptor is not a listening socket.
+pub(super) fn bind(listen: &Listen) -> Result<TcpListener, StartError> {
+    match *listen {
+        Listen::Addr(addr) => TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source }),
+        Listen::Range(ip, lo, hi, skip) => (lo..=hi)
+            .filter(|&p| Some(p) != skip)
+            .find_map(|p| TcpListener::bind(SocketAddr::new(ip, p)).ok())
+            .ok_or(StartError::NoFreePort { ip, lo, hi }),
+        Listen::Fd(fd) => {
+            // SAFETY: the launcher handed us this descriptor as a listening socket we now own.
+            let l = unsafe { <TcpListener as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // The programs this node starts must not inherit it.
+            // SAFETY: fcntl on a descriptor we own.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            l.local_addr().map_err(|source| StartError::NotAListener { fd, source })?;
+            Ok(l)
+        }
+    }
+}
+
+/// Turns address randomisation off for this process and re-executes it, unless already off.
+///
+/// # Errors
+/// The personality cannot be set, or the re-exec failed or did not take.
+pub(super) fn ensure_fixed_layout() -> Result<(), StartError> {
+    // SAFETY: querying the personality has no side effects.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    if persona >= 0 && persona & libc::ADDR_NO_RANDOMIZE != 0 {
+        return Ok(());
+    }
+    if Env::process().get("RTHREADS_REEXEC").is_some() {
+        return Err(StartError::StillRandomised);
+    }
+    // SAFETY: setting the personality affects only this process and the programs it executes.
+    if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0 {
+        return Err(StartError::Personality(io::Error::last_os_error()));
+    }
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_default();
+    let err = Command::new("/proc/self/exe").arg0(arg0).args(args).env("RTHREADS_REEXEC", "1").exec();
+    Err(StartError::Reexec(err))
+}
+
+/// What identifies this program: the executable's contents and where it is loaded.
+fn binary_id() -> Result<BinaryId, StartError> {
+    let bytes = std::fs::read("/proc/self/exe").map_err(StartError::ReadExe)?;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        hash =
+            (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    }
+    for &b in chunks.remainder() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Ok(BinaryId { hash, len: bytes.len() as u64, anchor: binary_id as *const () as usize as u64 })
+}
+
+/// Joins the mesh of every node, listening on `listener`, with a shared space of `space` bytes
+/// (the hello's settings every node must share). Returns once connected to every node.
+///
+/// # Errors
+/// This program cannot be read, or the mesh does not form (see `net::mesh`).
+pub(super) fn join(cfg: &Config, listener: TcpListener, space: usize) -> Result<Mesh, StartError> {
+    let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get() as u32);
+    let hello = Hello {
+        node: cfg.node,
+        nodes: cfg.nodes,
+        session: cfg.session,
+        binary: binary_id()?,
+        listen: String::new(),
+        parallelism,
+        settings: format!("protocol={} space={space}", if cfg.lrc { "lrc" } else { "sc" }),
+    };
+    Ok(net::mesh::establish(MeshConfig {
+        hello,
+        listener,
+        coordinator: cfg.coordinator,
+        timeout: cfg.timeout,
+        secret: cfg.secret.clone(),
+    })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_host_of_slurm_host_lists() {
+        assert_eq!(first_slurm_host("node[03-05,9],gpu1").as_deref(), Some("node03"));
+        assert_eq!(first_slurm_host("a1,a2").as_deref(), Some("a1"));
+        assert_eq!(first_slurm_host("c[7,2]-ib").as_deref(), Some("c7-ib"));
+        assert_eq!(first_slurm_host("solo").as_deref(), Some("solo"));
+        assert_eq!(first_slurm_host(""), None);
+        assert_eq!(first_slurm_host("bad[1-"), None);
+    }
+
+    #[test]
+    fn job_hashes() {
+        assert_eq!(fnv("ompi-1"), fnv("ompi-1"));
+        assert_ne!(fnv("ompi-1"), fnv("ompi-2"));
+    }
+
+    #[test]
+    fn a_port_range_never_hands_out_node_0s_port() {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let p = TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+        let e = bind(&Listen::Range(ip, p, p, Some(p))).unwrap_err();
+        assert!(matches!(e, StartError::NoFreePort { lo, hi, .. } if lo == p && hi == p), "{e:?}");
+        let l = bind(&Listen::Range(ip, p, p, None)).unwrap();
+        assert_eq!(l.local_addr().unwrap().port(), p);
+        // The port is taken now.
+        let taken = SocketAddr::new(ip, p);
+        assert!(matches!(bind(&Listen::Addr(taken)), Err(StartError::Listen { addr, .. }) if addr == taken));
+    }
+}
