@@ -8,7 +8,7 @@
 //! - **messages**: messages sent per node, by node count, also logarithmic (a run with no message,
 //!   such as one node, has no point).
 //!
-//! Every kernel has its own colour and its own marker (twelve of each), so no two lines look
+//! Every kernel has its own colour and its own marker (sixteen of each), so no two lines look
 //! alike even to a reader who cannot tell the colours apart. The legend is outside the plot.
 
 use std::collections::BTreeSet;
@@ -42,9 +42,9 @@ pub struct KernelFigures {
     pub std: Vec<(usize, f64)>,
 }
 
-/// Twelve colours that stay apart on white (the ten of matplotlib's `tab10`, black, and a dark
-/// gold).
-const COLOURS: [RGBColor; 12] = [
+/// Sixteen colours that stay apart on white (the ten of matplotlib's `tab10`, black, a dark gold,
+/// navy, dark olive, wine and sea green).
+const COLOURS: [RGBColor; 16] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
@@ -57,9 +57,14 @@ const COLOURS: [RGBColor; 12] = [
     RGBColor(0x17, 0xbe, 0xcf),
     RGBColor(0x00, 0x00, 0x00),
     RGBColor(0xb8, 0x86, 0x0b),
+    RGBColor(0x00, 0x33, 0x80),
+    RGBColor(0x55, 0x6b, 0x2f),
+    RGBColor(0x80, 0x00, 0x40),
+    RGBColor(0x00, 0x80, 0x60),
 ];
 
-/// Marker shapes; filled or hollow, twelve markers.
+/// Marker shapes, all outlines (so a hollow one differs from a filled one); filled or hollow,
+/// sixteen markers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Shape {
     Circle,
@@ -67,14 +72,24 @@ enum Shape {
     TriangleUp,
     Diamond,
     TriangleDown,
-    Cross,
+    TriangleLeft,
+    TriangleRight,
+    Pentagon,
 }
 
-const SHAPES: [Shape; 6] =
-    [Shape::Circle, Shape::Square, Shape::TriangleUp, Shape::Diamond, Shape::TriangleDown, Shape::Cross];
+const SHAPES: [Shape; 8] = [
+    Shape::Circle,
+    Shape::Square,
+    Shape::TriangleUp,
+    Shape::Diamond,
+    Shape::TriangleDown,
+    Shape::TriangleLeft,
+    Shape::TriangleRight,
+    Shape::Pentagon,
+];
 
 /// How kernel number `i` is drawn: its colour, its marker's shape, and whether the marker is
-/// filled. The first twelve kernels differ in all three, so no two of them share a colour or a
+/// filled. The first sixteen kernels differ in all three, so no two of them share a colour or a
 /// marker.
 fn look(i: usize) -> (RGBColor, Shape, bool) {
     (COLOURS[i % COLOURS.len()], SHAPES[i % SHAPES.len()], (i / SHAPES.len()).is_multiple_of(2))
@@ -87,10 +102,8 @@ const R: i32 = 5;
 enum Part {
     /// A circle of radius [`R`].
     Dot,
-    /// A filled polygon.
+    /// A polygon, filled or outlined.
     Fill(Vec<(i32, i32)>),
-    /// A line through these points.
-    Line(Vec<(i32, i32)>),
 }
 
 /// The pieces of a marker of `shape` ([`draw_marker`] draws a polygon as an outline for a hollow
@@ -103,7 +116,9 @@ fn parts(shape: Shape) -> Vec<Part> {
         Shape::TriangleUp => polygon(vec![(0, -R - 1), (R + 1, R), (-R - 1, R)]),
         Shape::TriangleDown => polygon(vec![(0, R + 1), (R + 1, -R), (-R - 1, -R)]),
         Shape::Diamond => polygon(vec![(0, -R - 1), (R + 1, 0), (0, R + 1), (-R - 1, 0)]),
-        Shape::Cross => vec![Part::Line(vec![(-R, -R), (R, R)]), Part::Line(vec![(-R, R), (R, -R)])],
+        Shape::TriangleLeft => polygon(vec![(-R - 1, 0), (R, -R - 1), (R, R + 1)]),
+        Shape::TriangleRight => polygon(vec![(R + 1, 0), (-R, -R - 1), (-R, R + 1)]),
+        Shape::Pentagon => polygon(vec![(0, -R - 1), (R + 1, -1), (R - 1, R), (-R + 1, R), (-R - 1, -1)]),
     }
 }
 
@@ -127,9 +142,6 @@ where
             Part::Fill(mut points) => {
                 points.push(points[0]);
                 area.draw(&(at + PathElement::new(points, style)))
-            }
-            Part::Line(points) => {
-                area.draw(&(at + PathElement::new(points, colour.stroke_width(if filled { 3 } else { 2 }))))
             }
         }
         .map_err(err)?;
@@ -411,8 +423,8 @@ mod tests {
     }
 
     #[test]
-    fn twelve_kernels_never_share_a_colour_or_a_marker() {
-        let looks: Vec<_> = (0..12).map(look).collect();
+    fn sixteen_kernels_never_share_a_colour_or_a_marker() {
+        let looks: Vec<_> = (0..16).map(look).collect();
         for (i, a) in looks.iter().enumerate() {
             for b in &looks[i + 1..] {
                 assert!(a.0 != b.0, "colour shared: {a:?} {b:?}");

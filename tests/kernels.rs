@@ -12,7 +12,7 @@ use rthreads_suite::par::{self, Mode, Size};
 #[test]
 fn every_kernel_has_a_unique_name_and_a_description() {
     let all = kernels::all();
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), 15);
     for (i, k) in all.iter().enumerate() {
         assert!(!k.name.is_empty() && !k.about.is_empty());
         assert!(all[..i].iter().all(|o| o.name != k.name), "duplicate kernel name {}", k.name);

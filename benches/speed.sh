@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 17's table: the data-moving kernels on one std thread, two std threads, and 2 nodes of one
+# thread each under sc and lrc, runs interleaved (every configuration once per round, ROUNDS rounds),
+# median wall seconds per configuration. Nothing is pinned.
+#
+#   benches/speed.sh                  # builds the release tools first
+#   ROUNDS=5 KERNELS=jacobi_plain,jacobi_main,matmul_512 NODES=2 benches/speed.sh
+#   WORKER=/elsewhere/target/release/bench_worker benches/speed.sh   # another build, same table
+#
+# Prints a markdown table (and the raw times to stderr).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-5}
+KERNELS=${KERNELS:-jacobi_plain,jacobi_main,matmul_512}
+NODES=${NODES:-2}
+SIZE=${SIZE:-medium}
+if [ -z "${WORKER:-}" ]; then
+    cargo build --release --locked --bin bench_worker >&2
+    WORKER=target/release/bench_worker
+fi
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+IFS=, read -r -a kernels <<<"$KERNELS"
+for round in $(seq "$ROUNDS"); do
+    for k in "${kernels[@]}"; do
+        for cfg in std1 std2 sc lrc; do
+            case $cfg in
+                std1) out=$(RTHREADS_NODES=1 "$WORKER" "$k" std "$SIZE" 1) ;;
+                std2) out=$(RTHREADS_NODES=1 "$WORKER" "$k" std "$SIZE" 2) ;;
+                sc | lrc) out=$(RTHREADS_NODES=$NODES RTHREADS_PROTOCOL=$cfg "$WORKER" "$k" cluster "$SIZE" 1) ;;
+            esac
+            wall=$(grep -o 'wall_s=[0-9.]*' <<<"$out" | head -1 | cut -d= -f2)
+            sum=$(grep -o 'checksum=[0-9a-fx]*' <<<"$out" | head -1 | cut -d= -f2)
+            echo "$k $cfg $wall $sum" | tee -a "$raw" >&2
+        done
+    done
+    echo "round $round done" >&2
+done
+python3 - "$raw" "$NODES" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+nodes = sys.argv[2]
+t = {}
+sums = {}
+for k, cfg, wall, s in rows:
+    t.setdefault(k, {}).setdefault(cfg, []).append(float(wall))
+    sums.setdefault(k, set()).add(s)
+print(f"| kernel | std, 1 thread | std, 2 threads | rthreads {nodes} nodes sc | rthreads {nodes} nodes lrc | sc vs 1 thread | lrc vs 1 thread |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for k, c in t.items():
+    m = {cfg: statistics.median(v) for cfg, v in c.items()}
+    ok = "" if len(sums[k]) == 1 else " (CHECKSUMS DIFFER)"
+    print(f"| {k}{ok} | {m['std1']:.3f} | {m['std2']:.3f} | {m['sc']:.3f} | {m['lrc']:.3f} | "
+          f"{m['std1'] / m['sc']:.2f}× | {m['std1'] / m['lrc']:.2f}× |")
+PY
