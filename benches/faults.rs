@@ -5,10 +5,13 @@
 //! - **raw RTT**: a 16-byte request answered with 4 KiB over a blocking TCP loopback connection
 //!   with `TCP_NODELAY` (two plain threads; the transport the DSM uses, minus the DSM);
 //! - **read fault**: a thread on node 1 loads one byte from a page last written on node 0 (its
-//!   home): trap, request, page sent, installed, access opened;
+//!   home): trap, request, page sent, installed, access opened (every other page, so that no
+//!   read-ahead serves one);
 //! - **write fault, 1 reader**: a thread on node 1 stores to a page held read-only by node 2 and
 //!   the home (node 0): the home invalidates both copies, then grants write access with the bytes;
-//! - **spawn+join**: node 0 spawns a trivial thread on node 1 and joins it.
+//! - **spawn+join**: node 0 spawns a trivial thread on node 1 and joins it;
+//! - **cold sequential read**: a thread on node 1 reads one byte of each of 4096 pages homed at
+//!   node 0, in order (what read-ahead is for): the time per page, once per round.
 //!
 //! Medians and 90th percentiles over all rounds, the ratio read fault / raw RTT, and the CPU time a
 //! read fault costs each of the three threads it involves (from the scheduler's own accounting).
@@ -52,15 +55,16 @@ fn cpu_ns() -> [u64; 2] {
 }
 
 /// Read-fault latencies, and the CPU time the faults cost: [faulting node's service thread,
-/// faulting thread, home's service thread] in nanoseconds, summed over the `n` faults.
+/// faulting thread, home's service thread] in nanoseconds, summed over the `n` faults. Every
+/// other page is read, so that no read-ahead serves a fault: each is a single fault.
 fn read_faults(n: usize) -> (Vec<Duration>, [u64; 3]) {
-    let pages = fresh_pages(n);
+    let pages = fresh_pages(2 * n);
     let home0 = cpu_ns();
     let (times, there) = on(1, move || {
         let before = cpu_ns();
         let times = (0..n)
             .map(|i| {
-                let p = page_addr(&pages, i);
+                let p = page_addr(&pages, 2 * i);
                 let t = Instant::now();
                 // SAFETY: p lies inside the vector, which outlives this closure.
                 black_box(unsafe { std::ptr::read_volatile(p) });
@@ -74,24 +78,39 @@ fn read_faults(n: usize) -> (Vec<Duration>, [u64; 3]) {
     (times, [there[0], there[1], home1[0] - home0[0]])
 }
 
-fn write_faults(n: usize) -> Vec<Duration> {
+/// A cold sequential read of `n` pages homed at node 0, by a thread on node 1, one byte per page
+/// in page order: the time per page.
+fn sequential_read(n: usize) -> Duration {
     let pages = fresh_pages(n);
+    on(1, move || {
+        let t = Instant::now();
+        for i in 0..n {
+            // SAFETY: inside the vector, which outlives this closure.
+            black_box(unsafe { std::ptr::read_volatile(page_addr(&pages, i)) });
+        }
+        t.elapsed() / n as u32
+    })
+}
+
+/// Write-fault latencies (every other page, as for reads: no write-ahead serves one).
+fn write_faults(n: usize) -> Vec<Duration> {
+    let pages = fresh_pages(2 * n);
     let p2 = Arc::clone(&pages);
     on(2, move || {
         for i in 0..n {
             // SAFETY: inside the vector.
-            black_box(unsafe { std::ptr::read_volatile(page_addr(&p2, i)) });
+            black_box(unsafe { std::ptr::read_volatile(page_addr(&p2, 2 * i)) });
         }
     });
     for i in 0..n {
         // The home keeps a read copy too.
         // SAFETY: inside the vector.
-        black_box(unsafe { std::ptr::read_volatile(page_addr(&pages, i)) });
+        black_box(unsafe { std::ptr::read_volatile(page_addr(&pages, 2 * i)) });
     }
     on(1, move || {
         (0..n)
             .map(|i| {
-                let p = page_addr(&pages, i) as *mut u8;
+                let p = page_addr(&pages, 2 * i) as *mut u8;
                 let t = Instant::now();
                 // SAFETY: inside the vector; the bench owns it and nobody else writes it now.
                 unsafe { std::ptr::write_volatile(p, 1) };
@@ -135,7 +154,8 @@ fn main() {
     }
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let per = 400;
-    let (mut rtt, mut rf, mut wf, mut sj) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rtt, mut rf, mut wf, mut sj, mut seq) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut cpu, mut rtt_cpu) = ([0u64; 3], [0u64; 2]);
     for _ in 0..rounds {
         let (times, client, server) = raw_rtt_cpu(per, PAGE);
@@ -149,6 +169,7 @@ fn main() {
         }
         wf.extend(write_faults(per));
         sj.extend(spawn_join(per / 4));
+        seq.push(sequential_read(4096));
     }
     header();
     let medians = [
@@ -156,6 +177,7 @@ fn main() {
         row("remote read fault", &mut rf),
         row("remote write fault, 1 reader", &mut wf),
         row("remote spawn + join", &mut sj),
+        row("cold sequential read, per page (4096)", &mut seq),
     ];
     if !dsm::trace::enabled() {
         let (rec, empty) = trace_off_cost();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 17's table: the data-moving kernels on one std thread, two std threads, and 2 nodes of one
-# thread each under sc and lrc, runs interleaved (every configuration once per round, ROUNDS rounds),
-# median wall seconds per configuration. Nothing is pinned.
+# thread each under sc and lrc, with the runtime's defaults and with read-ahead off
+# (RTHREADS_READ_AHEAD=0: as before it existed), runs interleaved (every configuration once per
+# round, ROUNDS rounds), median wall seconds per configuration. Nothing is pinned.
 #
 #   benches/speed.sh                  # builds the release tools first
 #   ROUNDS=5 KERNELS=jacobi_plain,jacobi_main,matmul_512 NODES=2 benches/speed.sh
@@ -23,11 +24,13 @@ trap 'rm -f "$raw"' EXIT
 IFS=, read -r -a kernels <<<"$KERNELS"
 for round in $(seq "$ROUNDS"); do
     for k in "${kernels[@]}"; do
-        for cfg in std1 std2 sc lrc; do
+        for cfg in std1 std2 sc lrc sc-no-ahead lrc-no-ahead; do
             case $cfg in
                 std1) out=$(RTHREADS_NODES=1 "$WORKER" "$k" std "$SIZE" 1) ;;
                 std2) out=$(RTHREADS_NODES=1 "$WORKER" "$k" std "$SIZE" 2) ;;
                 sc | lrc) out=$(RTHREADS_NODES=$NODES RTHREADS_PROTOCOL=$cfg "$WORKER" "$k" cluster "$SIZE" 1) ;;
+                *-no-ahead) out=$(RTHREADS_NODES=$NODES RTHREADS_PROTOCOL=${cfg%-no-ahead} RTHREADS_READ_AHEAD=0 \
+                    "$WORKER" "$k" cluster "$SIZE" 1) ;;
             esac
             wall=$(grep -o 'wall_s=[0-9.]*' <<<"$out" | head -1 | cut -d= -f2)
             sum=$(grep -o 'checksum=[0-9a-fx]*' <<<"$out" | head -1 | cut -d= -f2)
@@ -45,11 +48,12 @@ sums = {}
 for k, cfg, wall, s in rows:
     t.setdefault(k, {}).setdefault(cfg, []).append(float(wall))
     sums.setdefault(k, set()).add(s)
-print(f"| kernel | std, 1 thread | std, 2 threads | rthreads {nodes} nodes sc | rthreads {nodes} nodes lrc | sc vs 1 thread | lrc vs 1 thread |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print(f"| kernel | std, 1 thread | std, 2 threads | {nodes} nodes sc | {nodes} nodes lrc | sc, no read-ahead | lrc, no read-ahead | speed-up sc / lrc over 1 thread |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for k, c in t.items():
     m = {cfg: statistics.median(v) for cfg, v in c.items()}
     ok = "" if len(sums[k]) == 1 else " (CHECKSUMS DIFFER)"
     print(f"| {k}{ok} | {m['std1']:.3f} | {m['std2']:.3f} | {m['sc']:.3f} | {m['lrc']:.3f} | "
-          f"{m['std1'] / m['sc']:.2f}× | {m['std1'] / m['lrc']:.2f}× |")
+          f"{m['sc-no-ahead']:.3f} | {m['lrc-no-ahead']:.3f} | "
+          f"{m['std1'] / m['sc']:.2f}× / {m['std1'] / m['lrc']:.2f}× |")
 PY

@@ -2,14 +2,19 @@
 
 use std::fmt;
 
-/// The index of a node in the cluster, `0..node_count`. Node 0 runs `main`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The index of a node in the cluster, `0..node_count`. Node 0 runs `main` (and is the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u16);
 
 impl NodeId {
     /// The node id as an index.
     pub fn index(self) -> usize {
         usize::from(self.0)
+    }
+
+    /// Every node of a cluster of `nodes`, in order.
+    pub fn all(nodes: u16) -> impl Iterator<Item = NodeId> {
+        (0..nodes).map(NodeId)
     }
 }
 

@@ -76,12 +76,8 @@ fn output_hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
 /// How often a call is retried after `EFAULT` on a shared buffer before the error is returned.
 const RETRIES: u32 = 1000;
 
-fn space() -> (usize, usize) {
-    crate::fault::space_bounds()
-}
-
 fn overlaps(ptr: *const c_void, len: usize) -> bool {
-    let (base, size) = space();
+    let (base, size) = crate::fault::space_bounds();
     let start = ptr as usize;
     len != 0 && size != 0 && start < base + size && start.saturating_add(len) > base
 }
@@ -92,7 +88,7 @@ fn touch(ptr: *const c_void, len: usize, kernel_writes: bool) {
     if !overlaps(ptr, len) {
         return;
     }
-    let (base, size) = space();
+    let (base, size) = crate::fault::space_bounds();
     let start = (ptr as usize).max(base);
     let end = (ptr as usize).saturating_add(len).min(base + size);
     let mut addr = start;
@@ -119,14 +115,19 @@ fn efault() -> bool {
 }
 
 /// Runs `call` after touching `bufs`, retrying while it fails with `EFAULT` on shared memory.
-fn guarded(bufs: &[(*const c_void, usize, bool)], mut call: impl FnMut() -> ssize_t) -> ssize_t {
+fn guarded(bufs: &[(*const c_void, usize, bool)], call: impl FnMut() -> ssize_t) -> ssize_t {
+    let touch_all = || bufs.iter().for_each(|&(p, n, w)| touch(p, n, w));
+    retry(touch_all, || bufs.iter().any(|&(p, n, _)| overlaps(p, n)), call)
+}
+
+/// Runs `call` after `touch`, again while it fails with `EFAULT` and `shared` says its buffers
+/// lie in the shared space (at most `RETRIES` times).
+fn retry(touch: impl Fn(), shared: impl Fn() -> bool, mut call: impl FnMut() -> ssize_t) -> ssize_t {
     let mut tries = 0;
     loop {
-        for &(p, n, w) in bufs {
-            touch(p, n, w);
-        }
+        touch();
         let r = call();
-        if r >= 0 || !efault() || tries >= RETRIES || !bufs.iter().any(|&(p, n, _)| overlaps(p, n)) {
+        if r >= 0 || !efault() || tries >= RETRIES || !shared() {
             return r;
         }
         tries += 1;
@@ -154,28 +155,6 @@ fn iov_overlaps(iov: *const iovec, cnt: c_int) -> bool {
     })
 }
 
-/// [`guarded`] for the buffers of an iovec array (`kernel_writes`: the kernel fills them).
-fn guarded_iov(
-    iov: *const iovec,
-    cnt: c_int,
-    kernel_writes: bool,
-    mut call: impl FnMut() -> ssize_t,
-) -> ssize_t {
-    let mut tries = 0;
-    loop {
-        touch_iov(iov, cnt, kernel_writes);
-        let r = call();
-        if r >= 0 || !efault() || tries >= RETRIES || !iov_overlaps(iov, cnt) {
-            return r;
-        }
-        tries += 1;
-    }
-}
-
-fn sys(ret: libc::c_long) -> ssize_t {
-    ret as ssize_t
-}
-
 /// `read(2)` that works on shared memory. See the module docs.
 ///
 /// # Safety
@@ -184,7 +163,7 @@ fn sys(ret: libc::c_long) -> ssize_t {
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     guarded(&[(buf, n, true)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_read, fd, buf, n) })
+        unsafe { libc::syscall(libc::SYS_read, fd, buf, n) as ssize_t }
     })
 }
 
@@ -200,7 +179,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
     }
     guarded(&[(buf, n, false)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_write, fd, buf, n) })
+        unsafe { libc::syscall(libc::SYS_write, fd, buf, n) as ssize_t }
     })
 }
 
@@ -212,7 +191,7 @@ pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssiz
 pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: libc::off64_t) -> ssize_t {
     guarded(&[(buf, n, true)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) })
+        unsafe { libc::syscall(libc::SYS_pread64, fd, buf, n, off) as ssize_t }
     })
 }
 
@@ -224,7 +203,7 @@ pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: li
 pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: libc::off64_t) -> ssize_t {
     guarded(&[(buf, n, false)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) })
+        unsafe { libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) as ssize_t }
     })
 }
 
@@ -234,10 +213,14 @@ pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off:
 /// The C contract of `readv`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    guarded_iov(iov, cnt, true, || {
-        // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) })
-    })
+    retry(
+        || touch_iov(iov, cnt, true),
+        || iov_overlaps(iov, cnt),
+        || {
+            // SAFETY: forwarded to the kernel under the caller's contract.
+            unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) as ssize_t }
+        },
+    )
 }
 
 /// `writev(2)` that works on shared memory.
@@ -249,10 +232,14 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     if let Some(r) = output_hook(fd, iov, cnt) {
         return r;
     }
-    guarded_iov(iov, cnt, false, || {
-        // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) })
-    })
+    retry(
+        || touch_iov(iov, cnt, false),
+        || iov_overlaps(iov, cnt),
+        || {
+            // SAFETY: forwarded to the kernel under the caller's contract.
+            unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) as ssize_t }
+        },
+    )
 }
 
 /// `recv(2)` that works on shared memory.
@@ -290,7 +277,7 @@ pub unsafe extern "C" fn recvfrom(
 ) -> ssize_t {
     guarded(&[(buf, n, true)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, n, flags, addr, alen) })
+        unsafe { libc::syscall(libc::SYS_recvfrom, fd, buf, n, flags, addr, alen) as ssize_t }
     })
 }
 
@@ -309,6 +296,6 @@ pub unsafe extern "C" fn sendto(
 ) -> ssize_t {
     guarded(&[(buf, n, false)], || {
         // SAFETY: forwarded to the kernel under the caller's contract.
-        sys(unsafe { libc::syscall(libc::SYS_sendto, fd, buf, n, flags, addr, alen) })
+        unsafe { libc::syscall(libc::SYS_sendto, fd, buf, n, flags, addr, alen) as ssize_t }
     })
 }

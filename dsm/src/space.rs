@@ -142,10 +142,22 @@ impl Space {
     /// # Errors
     /// Returns the `mprotect` error.
     pub fn protect(&self, page: PageId, access: Access) -> io::Result<()> {
-        if page.0 >= self.layout.pages() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{page} outside the space")));
+        self.protect_run(page, 1, access)
+    }
+
+    /// Sets the application view's protection of the `count` pages from `first` on, in one
+    /// `mprotect` (one TLB shootdown for the run, not one per page).
+    ///
+    /// # Errors
+    /// A run that leaves the space, or what `mprotect` says.
+    pub fn protect_run(&self, first: PageId, count: u64, access: Access) -> io::Result<()> {
+        if first.0.checked_add(count).is_none_or(|end| end > self.layout.pages()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{count} pages from {first} leave the space"),
+            ));
         }
-        // SAFETY: the page lies inside our application view; the fault handler serves the traps.
-        unsafe { sys::protect(self.layout.addr_of(page), PAGE_SIZE, access) }
+        // SAFETY: the run lies inside our application view; the fault handler serves the traps.
+        unsafe { sys::protect(self.layout.addr_of(first), count as usize * PAGE_SIZE, access) }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::io;
 
+use dsm::NodeId;
+
 use crate::auth::{self, Secret};
 use crate::codec::{Reader, Writer};
 use crate::frame::{FrameBuf, MAX_FRAME, encode_frame, read_frame};
@@ -229,8 +231,12 @@ pub fn hello(data: &[u8]) {
     match Hello::decode(data) {
         Ok(h) => {
             assert_eq!(h.encode(), data, "decoding then encoding a hello changes it");
-            let mine = Hello { node: 0, ..h.clone() };
-            assert_eq!(check_peer(&mine, &h).is_ok(), h.node != 0 && h.node < h.nodes, "verdict on {h:?}");
+            let mine = Hello { node: NodeId(0), ..h.clone() };
+            assert_eq!(
+                check_peer(&mine, &h).is_ok(),
+                h.node != NodeId(0) && h.node.0 < h.nodes,
+                "verdict on {h:?}"
+            );
             let other_run = Hello { session: h.session ^ 1, ..mine.clone() };
             assert!(matches!(check_peer(&other_run, &h), Err(Refusal::AnotherRun { .. })));
             let other_size = Hello { nodes: h.nodes ^ 1, ..mine.clone() };
@@ -248,7 +254,7 @@ pub fn hello(data: &[u8]) {
     let mut bytes = data.iter().copied().chain(std::iter::repeat(0));
     let mut next =
         |n: usize| -> u64 { (0..n).fold(0, |v, i| v | u64::from(bytes.next().unwrap_or(0)) << (8 * i)) };
-    let (node, nodes, session) = (next(2) as u16, next(2) as u16, next(8));
+    let (node, nodes, session) = (NodeId(next(2) as u16), next(2) as u16, next(8));
     let binary = BinaryId { hash: next(8), len: next(8), anchor: next(8) };
     let parallelism = next(4) as u32;
     let listen_len = usize::from(next(1) as u8 % 48);

@@ -22,6 +22,8 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
+
 use crate::auth::{self, HandshakeError, Secret};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::frame::{read_frame, write_frame};
@@ -125,10 +127,10 @@ pub enum Refusal {
         theirs: u64,
     },
     /// The peer's node id is 0 or not below the node count.
-    #[error("node id {node} out of range 1..{nodes}")]
+    #[error("node id {} out of range 1..{nodes}", .node.0)]
     NodeOutOfRange {
         /// The peer's node id.
-        node: u16,
+        node: NodeId,
         /// Nodes of this cluster.
         nodes: u16,
     },
@@ -142,11 +144,11 @@ pub enum Refusal {
         theirs: String,
     },
     /// A second peer says hello with a node id that already joined.
-    #[error("node id {0} joined twice")]
-    JoinedTwice(u16),
+    #[error("node id {} joined twice", .0.0)]
+    JoinedTwice(NodeId),
     /// A node that should not connect to this one did (a lower node, or one already connected).
-    #[error("unexpected connection from node {0}")]
-    Unexpected(u16),
+    #[error("unexpected connection from {0}")]
+    Unexpected(NodeId),
     /// The peer failed authentication (it has already been refused by [`auth::accept_side`]).
     #[error("{peer}: {source}")]
     Unauthenticated {
@@ -177,7 +179,7 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     /// The sender's node id.
-    pub node: u16,
+    pub node: NodeId,
     /// How many nodes the sender believes the cluster has.
     pub nodes: u16,
     /// Identifies one cluster run, so a node of another run is refused.
@@ -197,7 +199,7 @@ pub struct Hello {
 impl Hello {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u8(TAG_HELLO).u32(MAGIC).u16(VERSION).u16(self.node).u16(self.nodes).u64(self.session);
+        w.u8(TAG_HELLO).u32(MAGIC).u16(VERSION).u16(self.node.0).u16(self.nodes).u64(self.session);
         w.u64(self.binary.hash).u64(self.binary.len).u64(self.binary.anchor);
         w.str(&self.listen).u32(self.parallelism).str(&self.settings);
         w.finish()
@@ -213,7 +215,7 @@ impl Hello {
             return Err(HelloError::Version(version));
         }
         let hello = Hello {
-            node: r.u16()?,
+            node: NodeId(r.u16()?),
             nodes: r.u16()?,
             session: r.u64()?,
             binary: BinaryId { hash: r.u64()?, len: r.u64()?, anchor: r.u64()? },
@@ -238,7 +240,7 @@ pub enum MeshError {
     #[error("{source}: node(s) {} never joined", node_list(.missing))]
     NeverJoined {
         /// The nodes that never joined.
-        missing: Vec<u16>,
+        missing: Vec<NodeId>,
         /// Why node 0 stopped waiting.
         source: Box<MeshError>,
     },
@@ -256,10 +258,10 @@ pub enum MeshError {
     NoCoordinator,
     /// Connecting to a node failed: `source` is [`MeshError::TimedOut`] or
     /// [`MeshError::Connect`].
-    #[error("cannot reach node {node} at {addr}: {source}")]
+    #[error("cannot reach {node} at {addr}: {source}")]
     Unreachable {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// Where it was looked for.
         addr: SocketAddr,
         /// Why it could not be reached.
@@ -269,78 +271,78 @@ pub enum MeshError {
     #[error("{0}")]
     Connect(io::Error),
     /// The authentication exchange with a node this node connected to failed.
-    #[error("node {node} at {addr}: {source}")]
+    #[error("{node} at {addr}: {source}")]
     Auth {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// Its address.
         addr: SocketAddr,
         /// What went wrong: for a wrong secret, [`HandshakeError::Refused`].
         source: HandshakeError,
     },
     /// A node refused this one's hello, with the reason it gave (the text of a [`Refusal`]).
-    #[error("node {node} refused this node: {reason}")]
+    #[error("{node} refused this node: {reason}")]
     Refused {
         /// The node that refused.
-        node: u16,
+        node: NodeId,
         /// Its reason.
         reason: String,
     },
     /// Sending a handshake message failed.
-    #[error("{what} to node {node}: {source}")]
+    #[error("{what} to {node}: {source}")]
     Send {
         /// The message: "hello", "welcome", "ack", "ready", "go".
         what: &'static str,
         /// The node it was for.
-        node: u16,
+        node: NodeId,
         /// The socket's error.
         source: io::Error,
     },
     /// A node's answer did not come.
-    #[error("no {what} from node {node}: {source}")]
+    #[error("no {what} from {node}: {source}")]
     NoReply {
         /// The answer awaited: "answer" (to a hello), "go".
         what: &'static str,
         /// The node.
-        node: u16,
+        node: NodeId,
         /// The socket's error (a timeout, a closed connection).
         source: io::Error,
     },
     /// A node did not say it was ready at the start-up barrier.
-    #[error("node {node} not ready: {source}")]
+    #[error("{node} not ready: {source}")]
     NotReady {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// The socket's error.
         source: io::Error,
     },
     /// A node sent another message than the one the handshake expects next.
-    #[error("node {node} sent garbage instead of {what}")]
+    #[error("{node} sent garbage instead of {what}")]
     Garbage {
         /// The message expected: "a welcome", "an ack", "ready", "go".
         what: &'static str,
         /// The node.
-        node: u16,
+        node: NodeId,
     },
     /// Node 0's address table could not be read.
     #[error("bad welcome from node 0: {0}")]
     BadWelcome(DecodeError),
     /// The address table gives a node an address that is not one.
-    #[error("bad address for node {node}: {addr:?}")]
+    #[error("bad address for {node}: {addr:?}")]
     BadAddress {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// What the table says.
         addr: String,
     },
     /// [`Mesh::barrier`] on a node that has no connection to node 0.
-    #[error("no connection to node {0}")]
-    NoConnection(u16),
+    #[error("no connection to {0}")]
+    NoConnection(NodeId),
 }
 
 /// `1, 2, 5`.
-fn node_list(nodes: &[u16]) -> String {
-    nodes.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+fn node_list(nodes: &[NodeId]) -> String {
+    nodes.iter().map(|n| n.0.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// How this node joins the cluster.
@@ -362,7 +364,7 @@ pub struct MeshConfig {
 #[derive(Debug)]
 pub struct Mesh {
     /// This node.
-    pub me: u16,
+    pub me: NodeId,
     /// The number of nodes.
     pub nodes: u16,
     /// The connection to each node (`None` for this node itself).
@@ -391,7 +393,7 @@ pub(crate) fn check_peer(mine: &Hello, theirs: &Hello) -> Result<(), Refusal> {
     if theirs.session != mine.session {
         return Err(Refusal::AnotherRun { mine: mine.session, theirs: theirs.session });
     }
-    if theirs.node == 0 || theirs.node >= mine.nodes {
+    if theirs.node == NodeId(0) || theirs.node.0 >= mine.nodes {
         return Err(Refusal::NodeOutOfRange { node: theirs.node, nodes: mine.nodes });
     }
     if theirs.settings != mine.settings {
@@ -464,7 +466,7 @@ fn accept_hello(
 }
 
 /// Node `node`'s answer to this node's hello: its body, unless it is a refusal.
-fn expect_answer(s: &mut TcpStream, node: u16) -> Result<Vec<u8>, MeshError> {
+fn expect_answer(s: &mut TcpStream, node: NodeId) -> Result<Vec<u8>, MeshError> {
     let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|source| MeshError::NoReply {
         what: "answer",
         node,
@@ -493,25 +495,25 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     cfg.hello.listen = cfg.listener.local_addr().map_err(MeshError::Listener)?.to_string();
     let mut conns: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
     let mut parallelism = vec![0u32; n];
-    parallelism[usize::from(me)] = cfg.hello.parallelism;
+    parallelism[me.index()] = cfg.hello.parallelism;
     let mut table = vec![String::new(); n];
-    if me == 0 {
+    if me == NodeId(0) {
         let mut joined = 1;
         while joined < n {
             let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret).map_err(|e| {
-                let missing = (1..nodes).filter(|&i| conns[usize::from(i)].is_none()).collect();
+                let missing = NodeId::all(nodes).skip(1).filter(|i| conns[i.index()].is_none()).collect();
                 MeshError::NeverJoined { missing, source: Box::new(e) }
             })?;
             let verdict = hello.and_then(|h| {
                 check_peer(&cfg.hello, &h)?;
-                if conns[usize::from(h.node)].is_some() {
+                if conns[h.node.index()].is_some() {
                     return Err(Refusal::JoinedTwice(h.node));
                 }
                 Ok(h)
             });
             match verdict {
                 Ok(h) => {
-                    let i = usize::from(h.node);
+                    let i = h.node.index();
                     parallelism[i] = h.parallelism;
                     table[i] = h.listen;
                     conns[i] = Some(s);
@@ -530,7 +532,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             w.str(&table[i]).u32(parallelism[i]);
         }
         let welcome = w.finish();
-        for (node, s) in (0..nodes).zip(conns.iter_mut()) {
+        for (node, s) in NodeId::all(nodes).zip(conns.iter_mut()) {
             if let Some(s) = s {
                 write_frame(s, &welcome).map_err(|source| MeshError::Send {
                     what: "welcome",
@@ -542,12 +544,12 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
     } else {
         let coord = cfg.coordinator.ok_or(MeshError::NoCoordinator)?;
         let mut s = connect(coord, deadline).map_err(|e| MeshError::Unreachable {
-            node: 0,
+            node: NodeId(0),
             addr: coord,
             source: Box::new(e),
         })?;
         auth::connect_side(&mut s, &cfg.secret).map_err(|source| MeshError::Auth {
-            node: 0,
+            node: NodeId(0),
             addr: coord,
             source,
         })?;
@@ -560,13 +562,13 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         }
         write_frame(&mut s, &cfg.hello.encode()).map_err(|source| MeshError::Send {
             what: "hello",
-            node: 0,
+            node: NodeId(0),
             source,
         })?;
-        let body = expect_answer(&mut s, 0)?;
+        let body = expect_answer(&mut s, NodeId(0))?;
         let mut r = Reader::new(&body);
         if r.u8().map_err(MeshError::BadWelcome)? != TAG_WELCOME {
-            return Err(MeshError::Garbage { what: "a welcome", node: 0 });
+            return Err(MeshError::Garbage { what: "a welcome", node: NodeId(0) });
         }
         for i in 0..n {
             table[i] = r.str().map_err(MeshError::BadWelcome)?.to_owned();
@@ -575,8 +577,8 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         conns[0] = Some(s);
         // Node 0 may listen on every interface: reach it later where this node reached it now.
         table[0] = coord.to_string();
-        for node in 1..me {
-            let j = usize::from(node);
+        for node in NodeId::all(me.0).skip(1) {
+            let j = node.index();
             let addr: SocketAddr =
                 table[j].parse().map_err(|_| MeshError::BadAddress { node, addr: table[j].clone() })?;
             let mut s = connect(addr, deadline).map_err(|e| MeshError::Unreachable {
@@ -600,12 +602,12 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             }
             conns[j] = Some(s);
         }
-        let mut expected = n - 1 - usize::from(me);
+        let mut expected = n - 1 - me.index();
         while expected > 0 {
             let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret)?;
             let verdict = hello.and_then(|h| {
                 check_peer(&cfg.hello, &h)?;
-                if h.node <= me || conns[usize::from(h.node)].is_some() {
+                if h.node <= me || conns[h.node.index()].is_some() {
                     return Err(Refusal::Unexpected(h.node));
                 }
                 Ok(h)
@@ -617,11 +619,11 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
                         node: h.node,
                         source,
                     })?;
-                    conns[usize::from(h.node)] = Some(s);
+                    conns[h.node.index()] = Some(s);
                     expected -= 1;
                 }
                 Err(reason) => {
-                    eprintln!("rthreads: node {me} refused a peer: {reason}");
+                    eprintln!("rthreads: {me} refused a peer: {reason}");
                     reject(&mut s, &reason.to_string());
                 }
             }
@@ -660,8 +662,8 @@ impl Mesh {
     /// [`MeshError::Garbage`]).
     pub fn barrier(&mut self, timeout: Duration) -> Result<(), MeshError> {
         let set = |s: &mut TcpStream| s.set_read_timeout(Some(timeout)).ok();
-        if self.me == 0 {
-            for (node, s) in (0..self.nodes).zip(self.conns.iter_mut()) {
+        if self.me == NodeId(0) {
+            for (node, s) in NodeId::all(self.nodes).zip(self.conns.iter_mut()) {
                 if let Some(s) = s {
                     set(s);
                     let body = read_frame(s, HANDSHAKE_LIMIT)
@@ -671,7 +673,7 @@ impl Mesh {
                     }
                 }
             }
-            for (node, s) in (0..self.nodes).zip(self.conns.iter_mut()) {
+            for (node, s) in NodeId::all(self.nodes).zip(self.conns.iter_mut()) {
                 if let Some(s) = s {
                     write_frame(s, &[TAG_GO]).map_err(|source| MeshError::Send {
                         what: "go",
@@ -681,20 +683,20 @@ impl Mesh {
                 }
             }
         } else {
-            let s = self.conns[0].as_mut().ok_or(MeshError::NoConnection(0))?;
+            let s = self.conns[0].as_mut().ok_or(MeshError::NoConnection(NodeId(0)))?;
             set(s);
             write_frame(s, &[TAG_READY]).map_err(|source| MeshError::Send {
                 what: "ready",
-                node: 0,
+                node: NodeId(0),
                 source,
             })?;
             let body = read_frame(s, HANDSHAKE_LIMIT).map_err(|source| MeshError::NoReply {
                 what: "go",
-                node: 0,
+                node: NodeId(0),
                 source,
             })?;
             if body != [TAG_GO] {
-                return Err(MeshError::Garbage { what: "go", node: 0 });
+                return Err(MeshError::Garbage { what: "go", node: NodeId(0) });
             }
         }
         Ok(())
@@ -707,7 +709,7 @@ mod tests {
 
     fn hello(node: u16, nodes: u16, hash: u64) -> Hello {
         Hello {
-            node,
+            node: NodeId(node),
             nodes,
             session: 7,
             binary: BinaryId { hash, len: 10, anchor: 0x1000 },
@@ -745,7 +747,7 @@ mod tests {
         let meshes: Vec<Mesh> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         for m in meshes.iter().chain(std::iter::once(&m0)) {
             assert_eq!(m.conns.iter().filter(|c| c.is_some()).count(), 3);
-            assert!(m.conns[usize::from(m.me)].is_none());
+            assert!(m.conns[m.me.index()].is_none());
             assert_eq!(m.parallelism, vec![2; 4]);
         }
     }
@@ -764,11 +766,11 @@ mod tests {
         let e1 = bad.join().unwrap();
         // The peer's reason travels as text: node 1 sees what node 0's refusal says.
         assert!(
-            matches!(&e1, MeshError::Refused { node: 0, reason } if reason.starts_with("different binary: ")),
+            matches!(&e1, MeshError::Refused { node: NodeId(0), reason } if reason.starts_with("different binary: ")),
             "{e1:?}"
         );
         assert!(
-            matches!(&e0, MeshError::NeverJoined { missing, source } if *missing == [1]
+            matches!(&e0, MeshError::NeverJoined { missing, source } if *missing == [NodeId(1)]
                 && matches!(**source, MeshError::TimedOut)),
             "{e0:?}"
         );
@@ -778,7 +780,7 @@ mod tests {
     #[test]
     fn every_difference_of_a_hello_has_its_refusal() {
         let mine = hello(0, 4, 1);
-        let peer = Hello { node: 2, ..mine.clone() };
+        let peer = Hello { node: NodeId(2), ..mine.clone() };
         assert!(check_peer(&mine, &peer).is_ok());
         let verdict = |theirs: Hello| check_peer(&mine, &theirs).unwrap_err();
         assert!(matches!(
@@ -798,12 +800,12 @@ mod tests {
             Refusal::AnotherRun { mine: 7, theirs: 8 }
         ));
         assert!(matches!(
-            verdict(Hello { node: 0, ..peer.clone() }),
-            Refusal::NodeOutOfRange { node: 0, nodes: 4 }
+            verdict(Hello { node: NodeId(0), ..peer.clone() }),
+            Refusal::NodeOutOfRange { node: NodeId(0), nodes: 4 }
         ));
         assert!(matches!(
-            verdict(Hello { node: 4, ..peer.clone() }),
-            Refusal::NodeOutOfRange { node: 4, nodes: 4 }
+            verdict(Hello { node: NodeId(4), ..peer.clone() }),
+            Refusal::NodeOutOfRange { node: NodeId(4), nodes: 4 }
         ));
         assert!(matches!(
             verdict(Hello { settings: "protocol=lrc space=1024".into(), ..peer.clone() }),
@@ -822,7 +824,7 @@ mod tests {
     #[test]
     fn different_settings_are_refused_naming_the_setting() {
         let mine = hello(0, 2, 1);
-        let theirs = Hello { node: 1, settings: "protocol=lrc space=1024".into(), ..mine.clone() };
+        let theirs = Hello { node: NodeId(1), settings: "protocol=lrc space=1024".into(), ..mine.clone() };
         let e = check_peer(&mine, &theirs).unwrap_err();
         assert!(
             matches!(&e, Refusal::DifferentSettings { mine, theirs } if mine.contains("sc") && theirs.contains("lrc"))
@@ -834,10 +836,10 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("space"), "{e}");
-        let odd = Hello { node: 1, settings: "protocol=sc".into(), ..mine.clone() };
+        let odd = Hello { node: NodeId(1), settings: "protocol=sc".into(), ..mine.clone() };
         let e = check_peer(&mine, &odd).unwrap_err().to_string();
         assert!(e.contains("space: the peer has (unset), this cluster 1024"), "{e}");
-        assert!(check_peer(&mine, &Hello { node: 1, ..mine.clone() }).is_ok());
+        assert!(check_peer(&mine, &Hello { node: NodeId(1), ..mine.clone() }).is_ok());
     }
 
     #[test]
@@ -875,7 +877,7 @@ mod tests {
         });
         let e = intruder.join().unwrap();
         assert!(
-            matches!(&e, MeshError::Auth { node: 0, addr, source: HandshakeError::Refused(reason) }
+            matches!(&e, MeshError::Auth { node: NodeId(0), addr, source: HandshakeError::Refused(reason) }
                 if *addr == coord && *reason == auth::AuthError::WrongSecret.to_string()),
             "{e:?}"
         );

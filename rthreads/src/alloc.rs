@@ -48,12 +48,27 @@ impl InternalAlloc {
         INTERNAL.with(|c| c.set(c.get() + 1));
         InternalAlloc(())
     }
+
+    /// Runs `f` with runtime-internal allocation (as [`InternalAlloc::new`], on a private stack).
+    pub(crate) fn with<R>(f: impl FnOnce() -> R) -> R {
+        let _internal = InternalAlloc::new();
+        f()
+    }
 }
 
 impl Drop for InternalAlloc {
     fn drop(&mut self) {
         INTERNAL.with(|c| c.set(c.get() - 1));
     }
+}
+
+/// [`private`](crate::private::private), with runtime-internal allocation ([`InternalAlloc`]) for
+/// the whole call.
+pub(crate) fn private_internal<F: FnOnce() -> R, R>(f: F) -> R {
+    crate::private::private(move || {
+        let _internal = InternalAlloc::new();
+        f()
+    })
 }
 
 /// Marks the calling thread as a runtime thread for the rest of its life.
@@ -234,6 +249,15 @@ impl Arena {
             None => self.give_pages(p, round_pages(layout.size())),
         }
     }
+
+    /// Frees `(address, size, align)` blocks, skipping any whose layout is not one.
+    fn free_blocks(&mut self, blocks: &[Block]) {
+        for &(p, size, align) in blocks {
+            if let Ok(layout) = Layout::from_size_align(size, align) {
+                self.dealloc(p, layout);
+            }
+        }
+    }
 }
 
 /// A block handed back to its owner: `(address, size, align)`.
@@ -291,10 +315,7 @@ impl Heap {
             return self.arena.with(|a| a.alloc(layout)) as *mut u8;
         }
         // The page-run map may allocate: on the private stack, with the C library's allocator.
-        crate::private::private(move || {
-            let _internal = InternalAlloc::new();
-            self.arena.with(|a| a.alloc(layout)) as *mut u8
-        })
+        private_internal(move || self.arena.with(|a| a.alloc(layout)) as *mut u8)
     }
 
     fn dealloc(&self, p: usize, layout: Layout) {
@@ -313,8 +334,7 @@ impl Heap {
         };
         let n = match quick {
             Some(n) => n,
-            None => crate::private::private(move || {
-                let _internal = InternalAlloc::new();
+            None => private_internal(move || {
                 if mine {
                     self.arena.with(|a| {
                         if let Some(c) = class_of(layout) {
@@ -342,15 +362,7 @@ impl Heap {
     /// right now (service thread: it never waits for the arena, see `SpinLock`; it tries again).
     pub(crate) fn try_free_returned(&self, blocks: &[Block]) -> bool {
         let _internal = InternalAlloc::new();
-        self.arena
-            .try_with(|a| {
-                for &(p, size, align) in blocks {
-                    if let Ok(layout) = Layout::from_size_align(size, align) {
-                        a.dealloc(p, layout);
-                    }
-                }
-            })
-            .is_some()
+        self.arena.try_with(|a| a.free_blocks(blocks)).is_some()
     }
 
     /// Frees blocks of this node's arena that another node released (waiting for the arena: not on
@@ -358,13 +370,7 @@ impl Heap {
     #[cfg(test)]
     pub(crate) fn free_returned(&self, blocks: &[Block]) {
         let _internal = InternalAlloc::new();
-        self.arena.with(|a| {
-            for &(p, size, align) in blocks {
-                if let Ok(layout) = Layout::from_size_align(size, align) {
-                    a.dealloc(p, layout);
-                }
-            }
-        });
+        self.arena.with(|a| a.free_blocks(blocks));
     }
 
     /// Takes the batch of blocks freed here that belong to other nodes, grouped by owner (nothing
@@ -393,6 +399,22 @@ impl Heap {
     /// Whether a block freed on another node belongs to this node's arena (checked before reuse).
     pub(crate) fn owns(&self, p: usize) -> bool {
         self.owner(p) == Some(self.me)
+    }
+
+    /// What is left of this node's arena.
+    fn room(&self) -> Room {
+        let start = self.base + self.slice * self.me;
+        let bulk_start = start + small_region(self.slice);
+        self.arena.with(|a| Room {
+            me: self.me,
+            nodes: self.nodes,
+            slice: self.slice,
+            small_left: a.small_end.saturating_sub(a.small_bump),
+            bulk_left: a.end - a.bump,
+            bulk_largest: a.large.values().copied().max().unwrap_or(0).max(a.end - a.bump),
+            small_carved: a.small_bump.saturating_sub(start),
+            bulk_carved: a.bump.saturating_sub(bulk_start),
+        })
     }
 }
 
@@ -629,24 +651,6 @@ struct Room {
     /// Bytes carved so far from each region.
     small_carved: usize,
     bulk_carved: usize,
-}
-
-impl Heap {
-    /// What is left of this node's arena.
-    fn room(&self) -> Room {
-        let start = self.base + self.slice * self.me;
-        let bulk_start = start + small_region(self.slice);
-        self.arena.with(|a| Room {
-            me: self.me,
-            nodes: self.nodes,
-            slice: self.slice,
-            small_left: a.small_end.saturating_sub(a.small_bump),
-            bulk_left: a.end - a.bump,
-            bulk_largest: a.large.values().copied().max().unwrap_or(0).max(a.end - a.bump),
-            small_carved: a.small_bump.saturating_sub(start),
-            bulk_carved: a.bump.saturating_sub(bulk_start),
-        })
-    }
 }
 
 #[cfg(test)]

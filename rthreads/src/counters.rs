@@ -41,10 +41,7 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
     match (frame.first(), frame.get(1)) {
         (Some(0x10), Some(&k)) if (1..=7).contains(&k) => usize::from(k) - 1,
         (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
-        (Some(0x20), _) => 14,
-        (Some(0x21), _) => 15,
-        (Some(0x22), _) => 16,
-        (Some(0x23), _) => 17,
+        (Some(&t), _) if (0x20..=0x23).contains(&t) => 14 + usize::from(t - 0x20),
         (Some(0x1A), _) => 18,
         (Some(0x26), _) => 19,
         _ => 20,
@@ -52,10 +49,8 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
 }
 
 struct Counters {
-    sent: [AtomicU64; KINDS.len()],
-    sent_bytes: [AtomicU64; KINDS.len()],
-    received: [AtomicU64; KINDS.len()],
-    received_bytes: [AtomicU64; KINDS.len()],
+    /// Per kind: messages sent, bytes sent, messages received, bytes received.
+    by_kind: [[AtomicU64; 4]; KINDS.len()],
     locks: AtomicU64,
     remote_locks: AtomicU64,
     barriers: AtomicU64,
@@ -67,11 +62,10 @@ struct Counters {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZEROS: [AtomicU64; 4] = [ZERO; 4];
 static COUNTERS: Counters = Counters {
-    sent: [ZERO; KINDS.len()],
-    sent_bytes: [ZERO; KINDS.len()],
-    received: [ZERO; KINDS.len()],
-    received_bytes: [ZERO; KINDS.len()],
+    by_kind: [ZEROS; KINDS.len()],
     locks: ZERO,
     remote_locks: ZERO,
     barriers: ZERO,
@@ -87,24 +81,22 @@ fn add(c: &AtomicU64, n: u64) {
 
 /// A frame of `len` bytes (page included) starting with `head` left this node.
 pub(crate) fn sent(head: &[u8], len: usize) {
-    let k = kind_of(head);
-    add(&COUNTERS.sent[k], 1);
-    add(&COUNTERS.sent_bytes[k], len as u64 + 4);
+    let c = &COUNTERS.by_kind[kind_of(head)];
+    add(&c[0], 1);
+    add(&c[1], len as u64 + 4);
 }
 
 /// A frame arrived.
 pub(crate) fn received(body: &[u8]) {
-    let k = kind_of(body);
-    add(&COUNTERS.received[k], 1);
-    add(&COUNTERS.received_bytes[k], body.len() as u64 + 4);
+    let c = &COUNTERS.by_kind[kind_of(body)];
+    add(&c[2], 1);
+    add(&c[3], body.len() as u64 + 4);
 }
 
 /// A lock was acquired; `remote`: it took an answer from another node.
 pub(crate) fn lock_acquired(remote: bool) {
     add(&COUNTERS.locks, 1);
-    if remote {
-        add(&COUNTERS.remote_locks, 1);
-    }
+    add(&COUNTERS.remote_locks, u64::from(remote));
 }
 
 pub(crate) fn barrier_waited() {
@@ -127,14 +119,8 @@ pub(crate) enum Wait {
 impl Wait {
     /// The trace's name for it.
     pub(crate) fn name(code: u64) -> &'static str {
-        match code {
-            1 => "lock wait",
-            2 => "barrier wait",
-            3 => "channel wait",
-            4 => "condvar wait",
-            5 => "join wait",
-            _ => "sync wait",
-        }
+        const NAMES: [&str; 5] = ["lock wait", "barrier wait", "channel wait", "condvar wait", "join wait"];
+        code.checked_sub(1).and_then(|i| NAMES.get(i as usize)).copied().unwrap_or("sync wait")
     }
 }
 
@@ -248,17 +234,14 @@ impl NodeStats {
 pub(crate) fn local() -> NodeStats {
     let f = dsm::fault::counters();
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let by_kind: Vec<KindStats> = (0..KINDS.len())
-        .map(|i| KindStats {
-            kind: KINDS[i],
-            sent: load(&COUNTERS.sent[i]),
-            sent_bytes: load(&COUNTERS.sent_bytes[i]),
-            received: load(&COUNTERS.received[i]),
-            received_bytes: load(&COUNTERS.received_bytes[i]),
+    let by_kind: Vec<KindStats> = (KINDS.iter().zip(&COUNTERS.by_kind))
+        .map(|(&kind, c)| {
+            let [sent, sent_bytes, received, received_bytes] = c.each_ref().map(load);
+            KindStats { kind, sent, sent_bytes, received, received_bytes }
         })
         .collect();
     let mut s = NodeStats {
-        node: usize::from(crate::log::node()),
+        node: crate::log::node().index(),
         read_faults: f.read,
         write_faults: f.write,
         fault_wait: Duration::from_nanos(f.wait_ns),
@@ -300,11 +283,10 @@ fn logging() -> bool {
 
 /// Writes one line to standard error with a single `write(2)`: never through std's `Stderr`, whose
 /// lock an application thread may hold while it waits for this (service) thread.
+/// The line starts with `[node N] `.
 fn log_line(line: String) {
-    crate::private::private(move || {
-        let _internal = crate::alloc::InternalAlloc::new();
-        let mut line = line;
-        line.push('\n');
+    crate::alloc::private_internal(move || {
+        let line = format!("[{}] {line}\n", crate::log::node());
         // A short or failed write only loses a log line.
         dsm::sys::write_all_raw(2, line.as_bytes());
     });
@@ -314,51 +296,61 @@ fn page_name(page: dsm::PageId, per_node: u64) -> String {
     format!("page {} (home node {}, #{})", page.0, page.0 / per_node.max(1), page.0 % per_node.max(1))
 }
 
-pub(crate) fn log_fault(me: u16, page: dsm::PageId, kind: dsm::FaultKind, per_node: u64) {
+pub(crate) fn log_fault(page: dsm::PageId, kind: dsm::FaultKind, per_node: u64) {
     if logging() {
-        let what = match kind {
-            dsm::FaultKind::Read => "a read of",
-            dsm::FaultKind::Write => "a write to",
-        };
-        log_line(format!("[node {me}] a thread traps on {what} {}", page_name(page, per_node)));
+        let what = if kind == dsm::FaultKind::Read { "a read of" } else { "a write to" };
+        log_line(format!("a thread traps on {what} {}", page_name(page, per_node)));
     }
 }
 
 /// Logs one effect of a protocol (when the protocol log is on), whatever the protocol: what each
 /// message says comes from the protocol itself (`dsm::protocol::Message::explain`).
-pub(crate) fn log_effect<M: dsm::protocol::Message>(me: u16, e: &dsm::protocol::Effect<M>, per_node: u64) {
+pub(crate) fn log_effect<M: dsm::protocol::Message>(e: &dsm::protocol::Effect<M>, per_node: u64) {
     use dsm::protocol::Effect;
     if !logging() {
         return;
     }
-    let access = |a: dsm::Access| match a {
-        dsm::Access::None => "no access",
-        dsm::Access::Read => "read-only",
-        dsm::Access::Write => "read-write",
-    };
+    // `Access` in its order: None, Read, Write.
+    let access = |a: dsm::Access| ["no access", "read-only", "read-write"][a as usize];
     let name = |page| page_name(page, per_node);
     let line = match e {
-        Effect::Send { to, msg } => {
-            format!("[node {me}] -> node {}: {}", to.0, msg.explain(&name(msg.page())))
-        }
-        Effect::Install { page } => format!("[node {me}] copies the received bytes of {}", name(*page)),
-        Effect::Twin { page } => format!("[node {me}] keeps a twin of {} before writing it", name(*page)),
-        Effect::ApplyDiff { page } => format!("[node {me}] applies the received diff to {}", name(*page)),
-        Effect::Protect { page, access: acc } => {
-            format!("[node {me}] {} is now {} here", name(*page), access(*acc))
-        }
-        Effect::Wake { page } => format!("[node {me}] threads waiting for {} run again", name(*page)),
-        Effect::Released { release } => format!("[node {me}] release {} is complete", release.0),
+        Effect::Send { to, msg } => format!("-> {to}: {}", msg.explain(&name(msg.page()))),
+        Effect::Install { page } => format!("copies the received bytes of {}", name(*page)),
+        Effect::Twin { page } => format!("keeps a twin of {} before writing it", name(*page)),
+        Effect::ApplyDiff { page } => format!("applies the received diff to {}", name(*page)),
+        Effect::Protect { page, access: acc } => format!("{} is now {} here", name(*page), access(*acc)),
+        Effect::Wake { page } => format!("threads waiting for {} run again", name(*page)),
+        Effect::Released { release } => format!("release {} is complete", release.0),
     };
     log_line(line);
 }
 
+impl NodeStats {
+    /// The plain counts, in the order they travel.
+    fn counts(&mut self) -> [&mut u64; 12] {
+        [
+            &mut self.read_faults,
+            &mut self.write_faults,
+            &mut self.pages_sent,
+            &mut self.pages_received,
+            &mut self.invalidations_received,
+            &mut self.recalls_received,
+            &mut self.lock_acquisitions,
+            &mut self.remote_lock_acquisitions,
+            &mut self.barrier_waits,
+            &mut self.threads_started,
+            &mut self.threads_moved_out,
+            &mut self.stack_bytes_arrived,
+        ]
+    }
+}
+
 pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u64(s.node as u64).u64(s.read_faults).u64(s.write_faults).u64(s.fault_wait.as_nanos() as u64);
-    w.u64(s.pages_sent).u64(s.pages_received).u64(s.invalidations_received).u64(s.recalls_received);
-    w.u64(s.lock_acquisitions).u64(s.remote_lock_acquisitions).u64(s.barrier_waits).u64(s.threads_started);
-    w.u64(s.sync_wait.as_nanos() as u64).u64(s.threads_moved_out).u64(s.stack_bytes_arrived);
+    w.u64(s.node as u64).u64(s.fault_wait.as_nanos() as u64).u64(s.sync_wait.as_nanos() as u64);
+    for c in s.clone().counts() {
+        w.u64(*c);
+    }
     for k in &s.by_kind {
         w.u64(k.sent).u64(k.sent_bytes).u64(k.received).u64(k.received_bytes);
     }
@@ -367,32 +359,15 @@ pub(crate) fn encode(s: &NodeStats) -> Vec<u8> {
 
 pub(crate) fn decode(b: &[u8]) -> Result<NodeStats, net::DecodeError> {
     let mut r = Reader::new(b);
-    let mut s = NodeStats {
-        node: r.u64()? as usize,
-        read_faults: r.u64()?,
-        write_faults: r.u64()?,
-        fault_wait: Duration::from_nanos(r.u64()?),
-        pages_sent: r.u64()?,
-        pages_received: r.u64()?,
-        invalidations_received: r.u64()?,
-        recalls_received: r.u64()?,
-        lock_acquisitions: r.u64()?,
-        remote_lock_acquisitions: r.u64()?,
-        barrier_waits: r.u64()?,
-        threads_started: r.u64()?,
-        sync_wait: Duration::from_nanos(r.u64()?),
-        threads_moved_out: r.u64()?,
-        stack_bytes_arrived: r.u64()?,
-        by_kind: Vec::new(),
-    };
+    let (node, fault_wait, sync_wait) = (r.u64()? as usize, r.u64()?, r.u64()?);
+    let (fault_wait, sync_wait) = (Duration::from_nanos(fault_wait), Duration::from_nanos(sync_wait));
+    let mut s = NodeStats { node, fault_wait, sync_wait, ..NodeStats::default() };
+    for c in s.counts() {
+        *c = r.u64()?;
+    }
     for kind in KINDS {
-        s.by_kind.push(KindStats {
-            kind,
-            sent: r.u64()?,
-            sent_bytes: r.u64()?,
-            received: r.u64()?,
-            received_bytes: r.u64()?,
-        });
+        let (sent, sent_bytes, received, received_bytes) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        s.by_kind.push(KindStats { kind, sent, sent_bytes, received, received_bytes });
     }
     r.end()?;
     Ok(s)

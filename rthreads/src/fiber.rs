@@ -27,6 +27,7 @@ use std::cell::Cell;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 
+use dsm::NodeId;
 use dsm::sys::PAGE_SIZE;
 
 /// Default size of a thread's stack in the shared space (std's default for spawned threads),
@@ -55,11 +56,12 @@ pub(crate) struct Fiber {
     body: usize,
     /// Why the fiber last switched out: `FINISHED` or `LEAVING` (for `target`).
     exit: u32,
-    target: u16,
+    target: NodeId,
     /// The node that spawned the thread (it keeps the thread's join bookkeeping).
-    pub(crate) origin: u16,
+    pub(crate) origin: NodeId,
     pub(crate) tid: u64,
-    /// The whole allocation: the guard page, the stack, this block.
+    /// The whole allocation: the guard page, the stack, this block. Its first page is the guard
+    /// page; the lowest address of the stack the fiber may use is just above it.
     alloc: usize,
     alloc_len: usize,
     /// How many times the fiber has moved.
@@ -71,7 +73,7 @@ pub(crate) enum Outcome {
     /// The closure returned; the stack is freed.
     Finished,
     /// The fiber wants to go on on this node.
-    Leaving(u16),
+    Leaving(NodeId),
 }
 
 thread_local! {
@@ -213,7 +215,7 @@ impl Fiber {
     /// into a raw address, as the thread `tid` spawned by `origin`.
     ///
     /// Must not be called while the runtime's internal allocator is selected.
-    pub(crate) fn new(stack: usize, tid: u64, origin: u16, body: usize) -> io::Result<*mut Fiber> {
+    pub(crate) fn new(stack: usize, tid: u64, origin: NodeId, body: usize) -> io::Result<*mut Fiber> {
         let stack = stack.max(64 << 10).next_multiple_of(PAGE_SIZE);
         let len = stack + 2 * PAGE_SIZE;
         let layout = Layout::from_size_align(len, PAGE_SIZE)
@@ -251,7 +253,7 @@ impl Fiber {
                 carrier_sp: 0,
                 body,
                 exit: RUNNING,
-                target: 0,
+                target: NodeId(0),
                 origin,
                 tid,
                 alloc,
@@ -260,11 +262,6 @@ impl Fiber {
             })
         };
         Ok(fiber)
-    }
-
-    /// The lowest address of the fiber's stack that it may use (above the guard page).
-    fn guard(&self) -> usize {
-        self.alloc
     }
 }
 
@@ -312,7 +309,7 @@ extern "C" fn fiber_entry(fiber: *mut Fiber) -> ! {
 /// no other thread may run it meanwhile. The caller must not be running on a fiber itself.
 pub(crate) unsafe fn carry(fiber: *mut Fiber, name: Option<&str>) -> (Outcome, Option<usize>) {
     // SAFETY: the caller hands us a suspended, live fiber.
-    let guard = unsafe { (*fiber).guard() };
+    let guard = unsafe { (*fiber).alloc };
     // SAFETY: `name` outlives the fiber's stay on this thread; it is unset below.
     unsafe { dsm::fault::set_stack_owner(name.unwrap_or("").as_bytes()) };
     // Outside a cluster (or before it started) the stack is private memory and has no guard.
@@ -372,7 +369,7 @@ fn stack_pointer() -> usize {
 /// # Safety
 /// `fiber` must be the fiber the calling thread runs on ([`current`]).
 #[inline(never)]
-pub(crate) unsafe fn leave(fiber: *mut Fiber, target: u16) {
+pub(crate) unsafe fn leave(fiber: *mut Fiber, target: NodeId) {
     // SAFETY: we run on this fiber, so its carrier's context is saved in `carrier_sp`.
     unsafe {
         (*fiber).exit = LEAVING;

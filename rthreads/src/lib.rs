@@ -94,14 +94,16 @@ pub mod __fuzz {
     /// # Panics
     /// If the decoder panics, or the re-encoded message decodes differently: a bug.
     pub fn wire_decode(bytes: &[u8]) -> bool {
+        use crate::runtime::wire::{Field, round_trip_of as of};
+        use crate::{output, placement, stats, sync, thread};
         type RoundTrip = fn(&[u8]) -> Option<Result<Vec<u8>, net::DecodeError>>;
         let owners: [RoundTrip; 6] = [
             crate::runtime::wire::round_trip,
-            crate::thread::wire::round_trip,
-            crate::sync::wire::round_trip,
-            crate::placement::round_trip,
-            crate::output::round_trip,
-            crate::stats::round_trip,
+            |b| of(b, &thread::wire::TAGS, thread::wire::ThreadMsg::decode, thread::wire::ThreadMsg::encode),
+            |b| of(b, &sync::wire::TAGS, sync::wire::SyncMsg::decode, sync::wire::SyncMsg::encode),
+            |b| of(b, &placement::TAGS, placement::PlacementMsg::decode, placement::PlacementMsg::encode),
+            |b| of(b, &output::TAGS, output::OutputMsg::decode, output::OutputMsg::encode),
+            |b| of(b, &stats::TAGS, stats::StatsMsg::decode, stats::StatsMsg::encode),
         ];
         let Some(Ok(encoded)) = owners.iter().find_map(|f| f(bytes)) else {
             return false;

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicU16, Ordering};
 static NODE: AtomicU16 = AtomicU16::new(0);
 
 /// Records this process's node number (start-up).
-pub(crate) fn set_node(me: u16) {
-    NODE.store(me, Ordering::Relaxed);
+pub(crate) fn set_node(me: dsm::NodeId) {
+    NODE.store(me.0, Ordering::Relaxed);
 }
 
 /// This process's node number (0 outside a cluster).
-pub(crate) fn node() -> u16 {
-    NODE.load(Ordering::Relaxed)
+pub(crate) fn node() -> dsm::NodeId {
+    dsm::NodeId(NODE.load(Ordering::Relaxed))
 }
 
 /// Writes `msg` and a newline to stderr with one `write(2)` (for messages up to 1 KiB).
@@ -36,7 +36,7 @@ pub(crate) fn say(msg: &str) {
 /// Prints a fatal runtime error naming its cause and ends this node with exit code 1, running
 /// nothing else (no destructor, no `atexit` handler: one could wait for a thread stuck in a fault).
 pub(crate) fn fatal(msg: &str) -> ! {
-    say(&format!("rthreads: node {}: fatal: {msg}", node()));
+    say(&format!("rthreads: {}: fatal: {msg}", node()));
     // SAFETY: _exit ends the process at once.
     unsafe { libc::_exit(1) }
 }

@@ -38,6 +38,7 @@ use std::sync::Condvar;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
 use libc::{c_int, iovec, ssize_t};
 
 use crate::alloc::InternalAlloc;
@@ -48,7 +49,7 @@ const T_OUTPUT: u8 = 0x28;
 const T_OUTPUT_FLUSH: u8 = 0x29;
 const T_OUTPUT_ACK: u8 = 0x2A;
 const T_EXIT: u8 = 0x2B;
-const TAGS: [u8; 4] = [T_OUTPUT, T_OUTPUT_FLUSH, T_OUTPUT_ACK, T_EXIT];
+pub(crate) const TAGS: [u8; 4] = [T_OUTPUT, T_OUTPUT_FLUSH, T_OUTPUT_ACK, T_EXIT];
 
 /// The messages of output between nodes. Tags 0x28–0x2B (see `crate::runtime::wire`).
 #[derive(Debug, PartialEq, Eq)]
@@ -100,31 +101,27 @@ impl OutputMsg<'_> {
     }
 }
 
-/// Decodes and re-encodes an output message (the fuzz harness); `None` for another tag.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    crate::runtime::wire::round_trip_of(body, &TAGS, OutputMsg::decode, OutputMsg::encode)
-}
-
 /// Registers output's messages and its last words with the runtime.
 pub(crate) fn register(ext: &mut runtime::Extensions) {
     ext.frames(&TAGS, on_frame);
     ext.on_stop(drain);
 }
 
-fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
     let msg = match OutputMsg::decode(body) {
         Ok(m) => m,
         Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed output message ({e})")),
     };
     match msg {
         OutputMsg::Ack { upto, errors } => on_ack(upto, errors),
-        _ if rt.me != 0 => {
+        _ if rt.me != NodeId(0) => {
             return runtime::Verdict::Lost("it sent output to a node other than node 0".into());
         }
-        OutputMsg::Output { fd, data } => forwarded(from, fd, data),
-        OutputMsg::Flush { upto, release } => flush_requested(from, upto, release),
-        OutputMsg::Exit { code } => exit_requested(from, code),
+        OutputMsg::Output { fd, data } => {
+            enqueue(|| Item::Data { from, fd: fd.clamp(1, 2), bytes: data.to_vec() });
+        }
+        OutputMsg::Flush { upto, release } => enqueue(|| Item::Flush { from, upto, release }),
+        OutputMsg::Exit { code } => exit_requested(code),
     }
     runtime::Verdict::Ok
 }
@@ -147,11 +144,11 @@ const MAX_UNACKED: usize = 1 << 20;
 
 /// Starts forwarding this node's application output to node 0 (nodes other than 0), or the output
 /// writer (node 0 of a cluster of several nodes).
-pub(crate) fn start(me: u16, nodes: u16) -> Result<(), String> {
+pub(crate) fn start(me: NodeId, nodes: u16) -> Result<(), String> {
     if nodes < 2 {
         return Ok(());
     }
-    if me != 0 {
+    if me != NodeId(0) {
         dsm::interpose::set_output_hook(Some(hook));
         return Ok(());
     }
@@ -172,20 +169,19 @@ fn set_errno(v: i32) {
     unsafe { *libc::__errno_location() = v };
 }
 
-fn fd_index(fd: c_int) -> usize {
-    usize::try_from(fd).unwrap_or(0).min(2)
-}
-
 /// The output hook of nodes other than 0 (see the module docs).
 fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
     let rt = runtime::get()?;
-    if rt.me == 0 || runtime::on_service_thread() || crate::alloc::internal() || rt.is_stopping() {
+    if rt.me == NodeId(0) || runtime::on_service_thread() || crate::alloc::internal() || rt.is_stopping() {
         return None;
     }
-    let i = fd_index(fd);
-    let err = ERRORS[i].load(Ordering::SeqCst);
-    if err != 0 {
-        set_errno(err);
+    let i = usize::try_from(fd).unwrap_or(0).min(2);
+    // The error node 0 met writing this descriptor, as this call's.
+    let failed = || {
+        let err = ERRORS[i].load(Ordering::SeqCst);
+        (err != 0).then(|| set_errno(err)).is_some()
+    };
+    if failed() {
         return Some(-1);
     }
     let (iov, cnt) = (iov as usize, usize::try_from(cnt).unwrap_or(0));
@@ -202,10 +198,7 @@ fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
         if total == 0 {
             return 0;
         }
-        let mut frame = {
-            let _internal = InternalAlloc::new();
-            Vec::with_capacity(total + 2)
-        };
+        let mut frame = InternalAlloc::with(|| Vec::with_capacity(total + 2));
         frame.push(T_OUTPUT);
         frame.push(fd as u8);
         for (at, len) in parts() {
@@ -213,7 +206,7 @@ fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
             // takes it without allocating. A trap on a shared page is served meanwhile.
             frame.extend_from_slice(unsafe { std::slice::from_raw_parts(at as *const u8, len) });
         }
-        rt.send_batched(0, frame);
+        rt.send_batched(NodeId(0), frame);
         SENT.fetch_add(1, Ordering::SeqCst);
         UNACKED_BYTES.fetch_add(total, Ordering::SeqCst);
         total
@@ -227,9 +220,7 @@ fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
     let first = !PROBED[i].swap(true, Ordering::SeqCst);
     if fd == 2 || first || UNACKED_BYTES.load(Ordering::SeqCst) > MAX_UNACKED {
         wait_written(false);
-        let err = ERRORS[i].load(Ordering::SeqCst);
-        if err != 0 {
-            set_errno(err);
+        if failed() {
             return Some(-1);
         }
     }
@@ -255,11 +246,8 @@ fn wait_written(release: bool) {
     }
     private(move || {
         UNACKED_BYTES.store(0, Ordering::SeqCst);
-        let frame = {
-            let _internal = InternalAlloc::new();
-            OutputMsg::Flush { upto: sent, release }.encode()
-        };
-        rt.send(0, frame);
+        let frame = InternalAlloc::with(|| OutputMsg::Flush { upto: sent, release }.encode());
+        rt.send(NodeId(0), frame);
         let mut g = ACK_LOCK.lock();
         while ACKED.load(Ordering::SeqCst) < sent {
             // Bounded so that a stopping cluster (the service thread ends the process) is never
@@ -286,12 +274,12 @@ pub(crate) fn on_ack(upto: u64, errors: [i32; 2]) {
 
 enum Item {
     Data {
-        from: u16,
+        from: NodeId,
         fd: u8,
         bytes: Vec<u8>,
     },
     Flush {
-        from: u16,
+        from: NodeId,
         upto: u64,
         release: bool,
     },
@@ -311,18 +299,11 @@ static QUEUE_CV: Condvar = Condvar::new();
 /// The `errno` of node 0's failed writes, per descriptor (0: none).
 static WRITE_ERRORS: [AtomicI32; 3] = [AtomicI32::new(0), AtomicI32::new(0), AtomicI32::new(0)];
 
-/// Output of node `from` for descriptor `fd` (service thread, node 0).
-pub(crate) fn forwarded(from: u16, fd: u8, bytes: &[u8]) {
+/// Queues forwarded output, or a request for an acknowledgement of it, for the writer (service
+/// thread, node 0).
+fn enqueue(item: impl FnOnce() -> Item) {
     let _internal = InternalAlloc::new();
-    let item = Item::Data { from, fd: fd.clamp(1, 2), bytes: bytes.to_vec() };
-    QUEUE.lock().items.push_back(item);
-    QUEUE_CV.notify_all();
-}
-
-/// Node `from` asks for an acknowledgement of its output up to frame `upto` (service thread).
-pub(crate) fn flush_requested(from: u16, upto: u64, release: bool) {
-    let _internal = InternalAlloc::new();
-    QUEUE.lock().items.push_back(Item::Flush { from, upto, release });
+    QUEUE.lock().items.push_back(item());
     QUEUE_CV.notify_all();
 }
 
@@ -372,7 +353,7 @@ fn write_out(fd: u8, bytes: &[u8]) {
 fn writer() -> ! {
     let prefix = std::env::var("RTHREADS_PREFIX").ok().filter(|v| !v.is_empty() && v != "0");
     // Pieces of a line not yet ended, per (node, descriptor).
-    let mut partial: HashMap<(u16, u8), Vec<u8>> = HashMap::new();
+    let mut partial: HashMap<(NodeId, u8), Vec<u8>> = HashMap::new();
     let mut line = Vec::with_capacity(4096);
     loop {
         let item = {
@@ -426,7 +407,7 @@ fn writer() -> ! {
 /// the run asked for: `RTHREADS_PREFIX=1` puts `[node N] ` before each line; `=tag` (what the
 /// launcher asks for) puts a record-separator byte, the node number and another separator, which
 /// the launcher turns into its own `[node N] ` prefix.
-fn emit(line: &mut Vec<u8>, prefix: Option<&str>, from: u16, fd: u8, text: &[u8]) {
+fn emit(line: &mut Vec<u8>, prefix: Option<&str>, from: NodeId, fd: u8, text: &[u8]) {
     let Some(p) = prefix else {
         return write_out(fd, text);
     };
@@ -434,10 +415,10 @@ fn emit(line: &mut Vec<u8>, prefix: Option<&str>, from: u16, fd: u8, text: &[u8]
     for piece in text.split_inclusive(|&b| b == b'\n') {
         if p == "tag" {
             line.push(0x1E);
-            line.extend_from_slice(from.to_string().as_bytes());
+            line.extend_from_slice(from.0.to_string().as_bytes());
             line.push(0x1E);
         } else {
-            line.extend_from_slice(format!("[node {from}] ").as_bytes());
+            line.extend_from_slice(format!("[{from}] ").as_bytes());
         }
         line.extend_from_slice(piece);
     }
@@ -461,25 +442,19 @@ fn on_exit(code: c_int) {
             std::thread::park();
         }
     }
-    if rt.me != 0 {
+    if rt.me != NodeId(0) {
         flush();
         private(move || {
-            let frame = {
-                let _internal = InternalAlloc::new();
-                OutputMsg::Exit { code }.encode()
-            };
-            rt.send(0, frame);
+            let frame = InternalAlloc::with(|| OutputMsg::Exit { code }.encode());
+            rt.send(NodeId(0), frame);
         });
         // Node 0 now stops the cluster, which ends this process (its service thread exits on the
         // shutdown order). Should node 0 never answer, end anyway.
-        let deadline = Instant::now() + rt.failure_timeout() + Duration::from_secs(1);
+        let deadline = Instant::now() + rt.failure_timeout + Duration::from_secs(1);
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        say(&format!(
-            "rthreads: node {}: node 0 did not stop the cluster after exit({code}); exiting",
-            rt.me
-        ));
+        say(&format!("rthreads: {}: node 0 did not stop the cluster after exit({code}); exiting", rt.me));
         // SAFETY: ends the process without running anything more.
         unsafe { libc::_exit(code) }
     }
@@ -487,18 +462,17 @@ fn on_exit(code: c_int) {
     let deadline = Instant::now() + Duration::from_secs(2);
     // The writer's last lines, then what the nodes node 0 started still print (the stop hooks).
     rt.finish(deadline);
-    crate::trace::flush(0);
+    crate::trace::flush();
     crate::trace::finish();
 }
 
 /// Node 0: node `from` called `exit(code)`; the whole program ends with `code` (service thread:
 /// the work is done on a thread of its own, as `std::process::exit`, which flushes std's stdout).
-pub(crate) fn exit_requested(from: u16, code: i32) {
+fn exit_requested(code: i32) {
     static ONCE: AtomicBool = AtomicBool::new(false);
     if ONCE.swap(true, Ordering::SeqCst) {
         return;
     }
-    let _ = from;
     let _internal = InternalAlloc::new();
     let started = std::thread::Builder::new().name("rthreads-exit".into()).spawn(move || {
         // Not a runtime thread: it ends the program as an application thread of node 0 would.

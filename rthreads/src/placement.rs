@@ -35,8 +35,11 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::alloc::InternalAlloc;
+use dsm::NodeId;
+
+use crate::alloc::{InternalAlloc, private_internal};
 use crate::private::{ServiceLock, private};
+use crate::runtime::wire::{Field, wire_enum};
 use crate::runtime::{self, Runtime};
 
 /// A policy that chooses the node a new thread runs on.
@@ -59,6 +62,7 @@ use crate::runtime::{self, Runtime};
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum Placement {
     /// Each spawn goes to the next node, starting with the spawning node itself: the k-th spawn from
     /// node `m` of an `n`-node cluster goes to node `(m + k) % n`. Ignores load; the default.
@@ -91,20 +95,8 @@ impl Placement {
         }
     }
 
-    fn code(self) -> u8 {
-        match self {
-            Placement::RoundRobin => 0,
-            Placement::LeastLoaded => 1,
-            Placement::LocalFirst => 2,
-        }
-    }
-
     fn from_code(c: u8) -> Placement {
-        match c {
-            1 => Placement::LeastLoaded,
-            2 => Placement::LocalFirst,
-            _ => Placement::RoundRobin,
-        }
+        Placement::ALL.get(usize::from(c)).copied().unwrap_or_default()
     }
 }
 
@@ -115,20 +107,9 @@ impl fmt::Display for Placement {
 }
 
 /// The error of parsing a [`Placement`] from a name it does not have.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown placement policy {0:?} (known: {known})", known = Placement::ALL.map(Placement::name).join(", "))]
 pub struct ParsePlacementError(String);
-
-impl fmt::Display for ParsePlacementError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown placement policy {:?} (known: ", self.0)?;
-        for (i, p) in Placement::ALL.iter().enumerate() {
-            write!(f, "{}{p}", if i == 0 { "" } else { ", " })?;
-        }
-        f.write_str(")")
-    }
-}
-
-impl std::error::Error for ParsePlacementError {}
 
 impl FromStr for Placement {
     type Err = ParsePlacementError;
@@ -238,6 +219,7 @@ static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 
 const T_LOAD: u8 = 0x26;
 const T_REBALANCE: u8 = 0x27;
+pub(crate) const TAGS: [u8; 2] = [T_LOAD, T_REBALANCE];
 
 /// The messages of placement between nodes. Tags 0x26–0x27 (see `crate::runtime::wire`).
 #[derive(Debug, PartialEq, Eq)]
@@ -249,56 +231,21 @@ pub(crate) enum PlacementMsg {
     Rebalance { on: bool },
 }
 
-impl PlacementMsg {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = net::Writer::new();
-        match *self {
-            PlacementMsg::Load { running, cpu_milli, processed, settles } => {
-                w.u8(T_LOAD).u32(running).u32(cpu_milli).u64(processed).u64(settles)
-            }
-            PlacementMsg::Rebalance { on } => w.u8(T_REBALANCE).u8(on as u8),
-        };
-        w.finish()
-    }
-
-    pub(crate) fn decode(body: &[u8]) -> Result<PlacementMsg, net::DecodeError> {
-        let mut r = net::Reader::new(body);
-        let msg = match r.u8()? {
-            T_LOAD => PlacementMsg::Load {
-                running: r.u32()?,
-                cpu_milli: r.u32()?,
-                processed: r.u64()?,
-                settles: r.u64()?,
-            },
-            T_REBALANCE => PlacementMsg::Rebalance { on: runtime::wire::flag(r.u8()?)? },
-            t => return Err(net::DecodeError(format!("not a placement message: tag {t:#x}"))),
-        };
-        r.end()?;
-        Ok(msg)
-    }
-}
-
-/// Decodes and re-encodes a placement message (the fuzz harness); `None` for another tag.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    crate::runtime::wire::round_trip_of(
-        body,
-        &[T_LOAD, T_REBALANCE],
-        PlacementMsg::decode,
-        PlacementMsg::encode,
-    )
+wire_enum! { PlacementMsg, "not a placement message: tag {:#x}";
+    T_LOAD => Load { running: u32, cpu_milli: u32, processed: u64, settles: u64 },
+    T_REBALANCE => Rebalance { on: bool },
 }
 
 /// Registers placement's messages and periodic work with the runtime.
 pub(crate) fn register(ext: &mut runtime::Extensions) {
-    ext.frames(&[T_LOAD, T_REBALANCE], on_frame);
+    ext.frames(&TAGS, on_frame);
     ext.tick(|rt| {
         tick(rt);
         runtime::Verdict::Ok
     });
 }
 
-fn on_frame(_rt: &'static Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+fn on_frame(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
     match PlacementMsg::decode(body) {
         Ok(PlacementMsg::Load { running, cpu_milli, processed, settles }) => {
             on_report(from, running, cpu_milli, processed, settles)
@@ -338,7 +285,7 @@ fn running_here() -> u32 {
 
 /// Sets the run's policy and whether rebalancing is on (start-up, from the configuration).
 pub(crate) fn configure(policy: Placement, rebalance: bool) {
-    POLICY.store(policy.code(), Ordering::SeqCst);
+    POLICY.store(policy as u8, Ordering::SeqCst);
     REBALANCE.store(rebalance, Ordering::SeqCst);
     let _ = MAIN_THREAD.set(std::thread::current().id());
 }
@@ -366,9 +313,8 @@ pub fn policy() -> Placement {
 pub fn set_rebalancing(on: bool) {
     set_local_rebalancing(on);
     if let Some(rt) = runtime::get() {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            for n in (0..rt.nodes).filter(|&n| n != rt.me) {
+        private_internal(move || {
+            for n in rt.peers() {
                 rt.send(n, PlacementMsg::Rebalance { on }.encode());
             }
         });
@@ -461,15 +407,11 @@ static TABLE: ServiceLock<Option<Table>> = ServiceLock::new("placement.table", N
 /// Runs `f` on the table, on the private stack (the service thread takes the table's lock too).
 /// `f` must be a `move` closure over private values: it runs under the lock.
 fn with_table<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
-    private(move || with_table_here(rt, f))
-}
-
-fn with_table_here<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
-    let _internal = InternalAlloc::new();
-    let mut g = TABLE.lock();
-    let t = g.get_or_insert_with(|| {
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut g = TABLE.lock();
         let now = Instant::now();
-        Table {
+        f(g.get_or_insert_with(|| Table {
             peers: (0..rt.nodes).map(|_| Peer::default()).collect(),
             claims: Vec::new(),
             next_claim: 1,
@@ -479,9 +421,8 @@ fn with_table_here<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> 
             last_sent_at: now,
             cpu_at: now,
             cpu_used: cpu_time(),
-        }
-    });
-    f(t)
+        }))
+    })
 }
 
 impl Table {
@@ -507,58 +448,49 @@ impl Table {
         self.view.clear();
         for (n, p) in self.peers.iter().enumerate() {
             let parallelism = rt.parallelism.get(n).copied().unwrap_or(1).max(1);
-            self.view.push(if n == usize::from(rt.me) {
-                Load {
-                    running: running_here(),
-                    pending: 0,
-                    parallelism,
-                    cpu: f64::from(CPU_MILLI.load(Ordering::Relaxed)) / 1000.0,
-                }
+            let (running, pending, cpu_milli) = if n == rt.me.index() {
+                (running_here(), 0, CPU_MILLI.load(Ordering::Relaxed))
             } else {
                 let (running, cpu_milli) = p.report.map_or((0, 0), |r| (r.running, r.cpu_milli));
-                Load {
-                    running,
-                    pending: p.pending.len() as u32,
-                    parallelism,
-                    cpu: f64::from(cpu_milli) / 1000.0,
-                }
-            });
+                (running, p.pending.len() as u32, cpu_milli)
+            };
+            self.view.push(Load { running, pending, parallelism, cpu: f64::from(cpu_milli) / 1000.0 });
         }
     }
 }
 
 /// The node a new thread goes to under `policy` (the run's policy when `None`), spawned on `me` of
 /// a cluster of `nodes`. A thread sent elsewhere counts as pending there from now on.
-pub(crate) fn choose(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
+pub(crate) fn choose(me: NodeId, nodes: usize, policy: Option<Placement>) -> NodeId {
     let rt = runtime::get();
     let k = rt.map_or(0, |r: &Runtime| r.next_target.fetch_add(1, Ordering::Relaxed));
-    let start = (usize::from(me) + k) % nodes.max(1);
+    let start = (me.index() + k) % nodes.max(1);
     let policy = policy.unwrap_or_else(self::policy);
     let Some(rt) = rt.filter(|_| nodes > 1 && policy != Placement::RoundRobin) else {
-        return start as u16;
+        return NodeId(start as u16);
     };
     let now = Instant::now();
     with_table(rt, move |t| {
         t.fill(rt, now);
         let target = match policy {
-            Placement::LocalFirst => local_first(&t.view, usize::from(me), start),
+            Placement::LocalFirst => local_first(&t.view, me.index(), start),
             _ => least_loaded(&t.view, start),
         };
-        if target != usize::from(me) {
+        if target != me.index() {
             t.peers[target].pending.push(Pending::Spawn { frame: None, since: now });
         }
-        target as u16
+        NodeId(target as u16)
     })
 }
 
 /// A spawn frame for `target` has been queued: it stays pending until a report from `target`
 /// shows that frame processed.
-pub(crate) fn sent(target: u16) {
+pub(crate) fn sent(target: NodeId) {
     let Some(rt) = runtime::get().filter(|r| r.me != target) else { return };
     let frame = rt.sent_to(target);
     let now = Instant::now();
     with_table(rt, move |t| {
-        let pending = &mut t.peers[usize::from(target)].pending;
+        let pending = &mut t.peers[target.index()].pending;
         let slot = pending.iter_mut().find_map(|p| match p {
             Pending::Spawn { frame: f @ None, .. } => Some(f),
             _ => None,
@@ -573,11 +505,11 @@ pub(crate) fn sent(target: u16) {
 /// A load report from `from`: it runs `running` threads, uses `cpu_milli` thousandths of a CPU,
 /// had processed `processed` frames from this node when it reported, and (`settles`, non-zero) has
 /// taken in the thread of that move claim.
-pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64, settles: u64) {
+pub(crate) fn on_report(from: NodeId, running: u32, cpu_milli: u32, processed: u64, settles: u64) {
     let Some(rt) = runtime::get() else { return };
     let now = Instant::now();
     with_table(rt, move |t| {
-        let Some(p) = t.peers.get_mut(usize::from(from)) else { return };
+        let Some(p) = t.peers.get_mut(from.index()) else { return };
         p.report = Some(Report { running, cpu_milli, at: now });
         p.settle(processed, settles);
         if settles != 0 {
@@ -593,24 +525,22 @@ pub(crate) fn on_report(from: u16, running: u32, cpu_milli: u32, processed: u64,
 static REPORTING: ServiceLock<()> = ServiceLock::new("placement.reporting", ());
 
 /// Sends this node's load to `to` now, settling move claim `settles` (0: none).
-pub(crate) fn send_report(rt: &'static Runtime, to: u16, settles: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
+pub(crate) fn send_report(rt: &'static Runtime, to: NodeId, settles: u64) {
+    private_internal(move || {
         let _order = REPORTING.lock();
-        let frame = PlacementMsg::Load {
-            running: running_here(),
-            cpu_milli: CPU_MILLI.load(Ordering::Relaxed),
-            processed: rt.processed_from(to),
-            settles,
-        }
-        .encode();
-        rt.send(to, frame);
+        rt.send(to, load_report(rt, to, settles));
     });
+}
+
+/// This node's load as reported to `to` now (under `REPORTING`, in private memory).
+fn load_report(rt: &Runtime, to: NodeId, settles: u64) -> Vec<u8> {
+    let (running, cpu_milli) = (running_here(), CPU_MILLI.load(Ordering::Relaxed));
+    PlacementMsg::Load { running, cpu_milli, processed: rt.processed_from(to), settles }.encode()
 }
 
 /// A thread spawned by `origin` ends here: `origin` gets this node's load before it learns of the
 /// end (same connection, so `join` returns after the report is in).
-pub(crate) fn report_to(origin: u16) {
+pub(crate) fn report_to(origin: NodeId) {
     if let Some(rt) = runtime::get().filter(|r| r.me != origin) {
         send_report(rt, origin, 0);
     }
@@ -648,15 +578,8 @@ pub(crate) fn tick(rt: &'static Runtime) {
     if send {
         let _internal = InternalAlloc::new();
         let _order = REPORTING.lock();
-        for n in (0..rt.nodes).filter(|&n| n != rt.me) {
-            let frame = PlacementMsg::Load {
-                running: running_here(),
-                cpu_milli: CPU_MILLI.load(Ordering::Relaxed),
-                processed: rt.processed_from(n),
-                settles: 0,
-            }
-            .encode();
-            rt.send_batched(n, frame);
+        for n in rt.peers() {
+            rt.send_batched(n, load_report(rt, n, 0));
         }
     }
 }
@@ -680,12 +603,12 @@ fn cpu_time() -> Duration {
 /// Claims a move of the calling thread away from this node, if rebalancing is on, this node is
 /// overloaded and another node has room: returns the claim and the target, both already counted
 /// (this node counts the thread as leaving, the target as pending).
-pub(crate) fn claim_move() -> Option<(u64, u16)> {
+pub(crate) fn claim_move() -> Option<(u64, NodeId)> {
     let rt = runtime::get()?;
     if !rebalancing() || rt.nodes < 2 {
         return None;
     }
-    let parallelism = rt.parallelism.get(usize::from(rt.me)).copied().unwrap_or(1).max(1);
+    let parallelism = rt.parallelism.get(rt.me.index()).copied().unwrap_or(1).max(1);
     if running_here() <= parallelism || runtime::on_service_thread() {
         return None;
     }
@@ -698,7 +621,7 @@ pub(crate) fn claim_move() -> Option<(u64, u16)> {
     let now = Instant::now();
     with_table(rt, move |t| {
         t.fill(rt, now);
-        let Some(target) = rebalance_target(&t.view, usize::from(rt.me)) else {
+        let Some(target) = rebalance_target(&t.view, rt.me.index()) else {
             IDLE_GENERATION.store(generation, Ordering::SeqCst);
             return None;
         };
@@ -708,17 +631,17 @@ pub(crate) fn claim_move() -> Option<(u64, u16)> {
         t.set_leaving();
         t.peers[target].pending.push(Pending::Move { claim, since: now });
         CLAIMED.fetch_add(1, Ordering::Relaxed);
-        Some((claim, target as u16))
+        Some((claim, NodeId(target as u16)))
     })
 }
 
 /// A claimed move did not happen: the thread stays, and is counted here again.
-pub(crate) fn cancel_move(claim: u64, target: u16) {
+pub(crate) fn cancel_move(claim: u64, target: NodeId) {
     let Some(rt) = runtime::get() else { return };
     with_table(rt, move |t| {
         t.claims.retain(|&(id, _)| id != claim);
         t.set_leaving();
-        t.peers[usize::from(target)]
+        t.peers[target.index()]
             .pending
             .retain(|p| !matches!(*p, Pending::Move { claim: c, .. } if c == claim));
     });
@@ -766,16 +689,17 @@ pub struct NodeLoad {
 /// assert!(loads[0].parallelism >= 1);
 /// ```
 pub fn loads() -> Vec<NodeLoad> {
+    let node_load = |node, l: &Load, reported| NodeLoad {
+        node,
+        running: l.running,
+        pending: l.pending,
+        parallelism: l.parallelism,
+        cpu: l.cpu,
+        reported,
+    };
     let Some(rt) = runtime::get() else {
         let parallelism = std::thread::available_parallelism().map_or(1, |p| p.get() as u32);
-        return vec![NodeLoad {
-            node: 0,
-            running: running_here(),
-            pending: 0,
-            parallelism,
-            cpu: 0.0,
-            reported: None,
-        }];
+        return vec![node_load(0, &Load { running: running_here(), parallelism, ..Load::default() }, None)];
     };
     let now = Instant::now();
     let (view, ages): (Vec<Load>, Vec<Option<Duration>>) = with_table(rt, move |t| {
@@ -786,14 +710,7 @@ pub fn loads() -> Vec<NodeLoad> {
     view.iter()
         .zip(ages)
         .enumerate()
-        .map(|(node, (l, age))| NodeLoad {
-            node,
-            running: l.running,
-            pending: l.pending,
-            parallelism: l.parallelism,
-            cpu: l.cpu,
-            reported: if node == usize::from(rt.me) { None } else { age },
-        })
+        .map(|(node, (l, age))| node_load(node, l, if node == rt.me.index() { None } else { age }))
         .collect()
 }
 
@@ -803,7 +720,7 @@ pub fn loads() -> Vec<NodeLoad> {
 /// Pins this node (the calling thread and every thread it creates from now on) to one CPU: the
 /// `node % k`-th of the `k` CPUs it may run on. For an embedded local cluster this emulates nodes on
 /// separate hosts, which placement needs to matter at all on one machine. Returns the CPU.
-pub(crate) fn pin(node: u16) -> Result<usize, String> {
+pub(crate) fn pin(node: NodeId) -> Result<usize, String> {
     // SAFETY: an all-zero `cpu_set_t` is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into `set`.
@@ -813,7 +730,7 @@ pub(crate) fn pin(node: u16) -> Result<usize, String> {
     // SAFETY: CPU_ISSET reads a bit of the set for an index below CPU_SETSIZE.
     let allowed: Vec<usize> =
         (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect();
-    let Some(&cpu) = allowed.get(usize::from(node) % allowed.len().max(1)) else {
+    let Some(&cpu) = allowed.get(node.index() % allowed.len().max(1)) else {
         return Err("RTHREADS_PIN: this process may run on no CPU".into());
     };
     // SAFETY: as above, the empty set.
@@ -823,7 +740,7 @@ pub(crate) fn pin(node: u16) -> Result<usize, String> {
     // SAFETY: sched_setaffinity reads one `cpu_set_t` from a live value.
     if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) } != 0 {
         return Err(format!(
-            "RTHREADS_PIN: pinning node {node} to CPU {cpu}: {}",
+            "RTHREADS_PIN: pinning {node} to CPU {cpu}: {}",
             std::io::Error::last_os_error()
         ));
     }
@@ -842,7 +759,7 @@ mod tests {
     fn names_parse_and_print() {
         for p in Placement::ALL {
             assert_eq!(p.name().parse::<Placement>(), Ok(p));
-            assert_eq!(Placement::from_code(p.code()), p);
+            assert_eq!(Placement::from_code(p as u8), p);
         }
         assert_eq!(" local-first\n".parse::<Placement>(), Ok(Placement::LocalFirst));
         let e = "fastest".parse::<Placement>().unwrap_err().to_string();

@@ -147,19 +147,20 @@ impl<T> ServiceLock<T> {
 
 impl<'a, T> ServiceGuard<'a, T> {
     /// Waits on `cv`, releasing the lock meanwhile (as `Condvar::wait`).
-    pub(crate) fn wait(mut self, cv: &Condvar) -> ServiceGuard<'a, T> {
-        let g = self.guard.take().expect("held");
-        dsm::fault::runtime_lock_released();
-        let g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        dsm::fault::runtime_lock_taken(self.name);
-        ServiceGuard { guard: Some(g), name: self.name }
+    pub(crate) fn wait(self, cv: &Condvar) -> ServiceGuard<'a, T> {
+        self.unlocked(|g| cv.wait(g).unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Waits on `cv` for at most `d`, releasing the lock meanwhile (as `Condvar::wait_timeout`).
-    pub(crate) fn wait_timeout(mut self, cv: &Condvar, d: Duration) -> ServiceGuard<'a, T> {
+    pub(crate) fn wait_timeout(self, cv: &Condvar, d: Duration) -> ServiceGuard<'a, T> {
+        self.unlocked(|g| cv.wait_timeout(g, d).unwrap_or_else(|e| e.into_inner()).0)
+    }
+
+    /// Runs `wait` (which gives the lock up while it waits) with the lock not counted as held.
+    fn unlocked(mut self, wait: impl FnOnce(MutexGuard<'a, T>) -> MutexGuard<'a, T>) -> ServiceGuard<'a, T> {
         let g = self.guard.take().expect("held");
         dsm::fault::runtime_lock_released();
-        let g = cv.wait_timeout(g, d).unwrap_or_else(|e| e.into_inner()).0;
+        let g = wait(g);
         dsm::fault::runtime_lock_taken(self.name);
         ServiceGuard { guard: Some(g), name: self.name }
     }

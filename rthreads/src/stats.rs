@@ -7,9 +7,11 @@ use std::fmt;
 pub use crate::counters::{KINDS, KindStats, NodeStats};
 use crate::counters::{decode, local, set_protocol_log};
 use crate::runtime;
+use crate::runtime::wire::{Field, wire_enum};
 
 const T_STATS_REQ: u8 = 0x23;
 const T_LOG: u8 = 0x24;
+pub(crate) const TAGS: [u8; 2] = [T_STATS_REQ, T_LOG];
 
 /// The messages of statistics between nodes. Tags 0x23–0x24 (see `crate::runtime::wire`).
 #[derive(Debug, PartialEq, Eq)]
@@ -20,40 +22,17 @@ pub(crate) enum StatsMsg {
     Log { on: bool },
 }
 
-impl StatsMsg {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = net::Writer::new();
-        match *self {
-            StatsMsg::Req { waiter } => w.u8(T_STATS_REQ).u64(waiter),
-            StatsMsg::Log { on } => w.u8(T_LOG).u8(on as u8),
-        };
-        w.finish()
-    }
-
-    pub(crate) fn decode(body: &[u8]) -> Result<StatsMsg, net::DecodeError> {
-        let mut r = net::Reader::new(body);
-        let msg = match r.u8()? {
-            T_STATS_REQ => StatsMsg::Req { waiter: r.u64()? },
-            T_LOG => StatsMsg::Log { on: runtime::wire::flag(r.u8()?)? },
-            t => return Err(net::DecodeError(format!("not a statistics message: tag {t:#x}"))),
-        };
-        r.end()?;
-        Ok(msg)
-    }
-}
-
-/// Decodes and re-encodes a statistics message (the fuzz harness); `None` for another tag.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, net::DecodeError>> {
-    crate::runtime::wire::round_trip_of(body, &[T_STATS_REQ, T_LOG], StatsMsg::decode, StatsMsg::encode)
+wire_enum! { StatsMsg, "not a statistics message: tag {:#x}";
+    T_STATS_REQ => Req { waiter: u64 },
+    T_LOG => Log { on: bool },
 }
 
 /// Registers the statistics messages with the runtime.
 pub(crate) fn register(ext: &mut runtime::Extensions) {
-    ext.frames(&[T_STATS_REQ, T_LOG], on_frame);
+    ext.frames(&TAGS, on_frame);
 }
 
-fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> runtime::Verdict {
+fn on_frame(rt: &'static runtime::Runtime, from: dsm::NodeId, body: &[u8]) -> runtime::Verdict {
     match StatsMsg::decode(body) {
         Ok(StatsMsg::Req { waiter }) => {
             let reply = crate::sync::manager::Reply::Stats(crate::counters::encode(&local()));
@@ -80,7 +59,7 @@ fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> runtime::V
 pub fn log_protocol(on: bool) {
     set_protocol_log(on);
     if let Some(rt) = runtime::get() {
-        for n in (0..rt.nodes).filter(|&n| n != rt.me) {
+        for n in rt.peers() {
             rt.send(n, StatsMsg::Log { on }.encode());
         }
         stats();
@@ -103,8 +82,8 @@ pub fn stats() -> Vec<NodeStats> {
     let Some(rt) = runtime::get() else {
         return vec![local()];
     };
-    let tickets: Vec<(u16, crate::sync::Ticket)> = (0..rt.nodes)
-        .filter(|&n| n != rt.me)
+    let tickets: Vec<_> = rt
+        .peers()
         .map(|n| {
             let t = crate::sync::Ticket::new();
             rt.send(n, StatsMsg::Req { waiter: t.waiter().1 }.encode());
@@ -116,7 +95,7 @@ pub fn stats() -> Vec<NodeStats> {
         match t.wait() {
             crate::sync::manager::Reply::Stats(b) => match decode(&b) {
                 Ok(s) => all.push(s),
-                Err(e) => runtime::fatal(&format!("node {n} sent unreadable statistics: {e}")),
+                Err(e) => runtime::fatal(&format!("{n} sent unreadable statistics: {e}")),
             },
             other => unreachable!("stats answered {other:?}"),
         }
@@ -131,24 +110,11 @@ pub struct StatsTable<'a>(pub &'a [NodeStats]);
 
 impl fmt::Display for StatsTable<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{:>4} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>11} {:>9} {:>11} {:>9} {:>9} {:>7}",
-            "node",
-            "rd-fault",
-            "wr-fault",
-            "fault-ms",
-            "pages-in",
-            "pages-out",
-            "inval-in",
-            "msgs-out",
-            "bytes-out",
-            "msgs-in",
-            "bytes-in",
-            "locks",
-            "remote",
-            "threads"
-        )?;
+        // The columns of the rows below, right-aligned to their widths.
+        f.write_str(concat!(
+            "node  rd-fault  wr-fault   fault-ms  pages-in pages-out inval-in  msgs-out  ",
+            " bytes-out   msgs-in    bytes-in     locks    remote threads\n"
+        ))?;
         for s in self.0 {
             writeln!(
                 f,

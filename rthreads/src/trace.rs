@@ -22,12 +22,12 @@ fn path() -> Option<String> {
 }
 
 /// Starts recording on this node; node 0 also creates the file. Called at start-up.
-pub(crate) fn start(me: u16) -> Result<(), String> {
+pub(crate) fn start(me: dsm::NodeId) -> Result<(), String> {
     let Some(path) = path() else { return Ok(()) };
     let events =
         std::env::var("RTHREADS_TRACE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_EVENTS);
     trace::enable(events).map_err(|e| format!("reserving the trace buffer: {e}"))?;
-    if me == 0 {
+    if me == dsm::NodeId(0) {
         std::fs::write(&path, "[\n").map_err(|e| format!("creating the trace {path}: {e}"))?;
     }
     Ok(())
@@ -47,13 +47,13 @@ fn name(kind: u32, arg: u64) -> String {
 }
 
 /// Appends this node's events to the trace file (at exit).
-pub(crate) fn flush(me: u16) {
-    crate::private::private(move || flush_here(me));
+pub(crate) fn flush() {
+    crate::alloc::private_internal(flush_here);
 }
 
-fn flush_here(me: u16) {
+fn flush_here() {
     let Some(path) = path() else { return };
-    let _internal = crate::alloc::InternalAlloc::new();
+    let me = crate::log::node().0;
     let (events, dropped) = trace::events();
     let mut out = String::with_capacity(events.len() * 160 + 256);
     let _ = writeln!(
@@ -97,9 +97,7 @@ fn flush_here(me: u16) {
             "rthreads: node {me}: the trace buffer was full, {dropped} events dropped (RTHREADS_TRACE_EVENTS)"
         ));
     }
-    let written =
-        std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(out.as_bytes()));
-    if let Err(e) = written {
+    if let Err(e) = append(&path, &out) {
         crate::log::say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
     }
 }
@@ -111,18 +109,26 @@ pub(crate) fn finish() {
         "{{\"name\":\"end\",\"ph\":\"i\",\"s\":\"g\",\"ts\":{:.3},\"pid\":0,\"tid\":0}}\n]\n",
         trace::now_ns() as f64 / 1e3
     );
-    let written =
-        std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(end.as_bytes()));
-    if let Err(e) = written {
+    if let Err(e) = append(&path, &end) {
         crate::log::say(&format!("rthreads: cannot finish the trace {path}: {e}"));
     }
 }
 
 /// A protocol message `frame` left for (or came from) `peer`.
-pub(crate) fn message(sent: bool, peer: u16, frame: &[u8], page: u64) {
+fn append(path: &str, text: &str) -> std::io::Result<()> {
+    std::fs::OpenOptions::new().append(true).open(path).and_then(|mut f| f.write_all(text.as_bytes()))
+}
+
+pub(crate) fn message(sent: bool, peer: dsm::NodeId, frame: &[u8], page: u64) {
     if trace::enabled() {
         let now = trace::now_ns();
         let kind = if sent { EventKind::MessageSent } else { EventKind::MessageReceived };
-        trace::record(kind, now, now, page, (u64::from(peer) << 8) | crate::counters::kind_of(frame) as u64);
+        trace::record(
+            kind,
+            now,
+            now,
+            page,
+            (u64::from(peer.0) << 8) | crate::counters::kind_of(frame) as u64,
+        );
     }
 }

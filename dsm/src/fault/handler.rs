@@ -100,7 +100,7 @@ pub(super) extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, c
         unsafe { chain(sig, info, ctx) };
         return;
     }
-    if gettid() == super::service_tid() {
+    if gettid() == super::SERVICE_TID.load(std::sync::atomic::Ordering::Relaxed) {
         die(&[b"rthreads: BUG: the DSM service thread touched a protected page of the shared space\n"]);
     }
     if let Some(lock) = super::runtime_lock_held() {

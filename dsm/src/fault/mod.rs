@@ -36,6 +36,7 @@ pub use x86::decode_atomic;
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static SIZE: AtomicUsize = AtomicUsize::new(0);
 /// Thread id of the service thread: a trap there would wait for itself, so it is reported instead.
+/// 0 before [`register_service_thread`]; read by the (async-signal-safe) handler.
 static SERVICE_TID: AtomicI32 = AtomicI32::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -66,11 +67,7 @@ pub fn counters() -> FaultCounters {
 
 /// Counts one trap served after `waited_ns`. Async-signal-safe.
 fn count(write: bool, waited_ns: u64) {
-    if write {
-        WRITE_FAULTS.fetch_add(1, Ordering::Relaxed);
-    } else {
-        READ_FAULTS.fetch_add(1, Ordering::Relaxed);
-    }
+    if write { &WRITE_FAULTS } else { &READ_FAULTS }.fetch_add(1, Ordering::Relaxed);
     FAULT_WAIT_NS.fetch_add(waited_ns, Ordering::Relaxed);
 }
 
@@ -82,11 +79,6 @@ pub fn space_bounds() -> (usize, usize) {
 /// Records the calling thread as the service thread (a trap there is a bug, reported loudly).
 pub fn register_service_thread() {
     SERVICE_TID.store(handler::gettid(), Ordering::Relaxed);
-}
-
-/// The service thread's id (0 before [`register_service_thread`]). Async-signal-safe.
-fn service_tid() -> i32 {
-    SERVICE_TID.load(Ordering::Relaxed)
 }
 
 thread_local! {

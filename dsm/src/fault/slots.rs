@@ -49,6 +49,12 @@ struct Slot {
     since_ns: AtomicU64,
 }
 
+impl Slot {
+    fn kind(&self) -> FaultKind {
+        if self.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read }
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY_SLOT: Slot = Slot {
     state: AtomicU32::new(FREE),
@@ -88,20 +94,15 @@ pub struct PendingFault {
 
 /// The faults threads of this node are waiting in now (a racy snapshot, for reports).
 pub fn pending() -> Vec<PendingFault> {
-    let mut out = Vec::new();
-    for s in &TABLE {
-        if s.state.load(Ordering::Acquire) != PENDING {
-            continue;
-        }
-        let kind = if s.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
-        out.push(PendingFault {
+    let pending = TABLE.iter().filter(|s| s.state.load(Ordering::Acquire) == PENDING);
+    pending
+        .map(|s| PendingFault {
             tid: s.tid.load(Ordering::Relaxed),
             page: PageId(s.page.load(Ordering::Relaxed)),
-            kind,
+            kind: s.kind(),
             since_ns: s.since_ns.load(Ordering::Relaxed),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// A claimed fault slot, as seen by the service thread.
@@ -174,10 +175,8 @@ impl FaultReceiver {
                         continue;
                     }
                     let page = PageId(slot.page.load(Ordering::Relaxed));
-                    let kind =
-                        if slot.write.load(Ordering::Relaxed) { FaultKind::Write } else { FaultKind::Read };
                     let atomic = slot.atomic.load(Ordering::Relaxed);
-                    f(Wakeup::Fault { slot: SlotId(word), page, kind, atomic });
+                    f(Wakeup::Fault { slot: SlotId(word), page, kind: slot.kind(), atomic });
                 }
             }
             if (n as usize) < std::mem::size_of_val(&buf) {
@@ -218,8 +217,7 @@ pub fn set_wake_pipes(on: bool) -> io::Result<()> {
         for i in 0..PIPE_SLOTS {
             let (r, w) = sys::pipe()?;
             // The reader blocks; the writer must never.
-            let rfd = r.into_raw_fd();
-            let wfd = w.into_raw_fd();
+            let (rfd, wfd) = (r.into_raw_fd(), w.into_raw_fd());
             // SAFETY: fcntl on descriptors we own.
             unsafe {
                 let fl = libc::fcntl(rfd, libc::F_GETFL);

@@ -535,7 +535,8 @@ impl Fuzzed for LrcNode {
         let count = 1 + u16::from(a % 4);
         let per_node = 1 + u64::from(b % 3);
         let pages = u64::from(count) * per_node;
-        let mut config = LrcConfig::default().with_prefetch(u16::from(c & 3));
+        let mut config =
+            LrcConfig::default().with_prefetch(u16::from(c & 3)).with_adaptive(u16::from((a >> 2) % 4) * 2);
         if c & 4 != 0 {
             let first = u64::from(c >> 3) % pages;
             config = config.with_sc_pages(first..first + 1);

@@ -142,7 +142,7 @@ pub fn any_msg(tag: u8, page: PageId, access: u8, flag: bool) -> Msg {
     }
 }
 
-/// 1–4 nodes, 1–3 pages per node (the first two bytes); events: faults (`tag % 8` 0–1),
+/// 1–4 nodes, read-ahead 0–3, 1–3 pages per node (the first two bytes); events: faults (`tag % 8` 0–1),
 /// deliveries (2–5), garbage (6–7).
 impl Fuzzed for ScNode {
     const PAGE: usize = 8;
@@ -151,7 +151,10 @@ impl Fuzzed for ScNode {
         let (a, b) = (input.byte()?, input.byte()?);
         let count = 1 + u16::from(a % 4);
         let per_node = 1 + u64::from(b % 3);
-        Some((0..count).map(|i| ScNode::new(NodeId(i), count, per_node)).collect())
+        let read_ahead = u16::from(a >> 2) % 4;
+        Some(
+            (0..count).map(|i| ScNode::new(NodeId(i), count, per_node).with_read_ahead(read_ahead)).collect(),
+        )
     }
 
     fn event(tag: u8) -> Event {

@@ -32,6 +32,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use dsm::NodeId;
 use net::{BinaryId, Hello, Mesh, MeshConfig};
 
 use super::StartError;
@@ -230,7 +231,7 @@ fn resolve(name: &'static str, value: String) -> Result<SocketAddr, ConfigError>
 pub(super) fn network(
     env: Env<'_>,
     launcher: Option<&Launcher>,
-    node: u16,
+    node: NodeId,
 ) -> Result<(Option<SocketAddr>, Listen), ConfigError> {
     let range = port_range(env)?;
     let iface = env.get("RTHREADS_INTERFACE").map(|n| interface_ip(&n)).transpose()?;
@@ -255,10 +256,10 @@ pub(super) fn network(
     };
     let coordinator = match coordinator_text {
         Some(v) => Some(resolve("RTHREADS_COORDINATOR", v)?),
-        None if node != 0 => return Err(ConfigError::NoCoordinator),
+        None if node != NodeId(0) => return Err(ConfigError::NoCoordinator),
         None => None,
     };
-    let listen = if let Some(fd) = env.get("RTHREADS_LISTEN_FD").filter(|_| node == 0) {
+    let listen = if let Some(fd) = env.get("RTHREADS_LISTEN_FD").filter(|_| node == NodeId(0)) {
         Listen::Fd(fd.parse().map_err(|_| ConfigError::ListenFd(fd))?)
     } else if let Some(v) = env.get("RTHREADS_BIND") {
         Listen::Addr(resolve("RTHREADS_BIND", v)?)
@@ -266,7 +267,7 @@ pub(super) fn network(
         // One host (the coordinator is on loopback): stay on loopback; else every interface.
         let local = coordinator.is_none_or(|c| c.ip().is_loopback());
         let ip = iface.unwrap_or(if local { loopback } else { any });
-        match (node, coordinator) {
+        match (node.0, coordinator) {
             // Node 0 listens where every rank expects it.
             (0, Some(c)) => Listen::Addr(SocketAddr::new(ip, c.port())),
             _ => match range {
@@ -317,17 +318,17 @@ pub(super) fn ensure_fixed_layout() -> Result<(), StartError> {
     }
     // SAFETY: setting the personality affects only this process and the programs it executes.
     if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0 {
-        return Err(StartError::Personality(io::Error::last_os_error()));
+        return Err(StartError::io("personality(ADDR_NO_RANDOMIZE)")(io::Error::last_os_error()));
     }
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
     let err = Command::new("/proc/self/exe").arg0(arg0).args(args).env("RTHREADS_REEXEC", "1").exec();
-    Err(StartError::Reexec(err))
+    Err(StartError::io("re-executing /proc/self/exe")(err))
 }
 
 /// What identifies this program: the executable's contents and where it is loaded.
 fn binary_id() -> Result<BinaryId, StartError> {
-    let bytes = std::fs::read("/proc/self/exe").map_err(StartError::ReadExe)?;
+    let bytes = std::fs::read("/proc/self/exe").map_err(StartError::io("reading /proc/self/exe"))?;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
@@ -335,9 +336,8 @@ fn binary_id() -> Result<BinaryId, StartError> {
             (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x0000_0100_0000_01b3);
         hash ^= hash >> 29;
     }
-    for &b in chunks.remainder() {
-        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    hash =
+        chunks.remainder().iter().fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     Ok(BinaryId { hash, len: bytes.len() as u64, anchor: binary_id as *const () as usize as u64 })
 }
 

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
+
 use super::StartError;
 use super::config::Config;
 use crate::alloc::InternalAlloc;
@@ -21,26 +23,21 @@ use crate::alloc::InternalAlloc;
 /// A node or a forwarder could not be started; the nodes started so far are killed.
 pub(super) fn start(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>, StartError> {
     let mut children = Vec::new();
-    for i in 1..cfg.nodes {
-        match start_node(cfg, coordinator, i) {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                kill(&mut children);
-                return Err(e);
-            }
-        }
+    for i in NodeId::all(cfg.nodes).skip(1) {
+        let child = start_node(cfg, coordinator, i).inspect_err(|_| kill(&mut children))?;
+        children.push(child);
     }
     Ok(children)
 }
 
-fn start_node(cfg: &Config, coordinator: SocketAddr, i: u16) -> Result<Child, StartError> {
+fn start_node(cfg: &Config, coordinator: SocketAddr, i: NodeId) -> Result<Child, StartError> {
     let mut cmd = Command::new("/proc/self/exe");
     let mut args = std::env::args_os();
     if let Some(a0) = args.next() {
         cmd.arg0(a0);
     }
     cmd.args(args)
-        .env("RTHREADS_NODE_ID", i.to_string())
+        .env("RTHREADS_NODE_ID", i.0.to_string())
         .env("RTHREADS_NODES", cfg.nodes.to_string())
         .env("RTHREADS_COORDINATOR", coordinator.to_string())
         .env("RTHREADS_SESSION", format!("{:x}", cfg.session))
@@ -62,7 +59,7 @@ fn start_node(cfg: &Config, coordinator: SocketAddr, i: u16) -> Result<Child, St
         });
     }
     let mut child = cmd.spawn().map_err(|source| StartError::StartNode { node: i, source })?;
-    let prefix = cfg.prefix.then(|| format!("[node {i}] "));
+    let prefix = cfg.prefix.then(|| format!("[{i}] "));
     let stdout = child.stdout.take().map_or(Ok(()), |out| forward(out, false, i, prefix.clone()));
     let forwarded =
         stdout.and_then(|()| child.stderr.take().map_or(Ok(()), |err| forward(err, true, i, prefix)));
@@ -82,11 +79,11 @@ static FORWARDERS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 fn forward(
     from: impl Read + Send + 'static,
     stderr: bool,
-    node: u16,
+    node: NodeId,
     prefix: Option<String>,
 ) -> Result<(), StartError> {
     let h = std::thread::Builder::new()
-        .name(format!("rthreads-out-{node}"))
+        .name(format!("rthreads-out-{}", node.0))
         .spawn(move || {
             crate::alloc::runtime_thread();
             let mut r = std::io::BufReader::new(from);
@@ -141,11 +138,7 @@ pub(super) fn reap(children: &mut [Child]) {
         loop {
             match c.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() >= deadline => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
+                Ok(None) if Instant::now() >= deadline => break kill(std::slice::from_mut(c)),
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
             }
         }
@@ -165,7 +158,7 @@ pub(super) fn reap(children: &mut [Child]) {
 ///
 /// # Errors
 /// The watcher thread could not be started.
-pub(super) fn watch_stdin(me: u16) -> Result<(), StartError> {
+pub(super) fn watch_stdin(me: NodeId) -> Result<(), StartError> {
     let _internal = InternalAlloc::new();
     std::thread::Builder::new()
         .name("rthreads-watch".into())
@@ -180,12 +173,12 @@ pub(super) fn watch_stdin(me: u16) -> Result<(), StartError> {
                 }
             }
             crate::log::say(&format!(
-                "rthreads: node {me}: stopping: the launcher is gone (standard input closed, RTHREADS_WATCH_STDIN=1)"
+                "rthreads: {me}: stopping: the launcher is gone (standard input closed, RTHREADS_WATCH_STDIN=1)"
             ));
             // SAFETY: _exit ends the process without running anything that could block on a lock
             // held by a thread stuck in a fault.
             unsafe { libc::_exit(crate::runtime::EXIT_NODE_LOST) }
         })
         .map(drop)
-        .map_err(StartError::StdinWatcher)
+        .map_err(StartError::io("cannot start the standard-input watcher"))
 }

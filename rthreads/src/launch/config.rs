@@ -19,6 +19,7 @@
 //! | `RTHREADS_AUTH_TIMEOUT` | seconds a connection accepted after start-up has to authenticate before it is closed (at most 64 wait at once) | 5 |
 //! | `RTHREADS_PROTOCOL` | coherence protocol: `sc` (sequentially consistent) or `lrc` (release consistent, multiple writers) | `sc`, or `#[rthreads::main(protocol = "lrc")]` |
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
+//! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; `0`: off) | 31 |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
@@ -38,6 +39,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use dsm::NodeId;
 use net::{Secret, SecretError};
 
 use super::bootstrap::{self, Listen};
@@ -46,7 +48,7 @@ use crate::placement::{ParsePlacementError, Placement};
 /// How this node runs, from the `RTHREADS_*` settings (and a launcher's, see `bootstrap`).
 pub(super) struct Config {
     /// This node's id.
-    pub(super) node: u16,
+    pub(super) node: NodeId,
     /// The number of nodes.
     pub(super) nodes: u16,
     /// Node 0 of an embedded local cluster: it starts the other nodes itself.
@@ -74,6 +76,8 @@ pub(super) struct Config {
     pub(super) lrc: bool,
     /// `RTHREADS_PREFETCH`.
     pub(super) prefetch: u16,
+    /// `RTHREADS_READ_AHEAD`.
+    pub(super) read_ahead: u16,
     /// `RTHREADS_WATCH_STDIN`.
     pub(super) watch_stdin: bool,
     /// `RTHREADS_PLACEMENT`.
@@ -143,9 +147,14 @@ pub(crate) enum ConfigError {
         /// The policies there are.
         source: ParsePlacementError,
     },
-    /// `RTHREADS_PREFETCH` that is not a page count.
-    #[error("RTHREADS_PREFETCH={0}: expected a page count")]
-    Prefetch(String),
+    /// `RTHREADS_PREFETCH` or `RTHREADS_READ_AHEAD` that is not a page count.
+    #[error("{name}={value}: expected a page count")]
+    PageCount {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// `RTHREADS_NODES` that is not a number in `1..=1024`.
     #[error("RTHREADS_NODES={0}: expected 1..=1024")]
     Nodes(String),
@@ -237,14 +246,10 @@ pub(crate) enum ConfigError {
 #[derive(Clone, Copy)]
 pub(super) struct Env<'a>(&'a dyn Fn(&str) -> Option<OsString>);
 
-fn process_var(name: &str) -> Option<OsString> {
-    std::env::var_os(name)
-}
-
 impl<'a> Env<'a> {
     /// The process's environment.
     pub(super) fn process() -> Env<'static> {
-        Env(&process_var)
+        Env(&|name| std::env::var_os(name))
     }
 
     /// Variables as `lookup` gives them.
@@ -333,11 +338,9 @@ impl Config {
             Some(value) => value.parse().map_err(|source| ConfigError::UnknownPlacement { value, source })?,
             None => Placement::default(),
         };
-        let (rebalance, pin) = (env.switch("RTHREADS_REBALANCE")?, env.switch("RTHREADS_PIN")?);
-        let watch_stdin = env.switch("RTHREADS_WATCH_STDIN")?;
-        let prefetch = match env.get("RTHREADS_PREFETCH") {
-            Some(v) => v.parse().map_err(|_| ConfigError::Prefetch(v))?,
-            None => 0,
+        let pages = |name: &'static str, default: u16| match env.get(name) {
+            Some(value) => value.parse().map_err(|_| ConfigError::PageCount { name, value }),
+            None => Ok(default),
         };
         let launcher = bootstrap::detect(env)?;
         let count: u32 = match (&launcher, env.get("RTHREADS_NODES")) {
@@ -351,14 +354,14 @@ impl Config {
             .ok_or(ConfigError::NodesOutOfRange(count))?;
         let (node, embedded) = match (&launcher, env.get("RTHREADS_NODE_ID")) {
             (Some(l), _) => {
-                let node = u16::try_from(l.node).ok().filter(|&n| n < nodes);
+                let node = u16::try_from(l.node).ok().filter(|&n| n < nodes).map(NodeId);
                 (node.ok_or(ConfigError::RankOutOfRange { rank: l.node, nodes })?, false)
             }
             (None, Some(value)) => {
-                let node = value.parse().ok().filter(|&n| n < nodes);
+                let node = value.parse().ok().filter(|&n| n < nodes).map(NodeId);
                 (node.ok_or(ConfigError::NodeId { value, nodes })?, false)
             }
-            (None, None) => (0, env.get("RTHREADS_EXTERNAL").is_none()),
+            (None, None) => (NodeId(0), env.get("RTHREADS_EXTERNAL").is_none()),
         };
         let (coordinator, listen) = bootstrap::network(env, launcher.as_ref(), node)?;
         let session = match env.get("RTHREADS_SESSION") {
@@ -377,7 +380,7 @@ impl Config {
             node,
             nodes,
             embedded,
-            external: node == 0 && !embedded && env.get("RTHREADS_EXTERNAL").is_some(),
+            external: node == NodeId(0) && !embedded && env.get("RTHREADS_EXTERNAL").is_some(),
             coordinator,
             listen,
             session,
@@ -387,11 +390,12 @@ impl Config {
             failure_timeout: env.seconds("RTHREADS_FAILURE_TIMEOUT", 5.0)?,
             auth_timeout: env.seconds("RTHREADS_AUTH_TIMEOUT", 5.0)?,
             lrc,
-            prefetch,
-            watch_stdin,
+            prefetch: pages("RTHREADS_PREFETCH", 0)?,
+            read_ahead: pages("RTHREADS_READ_AHEAD", 31)?,
+            watch_stdin: env.switch("RTHREADS_WATCH_STDIN")?,
             placement,
-            rebalance,
-            pin,
+            rebalance: env.switch("RTHREADS_REBALANCE")?,
+            pin: env.switch("RTHREADS_PIN")?,
             fault_spin: env.get("RTHREADS_FAULT_SPIN").and_then(|v| v.parse().ok()),
             wake_pipes: env.get("RTHREADS_WAKE_PIPES").is_none_or(|v| v != "0"),
             prefix: env.flag("RTHREADS_PREFIX"),
@@ -491,7 +495,7 @@ mod tests {
     #[test]
     fn nothing_set_is_node_0_of_an_embedded_cluster_on_loopback() {
         let Ok(c) = read(&[]) else { panic!("the defaults were refused") };
-        assert_eq!((c.node, c.nodes, c.embedded, c.external, c.lrc), (0, 4, true, false, false));
+        assert_eq!((c.node.0, c.nodes, c.embedded, c.external, c.lrc), (0, 4, true, false, false));
         assert_eq!(c.coordinator, None);
         assert_eq!(c.listen, Listen::Addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0)));
         assert_eq!(c.space_size, crate::launch::settings::default_space_size(4));
@@ -505,6 +509,7 @@ mod tests {
         let vars = rank(&[
             ("RTHREADS_PROTOCOL", "lrc"),
             ("RTHREADS_PREFETCH", "3"),
+            ("RTHREADS_READ_AHEAD", "0"),
             ("RTHREADS_PIN", "1"),
             ("RTHREADS_SESSION", "ff"),
             ("RTHREADS_SPACE_SIZE", "8G"),
@@ -514,10 +519,11 @@ mod tests {
             ("RTHREADS_FAULT_SPIN", "7"),
         ]);
         let Ok(c) = read(&vars) else { panic!("{vars:?} was refused") };
-        assert_eq!((c.node, c.nodes, c.embedded), (1, 2, false));
+        assert_eq!((c.node.0, c.nodes, c.embedded), (1, 2, false));
         assert_eq!(c.coordinator, Some("127.0.0.1:7000".parse().unwrap()));
         assert!(c.lrc && c.pin && c.prefix && !c.wake_pipes);
-        assert_eq!((c.prefetch, c.session, c.space_size, c.fault_spin), (3, 0xff, 8 << 30, Some(7)));
+        assert_eq!((c.prefetch, c.read_ahead), (3, 0));
+        assert_eq!((c.session, c.space_size, c.fault_spin), (0xff, 8 << 30, Some(7)));
         assert_eq!(c.failure_timeout, Duration::from_millis(500));
         assert_eq!(c.secret, Secret::from_setting(SECRET).unwrap());
     }
@@ -533,7 +539,10 @@ mod tests {
             let e = mistake(&[(name, "yes")]);
             assert!(matches!(&e, E::NotASwitch { name: n, value } if *n == name && value == "yes"), "{e:?}");
         }
-        assert!(matches!(mistake(&[("RTHREADS_PREFETCH", "-1")]), E::Prefetch(_)));
+        for name in ["RTHREADS_PREFETCH", "RTHREADS_READ_AHEAD"] {
+            let e = mistake(&[(name, "-1")]);
+            assert!(matches!(&e, E::PageCount { name: n, value } if *n == name && value == "-1"), "{e:?}");
+        }
         for nodes in ["0", "1025", "many"] {
             let e = mistake(&[("RTHREADS_NODES", nodes)]);
             assert!(matches!(&e, E::Nodes(v) if v == nodes), "{e:?}");
@@ -583,7 +592,7 @@ mod tests {
         assert!(coordinator.ip().is_loopback() && (20000..=32767).contains(&coordinator.port()));
         assert_eq!(c1.coordinator, Some(coordinator));
         assert_eq!(c0.listen, Listen::Addr(coordinator));
-        assert_eq!((c0.node, c1.node, c0.nodes, c0.embedded), (0, 1, 2, false));
+        assert_eq!((c0.node.0, c1.node.0, c0.nodes, c0.embedded), (0, 1, 2, false));
         // Every rank derives the same session from the job, and another job another.
         assert_eq!(c0.session, c1.session);
         let other_job = [&one_host[..], &[("SLURM_PROCID", "1"), ("SLURM_JOB_ID", "78")]].concat();

@@ -48,21 +48,23 @@ pub(crate) enum StartError {
     /// The re-executed process still has address randomisation on.
     #[error("address randomisation is still on after re-executing (is personality(2) blocked?)")]
     StillRandomised,
-    /// `personality(2)` refused to turn address randomisation off.
-    #[error("personality(ADDR_NO_RANDOMIZE): {0}")]
-    Personality(#[source] io::Error),
-    /// Re-executing this program failed.
-    #[error("re-executing /proc/self/exe: {0}")]
-    Reexec(#[source] io::Error),
-    /// This program's file could not be read (for its identity).
-    #[error("reading /proc/self/exe: {0}")]
-    ReadExe(#[source] io::Error),
+    /// A system call or thread of start-up failed: `personality(2)`, re-executing this program,
+    /// reading it (for its identity), installing the fault handler, making the wake-up pipes of
+    /// faulting threads, starting the service thread or the standard-input watcher.
+    #[error("{doing}: {source}")]
+    Io {
+        /// What failed.
+        doing: &'static str,
+        /// Why.
+        source: io::Error,
+    },
     /// The shared space could not be mapped.
     #[error(transparent)]
     MapSpace(io::Error),
-    /// The trace (`RTHREADS_TRACE`) could not be started.
+    /// The trace (`RTHREADS_TRACE`), pinning (`RTHREADS_PIN`) or the forwarding of this node's
+    /// output could not be started; the message says which.
     #[error("{0}")]
-    Trace(String),
+    Other(String),
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -93,42 +95,31 @@ pub(crate) enum StartError {
     #[error(transparent)]
     Listener(io::Error),
     /// A node of the embedded cluster could not be started.
-    #[error("starting node {node}: {source}")]
+    #[error("starting {node}: {source}")]
     StartNode {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// Why.
         source: io::Error,
     },
     /// The thread forwarding a node's output could not be started.
-    #[error("forwarding the output of node {node}: {source}")]
+    #[error("forwarding the output of {node}: {source}")]
     Forward {
         /// The node.
-        node: u16,
+        node: NodeId,
         /// Why.
         source: io::Error,
     },
-    /// This node could not be pinned to a CPU (`RTHREADS_PIN`).
-    #[error("{0}")]
-    Pin(String),
     /// The mesh did not form.
     #[error(transparent)]
     Mesh(#[from] MeshError),
-    /// The fault handler could not be installed.
-    #[error("installing the fault handler: {0}")]
-    FaultHandler(#[source] io::Error),
-    /// The wake-up pipes of faulting threads could not be made.
-    #[error("fault wake-up pipes: {0}")]
-    WakePipes(#[source] io::Error),
-    /// The service thread could not be started.
-    #[error("starting the service thread: {0}")]
-    Service(#[source] io::Error),
-    /// Forwarding this node's output could not be started.
-    #[error("{0}")]
-    Output(String),
-    /// The standard-input watcher (`RTHREADS_WATCH_STDIN`) could not be started.
-    #[error("cannot start the standard-input watcher: {0}")]
-    StdinWatcher(#[source] io::Error),
+}
+
+impl StartError {
+    /// What `map_err` makes of an I/O error while `doing` something.
+    fn io(doing: &'static str) -> impl FnOnce(io::Error) -> StartError {
+        move |source| StartError::Io { doing, source }
+    }
 }
 
 /// A started node: its runtime, and on node 0 of an embedded cluster the other nodes.
@@ -147,50 +138,49 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
     let layout =
         SpaceLayout { base: SpaceLayout::DEFAULT_BASE, size: (per_node_pages * nodes) as usize * PAGE_SIZE };
     let me = cfg.node;
-    let home = PageId(per_node_pages * u64::from(me))..PageId(per_node_pages * (u64::from(me) + 1));
+    let home = PageId(per_node_pages * u64::from(me.0))..PageId(per_node_pages * (u64::from(me.0) + 1));
     let space = Space::map(layout, home.clone()).map_err(StartError::MapSpace)?;
 
-    crate::trace::start(me).map_err(StartError::Trace)?;
+    crate::trace::start(me).map_err(StartError::Other)?;
     let listener = bootstrap::bind(&cfg.listen)?;
     let mut children = Vec::new();
+    let addr = listener.local_addr().map_err(StartError::Listener)?;
     if cfg.external {
-        let addr = listener.local_addr().map_err(StartError::Listener)?;
         crate::log::say(&format!(
             "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
             cfg.nodes - 1
         ));
     }
-    if me == 0 && cfg.embedded && cfg.nodes > 1 {
-        let addr = listener.local_addr().map_err(StartError::Listener)?;
+    if me == NodeId(0) && cfg.embedded && cfg.nodes > 1 {
         children = children::start(&cfg, addr)?;
     }
     if cfg.pin {
         // After starting the other nodes, which must not inherit this node's CPU.
-        crate::placement::pin(me).map_err(StartError::Pin)?;
+        crate::placement::pin(me).map_err(StartError::Other)?;
     }
     crate::placement::configure(cfg.placement, cfg.rebalance);
     let mut mesh =
         bootstrap::join(&cfg, listener, layout.size).inspect_err(|_| children::kill(&mut children))?;
 
-    let faults = dsm::fault::install(layout).map_err(StartError::FaultHandler)?;
+    let faults = dsm::fault::install(layout).map_err(StartError::io("installing the fault handler"))?;
     if let Some(spin) = cfg.fault_spin {
         dsm::fault::set_spin(spin);
     }
     if cfg.wake_pipes {
-        dsm::fault::set_wake_pipes(true).map_err(StartError::WakePipes)?;
+        dsm::fault::set_wake_pipes(true).map_err(StartError::io("fault wake-up pipes"))?;
     }
     let slice = per_node_pages as usize * PAGE_SIZE;
-    let heap =
-        Heap::new(usize::from(me), usize::from(cfg.nodes), layout.base, slice, layout.addr_of(home.start));
+    let heap = Heap::new(me.index(), usize::from(cfg.nodes), layout.base, slice, layout.addr_of(home.start));
     // Under release consistency each node's small-object region (object headers, `Arc` counts,
     // atomics, locks) stays sequentially consistent; see `alloc`.
     let lrc = cfg.lrc.then(|| {
         let small = (crate::alloc::small_region(slice) / PAGE_SIZE) as u64;
+        let config = dsm::protocol::lrc::LrcConfig::default()
+            .with_prefetch(cfg.prefetch)
+            .with_adaptive(cfg.read_ahead);
         let config = (0..u64::from(cfg.nodes))
-            .fold(dsm::protocol::lrc::LrcConfig::default().with_prefetch(cfg.prefetch), |c, k| {
-                c.with_sc_pages(k * per_node_pages..k * per_node_pages + small)
-            });
-        dsm::protocol::lrc::LrcNode::new(NodeId(me), cfg.nodes, per_node_pages, config)
+            .fold(config, |c, k| c.with_sc_pages(k * per_node_pages..k * per_node_pages + small));
+        dsm::protocol::lrc::LrcNode::new(me, cfg.nodes, per_node_pages, config)
     });
     let streams = std::mem::take(&mut mesh.conns);
     mesh.conns = streams.iter().map(|s| s.as_ref().and_then(|s| s.try_clone().ok())).collect();
@@ -219,18 +209,13 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
     let rt = Runtime::install(node, heap, ext);
     let started = match lrc {
         Some(lrc) => Service::new(rt, space, lrc, streams, faults, listener).map(Service::start),
-        None => Service::new(
-            rt,
-            space,
-            ScNode::new(NodeId(me), cfg.nodes, per_node_pages),
-            streams,
-            faults,
-            listener,
-        )
-        .map(Service::start),
+        None => {
+            let sc = ScNode::new(me, cfg.nodes, per_node_pages).with_read_ahead(cfg.read_ahead);
+            Service::new(rt, space, sc, streams, faults, listener).map(Service::start)
+        }
     };
-    started.map_err(StartError::Service)?;
-    crate::output::start(me, cfg.nodes).map_err(StartError::Output)?;
+    started.map_err(StartError::io("starting the service thread"))?;
+    crate::output::start(me, cfg.nodes).map_err(StartError::Other)?;
     if cfg.watch_stdin {
         children::watch_stdin(me)?;
     }
@@ -251,10 +236,7 @@ pub fn run_main_with<R: Termination>(
     protocol: &str,
     body: impl FnOnce() -> R,
 ) -> ExitCode {
-    let started = {
-        let _internal = InternalAlloc::new();
-        start(default_nodes, protocol)
-    };
+    let started = InternalAlloc::with(|| start(default_nodes, protocol));
     let Started { rt, mut children, stats } = match started {
         Ok(s) => s,
         Err(e) => {
@@ -263,7 +245,7 @@ pub fn run_main_with<R: Termination>(
             return ExitCode::from(2);
         }
     };
-    if rt.me != 0 {
+    if rt.me != NodeId(0) {
         // Node 0 runs `main`; this node serves until the service thread exits the process.
         loop {
             std::thread::park();
@@ -286,7 +268,7 @@ pub fn run_main_with<R: Termination>(
     // Every node has closed its connection, so all its output is queued here: write it out.
     crate::output::drain(Instant::now() + Duration::from_secs(5));
     children::reap(&mut children);
-    crate::trace::flush(0);
+    crate::trace::flush();
     crate::trace::finish();
     code
 }

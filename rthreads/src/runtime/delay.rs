@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
+
 use super::service::Service;
 use super::wire::ProtocolWire;
 use crate::alloc::InternalAlloc;
@@ -22,14 +24,14 @@ pub(super) struct Delay {
     /// The emulated one-way delay (zero: off).
     pub(super) delay: Duration,
     /// Frames received and not yet due, in arrival order: (due, peer, frame).
-    pub(super) held: VecDeque<(Instant, u16, Vec<u8>)>,
+    pub(super) held: VecDeque<(Instant, NodeId, Vec<u8>)>,
     /// A timerfd armed for the first held frame (with the emulation on).
     pub(super) timer: Option<OwnedFd>,
 }
 
 impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Holds a frame from `from` back for the emulated delay.
-    pub(super) fn hold(&mut self, from: u16, body: &[u8]) {
+    pub(super) fn hold(&mut self, from: NodeId, body: &[u8]) {
         let _internal = InternalAlloc::new();
         self.delay.held.push_back((Instant::now() + self.delay.delay, from, body.to_vec()));
     }
@@ -61,7 +63,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Handles every frame still held back from `from` now (its connection is closing).
-    pub(super) fn deliver_from(&mut self, from: u16) {
+    pub(super) fn deliver_from(&mut self, from: NodeId) {
         if self.delay.held.iter().all(|d| d.1 != from) {
             return;
         }

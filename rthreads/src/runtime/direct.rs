@@ -28,15 +28,16 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
 use net::frame::{MAX_FRAME, read_frame, write_frame};
 use net::{Conn, ReadStatus, Reader, SendQueue, Writer};
 
 use super::service::{DIRECT, LISTENER, Service};
 use super::wire::{Core, ProtocolWire};
 use super::{Runtime, Verdict, fatal, say};
-use crate::alloc::InternalAlloc;
+use crate::alloc::{InternalAlloc, private_internal};
 use crate::poll;
-use crate::private::{ServiceGuard, ServiceLock, private};
+use crate::private::ServiceLock;
 
 const T_RPC_HELLO: u8 = 0x30;
 /// Connections that have not authenticated yet that one node keeps at most; more are refused.
@@ -46,13 +47,13 @@ const STRANGER_LINES_PER_SECOND: u32 = 5;
 
 /// Where the answer to a request that came on a direct connection goes.
 pub(crate) struct Route {
-    peer: u16,
+    peer: NodeId,
     queue: Arc<ServiceLock<SendQueue>>,
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Route(node {})", self.peer)
+        write!(f, "Route({})", self.peer)
     }
 }
 
@@ -76,7 +77,7 @@ struct DirectConn {
     conn: Conn,
     send: Arc<ServiceLock<SendQueue>>,
     /// The peer, once its hello has been checked.
-    peer: Option<u16>,
+    peer: Option<NodeId>,
     /// The challenge sent, until the peer has answered it (see `net::auth`).
     challenge: Option<[u8; net::auth::NONCE]>,
     /// When it was accepted: a connection that has not said a valid hello by
@@ -90,7 +91,7 @@ pub(super) struct Doors {
     conns: Vec<Option<DirectConn>>,
     /// Direct requests waiting for earlier ordinary frames from their sender: (peer, count, frame,
     /// where to answer).
-    pub(super) deferred: Vec<(u16, u64, Vec<u8>, Route)>,
+    pub(super) deferred: Vec<(NodeId, u64, Vec<u8>, Route)>,
     /// How long a connection accepted at run time may take to authenticate.
     auth_timeout: Duration,
     /// Accepting is paused until then (the last `accept` failed for lack of descriptors or
@@ -206,7 +207,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.doors.last_accept_line.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
             self.doors.last_accept_line = Some(now);
             say(&format!(
-                "rthreads: node {}: cannot accept connections: {e} ({} time(s) since the last such line); \
+                "rthreads: {}: cannot accept connections: {e} ({} time(s) since the last such line); \
                  pausing up to a second at a time; the connections this node has keep working",
                 self.rt.me, self.doors.accept_failures
             ));
@@ -234,13 +235,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             && now.duration_since(self.doors.stranger_window) >= Duration::from_secs(1)
         {
             // Say how many lines the last window kept back, even if no stranger comes again.
-            say(&format!(
-                "rthreads: node {}: ... and {} more such lines in the last second",
-                self.rt.me, self.doors.stranger_suppressed
-            ));
-            self.doors.stranger_suppressed = 0;
-            self.doors.stranger_lines = 0;
-            self.doors.stranger_window = now;
+            self.new_stranger_window(now);
         }
         for i in 0..self.doors.conns.len() {
             let late = self.doors.conns[i].as_ref().is_some_and(|d| {
@@ -260,7 +255,17 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Stops watching a direct connection and closes it.
     fn close_direct(&mut self, d: DirectConn) {
         let _ = self.poller.delete(d.conn.fd());
-        drop(d);
+    }
+
+    /// Starts a new one-second window of lines about strangers, saying first how many the last one
+    /// kept back.
+    fn new_stranger_window(&mut self, now: Instant) {
+        let d = &mut self.doors;
+        if d.stranger_suppressed > 0 {
+            let n = d.stranger_suppressed;
+            say(&format!("rthreads: {}: ... and {n} more such lines in the last second", self.rt.me));
+        }
+        (d.stranger_window, d.stranger_lines, d.stranger_suppressed) = (now, 0, 0);
     }
 
     /// Prints a line about a stranger (a connection that is not, or not yet, a peer), at most
@@ -268,19 +273,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     fn stranger_line(&mut self, what: String) {
         let now = Instant::now();
         if now.duration_since(self.doors.stranger_window) >= Duration::from_secs(1) {
-            if self.doors.stranger_suppressed > 0 {
-                say(&format!(
-                    "rthreads: node {}: ... and {} more such lines in the last second",
-                    self.rt.me, self.doors.stranger_suppressed
-                ));
-            }
-            self.doors.stranger_window = now;
-            self.doors.stranger_lines = 0;
-            self.doors.stranger_suppressed = 0;
+            self.new_stranger_window(now);
         }
         if self.doors.stranger_lines < STRANGER_LINES_PER_SECOND {
             self.doors.stranger_lines += 1;
-            say(&format!("rthreads: node {}: {what}", self.rt.me));
+            say(&format!("rthreads: {}: {what}", self.rt.me));
         } else {
             self.doors.stranger_suppressed += 1;
         }
@@ -337,7 +334,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 continue;
             }
             crate::counters::received(body);
-            let peer = d.peer.unwrap_or(0);
+            let peer = d.peer.unwrap_or(NodeId(0));
             let route = Route { peer, queue: Arc::clone(&d.send) };
             match Core::decode(body) {
                 Some(Ok(Core::Ordered { after, inner })) => {
@@ -353,7 +350,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 }
                 other => {
                     say(&format!(
-                        "rthreads: node {}: unexpected message on a direct connection from node {peer}: {other:?}",
+                        "rthreads: {}: unexpected message on a direct connection from {peer}: {other:?}",
                         self.rt.me
                     ));
                     close = true;
@@ -370,7 +367,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Serves a direct request from `peer` through the handler registered for its tag.
-    fn serve_direct(&mut self, peer: u16, body: &[u8], route: Route) {
+    fn serve_direct(&mut self, peer: NodeId, body: &[u8], route: Route) {
         let tag = body.first().copied().unwrap_or(0);
         let v = match self.rt.ext.direct[usize::from(tag)] {
             Some(h) => h(self.rt, peer, body, route),
@@ -381,7 +378,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 
     /// The `n`-th ordinary frame from `from` has been handled: serves the direct requests from it
     /// that waited for that.
-    pub(super) fn serve_deferred(&mut self, from: u16, n: u64) {
+    pub(super) fn serve_deferred(&mut self, from: NodeId, n: u64) {
         let (ready, waiting): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.doors.deferred).into_iter().partition(|d| d.0 == from && d.1 <= n);
         self.doors.deferred = waiting;
@@ -394,22 +391,18 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 // ---------------------------------------------------------------------------------------------
 // The client side.
 
-static POOL: LazyLock<ServiceLock<HashMap<u16, Vec<TcpStream>>>> =
+static POOL: LazyLock<ServiceLock<HashMap<NodeId, Vec<TcpStream>>>> =
     LazyLock::new(|| ServiceLock::new("direct.pool", HashMap::new()));
 
-fn lock<T>(m: &ServiceLock<T>) -> ServiceGuard<'_, T> {
-    m.lock()
-}
-
 /// The hello that opens a direct connection.
-fn hello(node: u16, session: u64) -> Vec<u8> {
+fn hello(node: NodeId, session: u64) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(T_RPC_HELLO).u16(node).u64(session);
+    w.u8(T_RPC_HELLO).u16(node.0).u64(session);
     w.finish()
 }
 
 /// Checks a hello; returns the peer's node id.
-fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<u16> {
+fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<NodeId> {
     let mut r = Reader::new(body);
     if r.u8().ok()? != T_RPC_HELLO {
         return None;
@@ -417,12 +410,12 @@ fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<u16> {
     let node = r.u16().ok()?;
     let s = r.u64().ok()?;
     r.end().ok()?;
-    (node < nodes && s == session).then_some(node)
+    (node < nodes && s == session).then_some(NodeId(node))
 }
 
-fn connect(rt: &Runtime, to: u16) -> std::io::Result<TcpStream> {
-    let addr = rt.addr_of(to).ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect(addr)?;
+fn connect(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
+    let addr = rt.addrs.get(to.index()).ok_or_else(|| std::io::Error::other("no address"))?;
+    let mut s = TcpStream::connect(addr.as_str())?;
     s.set_nodelay(true)?;
     net::auth::connect_side(&mut s, &rt.secret).map_err(std::io::Error::other)?;
     write_frame(&mut s, &hello(rt.me, rt.session))?;
@@ -431,15 +424,15 @@ fn connect(rt: &Runtime, to: u16) -> std::io::Result<TcpStream> {
 
 /// A pooled connection to `to` with `body` written on it, ordered after what this node sent `to`
 /// before on the ordinary connection.
-fn take(rt: &Runtime, to: u16, body: &[u8]) -> TcpStream {
-    let pooled = lock(&POOL).get_mut(&to).and_then(Vec::pop);
+fn take(rt: &Runtime, to: NodeId, body: &[u8]) -> TcpStream {
+    let pooled = POOL.lock().get_mut(&to).and_then(Vec::pop);
     let mut s = match pooled {
         Some(s) => s,
-        None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach node {to}: {e}"))),
+        None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach {to}: {e}"))),
     };
     let frame = Core::Ordered { after: rt.sent_to(to), inner: body }.encode();
     if let Err(e) = write_frame(&mut s, &frame) {
-        fatal(&format!("lost node {to}: {e}"));
+        fatal(&format!("lost {to}: {e}"));
     }
     crate::counters::sent(&frame, frame.len());
     s
@@ -447,33 +440,31 @@ fn take(rt: &Runtime, to: u16, body: &[u8]) -> TcpStream {
 
 /// Sends `body`, which expects no answer, to node `to` on a direct connection: an unlock travels
 /// the way the thread's next lock request will, so it cannot be overtaken by it.
-pub(crate) fn post(rt: &'static Runtime, to: u16, body: Vec<u8>) {
-    private(move || {
-        let _internal = InternalAlloc::new();
+pub(crate) fn post(rt: &'static Runtime, to: NodeId, body: Vec<u8>) {
+    private_internal(move || {
         let s = take(rt, to, &body);
-        lock(&POOL).entry(to).or_default().push(s);
+        POOL.lock().entry(to).or_default().push(s);
     });
 }
 
 /// Sends `body` to node `to` on a direct connection and waits for its answer, which it returns
 /// (after this node has processed what `to` sent it before the answer).
-pub(crate) fn call(rt: &'static Runtime, to: u16, body: Vec<u8>) -> Vec<u8> {
-    private(move || {
-        let _internal = InternalAlloc::new();
+pub(crate) fn call(rt: &'static Runtime, to: NodeId, body: Vec<u8>) -> Vec<u8> {
+    private_internal(move || {
         // Network-delay emulation: the request's way out here, the answer's below. (A `post`,
         // which nobody waits for, is not held back: an unlock reaches its manager without it.)
         super::emulate_delay();
         let mut s = take(rt, to, &body);
-        let answer = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost node {to}: {e}")));
+        let answer = read_frame(&mut s, MAX_FRAME).unwrap_or_else(|e| fatal(&format!("lost {to}: {e}")));
         super::emulate_delay();
         crate::counters::received(&answer);
         let (after, inner) = match Core::decode(&answer) {
             Some(Ok(Core::Ordered { after, inner })) => (after, inner.to_vec()),
-            other => fatal(&format!("node {to} answered a direct request with {other:?}")),
+            other => fatal(&format!("{to} answered a direct request with {other:?}")),
         };
         // Nor may the answer overtake what `to` sent this node before it.
         rt.wait_processed(to, after);
-        lock(&POOL).entry(to).or_default().push(s);
+        POOL.lock().entry(to).or_default().push(s);
         inner
     })
 }

@@ -11,6 +11,18 @@
 //! acquire that dropped the last stale copy says "nothing stale" while the `Protect` that closes the
 //! copy has not run yet; lowering the flag early would let another thread skip its own acquire and
 //! read that copy meanwhile (`rwlock_readers_never_see_a_torn_write_under_lrc` caught this).
+//!
+//! One liberty with the order, for speed: two pairs of effects are put off to the end of the
+//! service thread's turn, where neighbouring pages with the same new access change it with one
+//! `mprotect`. Each `mprotect` interrupts every CPU that runs a thread of the process (a TLB
+//! shootdown, ~20 µs on a VM), and a read-ahead moves dozens of pages per turn.
+//! - A page that arrives (`Install`) and opens at once (the `Protect` right after it), with the
+//!   `Wake` that follows: the page was closed, so no thread of this node uses it until it opens.
+//! - A page closed to writes (`Protect`) right before its bytes leave (`Send` with the page): the
+//!   bytes are read after the `mprotect`, as before; local writes until then are in them.
+//!
+//! Any other effect (on any page) first carries out what was put off, in order, so effects still
+//! take effect in the order returned.
 
 use std::sync::atomic::Ordering;
 
@@ -18,6 +30,7 @@ use dsm::fault;
 use dsm::protocol::lrc::diff;
 use dsm::protocol::{Effect, Message, Payload};
 use dsm::sys::PAGE_SIZE;
+use dsm::{Access, NodeId, PageId};
 
 use super::fatal;
 use super::service::Service;
@@ -34,48 +47,53 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.engine.proto.has_stale() {
             self.rt.has_stale.store(true, Ordering::SeqCst);
         }
-        for e in effects.drain(..) {
-            crate::counters::log_effect(self.rt.me, &e, geometry.pages_per_node);
+        // The page installed by the effect just before, if any: its opening may be put off.
+        let mut installed = None;
+        let mut effects = effects.drain(..).peekable();
+        while let Some(e) = effects.next() {
+            crate::counters::log_effect(&e, geometry.pages_per_node);
+            // An effect on a page with something put off carries that out first (a page closed
+            // and reopened in one turn, or reopened and recalled, must keep that order).
+            let own_wake = matches!(e, Effect::Wake { page } if self.engine.opening.last().is_some_and(|&(p, _)| p == page));
+            if !own_wake && self.is_put_off(&e) {
+                self.open_installed();
+            }
             match e {
-                Effect::Send { to, msg } => {
-                    if self.links.conns.get(to.index()).is_none_or(Option::is_none) {
-                        if self.rt.is_stopping() {
-                            // The cluster is going away and that node with it: nobody waits.
-                            continue;
-                        }
-                        fatal(&format!("no connection to {to} for {msg:?}"));
-                    }
-                    let head = P::head(&msg);
-                    let page = msg.page();
-                    crate::trace::message(true, to.0, &head, page.0);
-                    match msg.payload() {
-                        Payload::None => self.rt.send_parts(to.0, &head, &[], true),
-                        Payload::Page => {
-                            // SAFETY: the page lies in the space (checked by the protocol); an
-                            // earlier Protect revoked write access where a stable copy is needed.
-                            let bytes = unsafe { self.space.page_bytes(page) };
-                            self.rt.send_parts(to.0, &head, bytes, true);
-                        }
-                        Payload::Diff => {
-                            let Some(twin) = self.engine.twins.remove(&page) else {
-                                fatal(&format!("protocol asked for a diff of {page} without a twin"))
-                            };
-                            // SAFETY: as above; the protocol has closed the page to writes.
-                            let now = unsafe { self.space.page_bytes(page) };
-                            let mut buf = std::mem::take(&mut self.engine.diff_buf);
-                            buf.clear();
-                            diff::encode(&twin, now, &mut buf);
-                            self.rt.send_parts(to.0, &head, &buf, true);
-                            self.engine.diff_buf = buf;
-                        }
-                    }
+                Effect::Protect { page, access } if installed == Some(page) => {
+                    self.engine.opening.push((page, access));
+                    continue;
                 }
-                Effect::Install { page } => match data {
-                    // SAFETY: the protocol installs only while application access to the page is
-                    // closed; `page` is in range.
-                    Some(d) if d.len() == PAGE_SIZE => unsafe { self.space.install(page, d) },
-                    _ => fatal(&format!("protocol asked to install {page} without its bytes")),
-                },
+                Effect::Protect { page, access }
+                    if effects.peek().is_some_and(|next| {
+                        matches!(next, Effect::Send { msg, .. }
+                            if msg.page() == page && msg.payload() == Payload::Page)
+                    }) =>
+                {
+                    let Some(send @ Effect::Send { to, msg }) = effects.next() else { unreachable!() };
+                    crate::counters::log_effect(&send, geometry.pages_per_node);
+                    self.engine.closing.push((page, access, to, msg));
+                    installed = None;
+                    continue;
+                }
+                Effect::Wake { .. } if own_wake => {
+                    installed = None;
+                    continue;
+                }
+                Effect::Install { .. } => {}
+                _ => self.open_installed(),
+            }
+            installed = None;
+            match e {
+                Effect::Send { to, msg } => self.send(to, msg),
+                Effect::Install { page } => {
+                    match data {
+                        // SAFETY: the protocol installs only while application access to the page
+                        // is closed; `page` is in range.
+                        Some(d) if d.len() == PAGE_SIZE => unsafe { self.space.install(page, d) },
+                        _ => fatal(&format!("protocol asked to install {page} without its bytes")),
+                    }
+                    installed = Some(page);
+                }
                 Effect::Twin { page } => {
                     // SAFETY: the page is in range and at most readable by the application now.
                     let bytes = unsafe { self.space.page_bytes(page) };
@@ -113,6 +131,108 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
         self.rt.needs_release.store(self.engine.proto.needs_release(), Ordering::SeqCst);
         self.rt.has_stale.store(self.engine.proto.has_stale(), Ordering::SeqCst);
+    }
+
+    /// Whether `e` is about a page whose opening or closing is put off.
+    fn is_put_off(&self, e: &Effect<P::Msg>) -> bool {
+        let page = match e {
+            Effect::Send { msg, .. } => msg.page(),
+            Effect::Install { page }
+            | Effect::Twin { page }
+            | Effect::ApplyDiff { page }
+            | Effect::Protect { page, .. }
+            | Effect::Wake { page } => *page,
+            Effect::Released { .. } => return false,
+        };
+        self.engine.opening.iter().any(|&(p, _)| p == page)
+            || self.engine.closing.iter().any(|&(p, ..)| p == page)
+    }
+
+    /// Sends `msg` to `to` with its payload, read (or computed, for a diff) now.
+    fn send(&mut self, to: NodeId, msg: P::Msg) {
+        if self.links.conns.get(to.index()).is_none_or(Option::is_none) {
+            if self.rt.is_stopping() {
+                // The cluster is going away and that node with it: nobody waits.
+                return;
+            }
+            fatal(&format!("no connection to {to} for {msg:?}"));
+        }
+        let head = P::head(&msg);
+        let page = msg.page();
+        crate::trace::message(true, to, &head, page.0);
+        match msg.payload() {
+            Payload::None => self.rt.send_parts(to, &head, &[], true),
+            Payload::Page => {
+                // SAFETY: the page lies in the space (checked by the protocol); an
+                // earlier Protect revoked write access where a stable copy is needed.
+                let bytes = unsafe { self.space.page_bytes(page) };
+                self.rt.send_parts(to, &head, bytes, true);
+            }
+            Payload::Diff => {
+                let Some(twin) = self.engine.twins.remove(&page) else {
+                    fatal(&format!("protocol asked for a diff of {page} without a twin"))
+                };
+                // SAFETY: as above; the protocol has closed the page to writes.
+                let now = unsafe { self.space.page_bytes(page) };
+                let mut buf = std::mem::take(&mut self.engine.diff_buf);
+                buf.clear();
+                diff::encode(&twin, now, &mut buf);
+                self.rt.send_parts(to, &head, &buf, true);
+                self.engine.diff_buf = buf;
+            }
+        }
+    }
+
+    /// Carries out what was put off: closes the pages whose bytes leave and sends them, then opens
+    /// the pages that arrived and lets the threads waiting for them go (runs of neighbours with
+    /// the same access in one `mprotect` each).
+    pub(super) fn open_installed(&mut self) {
+        if !self.engine.closing.is_empty() {
+            let mut closing = std::mem::take(&mut self.engine.closing);
+            self.protect_runs(closing.iter().map(|&(page, access, _, _)| (page, access)));
+            for &(_, _, to, msg) in &closing {
+                self.send(to, msg);
+            }
+            closing.clear();
+            self.engine.closing = closing;
+        }
+        if self.engine.opening.is_empty() {
+            return;
+        }
+        let mut opening = std::mem::take(&mut self.engine.opening);
+        self.protect_runs(opening.iter().copied());
+        for &(page, _) in &opening {
+            if let Some(slots) = self.engine.waiting.remove(&page) {
+                slots.into_iter().for_each(fault::complete);
+            }
+        }
+        opening.clear();
+        self.engine.opening = opening;
+    }
+
+    /// Sets the protection of `pages`, a run of neighbours with the same access at a time.
+    fn protect_runs(&self, pages: impl Iterator<Item = (PageId, Access)>) {
+        let mut run: Option<(PageId, u64, Access)> = None;
+        for (page, access) in pages {
+            match &mut run {
+                Some((first, count, a)) if *a == access && first.0 + *count == page.0 => *count += 1,
+                _ => {
+                    if let Some((first, count, a)) = run.take() {
+                        self.protect_run(first, count, a);
+                    }
+                    run = Some((page, 1, access));
+                }
+            }
+        }
+        if let Some((first, count, a)) = run {
+            self.protect_run(first, count, a);
+        }
+    }
+
+    fn protect_run(&self, first: PageId, count: u64, access: Access) {
+        if let Err(e) = self.space.protect_run(first, count, access) {
+            fatal(&format!("mprotect of {count} pages from {first}: {e}"));
+        }
     }
 
     /// Checks a received payload before the protocol sees its message: a diff must be well formed

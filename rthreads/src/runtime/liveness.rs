@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use dsm::NodeId;
+
 use super::service::Service;
 use super::wire::{Core, ProtocolWire};
 use super::{Runtime, fatal, say};
@@ -84,37 +86,35 @@ pub(super) fn start_watchdog(rt: &'static Runtime) {
 
 impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Sends heartbeats on schedule and declares lost a peer that has been silent too long.
-    /// Sends heartbeats on schedule and declares lost a peer that has been silent too long.
     pub(super) fn check_peers(&mut self) {
         let now = Instant::now();
         let timeout = self.rt.failure_timeout;
         if now.duration_since(self.links.last_beat) >= timeout / 4 {
             self.links.last_beat = now;
-            for i in 0..self.links.conns.len() {
-                if self.links.conns[i].is_some() {
-                    self.rt.send_batched(i as u16, Core::Heartbeat.encode());
-                }
+            for n in self.links.connected() {
+                self.rt.send_batched(n, Core::Heartbeat.encode());
             }
         }
         if self.rt.shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        for i in 0..self.links.conns.len() {
-            if self.links.conns[i].is_some() && now.duration_since(self.links.last_heard[i]) > timeout {
-                let why = format!(
-                    "nothing heard from it for {:.1} s (RTHREADS_FAILURE_TIMEOUT): it stopped, hung, or its link is cut",
-                    timeout.as_secs_f64()
-                );
-                self.peer_lost(i, &why);
-            }
+        let silent: Vec<NodeId> = self
+            .links
+            .connected()
+            .filter(|n| now.duration_since(self.links.last_heard[n.index()]) > timeout)
+            .collect();
+        for n in silent {
+            let why = format!(
+                "nothing heard from it for {:.1} s (RTHREADS_FAILURE_TIMEOUT): it stopped, hung, or its link is cut",
+                timeout.as_secs_f64()
+            );
+            self.peer_lost(n, &why);
         }
     }
 
-    pub(super) fn peer_lost(&mut self, i: usize, why: &str) {
-        if let Some(c) = self.links.conns[i].take() {
-            drop(c);
-        }
-        if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i)) {
+    pub(super) fn peer_lost(&mut self, n: NodeId, why: &str) {
+        self.links.conns[n.index()] = None;
+        if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(n.index())) {
             slot.lock().take();
         }
         if self.rt.shutting_down.load(Ordering::SeqCst) {
@@ -126,14 +126,14 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.aborting {
             return;
         }
-        let msg = format!("lost node {i}: {why}");
-        if self.rt.me == 0 || i == 0 {
-            self.abort_cluster(i as u16, &msg);
+        let msg = format!("lost {n}: {why}");
+        if self.rt.me == NodeId(0) || n == NodeId(0) {
+            self.abort_cluster(n, &msg);
         }
         // Another node may simply have exited on node 0's shutdown order before ours arrived:
         // give that order a moment before treating the loss as fatal.
         if self.links.lost_deadline.is_none() {
-            self.links.lost_deadline = Some((Instant::now() + Duration::from_secs(2), i as u16, msg));
+            self.links.lost_deadline = Some((Instant::now() + Duration::from_secs(2), n, msg));
         }
     }
 
@@ -168,7 +168,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let want = if f.kind == dsm::FaultKind::Write { "write to" } else { "read" };
         let state = self.engine.proto.describe(page);
         format!(
-            "stuck: thread '{}' (OS thread {}) of node {} has waited {:.1} s to {want} {page} (home node {home}); \
+            "stuck: thread '{}' (OS thread {}) of {} has waited {:.1} s to {want} {page} (home {home}); \
              the protocol state of that page on this node: {state}; the service thread is running ({}). \
              This is a bug of rthreads: please report it with this message",
             comm.trim(),
@@ -183,32 +183,27 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// node to stop (they print `short`), and ends this node with `code`.
     pub(super) fn stop_cluster(&mut self, code: i32, report: &str, short: &str) -> ! {
         self.aborting = true;
-        say(&format!("rthreads: node {}: {report}", self.rt.me));
-        let frame = {
-            let _internal = InternalAlloc::new();
-            Core::Stop { code, reason: &format!("node {}: {short}", self.rt.me) }.encode()
-        };
-        for j in 0..self.links.conns.len() {
-            if self.links.conns[j].is_some() {
-                self.rt.send(j as u16, frame.clone());
-            }
-        }
-        self.flush_all();
+        say(&format!("rthreads: {}: {report}", self.rt.me));
+        let frame =
+            InternalAlloc::with(|| Core::Stop { code, reason: &format!("{}: {short}", self.rt.me) }.encode());
+        self.broadcast(&frame);
         self.finish_abort(code)
     }
 
     /// Node `lost` is gone: tells every other node to stop, and stops.
-    pub(super) fn abort_cluster(&mut self, lost: u16, msg: &str) -> ! {
+    pub(super) fn abort_cluster(&mut self, lost: NodeId, msg: &str) -> ! {
         self.aborting = true;
-        say(&format!("rthreads: node {}: {msg}; stopping the cluster", self.rt.me));
-        let frame = Core::Abort { lost, reason: msg }.encode();
-        for j in 0..self.links.conns.len() {
-            if self.links.conns[j].is_some() {
-                self.rt.send(j as u16, frame.clone());
-            }
+        say(&format!("rthreads: {}: {msg}; stopping the cluster", self.rt.me));
+        self.broadcast(&Core::Abort { lost, reason: msg }.encode());
+        self.finish_abort(EXIT_NODE_LOST)
+    }
+
+    /// Sends `frame` to every peer still connected, and writes it out.
+    fn broadcast(&mut self, frame: &[u8]) {
+        for n in self.links.connected() {
+            self.rt.send(n, frame.to_vec());
         }
         self.flush_all();
-        self.finish_abort(EXIT_NODE_LOST)
     }
 
     /// Ends this node after a lost node: node 0 first lets the nodes it started print why they
@@ -219,13 +214,13 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         // This node's last frames (its output among them) leave before it ends.
         self.flush_all();
         let deadline = Instant::now() + Duration::from_millis(1500);
-        if self.rt.me == 0 {
+        if self.rt.me == NodeId(0) {
             // The output the other nodes forwarded before, then what they print as they stop.
             self.rt.finish(deadline);
         } else {
             std::thread::sleep(Duration::from_millis(100));
         }
-        crate::trace::flush(self.rt.me);
+        crate::trace::flush();
         // SAFETY: as in `fatal`: nothing may run that could wait on application threads.
         unsafe { libc::_exit(code) }
     }
@@ -235,7 +230,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 /// loop for longer than the failure timeout, it prints what the service thread was doing and the
 /// faults that wait for it, and ends the node (exit code 4); the other nodes then see it lost and
 /// stop too. It takes no lock and allocates only to format its message.
-fn watchdog(me: u16, timeout: Duration) -> ! {
+fn watchdog(me: NodeId, timeout: Duration) -> ! {
     let step = (timeout / 4).max(Duration::from_millis(50));
     loop {
         std::thread::sleep(step);
@@ -258,7 +253,7 @@ fn watchdog(me: u16, timeout: Duration) -> ! {
             })
             .collect();
         say(&format!(
-            "rthreads: node {me}: stuck: the service thread has made no progress for {:.1} s \
+            "rthreads: {me}: stuck: the service thread has made no progress for {:.1} s \
              (RTHREADS_FAILURE_TIMEOUT); it is {}; faults waiting for it: {}. Stopping this node \
              (exit code {EXIT_STUCK}); the others will see it lost",
             silent as f64 / 1000.0,

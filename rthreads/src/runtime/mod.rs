@@ -30,29 +30,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, OnceLock};
 use std::time::{Duration, Instant};
 
-use dsm::fault;
+use dsm::{NodeId, fault};
 use net::SendQueue;
 
-use crate::alloc::{Heap, InternalAlloc};
+use crate::alloc::{Heap, InternalAlloc, private_internal};
 pub(crate) use crate::log::{fatal, say};
 use crate::private::{ServiceLock, private};
 pub(crate) use delay::{emulate_delay, net_delay};
 pub(crate) use liveness::{EXIT_NODE_LOST, EXIT_STUCK};
 pub(crate) use service::Service;
 
-/// Everything application threads may ask of this node's runtime.
+/// Everything application threads may ask of this node's runtime. It derefs to what start-up
+/// learnt about the node ([`NodeInfo`]: `rt.me`, `rt.nodes`…).
 pub(crate) struct Runtime {
-    pub(crate) me: u16,
-    pub(crate) nodes: u16,
-    pub(crate) parallelism: Vec<u32>,
+    info: NodeInfo,
     pub(crate) heap: Heap,
-    layout: dsm::SpaceLayout,
-    slice: usize,
-    pub(crate) session: u64,
-    addrs: Vec<String>,
-    pub(crate) secret: net::Secret,
-    failure_timeout: Duration,
-    auth_timeout: Duration,
     /// The sending side of every peer connection. Any thread writes its frames straight to the
     /// socket under the peer's lock; what the socket does not take at once stays queued and the
     /// service thread finishes it when the socket becomes writable.
@@ -108,6 +100,13 @@ impl Done {
     }
 }
 
+impl std::ops::Deref for Runtime {
+    type Target = NodeInfo;
+    fn deref(&self) -> &NodeInfo {
+        &self.info
+    }
+}
+
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// Whether the calling thread is this node's service thread (which must never block on a peer).
@@ -133,7 +132,7 @@ pub(crate) fn get() -> Option<&'static Runtime> {
 
 /// What start-up learnt about this node and the cluster.
 pub(crate) struct NodeInfo {
-    pub(crate) me: u16,
+    pub(crate) me: NodeId,
     pub(crate) nodes: u16,
     /// Each node's `available_parallelism`.
     pub(crate) parallelism: Vec<u32>,
@@ -141,7 +140,7 @@ pub(crate) struct NodeInfo {
     /// Bytes of the space homed at each node.
     pub(crate) slice: usize,
     pub(crate) session: u64,
-    /// Each node's listening address.
+    /// Each node's listening address: where it accepts connections.
     pub(crate) addrs: Vec<String>,
     /// The cluster secret (authenticates every connection).
     pub(crate) secret: net::Secret,
@@ -156,30 +155,10 @@ impl Runtime {
         let _internal = InternalAlloc::new();
         crate::log::set_node(node.me);
         crate::private::cluster_started();
-        let NodeInfo {
-            me,
-            nodes,
-            parallelism,
-            layout,
-            slice,
-            session,
-            addrs,
-            secret,
-            failure_timeout,
-            auth_timeout,
-        } = node;
+        let nodes = node.nodes;
         let rt = Runtime {
-            me,
-            nodes,
-            parallelism,
+            info: node,
             heap,
-            layout,
-            slice,
-            session,
-            addrs,
-            secret,
-            failure_timeout,
-            auth_timeout,
             senders: OnceLock::new(),
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
@@ -208,24 +187,24 @@ impl Runtime {
         rt
     }
 
-    /// Where node `n` accepts connections.
-    pub(crate) fn addr_of(&self, n: u16) -> Option<&str> {
-        self.addrs.get(usize::from(n)).map(String::as_str)
-    }
-
     /// How many frames this node has queued to `to` on the ordinary connection.
-    pub(crate) fn sent_to(&self, to: u16) -> u64 {
-        self.sent_seq[usize::from(to)].load(Ordering::SeqCst)
+    pub(crate) fn sent_to(&self, to: NodeId) -> u64 {
+        self.sent_seq[to.index()].load(Ordering::SeqCst)
     }
 
     /// How many frames from `from` this node's service thread has processed.
-    pub(crate) fn processed_from(&self, from: u16) -> u64 {
-        self.recv_seq[usize::from(from)].load(Ordering::SeqCst)
+    pub(crate) fn processed_from(&self, from: NodeId) -> u64 {
+        self.recv_seq[from.index()].load(Ordering::SeqCst)
+    }
+
+    /// Every node but this one.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = NodeId> + use<'_> {
+        NodeId::all(self.nodes).filter(|&n| n != self.me)
     }
 
     /// Waits until this node has processed the first `n` frames `from` sent it on the ordinary
     /// connection (a direct answer must not overtake them).
-    pub(crate) fn wait_processed(&'static self, from: u16, n: u64) {
+    pub(crate) fn wait_processed(&'static self, from: NodeId, n: u64) {
         if self.processed_from(from) >= n {
             return;
         }
@@ -243,8 +222,7 @@ impl Runtime {
     /// The guard page at `addr` no longer guards a stack on this node (its fiber ended or left).
     pub(crate) fn unguarded(&'static self, addr: usize) {
         let Some(page) = self.page_index(addr) else { return };
-        private(move || {
-            let _internal = InternalAlloc::new();
+        private_internal(move || {
             let mut q = self.unguarded.lock();
             if q.len() >= 4096 {
                 q.pop_front();
@@ -272,17 +250,18 @@ impl Runtime {
     }
 
     /// The home node of `addr`, if it lies in the shared space.
-    pub(crate) fn home_of_addr(&self, addr: usize) -> Option<u16> {
-        self.layout.contains(addr).then(|| ((addr - self.layout.base) / self.slice) as u16)
+    pub(crate) fn home_of_addr(&self, addr: usize) -> Option<NodeId> {
+        self.layout.contains(addr).then(|| NodeId(((addr - self.layout.base) / self.slice) as u16))
     }
 
     /// Sends a frame to node `to`: written to the socket at once where it takes it (the service
     /// thread batches its own frames and writes them before it next sleeps).
-    pub(crate) fn send(&'static self, to: u16, frame: Vec<u8>) {
-        private(move || {
-            let frame = self.private_copy(frame);
-            self.send_parts(to, &frame, &[], true);
-        });
+    pub(crate) fn send(&'static self, to: NodeId, frame: Vec<u8>) {
+        self.queue(to, frame, true);
+    }
+
+    fn queue(&'static self, to: NodeId, frame: Vec<u8>, now: bool) {
+        private(move || self.send_parts(to, &self.private_copy(frame), &[], now));
     }
 
     /// `frame` in private memory: moved as it is if it was built there, else copied (a frame built
@@ -292,28 +271,22 @@ impl Runtime {
         if !self.layout.contains(frame.as_ptr() as usize) {
             return frame;
         }
-        let copy = {
-            let _internal = InternalAlloc::new();
-            frame.as_slice().to_vec()
-        };
+        let copy = InternalAlloc::with(|| frame.as_slice().to_vec());
         drop(frame);
         copy
     }
 
     /// Queues a frame for node `to` for the service thread to write with others in one system
     /// call: for streams of asynchronous messages, where throughput matters more than latency.
-    pub(crate) fn send_batched(&'static self, to: u16, frame: Vec<u8>) {
-        private(move || {
-            let frame = self.private_copy(frame);
-            self.send_parts(to, &frame, &[], false);
-        });
+    pub(crate) fn send_batched(&'static self, to: NodeId, frame: Vec<u8>) {
+        self.queue(to, frame, false);
     }
 
     /// Queues a frame made of `head` and `tail` for node `to`. On a private stack only (the
     /// senders' locks are the service thread's too), with both parts in private memory.
-    pub(super) fn send_parts(&self, to: u16, head: &[u8], tail: &[u8], now: bool) {
+    pub(super) fn send_parts(&self, to: NodeId, head: &[u8], tail: &[u8], now: bool) {
         let _internal = InternalAlloc::new();
-        let Some(slot) = self.senders.get().and_then(|s| s.get(usize::from(to))) else {
+        let Some(slot) = self.senders.get().and_then(|s| s.get(to.index())) else {
             return;
         };
         if self.layout.contains(head.as_ptr() as usize) {
@@ -325,7 +298,7 @@ impl Runtime {
             return;
         };
         q.queue(head, tail);
-        self.sent_seq[usize::from(to)].fetch_add(1, Ordering::SeqCst);
+        self.sent_seq[to.index()].fetch_add(1, Ordering::SeqCst);
         crate::counters::sent(head, head.len() + tail.len());
         if !tail.is_empty() {
             crate::counters::page(true);
@@ -352,8 +325,7 @@ impl Runtime {
         if !needed || on_service_thread() {
             return;
         }
-        private(move || {
-            let _internal = InternalAlloc::new();
+        private_internal(move || {
             let started = Instant::now();
             let done = Arc::new(Done { done: ServiceLock::new("runtime.done", false), cv: Condvar::new() });
             self.cmds.lock().push((cmd, Arc::clone(&done)));
@@ -374,18 +346,19 @@ impl Runtime {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// Silence from a peer longer than this means it is lost.
-    pub(crate) fn failure_timeout(&self) -> Duration {
-        self.failure_timeout
+    /// Runs the stop hooks (what must be finished before the process ends), within `deadline`.
+    pub(crate) fn finish(&self, deadline: Instant) {
+        for h in &self.ext.stops {
+            h(deadline);
+        }
     }
 
     /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
     /// connections.
     pub(crate) fn shutdown_cluster(&'static self, code: i32) {
-        private(move || {
-            let _internal = InternalAlloc::new();
+        private_internal(move || {
             self.shutting_down.store(true, Ordering::SeqCst);
-            for n in 1..self.nodes {
+            for n in NodeId::all(self.nodes).skip(1) {
                 self.send(n, wire::Core::Shutdown { code }.encode());
             }
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -414,11 +387,11 @@ pub(crate) enum Verdict {
 }
 
 /// Handles a frame from node `from` whose tag the handler registered for (on the service thread).
-pub(crate) type FrameHandler = fn(rt: &'static Runtime, from: u16, body: &[u8]) -> Verdict;
+pub(crate) type FrameHandler = fn(rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict;
 /// Handles a request from node `from` that came on a direct connection; its answer goes back
 /// through `route` (see [`direct`]).
 pub(crate) type DirectHandler =
-    fn(rt: &'static Runtime, from: u16, body: &[u8], route: direct::Route) -> Verdict;
+    fn(rt: &'static Runtime, from: NodeId, body: &[u8], route: direct::Route) -> Verdict;
 /// Periodic work, called on every turn of the service loop (at least every 25 ms): it keeps its
 /// own schedule.
 pub(crate) type Tick = fn(rt: &'static Runtime) -> Verdict;
@@ -470,14 +443,5 @@ impl Extensions {
     /// `h` runs when the node stops, in registration order.
     pub(crate) fn on_stop(&mut self, h: StopHook) {
         self.stops.push(h);
-    }
-}
-
-impl Runtime {
-    /// Runs the stop hooks (what must be finished before the process ends), within `deadline`.
-    pub(crate) fn finish(&self, deadline: Instant) {
-        for h in &self.ext.stops {
-            h(deadline);
-        }
     }
 }

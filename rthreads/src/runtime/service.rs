@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dsm::fault::{self, FaultReceiver, SlotId, Wakeup};
 use dsm::protocol::{Coherence, Effect, ReleaseId};
-use dsm::{NodeId, PageId, Space};
+use dsm::{Access, NodeId, PageId, Space};
 use net::{Conn, ReadStatus};
 
 use super::delay::Delay;
@@ -44,6 +44,12 @@ pub(super) struct Engine<P: Coherence> {
     pub(super) diff_buf: Vec<u8>,
     /// Application threads waiting in a fault, by page.
     pub(super) waiting: HashMap<PageId, Vec<SlotId>>,
+    /// Pages whose bytes were installed and whose opening (and the wake-up of their waiters) is
+    /// put off to the end of the turn, so that a run of them opens with one `mprotect` (see
+    /// `exec.rs`).
+    pub(super) opening: Vec<(PageId, Access)>,
+    /// Pages closed to writes right before their bytes leave, put off likewise, with the send.
+    pub(super) closing: Vec<(PageId, Access, NodeId, P::Msg)>,
 }
 
 /// The ordinary connections to the other nodes, and what liveness knows of them.
@@ -56,7 +62,14 @@ pub(super) struct Links {
     pub(super) last_beat: Instant,
     /// A peer whose connection closed, given a moment before it counts as lost (it may simply
     /// have exited on node 0's shutdown order before ours arrived).
-    pub(super) lost_deadline: Option<(Instant, u16, String)>,
+    pub(super) lost_deadline: Option<(Instant, NodeId, String)>,
+}
+
+impl Links {
+    /// The peers whose connection is open.
+    pub(super) fn connected(&self) -> impl Iterator<Item = NodeId> + use<'_> {
+        self.conns.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| NodeId(i as u16))
+    }
 }
 
 /// The service thread's state.
@@ -146,6 +159,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 releases: HashMap::new(),
                 diff_buf: Vec::with_capacity(2 * dsm::sys::PAGE_SIZE),
                 waiting: HashMap::new(),
+                opening: Vec::new(),
+                closing: Vec::new(),
             },
             links: Links {
                 interest: vec![poll::READ; conns.len()],
@@ -164,8 +179,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             direct_poll_us: env_us("RTHREADS_DIRECT_POLL_US", 0),
             last_check: now,
             returned: Vec::new(),
-            wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse::<u16>().ok())
-                == Some(rt.me),
+            wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse().ok()) == Some(rt.me.0),
         })
     }
 
@@ -233,6 +247,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 self.deliver_due();
             }
             self.rt.wake_pending.store(false, Ordering::SeqCst);
+            // Before anything else can look at or change these pages, and before this thread
+            // sleeps: the pages installed this turn open, a run at a time, and their threads go.
+            self.open_installed();
             if self.rt.cmd_pending.swap(false, Ordering::SeqCst) {
                 set_phase(Phase::Commands, 0);
                 self.run_commands();
@@ -265,11 +282,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Acts on what a registered handler said about a frame from `from` (or a tick, `None`).
-    pub(super) fn verdict(&mut self, from: Option<u16>, v: Verdict) {
+    pub(super) fn verdict(&mut self, from: Option<NodeId>, v: Verdict) {
         match v {
             Verdict::Ok => {}
             Verdict::Lost(why) => match from {
-                Some(f) => self.peer_lost(usize::from(f), &why),
+                Some(f) => self.peer_lost(f, &why),
                 None => fatal(&why),
             },
             Verdict::Stop { code, report, short } => self.stop_cluster(code, &report, &short),
@@ -285,7 +302,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 if !geometry.in_range(page) {
                     fatal(&format!("trap on {page}, outside the space"));
                 }
-                crate::counters::log_fault(self.rt.me, page, kind, geometry.pages_per_node);
+                crate::counters::log_fault(page, kind, geometry.pages_per_node);
                 self.engine.waiting.entry(page).or_default().push(slot);
                 // A trap on a former guard page of a stack, which was made inaccessible behind the
                 // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
@@ -306,6 +323,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
+        let from = NodeId(i as u16);
         if events & !poll::WRITE == 0 {
             // Writable: flush_all, at the end of this round, writes what is queued.
             return;
@@ -316,40 +334,39 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.links.last_heard[i] = Instant::now();
         let status = match conn.fill() {
             Ok(s) => s,
-            Err(e) => return self.peer_lost(i, &format!("receive failed: {e}")),
+            Err(e) => return self.peer_lost(from, &format!("receive failed: {e}")),
         };
         loop {
             let Some(conn) = self.links.conns[i].as_mut() else {
                 return;
             };
             match conn.next_frame(body) {
-                Ok(true) if !self.delay.delay.is_zero() => self.hold(i as u16, body),
+                Ok(true) if !self.delay.delay.is_zero() => self.hold(from, body),
                 Ok(true) => {
-                    self.on_frame(i as u16, body);
-                    self.processed(i as u16);
+                    self.on_frame(from, body);
+                    self.processed(from);
                 }
                 Ok(false) => break,
-                Err(e) => return self.peer_lost(i, &format!("it sent a malformed frame ({e})")),
+                Err(e) => return self.peer_lost(from, &format!("it sent a malformed frame ({e})")),
             }
         }
         if status == ReadStatus::Closed {
             // What the peer sent before it closed still counts (a last message, then exit).
-            self.deliver_from(i as u16);
-            self.peer_lost(i, "closed the connection");
+            self.deliver_from(from);
+            self.peer_lost(from, "closed the connection");
         }
     }
 
     /// A frame from node `from`: a protocol message, a frame of the runtime, or one a module
     /// registered a handler for.
-    pub(super) fn on_frame(&mut self, from: u16, body: &[u8]) {
+    pub(super) fn on_frame(&mut self, from: NodeId, body: &[u8]) {
         crate::counters::received(body);
         match body.first() {
             Some(&t) if t == P::TAG => {
                 let (msg, data) = match P::decode_frame(body) {
                     Ok(m) => m,
                     Err(e) => {
-                        return self
-                            .peer_lost(usize::from(from), &format!("it sent a malformed message ({e})"));
+                        return self.peer_lost(from, &format!("it sent a malformed message ({e})"));
                     }
                 };
                 if data.is_some() {
@@ -357,13 +374,13 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 }
                 crate::trace::message(false, from, body, dsm::protocol::Message::page(&msg).0);
                 if let Err(e) = self.check_payload(&msg, data) {
-                    return self.peer_lost(usize::from(from), &e);
+                    return self.peer_lost(from, &e);
                 }
                 let mut effects = std::mem::take(&mut self.engine.effects);
-                let r = self.engine.proto.handle(NodeId(from), msg, &mut effects);
+                let r = self.engine.proto.handle(from, msg, &mut effects);
                 if let Err(e) = r {
                     self.engine.effects = effects;
-                    return self.peer_lost(usize::from(from), &format!("protocol error: {e}"));
+                    return self.peer_lost(from, &format!("protocol error: {e}"));
                 }
                 self.exec(&mut effects, data);
                 self.engine.effects = effects;
@@ -371,7 +388,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             Some(&(super::wire::T_PROTO | super::wire::T_LRC)) => {
                 return self.peer_lost(
-                    usize::from(from),
+                    from,
                     &format!(
                         "it runs another coherence protocol than this node's {} (RTHREADS_PROTOCOL must match)",
                         P::NAME
@@ -383,13 +400,13 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         match Core::decode(body) {
             Some(Ok(core)) => return self.on_core(from, core),
             Some(Err(e)) => {
-                return self.peer_lost(usize::from(from), &format!("it sent a malformed message ({e})"));
+                return self.peer_lost(from, &format!("it sent a malformed message ({e})"));
             }
             None => {}
         }
         let tag = body.first().copied().unwrap_or(0);
         let Some(h) = self.rt.ext.frames[usize::from(tag)] else {
-            return self.peer_lost(usize::from(from), &format!("it sent a message of unknown kind {tag:#x}"));
+            return self.peer_lost(from, &format!("it sent a message of unknown kind {tag:#x}"));
         };
         if self.wedge {
             self.wedged();
@@ -398,11 +415,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.verdict(Some(from), v);
     }
 
-    fn on_core(&mut self, from: u16, core: Core<'_>) {
+    fn on_core(&mut self, from: NodeId, core: Core<'_>) {
         match core {
             Core::Free { blocks } => {
                 if blocks.iter().any(|b| !self.rt.heap.owns(b.0)) {
-                    return self.peer_lost(usize::from(from), "it returned memory this node does not own");
+                    return self.peer_lost(from, "it returned memory this node does not own");
                 }
                 if !self.rt.heap.try_free_returned(&blocks) {
                     // An application thread holds the arena: try again on the next turn.
@@ -413,7 +430,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             Core::Abort { lost, reason } => {
                 if !self.rt.is_stopping() && !self.aborting {
                     super::say(&format!(
-                        "rthreads: node {}: stopping: node {lost} was lost (node {from} reports: {reason})",
+                        "rthreads: {}: stopping: {lost} was lost ({from} reports: {reason})",
                         self.rt.me
                     ));
                     self.finish_abort(super::EXIT_NODE_LOST);
@@ -422,7 +439,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             Core::Stop { code, reason } => {
                 if !self.rt.is_stopping() && !self.aborting {
                     self.aborting = true;
-                    super::say(&format!("rthreads: node {}: stopping: {reason}", self.rt.me));
+                    super::say(&format!("rthreads: {}: stopping: {reason}", self.rt.me));
                     self.finish_abort(code);
                 }
             }
@@ -431,20 +448,20 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 self.rt.shutting_down.store(true, Ordering::SeqCst);
                 // What this node queued (its last output among it) leaves before it ends.
                 self.flush_all();
-                crate::trace::flush(self.rt.me);
+                crate::trace::flush();
                 // SAFETY: _exit runs nothing that could wait on application threads.
                 unsafe { libc::_exit(0) }
             }
             Core::Ordered { .. } => {
-                self.peer_lost(usize::from(from), "it sent a direct-connection message on the ordinary one")
+                self.peer_lost(from, "it sent a direct-connection message on the ordinary one")
             }
         }
     }
 
     /// A frame from `from` has been handled: count it, serve direct requests that waited for it,
     /// and wake threads waiting for it before they use a direct answer.
-    pub(super) fn processed(&mut self, from: u16) {
-        let n = self.rt.recv_seq[usize::from(from)].fetch_add(1, Ordering::SeqCst) + 1;
+    pub(super) fn processed(&mut self, from: NodeId) {
+        let n = self.rt.recv_seq[from.index()].fetch_add(1, Ordering::SeqCst) + 1;
         if !self.doors.deferred.is_empty() {
             self.serve_deferred(from, n);
         }
@@ -508,7 +525,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let _internal = InternalAlloc::new();
         for (owner, blocks) in frees {
             for batch in blocks.chunks(4096) {
-                self.rt.send(owner as u16, Core::Free { blocks: batch.to_vec() }.encode());
+                self.rt.send(NodeId(owner as u16), Core::Free { blocks: batch.to_vec() }.encode());
             }
         }
     }
@@ -531,7 +548,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 None => continue,
                 Some(Ok(pending)) => pending,
                 Some(Err(e)) => {
-                    self.peer_lost(i, &format!("send failed: {e}"));
+                    self.peer_lost(NodeId(i as u16), &format!("send failed: {e}"));
                     continue;
                 }
             };

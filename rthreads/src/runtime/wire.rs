@@ -16,7 +16,7 @@ use dsm::protocol::lrc::{LrcNode, Msg as LrcMsg};
 use dsm::protocol::sc::{Msg, ScNode};
 use dsm::protocol::{Coherence, Message, Payload};
 use dsm::sys::PAGE_SIZE;
-use dsm::{Access, PageId};
+use dsm::{Access, NodeId, PageId};
 use net::{DecodeError, Reader, Writer};
 
 pub(crate) const T_PROTO: u8 = 0x10;
@@ -42,7 +42,7 @@ pub(crate) enum Core<'a> {
     /// "Still here": sent on an otherwise quiet connection so the peer can tell silence from death.
     Heartbeat,
     /// The cluster is stopping because node `lost` was lost, for `reason`.
-    Abort { lost: u16, reason: &'a str },
+    Abort { lost: NodeId, reason: &'a str },
     /// The cluster stops with exit code `code` for `reason` (a deadlock, a stuck node) although no
     /// node was lost.
     Stop { code: i32, reason: &'a str },
@@ -57,26 +57,14 @@ impl Core<'_> {
         match self {
             Core::Free { blocks } => {
                 w.u8(T_FREE).u32(blocks.len() as u32);
-                for &(p, s, a) in blocks {
-                    w.u64(p as u64).u64(s as u64).u64(a as u64);
-                }
+                blocks.iter().fold(&mut w, |w, &(p, s, a)| w.u64(p as u64).u64(s as u64).u64(a as u64))
             }
-            Core::Shutdown { code } => {
-                w.u8(T_SHUTDOWN).u32(*code as u32);
-            }
-            Core::Heartbeat => {
-                w.u8(T_HEARTBEAT);
-            }
-            Core::Abort { lost, reason } => {
-                w.u8(T_ABORT).u16(*lost).str(reason);
-            }
-            Core::Stop { code, reason } => {
-                w.u8(T_STOP).u32(*code as u32).str(reason);
-            }
-            Core::Ordered { after, inner } => {
-                w.u8(T_ORDERED).u64(*after).raw(inner);
-            }
-        }
+            Core::Shutdown { code } => w.u8(T_SHUTDOWN).u32(*code as u32),
+            Core::Heartbeat => w.u8(T_HEARTBEAT),
+            Core::Abort { lost, reason } => w.u8(T_ABORT).u16(lost.0).str(reason),
+            Core::Stop { code, reason } => w.u8(T_STOP).u32(*code as u32).str(reason),
+            Core::Ordered { after, inner } => w.u8(T_ORDERED).u64(*after).raw(inner),
+        };
         w.finish()
     }
 
@@ -100,7 +88,7 @@ impl Core<'_> {
                 }
                 T_SHUTDOWN => Core::Shutdown { code: r.u32()? as i32 },
                 T_HEARTBEAT => Core::Heartbeat,
-                T_ABORT => Core::Abort { lost: r.u16()?, reason: r.str()? },
+                T_ABORT => Core::Abort { lost: NodeId(r.u16()?), reason: r.str()? },
                 T_STOP => Core::Stop { code: r.u32()? as i32, reason: r.str()? },
                 T_ORDERED => return Ok(Core::Ordered { after: r.u64()?, inner: r.rest() }),
                 t => unreachable!("not a core tag {t:#x}"),
@@ -123,24 +111,17 @@ pub(crate) fn flag(v: u8) -> Result<bool, DecodeError> {
 
 /// How a protocol's messages travel: under one tag, encoded by `encode`, with their payload raw
 /// after them.
-pub(crate) trait ProtocolWire: Coherence {
+pub(crate) trait ProtocolWire: Coherence<Msg: Field> {
     /// The tag of this protocol's frames.
     const TAG: u8;
     /// The protocol's name (`RTHREADS_PROTOCOL`).
     const NAME: &'static str;
-    /// Appends `msg`'s encoding (without the tag).
-    fn encode(msg: &Self::Msg, w: &mut Writer);
-    /// Reads a message (without the tag).
-    ///
-    /// # Errors
-    /// A truncated or unknown message.
-    fn decode(r: &mut Reader<'_>) -> Result<Self::Msg, DecodeError>;
 
     /// The frame head of `msg` (its payload goes after it).
     fn head(msg: &Self::Msg) -> Vec<u8> {
         let mut w = Writer::new();
         w.u8(Self::TAG);
-        Self::encode(msg, &mut w);
+        msg.put(&mut w);
         w.finish()
     }
 
@@ -154,7 +135,7 @@ pub(crate) trait ProtocolWire: Coherence {
         if r.u8()? != Self::TAG {
             return Err(DecodeError(format!("not a message of the {} protocol", Self::NAME)));
         }
-        let msg = Self::decode(&mut r)?;
+        let msg = Self::Msg::get(&mut r)?;
         let data = match msg.payload() {
             Payload::None => None,
             Payload::Page => Some(r.raw(PAGE_SIZE)?),
@@ -169,107 +150,127 @@ pub(crate) trait ProtocolWire: Coherence {
     }
 }
 
-fn access_code(a: Access) -> u8 {
-    match a {
-        Access::None => 0,
-        Access::Read => 1,
-        Access::Write => 2,
+/// A value with a fixed wire encoding: a field of a [`wire_enum!`] table.
+pub(crate) trait Field: Sized {
+    /// Appends the value's encoding.
+    fn put(&self, w: &mut Writer);
+    /// Reads a value.
+    ///
+    /// # Errors
+    /// Truncated or out of range.
+    fn get(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+
+    /// A frame that holds the value and nothing else.
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.put(&mut w);
+        w.finish()
+    }
+
+    /// The value a frame holds, and nothing else.
+    ///
+    /// # Errors
+    /// Truncated, out of range, or bytes left over.
+    fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(body);
+        let v = Self::get(&mut r)?;
+        r.end()?;
+        Ok(v)
     }
 }
 
-fn access_from(v: u8) -> Result<Access, DecodeError> {
-    match v {
+/// Implements [`Field`] for an enum from a table of `code => Variant { field: Type, … }` rows (or
+/// `code => Variant(binding: Type)`): the code byte (a literal or a constant), then each field in
+/// the order the row names them. `$unknown` formats the error for an unknown code.
+macro_rules! wire_enum {
+    ($ty:ident, $unknown:literal; $($code:tt => $v:ident $({ $($f:ident: $t:ty),* })? $(($b:ident: $bt:ty))?),* $(,)?) => {
+        impl $crate::runtime::wire::Field for $ty {
+            fn put(&self, w: &mut net::Writer) {
+                match self {
+                    $($ty::$v $({ $($f),* })? $(($b))? => {
+                        w.u8($code);
+                        $($($crate::runtime::wire::Field::put($f, w);)*)?
+                        $($crate::runtime::wire::Field::put($b, w);)?
+                    })*
+                }
+            }
+
+            fn get(r: &mut net::Reader<'_>) -> Result<$ty, net::DecodeError> {
+                Ok(match r.u8()? {
+                    $($code => $ty::$v $({ $($f: <$t as $crate::runtime::wire::Field>::get(r)?),* })? $((<$bt as $crate::runtime::wire::Field>::get(r)?))?,)*
+                    k => return Err(net::DecodeError(format!($unknown, k))),
+                })
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// [`Field`] for values a `Writer` and `Reader` method pair encodes, `$get` mapped by `$from`.
+macro_rules! field {
+    ($($t:ty: $put:ident($v:ident => $to:expr), $get:ident => $from:expr;)*) => {
+        $(impl Field for $t {
+            fn put(&self, w: &mut Writer) {
+                let $v = self;
+                w.$put($to);
+            }
+            fn get(r: &mut Reader<'_>) -> Result<$t, DecodeError> {
+                let v = r.$get()?;
+                $from(v)
+            }
+        })*
+    };
+}
+
+field! {
+    u16: u16(v => *v), u16 => Ok;
+    u32: u32(v => *v), u32 => Ok;
+    u64: u64(v => *v), u64 => Ok;
+    bool: u8(v => u8::from(*v)), u8 => flag;
+    Vec<u8>: bytes(v => v), bytes => |b: &[u8]| Ok(b.to_vec());
+    PageId: u64(v => v.0), u64 => |p| Ok(PageId(p));
+    // `None` travels as `u64::MAX`.
+    Option<u64>: u64(v => v.unwrap_or(u64::MAX)), u64 => |b| Ok(Some(b).filter(|&b| b != u64::MAX));
+    Access: u8(v => *v as u8), u8 => |v| match v {
         0 => Ok(Access::None),
         1 => Ok(Access::Read),
         2 => Ok(Access::Write),
         _ => Err(DecodeError(format!("bad access code {v}"))),
-    }
-}
-
-fn sc_body(w: &mut Writer, msg: &Msg) {
-    match *msg {
-        Msg::ReadReq { page } => w.u8(1).u64(page.0),
-        Msg::WriteReq { page } => w.u8(2).u64(page.0),
-        Msg::Grant { page, access, data } => w.u8(3).u64(page.0).u8(access_code(access)).u8(data as u8),
-        Msg::Invalidate { page } => w.u8(4).u64(page.0),
-        Msg::InvAck { page } => w.u8(5).u64(page.0),
-        Msg::Recall { page, keep_read } => w.u8(6).u64(page.0).u8(keep_read as u8),
-        Msg::RecallAck { page } => w.u8(7).u64(page.0),
     };
 }
 
-fn sc_decode(r: &mut Reader<'_>) -> Result<Msg, DecodeError> {
-    let kind = r.u8()?;
-    let page = PageId(r.u64()?);
-    Ok(match kind {
-        1 => Msg::ReadReq { page },
-        2 => Msg::WriteReq { page },
-        3 => Msg::Grant { page, access: access_from(r.u8()?)?, data: flag(r.u8()?)? },
-        4 => Msg::Invalidate { page },
-        5 => Msg::InvAck { page },
-        6 => Msg::Recall { page, keep_read: flag(r.u8()?)? },
-        7 => Msg::RecallAck { page },
-        k => return Err(DecodeError(format!("unknown protocol message {k}"))),
-    })
+wire_enum! { Msg, "unknown protocol message {}";
+    1 => ReadReq { page: PageId },
+    2 => WriteReq { page: PageId },
+    3 => Grant { page: PageId, access: Access, data: bool },
+    4 => Invalidate { page: PageId },
+    5 => InvAck { page: PageId },
+    6 => Recall { page: PageId, keep_read: bool },
+    7 => RecallAck { page: PageId },
+}
+
+wire_enum! { LrcMsg, "unknown release-consistency message {}";
+    1 => Fetch { page: PageId, count: u16 },
+    2 => Page { page: PageId },
+    3 => ScPage { page: PageId },
+    4 => Diff { page: PageId, seq: u64 },
+    5 => DiffAck { page: PageId, seq: u64 },
+    6 => Notice { page: PageId },
+    7 => NoticeAck { page: PageId },
+    8 => MakeSc { page: PageId },
+    9 => Convert { page: PageId },
+    10 => ConvertAck { page: PageId },
+    11 => Sc(inner: Msg),
 }
 
 impl ProtocolWire for ScNode {
     const TAG: u8 = T_PROTO;
     const NAME: &'static str = "sc";
-
-    fn encode(msg: &Msg, w: &mut Writer) {
-        sc_body(w, msg);
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<Msg, DecodeError> {
-        sc_decode(r)
-    }
 }
 
 impl ProtocolWire for LrcNode {
     const TAG: u8 = T_LRC;
     const NAME: &'static str = "lrc";
-
-    fn encode(msg: &LrcMsg, w: &mut Writer) {
-        match *msg {
-            LrcMsg::Fetch { page, count } => w.u8(1).u64(page.0).u16(count),
-            LrcMsg::Page { page } => w.u8(2).u64(page.0),
-            LrcMsg::ScPage { page } => w.u8(3).u64(page.0),
-            LrcMsg::Diff { page, seq } => w.u8(4).u64(page.0).u64(seq),
-            LrcMsg::DiffAck { page, seq } => w.u8(5).u64(page.0).u64(seq),
-            LrcMsg::Notice { page } => w.u8(6).u64(page.0),
-            LrcMsg::NoticeAck { page } => w.u8(7).u64(page.0),
-            LrcMsg::MakeSc { page } => w.u8(8).u64(page.0),
-            LrcMsg::Convert { page } => w.u8(9).u64(page.0),
-            LrcMsg::ConvertAck { page } => w.u8(10).u64(page.0),
-            LrcMsg::Sc(inner) => {
-                w.u8(11);
-                sc_body(w, &inner);
-                w
-            }
-        };
-    }
-
-    fn decode(r: &mut Reader<'_>) -> Result<LrcMsg, DecodeError> {
-        let kind = r.u8()?;
-        if kind == 11 {
-            return Ok(LrcMsg::Sc(sc_decode(r)?));
-        }
-        let page = PageId(r.u64()?);
-        Ok(match kind {
-            1 => LrcMsg::Fetch { page, count: r.u16()? },
-            2 => LrcMsg::Page { page },
-            3 => LrcMsg::ScPage { page },
-            4 => LrcMsg::Diff { page, seq: r.u64()? },
-            5 => LrcMsg::DiffAck { page, seq: r.u64()? },
-            6 => LrcMsg::Notice { page },
-            7 => LrcMsg::NoticeAck { page },
-            8 => LrcMsg::MakeSc { page },
-            9 => LrcMsg::Convert { page },
-            10 => LrcMsg::ConvertAck { page },
-            k => return Err(DecodeError(format!("unknown release-consistency message {k}"))),
-        })
-    }
 }
 
 /// Decodes and re-encodes `body` if its tag is one of `tags` (the fuzz harness of a module's
@@ -339,7 +340,7 @@ mod tests {
             Core::Free { blocks: vec![(0x2000_0000_0000, 64, 8)] },
             Core::Shutdown { code: 7 },
             Core::Heartbeat,
-            Core::Abort { lost: 3, reason: "gone" },
+            Core::Abort { lost: NodeId(3), reason: "gone" },
             Core::Stop { code: 4, reason: "stuck" },
             Core::Ordered { after: 12, inner: &[0x20, 1] },
         ] {

@@ -24,8 +24,8 @@ use std::sync::{Condvar, LazyLock};
 
 use super::manager::{COHORT_BOUND, Op, Reply};
 use super::{Ticket, post};
-use crate::alloc::InternalAlloc;
-use crate::private::{ServiceGuard, ServiceLock, private};
+use crate::alloc::private_internal;
+use crate::private::ServiceLock;
 
 #[derive(Default, Debug)]
 struct Token {
@@ -49,6 +49,11 @@ impl Token {
     }
 
     /// This node no longer holds the lock (the caller sends, or has sent, the unlock).
+    /// The manager granted the lock this node asked for: the asking thread holds it.
+    fn granted(&mut self) {
+        (self.requesting, self.held, self.busy, self.streak) = (false, true, true, 0);
+    }
+
     fn let_go(&mut self) {
         self.held = false;
         self.revoked = false;
@@ -71,19 +76,14 @@ static TOKENS: LazyLock<ServiceLock<HashMap<u64, Token>>> =
     LazyLock::new(|| ServiceLock::new("sync.agent", HashMap::new()));
 static RELEASED: Condvar = Condvar::new();
 
-fn tokens() -> ServiceGuard<'static, HashMap<u64, Token>> {
-    TOKENS.lock()
-}
-
 fn give_back(key: u64) {
     post(key, Op::Unlock { shared: false });
 }
 
 /// Takes the exclusive lock `key` (managed by another node) for the calling thread.
 pub(super) fn lock(key: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         loop {
             let e = t.entry(key).or_default();
             if e.held && !e.busy {
@@ -101,12 +101,7 @@ pub(super) fn lock(key: u64) {
                     Reply::Granted => {}
                     other => unreachable!("cached lock answered {other:?}"),
                 }
-                let mut t = tokens();
-                let e = t.entry(key).or_default();
-                e.requesting = false;
-                e.held = true;
-                e.busy = true;
-                e.streak = 0;
+                TOKENS.lock().entry(key).or_default().granted();
                 crate::counters::lock_acquired(true);
                 return;
             }
@@ -123,9 +118,8 @@ pub(super) fn lock(key: u64) {
 
 /// Takes the lock `key` if it is free now, kept idle here, or kept idle by another node.
 pub(super) fn try_lock(key: u64) -> bool {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         let e = t.entry(key).or_default();
         if e.held && !e.busy {
             e.busy = true;
@@ -137,13 +131,11 @@ pub(super) fn try_lock(key: u64) -> bool {
         e.requesting = true;
         drop(t);
         let granted = matches!(Ticket::call(key, Op::CacheTryLock), Reply::Granted);
-        let mut t = tokens();
+        let mut t = TOKENS.lock();
         let e = t.entry(key).or_default();
         e.requesting = false;
         if granted {
-            e.held = true;
-            e.busy = true;
-            e.streak = 0;
+            e.granted();
         } else {
             // Threads that waited while this request was out may now ask for themselves.
             RELEASED.notify_all();
@@ -157,9 +149,8 @@ pub(super) fn try_lock(key: u64) -> bool {
 
 /// The holder of the kept lock `key` unlocks it.
 pub(super) fn unlock(key: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         let Some(e) = t.get_mut(&key) else { return };
         e.busy = false;
         if e.revoked && (e.waiters == 0 || e.streak >= COHORT_BOUND) {
@@ -173,9 +164,8 @@ pub(super) fn unlock(key: u64) {
 /// The holder of the kept lock `key` waits on a condition variable, whose manager releases the
 /// lock on its behalf: this node no longer holds it.
 pub(super) fn hand_to_condvar(key: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         let Some(e) = t.get_mut(&key) else { return };
         e.busy = false;
         e.let_go();
@@ -186,9 +176,8 @@ pub(super) fn hand_to_condvar(key: u64) {
 /// The mutex `key` is being dropped on this node: a lock kept here goes back to its manager, so
 /// neither keeps state for an object that no longer exists.
 pub(super) fn forget(key: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         if let Some(e) = t.get(&key)
             && e.held
             && !e.busy
@@ -202,9 +191,8 @@ pub(super) fn forget(key: u64) {
 
 /// The manager of `key` wants the lock back (called by the service thread).
 pub(crate) fn revoke(key: u64) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let mut t = tokens();
+    private_internal(move || {
+        let mut t = TOKENS.lock();
         let Some(e) = t.get_mut(&key) else { return };
         if e.held && !e.busy {
             e.let_go();

@@ -61,18 +61,22 @@ impl Condvar {
         key_of(&self.state)
     }
 
+    /// Queues the calling thread on this condition variable and hands its mutex over.
+    fn enqueue<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> (Ticket, &'a super::Mutex<T>) {
+        // The mutex leaves this thread with the wait: a release point.
+        crate::consistency::release();
+        let t = Ticket::new();
+        t.submit(self.key(), Op::CvWait { mutex: guard.mutex().key() });
+        (t, guard.release_to_condvar())
+    }
+
     /// Releases the mutex, waits for a notification, and returns holding the mutex again.
     /// Spurious wake-ups do not happen, but use a loop (or [`Condvar::wait_while`]) as with std.
     ///
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if the mutex is poisoned on return.
     pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-        // The mutex leaves this thread with the wait: a release point.
-        crate::consistency::release();
-        let t = Ticket::new();
-        let mutex = guard.mutex();
-        t.submit(self.key(), Op::CvWait { mutex: mutex.key() });
-        let mutex = guard.release_to_condvar();
+        let (t, mutex) = self.enqueue(guard);
         match t.wait() {
             Reply::Granted => mutex.guard(false),
             other => unreachable!("condvar wait answered {other:?}"),
@@ -106,14 +110,8 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         dur: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        let deadline =
-            Instant::now().checked_add(dur).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32));
-        // The mutex leaves this thread with the wait: a release point.
-        crate::consistency::release();
-        let t = Ticket::new();
-        let mutex = guard.mutex();
-        t.submit(self.key(), Op::CvWait { mutex: mutex.key() });
-        let mutex = guard.release_to_condvar();
+        let deadline = super::deadline_in(dur);
+        let (t, mutex) = self.enqueue(guard);
         let timed_out = match t.wait_until(deadline) {
             Some(Reply::Granted) => false,
             Some(other) => unreachable!("condvar wait answered {other:?}"),

@@ -10,11 +10,13 @@
 //!
 //! `handle(request) -> Vec<Out>` has no I/O: the runtime delivers the outputs.
 
+use dsm::NodeId;
+
 use crate::counters::Wait;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// A thread waiting for a reply: its node and a per-node waiter id.
-pub(crate) type Waiter = (u16, u64);
+pub(crate) type Waiter = (NodeId, u64);
 
 /// What the manager was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,7 +133,7 @@ pub(crate) enum Out {
     Forward(Request),
     /// Ask the agent of node `to`, which keeps the lock `key`, to give it back.
     Revoke {
-        to: u16,
+        to: NodeId,
         key: u64,
     },
 }
@@ -157,9 +159,9 @@ struct LockState {
     readers: u64,
     queue: VecDeque<(Waiter, Want)>,
     /// The node of the last holder, and how many hand-offs in a row stayed on it.
-    cohort: (u16, u32),
+    cohort: (NodeId, u32),
     /// The node whose agent holds the lock and may keep it after use.
-    cached_by: Option<u16>,
+    cached_by: Option<NodeId>,
     /// A revoke has been sent to `cached_by` for the current holding.
     revoke_sent: bool,
     /// The keeping agent answered that the lock is in use (until it changes hands).
@@ -171,7 +173,7 @@ struct LockState {
 impl LockState {
     /// Takes the lock if a newcomer may: a reader when no writer holds it and nobody queues (a
     /// queued writer holds back new readers), a writer when nobody holds it.
-    fn try_take(&mut self, want: Want, who: u16) -> bool {
+    fn try_take(&mut self, want: Want, who: NodeId) -> bool {
         let shared = want == Want::Read;
         let free =
             if shared { !self.writer && self.queue.is_empty() } else { !self.writer && self.readers == 0 };
@@ -181,7 +183,7 @@ impl LockState {
         free
     }
 
-    fn take(&mut self, want: Want, who: u16) {
+    fn take(&mut self, want: Want, who: NodeId) {
         match want {
             Want::Read => self.readers += 1,
             Want::Write | Want::CachedWrite => {
@@ -227,7 +229,7 @@ struct SenderSeq {
     final_seq: Option<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct ChanState {
     bound: Option<u64>,
     queue: VecDeque<Vec<u8>>,
@@ -257,9 +259,9 @@ impl Manager {
     pub(crate) fn handle(&mut self, req: Request, out: &mut Vec<Out>) {
         let Request { key, waiter, op } = req;
         match op {
-            Op::Lock { shared } => self.lock(key, waiter, Want::of(shared), out),
-            Op::CacheLock => self.lock(key, waiter, Want::CachedWrite, out),
-            Op::CacheTryLock => self.try_lock(key, waiter, Want::CachedWrite, out),
+            Op::Lock { shared } => self.lock(key, waiter, Want::of(shared), true, out),
+            Op::CacheLock => self.lock(key, waiter, Want::CachedWrite, true, out),
+            Op::CacheTryLock => self.lock(key, waiter, Want::CachedWrite, false, out),
             Op::RevokeBusy => {
                 if let Some(l) = self.locks.get_mut(&key) {
                     l.busy = l.writer && l.cached_by == Some(waiter.0);
@@ -268,7 +270,7 @@ impl Manager {
                     }
                 }
             }
-            Op::TryLock { shared } => self.try_lock(key, waiter, Want::of(shared), out),
+            Op::TryLock { shared } => self.lock(key, waiter, Want::of(shared), false, out),
             Op::Unlock { shared } => self.unlock(key, waiter.0, shared, out),
             Op::CvWait { mutex } => {
                 self.cvs.entry(key).or_default().push_back((waiter, mutex));
@@ -315,18 +317,8 @@ impl Manager {
                 }
             }
             Op::ChanCreate { bound } => {
-                self.chans.insert(
-                    key,
-                    ChanState {
-                        bound,
-                        queue: VecDeque::new(),
-                        pending: VecDeque::new(),
-                        senders: 1,
-                        receiver_alive: true,
-                        recv_waiter: None,
-                        seqs: HashMap::new(),
-                    },
-                );
+                self.chans
+                    .insert(key, ChanState { bound, senders: 1, receiver_alive: true, ..Default::default() });
             }
             op => {
                 self.chan(key, waiter, op, out);
@@ -337,20 +329,14 @@ impl Manager {
         }
     }
 
-    fn lock(&mut self, key: u64, waiter: Waiter, want: Want, out: &mut Vec<Out>) {
+    /// A lock request: granted at once if it may be, else queued (`wait`) or refused.
+    fn lock(&mut self, key: u64, waiter: Waiter, want: Want, wait: bool, out: &mut Vec<Out>) {
         let l = self.locks.entry(key).or_default();
         if l.try_take(want, waiter.0) {
             reply(out, waiter, Reply::Granted);
-        } else {
+        } else if wait {
             l.queue.push_back((waiter, want));
             l.revoke_if_kept(key, out);
-        }
-    }
-
-    fn try_lock(&mut self, key: u64, waiter: Waiter, want: Want, out: &mut Vec<Out>) {
-        let l = self.locks.entry(key).or_default();
-        if l.try_take(want, waiter.0) {
-            reply(out, waiter, Reply::Granted);
         } else if l.cached_by.is_some() && l.writer && !l.busy {
             // Held only by an agent that keeps it, perhaps idle: ask it; the answer decides.
             l.probes.push((waiter, want));
@@ -363,7 +349,7 @@ impl Manager {
         }
     }
 
-    fn unlock(&mut self, key: u64, releaser: u16, shared: bool, out: &mut Vec<Out>) {
+    fn unlock(&mut self, key: u64, releaser: NodeId, shared: bool, out: &mut Vec<Out>) {
         let Some(l) = self.locks.get_mut(&key) else {
             return;
         };
@@ -395,7 +381,7 @@ impl Manager {
     }
 
     /// Gives a released lock to queued waiters; returns whether anyone got it.
-    fn hand_off(l: &mut LockState, releaser: u16, shared: bool, out: &mut Vec<Out>) -> bool {
+    fn hand_off(l: &mut LockState, releaser: NodeId, shared: bool, out: &mut Vec<Out>) -> bool {
         if !shared {
             // Cohort hand-off: a writer waiting on the releasing node goes first, a bounded number
             // of times in a row; otherwise strict arrival order.
@@ -644,110 +630,137 @@ mod tests {
     #[test]
     fn mutex_hand_off_is_fifo_and_state_is_dropped_when_free() {
         let mut m = Manager::default();
-        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })), vec![(0, 1)]);
-        assert!(run(&mut m, 1, (1, 1), Op::Lock { shared: false }).is_empty());
-        assert!(run(&mut m, 1, (2, 1), Op::Lock { shared: false }).is_empty());
         assert_eq!(
-            run(&mut m, 1, (0, 1), Op::TryLock { shared: false }),
-            vec![Out::Reply { to: (0, 1), reply: Reply::NotGranted }]
+            granted(&run(&mut m, 1, (NodeId(0), 1), Op::Lock { shared: false })),
+            vec![(NodeId(0), 1)]
         );
-        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Unlock { shared: false })), vec![(1, 1)]);
-        assert_eq!(granted(&run(&mut m, 1, (1, 1), Op::Unlock { shared: false })), vec![(2, 1)]);
-        assert!(run(&mut m, 1, (2, 1), Op::Unlock { shared: false }).is_empty());
+        assert!(run(&mut m, 1, (NodeId(1), 1), Op::Lock { shared: false }).is_empty());
+        assert!(run(&mut m, 1, (NodeId(2), 1), Op::Lock { shared: false }).is_empty());
+        assert_eq!(
+            run(&mut m, 1, (NodeId(0), 1), Op::TryLock { shared: false }),
+            vec![Out::Reply { to: (NodeId(0), 1), reply: Reply::NotGranted }]
+        );
+        assert_eq!(
+            granted(&run(&mut m, 1, (NodeId(0), 1), Op::Unlock { shared: false })),
+            vec![(NodeId(1), 1)]
+        );
+        assert_eq!(
+            granted(&run(&mut m, 1, (NodeId(1), 1), Op::Unlock { shared: false })),
+            vec![(NodeId(2), 1)]
+        );
+        assert!(run(&mut m, 1, (NodeId(2), 1), Op::Unlock { shared: false }).is_empty());
         assert!(m.locks.is_empty());
     }
 
     #[test]
     fn hand_off_prefers_the_releasing_node_a_bounded_number_of_times() {
         let mut m = Manager::default();
-        assert_eq!(granted(&run(&mut m, 1, (0, 1), Op::Lock { shared: false })), vec![(0, 1)]);
-        run(&mut m, 1, (1, 1), Op::Lock { shared: false });
+        assert_eq!(
+            granted(&run(&mut m, 1, (NodeId(0), 1), Op::Lock { shared: false })),
+            vec![(NodeId(0), 1)]
+        );
+        run(&mut m, 1, (NodeId(1), 1), Op::Lock { shared: false });
         for i in 2..200 {
-            run(&mut m, 1, (0, i), Op::Lock { shared: false });
+            run(&mut m, 1, (NodeId(0), i), Op::Lock { shared: false });
         }
         let mut order = Vec::new();
-        let mut holder = (0, 1);
+        let mut holder = (NodeId(0), 1);
         for _ in 0..60 {
             let g = granted(&run(&mut m, 1, (holder.0, 0), Op::Unlock { shared: false }));
             holder = g[0];
             order.push(holder.0);
         }
-        let first_remote = order.iter().position(|&n| n == 1).unwrap();
+        let first_remote = order.iter().position(|&n| n == NodeId(1)).unwrap();
         assert!(first_remote as u32 <= COHORT_BOUND, "the remote waiter waited {first_remote} hand-offs");
     }
 
     #[test]
     fn a_kept_lock_is_revoked_when_another_node_asks() {
         let mut m = Manager::default();
-        assert_eq!(granted(&run(&mut m, 1, (1, 1), Op::CacheLock)), vec![(1, 1)]);
+        assert_eq!(granted(&run(&mut m, 1, (NodeId(1), 1), Op::CacheLock)), vec![(NodeId(1), 1)]);
         // Node 2 asks: queued, and node 1's agent is asked (once) to give it back.
-        let out = run(&mut m, 1, (2, 1), Op::Lock { shared: false });
-        assert_eq!(out, vec![Out::Revoke { to: 1, key: 1 }]);
-        assert!(run(&mut m, 1, (3, 1), Op::CacheLock).is_empty(), "one revoke per holding");
+        let out = run(&mut m, 1, (NodeId(2), 1), Op::Lock { shared: false });
+        assert_eq!(out, vec![Out::Revoke { to: NodeId(1), key: 1 }]);
+        assert!(run(&mut m, 1, (NodeId(3), 1), Op::CacheLock).is_empty(), "one revoke per holding");
         // The give-back hands it to node 2; node 3 still queues.
-        assert_eq!(granted(&run(&mut m, 1, (1, 0), Op::Unlock { shared: false })), vec![(2, 1)]);
-        let out = run(&mut m, 1, (2, 0), Op::Unlock { shared: false });
-        assert_eq!(out, vec![Out::Reply { to: (3, 1), reply: Reply::Granted }]);
+        assert_eq!(
+            granted(&run(&mut m, 1, (NodeId(1), 0), Op::Unlock { shared: false })),
+            vec![(NodeId(2), 1)]
+        );
+        let out = run(&mut m, 1, (NodeId(2), 0), Op::Unlock { shared: false });
+        assert_eq!(out, vec![Out::Reply { to: (NodeId(3), 1), reply: Reply::Granted }]);
         assert!(m.locks.contains_key(&1), "node 3 keeps it");
     }
 
     #[test]
     fn a_try_lock_probes_an_agent_that_keeps_the_lock() {
         let mut m = Manager::default();
-        run(&mut m, 1, (1, 1), Op::CacheLock);
+        run(&mut m, 1, (NodeId(1), 1), Op::CacheLock);
         // Idle at its agent: the probe ends in a grant once the agent gives it back.
         assert_eq!(
-            run(&mut m, 1, (2, 1), Op::TryLock { shared: false }),
-            vec![Out::Revoke { to: 1, key: 1 }]
+            run(&mut m, 1, (NodeId(2), 1), Op::TryLock { shared: false }),
+            vec![Out::Revoke { to: NodeId(1), key: 1 }]
         );
-        assert_eq!(granted(&run(&mut m, 1, (1, 0), Op::Unlock { shared: false })), vec![(2, 1)]);
-        run(&mut m, 1, (2, 0), Op::Unlock { shared: false });
-        // In use at its agent: the probe fails.
-        run(&mut m, 1, (1, 2), Op::CacheLock);
-        assert_eq!(run(&mut m, 1, (2, 2), Op::CacheTryLock), vec![Out::Revoke { to: 1, key: 1 }]);
         assert_eq!(
-            run(&mut m, 1, (1, 0), Op::RevokeBusy),
-            vec![Out::Reply { to: (2, 2), reply: Reply::NotGranted }]
+            granted(&run(&mut m, 1, (NodeId(1), 0), Op::Unlock { shared: false })),
+            vec![(NodeId(2), 1)]
+        );
+        run(&mut m, 1, (NodeId(2), 0), Op::Unlock { shared: false });
+        // In use at its agent: the probe fails.
+        run(&mut m, 1, (NodeId(1), 2), Op::CacheLock);
+        assert_eq!(
+            run(&mut m, 1, (NodeId(2), 2), Op::CacheTryLock),
+            vec![Out::Revoke { to: NodeId(1), key: 1 }]
+        );
+        assert_eq!(
+            run(&mut m, 1, (NodeId(1), 0), Op::RevokeBusy),
+            vec![Out::Reply { to: (NodeId(2), 2), reply: Reply::NotGranted }]
         );
         // Known to be in use: later probes fail at once, without asking again.
         assert_eq!(
-            run(&mut m, 1, (3, 1), Op::CacheTryLock),
-            vec![Out::Reply { to: (3, 1), reply: Reply::NotGranted }]
+            run(&mut m, 1, (NodeId(3), 1), Op::CacheTryLock),
+            vec![Out::Reply { to: (NodeId(3), 1), reply: Reply::NotGranted }]
         );
-        run(&mut m, 1, (1, 0), Op::Unlock { shared: false });
+        run(&mut m, 1, (NodeId(1), 0), Op::Unlock { shared: false });
         assert!(m.locks.is_empty());
     }
 
     #[test]
     fn readers_share_and_a_queued_writer_holds_back_new_readers() {
         let mut m = Manager::default();
-        assert_eq!(granted(&run(&mut m, 7, (0, 1), Op::Lock { shared: true })).len(), 1);
-        assert_eq!(granted(&run(&mut m, 7, (1, 1), Op::Lock { shared: true })).len(), 1);
-        assert!(run(&mut m, 7, (2, 1), Op::Lock { shared: false }).is_empty());
-        assert!(run(&mut m, 7, (3, 1), Op::Lock { shared: true }).is_empty(), "writer first");
-        assert!(run(&mut m, 7, (0, 1), Op::Unlock { shared: true }).is_empty());
-        assert_eq!(granted(&run(&mut m, 7, (1, 1), Op::Unlock { shared: true })), vec![(2, 1)]);
-        assert_eq!(granted(&run(&mut m, 7, (2, 1), Op::Unlock { shared: false })), vec![(3, 1)]);
+        assert_eq!(granted(&run(&mut m, 7, (NodeId(0), 1), Op::Lock { shared: true })).len(), 1);
+        assert_eq!(granted(&run(&mut m, 7, (NodeId(1), 1), Op::Lock { shared: true })).len(), 1);
+        assert!(run(&mut m, 7, (NodeId(2), 1), Op::Lock { shared: false }).is_empty());
+        assert!(run(&mut m, 7, (NodeId(3), 1), Op::Lock { shared: true }).is_empty(), "writer first");
+        assert!(run(&mut m, 7, (NodeId(0), 1), Op::Unlock { shared: true }).is_empty());
+        assert_eq!(
+            granted(&run(&mut m, 7, (NodeId(1), 1), Op::Unlock { shared: true })),
+            vec![(NodeId(2), 1)]
+        );
+        assert_eq!(
+            granted(&run(&mut m, 7, (NodeId(2), 1), Op::Unlock { shared: false })),
+            vec![(NodeId(3), 1)]
+        );
     }
 
     #[test]
     fn condvar_wait_releases_the_mutex_and_notify_reacquires_it() {
         let mut m = Manager::default();
-        let out = run(&mut m, 100, (1, 5), Op::CvWait { mutex: 9 });
+        let out = run(&mut m, 100, (NodeId(1), 5), Op::CvWait { mutex: 9 });
         assert_eq!(
             out,
-            vec![Out::Forward(Request { key: 9, waiter: (1, 0), op: Op::Unlock { shared: false } })]
+            vec![Out::Forward(Request { key: 9, waiter: (NodeId(1), 0), op: Op::Unlock { shared: false } })]
         );
-        assert!(run(&mut m, 100, (0, 0), Op::CvNotify { all: false }).len() == 1);
-        assert!(run(&mut m, 100, (0, 0), Op::CvNotify { all: true }).is_empty(), "nobody left");
-        run(&mut m, 100, (1, 6), Op::CvWait { mutex: 9 });
+        assert!(run(&mut m, 100, (NodeId(0), 0), Op::CvNotify { all: false }).len() == 1);
+        assert!(run(&mut m, 100, (NodeId(0), 0), Op::CvNotify { all: true }).is_empty(), "nobody left");
+        run(&mut m, 100, (NodeId(1), 6), Op::CvWait { mutex: 9 });
         assert_eq!(
-            run(&mut m, 100, (1, 6), Op::CvCancel),
-            vec![Out::Reply { to: (1, 6), reply: Reply::CvRemoved }]
+            run(&mut m, 100, (NodeId(1), 6), Op::CvCancel),
+            vec![Out::Reply { to: (NodeId(1), 6), reply: Reply::CvRemoved }]
         );
         assert_eq!(
-            run(&mut m, 100, (1, 6), Op::CvCancel),
-            vec![Out::Reply { to: (1, 6), reply: Reply::CvLate }]
+            run(&mut m, 100, (NodeId(1), 6), Op::CvCancel),
+            vec![Out::Reply { to: (NodeId(1), 6), reply: Reply::CvLate }]
         );
     }
 
@@ -756,9 +769,9 @@ mod tests {
         let mut m = Manager::default();
         for round in 0..3 {
             for i in 0..3 {
-                assert!(run(&mut m, 5, (i, round), Op::Barrier { n: 4 }).is_empty());
+                assert!(run(&mut m, 5, (NodeId(i), round), Op::Barrier { n: 4 }).is_empty());
             }
-            let out = run(&mut m, 5, (3, round), Op::Barrier { n: 4 });
+            let out = run(&mut m, 5, (NodeId(3), round), Op::Barrier { n: 4 });
             let leaders = out
                 .iter()
                 .filter(|o| matches!(o, Out::Reply { reply: Reply::Barrier { leader: true }, .. }))
@@ -780,21 +793,26 @@ mod tests {
     #[test]
     fn channel_restores_per_sender_order_and_reports_disconnection() {
         let mut m = Manager::default();
-        let w = (0, 1);
+        let w = (NodeId(0), 1);
         run(&mut m, 3, w, Op::ChanCreate { bound: None });
         // Sender 10 sends seq 1 before seq 0 arrives (it moved between nodes meanwhile).
-        run(&mut m, 3, (2, 0), Op::ChanSend { sender: 10, seq: 1, bytes: vec![2], sync: false });
+        run(&mut m, 3, (NodeId(2), 0), Op::ChanSend { sender: 10, seq: 1, bytes: vec![2], sync: false });
         assert_eq!(
             run(&mut m, 3, w, Op::ChanRecv { block: false, max: 10 }),
             vec![Out::Reply { to: w, reply: Reply::Empty }]
         );
-        run(&mut m, 3, (1, 0), Op::ChanSend { sender: 10, seq: 0, bytes: vec![1], sync: false });
+        run(&mut m, 3, (NodeId(1), 0), Op::ChanSend { sender: 10, seq: 0, bytes: vec![1], sync: false });
         assert_eq!(msgs(&run(&mut m, 3, w, Op::ChanRecv { block: true, max: 10 })), vec![1, 2]);
         // The drop arrives before the sender's last message: not disconnected yet.
-        run(&mut m, 3, (1, 0), Op::ChanSenderDrop { sender: 10, final_seq: 3 });
+        run(&mut m, 3, (NodeId(1), 0), Op::ChanSenderDrop { sender: 10, final_seq: 3 });
         assert!(run(&mut m, 3, w, Op::ChanRecv { block: true, max: 10 }).is_empty());
         assert_eq!(
-            msgs(&run(&mut m, 3, (2, 0), Op::ChanSend { sender: 10, seq: 2, bytes: vec![3], sync: false })),
+            msgs(&run(
+                &mut m,
+                3,
+                (NodeId(2), 0),
+                Op::ChanSend { sender: 10, seq: 2, bytes: vec![3], sync: false }
+            )),
             vec![3]
         );
         assert_eq!(
@@ -806,17 +824,17 @@ mod tests {
     #[test]
     fn rendezvous_channel_releases_the_sender_when_the_message_is_taken() {
         let mut m = Manager::default();
-        run(&mut m, 4, (0, 0), Op::ChanCreate { bound: Some(0) });
-        let s = (1, 7);
+        run(&mut m, 4, (NodeId(0), 0), Op::ChanCreate { bound: Some(0) });
+        let s = (NodeId(1), 7);
         assert!(run(&mut m, 4, s, Op::ChanSend { sender: 1, seq: 0, bytes: vec![9], sync: true }).is_empty());
-        let out = run(&mut m, 4, (0, 1), Op::ChanRecv { block: true, max: 5 });
+        let out = run(&mut m, 4, (NodeId(0), 1), Op::ChanRecv { block: true, max: 5 });
         assert!(out.contains(&Out::Reply { to: s, reply: Reply::Ack }));
         assert_eq!(msgs(&out), vec![9]);
         assert_eq!(
             run(&mut m, 4, s, Op::ChanTrySend { bytes: vec![1] }),
             vec![Out::Reply { to: s, reply: Reply::Full(vec![1]) }]
         );
-        let out = run(&mut m, 4, (0, 1), Op::ChanReceiverDrop);
+        let out = run(&mut m, 4, (NodeId(0), 1), Op::ChanReceiverDrop);
         assert_eq!(msgs(&out), Vec::<u8>::new());
         assert_eq!(
             run(&mut m, 4, s, Op::ChanSend { sender: 1, seq: 1, bytes: vec![5], sync: true }),

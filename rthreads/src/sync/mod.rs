@@ -58,9 +58,10 @@ mod poison;
 mod rwlock;
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use barrier::{Barrier, BarrierWaitResult};
 pub use condvar::{Condvar, WaitTimeoutResult};
@@ -69,25 +70,25 @@ pub use once::{Once, OnceLock, OnceState};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
 
-use crate::alloc::InternalAlloc;
-use crate::private::{ServiceGuard, ServiceLock, private};
+use dsm::NodeId;
+
+use crate::alloc::{InternalAlloc, private_internal};
+use crate::log::node as me;
+use crate::private::{ServiceLock, private};
 use crate::runtime;
+use crate::runtime::wire::Field;
 use manager::{Manager, Op, Out, Reply, Request, Waiter};
 use wire::SyncMsg;
-
-fn me() -> u16 {
-    runtime::get().map_or(0, |r| r.me)
-}
 
 /// The node that manages the object whose key is `key`, for a request made by a thread of
 /// `waiter_node`: the home of the object's address, or, for an object outside the shared space (a
 /// `static`, a local), the requesting thread's own node, where such an object lives.
-fn manager_for(key: u64, waiter_node: u16) -> u16 {
-    runtime::get().map_or(0, |r| r.home_of_addr(key as usize).unwrap_or(waiter_node))
+fn manager_for(key: u64, waiter_node: NodeId) -> NodeId {
+    runtime::get().map_or(NodeId(0), |r| r.home_of_addr(key as usize).unwrap_or(waiter_node))
 }
 
 /// The manager of `key` for a request made on this node.
-fn manager_of(key: u64) -> u16 {
+fn manager_of(key: u64) -> NodeId {
     manager_for(key, me())
 }
 
@@ -108,10 +109,6 @@ static PARKED: LazyLock<ServiceLock<HashMap<u64, StdArc<Parked>>>> =
     LazyLock::new(|| ServiceLock::new("sync.parked", HashMap::new()));
 static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
-fn lock<T>(m: &ServiceLock<T>) -> ServiceGuard<'_, T> {
-    m.lock()
-}
-
 /// A place where the calling thread receives replies from managers.
 pub(crate) struct Ticket {
     id: u64,
@@ -122,14 +119,13 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     pub(crate) fn new() -> Ticket {
-        let (id, parked) = private(|| {
-            let _internal = InternalAlloc::new();
+        let (id, parked) = private_internal(|| {
             let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
             let parked = StdArc::new(Parked {
                 replies: ServiceLock::new("sync.replies", VecDeque::new()),
                 cv: StdCondvar::new(),
             });
-            lock(&PARKED).insert(id, StdArc::clone(&parked));
+            PARKED.lock().insert(id, StdArc::clone(&parked));
             (id, parked)
         });
         Ticket { id, parked, what: std::cell::Cell::new(crate::counters::Wait::Other) }
@@ -149,28 +145,22 @@ impl Ticket {
 
     /// Waits for the next reply.
     pub(crate) fn wait(&self) -> Reply {
-        // A deadline no wait reaches: 136 years.
-        let never = Instant::now() + std::time::Duration::from_secs(1 << 32);
-        self.wait_until(never).expect("a wait without a deadline ends with a reply")
+        self.wait_until(deadline_in(Duration::MAX)).expect("a wait without a deadline ends with a reply")
     }
 
     /// Where the parking place is (runtime-internal memory): read here, on whatever stack the
     /// caller runs, so that the private-stack code under the lock reads no shared memory.
-    fn parked_addr(&self) -> usize {
-        StdArc::as_ptr(&self.parked) as usize
-    }
-
     /// Waits for the next reply until `deadline`.
     pub(crate) fn wait_until(&self, deadline: Instant) -> Option<Reply> {
-        let parked = self.parked_addr();
+        let parked = StdArc::as_ptr(&self.parked) as usize;
         let what = self.what.get();
         private(move || {
             // SAFETY: the ticket, which keeps the parking place alive, outlives this call.
             let parked = unsafe { &*(parked as *const Parked) };
             let _internal = InternalAlloc::new();
             let started = Instant::now();
-            let mut q = lock(&parked.replies);
-            let r = loop {
+            let mut q = parked.replies.lock();
+            loop {
                 if let Some(r) = q.pop_front() {
                     crate::counters::sync_waited(started.elapsed(), what);
                     break Some(r);
@@ -180,9 +170,7 @@ impl Ticket {
                     break None;
                 };
                 q = q.wait_timeout(&parked.cv, left);
-            };
-            drop(q);
-            r
+            }
         })
     }
 
@@ -208,9 +196,8 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         let id = self.id;
-        private(move || {
-            let _internal = InternalAlloc::new();
-            drop(lock(&PARKED).remove(&id));
+        private_internal(move || {
+            drop(PARKED.lock().remove(&id));
         });
     }
 }
@@ -235,43 +222,41 @@ pub(crate) fn post(key: u64, op: Op) {
 /// Everything a request carries must be runtime-internal memory (see `mpsc::to_bytes`): the
 /// manager runs under a lock that the service thread also takes, so it must never fault.
 pub(crate) fn submit(req: Request) {
-    private(move || submit_here(req));
-}
-
-fn submit_here(req: Request) {
-    let _internal = InternalAlloc::new();
-    let mut work = VecDeque::from([req]);
-    let mut out = Vec::new();
-    while let Some(req) = work.pop_front() {
-        let m = manager_for(req.key, req.waiter.0);
-        if m == me() {
-            let mut manager = lock(&MANAGER);
-            manager.handle(req, &mut out);
-            // Replies are delivered before the lock is released, so each waiter receives them in
-            // the order the manager decided them, whichever thread made which decision (a batch
-            // of messages and a later cancellation, say). Delivery only takes leaf locks.
-            for o in out.drain(..) {
-                match o {
-                    Out::Reply { to, reply } => deliver(to, reply),
-                    Out::Forward(r) => work.push_back(r),
-                    Out::Revoke { to, key } => {
-                        if to == me() {
-                            agent::revoke(key);
-                        } else if let Some(rt) = runtime::get() {
-                            rt.send(to, SyncMsg::Revoke { key }.encode());
+    private(move || {
+        let _internal = InternalAlloc::new();
+        let mut work = VecDeque::from([req]);
+        let mut out = Vec::new();
+        while let Some(req) = work.pop_front() {
+            let m = manager_for(req.key, req.waiter.0);
+            if m == me() {
+                let mut manager = MANAGER.lock();
+                manager.handle(req, &mut out);
+                // Replies are delivered before the lock is released, so each waiter receives them in
+                // the order the manager decided them, whichever thread made which decision (a batch
+                // of messages and a later cancellation, say). Delivery only takes leaf locks.
+                for o in out.drain(..) {
+                    match o {
+                        Out::Reply { to, reply } => deliver(to, reply),
+                        Out::Forward(r) => work.push_back(r),
+                        Out::Revoke { to, key } => {
+                            if to == me() {
+                                agent::revoke(key);
+                            } else if let Some(rt) = runtime::get() {
+                                rt.send(to, SyncMsg::Revoke { key }.encode());
+                            }
                         }
                     }
                 }
-            }
-            drop(manager);
-        } else if let Some(rt) = runtime::get() {
-            if matches!(req.op, Op::ChanSend { sync: false, .. }) {
-                rt.send_batched(m, SyncMsg::Req(req).encode());
-            } else {
-                rt.send(m, SyncMsg::Req(req).encode());
+                drop(manager);
+            } else if let Some(rt) = runtime::get() {
+                if matches!(req.op, Op::ChanSend { sync: false, .. }) {
+                    rt.send_batched(m, SyncMsg::Req(req).encode());
+                } else {
+                    rt.send(m, SyncMsg::Req(req).encode());
+                }
             }
         }
-    }
+    });
 }
 
 fn deliver(to: Waiter, reply: Reply) {
@@ -280,7 +265,7 @@ fn deliver(to: Waiter, reply: Reply) {
     } else if let Some(rt) = runtime::get() {
         let frame = SyncMsg::Reply { waiter: to.1, reply }.encode();
         // On the direct connection the request came on, if it came on one.
-        let route = lock(&ROUTES).remove(&to);
+        let route = ROUTES.lock().remove(&to);
         match route {
             Some(route) => route.answer(rt, &frame),
             None => rt.send(to.0, frame),
@@ -294,15 +279,15 @@ static ROUTES: LazyLock<ServiceLock<HashMap<Waiter, crate::runtime::direct::Rout
 
 /// Sends `req` to its manager, node `to`, on a direct connection and waits for its single answer
 /// (see `runtime::direct`: two thread wake-ups, where the ordinary path costs four).
-fn call_direct(rt: &'static runtime::Runtime, to: u16, req: Request) -> Reply {
+fn call_direct(rt: &'static runtime::Runtime, to: NodeId, req: Request) -> Reply {
     let started = Instant::now();
     let what = req.op.wait_kind();
     let waiter = req.waiter.1;
     let answer = crate::runtime::direct::call(rt, to, SyncMsg::Req(req).encode());
     let reply = match SyncMsg::decode(&answer) {
         Ok(SyncMsg::Reply { waiter: w, reply }) if w == waiter => reply,
-        Ok(other) => crate::log::fatal(&format!("node {to} answered a direct request with {other:?}")),
-        Err(e) => crate::log::fatal(&format!("node {to} sent a malformed answer: {e}")),
+        Ok(other) => crate::log::fatal(&format!("{to} answered a direct request with {other:?}")),
+        Err(e) => crate::log::fatal(&format!("{to} sent a malformed answer: {e}")),
     };
     crate::counters::sync_waited(started.elapsed(), what);
     reply
@@ -315,13 +300,13 @@ pub(crate) fn register(ext: &mut crate::runtime::Extensions) {
     ext.tick(watch::tick);
 }
 
-fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> crate::runtime::Verdict {
+fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> crate::runtime::Verdict {
     use crate::runtime::Verdict;
     match SyncMsg::decode(body) {
         Ok(SyncMsg::Req(req)) => submit(req),
         Ok(SyncMsg::Reply { waiter, reply }) => deliver_local(waiter, reply),
         Ok(SyncMsg::Revoke { key }) => agent::revoke(key),
-        Ok(SyncMsg::Locks { threads }) if rt.me == 0 => return watch::on_report(rt, from, threads),
+        Ok(SyncMsg::Locks { threads }) if rt.me == NodeId(0) => return watch::on_report(rt, from, threads),
         Ok(SyncMsg::Locks { .. }) => {}
         Err(e) => return Verdict::Lost(format!("it sent a malformed synchronisation message ({e})")),
     }
@@ -331,16 +316,15 @@ fn on_frame(rt: &'static runtime::Runtime, from: u16, body: &[u8]) -> crate::run
 /// A request on a direct connection from `from`: its answer goes back on that connection.
 fn on_direct(
     _rt: &'static runtime::Runtime,
-    from: u16,
+    from: NodeId,
     body: &[u8],
     route: crate::runtime::direct::Route,
 ) -> crate::runtime::Verdict {
     match SyncMsg::decode(body) {
         Ok(SyncMsg::Req(req)) if req.waiter.0 == from => {
             if req.op.expects_reply() {
-                private(move || {
-                    let _internal = InternalAlloc::new();
-                    lock(&ROUTES).insert(req.waiter, route);
+                private_internal(move || {
+                    ROUTES.lock().insert(req.waiter, route);
                 });
             }
             submit(req);
@@ -354,22 +338,70 @@ fn on_direct(
 
 /// A reply for a waiter of this node (from the service thread or a local manager).
 pub(crate) fn deliver_local(waiter: u64, reply: Reply) {
-    private(move || {
-        let _internal = InternalAlloc::new();
-        let parked = lock(&PARKED).get(&waiter).cloned();
+    private_internal(move || {
+        let parked = PARKED.lock().get(&waiter).cloned();
         if let Some(p) = parked {
-            lock(&p.replies).push_back(reply);
+            p.replies.lock().push_back(reply);
             p.cv.notify_all();
         }
     });
 }
 
 /// The key of an object: the address of one of its own fields.
+/// `d` from now, or a deadline no wait reaches (136 years) when that is past `Instant`'s range.
+fn deadline_in(d: Duration) -> Instant {
+    Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32))
+}
+
 fn key_of<T>(field: &T) -> u64 {
     field as *const T as u64
 }
 
-/// Whether the calling thread is panicking (for poisoning).
-fn panicking() -> bool {
-    std::thread::panicking()
+/// `Debug`, `Default` and `From<T>` of the locks, as std's: `$try` is the way to look at the data.
+macro_rules! lock_impls {
+    ($($lock:ident: $try:ident),*) => {$(
+        impl<T: ?Sized + fmt::Debug> fmt::Debug for $lock<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut d = f.debug_struct(stringify!($lock));
+                match self.$try() {
+                    Ok(g) => d.field("data", &&*g),
+                    Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
+                    Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
+                };
+                d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
+            }
+        }
+
+        impl<T: Default> Default for $lock<T> {
+            fn default() -> $lock<T> {
+                $lock::new(T::default())
+            }
+        }
+
+        impl<T> From<T> for $lock<T> {
+            fn from(t: T) -> $lock<T> {
+                $lock::new(t)
+            }
+        }
+    )*};
 }
+
+/// `Debug` and `Display` of the lock guards: those of the data.
+macro_rules! guard_fmt {
+    ($($guard:ident),*) => {$(
+        impl<T: ?Sized + fmt::Debug> fmt::Debug for $guard<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&**self, f)
+            }
+        }
+
+        impl<T: ?Sized + fmt::Display> fmt::Display for $guard<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&**self, f)
+            }
+        }
+    )*};
+}
+
+lock_impls!(Mutex: try_lock, RwLock: try_read);
+guard_fmt!(MutexGuard, RwLockReadGuard, RwLockWriteGuard);

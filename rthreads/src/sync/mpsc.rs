@@ -39,7 +39,7 @@ use super::{Ticket, key_of, me, post};
 /// What both ends share, in the shared heap.
 struct Chan {
     key: AtomicU8,
-    home: u16,
+    home: dsm::NodeId,
     receiver_gone: AtomicBool,
 }
 
@@ -76,8 +76,7 @@ fn to_bytes<T>(t: T) -> Vec<u8> {
     let at = (&*t as *const T).cast::<u8>() as usize;
     // The copy is made on the private stack (the C library's allocator must not run on a shared
     // one); the value itself may be anywhere, and reading it may fault: no lock is held.
-    crate::private::private(move || {
-        let _internal = crate::alloc::InternalAlloc::new();
+    crate::alloc::private_internal(move || {
         // SAFETY: `t` is valid for `size_of::<T>()` bytes and outlives this call; ownership passes
         // to the bytes (the value is never dropped here). Padding bytes are copied as they are
         // (see the module docs).
@@ -256,49 +255,31 @@ impl<T> SyncSender<T> {
     }
 }
 
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Sender<T> {
-        let (chan, core) = clone_sender(&self.chan);
-        Sender { chan, core, _t: PhantomData }
-    }
+/// `Clone` and `Drop` of the senders (the manager counts them), `Debug` of every end.
+macro_rules! end_impls {
+    ($($sender:ident),*; $($end:ident),*) => {
+        $(impl<T> Clone for $sender<T> {
+            fn clone(&self) -> $sender<T> {
+                let (chan, core) = clone_sender(&self.chan);
+                $sender { chan, core, _t: PhantomData }
+            }
+        }
+
+        impl<T> Drop for $sender<T> {
+            fn drop(&mut self) {
+                drop_sender(&self.chan, &self.core);
+            }
+        })*
+
+        $(impl<T> fmt::Debug for $end<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($end)).field("home", &self.chan.home).finish_non_exhaustive()
+            }
+        })*
+    };
 }
 
-impl<T> Clone for SyncSender<T> {
-    fn clone(&self) -> SyncSender<T> {
-        let (chan, core) = clone_sender(&self.chan);
-        SyncSender { chan, core, _t: PhantomData }
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        drop_sender(&self.chan, &self.core);
-    }
-}
-
-impl<T> Drop for SyncSender<T> {
-    fn drop(&mut self) {
-        drop_sender(&self.chan, &self.core);
-    }
-}
-
-impl<T> fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("home", &self.chan.home).finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Debug for SyncSender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyncSender").field("home", &self.chan.home).finish_non_exhaustive()
-    }
-}
-
-impl<T> fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("home", &self.chan.home).finish_non_exhaustive()
-    }
-}
+end_impls!(Sender, SyncSender; Sender, SyncSender, Receiver);
 
 enum Got {
     Value,
@@ -362,10 +343,7 @@ impl<T> Receiver<T> {
     /// # Errors
     /// `Timeout`, or `Disconnected` once every sender is gone and the channel is empty.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 32));
-        self.recv_deadline(deadline)
+        self.recv_deadline(super::deadline_in(timeout))
     }
 
     fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {

@@ -1,14 +1,13 @@
 //! A mutual-exclusion lock that works across nodes.
 
 use std::cell::UnsafeCell;
-use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
 use super::poison::Flag;
-use super::{Ticket, agent, key_of, panicking, post, remote};
+use super::{Ticket, agent, key_of, post, remote};
 
 /// A mutual-exclusion lock protecting `T`, usable from every node; as `std::sync::Mutex`.
 ///
@@ -86,7 +85,7 @@ impl<T: ?Sized> Mutex<T> {
     pub(super) fn guard(&self, kept: bool) -> LockResult<MutexGuard<'_, T>> {
         super::watch::acquired(self.key());
         crate::consistency::acquire();
-        let g = MutexGuard { lock: self, panicking: panicking(), kept, _not_send: PhantomData };
+        let g = MutexGuard { lock: self, panicking: std::thread::panicking(), kept, _not_send: PhantomData };
         self.poison.result(g)
     }
 
@@ -224,41 +223,5 @@ impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
 impl<T: ?Sized> Drop for Mutex<T> {
     fn drop(&mut self) {
         self.forget_kept();
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Mutex");
-        match self.try_lock() {
-            Ok(g) => d.field("data", &&*g),
-            Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
-            Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
-        };
-        d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
-    }
-}
-
-impl<T: Default> Default for Mutex<T> {
-    fn default() -> Mutex<T> {
-        Mutex::new(T::default())
-    }
-}
-
-impl<T> From<T> for Mutex<T> {
-    fn from(t: T) -> Mutex<T> {
-        Mutex::new(t)
     }
 }

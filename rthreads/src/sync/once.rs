@@ -181,22 +181,14 @@ impl<T> OnceLock<T> {
 
     /// The value, if initialised.
     pub fn get(&self) -> Option<&T> {
-        if self.once.is_completed() {
-            // SAFETY: completion means the value was written and is never written again.
-            Some(unsafe { (*self.value.get()).assume_init_ref() })
-        } else {
-            None
-        }
+        // SAFETY: completion means the value was written and is never written again.
+        self.once.is_completed().then(|| unsafe { (*self.value.get()).assume_init_ref() })
     }
 
     /// Mutable access to the value, if initialised.
     pub fn get_mut(&mut self) -> Option<&mut T> {
-        if self.once.is_completed() {
-            // SAFETY: initialised, and `&mut self` proves exclusive access.
-            Some(unsafe { self.value.get_mut().assume_init_mut() })
-        } else {
-            None
-        }
+        // SAFETY: initialised, and `&mut self` proves exclusive access.
+        self.once.is_completed().then(|| unsafe { self.value.get_mut().assume_init_mut() })
     }
 
     /// Initialises the cell with `value` unless it already holds one.
@@ -206,10 +198,7 @@ impl<T> OnceLock<T> {
     pub fn set(&self, value: T) -> Result<(), T> {
         let mut value = Some(value);
         self.get_or_init(|| value.take().expect("value taken once"));
-        match value {
-            None => Ok(()),
-            Some(v) => Err(v),
-        }
+        value.map_or(Ok(()), Err)
     }
 
     /// The value, initialising it with `f` first if the cell is empty (on any node, exactly one
@@ -237,14 +226,12 @@ impl<T> OnceLock<T> {
 
     /// Takes the value out, leaving the cell empty.
     pub fn take(&mut self) -> Option<T> {
-        if self.once.is_completed() {
+        self.once.is_completed().then(|| {
             self.once = Once::new();
             // SAFETY: it was initialised, and resetting the Once means it will not be read or
             // dropped again.
-            Some(unsafe { self.value.get_mut().assume_init_read() })
-        } else {
-            None
-        }
+            unsafe { self.value.get_mut().assume_init_read() }
+        })
     }
 }
 
@@ -253,11 +240,7 @@ impl<T: std::panic::UnwindSafe> std::panic::UnwindSafe for OnceLock<T> {}
 
 impl<T: Clone> Clone for OnceLock<T> {
     fn clone(&self) -> OnceLock<T> {
-        let cell = OnceLock::new();
-        if let Some(v) = self.get() {
-            let _ = cell.set(v.clone());
-        }
-        cell
+        self.get().cloned().map_or_else(OnceLock::new, OnceLock::from)
     }
 }
 

@@ -1,14 +1,13 @@
 //! A reader-writer lock that works across nodes.
 
 use std::cell::UnsafeCell;
-use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::manager::{Op, Reply};
 use super::poison::Flag;
-use super::{Ticket, key_of, panicking, post, remote};
+use super::{Ticket, key_of, post, remote};
 
 /// A reader-writer lock usable from every node; as `std::sync::RwLock`.
 ///
@@ -90,8 +89,25 @@ impl<T: ?Sized> RwLock<T> {
     fn write_guard(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
         super::watch::acquired(self.key());
         crate::consistency::acquire();
-        let g = RwLockWriteGuard { lock: self, panicking: panicking(), _not_send: PhantomData };
+        let g = RwLockWriteGuard { lock: self, panicking: std::thread::panicking(), _not_send: PhantomData };
         self.poison.result(g)
+    }
+
+    /// Asks the lock's manager for it (`op`): whether it was granted.
+    fn ask(&self, op: Op) -> bool {
+        let trying = matches!(op, Op::TryLock { .. });
+        match Ticket::call(self.key(), op) {
+            Reply::Granted => true,
+            _ if trying => false,
+            other => unreachable!("a lock request answered {other:?}"),
+        }
+    }
+
+    /// Waits for the lock (`shared` or not) to be granted.
+    fn wait_for(&self, shared: bool) {
+        super::watch::waiting(self.key());
+        self.ask(Op::Lock { shared });
+        crate::counters::lock_acquired(remote(self.key()));
     }
 
     /// Acquires shared access, blocking while a writer holds or waits for the lock.
@@ -99,14 +115,8 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        super::watch::waiting(self.key());
-        match Ticket::call(self.key(), Op::Lock { shared: true }) {
-            Reply::Granted => {
-                crate::counters::lock_acquired(remote(self.key()));
-                self.read_guard()
-            }
-            other => unreachable!("read lock answered {other:?}"),
-        }
+        self.wait_for(true);
+        self.read_guard()
     }
 
     /// Acquires exclusive access, blocking until every other holder has left.
@@ -114,14 +124,8 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `Err(PoisonError)` carrying the guard if a writer panicked.
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        super::watch::waiting(self.key());
-        match Ticket::call(self.key(), Op::Lock { shared: false }) {
-            Reply::Granted => {
-                crate::counters::lock_acquired(remote(self.key()));
-                self.write_guard()
-            }
-            other => unreachable!("write lock answered {other:?}"),
-        }
+        self.wait_for(false);
+        self.write_guard()
     }
 
     /// Shared access if available right now.
@@ -129,10 +133,10 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `WouldBlock` or `Poisoned`.
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        match Ticket::call(self.key(), Op::TryLock { shared: true }) {
-            Reply::Granted => self.read_guard().map_err(TryLockError::from),
-            _ => Err(TryLockError::WouldBlock),
+        if !self.ask(Op::TryLock { shared: true }) {
+            return Err(TryLockError::WouldBlock);
         }
+        self.read_guard().map_err(TryLockError::from)
     }
 
     /// Exclusive access if available right now.
@@ -140,10 +144,10 @@ impl<T: ?Sized> RwLock<T> {
     /// # Errors
     /// `WouldBlock` or `Poisoned`.
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
-        match Ticket::call(self.key(), Op::TryLock { shared: false }) {
-            Reply::Granted => self.write_guard().map_err(TryLockError::from),
-            _ => Err(TryLockError::WouldBlock),
+        if !self.ask(Op::TryLock { shared: false }) {
+            return Err(TryLockError::WouldBlock);
         }
+        self.write_guard().map_err(TryLockError::from)
     }
 
     /// Whether a writer panicked.
@@ -214,53 +218,5 @@ impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard proves exclusive access.
         unsafe { &mut *self.lock.data.get() }
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("RwLock");
-        match self.try_read() {
-            Ok(g) => d.field("data", &&*g),
-            Err(TryLockError::Poisoned(e)) => d.field("data", &&**e.get_ref()),
-            Err(TryLockError::WouldBlock) => d.field("data", &format_args!("<locked>")),
-        };
-        d.field("poisoned", &self.is_poisoned()).finish_non_exhaustive()
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
-    }
-}
-
-impl<T> From<T> for RwLock<T> {
-    fn from(t: T) -> RwLock<T> {
-        RwLock::new(t)
-    }
-}
-
-impl<T: Default> Default for RwLock<T> {
-    fn default() -> RwLock<T> {
-        RwLock::new(T::default())
     }
 }

@@ -23,7 +23,11 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::private::{ServiceLock, private};
+use dsm::NodeId;
+
+use crate::alloc::private_internal;
+use crate::private::ServiceLock;
+use crate::runtime::wire::Field;
 
 /// Locks one thread can be seen holding at once (more are held, but not watched).
 const HELD: usize = 8;
@@ -101,7 +105,7 @@ fn mine() -> Option<&'static Record> {
     crate::runtime::get()?;
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u64;
-    let me = u64::from(crate::runtime::get().map_or(0, |r| r.me));
+    let me = u64::from(crate::log::node().0);
     // Threads that are not rthreads: node number, a flag bit, and the OS thread id.
     let id = (me << 48) | (1 << 47) | tid;
     claim(id, None)
@@ -117,8 +121,7 @@ fn claim(id: u64, name: Option<String>) -> Option<&'static Record> {
     MINE.with(|m| m.set(r));
     OWNER.with(|_| {});
     let name = name.or_else(|| std::thread::current().name().map(str::to_owned));
-    private(move || {
-        let _internal = crate::alloc::InternalAlloc::new();
+    private_internal(move || {
         let name = name.map(|n| n.as_str().to_owned());
         let mut names = NAMES.lock();
         let names = names.get_or_insert_with(HashMap::new);
@@ -183,10 +186,10 @@ pub(crate) fn long_wait(limit_ms: u64) -> bool {
         if r.thread.load(Ordering::SeqCst) == 0 || r.waiting.load(Ordering::SeqCst) == 0 {
             continue;
         }
-        let since = match r.since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => now,
-            Err(t) => t,
-        };
+        let since = r
+            .since_ms
+            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst)
+            .map_or_else(|t| t, |_| now);
         long |= now.saturating_sub(since) > limit_ms;
     }
     long
@@ -210,8 +213,7 @@ pub(crate) fn snapshot() -> Vec<ThreadLocks> {
         let waited_ms = if waiting == 0 || since == 0 { 0 } else { now.saturating_sub(since) };
         out.push(ThreadLocks { thread, name: String::new(), waiting, waited_ms, held });
     }
-    let names = NAMES.lock();
-    if let Some(names) = names.as_ref() {
+    if let Some(names) = NAMES.lock().as_ref() {
         for t in &mut out {
             t.name = names.get(&t.thread).cloned().unwrap_or_default();
         }
@@ -230,23 +232,23 @@ pub(crate) fn tick(rt: &'static crate::runtime::Runtime) -> crate::runtime::Verd
         return crate::runtime::Verdict::Ok;
     }
     LAST_CHECK.store(now, Ordering::Relaxed);
-    let limit_ms = rt.failure_timeout().as_millis() as u64;
+    let limit_ms = rt.failure_timeout.as_millis() as u64;
     if !long_wait(limit_ms) || now.saturating_sub(LAST_REPORT.load(Ordering::Relaxed)) < 1000 {
         return crate::runtime::Verdict::Ok;
     }
     LAST_REPORT.store(now, Ordering::Relaxed);
     let threads = snapshot();
-    if rt.me == 0 {
-        return on_report(rt, 0, threads);
+    if rt.me == NodeId(0) {
+        return on_report(rt, rt.me, threads);
     }
     let _internal = crate::alloc::InternalAlloc::new();
-    rt.send(0, super::wire::SyncMsg::Locks { threads }.encode());
+    rt.send(NodeId(0), super::wire::SyncMsg::Locks { threads }.encode());
     crate::runtime::Verdict::Ok
 }
 
 /// What node 0 knows of every node's locks: the latest report of each, and the ring it found last.
 struct Detector {
-    reports: HashMap<u16, (u64, Vec<ThreadLocks>)>,
+    reports: HashMap<NodeId, (u64, Vec<ThreadLocks>)>,
     last_ring: Option<Vec<u64>>,
 }
 
@@ -256,18 +258,18 @@ static DETECTOR: ServiceLock<Option<Detector>> = ServiceLock::new("sync.watch.de
 /// wait for each other, seen twice in a row, stops the cluster (service thread).
 pub(crate) fn on_report(
     rt: &'static crate::runtime::Runtime,
-    from: u16,
+    from: NodeId,
     threads: Vec<ThreadLocks>,
 ) -> crate::runtime::Verdict {
     let _internal = crate::alloc::InternalAlloc::new();
     let now = now_ms();
-    let limit_ms = rt.failure_timeout().as_millis() as u64;
+    let limit_ms = rt.failure_timeout.as_millis() as u64;
     let mut d = DETECTOR.lock();
     let d = d.get_or_insert_with(|| Detector { reports: HashMap::new(), last_ring: None });
     d.reports.insert(from, (now, threads));
     // Only fresh reports count: a node reports every second while a wait lasts.
     d.reports.retain(|_, (at, _)| now.saturating_sub(*at) < 2500);
-    let current: HashMap<u16, Vec<ThreadLocks>> =
+    let current: HashMap<NodeId, Vec<ThreadLocks>> =
         d.reports.iter().map(|(&n, (_, t))| (n, t.clone())).collect();
     let ring = find_cycle(&current, limit_ms);
     let ids = ring.as_ref().map(|r| {
@@ -290,13 +292,13 @@ pub(crate) fn on_report(
 /// A thread of a ring: its node, its locks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Link {
-    pub(crate) node: u16,
+    pub(crate) node: NodeId,
     pub(crate) locks: ThreadLocks,
 }
 
 /// The ring of threads (each waiting for a lock the next one holds), among those that waited
 /// longer than `limit_ms`, if there is one. Pure: `reports` maps a node to its threads.
-pub(crate) fn find_cycle(reports: &HashMap<u16, Vec<ThreadLocks>>, limit_ms: u64) -> Option<Vec<Link>> {
+pub(crate) fn find_cycle(reports: &HashMap<NodeId, Vec<ThreadLocks>>, limit_ms: u64) -> Option<Vec<Link>> {
     let mut threads: HashMap<u64, Link> = HashMap::new();
     let mut holders: HashMap<u64, Vec<u64>> = HashMap::new();
     for (&node, list) in reports {
@@ -347,7 +349,7 @@ pub(crate) fn find_cycle(reports: &HashMap<u16, Vec<ThreadLocks>>, limit_ms: u64
 pub(crate) fn describe(ring: &[Link], limit_ms: u64) -> String {
     let who = |l: &Link| {
         let name = if l.locks.name.is_empty() { "<unnamed>" } else { l.locks.name.as_str() };
-        format!("thread '{name}' (id {:#x}) on node {}", l.locks.thread, l.node)
+        format!("thread '{name}' (id {:#x}) on {}", l.locks.thread, l.node)
     };
     let mut s = format!(
         "deadlock: {} threads wait for each other's locks, and none has moved for more than {:.1} s \
@@ -396,8 +398,8 @@ mod tests {
     #[test]
     fn a_ring_of_two_over_two_nodes_is_found() {
         let mut r = HashMap::new();
-        r.insert(1, vec![t(10, 0xB, 6000, &[0xA])]);
-        r.insert(2, vec![t(20, 0xA, 6000, &[0xB]), t(21, 0, 0, &[0xC])]);
+        r.insert(NodeId(1), vec![t(10, 0xB, 6000, &[0xA])]);
+        r.insert(NodeId(2), vec![t(20, 0xA, 6000, &[0xB]), t(21, 0, 0, &[0xC])]);
         let ring = find_cycle(&r, 5000).expect("a ring");
         let mut ids: Vec<u64> = ring.iter().map(|l| l.locks.thread).collect();
         ids.sort_unstable();
@@ -413,22 +415,22 @@ mod tests {
     fn long_waits_without_a_ring_and_short_rings_are_not_deadlocks() {
         let mut r = HashMap::new();
         // 10 waits long for a lock 20 holds while 20 computes: no ring.
-        r.insert(1, vec![t(10, 0xB, 60_000, &[])]);
-        r.insert(2, vec![t(20, 0, 0, &[0xB])]);
+        r.insert(NodeId(1), vec![t(10, 0xB, 60_000, &[])]);
+        r.insert(NodeId(2), vec![t(20, 0, 0, &[0xB])]);
         assert_eq!(find_cycle(&r, 5000), None);
         // A ring whose waits are still young.
         let mut r = HashMap::new();
-        r.insert(1, vec![t(10, 0xB, 100, &[0xA])]);
-        r.insert(2, vec![t(20, 0xA, 100, &[0xB])]);
+        r.insert(NodeId(1), vec![t(10, 0xB, 100, &[0xA])]);
+        r.insert(NodeId(2), vec![t(20, 0xA, 100, &[0xB])]);
         assert_eq!(find_cycle(&r, 5000), None);
     }
 
     #[test]
     fn a_ring_of_three_behind_a_bystander_is_found() {
         let mut r = HashMap::new();
-        r.insert(0, vec![t(1, 0xA, 9000, &[]), t(2, 0xB, 9000, &[0xA])]);
-        r.insert(1, vec![t(3, 0xC, 9000, &[0xB])]);
-        r.insert(2, vec![t(4, 0xA, 9000, &[0xC])]);
+        r.insert(NodeId(0), vec![t(1, 0xA, 9000, &[]), t(2, 0xB, 9000, &[0xA])]);
+        r.insert(NodeId(1), vec![t(3, 0xC, 9000, &[0xB])]);
+        r.insert(NodeId(2), vec![t(4, 0xA, 9000, &[0xC])]);
         let ring = find_cycle(&r, 5000).expect("a ring");
         let mut ids: Vec<u64> = ring.iter().map(|l| l.locks.thread).collect();
         ids.sort_unstable();

@@ -2,11 +2,12 @@
 //! lock revokes, and the lock reports of the deadlock watchdog. Tags 0x20–0x22 and 0x2D (see
 //! `crate::runtime::wire`).
 
+use dsm::NodeId;
 use net::{DecodeError, Reader, Writer};
 
 use super::manager::{Op, Reply, Request};
 use super::watch::ThreadLocks;
-use crate::runtime::wire::flag;
+use crate::runtime::wire::{Field, wire_enum};
 
 pub(crate) const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
@@ -27,170 +28,85 @@ pub(crate) enum SyncMsg {
     Locks { threads: Vec<ThreadLocks> },
 }
 
-impl SyncMsg {
-    /// The message in `body`.
-    ///
-    /// # Errors
-    /// A truncated or unknown message.
-    pub(crate) fn decode(body: &[u8]) -> Result<SyncMsg, DecodeError> {
-        let mut r = Reader::new(body);
-        let msg = match r.u8()? {
-            T_SYNC_REQ => {
-                let key = r.u64()?;
-                let waiter = (r.u16()?, r.u64()?);
-                SyncMsg::Req(Request { key, waiter, op: decode_op(&mut r)? })
-            }
-            T_SYNC_REPLY => {
-                let waiter = r.u64()?;
-                SyncMsg::Reply { waiter, reply: decode_reply(&mut r)? }
-            }
-            T_REVOKE => SyncMsg::Revoke { key: r.u64()? },
-            T_LOCKS => {
-                let n = r.u32()? as usize;
-                // Each entry takes at least 29 bytes: refuse counts the frame cannot hold.
-                if n > r.rest().len() / 29 {
-                    return Err(DecodeError(format!("lock report of {n} threads in a short frame")));
-                }
-                let mut threads = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let thread = r.u64()?;
-                    let name = r.str()?.to_owned();
-                    let (waiting, waited_ms) = (r.u64()?, r.u64()?);
-                    let held = (0..r.u8()?).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
-                    threads.push(ThreadLocks { thread, name, waiting, waited_ms, held });
-                }
-                SyncMsg::Locks { threads }
-            }
-            t => return Err(DecodeError(format!("not a synchronisation message: tag {t:#x}"))),
-        };
-        r.end()?;
-        Ok(msg)
+wire_enum! { SyncMsg, "not a synchronisation message: tag {:#x}";
+    T_SYNC_REQ => Req(req: Request),
+    T_SYNC_REPLY => Reply { waiter: u64, reply: Reply },
+    T_REVOKE => Revoke { key: u64 },
+    T_LOCKS => Locks { threads: Vec<ThreadLocks> },
+}
+
+impl Field for Request {
+    fn put(&self, w: &mut Writer) {
+        self.op.put(w.u64(self.key).u16(self.waiter.0.0).u64(self.waiter.1));
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        match self {
-            SyncMsg::Req(req) => sync_req(req),
-            SyncMsg::Reply { waiter, reply } => sync_reply(*waiter, reply),
-            SyncMsg::Revoke { key } => revoke(*key),
-            SyncMsg::Locks { threads } => locks(threads),
-        }
+    fn get(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
+        Ok(Request { key: r.u64()?, waiter: (NodeId(r.u16()?), r.u64()?), op: Op::get(r)? })
     }
 }
 
-/// Decodes and re-encodes a synchronisation message (the fuzz harness); `None` for another tag.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
-    crate::runtime::wire::round_trip_of(body, &TAGS, SyncMsg::decode, SyncMsg::encode)
-}
-
-pub(crate) fn sync_req(r: &Request) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u8(T_SYNC_REQ).u64(r.key).u16(r.waiter.0).u64(r.waiter.1);
-    match &r.op {
-        Op::Lock { shared } => w.u8(1).u8(*shared as u8),
-        Op::TryLock { shared } => w.u8(2).u8(*shared as u8),
-        Op::Unlock { shared } => w.u8(3).u8(*shared as u8),
-        Op::CvWait { mutex } => w.u8(4).u64(*mutex),
-        Op::CvNotify { all } => w.u8(5).u8(*all as u8),
-        Op::CvCancel => w.u8(6),
-        Op::Barrier { n } => w.u8(7).u64(*n),
-        Op::ChanCreate { bound } => w.u8(8).u64(bound.map_or(u64::MAX, |b| b)),
-        Op::ChanSend { sender, seq, bytes, sync } => {
-            w.u8(9).u64(*sender).u64(*seq).u8(*sync as u8).bytes(bytes)
-        }
-        Op::ChanTrySend { bytes } => w.u8(10).bytes(bytes),
-        Op::ChanRecv { block, max } => w.u8(11).u8(*block as u8).u64(*max),
-        Op::ChanRecvCancel => w.u8(12),
-        Op::ChanClone => w.u8(13),
-        Op::ChanSenderDrop { sender, final_seq } => w.u8(14).u64(*sender).u64(*final_seq),
-        Op::ChanReceiverDrop => w.u8(15),
-        Op::CacheLock => w.u8(16),
-        Op::CacheTryLock => w.u8(17),
-        Op::RevokeBusy => w.u8(18),
-    };
-    w.finish()
-}
-
-pub(crate) fn sync_reply(waiter: u64, reply: &Reply) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u8(T_SYNC_REPLY).u64(waiter);
-    match reply {
-        Reply::Granted => w.u8(1),
-        Reply::NotGranted => w.u8(2),
-        Reply::CvRemoved => w.u8(3),
-        Reply::CvLate => w.u8(4),
-        Reply::Barrier { leader } => w.u8(5).u8(*leader as u8),
-        Reply::Ack => w.u8(6),
-        Reply::Full(b) => w.u8(7).bytes(b),
-        Reply::Disconnected(b) => w.u8(8).bytes(b),
-        Reply::Empty => w.u8(9),
-        Reply::Msgs { count, bytes } => w.u8(10).u64(*count).bytes(bytes),
-        Reply::Cancelled => w.u8(11),
-        Reply::Stats(b) => w.u8(12).bytes(b),
-    };
-    w.finish()
-}
-
-pub(crate) fn revoke(key: u64) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u8(T_REVOKE).u64(key);
-    w.finish()
-}
-
-pub(crate) fn locks(threads: &[ThreadLocks]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.u8(T_LOCKS).u32(threads.len() as u32);
-    for t in threads {
-        w.u64(t.thread).str(&t.name).u64(t.waiting).u64(t.waited_ms).u8(t.held.len().min(255) as u8);
-        for &k in t.held.iter().take(255) {
-            w.u64(k);
+/// A lock report: at most 255 held locks a thread.
+impl Field for Vec<ThreadLocks> {
+    fn put(&self, w: &mut Writer) {
+        w.u32(self.len() as u32);
+        for t in self {
+            w.u64(t.thread).str(&t.name).u64(t.waiting).u64(t.waited_ms).u8(t.held.len().min(255) as u8);
+            t.held.iter().take(255).fold(&mut *w, |w, &k| w.u64(k));
         }
     }
-    w.finish()
-}
 
-fn decode_op(r: &mut Reader<'_>) -> Result<Op, DecodeError> {
-    Ok(match r.u8()? {
-        1 => Op::Lock { shared: flag(r.u8()?)? },
-        2 => Op::TryLock { shared: flag(r.u8()?)? },
-        3 => Op::Unlock { shared: flag(r.u8()?)? },
-        4 => Op::CvWait { mutex: r.u64()? },
-        5 => Op::CvNotify { all: flag(r.u8()?)? },
-        6 => Op::CvCancel,
-        7 => Op::Barrier { n: r.u64()? },
-        8 => Op::ChanCreate { bound: Some(r.u64()?).filter(|&b| b != u64::MAX) },
-        9 => {
-            Op::ChanSend { sender: r.u64()?, seq: r.u64()?, sync: flag(r.u8()?)?, bytes: r.bytes()?.to_vec() }
+    fn get(r: &mut Reader<'_>) -> Result<Vec<ThreadLocks>, DecodeError> {
+        let n = r.u32()? as usize;
+        // Each entry takes at least 29 bytes: refuse counts the frame cannot hold.
+        if n > r.rest().len() / 29 {
+            return Err(DecodeError(format!("lock report of {n} threads in a short frame")));
         }
-        10 => Op::ChanTrySend { bytes: r.bytes()?.to_vec() },
-        11 => Op::ChanRecv { block: flag(r.u8()?)?, max: r.u64()? },
-        12 => Op::ChanRecvCancel,
-        13 => Op::ChanClone,
-        14 => Op::ChanSenderDrop { sender: r.u64()?, final_seq: r.u64()? },
-        15 => Op::ChanReceiverDrop,
-        16 => Op::CacheLock,
-        17 => Op::CacheTryLock,
-        18 => Op::RevokeBusy,
-        k => return Err(DecodeError(format!("unknown sync operation {k}"))),
-    })
+        let mut threads = Vec::with_capacity(n);
+        for _ in 0..n {
+            let thread = r.u64()?;
+            let name = r.str()?.to_owned();
+            let (waiting, waited_ms) = (r.u64()?, r.u64()?);
+            let held = (0..r.u8()?).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            threads.push(ThreadLocks { thread, name, waiting, waited_ms, held });
+        }
+        Ok(threads)
+    }
 }
 
-fn decode_reply(r: &mut Reader<'_>) -> Result<Reply, DecodeError> {
-    Ok(match r.u8()? {
-        1 => Reply::Granted,
-        2 => Reply::NotGranted,
-        3 => Reply::CvRemoved,
-        4 => Reply::CvLate,
-        5 => Reply::Barrier { leader: flag(r.u8()?)? },
-        6 => Reply::Ack,
-        7 => Reply::Full(r.bytes()?.to_vec()),
-        8 => Reply::Disconnected(r.bytes()?.to_vec()),
-        9 => Reply::Empty,
-        10 => Reply::Msgs { count: r.u64()?, bytes: r.bytes()?.to_vec() },
-        11 => Reply::Cancelled,
-        12 => Reply::Stats(r.bytes()?.to_vec()),
-        k => return Err(DecodeError(format!("unknown sync reply {k}"))),
-    })
+wire_enum! { Op, "unknown sync operation {}";
+    1 => Lock { shared: bool },
+    2 => TryLock { shared: bool },
+    3 => Unlock { shared: bool },
+    4 => CvWait { mutex: u64 },
+    5 => CvNotify { all: bool },
+    6 => CvCancel,
+    7 => Barrier { n: u64 },
+    8 => ChanCreate { bound: Option<u64> },
+    9 => ChanSend { sender: u64, seq: u64, sync: bool, bytes: Vec<u8> },
+    10 => ChanTrySend { bytes: Vec<u8> },
+    11 => ChanRecv { block: bool, max: u64 },
+    12 => ChanRecvCancel,
+    13 => ChanClone,
+    14 => ChanSenderDrop { sender: u64, final_seq: u64 },
+    15 => ChanReceiverDrop,
+    16 => CacheLock,
+    17 => CacheTryLock,
+    18 => RevokeBusy,
+}
+
+wire_enum! { Reply, "unknown sync reply {}";
+    1 => Granted,
+    2 => NotGranted,
+    3 => CvRemoved,
+    4 => CvLate,
+    5 => Barrier { leader: bool },
+    6 => Ack,
+    7 => Full(b: Vec<u8>),
+    8 => Disconnected(b: Vec<u8>),
+    9 => Empty,
+    10 => Msgs { count: u64, bytes: Vec<u8> },
+    11 => Cancelled,
+    12 => Stats(b: Vec<u8>),
 }
 
 #[cfg(test)]
@@ -221,8 +137,8 @@ mod tests {
             Op::RevokeBusy,
         ];
         for op in ops {
-            let req = Request { key: 0x2000_0000_1000, waiter: (3, 99), op };
-            assert_eq!(SyncMsg::decode(&sync_req(&req)).unwrap(), SyncMsg::Req(req));
+            let msg = SyncMsg::Req(Request { key: 0x2000_0000_1000, waiter: (NodeId(3), 99), op });
+            assert_eq!(SyncMsg::decode(&msg.encode()).unwrap(), msg);
         }
         let replies = [
             Reply::Granted,
@@ -239,10 +155,8 @@ mod tests {
             Reply::Stats(vec![9; 40]),
         ];
         for reply in replies {
-            assert_eq!(
-                SyncMsg::decode(&sync_reply(42, &reply)).unwrap(),
-                SyncMsg::Reply { waiter: 42, reply }
-            );
+            let msg = SyncMsg::Reply { waiter: 42, reply };
+            assert_eq!(SyncMsg::decode(&msg.encode()).unwrap(), msg);
         }
     }
 }

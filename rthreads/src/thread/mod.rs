@@ -16,10 +16,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar};
 
-use crate::alloc::InternalAlloc;
+use dsm::NodeId;
+
+use crate::alloc::{InternalAlloc, private_internal};
 use crate::fiber::{self, Fiber};
+use crate::log::node as me;
 use crate::placement::Placement;
-use crate::private::{ServiceGuard, ServiceLock, private};
+use crate::private::{ServiceLock, private};
 use crate::runtime;
 pub(crate) mod scope;
 pub(crate) mod wire;
@@ -40,43 +43,29 @@ struct Entry {
     started: bool,
     watching: bool,
     forgotten: bool,
-    watchers: Vec<u16>,
+    watchers: Vec<NodeId>,
 }
 
-static TABLE: ThreadTable =
+pub(crate) static TABLE: ThreadTable =
     ThreadTable { map: ServiceLock::new("thread.table", BTreeMap::new()), cv: Condvar::new() };
 
-pub(crate) fn table() -> &'static ThreadTable {
-    &TABLE
-}
-
-fn me() -> u16 {
-    runtime::get().map_or(0, |r| r.me)
-}
-
-fn send(to: u16, frame: Vec<u8>) {
+fn send(to: NodeId, frame: Vec<u8>) {
     if let Some(rt) = runtime::get() {
         rt.send(to, frame);
     }
 }
 
 impl ThreadTable {
-    fn lock(&self) -> ServiceGuard<'_, BTreeMap<u64, Entry>> {
-        self.map.lock()
-    }
-
     fn register(&'static self, tid: u64) {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            self.lock().insert(tid, Entry::default());
+        private_internal(move || {
+            self.map.lock().insert(tid, Entry::default());
         });
     }
 
     /// The thread `tid` has ended (`started == false`: it could not be started at all).
     pub(crate) fn finish(&'static self, tid: u64, started: bool) {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            let mut map = self.lock();
+        private_internal(move || {
+            let mut map = self.map.lock();
             let Some(e) = map.get_mut(&tid) else { return };
             e.finished = true;
             e.started = started;
@@ -93,10 +82,9 @@ impl ThreadTable {
     }
 
     /// Node `from` holds the handle of `tid` (spawned here) and wants to hear when it ends.
-    pub(crate) fn watch(&'static self, tid: u64, from: u16) {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            let mut map = self.lock();
+    pub(crate) fn watch(&'static self, tid: u64, from: NodeId) {
+        private_internal(move || {
+            let mut map = self.map.lock();
             match map.get_mut(&tid) {
                 Some(e) if e.finished => {
                     let started = e.started;
@@ -111,9 +99,8 @@ impl ThreadTable {
 
     /// The handle of `tid` (spawned here) was joined or dropped elsewhere.
     pub(crate) fn forget(&'static self, tid: u64) {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            let mut map = self.lock();
+        private_internal(move || {
+            let mut map = self.map.lock();
             if let Some(e) = map.get_mut(&tid) {
                 if e.finished {
                     map.remove(&tid);
@@ -125,7 +112,7 @@ impl ThreadTable {
     }
 
     /// Makes sure this node hears of the end of `tid`, spawned on `origin`.
-    fn ensure_known(&self, map: &mut BTreeMap<u64, Entry>, tid: u64, origin: u16) {
+    fn ensure_known(&self, map: &mut BTreeMap<u64, Entry>, tid: u64, origin: NodeId) {
         if origin == me() {
             return;
         }
@@ -136,20 +123,18 @@ impl ThreadTable {
         }
     }
 
-    fn is_finished(&'static self, tid: u64, origin: u16) -> bool {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            let mut map = self.lock();
+    fn is_finished(&'static self, tid: u64, origin: NodeId) -> bool {
+        private_internal(move || {
+            let mut map = self.map.lock();
             self.ensure_known(&mut map, tid, origin);
             map.get(&tid).is_some_and(|e| e.finished)
         })
     }
 
     /// Blocks until `tid` has ended; returns whether it ever started.
-    fn wait(&'static self, tid: u64, origin: u16) -> bool {
-        private(move || {
-            let _internal = InternalAlloc::new();
-            let mut map = self.lock();
+    fn wait(&'static self, tid: u64, origin: NodeId) -> bool {
+        private_internal(move || {
+            let mut map = self.map.lock();
             self.ensure_known(&mut map, tid, origin);
             let started = std::time::Instant::now();
             let _count = WaitTimer(started);
@@ -169,13 +154,12 @@ impl ThreadTable {
         })
     }
 
-    fn drop_handle(&'static self, tid: u64, origin: u16) {
+    fn drop_handle(&'static self, tid: u64, origin: NodeId) {
         if origin == me() {
             self.forget(tid);
         } else {
-            private(move || {
-                let _internal = InternalAlloc::new();
-                self.lock().remove(&tid);
+            private_internal(move || {
+                self.map.lock().remove(&tid);
                 send(origin, ThreadMsg::Forget { tid }.encode());
             });
         }
@@ -193,46 +177,43 @@ impl Drop for WaitTimer {
 
 /// Starts an OS thread on this node, a carrier, that runs the boxed closure at `closure` on a new
 /// fiber with a stack of `stack` bytes (0: the default) in the shared space.
-fn start_thread(tid: u64, origin: u16, closure: usize, stack: usize, name: Option<String>) -> io::Result<()> {
-    private(move || start_thread_here(tid, origin, closure, stack, name))
-}
-
-fn start_thread_here(
+fn start_thread(
     tid: u64,
-    origin: u16,
+    origin: NodeId,
     closure: usize,
     stack: usize,
     name: Option<String>,
 ) -> io::Result<()> {
-    let _internal = InternalAlloc::new();
-    carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
-        crate::counters::thread_started();
-        // The start of a spawned thread is an acquire: the closure and what it captured, written
-        // before `spawn`, are visible.
-        crate::consistency::acquire();
-        if !fiber::SUPPORTED {
-            // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
-            // `Builder::spawn` of this same binary, loaded at the same address on every node; it
-            // is handed to exactly one node, which takes ownership here exactly once.
-            let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
-            f();
-            crate::consistency::release();
-            crate::placement::thread_left();
-            thread_done(tid, origin, true);
-            return;
-        }
-        let stack = if stack == 0 { fiber::default_stack() } else { stack };
-        match Fiber::new(stack, tid, origin, closure) {
-            // SAFETY: a new fiber, carried by this thread only.
-            Ok(f) => unsafe { carry(f, name.as_deref()) },
-            Err(e) => {
-                crate::log::say(&format!("rthreads: node {}: cannot make a stack for a thread: {e}", me()));
-                // SAFETY: as above; the closure never ran, and is dropped here instead.
-                drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+    private_internal(move || {
+        carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
+            crate::counters::thread_started();
+            // The start of a spawned thread is an acquire: the closure and what it captured, written
+            // before `spawn`, are visible.
+            crate::consistency::acquire();
+            if !fiber::SUPPORTED {
+                // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
+                // `Builder::spawn` of this same binary, loaded at the same address on every node; it
+                // is handed to exactly one node, which takes ownership here exactly once.
+                let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
+                f();
+                crate::consistency::release();
                 crate::placement::thread_left();
-                thread_done(tid, origin, false);
+                thread_done(tid, origin, true);
+                return;
             }
-        }
+            let stack = if stack == 0 { fiber::default_stack() } else { stack };
+            match Fiber::new(stack, tid, origin, closure) {
+                // SAFETY: a new fiber, carried by this thread only.
+                Ok(f) => unsafe { carry(f, name.as_deref()) },
+                Err(e) => {
+                    crate::log::say(&format!("rthreads: {}: cannot make a stack for a thread: {e}", me()));
+                    // SAFETY: as above; the closure never ran, and is dropped here instead.
+                    drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+                    crate::placement::thread_left();
+                    thread_done(tid, origin, false);
+                }
+            }
+        })
     })
 }
 
@@ -292,45 +273,47 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
             thread_done(tid, origin, true);
         }
         fiber::Outcome::Leaving(target) => {
-            // Everything the thread wrote here, its stack included, must reach the target.
-            crate::consistency::release();
             crate::placement::thread_left();
-            crate::counters::thread_moved();
-            let _internal = InternalAlloc::new();
-            send(
-                target,
-                ThreadMsg::Migrate { tid, origin, fiber: f as u64, name: name.unwrap_or("") }.encode(),
-            );
+            send_away(target, tid, origin, f, name.unwrap_or(""));
         }
     }
 }
 
-fn thread_done(tid: u64, origin: u16, started: bool) {
+/// Sends the fiber `f` of thread `tid` (of node `origin`), which left its carrier, to `target`.
+fn send_away(target: NodeId, tid: u64, origin: NodeId, f: *mut Fiber, name: &str) {
+    // Everything the thread wrote here, its stack included, must reach the target.
+    crate::consistency::release();
+    crate::counters::thread_moved();
+    let frame = InternalAlloc::with(|| ThreadMsg::Migrate { tid, origin, fiber: f as u64, name }.encode());
+    send(target, frame);
+}
+
+fn thread_done(tid: u64, origin: NodeId, started: bool) {
     // The origin learns this node's load before it learns of the end (same connection).
     crate::placement::report_to(origin);
     if origin == me() {
-        table().finish(tid, started);
+        TABLE.finish(tid, started);
     } else {
         send(origin, ThreadMsg::Done { tid, started }.encode());
     }
 }
 
 /// Called by the service thread for a `Spawn` message from `origin`.
-pub(crate) fn start_remote(tid: u64, origin: u16, closure: usize, stack: usize, name: &str) {
+pub(crate) fn start_remote(tid: u64, origin: NodeId, closure: usize, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
     if let Err(e) = start_thread(tid, origin, closure, stack, name) {
-        crate::log::say(&format!("rthreads: node {}: cannot start a thread for node {origin}: {e}", me()));
+        crate::log::say(&format!("rthreads: {}: cannot start a thread for {origin}: {e}", me()));
         thread_done(tid, origin, false);
     }
 }
 
 /// Called by the service thread for a `Migrate` message: thread `tid` of node `origin`, suspended
 /// in the fiber at `fiber`, goes on here.
-pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
+pub(crate) fn resume_remote(tid: u64, origin: NodeId, fiber: usize, name: &str) {
     let plausible = fiber.is_multiple_of(64) && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
     if !plausible || !fiber::SUPPORTED {
         crate::log::say(&format!(
-            "rthreads: node {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
+            "rthreads: {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
             me()
         ));
         return;
@@ -344,7 +327,7 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
         let (t, o) = unsafe { ((*f).tid, (*f).origin) };
         if (t, o) != (tid, origin) {
             crate::log::say(&format!(
-                "rthreads: node {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
+                "rthreads: {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
                 me()
             ));
             crate::placement::thread_left();
@@ -358,7 +341,7 @@ pub(crate) fn resume_remote(tid: u64, origin: u16, fiber: usize, name: &str) {
     });
     if let Err(e) = started {
         crate::log::say(&format!(
-            "rthreads: node {}: cannot resume a thread that moved here from another node: {e}",
+            "rthreads: {}: cannot resume a thread that moved here from another node: {e}",
             me()
         ));
         thread_done(tid, origin, false);
@@ -389,12 +372,11 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
     let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
     let closure = Box::into_raw(Box::new(main)) as usize;
     let me = me();
-    let tid = (u64::from(me) << 48)
-        | runtime::get().map_or_else(next_local_seq, |r| r.next_seq.fetch_add(1, Ordering::Relaxed));
+    let tid = new_tid(me);
     let f = match Fiber::new(fiber::MAIN_STACK, tid, me, closure) {
         Ok(f) => f,
         Err(e) => {
-            crate::log::say(&format!("rthreads: node {me}: main runs on its own stack: {e}"));
+            crate::log::say(&format!("rthreads: {me}: main runs on its own stack: {e}"));
             // SAFETY: the box was made above and never handed to anyone.
             let main = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
             main();
@@ -407,14 +389,9 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
         fiber::Outcome::Finished => {}
         fiber::Outcome::Leaving(target) => {
             // Registered before the fiber goes, so that its end, wherever it comes, is heard here.
-            table().register(tid);
-            crate::consistency::release();
-            crate::counters::thread_moved();
-            {
-                let _internal = InternalAlloc::new();
-                send(target, ThreadMsg::Migrate { tid, origin: me, fiber: f as u64, name: "main" }.encode());
-            }
-            table().wait(tid, me);
+            TABLE.register(tid);
+            send_away(target, tid, me, f, "main");
+            TABLE.wait(tid, me);
             crate::consistency::acquire();
         }
     }
@@ -558,13 +535,13 @@ impl Builder {
         T: Send + 'scope,
     {
         let mut b = self;
-        if b.node.is_none() && !scope.remote_ok() {
+        if b.node.is_none() && !scope.remote {
             // The scope's owner runs on a private stack: its locals exist on its node only.
-            b.node = Some(scope.owner_node());
+            b.node = Some(scope.owner);
         }
         // SAFETY: the scope waits, before it returns, until this thread's packet is gone, which
         // is after the thread has run `f` and dropped everything `f` borrowed or returned.
-        unsafe { b.spawn_unchecked(f, Some(scope.data())) }.map(ScopedJoinHandle::new)
+        unsafe { b.spawn_unchecked(f, Some(Arc::clone(&scope.data))) }.map(ScopedJoinHandle::new)
     }
 
     /// # Safety
@@ -580,14 +557,9 @@ impl Builder {
     {
         let (me, nodes) = (me(), node_count());
         let target = match self.node {
-            Some(n) if n < nodes => n as u16,
-            Some(n) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("node {n} does not exist: the cluster has {nodes} node(s)"),
-                ));
-            }
-            None => placement(me, nodes, self.placement),
+            Some(n) if n < nodes => NodeId(n as u16),
+            Some(n) => return Err(no_such_node(n, nodes)),
+            None => crate::placement::choose(me, nodes, self.placement),
         };
         if let Some(s) = &scope {
             s.thread_added();
@@ -604,16 +576,15 @@ impl Builder {
         // long enough.
         let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
         let closure = Box::into_raw(Box::new(main)) as usize;
-        let tid = (u64::from(me) << 48)
-            | runtime::get().map_or_else(next_local_seq, |r| r.next_seq.fetch_add(1, Ordering::Relaxed));
-        table().register(tid);
+        let tid = new_tid(me);
+        TABLE.register(tid);
         let stack = self.stack_size.unwrap_or(0);
         if target == me {
             if let Err(e) = start_thread(tid, me, closure, stack, self.name) {
                 // SAFETY: the thread did not start, so the box was never handed to anyone.
                 drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
-                table().forget(tid);
-                table().finish(tid, false);
+                TABLE.forget(tid);
+                TABLE.finish(tid, false);
                 return Err(e);
             }
         } else if let Some(rt) = runtime::get() {
@@ -621,32 +592,21 @@ impl Builder {
             crate::consistency::release();
             let name = self.name;
             private(move || {
-                let frame = {
-                    let _internal = InternalAlloc::new();
-                    ThreadMsg::Spawn {
-                        tid,
-                        closure: closure as u64,
-                        stack: stack as u64,
-                        name: name.as_deref().unwrap_or(""),
-                    }
-                    .encode()
-                };
-                drop(name);
+                let (closure, stack, name) = (closure as u64, stack as u64, name.as_deref().unwrap_or(""));
+                let frame = InternalAlloc::with(|| ThreadMsg::Spawn { tid, closure, stack, name }.encode());
                 rt.send(target, frame);
             });
             crate::placement::sent(target);
         }
-        Ok(JoinHandle { tid, origin: me, node: usize::from(target), packet: Some(packet) })
+        Ok(JoinHandle { tid, origin: me, node: target, packet: Some(packet) })
     }
 }
 
-fn next_local_seq() -> u64 {
+/// A new thread id of this node: its number in the high 16 bits.
+fn new_tid(me: NodeId) -> u64 {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    SEQ.fetch_add(1, Ordering::Relaxed)
-}
-
-fn placement(me: u16, nodes: usize, policy: Option<Placement>) -> u16 {
-    crate::placement::choose(me, nodes, policy)
+    let seq = runtime::get().map_or(&SEQ, |r| &r.next_seq).fetch_add(1, Ordering::Relaxed);
+    (u64::from(me.0) << 48) | seq
 }
 
 /// Spawns a thread on some node of the cluster, as `std::thread::spawn` does on this machine.
@@ -678,8 +638,8 @@ where
 #[derive(Debug)]
 pub struct JoinHandle<T> {
     tid: u64,
-    origin: u16,
-    node: usize,
+    origin: NodeId,
+    node: NodeId,
     packet: Option<Arc<Packet<T>>>,
 }
 
@@ -708,10 +668,10 @@ impl<T> JoinHandle<T> {
     /// ```
     pub fn join(mut self) -> std::thread::Result<T> {
         let packet = self.packet.take().expect("joined twice");
-        let started = table().wait(self.tid, self.origin);
+        let started = TABLE.wait(self.tid, self.origin);
         crate::consistency::acquire();
         if !started {
-            return Err(Box::new(format!("rthreads: the thread could not be started on node {}", self.node)));
+            return Err(Box::new(format!("rthreads: the thread could not be started on {}", self.node)));
         }
         // SAFETY: the thread has finished: it wrote the packet before reporting completion, and
         // nobody else reads it (the handle is consumed).
@@ -722,19 +682,19 @@ impl<T> JoinHandle<T> {
     /// Whether the thread has finished running (without blocking, as std's). Asking about a thread
     /// spawned on another node may take a message round trip before it can say `true`.
     pub fn is_finished(&self) -> bool {
-        table().is_finished(self.tid, self.origin)
+        TABLE.is_finished(self.tid, self.origin)
     }
 
     /// The node the thread runs on.
     pub fn node(&self) -> usize {
-        self.node
+        self.node.index()
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         if self.packet.is_some() {
-            table().drop_handle(self.tid, self.origin);
+            TABLE.drop_handle(self.tid, self.origin);
         }
     }
 }
@@ -746,7 +706,7 @@ impl<T> Drop for JoinHandle<T> {
 /// assert_eq!(rthreads::current_node(), 0); // no #[rthreads::main] here: a one-node cluster
 /// ```
 pub fn current_node() -> usize {
-    usize::from(me())
+    me().index()
 }
 
 /// The number of nodes in the cluster (`1` outside a cluster).
@@ -842,10 +802,7 @@ pub fn page_of<T: ?Sized>(ptr: *const T) -> Option<u64> {
 pub fn migrate(node: usize) -> io::Result<()> {
     let nodes = node_count();
     if node >= nodes {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("node {node} does not exist: the cluster has {nodes} node(s)"),
-        ));
+        return Err(no_such_node(node, nodes));
     }
     let f = fiber::current();
     if f.is_null() || !fiber::on_shared_stack() {
@@ -858,8 +815,13 @@ pub fn migrate(node: usize) -> io::Result<()> {
         return Ok(());
     }
     // SAFETY: `f` is the fiber this thread runs on.
-    unsafe { fiber::leave(f, node as u16) };
+    unsafe { fiber::leave(f, NodeId(node as u16)) };
     Ok(())
+}
+
+fn no_such_node(node: usize, nodes: usize) -> io::Error {
+    let e = format!("node {node} does not exist: the cluster has {nodes} node(s)");
+    io::Error::new(io::ErrorKind::InvalidInput, e)
 }
 
 /// A safe point: gives up the CPU, as `std::thread::yield_now` does, and, when rebalancing is on
@@ -892,8 +854,8 @@ pub fn migrate(node: usize) -> io::Result<()> {
 /// ```
 pub fn yield_now() {
     if let Some((claim, target)) = crate::placement::claim_move() {
-        let from = runtime::get().map_or(0, |r| r.me);
-        match migrate(usize::from(target)) {
+        let from = me();
+        match migrate(target.index()) {
             Ok(()) => {
                 // Running on `target` now: tell the node we left, which settles the claim there.
                 if let Some(rt) = runtime::get().filter(|r| r.me != from) {

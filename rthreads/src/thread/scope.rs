@@ -56,9 +56,10 @@ impl ScopeData {
 /// The lifetimes are std's: `'scope` is the scope itself (threads may not outlive it), `'env` is
 /// whatever the threads borrow (which outlives the scope).
 pub struct Scope<'scope, 'env: 'scope> {
-    data: Arc<ScopeData>,
-    owner: usize,
-    remote: bool,
+    pub(super) data: Arc<ScopeData>,
+    pub(super) owner: usize,
+    /// Whether the scope's environment may be read from other nodes.
+    pub(super) remote: bool,
     scope: PhantomData<&'scope mut &'scope ()>,
     env: PhantomData<&'env mut &'env ()>,
 }
@@ -178,19 +179,6 @@ impl<'scope, 'env> Scope<'scope, 'env> {
         T: Send + 'scope,
     {
         Builder::new().spawn_scoped(self, f).expect("failed to spawn thread")
-    }
-
-    pub(crate) fn data(&self) -> Arc<ScopeData> {
-        Arc::clone(&self.data)
-    }
-
-    pub(crate) fn owner_node(&self) -> usize {
-        self.owner
-    }
-
-    /// Whether the scope's environment may be read from other nodes.
-    pub(crate) fn remote_ok(&self) -> bool {
-        self.remote
     }
 }
 

@@ -1,6 +1,7 @@
 //! The messages of threads between nodes: start a thread, move one, say it ended, and the join
 //! bookkeeping of its origin. Tags 0x11–0x15 and 0x1C (see `crate::runtime::wire`).
 
+use dsm::NodeId;
 use net::{DecodeError, Reader, Writer};
 
 use crate::runtime::{self, Extensions, Runtime, Verdict};
@@ -11,7 +12,7 @@ const T_WATCH: u8 = 0x13;
 const T_FINISHED: u8 = 0x14;
 const T_FORGET: u8 = 0x15;
 const T_MIGRATE: u8 = 0x1C;
-const TAGS: [u8; 6] = [T_SPAWN, T_DONE, T_WATCH, T_FINISHED, T_FORGET, T_MIGRATE];
+pub(crate) const TAGS: [u8; 6] = [T_SPAWN, T_DONE, T_WATCH, T_FINISHED, T_FORGET, T_MIGRATE];
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ThreadMsg<'a> {
@@ -19,7 +20,7 @@ pub(crate) enum ThreadMsg<'a> {
     /// `tid` of the sender.
     Spawn { tid: u64, closure: u64, stack: u64, name: &'a str },
     /// A running thread moves here: resume the fiber whose control block is at `fiber`.
-    Migrate { tid: u64, origin: u16, fiber: u64, name: &'a str },
+    Migrate { tid: u64, origin: NodeId, fiber: u64, name: &'a str },
     /// Thread `tid` of the recipient ended (`started == false`: it could not start).
     Done { tid: u64, started: bool },
     /// The sender holds the handle of `tid` and wants to hear when it ends.
@@ -38,7 +39,7 @@ impl ThreadMsg<'_> {
                 w.u8(T_SPAWN).u64(tid).u64(closure).u64(stack).str(name)
             }
             ThreadMsg::Migrate { tid, origin, fiber, name } => {
-                w.u8(T_MIGRATE).u64(tid).u16(origin).u64(fiber).str(name)
+                w.u8(T_MIGRATE).u64(tid).u16(origin.0).u64(fiber).str(name)
             }
             ThreadMsg::Done { tid, started } => w.u8(T_DONE).u64(tid).u8(started as u8),
             ThreadMsg::Watch { tid } => w.u8(T_WATCH).u64(tid).u8(0),
@@ -52,9 +53,12 @@ impl ThreadMsg<'_> {
         let mut r = Reader::new(body);
         let msg = match r.u8()? {
             T_SPAWN => ThreadMsg::Spawn { tid: r.u64()?, closure: r.u64()?, stack: r.u64()?, name: r.str()? },
-            T_MIGRATE => {
-                ThreadMsg::Migrate { tid: r.u64()?, origin: r.u16()?, fiber: r.u64()?, name: r.str()? }
-            }
+            T_MIGRATE => ThreadMsg::Migrate {
+                tid: r.u64()?,
+                origin: NodeId(r.u16()?),
+                fiber: r.u64()?,
+                name: r.str()?,
+            },
             T_DONE => ThreadMsg::Done { tid: r.u64()?, started: runtime::wire::flag(r.u8()?)? },
             T_WATCH => ThreadMsg::Watch { tid: (r.u64()?, r.u8()?).0 },
             T_FINISHED => ThreadMsg::Finished { tid: r.u64()?, started: runtime::wire::flag(r.u8()?)? },
@@ -71,7 +75,7 @@ pub(crate) fn register(ext: &mut Extensions) {
     ext.frames(&TAGS, handle);
 }
 
-fn handle(_rt: &'static Runtime, from: u16, body: &[u8]) -> Verdict {
+fn handle(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict {
     let msg = match ThreadMsg::decode(body) {
         Ok(m) => m,
         Err(e) => return Verdict::Lost(format!("it sent a malformed thread message ({e})")),
@@ -84,16 +88,10 @@ fn handle(_rt: &'static Runtime, from: u16, body: &[u8]) -> Verdict {
             super::resume_remote(tid, origin, fiber as usize, name)
         }
         ThreadMsg::Done { tid, started } | ThreadMsg::Finished { tid, started } => {
-            super::table().finish(tid, started)
+            super::TABLE.finish(tid, started)
         }
-        ThreadMsg::Watch { tid } => super::table().watch(tid, from),
-        ThreadMsg::Forget { tid } => super::table().forget(tid),
+        ThreadMsg::Watch { tid } => super::TABLE.watch(tid, from),
+        ThreadMsg::Forget { tid } => super::TABLE.forget(tid),
     }
     Verdict::Ok
-}
-
-/// Decodes and re-encodes a thread message (the fuzz harness); `None` for another tag.
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn round_trip(body: &[u8]) -> Option<Result<Vec<u8>, DecodeError>> {
-    crate::runtime::wire::round_trip_of(body, &TAGS, ThreadMsg::decode, ThreadMsg::encode)
 }

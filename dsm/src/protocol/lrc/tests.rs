@@ -94,6 +94,7 @@ struct Cluster {
     app: Program,
     per_node: u64,
     prefetch: u16,
+    adaptive: u16,
     /// The program: what each byte is.
     guard: Vec<Vec<Guard>>,
     layout: Layout,
@@ -123,16 +124,29 @@ impl Cluster {
     fn new(nodes: u16, per_node: u64, prefetch: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
         let pages = (u64::from(nodes) * per_node) as usize;
         let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
-        Self::build(nodes, per_node, prefetch, guard, 1)
+        Self::build(nodes, per_node, (prefetch, 0), guard, 1)
     }
 
-    fn build(nodes: u16, per_node: u64, prefetch: u16, guard: Vec<Vec<Guard>>, threads: usize) -> Self {
+    /// As [`Cluster::new`], with adaptive prefetch up to `adaptive` pages and no fixed prefetch.
+    fn adaptive(nodes: u16, per_node: u64, adaptive: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
+        let pages = (u64::from(nodes) * per_node) as usize;
+        let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
+        Self::build(nodes, per_node, (0, adaptive), guard, 1)
+    }
+
+    fn build(
+        nodes: u16,
+        per_node: u64,
+        (prefetch, adaptive): (u16, u16),
+        guard: Vec<Vec<Guard>>,
+        threads: usize,
+    ) -> Self {
         let count = usize::from(nodes);
         let sc_pages = (0..guard.len())
             .filter(|&pg| guard[pg].iter().any(|g| matches!(g, Guard::Counter | Guard::Flag(_))))
             .map(|pg| pg as u64..pg as u64 + 1)
             .collect();
-        let config = LrcConfig { prefetch, sc_pages };
+        let config = LrcConfig { prefetch, adaptive, sc_pages };
         let states = (0..nodes).map(|i| LrcNode::new(n(i), nodes, per_node, config.clone())).collect();
         let mut sim = Sim::new(states, guard.len(), PAGE, &vec![threads; count]).record();
         let mut layout = Layout {
@@ -165,7 +179,7 @@ impl Cluster {
             }
         }
         let app = Program::new(&sim, layout.guarded.len()).check_acquires();
-        Cluster { sim, app, per_node, prefetch, guard, layout, speed: vec![1; count * count] }
+        Cluster { sim, app, per_node, prefetch, adaptive, guard, layout, speed: vec![1; count * count] }
     }
 
     /// `nodes` nodes homing one page each, every byte guarded by lock 0, after `readers` fetched
@@ -180,7 +194,7 @@ impl Cluster {
 
     /// The same cluster, from the start, with `per_node` threads on every node.
     fn with_threads(self, per_node: usize) -> Self {
-        Self::build(self.count() as u16, self.per_node, self.prefetch, self.guard, per_node)
+        Self::build(self.count() as u16, self.per_node, (self.prefetch, self.adaptive), self.guard, per_node)
     }
 
     /// Messages sent so far, of `kind` ([`kind_name`]).
@@ -590,6 +604,27 @@ fn prefetch_cuts_fetches_of_a_sequential_scan() {
     assert_eq!(scan(0), (32, 32));
     assert_eq!(scan(3), (8, 32));
     assert_eq!(scan(MAX_PREFETCH), (1, 32));
+}
+
+#[test]
+fn adaptive_prefetch_grows_on_a_sequential_scan_and_not_on_a_strided_one() {
+    let scan = |adaptive, stride: usize| {
+        let mut c = Cluster::adaptive(2, 256, adaptive, page_of(Guard::ReadOnly));
+        let pages: Vec<usize> = (0..256).step_by(stride).collect();
+        for &pg in &pages {
+            c.read(1, pg, 0);
+        }
+        let fetches = c.sent("Fetch");
+        assert!(c.nodes().iter().all(LrcNode::is_quiescent));
+        (fetches, c.sent("Page"), pages.len())
+    };
+    // Off: one fetch per page.
+    assert_eq!(scan(0, 1), (256, 256, 256));
+    // Sequential: fetches of 1, 2, 3, 5, 9, 17, then 32 pages (1 + 31) each: 37 pages in the first
+    // six, the other 219 in seven more.
+    assert_eq!(scan(31, 1), (13, 256, 256));
+    // Every other page: never sequential, so nothing is fetched that is not read.
+    assert_eq!(scan(31, 2), (128, 128, 128));
 }
 
 // ----- classification: what survives an acquire -----

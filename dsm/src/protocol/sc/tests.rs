@@ -52,6 +52,13 @@ impl Cluster {
         Cluster(Sim::new(states, pages, 8, &vec![threads; usize::from(nodes)]).record())
     }
 
+    /// As [`Cluster::new`], every node with read-ahead up to `max` pages.
+    fn read_ahead(nodes: u16, per_node: u64, pages: u64, max: u16) -> Self {
+        let states: Vec<ScNode> =
+            (0..nodes).map(|i| ScNode::new(n(i), nodes, per_node).with_read_ahead(max)).collect();
+        Cluster(Sim::new(states, pages as usize, 8, &vec![1; usize::from(nodes)]).record())
+    }
+
     /// A local fault; returns the actions (already carried out).
     fn fault(&mut self, node: usize, page: u64, kind: FaultKind) -> Vec<Action> {
         self.0.fault(node, p(page), kind, false)
@@ -544,4 +551,77 @@ fn garbage_never_panics_and_errors_change_nothing() {
         }
     }
     sim::fuzz::random_inputs::<ScNode>(7_000, 20, 3_000);
+}
+
+// ----- read-ahead -----
+
+#[test]
+fn read_ahead_grows_on_a_sequential_scan_and_not_on_a_strided_one() {
+    let scan = |max, stride: usize| {
+        let mut c = Cluster::read_ahead(2, 256, 256, max);
+        let pages: Vec<u64> = (0..256).step_by(stride).collect();
+        for &pg in &pages {
+            c.op(1, pg, FaultKind::Read);
+        }
+        c.pump();
+        c.assert_quiescent();
+        let reqs = c.log.delivered.iter().filter(|(_, m)| matches!(m, Msg::ReadReq { .. })).count();
+        (reqs, c.grants().len(), pages.len())
+    };
+    assert_eq!(scan(0, 1), (256, 256, 256));
+    // Every page is asked for once, whether a thread or the read-ahead asks.
+    assert_eq!(scan(15, 1), (256, 256, 256));
+    // Every other page: never sequential, so nothing is asked for that is not read.
+    assert_eq!(scan(15, 2), (128, 128, 128));
+}
+
+#[test]
+fn read_ahead_asks_in_growing_batches_then_nothing_while_the_pages_arrive() {
+    let mut c = Cluster::read_ahead(2, 64, 64, 4);
+    // The first miss asks for its page only; the second, in sequence, for 1 more; then 2, then 4.
+    let asked = |out: &[Action]| out.iter().filter(|a| matches!(a, Action::Send { .. })).count();
+    assert_eq!(asked(&c.fault(1, 0, FaultKind::Read)), 1);
+    c.pump();
+    assert_eq!(asked(&c.fault(1, 1, FaultKind::Read)), 2);
+    assert_eq!(asked(&c.fault(1, 2, FaultKind::Read)), 0, "page 2 was asked for already");
+    c.pump();
+    assert_eq!(asked(&c.fault(1, 3, FaultKind::Read)), 3);
+    c.pump();
+    assert_eq!(asked(&c.fault(1, 6, FaultKind::Read)), 5);
+    c.pump();
+    // Out of sequence: the page alone.
+    assert_eq!(asked(&c.fault(1, 40, FaultKind::Read)), 1);
+    c.pump();
+    // Writes run the same way, their own sequence: pages 11 and 12 held for reading are upgraded
+    // with the others.
+    c.op(1, 12, FaultKind::Read);
+    assert_eq!(asked(&c.fault(1, 10, FaultKind::Write)), 1);
+    c.pump();
+    assert_eq!(asked(&c.fault(1, 11, FaultKind::Write)), 2);
+    c.pump();
+    assert_eq!(c.prot(1, 12), Access::Write);
+    assert_eq!(asked(&c.fault(1, 13, FaultKind::Write)), 3);
+    c.pump();
+    c.assert_quiescent();
+}
+
+#[test]
+fn write_ahead_fills_a_remote_array_in_fewer_round_trips_and_stays_coherent() {
+    let mut c = Cluster::read_ahead(3, 128, 256, 15);
+    // Node 1 fills node 0's pages in order; node 2 then reads them all; then node 1 again.
+    for pg in 0..128 {
+        c.op(1, pg, FaultKind::Write);
+    }
+    for pg in 0..128 {
+        c.op(2, pg, FaultKind::Read);
+    }
+    for pg in 0..128 {
+        c.op(1, pg, FaultKind::Write);
+    }
+    c.pump();
+    c.assert_quiescent();
+    let requests =
+        |kind: &str| c.log.delivered.iter().filter(|(_, m)| format!("{m:?}").starts_with(kind)).count();
+    assert_eq!(requests("WriteReq"), 256, "each page asked for once per fill");
+    assert_eq!(requests("ReadReq"), 128);
 }
