@@ -13,7 +13,7 @@ ROUNDS=${ROUNDS:-3}
 NODES=${NODES:-4}
 SIZE=${SIZE:-medium}
 KERNELS=${KERNELS:-matmul,jacobi,nbody,mandelbrot,kmeans,montecarlo_pi,mergesort,false_sharing,lock_pingpong,producer_consumer,broadcast,stream_read}
-: "${OLD:?set OLD to the other build's bench_worker}"
+: "${OLD:?set OLD to the bench_worker of the other build}"
 NEW=${NEW:-target/release/bench_worker}
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT

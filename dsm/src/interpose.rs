@@ -109,11 +109,6 @@ fn touch(ptr: *const c_void, len: usize, kernel_writes: bool) {
     }
 }
 
-fn efault() -> bool {
-    // SAFETY: errno of the calling thread.
-    unsafe { *libc::__errno_location() == libc::EFAULT }
-}
-
 /// Runs `call` after touching `bufs`, retrying while it fails with `EFAULT` on shared memory.
 fn guarded(bufs: &[(*const c_void, usize, bool)], call: impl FnMut() -> ssize_t) -> ssize_t {
     let touch_all = || bufs.iter().for_each(|&(p, n, w)| touch(p, n, w));
@@ -127,7 +122,7 @@ fn retry(touch: impl Fn(), shared: impl Fn() -> bool, mut call: impl FnMut() -> 
     loop {
         touch();
         let r = call();
-        if r >= 0 || !efault() || tries >= RETRIES || !shared() {
+        if r >= 0 || crate::sys::errno() != libc::EFAULT || tries >= RETRIES || !shared() {
             return r;
         }
         tries += 1;
@@ -147,12 +142,23 @@ fn touch_iov(iov: *const iovec, cnt: c_int, kernel_writes: bool) {
     }
 }
 
-fn iov_overlaps(iov: *const iovec, cnt: c_int) -> bool {
-    (0..cnt.max(0) as usize).any(|i| {
-        // SAFETY: as in touch_iov.
-        let v = unsafe { *iov.add(i) };
-        overlaps(v.iov_base, v.iov_len)
-    })
+/// `readv`/`writev` (system call `nr`) on `cnt` buffers, which the kernel writes if `kernel_writes`.
+fn vectored(nr: libc::c_long, fd: c_int, iov: *const iovec, cnt: c_int, kernel_writes: bool) -> ssize_t {
+    let overlap = || {
+        (0..cnt.max(0) as usize).any(|i| {
+            // SAFETY: as in touch_iov.
+            let v = unsafe { *iov.add(i) };
+            overlaps(v.iov_base, v.iov_len)
+        })
+    };
+    retry(
+        || touch_iov(iov, cnt, kernel_writes),
+        overlap,
+        || {
+            // SAFETY: forwarded to the kernel under the caller's contract.
+            unsafe { libc::syscall(nr, fd, iov, cnt) as ssize_t }
+        },
+    )
 }
 
 /// `read(2)` that works on shared memory. See the module docs.
@@ -213,14 +219,7 @@ pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off:
 /// The C contract of `readv`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn readv(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    retry(
-        || touch_iov(iov, cnt, true),
-        || iov_overlaps(iov, cnt),
-        || {
-            // SAFETY: forwarded to the kernel under the caller's contract.
-            unsafe { libc::syscall(libc::SYS_readv, fd, iov, cnt) as ssize_t }
-        },
-    )
+    vectored(libc::SYS_readv, fd, iov, cnt, true)
 }
 
 /// `writev(2)` that works on shared memory.
@@ -232,14 +231,7 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssi
     if let Some(r) = output_hook(fd, iov, cnt) {
         return r;
     }
-    retry(
-        || touch_iov(iov, cnt, false),
-        || iov_overlaps(iov, cnt),
-        || {
-            // SAFETY: forwarded to the kernel under the caller's contract.
-            unsafe { libc::syscall(libc::SYS_writev, fd, iov, cnt) as ssize_t }
-        },
-    )
+    vectored(libc::SYS_writev, fd, iov, cnt, false)
 }
 
 /// `recv(2)` that works on shared memory.

@@ -9,7 +9,8 @@ use crate::Access;
 /// The page size the whole system assumes; checked against the kernel's at start-up.
 pub const PAGE_SIZE: usize = 4096;
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+/// `ret`, a system call's result, or the calling thread's `errno` as an error where it is negative.
+pub fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
@@ -32,6 +33,23 @@ pub fn memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall on a descriptor we own.
     check(unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len) })?;
     Ok(fd)
+}
+
+/// A fresh private anonymous read-write mapping of `len` bytes; zero-filled pages are committed
+/// only as touched.
+pub fn map_anon(len: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(p) }
 }
 
 /// Maps `len` bytes of `fd` shared. With `fixed = Some(addr)`, exactly at `addr` and failing
@@ -109,6 +127,18 @@ pub fn futex_wake_all(word: &std::sync::atomic::AtomicU32) {
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
     }
+}
+
+/// The calling thread's `errno`. Async-signal-safe.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno`. Async-signal-safe.
+pub fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
 }
 
 /// `write(2)` as the system call itself, bypassing the C library's `write` (which `interpose`

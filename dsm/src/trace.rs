@@ -52,21 +52,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 /// # Errors
 /// If the memory cannot be reserved.
 pub fn enable(cap: usize) -> std::io::Result<()> {
-    let len = cap * std::mem::size_of::<Event>();
-    // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
+    let p = crate::sys::map_anon(cap * std::mem::size_of::<Event>())?;
     CAP.store(cap, Ordering::SeqCst);
     BUF.store(p.cast(), Ordering::SeqCst);
     Ok(())
@@ -77,12 +63,17 @@ pub fn enabled() -> bool {
     !BUF.load(Ordering::Relaxed).is_null()
 }
 
-/// Monotonic nanoseconds; async-signal-safe.
+/// Monotonic nanoseconds (`CLOCK_MONOTONIC`); async-signal-safe: a plain `clock_gettime`.
 pub fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid timespec to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Monotonic milliseconds (see [`now_ns`]).
+pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
 }
 
 /// Records an event. Async-signal-safe: no allocation, no lock.

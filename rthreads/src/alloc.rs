@@ -332,9 +332,8 @@ impl Heap {
             }),
             _ => None,
         };
-        let n = match quick {
-            Some(n) => n,
-            None => private_internal(move || {
+        let n = quick.unwrap_or_else(|| {
+            private_internal(move || {
                 if mine {
                     self.arena.with(|a| {
                         if let Some(c) = class_of(layout) {
@@ -351,8 +350,8 @@ impl Heap {
                         r.len()
                     })
                 }
-            }),
-        };
+            })
+        });
         if n >= REMOTE_BATCH {
             dsm::fault::notify();
         }
@@ -378,9 +377,7 @@ impl Heap {
     pub(crate) fn take_remote_frees(&self) -> Vec<(usize, Vec<Block>)> {
         let _internal = InternalAlloc::new();
         let fresh = Vec::with_capacity(REMOTE_BATCH);
-        let Some(all) = self.remote.try_with(|r| std::mem::replace(r, fresh)) else {
-            return Vec::new();
-        };
+        let Some(all) = self.remote.try_with(|r| std::mem::replace(r, fresh)) else { return Vec::new() };
         let mut by_owner: BTreeMap<usize, Vec<Block>> = BTreeMap::new();
         for b in all {
             if let Some(o) = self.owner(b.0) {

@@ -105,9 +105,7 @@ pub mod __fuzz {
             |b| of(b, &output::TAGS, output::OutputMsg::decode, output::OutputMsg::encode),
             |b| of(b, &stats::TAGS, stats::StatsMsg::decode, stats::StatsMsg::encode),
         ];
-        let Some(Ok(encoded)) = owners.iter().find_map(|f| f(bytes)) else {
-            return false;
-        };
+        let Some(Ok(encoded)) = owners.iter().find_map(|f| f(bytes)) else { return false };
         let again = owners
             .iter()
             .find_map(|f| f(&encoded))

@@ -108,20 +108,17 @@ pub(crate) fn register(ext: &mut runtime::Extensions) {
 }
 
 fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
-    let msg = match OutputMsg::decode(body) {
-        Ok(m) => m,
+    match OutputMsg::decode(body) {
         Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed output message ({e})")),
-    };
-    match msg {
-        OutputMsg::Ack { upto, errors } => on_ack(upto, errors),
-        _ if rt.me != NodeId(0) => {
+        Ok(OutputMsg::Ack { upto, errors }) => on_ack(upto, errors),
+        Ok(_) if rt.me != NodeId(0) => {
             return runtime::Verdict::Lost("it sent output to a node other than node 0".into());
         }
-        OutputMsg::Output { fd, data } => {
+        Ok(OutputMsg::Output { fd, data }) => {
             enqueue(|| Item::Data { from, fd: fd.clamp(1, 2), bytes: data.to_vec() });
         }
-        OutputMsg::Flush { upto, release } => enqueue(|| Item::Flush { from, upto, release }),
-        OutputMsg::Exit { code } => exit_requested(code),
+        Ok(OutputMsg::Flush { upto, release }) => enqueue(|| Item::Flush { from, upto, release }),
+        Ok(OutputMsg::Exit { code }) => exit_requested(code),
     }
     runtime::Verdict::Ok
 }
@@ -164,11 +161,6 @@ pub(crate) fn start(me: NodeId, nodes: u16) -> Result<(), String> {
         .map_err(|e| format!("cannot start the output writer: {e}"))
 }
 
-fn set_errno(v: i32) {
-    // SAFETY: this thread's errno slot.
-    unsafe { *libc::__errno_location() = v };
-}
-
 /// The output hook of nodes other than 0 (see the module docs).
 fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
     let rt = runtime::get()?;
@@ -179,7 +171,7 @@ fn hook(fd: c_int, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
     // The error node 0 met writing this descriptor, as this call's.
     let failed = || {
         let err = ERRORS[i].load(Ordering::SeqCst);
-        (err != 0).then(|| set_errno(err)).is_some()
+        (err != 0).then(|| dsm::sys::set_errno(err)).is_some()
     };
     if failed() {
         return Some(-1);
@@ -259,10 +251,8 @@ fn wait_written(release: bool) {
 
 /// Node 0 acknowledged output up to frame `upto` and reports the errors it met (service thread).
 pub(crate) fn on_ack(upto: u64, errors: [i32; 2]) {
-    for (k, e) in errors.into_iter().enumerate() {
-        if e != 0 {
-            ERRORS[k + 1].store(e, Ordering::SeqCst);
-        }
+    for (k, e) in errors.into_iter().enumerate().filter(|&(_, e)| e != 0) {
+        ERRORS[k + 1].store(e, Ordering::SeqCst);
     }
     ACKED.fetch_max(upto, Ordering::SeqCst);
     let _g = ACK_LOCK.lock();
@@ -334,16 +324,13 @@ fn write_out(fd: u8, bytes: &[u8]) {
     while !rest.is_empty() {
         // SAFETY: a live slice; the raw system call (node 0 does not hook its own output).
         let n = unsafe { dsm::sys::raw_write(c_int::from(fd), rest.as_ptr(), rest.len()) };
-        if n < 0 {
+        if n <= 0 {
             let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
+            if n < 0 && e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            WRITE_ERRORS[i].store(e.raw_os_error().unwrap_or(libc::EIO), Ordering::SeqCst);
-            return;
-        }
-        if n == 0 {
-            WRITE_ERRORS[i].store(libc::EIO, Ordering::SeqCst);
+            let errno = if n < 0 { e.raw_os_error().unwrap_or(libc::EIO) } else { libc::EIO };
+            WRITE_ERRORS[i].store(errno, Ordering::SeqCst);
             return;
         }
         rest = &rest[n as usize..];
@@ -386,9 +373,7 @@ fn writer() -> ! {
             }
             Item::Flush { from, upto, release } => {
                 for fd in [1u8, 2].into_iter().filter(|_| release) {
-                    if let Some(p) = partial.get_mut(&(from, fd))
-                        && !p.is_empty()
-                    {
+                    if let Some(p) = partial.get_mut(&(from, fd)).filter(|p| !p.is_empty()) {
                         let whole = std::mem::take(p);
                         emit(&mut line, prefix.as_deref(), from, fd, &whole);
                     }
@@ -408,9 +393,7 @@ fn writer() -> ! {
 /// launcher asks for) puts a record-separator byte, the node number and another separator, which
 /// the launcher turns into its own `[node N] ` prefix.
 fn emit(line: &mut Vec<u8>, prefix: Option<&str>, from: NodeId, fd: u8, text: &[u8]) {
-    let Some(p) = prefix else {
-        return write_out(fd, text);
-    };
+    let Some(p) = prefix else { return write_out(fd, text) };
     line.clear();
     for piece in text.split_inclusive(|&b| b == b'\n') {
         if p == "tag" {
@@ -450,10 +433,7 @@ fn on_exit(code: c_int) {
         });
         // Node 0 now stops the cluster, which ends this process (its service thread exits on the
         // shutdown order). Should node 0 never answer, end anyway.
-        let deadline = Instant::now() + rt.failure_timeout + Duration::from_secs(1);
-        while Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        std::thread::sleep(rt.failure_timeout + Duration::from_secs(1));
         say(&format!("rthreads: {}: node 0 did not stop the cluster after exit({code}); exiting", rt.me));
         // SAFETY: ends the process without running anything more.
         unsafe { libc::_exit(code) }

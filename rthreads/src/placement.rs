@@ -185,12 +185,9 @@ pub(crate) fn rebalance_target(loads: &[Load], me: usize) -> Option<usize> {
     }
     let n = loads.len();
     let after = |l: &Load| (l.occupancy() + 1.0) / f64::from(l.parallelism.max(1));
-    (1..n).map(|i| (me + i) % n).filter(|&i| loads[i].has_room()).fold(None, |best: Option<usize>, i| {
-        match best {
-            Some(b) if after(&loads[b]) <= after(&loads[i]) => Some(b),
-            _ => Some(i),
-        }
-    })
+    let fits = (1..n).map(|i| (me + i) % n).filter(|&i| loads[i].has_room());
+    // The first of the equally good ones.
+    fits.min_by(|&a, &b| after(&loads[a]).total_cmp(&after(&loads[b])))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,10 +236,7 @@ wire_enum! { PlacementMsg, "not a placement message: tag {:#x}";
 /// Registers placement's messages and periodic work with the runtime.
 pub(crate) fn register(ext: &mut runtime::Extensions) {
     ext.frames(&TAGS, on_frame);
-    ext.tick(|rt| {
-        tick(rt);
-        runtime::Verdict::Ok
-    });
+    ext.tick(tick);
 }
 
 fn on_frame(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
@@ -548,9 +542,9 @@ pub(crate) fn report_to(origin: NodeId) {
 
 /// The service thread's periodic work: measures CPU use, forgets stale claims, and reports this
 /// node's load to every peer when it changed (or has not been sent for a while).
-pub(crate) fn tick(rt: &'static Runtime) {
+pub(crate) fn tick(rt: &'static Runtime) -> runtime::Verdict {
     if rt.nodes < 2 {
-        return;
+        return runtime::Verdict::Ok;
     }
     let now = Instant::now();
     let send = with_table(rt, move |t| {
@@ -582,6 +576,7 @@ pub(crate) fn tick(rt: &'static Runtime) {
             rt.send_batched(n, load_report(rt, n, 0));
         }
     }
+    runtime::Verdict::Ok
 }
 
 /// This process's CPU time so far (user and system, every thread).

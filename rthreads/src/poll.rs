@@ -3,6 +3,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use dsm::sys::check;
+
 pub(crate) struct Poller {
     fd: OwnedFd,
     events: Vec<libc::epoll_event>,
@@ -14,10 +16,7 @@ pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
 impl Poller {
     pub(crate) fn new() -> io::Result<Poller> {
         // SAFETY: plain syscall.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: fd was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Poller { fd, events: vec![libc::epoll_event { events: 0, u64: 0 }; 64] })
@@ -26,10 +25,7 @@ impl Poller {
     fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: `ev` is a valid event for the duration of the call.
-        if unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        check(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) }).map(drop)
     }
 
     pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {

@@ -79,9 +79,7 @@ pub fn log_protocol(on: bool) {
 /// println!("{}", rthreads::StatsTable(&stats));
 /// ```
 pub fn stats() -> Vec<NodeStats> {
-    let Some(rt) = runtime::get() else {
-        return vec![local()];
-    };
+    let Some(rt) = runtime::get() else { return vec![local()] };
     let tickets: Vec<_> = rt
         .peers()
         .map(|n| {
@@ -92,13 +90,11 @@ pub fn stats() -> Vec<NodeStats> {
         .collect();
     let mut all = vec![local()];
     for (n, t) in tickets {
-        match t.wait() {
-            crate::sync::manager::Reply::Stats(b) => match decode(&b) {
-                Ok(s) => all.push(s),
-                Err(e) => runtime::fatal(&format!("{n} sent unreadable statistics: {e}")),
-            },
-            other => unreachable!("stats answered {other:?}"),
-        }
+        let reply = t.wait();
+        let crate::sync::manager::Reply::Stats(b) = reply else { unreachable!("stats answered {reply:?}") };
+        all.push(
+            decode(&b).unwrap_or_else(|e| runtime::fatal(&format!("{n} sent unreadable statistics: {e}"))),
+        );
     }
     all.sort_by_key(|s| s.node);
     all

@@ -13,6 +13,7 @@ use std::io::Write as _;
 use dsm::trace::{self, EventKind};
 
 use crate::counters::KINDS;
+use crate::log::say;
 
 /// Events each node can hold before it drops further ones.
 const DEFAULT_EVENTS: usize = 1 << 20;
@@ -77,28 +78,21 @@ fn flush_here() {
         {
             let _ = write!(args, ",\"peer\":{}", e.arg >> 8);
         }
+        let _ = write!(out, "{{\"name\":\"{n}\",\"cat\":\"{cat}\",");
         if e.t1 > e.t0 {
-            let _ = writeln!(
-                out,
-                "{{\"name\":\"{n}\",\"cat\":\"{cat}\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{:.3},\"pid\":{me},\"tid\":{},\"args\":{{{args}}}}},",
-                (e.t1 - e.t0) as f64 / 1e3,
-                e.tid
-            );
+            let _ = write!(out, "\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{:.3}", (e.t1 - e.t0) as f64 / 1e3);
         } else {
-            let _ = writeln!(
-                out,
-                "{{\"name\":\"{n}\",\"cat\":\"{cat}\",\"ph\":\"i\",\"s\":\"t\",\"ts\":{ts:.3},\"pid\":{me},\"tid\":{},\"args\":{{{args}}}}},",
-                e.tid
-            );
+            let _ = write!(out, "\"ph\":\"i\",\"s\":\"t\",\"ts\":{ts:.3}");
         }
+        let _ = writeln!(out, ",\"pid\":{me},\"tid\":{},\"args\":{{{args}}}}},", e.tid);
     }
     if dropped > 0 {
-        crate::log::say(&format!(
+        say(&format!(
             "rthreads: node {me}: the trace buffer was full, {dropped} events dropped (RTHREADS_TRACE_EVENTS)"
         ));
     }
     if let Err(e) = append(&path, &out) {
-        crate::log::say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
+        say(&format!("rthreads: node {me}: cannot write the trace {path}: {e}"));
     }
 }
 
@@ -110,7 +104,7 @@ pub(crate) fn finish() {
         trace::now_ns() as f64 / 1e3
     );
     if let Err(e) = append(&path, &end) {
-        crate::log::say(&format!("rthreads: cannot finish the trace {path}: {e}"));
+        say(&format!("rthreads: cannot finish the trace {path}: {e}"));
     }
 }
 
@@ -123,12 +117,7 @@ pub(crate) fn message(sent: bool, peer: dsm::NodeId, frame: &[u8], page: u64) {
     if trace::enabled() {
         let now = trace::now_ns();
         let kind = if sent { EventKind::MessageSent } else { EventKind::MessageReceived };
-        trace::record(
-            kind,
-            now,
-            now,
-            page,
-            (u64::from(peer.0) << 8) | crate::counters::kind_of(frame) as u64,
-        );
+        let arg = (u64::from(peer.0) << 8) | crate::counters::kind_of(frame) as u64;
+        trace::record(kind, now, now, page, arg);
     }
 }

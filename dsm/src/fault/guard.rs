@@ -20,20 +20,7 @@ static GUARDS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 /// handler can run.
 pub(super) fn map_bitmap(layout: SpaceLayout) -> io::Result<()> {
     let words = (layout.size / PAGE_SIZE).div_ceil(64).max(1);
-    // SAFETY: a fresh private anonymous mapping; zero-filled pages are committed only as touched.
-    let bits = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            words * 8,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if bits == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    let bits = crate::sys::map_anon(words * 8)?;
     GUARDS.store(bits.cast(), Ordering::SeqCst);
     Ok(())
 }
@@ -60,10 +47,9 @@ pub fn set_guard(addr: usize, on: bool) -> io::Result<()> {
     if on {
         word.fetch_or(bit, Ordering::SeqCst);
         let start = base + page * PAGE_SIZE;
-        // SAFETY: one page of the shared space, which stays mapped for the life of the process.
-        if unsafe { libc::mprotect(start as *mut libc::c_void, PAGE_SIZE, libc::PROT_NONE) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // SAFETY: one page of the shared space, which stays mapped for the life of the process;
+        // the handler serves its traps (as a stack overflow).
+        unsafe { crate::sys::protect(start, PAGE_SIZE, crate::Access::None) }?;
     } else {
         word.fetch_and(!bit, Ordering::SeqCst);
     }

@@ -12,8 +12,9 @@
 //!
 //! What it calls elsewhere keeps to the same rules and says so: `slots::claim`/`slots::wait`
 //! (the hand-off to the service thread), `guard::is_guard`/`guard::stack_owner`,
-//! `x86::is_write`/`x86::is_atomic`, `interpose::write_directly` (one atomic store) and
-//! `trace::record` (one atomic add into memory reserved at start-up).
+//! `x86::is_write`/`x86::is_atomic`, `sys::errno`/`sys::set_errno` (the thread's `errno` slot),
+//! `interpose::write_directly` (one atomic store), `trace::record` (one atomic add into memory
+//! reserved at start-up) and `trace::now_ns` (one `clock_gettime`).
 //!
 //! Faults outside the shared space go to whatever handler was installed before ours ([`chain`]);
 //! std's prints "has overflowed its stack" for its guard pages.
@@ -22,7 +23,8 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 
 use super::{guard, slots, x86};
-use crate::sys::{self, PAGE_SIZE};
+use crate::sys::{self, PAGE_SIZE, errno, set_errno};
+use crate::trace::{self, EventKind, now_ns};
 
 /// The action that was installed before ours; written once, by `install`, before our handler is.
 pub(super) struct OldAction(UnsafeCell<MaybeUninit<libc::sigaction>>);
@@ -36,14 +38,6 @@ impl OldAction {
         // SAFETY: a pointer into our own static; nothing reads it before `install` fills it.
         unsafe { (*self.0.get()).as_mut_ptr() }
     }
-}
-
-/// Monotonic nanoseconds (`CLOCK_MONOTONIC`); `clock_gettime` is async-signal-safe.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 thread_local! {
@@ -64,17 +58,6 @@ pub(super) fn gettid() -> i32 {
         }
         t
     })
-}
-
-/// The calling thread's `errno`.
-pub(super) fn errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = v };
 }
 
 /// Writes `msg` to this process's stderr with the system call itself.
@@ -127,8 +110,8 @@ pub(super) extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, c
     slots::wait(slot);
     let ended = now_ns();
     super::count(write, ended.saturating_sub(started));
-    let kind = if write { crate::trace::EventKind::WriteFault } else { crate::trace::EventKind::ReadFault };
-    crate::trace::record(kind, started, ended, page, 0);
+    let kind = if write { EventKind::WriteFault } else { EventKind::ReadFault };
+    trace::record(kind, started, ended, page, 0);
     set_errno(saved_errno);
 }
 

@@ -27,7 +27,6 @@ mod slots;
 mod x86;
 
 pub use guard::{set_guard, set_stack_owner};
-pub use handler::now_ns;
 pub use slots::{
     FaultReceiver, PendingFault, SLOTS, SlotId, Wakeup, complete, notify, pending, set_spin, set_wake_pipes,
 };
@@ -135,9 +134,6 @@ pub fn install(layout: SpaceLayout) -> io::Result<FaultReceiver> {
     // SAFETY: sa_mask is a valid sigset to initialise.
     unsafe { libc::sigemptyset(&mut action.sa_mask) };
     // SAFETY: OLD is written here, once, before our handler is live; the kernel fills it in.
-    let rc = unsafe { libc::sigaction(libc::SIGSEGV, &action, handler::OLD.slot()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    crate::sys::check(unsafe { libc::sigaction(libc::SIGSEGV, &action, handler::OLD.slot()) })?;
     Ok(receiver)
 }

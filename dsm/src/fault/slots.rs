@@ -88,7 +88,7 @@ pub struct PendingFault {
     pub page: PageId,
     /// Load or store.
     pub kind: FaultKind,
-    /// When it trapped ([`now_ns`](super::now_ns)).
+    /// When it trapped ([`now_ns`](crate::trace::now_ns)).
     pub since_ns: u64,
 }
 
@@ -253,7 +253,7 @@ fn post(word: u32) {
         if n == 4 || fd < 0 {
             return;
         }
-        let err = super::handler::errno();
+        let err = sys::errno();
         if err != libc::EINTR && err != libc::EAGAIN {
             return;
         }

@@ -27,7 +27,6 @@
 //! same address, with the same protocol and space size, and refuses a node that differs, naming
 //! the difference.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -63,10 +62,8 @@ impl Launcher {
 
 /// Variable `name` as a number, if set.
 fn number(env: Env<'_>, name: &'static str) -> Result<Option<u32>, ConfigError> {
-    match env.get(name) {
-        None => Ok(None),
-        Some(value) => value.trim().parse().map(Some).map_err(|_| ConfigError::NotANumber { name, value }),
-    }
+    let parse = |value: String| value.trim().parse().map_err(|_| ConfigError::NotANumber { name, value });
+    env.get(name).map(parse).transpose()
 }
 
 /// The first host of a Slurm host list such as `node[03-05,9],gpu1`: `node03`.
@@ -84,9 +81,7 @@ fn first_slurm_host(list: &str) -> Option<String> {
         })
         .map_or(list.len(), |(i, _)| i);
     let first = list[..end].trim();
-    let Some(open) = first.find('[') else {
-        return (!first.is_empty()).then(|| first.to_owned());
-    };
+    let Some(open) = first.find('[') else { return (!first.is_empty()).then(|| first.to_owned()) };
     let close = first[open..].find(']')? + open;
     let inner = &first[open + 1..close];
     let lowest = inner.split([',', '-']).next()?;
@@ -173,9 +168,8 @@ fn port_range(env: Env<'_>) -> Result<Option<(u16, u16)>, ConfigError> {
 fn interface_ip(name: &str) -> Result<IpAddr, ConfigError> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Err(ConfigError::Interfaces { name: name.to_owned(), source: io::Error::last_os_error() });
-    }
+    let listed = dsm::sys::check(unsafe { libc::getifaddrs(&mut list) });
+    listed.map_err(|source| ConfigError::Interfaces { name: name.to_owned(), source })?;
     let mut found = None;
     let mut p = list;
     while !p.is_null() {
@@ -317,9 +311,8 @@ pub(super) fn ensure_fixed_layout() -> Result<(), StartError> {
         return Err(StartError::StillRandomised);
     }
     // SAFETY: setting the personality affects only this process and the programs it executes.
-    if unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) } < 0 {
-        return Err(StartError::io("personality(ADDR_NO_RANDOMIZE)")(io::Error::last_os_error()));
-    }
+    let set = unsafe { libc::personality((persona.max(0) | libc::ADDR_NO_RANDOMIZE) as libc::c_ulong) };
+    dsm::sys::check(set).map_err(StartError::io("personality(ADDR_NO_RANDOMIZE)"))?;
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
     let err = Command::new("/proc/self/exe").arg0(arg0).args(args).env("RTHREADS_REEXEC", "1").exec();

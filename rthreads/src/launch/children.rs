@@ -93,9 +93,8 @@ fn forward(
                 if let Some(p) = &prefix {
                     line.extend_from_slice(p.as_bytes());
                 }
-                match std::io::BufRead::read_until(&mut r, b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                if matches!(std::io::BufRead::read_until(&mut r, b'\n', &mut line), Ok(0) | Err(_)) {
+                    return;
                 }
                 let _ = if stderr {
                     std::io::Write::write_all(&mut std::io::stderr().lock(), &line)

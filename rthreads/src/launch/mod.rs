@@ -37,6 +37,7 @@ use net::MeshError;
 pub(crate) use self::children::wait_forwarders;
 pub(crate) use self::config::ConfigError;
 use crate::alloc::{Heap, InternalAlloc};
+use crate::log::say;
 use crate::runtime::{Extensions, NodeInfo, Runtime, Service};
 
 /// Why this node could not start: it says so and exits with code 2.
@@ -146,10 +147,7 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
     let mut children = Vec::new();
     let addr = listener.local_addr().map_err(StartError::Listener)?;
     if cfg.external {
-        crate::log::say(&format!(
-            "rthreads: node 0 listening on {addr}, waiting for {} node(s)",
-            cfg.nodes - 1
-        ));
+        say(&format!("rthreads: node 0 listening on {addr}, waiting for {} node(s)", cfg.nodes - 1));
     }
     if me == NodeId(0) && cfg.embedded && cfg.nodes > 1 {
         children = children::start(&cfg, addr)?;
@@ -241,7 +239,7 @@ pub fn run_main_with<R: Termination>(
         Ok(s) => s,
         Err(e) => {
             let me = config::Env::process().get("RTHREADS_NODE_ID").unwrap_or_else(|| "0".into());
-            crate::log::say(&format!("rthreads: node {me}: cannot start: {e}"));
+            say(&format!("rthreads: node {me}: cannot start: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -253,15 +251,11 @@ pub fn run_main_with<R: Termination>(
     }
     // On a stack in the shared space: scoped threads on other nodes can borrow main's locals,
     // and main can migrate.
-    let outcome = crate::thread::run_main_fiber(body);
-    let code = match outcome {
-        Ok(r) => r.report(),
-        Err(_) => ExitCode::from(101),
-    };
+    let code = crate::thread::run_main_fiber(body).map_or_else(|_| ExitCode::from(101), R::report);
     if stats {
         let all = crate::stats::stats();
         let _internal = InternalAlloc::new();
-        crate::log::say(&format!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all)));
+        say(&format!("rthreads statistics, per node:\n{}", crate::stats::StatsTable(&all)));
     }
     let _internal = InternalAlloc::new();
     rt.shutdown_cluster(0);

@@ -103,14 +103,9 @@ pub(crate) fn closest(name: &str) -> Option<&'static str> {
         .filter(|&(d, _)| d <= allowed)
         .map(|(_, k)| k);
     best.or_else(|| {
-        if suffix.len() < 3 {
-            return None;
-        }
         let mut longer = KNOWN.iter().filter(|k| k.starts_with(upper.as_str()));
-        match (longer.next(), longer.next()) {
-            (Some(k), None) => Some(*k),
-            _ => None,
-        }
+        let first = longer.next().filter(|_| suffix.len() >= 3);
+        first.filter(|_| longer.next().is_none()).copied()
     })
 }
 

@@ -39,12 +39,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Handles the held frames that are due, in arrival order, and arms the timer for the next one.
     pub(super) fn deliver_due(&mut self) {
         let now = Instant::now();
-        while let Some((due, from, _)) = self.delay.held.front() {
-            if *due > now {
-                break;
-            }
-            let from = *from;
-            let (_, _, frame) = self.delay.held.pop_front().expect("front exists");
+        while let Some((_, from, frame)) = self.delay.held.pop_front_if(|d| d.0 <= now) {
             self.on_frame(from, &frame);
             self.processed(from);
         }
@@ -102,11 +97,10 @@ pub(crate) fn emulate_delay() {
         return;
     }
     thread_local!(static SLACK: Cell<bool> = const { Cell::new(false) });
-    if !SLACK.with(Cell::get) {
+    if !SLACK.replace(true) {
         // SAFETY: sets this thread's timer slack to 1 ns so short sleeps are not stretched by the
         // default 50 µs; no pointers involved.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
-        SLACK.with(|s| s.set(true));
     }
     std::thread::sleep(d);
 }

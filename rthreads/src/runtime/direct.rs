@@ -158,10 +158,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             // Nothing from a stranger is buffered beyond a few kilobytes, and its buffer starts
             // small: room for a frame body grows only as a peer that authenticated needs it.
-            let mut conn = match Conn::with_buffer(stream, 256) {
-                Ok(c) => c,
-                Err(_) => continue,
-            };
+            let Ok(mut conn) = Conn::with_buffer(stream, 256) else { continue };
             // Nothing from a stranger is buffered beyond a few kilobytes.
             conn.set_limit(4096);
             let mut send = match conn.send_queue() {
@@ -243,18 +240,13 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             });
             if late && let Some(d) = self.doors.conns[i].take() {
                 let from = d.conn.peer_addr();
-                self.close_direct(d);
+                let _ = self.poller.delete(d.conn.fd()); // and closes it
                 self.stranger_line(format!(
                     "closed a connection from {from}: it did not authenticate within {:.1} s (RTHREADS_AUTH_TIMEOUT)",
                     self.doors.auth_timeout.as_secs_f64()
                 ));
             }
         }
-    }
-
-    /// Stops watching a direct connection and closes it.
-    fn close_direct(&mut self, d: DirectConn) {
-        let _ = self.poller.delete(d.conn.fd());
     }
 
     /// Starts a new one-second window of lines about strangers, saying first how many the last one
@@ -306,22 +298,22 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             if let Some(challenge) = d.challenge {
                 let mut q = d.send.lock();
-                match net::auth::verify(&self.rt.secret, &challenge, body) {
-                    Ok(proof) => {
-                        q.queue(&proof, &[]);
-                        let _ = q.flush();
-                        d.challenge = None;
-                        d.conn.set_limit(net::frame::MAX_FRAME);
-                        continue;
-                    }
+                let verified = net::auth::verify(&self.rt.secret, &challenge, body);
+                match &verified {
+                    Ok(proof) => q.queue(proof, &[]),
                     Err(e) => {
                         stranger = Some(format!("refused a connection from {}: {e}", d.conn.peer_addr()));
                         q.queue(&net::auth::reject_frame(&e.to_string()), &[]);
-                        let _ = q.flush();
-                        close = true;
-                        break;
                     }
                 }
+                let _ = q.flush();
+                if verified.is_err() {
+                    close = true;
+                    break;
+                }
+                d.challenge = None;
+                d.conn.set_limit(net::frame::MAX_FRAME);
+                continue;
             }
             if d.peer.is_none() {
                 d.peer = check_hello(body, self.rt.nodes, self.rt.session);
@@ -359,7 +351,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
         }
         if close && let Some(d) = self.doors.conns[i].take() {
-            self.close_direct(d);
+            let _ = self.poller.delete(d.conn.fd()); // and closes it
         }
         if let Some(line) = stranger {
             self.stranger_line(line);
@@ -404,13 +396,9 @@ fn hello(node: NodeId, session: u64) -> Vec<u8> {
 /// Checks a hello; returns the peer's node id.
 fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<NodeId> {
     let mut r = Reader::new(body);
-    if r.u8().ok()? != T_RPC_HELLO {
-        return None;
-    }
-    let node = r.u16().ok()?;
-    let s = r.u64().ok()?;
+    let (tag, node, s) = (r.u8().ok()?, r.u16().ok()?, r.u64().ok()?);
     r.end().ok()?;
-    (node < nodes && s == session).then_some(NodeId(node))
+    (tag == T_RPC_HELLO && node < nodes && s == session).then_some(NodeId(node))
 }
 
 fn connect(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dsm::NodeId;
+use dsm::trace::now_ms;
 
 use super::service::Service;
 use super::wire::{Core, ProtocolWire};
@@ -60,10 +61,6 @@ fn describe_phase() -> String {
         8 => "wedged on purpose by RTHREADS_TEST_WEDGE (a test hook)".into(),
         k => format!("in an unknown phase {k}"),
     }
-}
-
-fn now_ms() -> u64 {
-    dsm::fault::now_ns() / 1_000_000
 }
 
 /// The service thread goes round its loop: the watchdog sees it alive.
@@ -149,7 +146,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         // that node's loss (within the timeout, plus 2 s on a node other than 0), which is then
         // what the user reads about; only a fault stuck while every node is alive is reported.
         let limit = 2 * self.rt.failure_timeout + Duration::from_secs(2);
-        let now_ns = dsm::fault::now_ns();
+        let now_ns = dsm::trace::now_ns();
         let stuck = dsm::fault::pending()
             .into_iter()
             .find(|f| now_ns.saturating_sub(f.since_ns) > limit.as_nanos() as u64);
@@ -164,7 +161,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let page = f.page;
         let home = self.engine.proto.geometry().home_of(page);
         let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", f.tid)).unwrap_or_default();
-        let waited = Duration::from_nanos(dsm::fault::now_ns().saturating_sub(f.since_ns));
+        let waited = Duration::from_nanos(dsm::trace::now_ns().saturating_sub(f.since_ns));
         let want = if f.kind == dsm::FaultKind::Write { "write to" } else { "read" };
         let state = self.engine.proto.describe(page);
         format!(
@@ -239,7 +236,7 @@ fn watchdog(me: NodeId, timeout: Duration) -> ! {
         if silent <= timeout.as_millis() as u64 {
             continue;
         }
-        let now_ns = dsm::fault::now_ns();
+        let now_ns = dsm::trace::now_ns();
         let faults: Vec<String> = dsm::fault::pending()
             .iter()
             .map(|f| {

@@ -271,9 +271,7 @@ impl Runtime {
         if !self.layout.contains(frame.as_ptr() as usize) {
             return frame;
         }
-        let copy = InternalAlloc::with(|| frame.as_slice().to_vec());
-        drop(frame);
-        copy
+        InternalAlloc::with(|| frame.as_slice().to_vec())
     }
 
     /// Queues a frame for node `to` for the service thread to write with others in one system
@@ -286,9 +284,7 @@ impl Runtime {
     /// senders' locks are the service thread's too), with both parts in private memory.
     pub(super) fn send_parts(&self, to: NodeId, head: &[u8], tail: &[u8], now: bool) {
         let _internal = InternalAlloc::new();
-        let Some(slot) = self.senders.get().and_then(|s| s.get(to.index())) else {
-            return;
-        };
+        let Some(slot) = self.senders.get().and_then(|s| s.get(to.index())) else { return };
         if self.layout.contains(head.as_ptr() as usize) {
             crate::private::bug("a runtime frame was built in the shared heap (outside InternalAlloc)");
         }

@@ -9,8 +9,8 @@
 //!
 //! A protocol's messages travel under its tag ([`ProtocolWire::TAG`]), the payload the message
 //! names ([`Payload`]) raw after its encoding. Adding a message to a protocol means adding it to
-//! the protocol and to its `encode`/`decode` here: the runtime's executor handles every message
-//! through [`Coherence`] and [`Message`].
+//! the protocol and one line to its `wire_enum!` table here: the runtime's executor handles every
+//! message through [`Coherence`] and [`Message`].
 
 use dsm::protocol::lrc::{LrcNode, Msg as LrcMsg};
 use dsm::protocol::sc::{Msg, ScNode};
@@ -80,11 +80,8 @@ impl Core<'_> {
                     if n > r.rest().len() / 24 {
                         return Err(DecodeError(format!("free list of {n} blocks in a short frame")));
                     }
-                    let mut blocks = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        blocks.push((r.u64()? as usize, r.u64()? as usize, r.u64()? as usize));
-                    }
-                    Core::Free { blocks }
+                    let block = |_| Ok((r.u64()? as usize, r.u64()? as usize, r.u64()? as usize));
+                    Core::Free { blocks: (0..n).map(block).collect::<Result<_, DecodeError>>()? }
                 }
                 T_SHUTDOWN => Core::Shutdown { code: r.u32()? as i32 },
                 T_HEARTBEAT => Core::Heartbeat,

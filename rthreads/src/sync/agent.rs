@@ -55,9 +55,7 @@ impl Token {
     }
 
     fn let_go(&mut self) {
-        self.held = false;
-        self.revoked = false;
-        self.streak = 0;
+        (self.held, self.revoked, self.streak) = (false, false, 0);
     }
 }
 
@@ -97,10 +95,8 @@ pub(super) fn lock(key: u64) {
             if !e.held && !e.requesting {
                 e.requesting = true;
                 drop(t);
-                match Ticket::call(key, Op::CacheLock) {
-                    Reply::Granted => {}
-                    other => unreachable!("cached lock answered {other:?}"),
-                }
+                let reply = Ticket::call(key, Op::CacheLock);
+                assert!(matches!(reply, Reply::Granted), "cached lock answered {reply:?}");
                 TOKENS.lock().entry(key).or_default().granted();
                 crate::counters::lock_acquired(true);
                 return;

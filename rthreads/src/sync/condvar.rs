@@ -130,10 +130,8 @@ impl Condvar {
                 if cancel == Some(true) {
                     // Still queued: never notified, so take the mutex back ourselves.
                     t.submit(mutex.key(), Op::Lock { shared: false });
-                    match t.wait() {
-                        Reply::Granted => {}
-                        other => unreachable!("lock answered {other:?}"),
-                    }
+                    let reply = t.wait();
+                    assert!(matches!(reply, Reply::Granted), "lock answered {reply:?}");
                 }
                 cancel == Some(true)
             }

@@ -350,9 +350,7 @@ impl Manager {
     }
 
     fn unlock(&mut self, key: u64, releaser: NodeId, shared: bool, out: &mut Vec<Out>) {
-        let Some(l) = self.locks.get_mut(&key) else {
-            return;
-        };
+        let Some(l) = self.locks.get_mut(&key) else { return };
         if shared {
             l.readers = l.readers.saturating_sub(1);
         } else {
@@ -558,9 +556,7 @@ impl ChanState {
             }
         }
         while self.has_room() {
-            let Some((m, sw)) = self.pending.pop_front() else {
-                break;
-            };
+            let Some((m, sw)) = self.pending.pop_front() else { break };
             self.queue.push_back(m);
             reply(out, sw, Reply::Ack);
         }

@@ -238,10 +238,9 @@ pub(crate) fn submit(req: Request) {
                     match o {
                         Out::Reply { to, reply } => deliver(to, reply),
                         Out::Forward(r) => work.push_back(r),
+                        Out::Revoke { to, key } if to == me() => agent::revoke(key),
                         Out::Revoke { to, key } => {
-                            if to == me() {
-                                agent::revoke(key);
-                            } else if let Some(rt) = runtime::get() {
+                            if let Some(rt) = runtime::get() {
                                 rt.send(to, SyncMsg::Revoke { key }.encode());
                             }
                         }

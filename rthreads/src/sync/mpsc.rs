@@ -112,10 +112,8 @@ fn new_core() -> Box<SenderCore> {
 }
 
 fn clone_sender(chan: &Arc<Chan>) -> (Arc<Chan>, Box<SenderCore>) {
-    match Ticket::call(chan.key(), Op::ChanClone) {
-        Reply::Ack => {}
-        other => unreachable!("clone answered {other:?}"),
-    }
+    let reply = Ticket::call(chan.key(), Op::ChanClone);
+    assert!(matches!(reply, Reply::Ack), "clone answered {reply:?}");
     (Arc::clone(chan), new_core())
 }
 
@@ -394,9 +392,7 @@ impl<T> Drop for Receiver<T> {
         // Queued messages come back to be dropped here, where their type is known.
         if let Reply::Msgs { count, bytes } = Ticket::call(self.chan.key(), Op::ChanReceiverDrop) {
             // SAFETY: each returned message is reclaimed exactly once.
-            for v in unsafe { values::<T>(count, &bytes) } {
-                drop(v);
-            }
+            unsafe { values::<T>(count, &bytes) }.for_each(drop);
         }
     }
 }

@@ -113,10 +113,9 @@ impl Once {
     /// Runs `f` under the lock unless complete. With `ignore_poison`, a poisoned `Once` runs `f`
     /// again; with `poison`, a panic in `f` poisons it (`OnceLock` passes `false`: it stays empty).
     fn run<F: FnOnce(&OnceState)>(&self, ignore_poison: bool, poison: bool, f: F) {
-        match Ticket::call(key_of(&self.lock), Op::Lock { shared: false }) {
-            Reply::Granted => crate::consistency::acquire(),
-            other => unreachable!("once lock answered {other:?}"),
-        }
+        let reply = Ticket::call(key_of(&self.lock), Op::Lock { shared: false });
+        assert!(matches!(reply, Reply::Granted), "once lock answered {reply:?}");
+        crate::consistency::acquire();
         let finish = Finish { once: self, poison_on_unwind: poison };
         let state = self.state.load(Ordering::SeqCst);
         match state {

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dsm::NodeId;
+use dsm::trace::now_ms;
 
 use crate::alloc::private_internal;
 use crate::private::ServiceLock;
@@ -72,10 +73,8 @@ impl Drop for Owner {
 
 /// Frees the calling thread's record, if it has one.
 fn let_go() {
-    let r = MINE.with(|m| m.replace(std::ptr::null()));
-    if !r.is_null() {
-        // SAFETY: a pointer into the static table.
-        let r = unsafe { &*r };
+    // SAFETY: null or a pointer into the static table.
+    if let Some(r) = unsafe { MINE.replace(std::ptr::null()).as_ref() } {
         clear(r);
         r.thread.store(0, Ordering::SeqCst);
     }
@@ -88,19 +87,11 @@ fn clear(r: &Record) {
     }
 }
 
-fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: fills a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
 /// The calling thread's record, claimed on first use.
 fn mine() -> Option<&'static Record> {
-    let r = MINE.with(Cell::get);
-    if !r.is_null() {
-        // SAFETY: a pointer into the static table.
-        return Some(unsafe { &*r });
+    // SAFETY: null or a pointer into the static table.
+    if let Some(r) = unsafe { MINE.get().as_ref() } {
+        return Some(r);
     }
     crate::runtime::get()?;
     // SAFETY: gettid has no preconditions.
@@ -181,18 +172,14 @@ pub(crate) struct ThreadLocks {
 /// few times a second: a wait is timed from the first of these calls that sees it).
 pub(crate) fn long_wait(limit_ms: u64) -> bool {
     let now = now_ms();
-    let mut long = false;
-    for r in &TABLE[..USED.load(Ordering::SeqCst)] {
-        if r.thread.load(Ordering::SeqCst) == 0 || r.waiting.load(Ordering::SeqCst) == 0 {
-            continue;
-        }
-        let since = r
-            .since_ms
-            .compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst)
-            .map_or_else(|t| t, |_| now);
-        long |= now.saturating_sub(since) > limit_ms;
-    }
-    long
+    let waits = TABLE[..USED.load(Ordering::SeqCst)]
+        .iter()
+        .filter(|r| r.thread.load(Ordering::SeqCst) != 0 && r.waiting.load(Ordering::SeqCst) != 0);
+    // Not `any`: every wait is timed from its first sight.
+    waits.fold(false, |long, r| {
+        let since = r.since_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        long | (now.saturating_sub(since.map_or_else(|t| t, |_| now)) > limit_ms)
+    })
 }
 
 /// Every thread of this node that holds or waits for a lock (on a private stack).

@@ -20,7 +20,7 @@ use dsm::NodeId;
 
 use crate::alloc::{InternalAlloc, private_internal};
 use crate::fiber::{self, Fiber};
-use crate::log::node as me;
+use crate::log::{node as me, say};
 use crate::placement::Placement;
 use crate::private::{ServiceLock, private};
 use crate::runtime;
@@ -206,7 +206,7 @@ fn start_thread(
                 // SAFETY: a new fiber, carried by this thread only.
                 Ok(f) => unsafe { carry(f, name.as_deref()) },
                 Err(e) => {
-                    crate::log::say(&format!("rthreads: {}: cannot make a stack for a thread: {e}", me()));
+                    say(&format!("rthreads: {}: cannot make a stack for a thread: {e}", me()));
                     // SAFETY: as above; the closure never ran, and is dropped here instead.
                     drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
                     crate::placement::thread_left();
@@ -302,7 +302,7 @@ fn thread_done(tid: u64, origin: NodeId, started: bool) {
 pub(crate) fn start_remote(tid: u64, origin: NodeId, closure: usize, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
     if let Err(e) = start_thread(tid, origin, closure, stack, name) {
-        crate::log::say(&format!("rthreads: {}: cannot start a thread for {origin}: {e}", me()));
+        say(&format!("rthreads: {}: cannot start a thread for {origin}: {e}", me()));
         thread_done(tid, origin, false);
     }
 }
@@ -312,7 +312,7 @@ pub(crate) fn start_remote(tid: u64, origin: NodeId, closure: usize, stack: usiz
 pub(crate) fn resume_remote(tid: u64, origin: NodeId, fiber: usize, name: &str) {
     let plausible = fiber.is_multiple_of(64) && runtime::get().and_then(|r| r.page_index(fiber)).is_some();
     if !plausible || !fiber::SUPPORTED {
-        crate::log::say(&format!(
+        say(&format!(
             "rthreads: {}: ignoring a migration of thread {tid:#x} to {fiber:#x}: not a fiber",
             me()
         ));
@@ -326,7 +326,7 @@ pub(crate) fn resume_remote(tid: u64, origin: NodeId, fiber: usize, name: &str) 
         // SAFETY: the address lies in the shared space; the fields are read like any shared data.
         let (t, o) = unsafe { ((*f).tid, (*f).origin) };
         if (t, o) != (tid, origin) {
-            crate::log::say(&format!(
+            say(&format!(
                 "rthreads: {}: a migration of thread {tid:#x} names a fiber of thread {t:#x}; dropped",
                 me()
             ));
@@ -340,10 +340,7 @@ pub(crate) fn resume_remote(tid: u64, origin: NodeId, fiber: usize, name: &str) 
         unsafe { carry(f, name.as_deref()) };
     });
     if let Err(e) = started {
-        crate::log::say(&format!(
-            "rthreads: {}: cannot resume a thread that moved here from another node: {e}",
-            me()
-        ));
+        say(&format!("rthreads: {}: cannot resume a thread that moved here from another node: {e}", me()));
         thread_done(tid, origin, false);
     }
 }
@@ -376,7 +373,7 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
     let f = match Fiber::new(fiber::MAIN_STACK, tid, me, closure) {
         Ok(f) => f,
         Err(e) => {
-            crate::log::say(&format!("rthreads: {me}: main runs on its own stack: {e}"));
+            say(&format!("rthreads: {me}: main runs on its own stack: {e}"));
             // SAFETY: the box was made above and never handed to anyone.
             let main = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
             main();
@@ -412,7 +409,7 @@ impl<T> Drop for Packet<T> {
         // Drop the result now, on this thread, before the scope may end.
         let dropped = panic::catch_unwind(AssertUnwindSafe(|| *self.result.get_mut() = None));
         if dropped.is_err() {
-            crate::log::say("rthreads: the result of a thread panicked while being dropped; aborting");
+            say("rthreads: the result of a thread panicked while being dropped; aborting");
             std::process::abort();
         }
         if let Some(scope) = &self.scope {

@@ -76,22 +76,19 @@ pub(crate) fn register(ext: &mut Extensions) {
 }
 
 fn handle(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict {
-    let msg = match ThreadMsg::decode(body) {
-        Ok(m) => m,
-        Err(e) => return Verdict::Lost(format!("it sent a malformed thread message ({e})")),
-    };
-    match msg {
-        ThreadMsg::Spawn { tid, closure, stack, name } => {
+    match ThreadMsg::decode(body) {
+        Ok(ThreadMsg::Spawn { tid, closure, stack, name }) => {
             super::start_remote(tid, from, closure as usize, stack as usize, name)
         }
-        ThreadMsg::Migrate { tid, origin, fiber, name } => {
+        Ok(ThreadMsg::Migrate { tid, origin, fiber, name }) => {
             super::resume_remote(tid, origin, fiber as usize, name)
         }
-        ThreadMsg::Done { tid, started } | ThreadMsg::Finished { tid, started } => {
+        Ok(ThreadMsg::Done { tid, started }) | Ok(ThreadMsg::Finished { tid, started }) => {
             super::TABLE.finish(tid, started)
         }
-        ThreadMsg::Watch { tid } => super::TABLE.watch(tid, from),
-        ThreadMsg::Forget { tid } => super::TABLE.forget(tid),
+        Ok(ThreadMsg::Watch { tid }) => super::TABLE.watch(tid, from),
+        Ok(ThreadMsg::Forget { tid }) => super::TABLE.forget(tid),
+        Err(e) => return Verdict::Lost(format!("it sent a malformed thread message ({e})")),
     }
     Verdict::Ok
 }
