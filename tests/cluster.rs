@@ -195,9 +195,32 @@ fn std_like_api_and_node_0_exit_code() {
 
 #[test]
 fn statistics_count_pages_locks_and_barriers_per_node() {
-    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_stats"), 3, &[], &[("RTHREADS_STATS", "1")]));
+    // Read-ahead off: the program counts one fault and one request per page it reads in order
+    // (with read-ahead, a run of pages comes per fault; `read_ahead_cuts_the_faults_of_a_scan`).
+    let envs = [("RTHREADS_STATS", "1"), ("RTHREADS_READ_AHEAD", "0")];
+    let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_stats"), 3, &[], &envs));
     assert!(out.contains("stats ok"), "{out}");
     assert!(out.contains("rd-fault"), "{out}");
+}
+
+#[test]
+fn read_ahead_cuts_the_faults_of_a_scan() {
+    // The same program with read-ahead on (the default): every page still arrives, with far fewer
+    // faults than pages.
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_stats"), 3, &[], &[("RTHREADS_STATS", "1")]);
+    let stdout = text(&out.stdout);
+    // The program's own table: node, rd-fault, wr-fault, fault-ms, pages-in, ...
+    let row: Vec<u64> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("rd-fault"))
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_else(|| panic!("no row for node 1:\n{stdout}"))
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0) as u64)
+        .collect();
+    let (faults, pages) = (row[1], row[4]);
+    assert!(pages >= 64, "node 1 received {pages} pages:\n{stdout}");
+    assert!(faults * 2 < pages, "{faults} read faults for {pages} pages: no read-ahead?\n{stdout}");
 }
 
 #[test]

@@ -11,12 +11,17 @@ fn a_trace_holds_the_faults_and_messages_of_a_known_run() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("trace.json");
     // check_stats: a thread on node 1 reads 64 pages written on node 0. The names checked below
-    // are the sequentially consistent protocol's messages, so this run uses that protocol.
+    // are the sequentially consistent protocol's messages, so this run uses that protocol, and
+    // read-ahead is off so that each page is one fault (the program checks that too).
     ok(&run_cluster(
         env!("CARGO_BIN_EXE_check_stats"),
         3,
         &[],
-        &[("RTHREADS_TRACE", path.to_str().unwrap()), ("RTHREADS_PROTOCOL", "sc")],
+        &[
+            ("RTHREADS_TRACE", path.to_str().unwrap()),
+            ("RTHREADS_PROTOCOL", "sc"),
+            ("RTHREADS_READ_AHEAD", "0"),
+        ],
     ));
     let events: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
