@@ -155,6 +155,21 @@ pub enum Effect<M> {
     },
 }
 
+impl<M: Message> Effect<M> {
+    /// The page the effect is about (`None` for [`Effect::Released`]).
+    pub fn page(&self) -> Option<PageId> {
+        match *self {
+            Effect::Send { msg, .. } => Some(msg.page()),
+            Effect::Install { page }
+            | Effect::Twin { page }
+            | Effect::ApplyDiff { page }
+            | Effect::Protect { page, .. }
+            | Effect::Wake { page } => Some(page),
+            Effect::Released { .. } => None,
+        }
+    }
+}
+
 /// A coherence protocol: the state of one node, as a pure state machine. It never touches memory
 /// protection, sockets or page bytes; it returns [`Effect`]s, which the runtime carries out.
 pub trait Coherence {

@@ -548,15 +548,7 @@ impl<P: Spec> Sim<P> {
         handling: Option<&Packet<P::Msg>>,
     ) -> Result<(), String> {
         let effect = out[at];
-        let page = match effect {
-            Effect::Send { msg, .. } => msg.page(),
-            Effect::Install { page }
-            | Effect::Twin { page }
-            | Effect::ApplyDiff { page }
-            | Effect::Protect { page, .. }
-            | Effect::Wake { page } => page,
-            Effect::Released { .. } => PageId(0),
-        };
+        let page = effect.page().unwrap_or(PageId(0));
         if page.0 >= self.pages as u64 {
             return Err(format!("{effect:?} for a page outside the {} simulated", self.pages));
         }

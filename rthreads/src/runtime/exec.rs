@@ -135,15 +135,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 
     /// Whether `e` is about a page whose opening or closing is put off.
     fn is_put_off(&self, e: &Effect<P::Msg>) -> bool {
-        let page = match e {
-            Effect::Send { msg, .. } => msg.page(),
-            Effect::Install { page }
-            | Effect::Twin { page }
-            | Effect::ApplyDiff { page }
-            | Effect::Protect { page, .. }
-            | Effect::Wake { page } => *page,
-            Effect::Released { .. } => return false,
-        };
+        let Some(page) = e.page() else { return false };
         self.engine.opening.iter().any(|&(p, _)| p == page)
             || self.engine.closing.iter().any(|&(p, ..)| p == page)
     }
