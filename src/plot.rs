@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 
 use plotters::coord::CoordTranslate;
+use plotters::coord::combinators::WithKeyPoints;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
@@ -252,6 +253,45 @@ fn frame<'b>(root: &Area<'b>, note: &str) -> Result<(Area<'b>, Area<'b>), String
 /// A drawing area of an SVG plot, in pixels.
 type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
 
+/// A chart with both axes on a log scale: `xs` (thread or node counts) as the x axis's key
+/// points, `y` the y range, `axes` the two axis descriptions; its mesh drawn.
+fn log_chart<'b>(
+    plot: &Area<'b>,
+    title: &str,
+    xs: &BTreeSet<usize>,
+    (y_low, y_high): (f64, f64),
+    [x_desc, y_desc]: [&str; 2],
+) -> Result<ChartContext<'b, SVGBackend<'b>, LogChart>, String> {
+    let (x_low, x_high) = (*xs.first().unwrap_or(&1) as f64 / 1.25, *xs.last().unwrap_or(&1) as f64 * 1.25);
+    let mut chart = ChartBuilder::on(plot)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(46)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (x_low..x_high).log_scale().with_key_points(xs.iter().map(|&x| x as f64).collect()),
+            (y_low..y_high).log_scale().with_key_points(log_ticks(y_low, y_high)),
+        )
+        .map_err(err)?;
+    let label = |v: &f64| tick_label(*v);
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&label)
+        .y_label_formatter(&label)
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
+/// The coordinates of a [`log_chart`].
+type LogChart = Cartesian2d<WithKeyPoints<LogCoord<f64>>, WithKeyPoints<LogCoord<f64>>>;
+
 /// The speedup plot: `title` above it, `note` (where the figures come from; may be empty) in small
 /// print below.
 ///
@@ -267,40 +307,21 @@ pub fn speedup_svg(kernels: &[KernelFigures], title: &str, note: &str) -> Result
             .iter()
             .flat_map(|k| k.cluster.iter().map(|p| p.threads).chain(k.std.iter().map(|s| s.0)))
             .collect();
-        let (x_low, x_high) =
-            (*threads.first().unwrap_or(&1) as f64 / 1.25, *threads.last().unwrap_or(&1) as f64 * 1.25);
         let (y_low, y_high) = log_range(
             kernels
                 .iter()
                 .flat_map(|k| k.cluster.iter().map(|p| p.speedup).chain(k.std.iter().map(|s| s.1)))
                 .chain([1.0]),
         );
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(64)
-            .build_cartesian_2d(
-                (x_low..x_high).log_scale().with_key_points(threads.iter().map(|&t| t as f64).collect()),
-                (y_low..y_high).log_scale().with_key_points(log_ticks(y_low, y_high)),
-            )
-            .map_err(err)?;
-        let label = |v: &f64| tick_label(*v);
+        let axes = [
+            "threads in all (rthreads: nodes × threads per node)",
+            "speedup over the std::thread baseline (log scale)",
+        ];
+        let mut chart = log_chart(&plot, title, &threads, (y_low, y_high), axes)?;
+        // The baseline: speedup 1, across the whole x axis.
+        let xr = chart.x_range();
         chart
-            .configure_mesh()
-            .x_desc("threads in all (rthreads: nodes × threads per node)")
-            .y_desc("speedup over the std::thread baseline (log scale)")
-            .x_label_formatter(&label)
-            .y_label_formatter(&label)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
-            .draw()
-            .map_err(err)?;
-        // The baseline: speedup 1.
-        chart
-            .draw_series(std::iter::once(PathElement::new(vec![(x_low, 1.0), (x_high, 1.0)], thin())))
+            .draw_series(std::iter::once(PathElement::new(vec![(xr.start, 1.0), (xr.end, 1.0)], thin())))
             .map_err(err)?;
         for (i, k) in kernels.iter().enumerate() {
             let (colour, shape, filled) = look(i);
@@ -351,33 +372,10 @@ pub fn messages_svg(kernels: &[KernelFigures], title: &str, note: &str) -> Resul
         root.fill(&WHITE).map_err(err)?;
         let (plot, side) = frame(&root, note)?;
         let nodes: BTreeSet<usize> = kernels.iter().flat_map(|k| k.cluster.iter().map(|p| p.nodes)).collect();
-        let (x_low, x_high) =
-            (*nodes.first().unwrap_or(&1) as f64 / 1.25, *nodes.last().unwrap_or(&1) as f64 * 1.25);
         let (y_low, y_high) =
             log_range(kernels.iter().flat_map(|k| k.cluster.iter().map(|p| p.msgs_per_node)));
-        let mut chart = ChartBuilder::on(&plot)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(46)
-            .y_label_area_size(64)
-            .build_cartesian_2d(
-                (x_low..x_high).log_scale().with_key_points(nodes.iter().map(|&n| n as f64).collect()),
-                (y_low..y_high).log_scale().with_key_points(log_ticks(y_low, y_high)),
-            )
-            .map_err(err)?;
-        let label = |v: &f64| tick_label(*v);
-        chart
-            .configure_mesh()
-            .x_desc("nodes (a single node sends none)")
-            .y_desc("messages sent per node (log scale)")
-            .x_label_formatter(&label)
-            .y_label_formatter(&label)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(0xe4, 0xe4, 0xe4))
-            .draw()
-            .map_err(err)?;
+        let axes = ["nodes (a single node sends none)", "messages sent per node (log scale)"];
+        let mut chart = log_chart(&plot, title, &nodes, (y_low, y_high), axes)?;
         for (i, k) in kernels.iter().enumerate() {
             let (colour, shape, filled) = look(i);
             let mut points: Vec<(f64, f64)> = k
