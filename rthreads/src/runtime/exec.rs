@@ -12,14 +12,17 @@
 //! copy has not run yet; lowering the flag early would let another thread skip its own acquire and
 //! read that copy meanwhile (`rwlock_readers_never_see_a_torn_write_under_lrc` caught this).
 //!
-//! One liberty with the order, for speed: two pairs of effects are put off to the end of the
+//! One liberty with the order, for speed: some pairs of effects are put off to the end of the
 //! service thread's turn, where neighbouring pages with the same new access change it with one
 //! `mprotect`. Each `mprotect` interrupts every CPU that runs a thread of the process (a TLB
-//! shootdown, ~20 µs on a VM), and a read-ahead moves dozens of pages per turn.
-//! - A page that arrives (`Install`) and opens at once (the `Protect` right after it), with the
-//!   `Wake` that follows: the page was closed, so no thread of this node uses it until it opens.
-//! - A page closed to writes (`Protect`) right before its bytes leave (`Send` with the page): the
-//!   bytes are read after the `mprotect`, as before; local writes until then are in them.
+//! shootdown, ~20 µs on a VM), and a read-ahead, a write-ahead or a release moves dozens of pages
+//! per turn.
+//! - A page that arrives (`Install`) or is twinned (`Twin`) and opens at once (the `Protect` right
+//!   after it), with the `Wake` that follows: until it opens, the page is closed (to writes, for a
+//!   twinned one), so no thread of this node writes it and the twin stays exact.
+//! - A page closed (`Protect`) right before its bytes or its diff leave (`Send` with a payload):
+//!   the bytes are read, or the diff computed, after the `mprotect`, as before; local writes until
+//!   then are in them.
 //!
 //! Any other effect (on any page) first carries out what was put off, in order, so effects still
 //! take effect in the order returned.
@@ -47,7 +50,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.engine.proto.has_stale() {
             self.rt.has_stale.store(true, Ordering::SeqCst);
         }
-        // The page installed by the effect just before, if any: its opening may be put off.
+        // The page installed or twinned by the effect just before, if any: its opening may be put
+        // off.
         let mut installed = None;
         let mut effects = effects.drain(..).peekable();
         while let Some(e) = effects.next() {
@@ -66,7 +70,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 Effect::Protect { page, access }
                     if effects.peek().is_some_and(|next| {
                         matches!(next, Effect::Send { msg, .. }
-                            if msg.page() == page && msg.payload() == Payload::Page)
+                            if msg.page() == page && msg.payload() != Payload::None)
                     }) =>
                 {
                     let Some(send @ Effect::Send { to, msg }) = effects.next() else { unreachable!() };
@@ -79,7 +83,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     installed = None;
                     continue;
                 }
-                Effect::Install { .. } => {}
+                Effect::Install { .. } | Effect::Twin { .. } => {}
                 _ => self.open_installed(),
             }
             installed = None;
@@ -98,6 +102,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     // SAFETY: the page is in range and at most readable by the application now.
                     let bytes = unsafe { self.space.page_bytes(page) };
                     self.engine.twins.insert(page, bytes.into());
+                    installed = Some(page);
                 }
                 Effect::ApplyDiff { page } => {
                     let d = data.unwrap_or(&[]);

@@ -55,7 +55,10 @@ pub struct LrcConfig {
     /// many; any other miss starts again. It adds to `prefetch` (a fetch asks for the larger of
     /// the two). `0` (the default) turns it off; values above [`MAX_PREFETCH`] are capped. A
     /// sequential scan of `n` remote pages then costs about `log2(adaptive) + n / (1 + adaptive)`
-    /// round trips instead of `n`.
+    /// round trips instead of `n`. The same window opens copies for writing ahead: a write trap on
+    /// the copy just after the last ones opened for writes twins and opens the clean copies that
+    /// follow (see `write_ahead` in the source), so a sequential write over `n` fetched pages traps
+    /// about `log2(adaptive) + n / (1 + adaptive)` times instead of `n`.
     pub adaptive: u16,
     /// Pages (as ranges of page numbers) that are sequentially consistent from the start, on every
     /// node: pages the runtime reserves for atomics and locks. More can be added at run time with
@@ -400,6 +403,9 @@ pub struct LrcNode {
     /// Adaptive prefetch: the page just after the last fetch, and how many following pages the
     /// next fetch asks for if it is that page.
     stream: Option<(PageId, u16)>,
+    /// Adaptive write-ahead: the page just after the last run of copies opened for writes, and how
+    /// many following copies the next write trap opens if it is on that page.
+    write_stream: Option<(PageId, u16)>,
     /// A protocol mistake planted on purpose (unit-test builds only).
     bug: Planted<Bug>,
 }
@@ -456,6 +462,7 @@ impl LrcNode {
             holds: BTreeMap::new(),
             sc_clean: BTreeSet::new(),
             stream: None,
+            write_stream: None,
             bug: Planted::none(),
         }
     }
@@ -586,13 +593,49 @@ impl LrcNode {
             Some(Copy::Fetching { want }) => *want = Some(stronger(*want, kind)),
             Some(Copy::Valid) => {
                 // Only a write can trap on a readable copy.
-                self.dirty.insert(page);
-                out.push(Action::Twin { page });
-                out.push(Action::Protect { page, access: Access::Write });
+                self.open_for_writes(page, out);
+                self.write_ahead(page, out);
                 out.push(Action::Wake { page });
             }
             None => self.fetch(page, kind, out),
         }
+    }
+
+    /// Twins `page`, a clean copy, and makes it writable.
+    fn open_for_writes(&mut self, page: PageId, out: &mut Out) {
+        self.dirty.insert(page);
+        out.push(Action::Twin { page });
+        out.push(Action::Protect { page, access: Access::Write });
+    }
+
+    /// Adaptive write-ahead (on with [`LrcConfig::adaptive`]): a write trap on the copy just after
+    /// the last run opened for writes continues a sequential write, so the clean copies after it
+    /// are twinned and opened too, twice as many as last time (from 1 up to `adaptive`), stopping
+    /// at the first page that is not a clean, current copy of a release-consistent page homed
+    /// elsewhere. A page opened ahead and never written costs a twin and an empty diff.
+    fn write_ahead(&mut self, page: PageId, out: &mut Out) {
+        if self.config.adaptive == 0 {
+            return;
+        }
+        let sequential = self.write_stream.filter(|&(next, _)| next == page).map(|(_, window)| window);
+        let mut next = page.0 + 1;
+        for _ in 0..sequential.unwrap_or(0) {
+            let q = PageId(next);
+            let clean_copy = self.geo.in_range(q)
+                && !self.geo.is_home(q)
+                && !self.is_sc(q)
+                && !self.sc_requested.contains(&q)
+                && self.copies.get(&q) == Some(&Copy::Valid)
+                && !self.dirty.contains(&q)
+                && !self.stale.contains(&q);
+            if !clean_copy {
+                break;
+            }
+            self.open_for_writes(q, out);
+            next += 1;
+        }
+        let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
+        self.write_stream = Some((PageId(next), window));
     }
 
     /// An acquire: the runtime calls it after a synchronisation operation that may make other

@@ -627,6 +627,41 @@ fn adaptive_prefetch_grows_on_a_sequential_scan_and_not_on_a_strided_one() {
     assert_eq!(scan(31, 2), (128, 128, 128));
 }
 
+#[test]
+fn write_ahead_grows_on_a_sequential_write_and_not_on_a_strided_one() {
+    // Node 1 holds clean copies of 256 pages homed at node 0, then writes one byte of every
+    // `stride`-th page in order and releases.
+    let write_all = |adaptive, stride: usize| {
+        let mut c = Cluster::adaptive(2, 256, adaptive, page_of(Guard::Private(1)));
+        for pg in 0..256 {
+            c.read(1, pg, 0);
+        }
+        let mut traps = 0;
+        for pg in (0..256).step_by(stride) {
+            if c.prot(1, pg) < Access::Write {
+                c.fault(1, pg, WRITE);
+                c.pump();
+                traps += 1;
+            }
+            c.poke(1, pg, 5, pg as u8 + 1);
+        }
+        c.release_sync(1);
+        c.check();
+        for pg in (0..256).step_by(stride) {
+            assert_eq!(c.bytes(0, pg)[5], pg as u8 + 1, "page {pg} at its home");
+        }
+        assert!(c.nodes().iter().all(LrcNode::is_quiescent));
+        (traps, c.sent("Diff"))
+    };
+    // Off: a trap and a diff per page.
+    assert_eq!(write_all(0, 1), (256, 256));
+    // Sequential: traps at pages 0, 1, 3, 6, 11, 20 (opening 1, 2, 3, 5, 9, 17 pages), then every
+    // 32 pages (37, 69, ..., 229); the last run stops at the end of node 0's pages.
+    assert_eq!(write_all(31, 1), (13, 256));
+    // Every other page: never sequential, so no copy is opened that is not written.
+    assert_eq!(write_all(31, 2), (128, 128));
+}
+
 // ----- classification: what survives an acquire -----
 
 #[test]
