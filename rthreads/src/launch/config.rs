@@ -19,7 +19,7 @@
 //! | `RTHREADS_AUTH_TIMEOUT` | seconds a connection accepted after start-up has to authenticate before it is closed (at most 64 wait at once) | 5 |
 //! | `RTHREADS_PROTOCOL` | coherence protocol: `sc` (sequentially consistent) or `lrc` (release consistent, multiple writers) | `sc`, or `#[rthreads::main(protocol = "lrc")]` |
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
-//! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; `0`: off) | 31 |
+//! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc also copies opened for writing ahead; `0`: off) | 31 |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |

@@ -220,6 +220,12 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 // The registered ticks (load reports, the lock watchdog) want a turn this often.
                 25
             };
+            // Nothing put off may wait for the next wake-up (a release would wait for an
+            // unrelated message or the tick, up to 25 ms).
+            debug_assert!(
+                self.engine.opening.is_empty() && self.engine.closing.is_empty(),
+                "effects put off past the end of the service thread's turn"
+            );
             if let Err(e) = self.poller.wait(timeout, &mut ready) {
                 fatal(&format!("epoll: {e}"));
             }
@@ -264,6 +270,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             self.retry_returned();
             self.send_remote_frees();
+            // What the commands put off (a release closes its dirty pages and sends their diffs)
+            // goes out now, not after the next wake-up.
+            self.open_installed();
             set_phase(Phase::Sending, 0);
             self.flush_all();
             if let Some((t, lost, why)) = &self.links.lost_deadline
