@@ -643,12 +643,12 @@ fn write_ahead_grows_on_a_sequential_write_and_not_on_a_strided_one() {
                 c.pump();
                 traps += 1;
             }
-            c.poke(1, pg, 5, pg as u8 + 1);
+            c.poke(1, pg, 5, (pg as u8).wrapping_add(1));
         }
         c.release_sync(1);
         c.check();
         for pg in (0..256).step_by(stride) {
-            assert_eq!(c.bytes(0, pg)[5], pg as u8 + 1, "page {pg} at its home");
+            assert_eq!(c.bytes(0, pg)[5], (pg as u8).wrapping_add(1), "page {pg} at its home");
         }
         assert!(c.nodes().iter().all(LrcNode::is_quiescent));
         (traps, c.sent("Diff"))
