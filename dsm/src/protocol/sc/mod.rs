@@ -187,9 +187,10 @@ pub struct ScNode {
     /// Adaptive read- and write-ahead: the most pages after a miss asked for with it (0: off;
     /// see [`ScNode::with_read_ahead`]).
     read_ahead: u16,
-    /// The page just after the last miss's run, the kind of that miss, and how many pages the next
-    /// run asks for if the next miss is that page, of that kind.
-    stream: Option<(PageId, FaultKind, u16)>,
+    /// For read misses and for write misses apart (a scan that reads then writes each page misses
+    /// both ways on every page): the page just after the last such miss's run, and how many pages
+    /// the next run asks for if the next miss of that kind is that page.
+    stream: [Option<(PageId, u16)>; 2],
     /// A protocol mistake planted on purpose (unit-test builds only).
     bug: Planted<Bug>,
 }
@@ -245,7 +246,7 @@ impl ScNode {
             dir: HashMap::new(),
             busy: HashMap::new(),
             read_ahead: 0,
-            stream: None,
+            stream: [None; 2],
             bug: Planted::none(),
         }
     }
@@ -253,7 +254,10 @@ impl ScNode {
     /// This node with adaptive read- and write-ahead up to `max` pages: when misses of one kind run
     /// in sequence (a miss on the page just after the previous run), the miss also asks the same
     /// home for the following pages that this node lacks that access to, twice as many as the last
-    /// time, from 1 up to `max`; any other miss starts again. Each page is an ordinary `ReadReq`
+    /// time, from 1 up to `max`; any other miss of that kind starts again (read and write misses
+    /// are followed apart, so a scan that reads and then writes every page grows both). On the home
+    /// itself the following pages' requests enter their queues directly (recalls from the node
+    /// that holds them). Each page is an ordinary `ReadReq`
     /// or `WriteReq`, so the home needs nothing new; the requests leave together and are answered
     /// in about one round trip. A sequential scan (or fill) of `n` remote pages then waits for
     /// about `log2(max) + n / (1 + max)` round trips instead of `n`. `0` turns it off (the
@@ -335,25 +339,32 @@ impl ScNode {
         }
         self.pending.insert(page, kind);
         let home = self.geo.home_of(page);
+        self.request(page, kind, home, out);
+        if self.read_ahead > 0 {
+            self.ahead_of(page, kind, home, out);
+        }
+    }
+
+    /// Asks `home` for `kind` access to `page` (recorded in `pending` by the caller): a message,
+    /// or on the home itself a request that enters the page's queue directly (and may be served
+    /// within this call).
+    fn request(&mut self, page: PageId, kind: FaultKind, home: NodeId, out: &mut Vec<Action>) {
         if home == self.geo.me {
-            let req = Request { from: self.geo.me, kind };
-            self.submit(page, req, out);
+            self.submit(page, Request { from: self.geo.me, kind }, out);
         } else {
             let msg = match kind {
                 FaultKind::Read => Msg::ReadReq { page },
                 FaultKind::Write => Msg::WriteReq { page },
             };
             out.push(Action::Send { to: home, msg });
-            if self.read_ahead > 0 {
-                self.ahead_of(page, kind, home, out);
-            }
         }
     }
 
-    /// After a `kind` miss on `page` (homed at `home`, elsewhere): asks for the following pages
-    /// too if the misses run in sequence (see [`ScNode::with_read_ahead`]).
+    /// After a `kind` miss on `page` (homed at `home`, here or elsewhere): asks for the following
+    /// pages too if the misses run in sequence (see [`ScNode::with_read_ahead`]).
     fn ahead_of(&mut self, page: PageId, kind: FaultKind, home: NodeId, out: &mut Vec<Action>) {
-        let window = self.stream.filter(|&(next, k, _)| next == page && k == kind).map(|(_, _, w)| w);
+        let which = usize::from(kind == FaultKind::Write);
+        let window = self.stream[which].filter(|&(next, _)| next == page).map(|(_, w)| w);
         let mut next = page.0 + 1;
         for _ in 0..window.unwrap_or(0) {
             let q = PageId(next);
@@ -365,15 +376,11 @@ impl ScNode {
                 break;
             }
             self.pending.insert(q, kind);
-            let msg = match kind {
-                FaultKind::Read => Msg::ReadReq { page: q },
-                FaultKind::Write => Msg::WriteReq { page: q },
-            };
-            out.push(Action::Send { to: home, msg });
+            self.request(q, kind, home, out);
             next += 1;
         }
         let grown = window.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.read_ahead);
-        self.stream = Some((PageId(next), kind, grown));
+        self.stream[which] = Some((PageId(next), grown));
     }
 
     /// A message `msg` from node `from`. Appends actions to `out`.

@@ -606,6 +606,54 @@ fn read_ahead_asks_in_growing_batches_then_nothing_while_the_pages_arrive() {
 }
 
 #[test]
+fn read_and_write_misses_of_one_scan_each_grow_their_own_run() {
+    // A thread reads and then writes each of node 0's pages in order (an in-place sort, a
+    // read-modify-write pass): both kinds of miss run in sequence, interleaved.
+    let traps = |max| {
+        let mut c = Cluster::read_ahead(2, 256, 256, max);
+        let mut traps = 0;
+        for pg in 0..256u64 {
+            for kind in [FaultKind::Read, FaultKind::Write] {
+                traps += usize::from(c.prot(1, pg as usize) < kind.needed());
+                c.op(1, pg, kind);
+            }
+        }
+        c.pump();
+        c.assert_quiescent();
+        traps
+    };
+    assert_eq!(traps(0), 512);
+    // The write run takes the pages ahead with write access, so reads stop trapping on them: a
+    // read trap and a write trap at pages 0, 1, 3, 6, 11, 20 and then every 16 pages (36 … 244):
+    // 2 × 20.
+    assert_eq!(traps(15), 40);
+}
+
+#[test]
+fn the_home_reads_ahead_too_when_another_node_holds_its_pages() {
+    // Node 1 takes node 0's pages for writing; then node 0, their home, reads them in order (a
+    // merge of a half sorted elsewhere): its misses recall runs of pages, not one page at a time.
+    let traps = |max| {
+        let mut c = Cluster::read_ahead(2, 256, 256, max);
+        for pg in 0..256u64 {
+            c.op(1, pg, FaultKind::Write);
+        }
+        let mut traps = 0;
+        for pg in 0..256u64 {
+            traps += usize::from(c.prot(0, pg as usize) < Access::Read);
+            c.op(0, pg, FaultKind::Read);
+        }
+        c.pump();
+        c.assert_quiescent();
+        let recalls = c.log.delivered.iter().filter(|(_, m)| matches!(m, Msg::Recall { .. })).count();
+        (traps, recalls)
+    };
+    assert_eq!(traps(0), (256, 256));
+    // Traps at pages 0, 1, 3, 6, 11, 20, then every 16 (36 … 244); every page recalled once.
+    assert_eq!(traps(15), (20, 256));
+}
+
+#[test]
 fn write_ahead_fills_a_remote_array_in_fewer_round_trips_and_stays_coherent() {
     let mut c = Cluster::read_ahead(3, 128, 256, 15);
     // Node 1 fills node 0's pages in order; node 2 then reads them all; then node 1 again.
