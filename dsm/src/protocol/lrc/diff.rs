@@ -4,8 +4,11 @@
 //! With several writers per page, a diff must carry **exactly** the bytes its writer changed and
 //! nothing else: another node may have changed the byte next door (or the other half of the same
 //! word) in the same interval, and a diff that carried an unchanged neighbour would overwrite that
-//! write with a stale value at the home. So [`encode`] scans the page a machine word at a time (the
-//! fast path: equal words are skipped eight bytes at once) but cuts runs at byte boundaries.
+//! write with a stale value at the home. So [`encode`] compares the page 64 bytes at a time where
+//! the CPU has AVX-512 (one compare gives the changed bytes' mask, one compress packs them), a
+//! machine word at a time elsewhere, but marks changes byte by byte; and [`apply`] writes exactly
+//! the marked bytes (with a masked store, or byte by byte), never a whole word that holds another
+//! writer's bytes. Both paths give the same diffs ([`use_wide`] switches between them).
 //!
 //! A byte written and then written back to its twin value is not in the diff; in a data-race-free
 //! program that is harmless, because the home already holds that value (any other write to the
@@ -392,7 +395,7 @@ mod wide {
     }
 
     /// # Safety
-    /// `bytes` has at least 64 bytes; the CPU has AVX-512 F.
+    /// `bytes` has at least 64 bytes; the CPU has AVX-512 BW ([`available`]).
     #[target_feature(enable = "avx512bw")]
     unsafe fn load(bytes: &[u8]) -> __m512i {
         // SAFETY: as the caller promises.
@@ -407,10 +410,16 @@ mod wide {
     pub(super) fn available() -> bool {
         false
     }
+    /// # Safety
+    /// Never called: [`available`] is false.
     pub(super) unsafe fn differ(_: &[u8], _: &[u8]) -> u64 {
         unreachable!()
     }
+    /// # Safety
+    /// Never called: [`available`] is false.
     pub(super) unsafe fn compress(_: &[u8], _: u64, _: &mut [u8]) {}
+    /// # Safety
+    /// Never called: [`available`] is false.
     pub(super) unsafe fn expand(_: &[u8], _: u64, _: &mut [u8]) {}
 }
 
