@@ -261,20 +261,9 @@ fn gather(mask: &[u8], current: &[u8], changed: usize, out: &mut Vec<u8>) {
             done += 64;
         }
     }
-    for (k, &m) in mask.iter().enumerate().skip(done / 8) {
-        let start = k * 8;
-        if m == 0xff {
-            out[pos..pos + 8].copy_from_slice(&current[start..start + 8]);
-            pos += 8;
-            continue;
-        }
-        let mut bits = m;
-        while bits != 0 {
-            out[pos] = current[start + bits.trailing_zeros() as usize];
-            pos += 1;
-            bits &= bits - 1;
-        }
-    }
+    for_each_marked(mask, done / 8, pos, |at_page, at_packed, len| {
+        out[at_packed..at_packed + len].copy_from_slice(&current[at_page..at_page + len]);
+    });
     out.truncate(at + changed);
 }
 
@@ -304,17 +293,26 @@ fn scatter(mask: &[u8], bytes: &[u8], page: &mut [u8]) {
             done += 64;
         }
     }
-    for (k, &m) in mask.iter().enumerate().skip(done / 8) {
+    for_each_marked(mask, done / 8, next, |at_page, at_packed, len| {
+        page[at_page..at_page + len].copy_from_slice(&bytes[at_packed..at_packed + len]);
+    });
+}
+
+/// The word-at-a-time pairing of a mask diff's page bytes with its packed bytes, from mask byte
+/// `first` on (the packed bytes of the earlier ones end at `packed`): `pair(at_page, at_packed, len)`
+/// for a whole word whose eight bytes are marked, or for each marked byte of another word, in order.
+fn for_each_marked(mask: &[u8], first: usize, mut packed: usize, mut pair: impl FnMut(usize, usize, usize)) {
+    for (k, &m) in mask.iter().enumerate().skip(first) {
         let start = k * 8;
         if m == 0xff {
-            page[start..start + 8].copy_from_slice(&bytes[next..next + 8]);
-            next += 8;
+            pair(start, packed, 8);
+            packed += 8;
             continue;
         }
         let mut bits = m;
         while bits != 0 {
-            page[start + bits.trailing_zeros() as usize] = bytes[next];
-            next += 1;
+            pair(start + bits.trailing_zeros() as usize, packed, 1);
+            packed += 1;
             bits &= bits - 1;
         }
     }
