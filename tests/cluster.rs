@@ -224,6 +224,24 @@ fn read_ahead_cuts_the_faults_of_a_scan() {
 }
 
 #[test]
+fn pages_written_round_after_round_by_another_node_follow_their_writer() {
+    // An array built on node 0 and written 20 times over by a thread on node 1 (lrc): handed
+    // over after two rounds, it costs node 1 a few hundred messages instead of a diff (and its
+    // ack) per page and round; with hand-over off, at least 64 diffs a round.
+    let sent = |own_after: &str| {
+        let envs = [("RTHREADS_OWN_AFTER", own_after)];
+        let out = run_cluster(env!("CARGO_BIN_EXE_check_own"), 2, &[], &envs);
+        let stdout = ok(&out);
+        assert!(stdout.contains("own ok"), "{stdout}");
+        let line = stdout.lines().find(|l| l.starts_with("node 1 sent ")).expect("a count");
+        line.split_whitespace().nth(3).unwrap().parse::<u64>().unwrap()
+    };
+    let (on, off) = (sent("2"), sent("0"));
+    assert!(off >= 20 * 64, "{off} messages without hand-over");
+    assert!(on * 4 < off, "{on} messages with hand-over, {off} without");
+}
+
+#[test]
 fn rthreads_stats_prints_a_table_at_exit() {
     let out = run_cluster(env!("CARGO_BIN_EXE_check_print"), 3, &[], &[("RTHREADS_STATS", "1")]);
     ok(&out);

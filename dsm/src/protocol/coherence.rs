@@ -100,6 +100,13 @@ pub trait Message: Copy + Debug + Eq + Send + 'static {
     fn payload(&self) -> Payload;
     /// What the message says, in words, for the protocol log (`page` is the page's name there).
     fn explain(&self, page: &str) -> String;
+    /// Whether the page leaves with the message: its bytes or a diff (every message with a
+    /// payload), or the right to change it. A `Protect` of the page right before such a `Send`
+    /// only has to take effect before the message goes, so the runtime may put both off and close
+    /// a run of neighbouring pages with one `mprotect`.
+    fn hands_over(&self) -> bool {
+        self.payload() != Payload::None
+    }
 }
 
 /// What the runtime must do. The effects of one call are carried out strictly in the order

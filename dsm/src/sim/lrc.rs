@@ -478,8 +478,9 @@ impl Program {
     }
 }
 
-/// At the end: every home holds the latest bytes of its release-consistent pages, and every copy
-/// that is not stale equals them; every readable copy of an SC page holds the latest bytes.
+/// At the end: every home holds the latest bytes of its release-consistent pages (or, for a page
+/// handed over, the owner does, and the home's copy is closed), and every copy that is not stale
+/// equals them; every readable copy of an SC page holds the latest bytes.
 pub fn agree(sim: &Sim<LrcNode>) -> bool {
     (0..sim.pages()).all(|p| {
         let home = sim.home(p);
@@ -487,9 +488,10 @@ pub fn agree(sim: &Sim<LrcNode>) -> bool {
         if !relaxed(sim, p) {
             return (0..sim.count()).all(|k| current(k, sim.latest(p)));
         }
-        sim.bytes(home, p) == sim.latest(p)
+        let holder = sim.node(home).owner(PageId(p as u64)).map_or(home, NodeId::index);
+        sim.bytes(holder, p) == sim.latest(p)
             && (0..sim.count()).all(|k| {
-                k == home || sim.node(k).is_stale(PageId(p as u64)) || current(k, sim.bytes(home, p))
+                k == holder || sim.node(k).is_stale(PageId(p as u64)) || current(k, sim.bytes(holder, p))
             })
     })
 }
@@ -506,7 +508,7 @@ fn join(into: &mut [u32], from: &[u32]) {
 pub fn any_msg(tag: u8, page: PageId, arg: u8, seq: u8) -> Msg {
     let count = u16::from(arg % 4) + if arg & 0x80 != 0 { 62 } else { 0 };
     let seq8 = u64::from(seq % 8);
-    match tag % 12 {
+    match tag % 15 {
         0 => Msg::Fetch { page, count },
         1 => Msg::Page { page },
         2 => Msg::ScPage { page },
@@ -518,13 +520,16 @@ pub fn any_msg(tag: u8, page: PageId, arg: u8, seq: u8) -> Msg {
         8 => Msg::Convert { page },
         9 => Msg::ConvertAck { page },
         10 => Msg::Sc(sc::Msg::ReadReq { page }),
+        12 => Msg::Own { page },
+        13 => Msg::Pull { page, count },
+        14 => Msg::Yield { page, seq: seq8 },
         // The SC protocol's kinds but its read request, with `arg`'s access and its bit 6 as flag.
         _ => Msg::Sc(super::sc::any_msg((seq8 % 6 + 1) as u8, page, arg, arg & 0x40 != 0)),
     }
 }
 
-/// 1–4 nodes, 1–3 pages per node, prefetch 0–3, maybe an SC page from the start (the first
-/// three bytes); events by `tag % 12`: faults (0–1), application writes (2), acquires (3),
+/// 1–4 nodes, 1–3 pages per node, prefetch 0–3, pages handed over to writers after 0 (never), 1
+/// or 2 diffs, maybe an SC page from the start (the first three bytes); events by `tag % 12`: faults (0–1), application writes (2), acquires (3),
 /// releases (4), `set_sc` (5), deliveries (6–9, a diff damaged on the way when the tag's top bit
 /// is set), garbage (10), lone diffs (11).
 impl Fuzzed for LrcNode {
@@ -535,8 +540,10 @@ impl Fuzzed for LrcNode {
         let count = 1 + u16::from(a % 4);
         let per_node = 1 + u64::from(b % 3);
         let pages = u64::from(count) * per_node;
-        let mut config =
-            LrcConfig::default().with_prefetch(u16::from(c & 3)).with_adaptive(u16::from((a >> 2) % 4) * 2);
+        let mut config = LrcConfig::default()
+            .with_prefetch(u16::from(c & 3))
+            .with_adaptive(u16::from((a >> 2) % 4) * 2)
+            .with_own_after((b >> 2) % 3);
         if c & 4 != 0 {
             let first = u64::from(c >> 3) % pages;
             config = config.with_sc_pages(first..first + 1);

@@ -20,6 +20,7 @@
 //! | `RTHREADS_PROTOCOL` | coherence protocol: `sc` (sequentially consistent) or `lrc` (release consistent, multiple writers) | `sc`, or `#[rthreads::main(protocol = "lrc")]` |
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
 //! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc also copies opened for writing ahead; `0`: off) | 31 |
+//! | `RTHREADS_OWN_AFTER` | release consistency: after this many diffs of a page in a row from the only node holding a copy, the page's home hands it over to that node, which then keeps its changes until another node (or the home) needs the page (`0`: never) | 2 |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
@@ -78,6 +79,8 @@ pub(super) struct Config {
     pub(super) prefetch: u16,
     /// `RTHREADS_READ_AHEAD`.
     pub(super) read_ahead: u16,
+    /// `RTHREADS_OWN_AFTER`.
+    pub(super) own_after: u8,
     /// `RTHREADS_WATCH_STDIN`.
     pub(super) watch_stdin: bool,
     /// `RTHREADS_PLACEMENT`.
@@ -147,7 +150,8 @@ pub(crate) enum ConfigError {
         /// The policies there are.
         source: ParsePlacementError,
     },
-    /// `RTHREADS_PREFETCH` or `RTHREADS_READ_AHEAD` that is not a page count.
+    /// `RTHREADS_PREFETCH` or `RTHREADS_READ_AHEAD` that is not a page count, or
+    /// `RTHREADS_OWN_AFTER` that is not a count of 0 to 255.
     #[error("{name}={value}: expected a page count")]
     PageCount {
         /// The setting.
@@ -392,6 +396,12 @@ impl Config {
             lrc,
             prefetch: pages("RTHREADS_PREFETCH", 0)?,
             read_ahead: pages("RTHREADS_READ_AHEAD", 31)?,
+            own_after: match env.get("RTHREADS_OWN_AFTER") {
+                Some(value) => {
+                    value.parse().map_err(|_| ConfigError::PageCount { name: "RTHREADS_OWN_AFTER", value })?
+                }
+                None => 2,
+            },
             watch_stdin: env.switch("RTHREADS_WATCH_STDIN")?,
             placement,
             rebalance: env.switch("RTHREADS_REBALANCE")?,
@@ -510,6 +520,7 @@ mod tests {
             ("RTHREADS_PROTOCOL", "lrc"),
             ("RTHREADS_PREFETCH", "3"),
             ("RTHREADS_READ_AHEAD", "0"),
+            ("RTHREADS_OWN_AFTER", "5"),
             ("RTHREADS_PIN", "1"),
             ("RTHREADS_SESSION", "ff"),
             ("RTHREADS_SPACE_SIZE", "8G"),
@@ -522,7 +533,7 @@ mod tests {
         assert_eq!((c.node.0, c.nodes, c.embedded), (1, 2, false));
         assert_eq!(c.coordinator, Some("127.0.0.1:7000".parse().unwrap()));
         assert!(c.lrc && c.pin && c.prefix && !c.wake_pipes);
-        assert_eq!((c.prefetch, c.read_ahead), (3, 0));
+        assert_eq!((c.prefetch, c.read_ahead, c.own_after), (3, 0, 5));
         assert_eq!((c.session, c.space_size, c.fault_spin), (0xff, 8 << 30, Some(7)));
         assert_eq!(c.failure_timeout, Duration::from_millis(500));
         assert_eq!(c.secret, Secret::from_setting(SECRET).unwrap());
@@ -539,7 +550,7 @@ mod tests {
             let e = mistake(&[(name, "yes")]);
             assert!(matches!(&e, E::NotASwitch { name: n, value } if *n == name && value == "yes"), "{e:?}");
         }
-        for name in ["RTHREADS_PREFETCH", "RTHREADS_READ_AHEAD"] {
+        for name in ["RTHREADS_PREFETCH", "RTHREADS_READ_AHEAD", "RTHREADS_OWN_AFTER"] {
             let e = mistake(&[(name, "-1")]);
             assert!(matches!(&e, E::PageCount { name: n, value } if *n == name && value == "-1"), "{e:?}");
         }

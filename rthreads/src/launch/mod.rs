@@ -175,7 +175,8 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
         let small = (crate::alloc::small_region(slice) / PAGE_SIZE) as u64;
         let config = dsm::protocol::lrc::LrcConfig::default()
             .with_prefetch(cfg.prefetch)
-            .with_adaptive(cfg.read_ahead);
+            .with_adaptive(cfg.read_ahead)
+            .with_own_after(cfg.own_after);
         let config = (0..u64::from(cfg.nodes))
             .fold(config, |c, k| c.with_sc_pages(k * per_node_pages..k * per_node_pages + small));
         dsm::protocol::lrc::LrcNode::new(me, cfg.nodes, per_node_pages, config)

@@ -20,9 +20,11 @@
 //! - A page that arrives (`Install`) or is twinned (`Twin`) and opens at once (the `Protect` right
 //!   after it), with the `Wake` that follows: until it opens, the page is closed (to writes, for a
 //!   twinned one), so no thread of this node writes it and the twin stays exact.
-//! - A page closed (`Protect`) right before its bytes or its diff leave (`Send` with a payload):
-//!   the bytes are read, or the diff computed, after the `mprotect`, as before; local writes until
-//!   then are in them.
+//! - A page closed (`Protect`) right before it leaves (a `Send` that `hands_over` the page: its
+//!   bytes, its diff, or under lrc the right to change it): the bytes are read, or the diff
+//!   computed, after the `mprotect`, as before, so local writes until then are in them; and the
+//!   message goes only after the `mprotect`, so nobody elsewhere acts on it before the page is
+//!   closed here.
 //!
 //! Any other effect (on any page) first carries out what was put off, in order, so effects still
 //! take effect in the order returned.
@@ -69,8 +71,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 }
                 Effect::Protect { page, access }
                     if effects.peek().is_some_and(|next| {
-                        matches!(next, Effect::Send { msg, .. }
-                            if msg.page() == page && msg.payload() != Payload::None)
+                        matches!(next, Effect::Send { msg, .. } if msg.page() == page && msg.hands_over())
                     }) =>
                 {
                     let Some(send @ Effect::Send { to, msg }) = effects.next() else { unreachable!() };

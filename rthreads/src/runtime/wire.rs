@@ -258,6 +258,9 @@ wire_enum! { LrcMsg, "unknown release-consistency message {}";
     9 => Convert { page: PageId },
     10 => ConvertAck { page: PageId },
     11 => Sc(inner: Msg),
+    12 => Own { page: PageId },
+    13 => Pull { page: PageId, count: u16 },
+    14 => Yield { page: PageId, seq: u64 },
 }
 
 impl ProtocolWire for ScNode {
@@ -328,6 +331,13 @@ mod tests {
         let mut f = LrcNode::head(&diff);
         f.extend_from_slice(&[1, 2, 3]);
         assert_eq!(LrcNode::decode_frame(&f).unwrap(), (diff, Some(&[1u8, 2, 3][..])));
+        for m in [LrcMsg::Own { page }, LrcMsg::Pull { page, count: 3 }] {
+            assert_eq!(LrcNode::decode_frame(&LrcNode::head(&m)).unwrap(), (m, None));
+        }
+        let back = LrcMsg::Yield { page, seq: 11 };
+        let mut f = LrcNode::head(&back);
+        f.extend_from_slice(&[4, 5]);
+        assert_eq!(LrcNode::decode_frame(&f).unwrap(), (back, Some(&[4u8, 5][..])));
         assert!(LrcNode::decode_frame(&ScNode::head(&Msg::ReadReq { page })).is_err());
     }
 

@@ -64,6 +64,15 @@ pub struct LrcConfig {
     /// node: pages the runtime reserves for atomics and locks. More can be added at run time with
     /// [`LrcNode::set_sc`].
     pub sc_pages: Vec<Range<u64>>,
+    /// Writers take pages over: after this many diffs of a page in a row from the one node that
+    /// holds a copy of it (the home not writing it meanwhile), the home hands that node the page
+    /// ([`Msg::Own`]): the node keeps its twin, writes the page freely and sends no diff at its
+    /// releases until the home asks for it ([`Msg::Pull`]), when another node fetches the page
+    /// or the home itself touches it. Each pull doubles the number of diffs needed before the
+    /// page is handed over again. An array built by one node and then written, sweep after
+    /// sweep, by another thus costs no diffs in the steady state. `0` (the default) never hands
+    /// pages over.
+    pub own_after: u8,
 }
 
 impl LrcConfig {
@@ -84,6 +93,20 @@ impl LrcConfig {
     /// ```
     pub fn with_adaptive(mut self, adaptive: u16) -> Self {
         self.adaptive = adaptive;
+        self
+    }
+
+    /// This configuration with `own_after` set (see [`LrcConfig::own_after`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dsm::protocol::lrc::LrcConfig;
+    ///
+    /// assert_eq!(LrcConfig::default().with_own_after(2).own_after, 2);
+    /// ```
+    pub fn with_own_after(mut self, own_after: u8) -> Self {
+        self.own_after = own_after;
         self
     }
 
@@ -176,6 +199,30 @@ pub enum Msg {
     /// A message of the sequentially consistent protocol, for a page in that mode. Its payload is
     /// the page's bytes when the inner message [carries data](sc::Msg::carries_data).
     Sc(sc::Msg),
+    /// Home to the only node holding a copy, which has sent diffs of it [`LrcConfig::own_after`]
+    /// times in a row: keep your changes to the page until asked ([`Msg::Pull`]). The home's own
+    /// copy is closed until then. Sent right after a [`Msg::DiffAck`].
+    Own {
+        /// The page.
+        page: PageId,
+    },
+    /// Home to the node it handed pages `page .. page + count` over to: send your changes to
+    /// them now, each as a [`Msg::Yield`].
+    Pull {
+        /// The first page.
+        page: PageId,
+        /// How many pages, at least 1 and at most `1 + MAX_PREFETCH`.
+        count: u16,
+    },
+    /// Owner to home: the page is given back, with the owner's changes since it took its twin
+    /// (payload [`Payload::Diff`]), in answer to a [`Msg::Pull`] (or when a [`Msg::Convert`]
+    /// arrives). Acknowledged like a diff, with [`Msg::DiffAck`].
+    Yield {
+        /// The page.
+        page: PageId,
+        /// The owner's number for this diff, echoed by the ack.
+        seq: u64,
+    },
 }
 
 impl Msg {
@@ -191,7 +238,10 @@ impl Msg {
             | Msg::NoticeAck { page }
             | Msg::MakeSc { page }
             | Msg::Convert { page }
-            | Msg::ConvertAck { page } => page,
+            | Msg::ConvertAck { page }
+            | Msg::Own { page }
+            | Msg::Pull { page, .. }
+            | Msg::Yield { page, .. } => page,
             Msg::Sc(msg) => msg.page(),
         }
     }
@@ -200,7 +250,7 @@ impl Msg {
     pub fn payload(&self) -> Payload {
         match self {
             Msg::Page { .. } => Payload::Page,
-            Msg::Diff { .. } => Payload::Diff,
+            Msg::Diff { .. } | Msg::Yield { .. } => Payload::Diff,
             Msg::Sc(msg) if msg.carries_data() => Payload::Page,
             _ => Payload::None,
         }
@@ -263,14 +313,35 @@ struct HomePage {
     /// writes.
     copyset: BTreeSet<NodeId>,
     /// The home's own access: `Read` while its writes must be noticed (other nodes hold copies),
-    /// `Write` otherwise or once it has written.
+    /// `Write` otherwise or once it has written, `None` while another node owns the page.
     access: Access,
+    /// The node the page is handed over to ([`Msg::Own`]): it alone holds a copy, and holds
+    /// changes the home's copy lacks. Set until its [`Msg::Yield`] arrives.
+    owner: Option<NodeId>,
+    /// A [`Msg::Pull`] (or a [`Msg::Convert`]) has gone to the owner; its `Yield` is on the way.
+    pulling: bool,
+    /// Nodes whose fetch of the page waits for the owner's `Yield`, in arrival order.
+    fetchers: Vec<NodeId>,
+    /// Diffs in a row from the only node holding a copy, since the page was last handed over or
+    /// someone else touched it.
+    streak: u8,
+    /// How many times the page was pulled back: handing it over again takes `own_after << pulls`
+    /// diffs in a row.
+    pulls: u8,
 }
 
 impl HomePage {
     /// Before the first fetch: nobody else has a copy, the home may write.
     fn new() -> Self {
-        HomePage { copyset: BTreeSet::new(), access: Access::Write }
+        HomePage {
+            copyset: BTreeSet::new(),
+            access: Access::Write,
+            owner: None,
+            pulling: false,
+            fetchers: Vec::new(),
+            streak: 0,
+            pulls: 0,
+        }
     }
 }
 
@@ -377,8 +448,11 @@ pub struct LrcNode {
     parked: BTreeMap<PageId, FaultKind>,
     /// This node's copies of release-consistent pages homed elsewhere.
     copies: BTreeMap<PageId, Copy>,
-    /// Copies with a twin (writable), homed elsewhere.
+    /// Copies with a twin (writable), homed elsewhere, to be diffed at the next release.
     dirty: BTreeSet<PageId>,
+    /// Copies handed over to this node by their home ([`Msg::Own`]): writable, with a twin, their
+    /// diff sent only when the home pulls them back. Never in `dirty` or `stale`.
+    owned: BTreeSet<PageId>,
     /// Copies a write notice has made stale.
     stale: BTreeSet<PageId>,
     /// Pages homed here that have been fetched at least once.
@@ -400,12 +474,16 @@ pub struct LrcNode {
     holds: BTreeMap<PageId, Hold>,
     /// SC pages not writable here since their bytes last left with every earlier write released.
     sc_clean: BTreeSet<PageId>,
-    /// Adaptive prefetch: the page just after the last fetch, and how many following pages the
-    /// next fetch asks for if it is that page.
-    stream: Option<(PageId, u16)>,
+    /// Adaptive prefetch, one stream per kind of miss (read, write), so that a loop that reads
+    /// one array and writes another follows both: the page just after the last fetch of that
+    /// kind, and how many following pages the next such fetch asks for if it is that page.
+    stream: [Option<(PageId, u16)>; 2],
     /// Adaptive write-ahead: the page just after the last run of copies opened for writes, and how
     /// many following copies the next write trap opens if it is on that page.
     write_stream: Option<(PageId, u16)>,
+    /// Adaptive pull at the home: the page just after the last run pulled back for a local fault,
+    /// and how many following pages the next such pull asks for if it is that page.
+    pull_stream: Option<(PageId, u16)>,
     /// A protocol mistake planted on purpose (unit-test builds only).
     bug: Planted<Bug>,
 }
@@ -450,6 +528,7 @@ impl LrcNode {
             parked: BTreeMap::new(),
             copies: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            owned: BTreeSet::new(),
             stale: BTreeSet::new(),
             homes: BTreeMap::new(),
             home_dirty: BTreeSet::new(),
@@ -461,8 +540,9 @@ impl LrcNode {
             next_release: 0,
             holds: BTreeMap::new(),
             sc_clean: BTreeSet::new(),
-            stream: None,
+            stream: [None; 2],
             write_stream: None,
+            pull_stream: None,
             bug: Planted::none(),
         }
     }
@@ -511,6 +591,19 @@ impl LrcNode {
         })
     }
 
+    /// The node `page` is handed over to, if this node is its home and has handed it over (see
+    /// [`LrcConfig::own_after`]): that node holds the page's current bytes, this node's are out of
+    /// date until it gives the page back.
+    pub fn owner(&self, page: PageId) -> Option<NodeId> {
+        self.homes.get(&page).and_then(|h| h.owner)
+    }
+
+    /// Whether this node owns its copy of `page` (homed elsewhere): its home handed the page over
+    /// and has not pulled it back yet.
+    pub fn owns(&self, page: PageId) -> bool {
+        self.owned.contains(&page)
+    }
+
     /// The embedded single-writer protocol that runs the sequentially consistent pages.
     pub fn sc_node(&self) -> &ScNode {
         &self.sc
@@ -532,6 +625,7 @@ impl LrcNode {
             && self.holds.is_empty()
             && self.parked.is_empty()
             && self.sc_requested.is_empty()
+            && !self.homes.values().any(|h| h.pulling)
             && self.sc.is_quiescent()
     }
 
@@ -570,7 +664,13 @@ impl LrcNode {
                 self.park(page, kind);
                 return;
             }
-            // The home reads its master copy at all times; only a write after a fetch traps. Its
+            if self.homes.get(&page).is_some_and(|h| h.owner.is_some()) {
+                // Handed over: the owner has changes this copy lacks.
+                self.pull_for_fault(page, out);
+                self.park(page, kind);
+                return;
+            }
+            // The home reads its master copy (unless handed over); only a write after a fetch traps. Its
             // writes matter to the nodes holding copies: those in the copyset, and those notified
             // of an earlier write that have not recorded it yet (they still read their copy as
             // current, so the home's release must wait for them too).
@@ -627,6 +727,7 @@ impl LrcNode {
                 && !self.sc_requested.contains(&q)
                 && self.copies.get(&q) == Some(&Copy::Valid)
                 && !self.dirty.contains(&q)
+                && !self.owned.contains(&q)
                 && !self.stale.contains(&q);
             if !clean_copy {
                 break;
@@ -732,6 +833,9 @@ impl LrcNode {
             Msg::Convert { page } => self.on_convert(from, page, out),
             Msg::ConvertAck { page } => self.on_convert_ack(from, page, out),
             Msg::Sc(inner) => self.on_sc(from, inner, out),
+            Msg::Own { page } => self.on_own(from, page, out),
+            Msg::Pull { page, count } => self.on_pull(from, page, count, out),
+            Msg::Yield { page, seq } => self.on_yield(from, page, seq, out),
         }
     }
 
@@ -764,11 +868,18 @@ impl LrcNode {
     }
 
     fn send_diff(&mut self, page: PageId, out: &mut Out) {
+        self.send_diff_as(page, false, out);
+    }
+
+    /// Sends the diff of `page` home, as a [`Msg::Yield`] (giving an owned page back) or a
+    /// [`Msg::Diff`].
+    fn send_diff_as(&mut self, page: PageId, yielded: bool, out: &mut Out) {
         let home = self.geo.home_of(page);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.unacked.insert(seq, (home, page));
-        out.push(Action::Send { to: home, msg: Msg::Diff { page, seq } });
+        let msg = if yielded { Msg::Yield { page, seq } } else { Msg::Diff { page, seq } };
+        out.push(Action::Send { to: home, msg });
     }
 
     /// Flushes every local write: diffs for dirty copies, notices for pages homed here. Returns
@@ -847,7 +958,8 @@ impl LrcNode {
         let home = self.geo.home_of(page);
         self.copies.insert(page, Copy::Fetching { want: Some(kind) });
         // Adaptive prefetch: a miss right after the previous fetch continues a sequential scan.
-        let sequential = self.stream.filter(|&(next, _)| next == page).map(|(_, window)| window);
+        let kind_stream = usize::from(kind == FaultKind::Write);
+        let sequential = self.stream[kind_stream].filter(|&(next, _)| next == page).map(|(_, window)| window);
         let want = self.config.prefetch.max(sequential.unwrap_or(0));
         let mut count: u16 = 1;
         while count <= want {
@@ -867,7 +979,7 @@ impl LrcNode {
         }
         if self.config.adaptive > 0 {
             let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
-            self.stream = Some((PageId(page.0 + u64::from(count)), window));
+            self.stream[kind_stream] = Some((PageId(page.0 + u64::from(count)), window));
         }
         out.push(Action::Send { to: home, msg: Msg::Fetch { page, count } });
     }
@@ -897,32 +1009,138 @@ impl LrcNode {
         }
         for p in page.0..=last.0 {
             let p = PageId(p);
+            if self.homes.get(&p).is_some_and(|h| h.fetchers.contains(&from)) {
+                return self.err(format!("Fetch of {p} from {from}, which already waits for it"));
+            }
+        }
+        let mut pulls = Vec::new();
+        for p in page.0..=last.0 {
+            let p = PageId(p);
             if self.is_sc(p) || self.converting.contains_key(&p) {
                 out.push(Action::Send { to: from, msg: Msg::ScPage { page: p } });
                 continue;
             }
-            let dirty = self.home_dirty.contains(&p);
-            let home = self.homes.entry(p).or_insert_with(HomePage::new);
-            if home.access == Access::Write && !dirty {
-                // From now on the home's writes must be noticed: close its copy before the bytes
-                // are read for sending, so that every later write traps.
-                home.access = Access::Read;
-                out.push(Action::Protect { page: p, access: Access::Read });
+            if let Some(home) = self.homes.get_mut(&p)
+                && let Some(owner) = home.owner
+            {
+                // Handed over: the copy goes out once the owner has given the page back.
+                home.fetchers.push(from);
+                if !home.pulling {
+                    home.pulling = true;
+                    home.pulls = home.pulls.saturating_add(1);
+                    pulls.push((owner, p));
+                }
+                continue;
             }
-            home.copyset.insert(from);
-            out.push(Action::Send { to: from, msg: Msg::Page { page: p } });
+            self.serve_copy(from, p, out);
+        }
+        // One pull per run of neighbours handed over to the same node.
+        let mut runs: Vec<(NodeId, PageId, u16)> = Vec::new();
+        for (owner, p) in pulls {
+            match runs.last_mut() {
+                Some((o, first, count)) if *o == owner && first.0 + u64::from(*count) == p.0 => *count += 1,
+                _ => runs.push((owner, p, 1)),
+            }
+        }
+        for (to, page, count) in runs {
+            out.push(Action::Send { to, msg: Msg::Pull { page, count } });
         }
         Ok(())
     }
 
+    /// Sends `to` a copy of `page` (homed here, release-consistent, not handed over) and adds it
+    /// to the copyset.
+    fn serve_copy(&mut self, to: NodeId, page: PageId, out: &mut Out) {
+        let dirty = self.home_dirty.contains(&page);
+        let home = self.homes.entry(page).or_insert_with(HomePage::new);
+        if home.access == Access::Write && !dirty {
+            // From now on the home's writes must be noticed: close its copy before the bytes
+            // are read for sending, so that every later write traps.
+            home.access = Access::Read;
+            out.push(Action::Protect { page, access: Access::Read });
+        }
+        home.copyset.insert(to);
+        home.streak = 0;
+        out.push(Action::Send { to, msg: Msg::Page { page } });
+    }
+
+    /// Pulls `page` (handed over) back for a local fault, with the following pages handed over to
+    /// the same node when local faults run in sequence (as a fetch reads ahead).
+    fn pull_for_fault(&mut self, page: PageId, out: &mut Out) {
+        let Some(owner) = self.homes.get(&page).filter(|h| !h.pulling).and_then(|h| h.owner) else {
+            return;
+        };
+        let sequential = self.pull_stream.filter(|&(next, _)| next == page).map(|(_, window)| window);
+        let mut count: u16 = 0;
+        while count == 0 || count <= sequential.unwrap_or(0) {
+            let q = PageId(page.0 + u64::from(count));
+            let Some(home) = self
+                .homes
+                .get_mut(&q)
+                .filter(|h| h.owner == Some(owner) && !h.pulling && self.geo.in_range(q))
+            else {
+                break;
+            };
+            home.pulling = true;
+            home.pulls = home.pulls.saturating_add(1);
+            count += 1;
+        }
+        if self.config.adaptive > 0 {
+            let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
+            self.pull_stream = Some((PageId(page.0 + u64::from(count)), window));
+        }
+        out.push(Action::Send { to: owner, msg: Msg::Pull { page, count } });
+    }
+
+    /// After a diff from `from`, the only node holding a copy of `page`: hands the page over to it
+    /// once enough diffs came in a row (see [`LrcConfig::own_after`]).
+    fn consider_handing_over(&mut self, from: NodeId, page: PageId, out: &mut Out) {
+        let own_after = self.config.own_after;
+        let quiet = !self.rounds.contains_key(&page) && !self.home_dirty.contains(&page);
+        let Some(home) = self.homes.get_mut(&page) else {
+            return;
+        };
+        let sole = home.copyset.len() == 1 && home.copyset.contains(&from);
+        if own_after == 0 || !quiet || !sole || home.owner.is_some() {
+            home.streak = 0;
+            return;
+        }
+        home.streak = home.streak.saturating_add(1);
+        let needed = (u16::from(own_after) << home.pulls.min(6)).min(u16::from(u8::MAX));
+        if u16::from(home.streak) < needed {
+            return;
+        }
+        home.streak = 0;
+        home.owner = Some(from);
+        home.access = Access::None;
+        out.push(Action::Protect { page, access: Access::None });
+        out.push(Action::Send { to: from, msg: Msg::Own { page } });
+    }
+
     fn on_diff(&mut self, from: NodeId, page: PageId, seq: u64, out: &mut Out) -> Handled {
+        self.take_diff(from, page, seq, false, out)
+    }
+
+    fn on_yield(&mut self, from: NodeId, page: PageId, seq: u64, out: &mut Out) -> Handled {
+        self.take_diff(from, page, seq, true, out)
+    }
+
+    /// A diff of `page` from `from`; `yielded`: a [`Msg::Yield`], which also gives the page back.
+    fn take_diff(&mut self, from: NodeId, page: PageId, seq: u64, yielded: bool, out: &mut Out) -> Handled {
+        let what = if yielded { "Yield" } else { "Diff" };
         let known = self.homes.contains_key(&page) || self.converting.contains_key(&page);
         if !self.geo.is_home(page) || self.is_sc(page) || !known {
-            return self
-                .err(format!("Diff of {page} from {from}: not a shared release-consistent page homed here"));
+            return self.err(format!(
+                "{what} of {page} from {from}: not a shared release-consistent page homed here"
+            ));
+        }
+        let converting = self.converting.contains_key(&page);
+        let (owner, pulling) = self.homes.get(&page).map_or((None, false), |h| (h.owner, h.pulling));
+        if yielded && !converting && (owner != Some(from) || !pulling) {
+            return self.err(format!("Yield of {page} from {from}, which was not asked to give it back"));
         }
         out.push(Action::ApplyDiff { page });
-        if self.bug.is(Bug::DiffAckDuringConversion) && self.converting.contains_key(&page) {
+        if self.bug.is(Bug::DiffAckDuringConversion) && converting {
             self.complete_ack(page, (from, seq), out);
             return Ok(());
         }
@@ -930,6 +1148,23 @@ impl LrcNode {
             // Every other copy is being dropped; the ack waits until all are gone.
             conv.then.push((from, seq));
             return Ok(());
+        }
+        if yielded {
+            // The home's copy is current again; the page is shared as before it was handed over.
+            if let Some(home) = self.homes.get_mut(&page) {
+                home.owner = None;
+                home.pulling = false;
+                home.access = Access::Read;
+            }
+            out.push(Action::Protect { page, access: Access::Read });
+        } else if let Some(owner) = owner.filter(|&o| o != from) {
+            // A diff of a stale copy, flushed late, of a page handed over since: the owner's
+            // copy is about to be noticed, so it gives the page back first.
+            if let Some(home) = self.homes.get_mut(&page).filter(|h| !h.pulling) {
+                home.pulling = true;
+                home.pulls = home.pulls.saturating_add(1);
+                out.push(Action::Send { to: owner, msg: Msg::Pull { page, count: 1 } });
+            }
         }
         let targets = match self.homes.get_mut(&page) {
             Some(home) => {
@@ -951,6 +1186,18 @@ impl LrcNode {
             return Ok(());
         }
         self.notify(page, targets, (from, seq), out);
+        if yielded {
+            let fetchers =
+                self.homes.get_mut(&page).map(|h| std::mem::take(&mut h.fetchers)).unwrap_or_default();
+            for to in fetchers {
+                self.serve_copy(to, page, out);
+            }
+            if let Some(kind) = self.parked.remove(&page) {
+                self.fault(page, kind, out);
+            }
+        } else if owner.is_none() {
+            self.consider_handing_over(from, page, out);
+        }
         Ok(())
     }
 
@@ -982,12 +1229,18 @@ impl LrcNode {
 
     fn start_conversion(&mut self, page: PageId, out: &mut Out) {
         let access = self.home_access(page);
-        self.homes.remove(&page);
+        let fetchers = self.homes.remove(&page).map(|h| h.fetchers).unwrap_or_default();
         self.home_dirty.remove(&page);
         let waiting: BTreeSet<NodeId> =
             (0..self.geo.nodes).map(NodeId).filter(|&n| n != self.geo.me).collect();
         for &to in &waiting {
             out.push(Action::Send { to, msg: Msg::Convert { page } });
+        }
+        // Fetches waiting for an owner to give the page back are answered as those that arrive
+        // during the conversion are (behind the `Convert`). The owner gives the page back when
+        // the `Convert` reaches it, if no pull has asked it already.
+        for to in fetchers {
+            out.push(Action::Send { to, msg: Msg::ScPage { page } });
         }
         self.converting.insert(page, Conversion { waiting, then: Vec::new(), queued: Vec::new(), access });
         if self.geo.nodes == 1 {
@@ -1094,6 +1347,47 @@ impl LrcNode {
         Ok(())
     }
 
+    fn on_own(&mut self, from: NodeId, page: PageId, out: &mut Out) -> Handled {
+        self.check_from_home(from, page, "Own")?;
+        let current = self.copies.get(&page) == Some(&Copy::Valid) && !self.stale.contains(&page);
+        if !current || self.owned.contains(&page) || self.is_sc(page) {
+            return self.err(format!("Own of {page} from {from}, but no current copy is held"));
+        }
+        // Writes since the last release (a twin already taken) are kept too.
+        if !self.dirty.remove(&page) {
+            out.push(Action::Twin { page });
+            out.push(Action::Protect { page, access: Access::Write });
+        }
+        self.owned.insert(page);
+        Ok(())
+    }
+
+    fn on_pull(&mut self, from: NodeId, page: PageId, count: u16, out: &mut Out) -> Handled {
+        let last = (1..=MAX_PREFETCH + 1)
+            .contains(&count)
+            .then(|| page.0.checked_add(u64::from(count) - 1))
+            .flatten()
+            .map(PageId)
+            .filter(|&l| self.geo.in_range(l));
+        let Some(last) = last else {
+            return self.err(format!("Pull of {count} pages from {page} by {from}"));
+        };
+        for p in page.0..=last.0 {
+            let p = PageId(p);
+            self.check_from_home(from, p, "Pull")?;
+            if !self.owned.contains(&p) {
+                return self.err(format!("Pull of {p} from {from}, which this node does not own"));
+            }
+        }
+        for p in page.0..=last.0 {
+            let p = PageId(p);
+            self.owned.remove(&p);
+            out.push(Action::Protect { page: p, access: Access::Read });
+            self.send_diff_as(p, true, out);
+        }
+        Ok(())
+    }
+
     fn on_diff_ack(&mut self, from: NodeId, page: PageId, seq: u64, out: &mut Out) -> Handled {
         if self.unacked.get(&seq) != Some(&(from, page)) || from == self.geo.me {
             return self.err(format!("DiffAck {seq} of {page} from {from}, which nobody waits for"));
@@ -1107,6 +1401,9 @@ impl LrcNode {
         self.check_from_home(from, page, "Notice")?;
         if self.copies.get(&page) != Some(&Copy::Valid) || self.stale.contains(&page) || self.is_sc(page) {
             return self.err(format!("Notice of {page} from {from}, but no current copy is held"));
+        }
+        if self.owned.contains(&page) {
+            return self.err(format!("Notice of {page} from {from}, which this node owns"));
         }
         if !self.bug.is(Bug::NoticeWithoutStale) {
             self.stale.insert(page);
@@ -1127,6 +1424,8 @@ impl LrcNode {
                 out.push(Action::Protect { page, access: Access::None });
                 if self.dirty.remove(&page) {
                     self.send_diff(page, out);
+                } else if self.owned.remove(&page) {
+                    self.send_diff_as(page, true, out);
                 }
             }
             Some(Copy::Fetching { want }) => {
@@ -1273,6 +1572,12 @@ impl Message for Msg {
         Msg::payload(self)
     }
 
+    /// Messages with a payload, and [`Msg::Own`]: the home closes its copy before the owner may
+    /// change the page.
+    fn hands_over(&self) -> bool {
+        matches!(self, Msg::Own { .. }) || self.carries_data()
+    }
+
     fn explain(&self, p: &str) -> String {
         match *self {
             Msg::Fetch { count: 1, .. } => format!("please send me a copy of {p}"),
@@ -1289,6 +1594,12 @@ impl Message for Msg {
             Msg::Convert { .. } => format!("{p} becomes sequentially consistent: flush and drop your copy"),
             Msg::ConvertAck { .. } => format!("no copy of {p} left here"),
             Msg::Sc(inner) => format!("(sequentially consistent) {}", inner.explain(p)),
+            Msg::Own { .. } => format!("{p} is yours: keep your changes until I ask"),
+            Msg::Pull { count: 1, .. } => format!("please give {p} back with your changes"),
+            Msg::Pull { count, .. } => {
+                format!("please give {p} and the {} pages after it back with your changes", count - 1)
+            }
+            Msg::Yield { seq, .. } => format!("{p} back, with my changes (diff {seq})"),
         }
     }
 }
@@ -1352,7 +1663,7 @@ impl Coherence for LrcNode {
             return self.home_access(page);
         }
         match self.copies.get(&page) {
-            Some(Copy::Valid) if self.dirty.contains(&page) => Access::Write,
+            Some(Copy::Valid) if self.dirty.contains(&page) || self.owned.contains(&page) => Access::Write,
             Some(Copy::Valid) => Access::Read,
             _ => Access::None,
         }

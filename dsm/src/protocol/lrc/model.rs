@@ -52,12 +52,20 @@ struct Bounds {
     programs: Vec<Vec<Op>>,
     /// A mistake planted in every node.
     bug: Option<Bug>,
+    /// [`LrcConfig::own_after`] of every node.
+    own_after: u8,
 }
 
 impl Bounds {
     /// Node `k` runs `programs[k]`, over two release-consistent pages.
     fn new(programs: Vec<Vec<Op>>) -> Self {
-        Bounds { nodes: programs.len() as u16, pages: 2, sc: 0..0, programs, bug: None }
+        Bounds { nodes: programs.len() as u16, pages: 2, sc: 0..0, programs, bug: None, own_after: 0 }
+    }
+
+    /// These bounds with pages handed over to their writer after `diffs` diffs in a row.
+    fn own_after(mut self, diffs: u8) -> Self {
+        self.own_after = diffs;
+        self
     }
 
     /// These bounds over pages `0..pages`, of which `sc` are sequentially consistent.
@@ -93,7 +101,7 @@ impl Scenario for Bounds {
         assert!(self.pages <= u64::from(self.nodes), "one page per node at most");
         assert_eq!(self.programs.len(), usize::from(self.nodes), "a program per node");
         assert!(self.programs.iter().all(|p| p.len() < 16), "write values hold the step index in 4 bits");
-        let config = LrcConfig::default().with_sc_pages(self.sc.clone());
+        let config = LrcConfig::default().with_sc_pages(self.sc.clone()).with_own_after(self.own_after);
         let mut nodes: Vec<LrcNode> =
             (0..self.nodes).map(|i| LrcNode::new(NodeId(i), self.nodes, 1, config.clone())).collect();
         if let Some(bug) = self.bug {
@@ -169,6 +177,16 @@ impl Scenario for Bounds {
                 w.app.releasing() && w.sim.busy().into_iter().any(notice)
             }),
             Property::sometimes("all programs done", |_, w: &W| w.app.finished() && w.sim.quiescent()),
+            Property::sometimes("a page is handed over to its writer", |_, w: &W| {
+                (0..w.sim.count()).any(|k| (0..w.sim.pages()).any(|p| w.sim.node(k).owns(PageId(p as u64))))
+            }),
+            Property::sometimes("a handed-over page is pulled back", |_, w: &W| {
+                let pull = |l: usize| {
+                    let n = w.sim.count();
+                    w.sim.in_flight(l / n, l % n).any(|pk| matches!(pk.msg, Msg::Pull { .. }))
+                };
+                w.sim.busy().into_iter().any(pull)
+            }),
         ]
     }
 }
@@ -270,6 +288,57 @@ fn diff_ack_waits_for_an_earlier_round() {
         .assert_holds(&["a release waits for a write notice", "all programs done"]);
 }
 
+/// Pages handed over to their writer (after one diff): node 1 writes the guarded byte of page 0
+/// (homed at node 0) in two critical sections, so the page is handed over after the first and
+/// the second sends no diff; the home (a local fault) and node 2 (a fetch) then read it in
+/// critical sections of their own, each pulling it back, whatever the order.
+#[test]
+fn pages_follow_their_writer() {
+    let bounds = Bounds::new(vec![
+        vec![LOCK, Read(0, 0), UNLOCK],
+        vec![LOCK, Write(0, 0), UNLOCK, LOCK, Write(0, 0), UNLOCK],
+        vec![LOCK, Read(0, 0), UNLOCK],
+    ])
+    .pages(1, 0..0)
+    .own_after(1);
+    check("pages_follow_their_writer", bounds, 2).assert_holds(&[
+        "a page is handed over to its writer",
+        "a handed-over page is pulled back",
+        "all programs done",
+    ]);
+}
+
+/// A handed-over page meets a late diff: node 2 writes its own byte of page 0 and flushes it only
+/// at its release, while node 1 writes its own byte twice with a release each time, so its second
+/// diff may find it the only holder (node 2's copy noticed) and take the page over before node
+/// 2's diff arrives; that diff then pulls the page back. The home writes its own byte too, and
+/// with one conversion (`MakeSc` by node 2 in a second model) the page meets a conversion while
+/// handed over.
+#[test]
+fn handed_over_pages_meet_late_diffs_and_conversions() {
+    let late = Bounds::new(vec![
+        vec![own(0, 0), Release],
+        vec![own(0, 1), Release, own(0, 1), Release],
+        vec![own(0, 2), Release],
+    ])
+    .pages(1, 0..0)
+    .own_after(1);
+    check("handed_over_pages_meet_late_diffs", late, 2).assert_holds(&[
+        "a page is handed over to its writer",
+        "a handed-over page is pulled back",
+        "all programs done",
+    ]);
+    let converted = Bounds::new(vec![
+        vec![LOCK, Read(0, 0), UNLOCK],
+        vec![LOCK, Write(0, 0), UNLOCK, own(0, 1), Release],
+        vec![MakeSc(0), LOCK, Read(0, 0), UNLOCK],
+    ])
+    .pages(1, 0..0)
+    .own_after(1);
+    check("handed_over_pages_meet_conversions", converted, 2)
+        .assert_holds(&["a page is handed over to its writer", "all programs done"]);
+}
+
 fn run(node: usize, op: Op) -> Step<Run> {
     Step::Run(Run { node, op })
 }
@@ -366,10 +435,10 @@ fn finds_diff_ack_during_conversion() {
 /// Parses `LRC_MODEL`: per node a program, nodes separated by `|`, steps by spaces: `rP.B` read,
 /// `wP.B` write, `L` lock, `U` unlock, `R` release, `A` acquire, `pP.B` publish, `oP.B` observe,
 /// `sP.B` read if seen (page `P`, byte `B`), `cP` make page `P` SC; optional leading `pages=N` and
-/// `sc=N` (page `N` and above are SC). E.g. `pages=2 w1.1 L w0.0 U | w1.2 L r0.0 U | L r1.0 U`.
+/// `sc=N` (page `N` and above are SC) and `own=N` ([`LrcConfig::own_after`]). E.g. `pages=2 w1.1 L w0.0 U | w1.2 L r0.0 U | L r1.0 U`.
 fn bounds_from_env() -> Option<Bounds> {
     let spec = std::env::var("LRC_MODEL").ok()?;
-    let mut b = Bounds { nodes: 0, pages: 2, sc: 0..0, programs: vec![Vec::new()], bug: None };
+    let mut b = Bounds { nodes: 0, pages: 2, sc: 0..0, programs: vec![Vec::new()], bug: None, own_after: 0 };
     let at = |t: &str| -> (u8, u8) {
         let (p, b) = t.split_once('.').unwrap_or_else(|| panic!("LRC_MODEL: {t:?} is not PAGE.BYTE"));
         (p.parse().expect("a page"), b.parse().expect("a byte"))
@@ -383,6 +452,10 @@ fn bounds_from_env() -> Option<Bounds> {
             }
             _ if token.starts_with("pages=") => {
                 b.pages = token["pages=".len()..].parse().expect("pages=N");
+                continue;
+            }
+            _ if token.starts_with("own=") => {
+                b.own_after = token["own=".len()..].parse().expect("own=N");
                 continue;
             }
             _ if token.starts_with("sc=") => {

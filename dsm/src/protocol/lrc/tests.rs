@@ -68,6 +68,9 @@ fn kind_name(msg: &Msg) -> &'static str {
         Msg::MakeSc { .. } => "MakeSc",
         Msg::Convert { .. } => "Convert",
         Msg::ConvertAck { .. } => "ConvertAck",
+        Msg::Own { .. } => "Own",
+        Msg::Pull { .. } => "Pull",
+        Msg::Yield { .. } => "Yield",
         Msg::Sc(m) if m.carries_data() => "ScData",
         Msg::Sc(_) => "ScControl",
     }
@@ -95,6 +98,7 @@ struct Cluster {
     per_node: u64,
     prefetch: u16,
     adaptive: u16,
+    own_after: u8,
     /// The program: what each byte is.
     guard: Vec<Vec<Guard>>,
     layout: Layout,
@@ -124,20 +128,20 @@ impl Cluster {
     fn new(nodes: u16, per_node: u64, prefetch: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
         let pages = (u64::from(nodes) * per_node) as usize;
         let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
-        Self::build(nodes, per_node, (prefetch, 0), guard, 1)
+        Self::build(nodes, per_node, (prefetch, 0, 0), guard, 1)
     }
 
     /// As [`Cluster::new`], with adaptive prefetch up to `adaptive` pages and no fixed prefetch.
     fn adaptive(nodes: u16, per_node: u64, adaptive: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
         let pages = (u64::from(nodes) * per_node) as usize;
         let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
-        Self::build(nodes, per_node, (0, adaptive), guard, 1)
+        Self::build(nodes, per_node, (0, adaptive, 0), guard, 1)
     }
 
     fn build(
         nodes: u16,
         per_node: u64,
-        (prefetch, adaptive): (u16, u16),
+        (prefetch, adaptive, own_after): (u16, u16, u8),
         guard: Vec<Vec<Guard>>,
         threads: usize,
     ) -> Self {
@@ -146,7 +150,7 @@ impl Cluster {
             .filter(|&pg| guard[pg].iter().any(|g| matches!(g, Guard::Counter | Guard::Flag(_))))
             .map(|pg| pg as u64..pg as u64 + 1)
             .collect();
-        let config = LrcConfig { prefetch, adaptive, sc_pages };
+        let config = LrcConfig { prefetch, adaptive, sc_pages, own_after };
         let states = (0..nodes).map(|i| LrcNode::new(n(i), nodes, per_node, config.clone())).collect();
         let mut sim = Sim::new(states, guard.len(), PAGE, &vec![threads; count]).record();
         let mut layout = Layout {
@@ -179,7 +183,17 @@ impl Cluster {
             }
         }
         let app = Program::new(&sim, layout.guarded.len()).check_acquires();
-        Cluster { sim, app, per_node, prefetch, adaptive, guard, layout, speed: vec![1; count * count] }
+        Cluster {
+            sim,
+            app,
+            per_node,
+            prefetch,
+            adaptive,
+            own_after,
+            guard,
+            layout,
+            speed: vec![1; count * count],
+        }
     }
 
     /// `nodes` nodes homing one page each, every byte guarded by lock 0, after `readers` fetched
@@ -194,7 +208,16 @@ impl Cluster {
 
     /// The same cluster, from the start, with `per_node` threads on every node.
     fn with_threads(self, per_node: usize) -> Self {
-        Self::build(self.count() as u16, self.per_node, (self.prefetch, self.adaptive), self.guard, per_node)
+        let settings = (self.prefetch, self.adaptive, self.own_after);
+        Self::build(self.count() as u16, self.per_node, settings, self.guard, per_node)
+    }
+
+    /// The same cluster, from the start, handing pages over to their writers after `diffs` diffs
+    /// in a row ([`LrcConfig::own_after`]).
+    fn owning_after(self, diffs: u8) -> Self {
+        let threads = self.threads(0);
+        let settings = (self.prefetch, self.adaptive, diffs);
+        Self::build(self.count() as u16, self.per_node, settings, self.guard, threads)
     }
 
     /// Messages sent so far, of `kind` ([`kind_name`]).
@@ -660,6 +683,75 @@ fn write_ahead_grows_on_a_sequential_write_and_not_on_a_strided_one() {
     assert_eq!(write_all(31, 1), (13, 256));
     // Every other page: never sequential, so no copy is opened that is not written.
     assert_eq!(write_all(31, 2), (128, 128));
+}
+
+#[test]
+fn a_loop_reading_one_array_and_writing_another_reads_both_ahead() {
+    // Node 1 reads page `i` of one array (pages 0..64, homed at node 0) and writes page `i` of
+    // another (pages 64..128, also homed at node 0), for every `i` in order: read and write
+    // misses alternate, each kind in sequence.
+    let fetches = |adaptive| {
+        let mut c = Cluster::adaptive(2, 128, adaptive, page_of(Guard::Private(1)));
+        for pg in 0..64 {
+            c.read(1, pg, 0);
+            c.write(1, 64 + pg, 0, 9);
+        }
+        c.release_sync(1);
+        c.check();
+        c.sent("Fetch")
+    };
+    assert_eq!(fetches(0), 128);
+    // Each kind grows its own run (1, 2, 4, 8, 16, 31 and 2 pages after the missing one): 7
+    // fetches per array instead of one per page.
+    assert_eq!(fetches(31), 14);
+}
+
+#[test]
+fn a_band_written_sweep_after_sweep_is_handed_over_and_pulled_back_by_readers() {
+    // Node 1 writes byte 0 of all 64 pages homed at node 0 in every sweep and releases (Jacobi's
+    // band in a grid built by `main`); after 6 sweeps node 0 reads the band back, then node 1
+    // does one more sweep. Returns per sweep the diffs and node 1's write traps, and the pulls.
+    let sweeps_of = |own_after: u8| {
+        let mut c = Cluster::adaptive(2, 64, 31, page_of(Guard::Lock(0))).owning_after(own_after);
+        let sweep = |c: &mut Cluster, value: u8| {
+            let before = c.sent("Diff") + c.sent("Yield");
+            let mut traps = 0;
+            c.acquire(1);
+            for pg in 0..64 {
+                if c.prot(1, pg) < Access::Write {
+                    c.obtain(1, pg, WRITE);
+                    traps += 1;
+                }
+                c.poke(1, pg, 0, value);
+            }
+            c.release_sync(1);
+            c.check();
+            (c.sent("Diff") + c.sent("Yield") - before, traps)
+        };
+        let mut sweeps: Vec<(usize, usize)> = (1..=6).map(|s| sweep(&mut c, s)).collect();
+        assert_eq!(c.sent("Own"), if own_after == 0 { 0 } else { 64 });
+        // The home reads the band: pulled back in runs (1, 2, 4, ... pages, as a fetch reads ahead).
+        c.acquire(0);
+        for pg in 0..64 {
+            assert_eq!(c.read(0, pg, 0), 6, "page {pg} at the home");
+        }
+        let pulls = c.sent("Pull");
+        // Pulled back, so the next sweep diffs again (and the page is handed over only after
+        // twice as many diffs in a row as before).
+        sweeps.push(sweep(&mut c, 7));
+        assert!(c.nodes().iter().all(LrcNode::is_quiescent));
+        assert!((0..64).all(|pg| c.node(0).owner(p(pg)).is_none()));
+        (sweeps, pulls)
+    };
+    // Off: 64 diffs every sweep; after the cold first sweep (fetches), 7 write traps a sweep
+    // (write-ahead runs of 1, 2, 4, ... pages).
+    let (sweeps, pulls) = sweeps_of(0);
+    assert_eq!((sweeps, pulls), (vec![(64, 28), (64, 7), (64, 7), (64, 7), (64, 7), (64, 7), (64, 7)], 0));
+    // After two diffs in a row: the band is handed over with the second sweep's acks, and the
+    // sweeps after it send nothing and trap nowhere (the pages stay writable). The home's reads
+    // pull it back in 7 runs (1, 2, 4, 8, 16, 31 and 2 pages).
+    let (sweeps, pulls) = sweeps_of(2);
+    assert_eq!((sweeps, pulls), (vec![(64, 28), (64, 7), (0, 0), (0, 0), (0, 0), (0, 0), (64, 7)], 7));
 }
 
 // ----- classification: what survives an acquire -----
@@ -1225,7 +1317,8 @@ impl Cluster {
     }
 
     /// Every node releases, then acquires; every byte read anywhere must then be the last value
-    /// written, and the homes of release-consistent pages must hold it already.
+    /// written, and the homes of release-consistent pages must hold it already (or, for a page
+    /// handed over, its owner, the home's copy being closed).
     fn final_check(&mut self) {
         for k in 0..self.count() {
             self.release_sync(k);
@@ -1237,7 +1330,11 @@ impl Cluster {
         for pg in 0..self.pages() {
             let home = self.home(pg);
             if !self.node(home).is_sc(p(pg as u64)) {
-                assert_eq!(self.bytes(home, pg), self.latest(pg), "home {home} of page {pg}");
+                let holder = self.node(home).owner(p(pg as u64)).map_or(home, NodeId::index);
+                if holder != home {
+                    assert_eq!(self.prot(home, pg), Access::None, "home {home} of page {pg}, handed over");
+                }
+                assert_eq!(self.bytes(holder, pg), self.latest(pg), "{holder}, holder of page {pg}");
             }
         }
         for k in 0..self.count() {
@@ -1320,7 +1417,7 @@ fn random_data_race_free_programs_see_every_write() {
         let mut rng = Rng::new(seed);
         let nodes = 2 + (seed % 3) as u16;
         let prefetch = (seed % 4) as u16;
-        let mut c = mixed_cluster(nodes, prefetch).with_threads(2);
+        let mut c = mixed_cluster(nodes, prefetch).with_threads(2).owning_after((seed % 3) as u8);
         steps += c.run(&mut rng, 2_000, 0);
         add_counts(&mut totals, &c);
     }
@@ -1328,6 +1425,9 @@ fn random_data_race_free_programs_see_every_write() {
     // The runs went through every part of the protocol, many times.
     for kind in ["Fetch", "Page", "Diff", "Notice", "ScData", "ScControl"] {
         assert!(totals.get(kind).copied().unwrap_or(0) > 2_000, "{totals:?}");
+    }
+    for kind in ["Own", "Pull", "Yield"] {
+        assert!(totals.get(kind).copied().unwrap_or(0) > 200, "{totals:?}");
     }
 }
 
@@ -1337,7 +1437,7 @@ fn random_programs_with_pages_becoming_sc() {
     for seed in 0..60u64 {
         let mut rng = Rng::new(1_000 + seed);
         let nodes = 2 + (seed % 3) as u16;
-        let mut c = mixed_cluster(nodes, (seed % 3) as u16).with_threads(2);
+        let mut c = mixed_cluster(nodes, (seed % 3) as u16).with_threads(2).owning_after((seed % 2) as u8);
         c.run(&mut rng, 2_000, 10);
         add_counts(&mut totals, &c);
     }
@@ -1359,7 +1459,8 @@ fn random_conversions_under_locks() {
         let mut c = Cluster::new(nodes, 6, (seed % 2) as u16, move |pg, b| {
             if b % 8 == 0 { Guard::Private((b / 8 + pg) % count) } else { Guard::Lock((pg + b) % 3) }
         })
-        .with_threads(2);
+        .with_threads(2)
+        .owning_after((seed % 3) as u8);
         c.run(&mut rng, 3_000, 30);
         add_counts(&mut totals, &c);
     }
