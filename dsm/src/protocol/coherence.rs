@@ -126,7 +126,8 @@ pub enum Effect<M> {
         msg: M,
     },
     /// Copy the page bytes that came with the message being handled into this node's memory
-    /// (while application access to the page is closed, before the `Protect` that opens it).
+    /// (while application access to the page is closed, before the `Protect` that opens it, if
+    /// any: a protocol may keep a page it installs closed until a thread traps on it).
     Install {
         /// The page to fill.
         page: PageId,

@@ -529,7 +529,7 @@ pub fn any_msg(tag: u8, page: PageId, arg: u8, seq: u8) -> Msg {
 }
 
 /// 1–4 nodes, 1–3 pages per node, prefetch 0–3, pages handed over to writers after 0 (never), 1
-/// or 2 diffs, maybe an SC page from the start (the first three bytes); events by `tag % 12`: faults (0–1), application writes (2), acquires (3),
+/// or 2 diffs, copies refreshed at notices or not, maybe an SC page from the start (the first three bytes); events by `tag % 12`: faults (0–1), application writes (2), acquires (3),
 /// releases (4), `set_sc` (5), deliveries (6–9, a diff damaged on the way when the tag's top bit
 /// is set), garbage (10), lone diffs (11).
 impl Fuzzed for LrcNode {
@@ -543,7 +543,8 @@ impl Fuzzed for LrcNode {
         let mut config = LrcConfig::default()
             .with_prefetch(u16::from(c & 3))
             .with_adaptive(u16::from((a >> 2) % 4) * 2)
-            .with_own_after((b >> 2) % 3);
+            .with_own_after((b >> 2) % 3)
+            .with_refresh(b & 0x40 != 0);
         if c & 4 != 0 {
             let first = u64::from(c >> 3) % pages;
             config = config.with_sc_pages(first..first + 1);

@@ -17,7 +17,8 @@
 //! contract documented on [`Effect`]: sends go to peers; a page's bytes are read when the send is
 //! carried out, and a diff is computed from the twin then (and the twin dropped); `Install` and
 //! `ApplyDiff` only while handling a message that carries that page's bytes or diff; `Install` on a
-//! closed page, opened by a later `Protect` unless at the home; `Twin` of an at most readable page
+//! closed page, opened by a later `Protect` unless at the home or the protocol keeps it closed
+//! (access `None`: opened when a thread traps on it); `Twin` of an at most readable page
 //! without a twin; `Released` once per release, in call order; after every call the protection of
 //! every page equals what the protocol says ([`Coherence::access`]); a fault outside the space
 //! emits nothing. What only one protocol promises is plugged in through [`Spec`] (see `sc.rs` and
@@ -586,7 +587,8 @@ impl<P: Spec> Sim<P> {
                     return Err(format!("installs {page} while accessible, or not a page of bytes"));
                 }
                 let opened = out[at..].iter().any(|e| matches!(*e, Effect::Protect { page: q, access } if q == page && access >= Access::Read));
-                if !opened && !self.nodes[node].geometry().is_home(page) {
+                let kept_closed = self.nodes[node].access(page) == Access::None;
+                if !opened && !kept_closed && !self.nodes[node].geometry().is_home(page) {
                     return Err(format!("installs {page} and never opens it"));
                 }
                 self.bytes_mut(node, p).copy_from_slice(&bytes);

@@ -21,6 +21,7 @@
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
 //! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc also copies opened for writing ahead; `0`: off) | 31 |
 //! | `RTHREADS_OWN_AFTER` | release consistency: after this many diffs of a page in a row from the only node holding a copy, the page's home hands it over to that node, which then keeps its changes until another node (or the home) needs the page (`0`: never) | 2 |
+//! | `RTHREADS_REFRESH` | release consistency: `0` turns off refreshing, at a write notice, copies that are read again after every notice (fetched at once instead of at the next miss) | on |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
@@ -81,6 +82,8 @@ pub(super) struct Config {
     pub(super) read_ahead: u16,
     /// `RTHREADS_OWN_AFTER`.
     pub(super) own_after: u8,
+    /// `RTHREADS_REFRESH`.
+    pub(super) refresh: bool,
     /// `RTHREADS_WATCH_STDIN`.
     pub(super) watch_stdin: bool,
     /// `RTHREADS_PLACEMENT`.
@@ -402,6 +405,7 @@ impl Config {
                 }
                 None => 2,
             },
+            refresh: env.get("RTHREADS_REFRESH").is_none_or(|v| v != "0"),
             watch_stdin: env.switch("RTHREADS_WATCH_STDIN")?,
             placement,
             rebalance: env.switch("RTHREADS_REBALANCE")?,
@@ -521,6 +525,7 @@ mod tests {
             ("RTHREADS_PREFETCH", "3"),
             ("RTHREADS_READ_AHEAD", "0"),
             ("RTHREADS_OWN_AFTER", "5"),
+            ("RTHREADS_REFRESH", "0"),
             ("RTHREADS_PIN", "1"),
             ("RTHREADS_SESSION", "ff"),
             ("RTHREADS_SPACE_SIZE", "8G"),
@@ -533,7 +538,7 @@ mod tests {
         assert_eq!((c.node.0, c.nodes, c.embedded), (1, 2, false));
         assert_eq!(c.coordinator, Some("127.0.0.1:7000".parse().unwrap()));
         assert!(c.lrc && c.pin && c.prefix && !c.wake_pipes);
-        assert_eq!((c.prefetch, c.read_ahead, c.own_after), (3, 0, 5));
+        assert_eq!((c.prefetch, c.read_ahead, c.own_after, c.refresh), (3, 0, 5, false));
         assert_eq!((c.session, c.space_size, c.fault_spin), (0xff, 8 << 30, Some(7)));
         assert_eq!(c.failure_timeout, Duration::from_millis(500));
         assert_eq!(c.secret, Secret::from_setting(SECRET).unwrap());

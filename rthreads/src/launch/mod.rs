@@ -176,7 +176,8 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
         let config = dsm::protocol::lrc::LrcConfig::default()
             .with_prefetch(cfg.prefetch)
             .with_adaptive(cfg.read_ahead)
-            .with_own_after(cfg.own_after);
+            .with_own_after(cfg.own_after)
+            .with_refresh(cfg.refresh);
         let config = (0..u64::from(cfg.nodes))
             .fold(config, |c, k| c.with_sc_pages(k * per_node_pages..k * per_node_pages + small));
         dsm::protocol::lrc::LrcNode::new(me, cfg.nodes, per_node_pages, config)

@@ -73,6 +73,14 @@ pub struct LrcConfig {
     /// sweep, by another thus costs no diffs in the steady state. `0` (the default) never hands
     /// pages over.
     pub own_after: u8,
+    /// Refresh copies that are read again after every write notice: when a notice arrives for a
+    /// copy that this node fetched again the last time a notice dropped it, the copy is dropped
+    /// and fetched again at once, without waiting for a thread to miss on it after the next
+    /// acquire (the fetch overlaps whatever the threads do meanwhile, typically waiting at the
+    /// barrier that the writer's release precedes). The new copy stays closed until a thread
+    /// touches it (a local trap, no message); one still untouched when the next notice comes is
+    /// not refreshed again until a miss shows it is read again. `false` (the default): off.
+    pub refresh: bool,
 }
 
 impl LrcConfig {
@@ -107,6 +115,20 @@ impl LrcConfig {
     /// ```
     pub fn with_own_after(mut self, own_after: u8) -> Self {
         self.own_after = own_after;
+        self
+    }
+
+    /// This configuration with `refresh` set (see [`LrcConfig::refresh`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dsm::protocol::lrc::LrcConfig;
+    ///
+    /// assert!(LrcConfig::default().with_refresh(true).refresh);
+    /// ```
+    pub fn with_refresh(mut self, refresh: bool) -> Self {
+        self.refresh = refresh;
         self
     }
 
@@ -455,6 +477,16 @@ pub struct LrcNode {
     owned: BTreeSet<PageId>,
     /// Copies a write notice has made stale.
     stale: BTreeSet<PageId>,
+    /// Refresh (see [`LrcConfig::refresh`]): pages whose stale copy an acquire dropped, not
+    /// fetched since.
+    dropped: BTreeSet<PageId>,
+    /// Pages fetched again after an acquire dropped their stale copy: refreshed at the next notice.
+    hot: BTreeSet<PageId>,
+    /// Pages being fetched again for a refresh (their copy stays closed when it arrives, unless a
+    /// thread traps on it meanwhile).
+    refreshing: BTreeSet<PageId>,
+    /// Refreshed copies not touched since they arrived: valid but closed (access `None`).
+    fresh: BTreeSet<PageId>,
     /// Pages homed here that have been fetched at least once.
     homes: BTreeMap<PageId, HomePage>,
     /// Pages homed here written locally while other nodes held copies, since the last release.
@@ -530,6 +562,10 @@ impl LrcNode {
             dirty: BTreeSet::new(),
             owned: BTreeSet::new(),
             stale: BTreeSet::new(),
+            dropped: BTreeSet::new(),
+            hot: BTreeSet::new(),
+            refreshing: BTreeSet::new(),
+            fresh: BTreeSet::new(),
             homes: BTreeMap::new(),
             home_dirty: BTreeSet::new(),
             rounds: BTreeMap::new(),
@@ -569,6 +605,12 @@ impl LrcNode {
     /// stale: the next [`acquire`](Self::acquire) drops it.
     pub fn is_stale(&self, page: PageId) -> bool {
         self.stale.contains(&page)
+    }
+
+    /// Whether this node holds a refreshed copy of `page` that no thread has touched yet (see
+    /// [`LrcConfig::refresh`]): current, but closed until the first touch.
+    pub fn is_fresh(&self, page: PageId) -> bool {
+        self.fresh.contains(&page)
     }
 
     /// Whether this node has a fetch of `page` outstanding.
@@ -691,6 +733,14 @@ impl LrcNode {
         }
         match self.copies.get_mut(&page) {
             Some(Copy::Fetching { want }) => *want = Some(stronger(*want, kind)),
+            Some(Copy::Valid) if self.fresh.remove(&page) => {
+                // A refreshed copy, touched for the first time: open it.
+                out.push(Action::Protect { page, access: Access::Read });
+                if kind == FaultKind::Write {
+                    self.open_for_writes(page, out);
+                }
+                out.push(Action::Wake { page });
+            }
             Some(Copy::Valid) => {
                 // Only a write can trap on a readable copy.
                 self.open_for_writes(page, out);
@@ -728,6 +778,7 @@ impl LrcNode {
                 && self.copies.get(&q) == Some(&Copy::Valid)
                 && !self.dirty.contains(&q)
                 && !self.owned.contains(&q)
+                && !self.fresh.contains(&q)
                 && !self.stale.contains(&q);
             if !clean_copy {
                 break;
@@ -750,6 +801,9 @@ impl LrcNode {
     pub fn acquire(&mut self, out: &mut Vec<Action>) {
         for page in std::mem::take(&mut self.stale) {
             self.copies.remove(&page);
+            if self.config.refresh && !self.fresh.remove(&page) {
+                self.dropped.insert(page);
+            }
             out.push(Action::Protect { page, access: Access::None });
             if self.dirty.remove(&page) {
                 // Local writes go to the home first; a later fetch of the page (behind the diff on
@@ -955,6 +1009,10 @@ impl LrcNode {
 
     /// Sends a fetch for `page` (missing here) and the pages after it that qualify for prefetch.
     fn fetch(&mut self, page: PageId, kind: FaultKind, out: &mut Out) {
+        if self.dropped.remove(&page) {
+            // Read again after a notice dropped it: refresh it at the next notice.
+            self.hot.insert(page);
+        }
         let home = self.geo.home_of(page);
         self.copies.insert(page, Copy::Fetching { want: Some(kind) });
         // Adaptive prefetch: a miss right after the previous fetch continues a sequential scan.
@@ -1305,6 +1363,11 @@ impl LrcNode {
         }
         self.copies.insert(page, Copy::Valid);
         out.push(Action::Install { page });
+        if self.refreshing.remove(&page) && want.is_none() {
+            // Nobody has touched it meanwhile: it opens at the first touch.
+            self.fresh.insert(page);
+            return Ok(());
+        }
         if want == Some(FaultKind::Write) && !self.sc_requested.contains(&page) {
             self.dirty.insert(page);
             out.push(Action::Twin { page });
@@ -1334,6 +1397,7 @@ impl LrcNode {
         // fetch's (a `Convert` would have come first and ended the request otherwise).
         if let Some(want) = fetching {
             self.copies.remove(&page);
+            self.refreshing.remove(&page);
             if let Some(kind) = want {
                 self.park(page, kind);
             }
@@ -1353,6 +1417,7 @@ impl LrcNode {
         if !current || self.owned.contains(&page) || self.is_sc(page) {
             return self.err(format!("Own of {page} from {from}, but no current copy is held"));
         }
+        self.fresh.remove(&page);
         // Writes since the last release (a twin already taken) are kept too.
         if !self.dirty.remove(&page) {
             out.push(Action::Twin { page });
@@ -1405,6 +1470,25 @@ impl LrcNode {
         if self.owned.contains(&page) {
             return self.err(format!("Notice of {page} from {from}, which this node owns"));
         }
+        if self.fresh.contains(&page) {
+            // Refreshed and not touched since: stop refreshing it. It stays closed, and stale.
+            self.hot.remove(&page);
+        }
+        let refresh = self.hot.contains(&page)
+            && !self.dirty.contains(&page)
+            && !self.sc_requested.contains(&page)
+            && !self.bug.is(Bug::NoticeWithoutStale);
+        if refresh {
+            // Drop it now and fetch it again (behind the ack, so the home's round for this node
+            // is over when the fetch arrives).
+            out.push(Action::Protect { page, access: Access::None });
+            out.push(Action::Send { to: from, msg: Msg::NoticeAck { page } });
+            self.refreshing.insert(page);
+            self.copies.insert(page, Copy::Fetching { want: None });
+            out.push(Action::Send { to: from, msg: Msg::Fetch { page, count: 1 } });
+            return Ok(());
+        }
+
         if !self.bug.is(Bug::NoticeWithoutStale) {
             self.stale.insert(page);
         }
@@ -1421,6 +1505,7 @@ impl LrcNode {
             Some(Copy::Valid) => {
                 self.copies.remove(&page);
                 self.stale.remove(&page);
+                self.fresh.remove(&page);
                 out.push(Action::Protect { page, access: Access::None });
                 if self.dirty.remove(&page) {
                     self.send_diff(page, out);
@@ -1663,6 +1748,7 @@ impl Coherence for LrcNode {
             return self.home_access(page);
         }
         match self.copies.get(&page) {
+            Some(Copy::Valid) if self.fresh.contains(&page) => Access::None,
             Some(Copy::Valid) if self.dirty.contains(&page) || self.owned.contains(&page) => Access::Write,
             Some(Copy::Valid) => Access::Read,
             _ => Access::None,

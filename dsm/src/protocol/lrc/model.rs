@@ -54,12 +54,28 @@ struct Bounds {
     bug: Option<Bug>,
     /// [`LrcConfig::own_after`] of every node.
     own_after: u8,
+    /// [`LrcConfig::refresh`] of every node.
+    refresh: bool,
 }
 
 impl Bounds {
     /// Node `k` runs `programs[k]`, over two release-consistent pages.
     fn new(programs: Vec<Vec<Op>>) -> Self {
-        Bounds { nodes: programs.len() as u16, pages: 2, sc: 0..0, programs, bug: None, own_after: 0 }
+        Bounds {
+            nodes: programs.len() as u16,
+            pages: 2,
+            sc: 0..0,
+            programs,
+            bug: None,
+            own_after: 0,
+            refresh: false,
+        }
+    }
+
+    /// These bounds with copies refreshed at notices ([`LrcConfig::refresh`]).
+    fn refreshing(mut self) -> Self {
+        self.refresh = true;
+        self
     }
 
     /// These bounds with pages handed over to their writer after `diffs` diffs in a row.
@@ -101,7 +117,10 @@ impl Scenario for Bounds {
         assert!(self.pages <= u64::from(self.nodes), "one page per node at most");
         assert_eq!(self.programs.len(), usize::from(self.nodes), "a program per node");
         assert!(self.programs.iter().all(|p| p.len() < 16), "write values hold the step index in 4 bits");
-        let config = LrcConfig::default().with_sc_pages(self.sc.clone()).with_own_after(self.own_after);
+        let config = LrcConfig::default()
+            .with_sc_pages(self.sc.clone())
+            .with_own_after(self.own_after)
+            .with_refresh(self.refresh);
         let mut nodes: Vec<LrcNode> =
             (0..self.nodes).map(|i| LrcNode::new(NodeId(i), self.nodes, 1, config.clone())).collect();
         if let Some(bug) = self.bug {
@@ -179,6 +198,12 @@ impl Scenario for Bounds {
             Property::sometimes("all programs done", |_, w: &W| w.app.finished() && w.sim.quiescent()),
             Property::sometimes("a page is handed over to its writer", |_, w: &W| {
                 (0..w.sim.count()).any(|k| (0..w.sim.pages()).any(|p| w.sim.node(k).owns(PageId(p as u64))))
+            }),
+            Property::sometimes("a copy is refreshed before anyone misses on it", |_, w: &W| {
+                (0..w.sim.count()).any(|k| {
+                    (0..w.sim.pages())
+                        .any(|p| w.sim.prot(k, p) == Access::None && w.sim.node(k).is_fresh(PageId(p as u64)))
+                })
             }),
             Property::sometimes("a handed-over page is pulled back", |_, w: &W| {
                 let pull = |l: usize| {
@@ -339,6 +364,26 @@ fn handed_over_pages_meet_late_diffs_and_conversions() {
         .assert_holds(&["a page is handed over to its writer", "all programs done"]);
 }
 
+/// Copies refreshed at notices: node 2 reads the guarded byte of page 0 in three critical
+/// sections while nodes 0 (its home) and 1 write it in critical sections of their own, so node 2's
+/// copy is noticed, dropped and read again, and then refreshed at the next notice, possibly while
+/// it is dirty, or before node 2's acquire, or racing with another write.
+#[test]
+fn copies_are_refreshed_at_notices() {
+    let bounds = Bounds::new(vec![
+        vec![LOCK, Write(0, 0), UNLOCK, LOCK, Write(0, 0), UNLOCK],
+        vec![LOCK, Write(0, 0), UNLOCK, own(0, 1), Release],
+        vec![LOCK, Read(0, 0), UNLOCK, LOCK, Read(0, 0), UNLOCK, own(0, 2), LOCK, Read(0, 0), UNLOCK],
+    ])
+    .pages(1, 0..0)
+    .refreshing();
+    check("copies_are_refreshed_at_notices", bounds, 2).assert_holds(&[
+        "a copy is refreshed before anyone misses on it",
+        "a stale copy is still readable",
+        "all programs done",
+    ]);
+}
+
 fn run(node: usize, op: Op) -> Step<Run> {
     Step::Run(Run { node, op })
 }
@@ -435,10 +480,19 @@ fn finds_diff_ack_during_conversion() {
 /// Parses `LRC_MODEL`: per node a program, nodes separated by `|`, steps by spaces: `rP.B` read,
 /// `wP.B` write, `L` lock, `U` unlock, `R` release, `A` acquire, `pP.B` publish, `oP.B` observe,
 /// `sP.B` read if seen (page `P`, byte `B`), `cP` make page `P` SC; optional leading `pages=N` and
-/// `sc=N` (page `N` and above are SC) and `own=N` ([`LrcConfig::own_after`]). E.g. `pages=2 w1.1 L w0.0 U | w1.2 L r0.0 U | L r1.0 U`.
+/// `sc=N` (page `N` and above are SC), `own=N` ([`LrcConfig::own_after`]) and `refresh`
+/// ([`LrcConfig::refresh`]). E.g. `pages=2 w1.1 L w0.0 U | w1.2 L r0.0 U | L r1.0 U`.
 fn bounds_from_env() -> Option<Bounds> {
     let spec = std::env::var("LRC_MODEL").ok()?;
-    let mut b = Bounds { nodes: 0, pages: 2, sc: 0..0, programs: vec![Vec::new()], bug: None, own_after: 0 };
+    let mut b = Bounds {
+        nodes: 0,
+        pages: 2,
+        sc: 0..0,
+        programs: vec![Vec::new()],
+        bug: None,
+        own_after: 0,
+        refresh: false,
+    };
     let at = |t: &str| -> (u8, u8) {
         let (p, b) = t.split_once('.').unwrap_or_else(|| panic!("LRC_MODEL: {t:?} is not PAGE.BYTE"));
         (p.parse().expect("a page"), b.parse().expect("a byte"))
@@ -452,6 +506,10 @@ fn bounds_from_env() -> Option<Bounds> {
             }
             _ if token.starts_with("pages=") => {
                 b.pages = token["pages=".len()..].parse().expect("pages=N");
+                continue;
+            }
+            _ if token == "refresh" => {
+                b.refresh = true;
                 continue;
             }
             _ if token.starts_with("own=") => {

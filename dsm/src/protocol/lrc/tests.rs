@@ -99,6 +99,7 @@ struct Cluster {
     prefetch: u16,
     adaptive: u16,
     own_after: u8,
+    refresh: bool,
     /// The program: what each byte is.
     guard: Vec<Vec<Guard>>,
     layout: Layout,
@@ -128,20 +129,20 @@ impl Cluster {
     fn new(nodes: u16, per_node: u64, prefetch: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
         let pages = (u64::from(nodes) * per_node) as usize;
         let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
-        Self::build(nodes, per_node, (prefetch, 0, 0), guard, 1)
+        Self::build(nodes, per_node, (prefetch, 0, 0, false), guard, 1)
     }
 
     /// As [`Cluster::new`], with adaptive prefetch up to `adaptive` pages and no fixed prefetch.
     fn adaptive(nodes: u16, per_node: u64, adaptive: u16, guard: impl Fn(usize, usize) -> Guard) -> Self {
         let pages = (u64::from(nodes) * per_node) as usize;
         let guard = (0..pages).map(|pg| (0..PAGE).map(|b| guard(pg, b)).collect()).collect();
-        Self::build(nodes, per_node, (0, adaptive, 0), guard, 1)
+        Self::build(nodes, per_node, (0, adaptive, 0, false), guard, 1)
     }
 
     fn build(
         nodes: u16,
         per_node: u64,
-        (prefetch, adaptive, own_after): (u16, u16, u8),
+        (prefetch, adaptive, own_after, refresh): (u16, u16, u8, bool),
         guard: Vec<Vec<Guard>>,
         threads: usize,
     ) -> Self {
@@ -150,7 +151,7 @@ impl Cluster {
             .filter(|&pg| guard[pg].iter().any(|g| matches!(g, Guard::Counter | Guard::Flag(_))))
             .map(|pg| pg as u64..pg as u64 + 1)
             .collect();
-        let config = LrcConfig { prefetch, adaptive, sc_pages, own_after };
+        let config = LrcConfig { prefetch, adaptive, sc_pages, own_after, refresh };
         let states = (0..nodes).map(|i| LrcNode::new(n(i), nodes, per_node, config.clone())).collect();
         let mut sim = Sim::new(states, guard.len(), PAGE, &vec![threads; count]).record();
         let mut layout = Layout {
@@ -190,6 +191,7 @@ impl Cluster {
             prefetch,
             adaptive,
             own_after,
+            refresh,
             guard,
             layout,
             speed: vec![1; count * count],
@@ -208,7 +210,7 @@ impl Cluster {
 
     /// The same cluster, from the start, with `per_node` threads on every node.
     fn with_threads(self, per_node: usize) -> Self {
-        let settings = (self.prefetch, self.adaptive, self.own_after);
+        let settings = (self.prefetch, self.adaptive, self.own_after, self.refresh);
         Self::build(self.count() as u16, self.per_node, settings, self.guard, per_node)
     }
 
@@ -216,7 +218,14 @@ impl Cluster {
     /// in a row ([`LrcConfig::own_after`]).
     fn owning_after(self, diffs: u8) -> Self {
         let threads = self.threads(0);
-        let settings = (self.prefetch, self.adaptive, diffs);
+        let settings = (self.prefetch, self.adaptive, diffs, self.refresh);
+        Self::build(self.count() as u16, self.per_node, settings, self.guard, threads)
+    }
+
+    /// The same cluster, from the start, with [`LrcConfig::refresh`] set to `refresh`.
+    fn refreshing(self, refresh: bool) -> Self {
+        let threads = self.threads(0);
+        let settings = (self.prefetch, self.adaptive, self.own_after, refresh);
         Self::build(self.count() as u16, self.per_node, settings, self.guard, threads)
     }
 
@@ -683,6 +692,53 @@ fn write_ahead_grows_on_a_sequential_write_and_not_on_a_strided_one() {
     assert_eq!(write_all(31, 1), (13, 256));
     // Every other page: never sequential, so no copy is opened that is not written.
     assert_eq!(write_all(31, 2), (128, 128));
+}
+
+#[test]
+fn a_copy_read_after_every_notice_is_fetched_again_before_the_reader_misses() {
+    // Node 0 writes byte 0 of its page 0 and releases, round after round; node 1 acquires and
+    // reads it after each release (a halo row re-read after every barrier).
+    let rounds = |refresh| {
+        let mut c = Cluster::new(2, 1, 0, page_of(Guard::Lock(0))).refreshing(refresh);
+        let mut waits = 0;
+        for round in 1..=6u8 {
+            c.write(0, 0, 0, round);
+            c.release_sync(0);
+            c.acquire(1);
+            // A read that must wait for a message (a fetch after the acquire dropped the copy).
+            let fetches = c.sent("Fetch");
+            assert_eq!(c.read(1, 0, 0), round);
+            waits += usize::from(c.sent("Fetch") > fetches);
+            c.check();
+        }
+        assert!(c.nodes().iter().all(LrcNode::is_quiescent));
+        (waits, c.sent("Fetch"))
+    };
+    // Off: every round's read waits for a fetch.
+    assert_eq!(rounds(false), (6, 6));
+    // On: the second round's read finds the copy dropped again (now known to be re-read); from
+    // the third round on, the notice makes node 1 fetch the page at once, so the read after the
+    // acquire only opens it locally. As many fetches, none waited for.
+    assert_eq!(rounds(true), (2, 6));
+}
+
+#[test]
+fn a_refreshed_copy_nobody_reads_is_not_refreshed_again() {
+    // As above, but node 1 stops reading after round 3: one more refresh (of round 4's write)
+    // goes unread, so round 5's notice leaves the copy stale and nothing more is fetched.
+    let mut c = Cluster::new(2, 1, 0, page_of(Guard::Lock(0))).refreshing(true);
+    for round in 1..=8u8 {
+        c.write(0, 0, 0, round);
+        c.release_sync(0);
+        c.acquire(1);
+        if round <= 3 {
+            assert_eq!(c.read(1, 0, 0), round);
+        }
+        c.check();
+    }
+    // Rounds 1–3: a fetch each (the third a refresh); round 4: the refresh nobody reads.
+    assert_eq!(c.sent("Fetch"), 4);
+    assert!(c.nodes().iter().all(LrcNode::is_quiescent));
 }
 
 #[test]
@@ -1417,7 +1473,10 @@ fn random_data_race_free_programs_see_every_write() {
         let mut rng = Rng::new(seed);
         let nodes = 2 + (seed % 3) as u16;
         let prefetch = (seed % 4) as u16;
-        let mut c = mixed_cluster(nodes, prefetch).with_threads(2).owning_after((seed % 3) as u8);
+        let mut c = mixed_cluster(nodes, prefetch)
+            .with_threads(2)
+            .owning_after((seed % 3) as u8)
+            .refreshing(seed % 2 == 1);
         steps += c.run(&mut rng, 2_000, 0);
         add_counts(&mut totals, &c);
     }
@@ -1437,7 +1496,10 @@ fn random_programs_with_pages_becoming_sc() {
     for seed in 0..60u64 {
         let mut rng = Rng::new(1_000 + seed);
         let nodes = 2 + (seed % 3) as u16;
-        let mut c = mixed_cluster(nodes, (seed % 3) as u16).with_threads(2).owning_after((seed % 2) as u8);
+        let mut c = mixed_cluster(nodes, (seed % 3) as u16)
+            .with_threads(2)
+            .owning_after((seed % 2) as u8)
+            .refreshing(seed % 4 < 2);
         c.run(&mut rng, 2_000, 10);
         add_counts(&mut totals, &c);
     }
@@ -1460,7 +1522,8 @@ fn random_conversions_under_locks() {
             if b % 8 == 0 { Guard::Private((b / 8 + pg) % count) } else { Guard::Lock((pg + b) % 3) }
         })
         .with_threads(2)
-        .owning_after((seed % 3) as u8);
+        .owning_after((seed % 3) as u8)
+        .refreshing(seed % 2 == 0);
         c.run(&mut rng, 3_000, 30);
         add_counts(&mut totals, &c);
     }
