@@ -1,5 +1,5 @@
 //! The benchmark runner completes every kernel at 1, 2 and 4 nodes with the small size, and every
-//! cluster result equals its `std::thread` run.
+//! cluster result equals its `std::thread` run; the scale benchmark measures small clusters.
 
 mod common;
 
@@ -36,4 +36,34 @@ fn every_kernel_runs_at_1_2_4_nodes_and_matches_its_std_run() {
         assert!(body.len() > 50, "{f} is empty");
     }
     std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
+#[test]
+fn the_scale_benchmark_measures_every_node_count_and_leaves_no_process() {
+    // Two small clusters: a row each, with every figure present, the threads' sum exact, and no
+    // process left behind (the runner checks, and so does this test).
+    let tag = Tagged::new();
+    let child = tag
+        .command(env!("CARGO_BIN_EXE_rthreads-scale"))
+        .args(["--nodes", "2,4", "--threads", "64", "--timeout", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(300));
+    tag.assert_none_left(Duration::from_secs(10));
+    let stdout = ok(&out);
+    for nodes in ["2", "4"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {nodes} |")))
+            .unwrap_or_else(|| panic!("no row for {nodes} nodes:\n{stdout}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cells.len(), 11, "{row}");
+        assert_eq!(cells[7], "true", "the counter's sum: {row}");
+        assert_eq!(cells[9], "0", "processes left: {row}");
+        for (i, cell) in cells.iter().enumerate().filter(|&(i, _)| i != 7) {
+            assert!(cell.parse::<f64>().is_ok_and(|v| v >= 0.0), "column {i} of {row}");
+        }
+    }
 }

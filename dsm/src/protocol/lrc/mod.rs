@@ -802,7 +802,7 @@ impl LrcNode {
         for page in std::mem::take(&mut self.stale) {
             self.copies.remove(&page);
             if self.config.refresh && !self.fresh.remove(&page) {
-                self.dropped.insert(page);
+                remember(&mut self.dropped, page);
             }
             out.push(Action::Protect { page, access: Access::None });
             if self.dirty.remove(&page) {
@@ -1011,7 +1011,7 @@ impl LrcNode {
     fn fetch(&mut self, page: PageId, kind: FaultKind, out: &mut Out) {
         if self.dropped.remove(&page) {
             // Read again after a notice dropped it: refresh it at the next notice.
-            self.hot.insert(page);
+            remember(&mut self.hot, page);
         }
         let home = self.geo.home_of(page);
         self.copies.insert(page, Copy::Fetching { want: Some(kind) });
@@ -1639,6 +1639,18 @@ fn acknowledge(waiting: Option<&mut BTreeSet<NodeId>>, from: NodeId) -> Option<b
     let waiting = waiting.filter(|w| w.contains(&from))?;
     waiting.remove(&from);
     Some(waiting.is_empty())
+}
+
+/// The most pages a refresh history (`dropped`, `hot`) remembers: both are hints, so when one is
+/// full it starts again empty rather than grow with every page a long run ever touched.
+const HISTORY: usize = 4096;
+
+/// Adds `page` to a refresh history, emptying it first if it is full.
+fn remember(history: &mut BTreeSet<PageId>, page: PageId) {
+    if history.len() >= HISTORY {
+        history.clear();
+    }
+    history.insert(page);
 }
 
 fn stronger(a: Option<FaultKind>, b: FaultKind) -> FaultKind {

@@ -1,0 +1,170 @@
+//! `rthreads-scale`: what a cluster costs as it grows (issue 18). For each node count, starts
+//! `scale_worker` (next to this program) on a local cluster of that many nodes and prints one row:
+//! start-up (launch to the first line of `main`), idle resident memory of a node, one barrier over
+//! all nodes, a remote spawn + join, a thousand threads with a shared counter, shutdown (`main`'s
+//! end to the last process gone), and any process left behind.
+//!
+//! ```text
+//! cargo run --release --bin rthreads-scale -- [--nodes 4,16,64,256] [--threads 1024] [--timeout 300]
+//! ```
+//!
+//! On one machine every node is a process of it: with more nodes than CPUs the figures measure
+//! the runtime's own costs under heavy oversubscription, which is what start-up, idle memory and
+//! the failure detector must survive.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rthreads-scale",
+    version,
+    about = "Measure start-up, idle memory, barrier, spawn+join and shutdown against node count",
+    after_help = "Example:\n  rthreads-scale --nodes 4,16,64 --threads 256"
+)]
+struct Cli {
+    /// Node counts to start a cluster of, one after the other
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "4,16,64,256",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    nodes: Vec<u16>,
+    /// Threads of the many-threads run (spread over the nodes)
+    #[arg(long, default_value_t = 1024)]
+    threads: u64,
+    /// Seconds a cluster may take before it is stopped and reported as failed
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+/// Nanoseconds since the Unix epoch.
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// Processes whose environment holds `SCALE_TAG=tag`.
+fn tagged(tag: &str) -> usize {
+    let needle = format!("SCALE_TAG={tag}\0");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .count()
+}
+
+/// One cluster's figures, or why it failed.
+fn run(worker: &Path, nodes: u16, threads: u64, timeout: Duration) -> Result<Vec<(String, String)>, String> {
+    let tag = format!("{}-{nodes}", std::process::id());
+    let t0 = now_ns();
+    let mut child = Command::new(worker)
+        .env("RTHREADS_NODES", nodes.to_string())
+        .env("SCALE_T0", t0.to_string())
+        .env("SCALE_TAG", &tag)
+        .env("SCALE_THREADS", threads.to_string())
+        .env_remove("RTHREADS_STATS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", worker.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let exited = now_ns();
+    // Every node process must be gone soon after node 0.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left = tagged(&tag);
+    while left > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = tagged(&tag);
+    }
+    let gone = now_ns();
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    let tail: String = stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+    let Some(status) = status else {
+        return Err(format!("no result within {timeout:?} (stopped); {left} processes left; {tail}"));
+    };
+    let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT ")) else {
+        return Err(format!("{status}; {left} processes left; {tail}"));
+    };
+    let mut fields: Vec<(String, String)> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let end: u128 =
+        fields.iter().find(|(k, _)| k == "end_ns").and_then(|(_, v)| v.parse().ok()).unwrap_or(exited);
+    let last = if left == 0 { gone.max(exited) } else { exited };
+    fields.push(("shutdown_s".into(), format!("{:.3}", last.saturating_sub(end) as f64 / 1e9)));
+    fields.push(("exit_ok".into(), status.success().to_string()));
+    fields.push(("left".into(), left.to_string()));
+    fields.push(("total_s".into(), format!("{:.2}", exited.saturating_sub(t0) as f64 / 1e9)));
+    Ok(fields)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let worker = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name("scale_worker"),
+        Err(e) => {
+            eprintln!("rthreads-scale: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let columns = [
+        ("startup_s", "start-up s"),
+        ("idle_rss_kib_median", "idle RSS KiB (median)"),
+        ("idle_rss_kib_max", "idle RSS KiB (max)"),
+        ("barrier_us", "barrier µs"),
+        ("spawn_join_us", "spawn+join µs"),
+        ("hello_s", "threads s"),
+        ("hello_ok", "sum exact"),
+        ("shutdown_s", "shutdown s"),
+        ("left", "processes left"),
+        ("total_s", "total s"),
+    ];
+    println!("| nodes | {} |", columns.map(|(_, h)| h).join(" | "));
+    println!("|---:|{}", "---:|".repeat(columns.len()));
+    let mut failed = false;
+    for &nodes in &cli.nodes {
+        match run(&worker, nodes, cli.threads, Duration::from_secs(cli.timeout)) {
+            Ok(fields) => {
+                let get = |k: &str| fields.iter().find(|(f, _)| f == k).map_or("-", |(_, v)| v.as_str());
+                println!("| {nodes} | {} |", columns.map(|(k, _)| get(k)).join(" | "));
+                failed |= get("hello_ok") != "true" || get("left") != "0" || get("exit_ok") != "true";
+            }
+            Err(e) => {
+                println!("| {nodes} | failed: {e} |");
+                failed = true;
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}

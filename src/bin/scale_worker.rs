@@ -1,0 +1,118 @@
+//! One cluster of `rthreads-scale` (issue 18): measures, inside one run on `RTHREADS_NODES`
+//! nodes, what a cluster of that size costs, and prints one `RESULT` line of `key=value` pairs:
+//!
+//! - `startup_s`: from the runner's launch (`SCALE_T0`, nanoseconds since the Unix epoch) to the
+//!   first line of `main`;
+//! - `idle_rss_kib_max`, `idle_rss_kib_median`: resident memory of the nodes other than node 0,
+//!   right after start-up (read by a thread on each node from `/proc/self/status`);
+//! - `barrier_us`: one barrier of one thread per node, the mean of `SCALE_BARRIERS` (20);
+//! - `spawn_join_us`: a trivial thread spawned on node 1 and joined, the mean of `SCALE_SPAWNS`
+//!   (200);
+//! - `hello_s`, `hello_ok`: `SCALE_THREADS` (1024) threads spread over the nodes, each adding
+//!   its number to a shared counter; the sum must be exact;
+//! - `end_ns`: when `main` returns (the runner measures shutdown from it).
+//!
+//! `rthreads-scale` (the runner) starts it once per node count.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rthreads::sync::atomic::{AtomicU64, Ordering};
+use rthreads::sync::{Arc, Barrier};
+
+/// Nanoseconds since the Unix epoch.
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// This process's resident memory now, in KiB (`VmRSS`).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[rthreads::main]
+fn main() {
+    let entered = now_ns();
+    let t0: u128 = std::env::var("SCALE_T0").ok().and_then(|v| v.parse().ok()).unwrap_or(entered);
+    let startup = (entered.saturating_sub(t0)) as f64 / 1e9;
+    let nodes = rthreads::node_count();
+
+    // Idle memory: every node but node 0 (which runs `main`), before any work.
+    let mut rss: Vec<u64> = (1..nodes)
+        .map(|n| rthreads::Builder::new().node(n).spawn(rss_kib))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("spawn")
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .collect();
+    rss.sort_unstable();
+    let (rss_max, rss_median) =
+        (rss.last().copied().unwrap_or(0), rss.get(rss.len() / 2).copied().unwrap_or(0));
+
+    // A barrier of one thread per node.
+    let rounds = setting("SCALE_BARRIERS", 20);
+    let barrier = Arc::new(Barrier::new(nodes));
+    let handles: Vec<_> = (0..nodes)
+        .map(|n| {
+            let b = Arc::clone(&barrier);
+            rthreads::Builder::new()
+                .node(n)
+                .spawn(move || {
+                    b.wait();
+                    let t = Instant::now();
+                    for _ in 0..rounds {
+                        b.wait();
+                    }
+                    t.elapsed()
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let barrier_us =
+        handles.into_iter().map(|h| h.join().expect("join")).max().unwrap_or_default().as_secs_f64() * 1e6
+            / rounds as f64;
+
+    // Remote spawn + join.
+    let spawns = setting("SCALE_SPAWNS", 200);
+    let target = 1 % nodes;
+    let t = Instant::now();
+    for i in 0..spawns {
+        let h = rthreads::Builder::new().node(target).spawn(move || i + 1).expect("spawn");
+        assert_eq!(h.join().expect("join"), i + 1);
+    }
+    let spawn_join_us = t.elapsed().as_secs_f64() * 1e6 / spawns as f64;
+
+    // Hello from many threads, spread over the nodes, with a shared counter.
+    let threads = setting("SCALE_THREADS", 1024);
+    let counter = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let c = Arc::clone(&counter);
+            rthreads::spawn(move || {
+                c.fetch_add(i, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("join");
+    }
+    let hello = t.elapsed().as_secs_f64();
+    let hello_ok = counter.load(Ordering::Relaxed) == threads * (threads.saturating_sub(1)) / 2;
+
+    println!(
+        "RESULT nodes={nodes} startup_s={startup:.4} idle_rss_kib_max={rss_max} \
+         idle_rss_kib_median={rss_median} barrier_us={barrier_us:.1} spawn_join_us={spawn_join_us:.1} \
+         hello_threads={threads} hello_s={hello:.4} hello_ok={hello_ok} end_ns={}",
+        now_ns()
+    );
+}
