@@ -152,13 +152,19 @@ pub enum ReadStatus {
 }
 
 impl Conn {
-    /// Wraps a connected stream, switching it to non-blocking mode with `TCP_NODELAY`.
+    /// Wraps a connected stream, switching it to non-blocking mode with `TCP_NODELAY`. The receive
+    /// buffer starts at [`Conn::FIRST_BUFFER`] bytes and doubles as frames need it, so a
+    /// connection to a peer this node hardly talks to costs almost nothing (a node of a cluster of
+    /// hundreds holds a connection to every other).
     ///
     /// # Errors
     /// The socket option errors.
     pub fn new(stream: TcpStream) -> io::Result<Conn> {
-        Conn::with_buffer(stream, 1 << 16)
+        Conn::with_buffer(stream, Conn::FIRST_BUFFER)
     }
+
+    /// The receive buffer of a new connection, in bytes.
+    pub const FIRST_BUFFER: usize = 512;
 
     /// As [`Conn::new`], with a receive buffer of `bytes` to start with: a connection that has not
     /// authenticated yet gets a small one, which grows only once frames need it.

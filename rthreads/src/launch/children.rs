@@ -27,6 +27,8 @@ pub(super) fn start(cfg: &Config, coordinator: SocketAddr) -> Result<Vec<Child>,
         let child = start_node(cfg, coordinator, i).inspect_err(|_| kill(&mut children))?;
         children.push(child);
     }
+    let pids = std::iter::once(std::process::id()).chain(children.iter().map(Child::id)).collect();
+    crate::runtime::set_local_pids(pids);
     Ok(children)
 }
 
@@ -43,6 +45,8 @@ fn start_node(cfg: &Config, coordinator: SocketAddr, i: NodeId) -> Result<Child,
         .env("RTHREADS_SESSION", format!("{:x}", cfg.session))
         .env("RTHREADS_SECRET", cfg.secret.to_hex())
         .env("RTHREADS_PROTOCOL", if cfg.lrc { "lrc" } else { "sc" })
+        // On this host: a silent node 0 that the OS still shows running is slow, not lost.
+        .env("RTHREADS_NODE0_PID", std::process::id().to_string())
         .env_remove("RTHREADS_SECRET_FILE")
         .env_remove("RTHREADS_BIND")
         .stdin(Stdio::null())

@@ -51,6 +51,7 @@ pub(crate) const KNOWN: &[&str] = &[
     // Set by rthreads for its own processes.
     "RTHREADS_REEXEC",
     "RTHREADS_LISTEN_FD",
+    "RTHREADS_NODE0_PID",
     // Benchmark and test programs of this workspace.
     "RTHREADS_FS_WORK",
     "RTHREADS_BENCH_REPEAT",

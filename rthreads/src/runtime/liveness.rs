@@ -4,7 +4,23 @@
 //! The run is fail-stop: a lost node's threads, and the pages and locks it homed, cannot be
 //! recovered, so the whole cluster stops with an exit code and a message naming what happened,
 //! rather than letting threads wait forever on memory that is gone.
+//!
+//! Heartbeats follow a star, so that their cost grows with the node count, not its square: node 0
+//! sends one to every peer and watches every peer; every other node sends one to node 0 and
+//! watches node 0 only (any frame counts, not just heartbeats). A node that dies closes its
+//! connections, which every peer sees at once; a node that stops or hangs falls silent, node 0
+//! declares it lost after the failure timeout and stops the cluster (a hang of its service thread
+//! is also ended by that node's own watchdog); a lost node 0 is seen by everyone. A link cut
+//! between two nodes other than node 0 leaves the faults that wait on it stuck, which
+//! `check_stuck` reports after twice the timeout.
+//!
+//! Silence is not death when the peer is a process of this host that the OS shows running or
+//! waiting (not stopped, not a zombie, not gone): hundreds of nodes starting at once on a few CPUs,
+//! or a loaded host, can starve a live node for seconds. Such a peer gets up to four times the
+//! failure timeout before it counts as lost. Node 0 of an embedded cluster knows the processes it
+//! started, the others know node 0's ([`set_local_pids`], `RTHREADS_NODE0_PID`).
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -63,6 +79,71 @@ fn describe_phase() -> String {
     }
 }
 
+/// The processes of this host's nodes, by node (`0`: not known here).
+static LOCAL_PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+
+/// Records the process of each node that runs on this host (node 0 of an embedded cluster: itself
+/// and the nodes it started).
+pub(crate) fn set_local_pids(pids: Vec<u32>) {
+    let _ = LOCAL_PIDS.set(pids);
+}
+
+/// The process of node `n` if it runs on this host and this node knows it.
+fn local_pid(n: NodeId) -> Option<u32> {
+    if let Some(pid) = LOCAL_PIDS.get().and_then(|p| p.get(n.index())).copied().filter(|&p| p != 0) {
+        return Some(pid);
+    }
+    if n == NodeId(0) {
+        static NODE0: OnceLock<Option<u32>> = OnceLock::new();
+        return *NODE0.get_or_init(|| std::env::var("RTHREADS_NODE0_PID").ok().and_then(|v| v.parse().ok()));
+    }
+    None
+}
+
+/// Whether process `pid` is alive and not stopped: its state in `/proc` is running, sleeping or in
+/// an uninterruptible wait (a zombie, a stopped or traced process, or none at all is not).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: the state follows the last parenthesis (a name may hold any).
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("R" | "S" | "D"))
+}
+
+/// Whether a peer silent for `silent` is a live process of this host that is only starved, and
+/// still within its grace of four failure timeouts.
+fn starved(n: NodeId, silent: Duration, timeout: Duration) -> bool {
+    silent <= 4 * timeout && local_pid(n).is_some_and(running)
+}
+
+/// Whether this node exchanges heartbeats with `n` and watches it (the star: see the module docs).
+fn watches(me: NodeId, n: NodeId) -> bool {
+    me == NodeId(0) || n == NodeId(0)
+}
+
+/// The service thread's OS thread id (0 until it starts), for the watchdog to tell a service
+/// thread that waits for a CPU from one that is stuck.
+static SERVICE_TID: AtomicU64 = AtomicU64::new(0);
+
+/// Called by the service thread as it starts.
+pub(super) fn service_thread_started() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    SERVICE_TID.store(tid as u64, Ordering::Relaxed);
+}
+
+/// Whether the service thread is runnable (state `R`: on a CPU or waiting for one), i.e. starved
+/// rather than stuck in a wait that nothing ends.
+fn service_thread_runnable() -> bool {
+    let tid = SERVICE_TID.load(Ordering::Relaxed);
+    if tid == 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+    matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()), Some("R"))
+}
+
 /// The service thread goes round its loop: the watchdog sees it alive.
 pub(super) fn beat() {
     SERVICE_BEAT_MS.store(now_ms(), Ordering::Relaxed);
@@ -86,9 +167,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     pub(super) fn check_peers(&mut self) {
         let now = Instant::now();
         let timeout = self.rt.failure_timeout;
+        let me = self.rt.me;
         if now.duration_since(self.links.last_beat) >= timeout / 4 {
             self.links.last_beat = now;
-            for n in self.links.connected() {
+            for n in self.links.connected().filter(|&n| watches(me, n)) {
                 self.rt.send_batched(n, Core::Heartbeat.encode());
             }
         }
@@ -98,7 +180,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let silent: Vec<NodeId> = self
             .links
             .connected()
-            .filter(|n| now.duration_since(self.links.last_heard[n.index()]) > timeout)
+            .filter(|&n| watches(me, n))
+            .filter(|n| {
+                let silent = now.duration_since(self.links.last_heard[n.index()]);
+                silent > timeout && !starved(*n, silent, timeout)
+            })
             .collect();
         for n in silent {
             let why = format!(
@@ -224,7 +310,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 }
 
 /// The watchdog of one node (a thread of its own): if the service thread has not gone round its
-/// loop for longer than the failure timeout, it prints what the service thread was doing and the
+/// loop for longer than the failure timeout (four timeouts if it is runnable, only waiting for a
+/// CPU), it prints what the service thread was doing and the
 /// faults that wait for it, and ends the node (exit code 4); the other nodes then see it lost and
 /// stop too. It takes no lock and allocates only to format its message.
 fn watchdog(me: NodeId, timeout: Duration) -> ! {
@@ -234,6 +321,11 @@ fn watchdog(me: NodeId, timeout: Duration) -> ! {
         let beat = SERVICE_BEAT_MS.load(Ordering::SeqCst);
         let silent = now_ms().saturating_sub(beat);
         if silent <= timeout.as_millis() as u64 {
+            continue;
+        }
+        // A service thread that is runnable but has not run (hundreds of nodes on a few CPUs, a
+        // loaded host) is starved, not stuck: it gets up to four timeouts, as starved peers do.
+        if silent <= 4 * timeout.as_millis() as u64 && service_thread_runnable() {
             continue;
         }
         let now_ns = dsm::trace::now_ns();
@@ -259,5 +351,48 @@ fn watchdog(me: NodeId, timeout: Duration) -> ! {
         ));
         // SAFETY: ends the process without running anything that could wait on a stuck thread.
         unsafe { libc::_exit(EXIT_STUCK) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_follow_a_star() {
+        let (zero, one, two) = (NodeId(0), NodeId(1), NodeId(2));
+        assert!(watches(zero, one) && watches(zero, two));
+        assert!(watches(one, zero) && watches(two, zero));
+        assert!(!watches(one, two) && !watches(two, one));
+    }
+
+    #[test]
+    fn a_live_process_is_running_and_a_stopped_or_gone_one_is_not() {
+        assert!(running(std::process::id()), "this process");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(running(pid), "a sleeping child");
+        // SAFETY: signals to a child process of this test.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        let stopped = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            !running(pid)
+        });
+        assert!(stopped, "a stopped child counts as not running");
+        // SAFETY: as above.
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        assert!((0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            running(pid)
+        }));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!running(pid), "a reaped child is gone");
+        // A silent peer of this host that runs gets four timeouts, then counts as lost.
+        set_local_pids(vec![0, std::process::id()]);
+        let t = Duration::from_secs(5);
+        assert!(starved(NodeId(1), Duration::from_secs(12), t));
+        assert!(!starved(NodeId(1), Duration::from_secs(21), t));
+        assert!(!starved(NodeId(2), Duration::from_secs(6), t), "a peer whose process is unknown");
     }
 }

@@ -37,7 +37,7 @@ use crate::alloc::{Heap, InternalAlloc, private_internal};
 pub(crate) use crate::log::{fatal, say};
 use crate::private::{ServiceLock, private};
 pub(crate) use delay::{emulate_delay, net_delay};
-pub(crate) use liveness::{EXIT_NODE_LOST, EXIT_STUCK};
+pub(crate) use liveness::{EXIT_NODE_LOST, EXIT_STUCK, set_local_pids};
 pub(crate) use service::Service;
 
 /// Everything application threads may ask of this node's runtime. It derefs to what start-up

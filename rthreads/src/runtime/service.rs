@@ -199,6 +199,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     fn run(mut self) -> ! {
+        liveness::service_thread_started();
         let mut ready = Vec::with_capacity(64);
         let mut body = Vec::with_capacity(8192);
         // After serving a request, poll instead of sleeping for a little while: the next request
