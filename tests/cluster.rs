@@ -63,6 +63,19 @@ fn hundreds_of_threads_over_16_nodes() {
 }
 
 #[test]
+fn a_cluster_of_128_nodes_runs_512_threads_with_a_shared_counter_and_a_barrier() {
+    // Issue 18's cluster test at the largest size that fits CI's time (start-up ~2 s here):
+    // every node starts, a barrier of one thread per node passes 5 times, 512 threads spread over
+    // the nodes add to one atomic counter (the sum must be exact), and no process is left.
+    let envs = [("SCALE_THREADS", "512"), ("SCALE_BARRIERS", "5"), ("SCALE_SPAWNS", "10")];
+    let out = run_cluster(env!("CARGO_BIN_EXE_scale_worker"), 128, &[], &envs);
+    let stdout = ok(&out);
+    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("nodes=128 ") && line.contains("hello_threads=512 "), "{line}");
+    assert!(line.contains("hello_ok=true"), "the counter's sum is wrong: {line}");
+}
+
+#[test]
 fn main_example_runs() {
     let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_print"), 1, &[], &[]));
     assert!(out.contains("hello from node 0"));

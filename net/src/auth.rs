@@ -426,9 +426,26 @@ pub fn reject_frame(reason: &str) -> Vec<u8> {
 /// ([`HandshakeError::Refused`]: for a wrong secret, the accepting side says so), or a peer that
 /// is not an rthreads node or does not know the secret.
 pub fn connect_side(stream: &mut TcpStream, secret: &Secret) -> Result<(), HandshakeError> {
+    connect_side_waiting(stream, secret, AUTH_TIMEOUT)
+}
+
+/// As [`connect_side`], waiting up to `challenge` (instead of [`AUTH_TIMEOUT`]) for the accepting
+/// side's challenge: a node that many nodes reach at once (node 0 while hundreds start) answers
+/// them one after another, so the last ones wait for the challenge longer than for anything else.
+///
+/// # Errors
+/// As [`connect_side`].
+pub fn connect_side_waiting(
+    stream: &mut TcpStream,
+    secret: &Secret,
+    challenge: Duration,
+) -> Result<(), HandshakeError> {
     let old = stream.read_timeout().ok().flatten();
-    stream.set_read_timeout(Some(AUTH_TIMEOUT)).map_err(HandshakeError::io("setting a read timeout"))?;
+    stream
+        .set_read_timeout(Some(challenge.max(Duration::from_millis(1))))
+        .map_err(HandshakeError::io("setting a read timeout"))?;
     let body = read_frame(stream, 4096).map_err(HandshakeError::io("no authentication challenge"))?;
+    stream.set_read_timeout(Some(AUTH_TIMEOUT)).map_err(HandshakeError::io("setting a read timeout"))?;
     let (response, sn, cn) = respond(secret, &body)?;
     write_frame(stream, &response).map_err(HandshakeError::io("sending the authentication response"))?;
     let body = read_frame(stream, 4096).map_err(HandshakeError::io("no authentication proof"))?;

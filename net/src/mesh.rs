@@ -548,11 +548,11 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             addr: coord,
             source: Box::new(e),
         })?;
-        auth::connect_side(&mut s, &cfg.secret).map_err(|source| MeshError::Auth {
-            node: NodeId(0),
-            addr: coord,
-            source,
-        })?;
+        // Node 0 authenticates the nodes one after another: in a cluster of hundreds the last wait
+        // for their challenge about 100 ms per node ahead of them.
+        let queue = auth::AUTH_TIMEOUT + Duration::from_millis(100) * u32::from(nodes);
+        auth::connect_side_waiting(&mut s, &cfg.secret, queue.min(remaining(deadline)?))
+            .map_err(|source| MeshError::Auth { node: NodeId(0), addr: coord, source })?;
         // Listening on every interface: tell the others the address node 0 sees this node at.
         if let Ok(bound) = cfg.listener.local_addr()
             && bound.ip().is_unspecified()
@@ -586,11 +586,10 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
                 addr,
                 source: Box::new(e),
             })?;
-            auth::connect_side(&mut s, &cfg.secret).map_err(|source| MeshError::Auth {
-                node,
-                addr,
-                source,
-            })?;
+            // Each node accepts the nodes above it one after another, as node 0 does.
+            let queue = auth::AUTH_TIMEOUT + Duration::from_millis(100) * u32::from(nodes);
+            auth::connect_side_waiting(&mut s, &cfg.secret, queue.min(remaining(deadline)?))
+                .map_err(|source| MeshError::Auth { node, addr, source })?;
             write_frame(&mut s, &cfg.hello.encode()).map_err(|source| MeshError::Send {
                 what: "hello",
                 node,

@@ -40,8 +40,15 @@ use crate::poll;
 use crate::private::ServiceLock;
 
 const T_RPC_HELLO: u8 = 0x30;
-/// Connections that have not authenticated yet that one node keeps at most; more are refused.
+/// Connections that have not authenticated yet that one node keeps at most, in a cluster of up to
+/// 64 nodes; more are refused. A larger cluster allows one per node, since every node may open its
+/// first direct connection to the same node at once (see [`max_strangers`]).
 const MAX_STRANGERS: usize = 64;
+
+/// The connections waiting to authenticate that a node of a cluster of `nodes` keeps at most.
+fn max_strangers(nodes: u16) -> usize {
+    MAX_STRANGERS.max(usize::from(nodes))
+}
 /// Lines about strangers a node prints per second at most (a burst, then a count of the rest).
 const STRANGER_LINES_PER_SECOND: u32 = 5;
 
@@ -148,11 +155,12 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 Err(e) => return self.pause_accepting(&e),
             };
             let strangers = self.doors.conns.iter().flatten().filter(|d| d.peer.is_none()).count();
-            if strangers >= MAX_STRANGERS {
+            let limit = max_strangers(self.rt.nodes);
+            if strangers >= limit {
                 let from = stream.peer_addr().map_or_else(|_| "an unknown address".into(), |a| a.to_string());
                 drop(stream);
                 self.stranger_line(format!(
-                    "refused a connection from {from}: {MAX_STRANGERS} connections are already waiting to authenticate"
+                    "refused a connection from {from}: {limit} connections are already waiting to authenticate"
                 ));
                 continue;
             }
@@ -410,13 +418,33 @@ fn connect(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
+/// [`connect`], retried: a node that has [`max_strangers`] connections waiting to authenticate
+/// (hundreds of nodes opening their first direct connection to it at once) closes the next ones
+/// before its challenge, which is load, not loss. So a failed attempt is tried again, backing off
+/// from 1 ms to 100 ms (spread by node id), for up to twice the failure timeout; a node that is
+/// really gone is meanwhile declared lost by the liveness checks, which stop the cluster.
+fn connect_retrying(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
+    let deadline = Instant::now() + 2 * rt.failure_timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match connect(rt, to) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {
+                std::thread::sleep(pause + Duration::from_micros(u64::from(rt.me.0) * 37 % 1000));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// A pooled connection to `to` with `body` written on it, ordered after what this node sent `to`
 /// before on the ordinary connection.
 fn take(rt: &Runtime, to: NodeId, body: &[u8]) -> TcpStream {
     let pooled = POOL.lock().get_mut(&to).and_then(Vec::pop);
     let mut s = match pooled {
         Some(s) => s,
-        None => connect(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach {to}: {e}"))),
+        None => connect_retrying(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach {to}: {e}"))),
     };
     let frame = Core::Ordered { after: rt.sent_to(to), inner: body }.encode();
     if let Err(e) = write_frame(&mut s, &frame) {
