@@ -233,6 +233,44 @@ fn killing_a_node_stops_the_others_naming_it() {
     );
 }
 
+/// Issue 18: failure detection still names the lost node within the timeout at 64 nodes, whether
+/// node 33 is killed (its connections close) or stopped (it falls silent: node 0, which watches
+/// every node, declares it lost after the failure timeout, `timeout` seconds).
+fn one_of_64_nodes_is_lost_in_the_middle_of_barriers(signal: i32, timeout: u64, expect: &str) {
+    let tag = Tagged::new();
+    let child = running(
+        tag.command(env!("CARGO_BIN_EXE_check_barrier_loss"))
+            .env("RTHREADS_NODES", "64")
+            .env("RTHREADS_FAILURE_TIMEOUT", timeout.to_string()),
+    );
+    let victim = node_pid(&tag, 33);
+    let t = Instant::now();
+    // SAFETY: a signal to a node process of our own test.
+    unsafe { libc::kill(victim as i32, signal) };
+    let result = wait_bounded(child, Duration::from_secs(60));
+    let took = t.elapsed();
+    let err = text(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("lost node 33: {expect}")), "{err}");
+    // Within the failure timeout, plus 2 s for the others to stop (a loaded machine gets 3 s more).
+    assert!(took < Duration::from_secs(timeout + 5), "took {took:?}");
+    assert!(!text(&result.stdout).contains("finished without losing"));
+    // SAFETY: resuming a stopped process of our own test (harmless if it is gone).
+    unsafe { libc::kill(victim as i32, libc::SIGCONT) };
+    tag.assert_none_left(Duration::from_secs(5));
+    println!("stopped {took:?} after the signal");
+}
+
+#[test]
+fn killing_a_node_of_64_in_the_middle_of_barriers_stops_the_cluster_naming_it() {
+    one_of_64_nodes_is_lost_in_the_middle_of_barriers(libc::SIGKILL, 5, "");
+}
+
+#[test]
+fn stopping_a_node_of_64_in_the_middle_of_barriers_stops_the_cluster_naming_it() {
+    one_of_64_nodes_is_lost_in_the_middle_of_barriers(libc::SIGSTOP, 2, "nothing heard from it");
+}
+
 #[test]
 fn a_stopped_node_is_declared_lost_after_the_failure_timeout() {
     survivors_name_the_lost_node(

@@ -320,18 +320,75 @@ pub(super) fn ensure_fixed_layout() -> Result<(), StartError> {
 }
 
 /// What identifies this program: the executable's contents and where it is loaded.
+///
+/// A node that node 0 of an embedded cluster started runs `/proc/self/exe` of node 0, the very
+/// same file, so node 0 passes its hash on (`RTHREADS_BINARY_HASH`) and such a node only checks the
+/// length: hashing tens of megabytes in every one of hundreds of processes starting on a few CPUs
+/// was seconds of start-up. Any other node (another host, or started by hand) hashes the file.
 fn binary_id() -> Result<BinaryId, StartError> {
-    let bytes = std::fs::read("/proc/self/exe").map_err(StartError::io("reading /proc/self/exe"))?;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        hash =
-            (hash ^ u64::from_le_bytes(c.try_into().expect("8 bytes"))).wrapping_mul(0x0000_0100_0000_01b3);
-        hash ^= hash >> 29;
+    let anchor = binary_id as *const () as usize as u64;
+    let len = std::fs::metadata("/proc/self/exe").map_err(StartError::io("reading /proc/self/exe"))?.len();
+    let inherited = std::env::var("RTHREADS_BINARY_HASH").ok().and_then(|v| {
+        let (hash, of_len) = v.split_once(':')?;
+        Some((u64::from_str_radix(hash, 16).ok()?, of_len.parse::<u64>().ok()?))
+    });
+    if let Some((hash, _)) = inherited.filter(|&(_, of_len)| of_len == len) {
+        return Ok(BinaryId { hash, len, anchor });
     }
-    hash =
-        chunks.remainder().iter().fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
-    Ok(BinaryId { hash, len: bytes.len() as u64, anchor: binary_id as *const () as usize as u64 })
+    // Hashed once per process (node 0 needs it for its hello and for the nodes it starts).
+    static HASHED: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    let (hash, len) = match HASHED.get() {
+        Some(&h) => h,
+        None => {
+            let h = file_hash("/proc/self/exe").map_err(StartError::io("reading /proc/self/exe"))?;
+            *HASHED.get_or_init(|| h)
+        }
+    };
+    Ok(BinaryId { hash, len, anchor })
+}
+
+/// The value of `RTHREADS_BINARY_HASH` for the nodes this node starts: this program's hash and
+/// length (computed once, on first use).
+pub(super) fn binary_hash_setting() -> Result<String, StartError> {
+    let id = binary_id()?;
+    Ok(format!("{:016x}:{}", id.hash, id.len))
+}
+
+/// A 64-bit hash of a file's contents and its length, read a megabyte at a time: four independent
+/// lanes of a multiply–xor–shift step over 8-byte words (so the multiplications overlap), combined
+/// at the end with the bytes past the last 32-byte block.
+fn file_hash(path: &str) -> std::io::Result<(u64, u64)> {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lanes =
+        [0xcbf2_9ce4_8422_2325u64, 0x9e37_79b9_7f4a_7c15, 0xc2b2_ae3d_27d4_eb4f, 0x1656_67b1_9e37_79f9];
+    let mut len = 0u64;
+    loop {
+        // Fill the buffer (a short read is not the end), so every block but the last is whole.
+        let mut n = 0;
+        while n < buf.len() {
+            match std::io::Read::read(&mut f, &mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        len += n as u64;
+        let whole = n / 32 * 32;
+        for block in buf[..whole].chunks_exact(32) {
+            for (lane, word) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+                *lane = (*lane ^ u64::from_le_bytes(word.try_into().expect("8 bytes"))).wrapping_mul(PRIME);
+                *lane ^= *lane >> 29;
+            }
+        }
+        if n < buf.len() {
+            let hash = lanes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &l| (h ^ l).wrapping_mul(PRIME));
+            let hash = buf[whole..n].iter().fold(hash, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+            return Ok((hash, len));
+        }
+    }
 }
 
 /// Joins the mesh of every node, listening on `listener`, with a shared space of `space` bytes
@@ -361,6 +418,30 @@ pub(super) fn join(cfg: &Config, listener: TcpListener, space: usize) -> Result<
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_file_hash_sees_every_byte_and_the_length() {
+        let path = std::env::temp_dir().join(format!("rthreads-hash-{}", std::process::id()));
+        let write_hash = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            file_hash(path.to_str().unwrap()).unwrap()
+        };
+        let mut bytes: Vec<u8> = (0..(1usize << 20) + 37).map(|i| (i * 7 % 251) as u8).collect();
+        let (hash, len) = write_hash(&bytes);
+        assert_eq!(len, bytes.len() as u64);
+        assert_eq!(write_hash(&bytes), (hash, len), "the same bytes, the same hash");
+        // One byte changed anywhere (a lane of the first block, the last word before the first
+        // megabyte ends, the tail past the last whole block) changes the hash.
+        for at in [0, 9, (1 << 20) - 1, (1 << 20) + 36] {
+            bytes[at] ^= 1;
+            assert_ne!(write_hash(&bytes).0, hash, "byte {at}");
+            bytes[at] ^= 1;
+        }
+        bytes.push(0);
+        assert_ne!(write_hash(&bytes), (hash, len), "a longer file");
+        std::fs::remove_file(&path).unwrap();
+    }
+
     use super::*;
 
     #[test]

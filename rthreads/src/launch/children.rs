@@ -47,6 +47,8 @@ fn start_node(cfg: &Config, coordinator: SocketAddr, i: NodeId) -> Result<Child,
         .env("RTHREADS_PROTOCOL", if cfg.lrc { "lrc" } else { "sc" })
         // On this host: a silent node 0 that the OS still shows running is slow, not lost.
         .env("RTHREADS_NODE0_PID", std::process::id().to_string())
+        // The same file as this node's: no need to hash it again (see `bootstrap::binary_id`).
+        .env("RTHREADS_BINARY_HASH", super::bootstrap::binary_hash_setting()?)
         .env_remove("RTHREADS_SECRET_FILE")
         .env_remove("RTHREADS_BIND")
         .stdin(Stdio::null())

@@ -52,6 +52,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "RTHREADS_REEXEC",
     "RTHREADS_LISTEN_FD",
     "RTHREADS_NODE0_PID",
+    "RTHREADS_BINARY_HASH",
     // Benchmark and test programs of this workspace.
     "RTHREADS_FS_WORK",
     "RTHREADS_BENCH_REPEAT",
