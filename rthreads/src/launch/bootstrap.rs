@@ -279,6 +279,18 @@ pub(super) fn network(
 /// The address is taken or not this host's, no port of the range is free, or the inherited
 /// descriptor is not a listening socket.
 pub(super) fn bind(listen: &Listen) -> Result<TcpListener, StartError> {
+    let listener = bind_only(listen)?;
+    // std listens with a backlog of 128: when hundreds of nodes reach node 0 (or one another) at
+    // once, the connections past it are dropped and retried a second or more later by the kernel,
+    // which made start-up at 256 nodes take 6 s in one run and 20 s in the next. Ask for the
+    // largest queue the system allows (`net.core.somaxconn` caps it).
+    // SAFETY: listen(2) on a socket this process owns, already listening: it only resizes the queue.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) };
+    Ok(listener)
+}
+
+/// Binds (or adopts) the listening socket `listen` names.
+fn bind_only(listen: &Listen) -> Result<TcpListener, StartError> {
     match *listen {
         Listen::Addr(addr) => TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source }),
         Listen::Range(ip, lo, hi, skip) => (lo..=hi)
