@@ -30,6 +30,18 @@ pub mod bench {
         d.as_secs_f64() * 1e6
     }
 
+    /// A field of this process's `/proc/self/status` in KiB (`"VmRSS"`: resident memory now,
+    /// `"VmHWM"`: its peak), or 0 if there is none.
+    pub fn status_kib(field: &str) -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.split(':').next() == Some(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `n` round trips of a 16-byte request answered with `reply` bytes over a fresh blocking TCP
     /// loopback connection with `TCP_NODELAY` (20 warm-up round trips are not counted).
     ///

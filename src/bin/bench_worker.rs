@@ -14,13 +14,7 @@ use rthreads_suite::par::{self, Mode, Size};
 
 /// Peak resident memory of this process, in KiB (`VmHWM`).
 fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rthreads_suite::bench::status_kib("VmHWM")
 }
 
 /// The command line.

@@ -26,13 +26,7 @@ fn now_ns() -> u128 {
 
 /// This process's resident memory now, in KiB (`VmRSS`).
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    rthreads_suite::bench::status_kib("VmRSS")
 }
 
 fn setting(name: &str, default: u64) -> u64 {
