@@ -9,6 +9,7 @@
 # Prints a markdown table (raw times to stderr); checksums must agree across all configurations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/result.sh
 ROUNDS=${ROUNDS:-5}
 KERNELS=${KERNELS:-jacobi_plain,jacobi_main,matmul_512}
 SIZE=${SIZE:-medium}
@@ -26,9 +27,7 @@ for round in $(seq "$ROUNDS"); do
                 old-*) out=$(RTHREADS_NODES=2 RTHREADS_PROTOCOL=${cfg#old-} "$OLD" "$k" cluster "$SIZE" 1) ;;
                 new-*) out=$(RTHREADS_NODES=2 RTHREADS_PROTOCOL=${cfg#new-} "$NEW" "$k" cluster "$SIZE" 1) ;;
             esac
-            wall=$(grep -o 'wall_s=[0-9.]*' <<<"$out" | head -1 | cut -d= -f2)
-            sum=$(grep -o 'checksum=[0-9a-fx]*' <<<"$out" | head -1 | cut -d= -f2)
-            echo "$k $cfg $wall $sum" | tee -a "$raw" >&2
+            echo "$k $cfg $(wall_and_checksum "$out")" | tee -a "$raw" >&2
         done
     done
     echo "round $round done" >&2

@@ -9,6 +9,7 @@
 # Prints a markdown table (raw times to stderr). Checksums of both builds must agree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/result.sh
 ROUNDS=${ROUNDS:-3}
 NODES=${NODES:-4}
 SIZE=${SIZE:-medium}
@@ -28,9 +29,7 @@ for round in $(seq "$ROUNDS"); do
                     echo "$k $proto $build failed" >&2
                     continue
                 }
-                wall=$(grep -o 'wall_s=[0-9.]*' <<<"$out" | head -1 | cut -d= -f2)
-                sum=$(grep -o 'checksum=[0-9a-fx]*' <<<"$out" | head -1 | cut -d= -f2)
-                echo "$k $proto $build $wall $sum" | tee -a "$raw" >&2
+                echo "$k $proto $build $(wall_and_checksum "$out")" | tee -a "$raw" >&2
             done
         done
     done

@@ -11,6 +11,7 @@
 # Prints a markdown table (and the raw times to stderr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/result.sh
 ROUNDS=${ROUNDS:-5}
 KERNELS=${KERNELS:-jacobi_plain,jacobi_main,matmul_512}
 NODES=${NODES:-2}
@@ -32,9 +33,7 @@ for round in $(seq "$ROUNDS"); do
                 *-no-ahead) out=$(RTHREADS_NODES=$NODES RTHREADS_PROTOCOL=${cfg%-no-ahead} RTHREADS_READ_AHEAD=0 \
                     "$WORKER" "$k" cluster "$SIZE" 1) ;;
             esac
-            wall=$(grep -o 'wall_s=[0-9.]*' <<<"$out" | head -1 | cut -d= -f2)
-            sum=$(grep -o 'checksum=[0-9a-fx]*' <<<"$out" | head -1 | cut -d= -f2)
-            echo "$k $cfg $wall $sum" | tee -a "$raw" >&2
+            echo "$k $cfg $(wall_and_checksum "$out")" | tee -a "$raw" >&2
         done
     done
     echo "round $round done" >&2

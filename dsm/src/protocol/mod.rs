@@ -7,6 +7,12 @@ pub mod sc;
 
 pub use coherence::{Coherence, Effect, Geometry, Message, Payload, ReleaseId};
 
+/// The next window of an adaptive run (read-ahead, write-ahead, pulls): twice the last one when
+/// the access continues a run (`last` is `Some`), else 1, and never more than `max`.
+pub(crate) fn next_window(last: Option<u16>, max: u16) -> u16 {
+    last.map_or(1, |w| w.saturating_mul(2).max(1)).min(max)
+}
+
 use std::fmt;
 use std::marker::PhantomData;
 

@@ -103,12 +103,7 @@ fn local_pid(n: NodeId) -> Option<u32> {
 /// Whether process `pid` is alive and not stopped: its state in `/proc` is running, sleeping or in
 /// an uninterruptible wait (a zombie, a stopped or traced process, or none at all is not).
 fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) S ...`: the state follows the last parenthesis (a name may hold any).
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some("R" | "S" | "D"))
+    matches!(proc_state(&format!("/proc/{pid}/stat")), Some('R' | 'S' | 'D'))
 }
 
 /// Whether a peer silent for `silent` is a live process of this host that is only starved, and
@@ -140,8 +135,14 @@ fn service_thread_runnable() -> bool {
     if tid == 0 {
         return false;
     }
-    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
-    matches!(stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()), Some("R"))
+    proc_state(&format!("/proc/self/task/{tid}/stat")) == Some('R')
+}
+
+/// The state letter of a process or thread from its `stat` file (`R`, `S`, `D`, `T`, `Z`…), if it
+/// can be read: it follows the last parenthesis (a name may hold any).
+fn proc_state(stat_path: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
 }
 
 /// The service thread goes round its loop: the watchdog sees it alive.

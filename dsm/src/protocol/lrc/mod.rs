@@ -786,7 +786,7 @@ impl LrcNode {
             self.open_for_writes(q, out);
             next += 1;
         }
-        let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
+        let window = super::next_window(sequential, self.config.adaptive);
         self.write_stream = Some((PageId(next), window));
     }
 
@@ -1036,7 +1036,7 @@ impl LrcNode {
             count += 1;
         }
         if self.config.adaptive > 0 {
-            let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
+            let window = super::next_window(sequential, self.config.adaptive);
             self.stream[kind_stream] = Some((PageId(page.0 + u64::from(count)), window));
         }
         out.push(Action::Send { to: home, msg: Msg::Fetch { page, count } });
@@ -1144,7 +1144,7 @@ impl LrcNode {
             count += 1;
         }
         if self.config.adaptive > 0 {
-            let window = sequential.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.config.adaptive);
+            let window = super::next_window(sequential, self.config.adaptive);
             self.pull_stream = Some((PageId(page.0 + u64::from(count)), window));
         }
         out.push(Action::Send { to: owner, msg: Msg::Pull { page, count } });

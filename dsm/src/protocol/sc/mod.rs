@@ -379,7 +379,7 @@ impl ScNode {
             self.request(q, kind, home, out);
             next += 1;
         }
-        let grown = window.map_or(1, |w| w.saturating_mul(2).max(1)).min(self.read_ahead);
+        let grown = super::next_window(window, self.read_ahead);
         self.stream[which] = Some((PageId(next), grown));
     }
 
