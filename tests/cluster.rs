@@ -199,6 +199,14 @@ fn a_wild_read_outside_the_space_still_kills_with_sigsegv() {
 }
 
 #[test]
+fn every_pair_of_nodes_meets_at_once_with_lazy_and_eager_connections() {
+    for mode in ["lazy", "eager"] {
+        let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_links"), 6, &[], &[("RTHREADS_CONNECT", mode)]));
+        assert!(out.contains("links ok: 30 pairs"), "{mode}: {out}");
+    }
+}
+
+#[test]
 fn std_like_api_and_node_0_exit_code() {
     let out = run_cluster(env!("CARGO_BIN_EXE_check_api"), 3, &[], &[]);
     assert_eq!(out.status.code(), Some(7), "stderr: {}", text(&out.stderr));

@@ -137,7 +137,8 @@ pub fn encode_frame(out: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
 /// write its frame straight to the socket instead of handing it to another thread.
 #[derive(Debug)]
 pub struct SendQueue {
-    stream: TcpStream,
+    /// `None` until the connection exists: frames wait in `out` (see [`SendQueue::unconnected`]).
+    stream: Option<TcpStream>,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -193,7 +194,15 @@ impl Conn {
     /// # Errors
     /// If the descriptor cannot be duplicated.
     pub fn send_queue(&self) -> io::Result<SendQueue> {
-        Ok(SendQueue { stream: self.stream.try_clone()?, out: Vec::new(), out_pos: 0 })
+        Ok(SendQueue { stream: Some(self.stream.try_clone()?), out: Vec::new(), out_pos: 0 })
+    }
+
+    /// A second handle on the socket, for [`SendQueue::connect`].
+    ///
+    /// # Errors
+    /// Out of descriptors.
+    pub fn stream_clone(&self) -> io::Result<TcpStream> {
+        self.stream.try_clone()
     }
 
     /// The socket, for polling.
@@ -240,6 +249,23 @@ impl Conn {
 }
 
 impl SendQueue {
+    /// A queue for a connection that does not exist yet: frames wait in it, in order, until
+    /// [`SendQueue::connect`] gives it one.
+    pub fn unconnected() -> SendQueue {
+        SendQueue { stream: None, out: Vec::new(), out_pos: 0 }
+    }
+
+    /// Whether the queue has a connection to write to.
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Gives an unconnected queue its connection (a clone of a [`Conn`]'s stream, from
+    /// [`Conn::stream_clone`]); what waits is written at the next [`SendQueue::flush`].
+    pub fn connect(&mut self, stream: TcpStream) {
+        self.stream = Some(stream);
+    }
+
     /// Queues one frame whose body is `head` followed by `tail` (page bytes travel as `tail`,
     /// so they are copied once, into the send buffer).
     pub fn queue(&mut self, head: &[u8], tail: &[u8]) {
@@ -256,8 +282,9 @@ impl SendQueue {
     /// # Errors
     /// A socket error other than "would block" (the peer is gone).
     pub fn flush(&mut self) -> io::Result<()> {
+        let Some(stream) = self.stream.as_mut() else { return Ok(()) };
         while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
+            match stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => {
                     return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped reading"));
                 }

@@ -358,6 +358,9 @@ pub struct MeshConfig {
     pub timeout: Duration,
     /// The cluster secret every connection is authenticated with (see [`crate::auth`]).
     pub secret: Secret,
+    /// (Node 0's choice, passed on in the welcome) connect only to node 0 now, and to the other
+    /// nodes when first needed; otherwise connect every pair before start-up ends.
+    pub lazy: bool,
 }
 
 /// A fully connected cluster, seen from one node.
@@ -373,6 +376,8 @@ pub struct Mesh {
     pub parallelism: Vec<u32>,
     /// Each node's listening address (where it accepts more connections after start-up).
     pub addrs: Vec<String>,
+    /// Whether only the connections with node 0 were made (see [`MeshConfig::lazy`]).
+    pub lazy: bool,
     /// This node's listener, kept for connections made after start-up.
     pub listener: TcpListener,
 }
@@ -531,6 +536,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
         for i in 0..n {
             w.str(&table[i]).u32(parallelism[i]);
         }
+        w.u8(u8::from(cfg.lazy));
         let welcome = w.finish();
         for (node, s) in NodeId::all(nodes).zip(conns.iter_mut()) {
             if let Some(s) = s {
@@ -574,10 +580,12 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             table[i] = r.str().map_err(MeshError::BadWelcome)?.to_owned();
             parallelism[i] = r.u32().map_err(MeshError::BadWelcome)?;
         }
+        cfg.lazy = r.u8().map_err(MeshError::BadWelcome)? != 0;
         conns[0] = Some(s);
         // Node 0 may listen on every interface: reach it later where this node reached it now.
         table[0] = coord.to_string();
-        for node in NodeId::all(me.0).skip(1) {
+        let eager = if cfg.lazy { 0 } else { me.0 };
+        for node in NodeId::all(eager).skip(1) {
             let j = node.index();
             let addr: SocketAddr =
                 table[j].parse().map_err(|_| MeshError::BadAddress { node, addr: table[j].clone() })?;
@@ -601,7 +609,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             }
             conns[j] = Some(s);
         }
-        let mut expected = n - 1 - me.index();
+        let mut expected = if cfg.lazy { 0 } else { n - 1 - me.index() };
         while expected > 0 {
             let (mut s, hello) = accept_hello(&cfg.listener, deadline, &cfg.secret)?;
             let verdict = hello.and_then(|h| {
@@ -628,7 +636,7 @@ pub fn establish(mut cfg: MeshConfig) -> Result<Mesh, MeshError> {
             }
         }
     }
-    Ok(Mesh { me, nodes, conns, parallelism, addrs: table, listener: cfg.listener })
+    Ok(Mesh { me, nodes, conns, parallelism, addrs: table, listener: cfg.listener, lazy: cfg.lazy })
 }
 
 /// Connects to `addr`, retrying while the connection is refused (the node is not listening yet).
@@ -725,6 +733,7 @@ mod tests {
             coordinator: coord,
             timeout: Duration::from_secs(10),
             secret: Secret::from_text("test secret").unwrap(),
+            lazy: false,
         }
     }
 

@@ -146,6 +146,7 @@ fn main() -> ExitCode {
         ("spawn_join_us", "spawn+join µs"),
         ("hello_s", "threads s"),
         ("hello_ok", "sum exact"),
+        ("gib_ok", "1 GiB on a node"),
         ("shutdown_s", "shutdown s"),
         ("left", "processes left"),
         ("total_s", "total s"),
@@ -158,7 +159,10 @@ fn main() -> ExitCode {
             Ok(fields) => {
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map_or("-", |(_, v)| v.as_str());
                 println!("| {nodes} | {} |", columns.map(|(k, _)| get(k)).join(" | "));
-                failed |= get("hello_ok") != "true" || get("left") != "0" || get("exit_ok") != "true";
+                failed |= get("hello_ok") != "true"
+                    || get("gib_ok") != "true"
+                    || get("left") != "0"
+                    || get("exit_ok") != "true";
             }
             Err(e) => {
                 println!("| {nodes} | failed: {e} |");

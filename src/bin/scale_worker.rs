@@ -10,6 +10,7 @@
 //!   (200);
 //! - `hello_s`, `hello_ok`: `SCALE_THREADS` (1024) threads spread over the nodes, each adding
 //!   its number to a shared counter; the sum must be exact;
+//! - `gib_ok`: a thread on the last node could allocate 1 GiB (first and last page touched);
 //! - `end_ns`: when `main` returns (the runner measures shutdown from it).
 //!
 //! `rthreads-scale` (the runner) starts it once per node count.
@@ -103,10 +104,29 @@ fn main() {
     let hello = t.elapsed().as_secs_f64();
     let hello_ok = counter.load(Ordering::Relaxed) == threads * (threads.saturating_sub(1)) / 2;
 
+    // A gibibyte allocated on the last node (every node's share of the space is the same size);
+    // its first and last pages touched.
+    let gib_ok = rthreads::Builder::new()
+        .node(nodes - 1)
+        .spawn(|| {
+            let mut v: Vec<u8> = Vec::new();
+            if v.try_reserve_exact(1 << 30).is_err() {
+                return false;
+            }
+            let spare = v.spare_capacity_mut();
+            let last = spare.len() - 1;
+            spare[0].write(1);
+            spare[last].write(1);
+            true
+        })
+        .expect("spawn")
+        .join()
+        .expect("join");
+
     println!(
         "RESULT nodes={nodes} startup_s={startup:.4} idle_rss_kib_max={rss_max} \
          idle_rss_kib_median={rss_median} barrier_us={barrier_us:.1} spawn_join_us={spawn_join_us:.1} \
-         hello_threads={threads} hello_s={hello:.4} hello_ok={hello_ok} end_ns={}",
+         hello_threads={threads} hello_s={hello:.4} hello_ok={hello_ok} gib_ok={gib_ok} end_ns={}",
         now_ns()
     );
 }

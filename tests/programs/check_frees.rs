@@ -19,6 +19,9 @@ fn main() {
         marks.push(rthreads::__private::arena_high_water());
     }
     println!("arena high-water after rounds 1, 10, 60: {} {} {} bytes", marks[0], marks[9], marks[59]);
-    assert!(marks[59] <= marks[9] + (1 << 20), "memory freed on node 1 was not reused: {marks:?}");
+    // Frees travel back at node 1's next service turn, so a round (a spawn + join is a fraction of
+    // a millisecond) may run before the previous round's blocks are back: allow a few rounds' worth
+    // (each allocates 1.1 MiB; without reuse, 50 rounds would add 55 MiB).
+    assert!(marks[59] <= marks[9] + (4 << 20), "memory freed on node 1 was not reused: {marks:?}");
     println!("frees reused");
 }

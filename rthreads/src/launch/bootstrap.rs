@@ -425,6 +425,10 @@ pub(super) fn join(cfg: &Config, listener: TcpListener, space: usize) -> Result<
         coordinator: cfg.coordinator,
         timeout: cfg.timeout,
         secret: cfg.secret.clone(),
+        // Lazy unless `RTHREADS_CONNECT=eager`: the eager mesh costs n (n - 1) / 2 authenticated
+        // connections before `main` runs, and lazy start-up measured faster at every size from 4
+        // nodes up (BENCHMARKS.md); at 2 nodes the two are the same.
+        lazy: cfg.connect_lazily.unwrap_or(true),
     })?)
 }
 

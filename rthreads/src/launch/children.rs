@@ -88,6 +88,13 @@ fn forward(
     node: NodeId,
     prefix: Option<String>,
 ) -> Result<(), StartError> {
+    // std allocates stdout's line buffer when stdout is first used; used first by the program, it
+    // would be in the shared heap, and a forwarder copying a line into it could fault, and hang
+    // once the other nodes have gone. Made here first, it is private memory.
+    let _internal = crate::alloc::InternalAlloc::new();
+    drop(std::io::stdout());
+    // The forwarder's `Thread` handle, name and closure are private memory too: a forwarder must
+    // never touch the shared space (it takes the reference count of its own `Thread`).
     let h = std::thread::Builder::new()
         .name(format!("rthreads-out-{}", node.0))
         .spawn(move || {
@@ -149,11 +156,11 @@ pub(super) fn reap(children: &mut [Child]) {
         }
     }
     // The nodes are gone, so their pipes are at end of file: the forwarders finish their last
-    // lines and stop.
-    let forwarders = std::mem::take(&mut *FORWARDERS.lock().unwrap_or_else(|e| e.into_inner()));
-    for h in forwarders {
-        let _ = h.join();
-    }
+    // lines and stop. Waiting for them to have copied everything is enough; `join` would also
+    // wait for std's thread teardown, which updates a table of std's in the shared heap (each
+    // thread's stack-guard record), maybe on a page the departed nodes held a copy of: a fault
+    // nobody can answer any more.
+    wait_forwarders(Instant::now() + Duration::from_secs(5));
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 

@@ -22,6 +22,7 @@
 //! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc also copies opened for writing ahead; `0`: off) | 31 |
 //! | `RTHREADS_OWN_AFTER` | release consistency: after this many diffs of a page in a row from the only node holding a copy, the page's home hands it over to that node, which then keeps its changes until another node (or the home) needs the page (`0`: never) | 2 |
 //! | `RTHREADS_REFRESH` | release consistency: `0` turns off refreshing, at a write notice, copies that are read again after every notice (fetched at once instead of at the next miss) | on |
+//! | `RTHREADS_CONNECT` | `eager`: every pair of nodes connects during start-up; `lazy`: each node connects to node 0 during start-up and to any other node when it first sends it something (node 0's setting holds for the cluster) | lazy |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
@@ -84,6 +85,8 @@ pub(super) struct Config {
     pub(super) own_after: u8,
     /// `RTHREADS_REFRESH`.
     pub(super) refresh: bool,
+    /// `RTHREADS_CONNECT`: `Some(true)` lazy, `Some(false)` eager, `None` by the node count.
+    pub(super) connect_lazily: Option<bool>,
     /// `RTHREADS_WATCH_STDIN`.
     pub(super) watch_stdin: bool,
     /// `RTHREADS_PLACEMENT`.
@@ -145,6 +148,9 @@ pub(crate) enum ConfigError {
     /// `RTHREADS_PROTOCOL` other than `sc` or `lrc`.
     #[error("RTHREADS_PROTOCOL={0}: unknown protocol (known: sc, lrc)")]
     UnknownProtocol(String),
+    /// `RTHREADS_CONNECT` other than `eager` or `lazy`.
+    #[error("RTHREADS_CONNECT={0}: expected eager or lazy")]
+    UnknownConnect(String),
     /// `RTHREADS_PLACEMENT` that names no policy.
     #[error("RTHREADS_PLACEMENT={value}: {source}")]
     UnknownPlacement {
@@ -406,6 +412,12 @@ impl Config {
                 None => 2,
             },
             refresh: env.get("RTHREADS_REFRESH").is_none_or(|v| v != "0"),
+            connect_lazily: match env.get("RTHREADS_CONNECT").as_deref() {
+                None => None,
+                Some("eager") => Some(false),
+                Some("lazy") => Some(true),
+                Some(other) => return Err(ConfigError::UnknownConnect(other.to_owned())),
+            },
             watch_stdin: env.switch("RTHREADS_WATCH_STDIN")?,
             placement,
             rebalance: env.switch("RTHREADS_REBALANCE")?,
@@ -549,6 +561,8 @@ mod tests {
         use ConfigError as E;
         let e = mistake(&[("RTHREADS_PROTOCOL", "tso")]);
         assert!(matches!(&e, E::UnknownProtocol(p) if p == "tso"), "{e:?}");
+        let e = mistake(&[("RTHREADS_CONNECT", "sometimes")]);
+        assert!(matches!(&e, E::UnknownConnect(p) if p == "sometimes"), "{e:?}");
         let e = mistake(&[("RTHREADS_PLACEMENT", "fastest")]);
         assert!(matches!(&e, E::UnknownPlacement { value, .. } if value == "fastest"), "{e:?}");
         for name in ["RTHREADS_PIN", "RTHREADS_REBALANCE", "RTHREADS_WATCH_STDIN"] {

@@ -32,7 +32,7 @@ use dsm::NodeId;
 use net::frame::{MAX_FRAME, read_frame, write_frame};
 use net::{Conn, ReadStatus, Reader, SendQueue, Writer};
 
-use super::service::{DIRECT, LISTENER, Service};
+use super::service::{DIRECT, EXTRA, LISTENER, Service};
 use super::wire::{Core, ProtocolWire};
 use super::{Runtime, Verdict, fatal, say};
 use crate::alloc::{InternalAlloc, private_internal};
@@ -40,6 +40,9 @@ use crate::poll;
 use crate::private::ServiceLock;
 
 const T_RPC_HELLO: u8 = 0x30;
+/// The hello of an ordinary connection made after start-up (lazy connections): the peer's frames
+/// follow on it, as on a connection of the mesh.
+const T_LINK_HELLO: u8 = 0x31;
 /// Connections that have not authenticated yet that one node keeps at most, in a cluster of up to
 /// 64 nodes; more are refused. A larger cluster allows one per node, since every node may open its
 /// first direct connection to the same node at once (see [`max_strangers`]).
@@ -288,6 +291,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let status = d.conn.fill();
         let mut close = !matches!(status, Ok(ReadStatus::WouldBlock));
         let mut stranger = None;
+        let mut link = None;
         loop {
             let Some(d) = self.doors.conns[i].as_mut() else { return };
             match d.conn.next_frame(body) {
@@ -324,7 +328,14 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 continue;
             }
             if d.peer.is_none() {
-                d.peer = check_hello(body, self.rt.nodes, self.rt.session);
+                let hello = check_hello(body, self.rt.nodes, self.rt.session);
+                if let Some((peer, true)) = hello {
+                    // An ordinary connection: it leaves the doors for the links, with whatever
+                    // frames already follow the hello in its buffer.
+                    link = Some(peer);
+                    break;
+                }
+                d.peer = hello.map(|(peer, _)| peer);
                 if d.peer.is_none() {
                     stranger =
                         Some(format!("refused a connection from {} with a bad hello", d.conn.peer_addr()));
@@ -358,11 +369,144 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 }
             }
         }
+        if let Some(peer) = link
+            && let Some(d) = self.doors.conns[i].take()
+        {
+            let _ = self.poller.delete(d.conn.fd());
+            return self.adopt_link(peer, d.conn, body);
+        }
         if close && let Some(d) = self.doors.conns[i].take() {
             let _ = self.poller.delete(d.conn.fd()); // and closes it
         }
         if let Some(line) = stranger {
             self.stranger_line(line);
+        }
+    }
+
+    /// `conn`, which `peer` dialed, becomes a link: the connection this node sends `peer` its
+    /// frames on too, unless this node is dialing `peer` itself (then each side sends on the
+    /// connection it made, and this one is only read).
+    fn adopt_link(&mut self, peer: NodeId, conn: Conn, body: &mut Vec<u8>) {
+        let i = peer.index();
+        if self.links.lost[i] || i == self.rt.me.index() {
+            return;
+        }
+        if self.links.conns[i].is_none() && !self.links.dialing[i] {
+            self.install_link(peer, conn);
+            self.on_conn(i, poll::READ, body);
+        } else if self.links.extra[i].is_none() {
+            if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {
+                fatal(&format!("epoll_ctl: {e}"));
+            }
+            self.links.extra[i] = Some(conn);
+            self.on_extra(i, body);
+        } else {
+            self.peer_lost(peer, "it opened a third ordinary connection");
+        }
+    }
+
+    /// `conn` becomes the connection to `peer`: this node's queued frames for it go out on it.
+    fn install_link(&mut self, peer: NodeId, conn: Conn) {
+        let i = peer.index();
+        let stream = match conn.stream_clone() {
+            Ok(s) => s,
+            Err(e) => return self.peer_lost(peer, &format!("cannot use its connection: {e}")),
+        };
+        if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(i))
+            && let Some(q) = slot.lock().as_mut()
+        {
+            q.connect(stream);
+        }
+        if let Err(e) = self.poller.add(conn.fd(), poll::READ, i as u64) {
+            fatal(&format!("epoll_ctl: {e}"));
+        }
+        self.links.interest[i] = poll::READ;
+        self.links.last_heard[i] = Instant::now();
+        self.links.conns[i] = Some(conn);
+    }
+
+    /// Frames from `peer`'s second connection (see [`Service::adopt_link`]).
+    pub(super) fn on_extra(&mut self, i: usize, body: &mut Vec<u8>) {
+        let from = NodeId(i as u16);
+        let Some(conn) = self.links.extra[i].as_mut() else { return };
+        self.links.last_heard[i] = Instant::now();
+        let status = match conn.fill() {
+            Ok(s) => s,
+            Err(e) => return self.peer_lost(from, &format!("receive failed: {e}")),
+        };
+        loop {
+            let Some(conn) = self.links.extra[i].as_mut() else { return };
+            match conn.next_frame(body) {
+                Ok(true) if !self.delay.delay.is_zero() => self.hold(from, body),
+                Ok(true) => {
+                    self.on_frame(from, body);
+                    self.processed(from);
+                }
+                Ok(false) => break,
+                Err(e) => return self.peer_lost(from, &format!("it sent a malformed frame ({e})")),
+            }
+        }
+        if status == ReadStatus::Closed {
+            self.deliver_from(from);
+            self.peer_lost(from, "closed the connection");
+        }
+    }
+
+    /// Starts dialing peer `i` (lazy connections) if frames wait for it and nobody dials yet.
+    pub(super) fn dial_if_needed(&mut self, i: usize) {
+        if self.links.dialing[i] || self.links.lost[i] || i == self.rt.me.index() {
+            return;
+        }
+        let waiting =
+            self.rt.senders.get().and_then(|s| s.get(i)).is_some_and(|slot| {
+                slot.lock().as_ref().is_some_and(|q| !q.is_connected() && q.wants_write())
+            });
+        if !waiting {
+            return;
+        }
+        self.links.dialing[i] = true;
+        let (rt, to) = (self.rt, NodeId(i as u16));
+        let _internal = InternalAlloc::new();
+        let started = std::thread::Builder::new().name(format!("rthreads-dial-{i}")).spawn(move || {
+            crate::alloc::runtime_thread();
+            let dialed = connect_retrying(rt, to, T_LINK_HELLO);
+            DIALED.lock().push((to, dialed));
+            DIAL_DONE.store(true, std::sync::atomic::Ordering::SeqCst);
+            dsm::fault::notify();
+        });
+        if let Err(e) = started {
+            self.links.dialing[i] = false;
+            self.peer_lost(to, &format!("cannot start a thread to connect to it: {e}"));
+        }
+    }
+
+    /// Takes the connections the dialing threads made (or their failures).
+    pub(super) fn take_dialed(&mut self) {
+        if !DIAL_DONE.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let dialed = std::mem::take(&mut *DIALED.lock());
+        for (to, r) in dialed {
+            let i = to.index();
+            self.links.dialing[i] = false;
+            if self.links.lost[i] {
+                continue;
+            }
+            let conn = r.and_then(|s| Conn::new(s).map_err(|e| std::io::Error::other(e.to_string())));
+            match conn {
+                Err(e) => self.peer_lost(to, &format!("cannot connect to it: {e}")),
+                Ok(conn) if self.links.conns[i].is_none() => self.install_link(to, conn),
+                // It dialed this node first and that connection was taken for sending: keep ours
+                // for reading only, as the peer sends on the one it made.
+                Ok(conn) => {
+                    if self.links.extra[i].is_none() {
+                        if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {
+                            fatal(&format!("epoll_ctl: {e}"));
+                        }
+                        self.links.extra[i] = Some(conn);
+                    }
+                }
+            }
         }
     }
 
@@ -394,27 +538,40 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 static POOL: LazyLock<ServiceLock<HashMap<NodeId, Vec<TcpStream>>>> =
     LazyLock::new(|| ServiceLock::new("direct.pool", HashMap::new()));
 
-/// The hello that opens a direct connection.
-fn hello(node: NodeId, session: u64) -> Vec<u8> {
+/// What a dialing thread got: the peer, and the connection or why there is none.
+type Dialed = (NodeId, std::io::Result<TcpStream>);
+
+/// Connections the dialing threads made for lazy links, for the service thread to take.
+static DIALED: LazyLock<ServiceLock<Vec<Dialed>>> =
+    LazyLock::new(|| ServiceLock::new("direct.dialed", Vec::new()));
+static DIAL_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The hello that opens a direct connection (`T_RPC_HELLO`) or an ordinary one (`T_LINK_HELLO`).
+fn hello(tag: u8, node: NodeId, session: u64) -> Vec<u8> {
     let mut w = Writer::new();
-    w.u8(T_RPC_HELLO).u16(node.0).u64(session);
+    w.u8(tag).u16(node.0).u64(session);
     w.finish()
 }
 
-/// Checks a hello; returns the peer's node id.
-fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<NodeId> {
+/// Checks a hello; returns the peer's node id, and whether the connection is an ordinary one.
+fn check_hello(body: &[u8], nodes: u16, session: u64) -> Option<(NodeId, bool)> {
     let mut r = Reader::new(body);
     let (tag, node, s) = (r.u8().ok()?, r.u16().ok()?, r.u64().ok()?);
     r.end().ok()?;
-    (tag == T_RPC_HELLO && node < nodes && s == session).then_some(NodeId(node))
+    let link = match tag {
+        T_RPC_HELLO => false,
+        T_LINK_HELLO => true,
+        _ => return None,
+    };
+    (node < nodes && s == session).then_some((NodeId(node), link))
 }
 
-fn connect(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
+fn connect(rt: &Runtime, to: NodeId, tag: u8) -> std::io::Result<TcpStream> {
     let addr = rt.addrs.get(to.index()).ok_or_else(|| std::io::Error::other("no address"))?;
     let mut s = TcpStream::connect(addr.as_str())?;
     s.set_nodelay(true)?;
     net::auth::connect_side(&mut s, &rt.secret).map_err(std::io::Error::other)?;
-    write_frame(&mut s, &hello(rt.me, rt.session))?;
+    write_frame(&mut s, &hello(tag, rt.me, rt.session))?;
     Ok(s)
 }
 
@@ -423,11 +580,11 @@ fn connect(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
 /// before its challenge, which is load, not loss. So a failed attempt is tried again, backing off
 /// from 1 ms to 100 ms (spread by node id), for up to twice the failure timeout; a node that is
 /// really gone is meanwhile declared lost by the liveness checks, which stop the cluster.
-fn connect_retrying(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
+fn connect_retrying(rt: &Runtime, to: NodeId, tag: u8) -> std::io::Result<TcpStream> {
     let deadline = Instant::now() + 2 * rt.failure_timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        match connect(rt, to) {
+        match connect(rt, to, tag) {
             Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => {
@@ -444,7 +601,8 @@ fn take(rt: &Runtime, to: NodeId, body: &[u8]) -> TcpStream {
     let pooled = POOL.lock().get_mut(&to).and_then(Vec::pop);
     let mut s = match pooled {
         Some(s) => s,
-        None => connect_retrying(rt, to).unwrap_or_else(|e| fatal(&format!("cannot reach {to}: {e}"))),
+        None => connect_retrying(rt, to, T_RPC_HELLO)
+            .unwrap_or_else(|e| fatal(&format!("cannot reach {to}: {e}"))),
     };
     let frame = Core::Ordered { after: rt.sent_to(to), inner: body }.encode();
     if let Err(e) = write_frame(&mut s, &frame) {

@@ -197,7 +197,18 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     pub(super) fn peer_lost(&mut self, n: NodeId, why: &str) {
-        self.links.conns[n.index()] = None;
+        if std::mem::replace(&mut self.links.lost[n.index()], true) {
+            // Its second connection (lazy connections) closing too, or a late report.
+            if let Some(c) = self.links.extra[n.index()].take() {
+                let _ = self.poller.delete(c.fd());
+            }
+            return;
+        }
+        for c in
+            [self.links.conns[n.index()].take(), self.links.extra[n.index()].take()].into_iter().flatten()
+        {
+            let _ = self.poller.delete(c.fd());
+        }
         if let Some(slot) = self.rt.senders.get().and_then(|s| s.get(n.index())) {
             slot.lock().take();
         }

@@ -52,6 +52,8 @@ pub(crate) struct Runtime {
     pub(crate) next_seq: AtomicU64,
     pub(crate) next_target: AtomicUsize,
     shutting_down: AtomicBool,
+    /// (Node 0) every other node has left after a shutdown: the shared space is this node's alone.
+    alone: AtomicBool,
     /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
     wake_pending: AtomicBool,
     /// Frames queued to each node on the ordinary connection, and frames from each node processed:
@@ -163,6 +165,7 @@ impl Runtime {
             next_seq: AtomicU64::new(1),
             next_target: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
+            alone: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
@@ -367,7 +370,18 @@ impl Runtime {
                 }
                 closed = closed.wait_timeout(&self.closed_cv, left);
             }
+            drop(closed);
+            // What runs here from now on (std's thread teardown and exit, output forwarders)
+            // may still write shared pages whose copies the departed nodes held, and nobody is
+            // left to answer for them: the service thread opens the whole space to this node.
+            self.alone.store(true, Ordering::SeqCst);
+            dsm::fault::notify();
         });
+    }
+
+    /// Whether every other node has left after a shutdown (see [`Runtime::shutdown_cluster`]).
+    pub(crate) fn is_alone(&self) -> bool {
+        self.alone.load(Ordering::SeqCst)
     }
 }
 

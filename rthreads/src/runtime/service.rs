@@ -31,6 +31,8 @@ pub(super) const LISTENER: u64 = u64::MAX - 1;
 pub(super) const DELAY_TIMER: u64 = u64::MAX - 2;
 /// Tokens of direct (request/answer) connections start here.
 pub(super) const DIRECT: u64 = 1 << 32;
+/// Tokens of second connections from peers (read only; see `Links::extra`) start here.
+pub(super) const EXTRA: u64 = 1 << 40;
 
 /// The protocol side of the service thread: the protocol's state and what its effects need.
 pub(super) struct Engine<P: Coherence> {
@@ -54,7 +56,17 @@ pub(super) struct Engine<P: Coherence> {
 
 /// The ordinary connections to the other nodes, and what liveness knows of them.
 pub(super) struct Links {
+    /// The connection this node sends each peer its frames on (and reads from). Under lazy
+    /// connections (`RTHREADS_CONNECT`), `None` until this node first sends the peer something and
+    /// dials it, or the peer dials this node first.
     pub(super) conns: Vec<Option<Conn>>,
+    /// A second connection from a peer that dialed this node while this node was dialing it:
+    /// only read (each side sends on the connection it made).
+    pub(super) extra: Vec<Option<Conn>>,
+    /// Peers this node is dialing now.
+    pub(super) dialing: Vec<bool>,
+    /// Peers lost (or gone at shutdown): nothing more is sent to them or read from them.
+    pub(super) lost: Vec<bool>,
     pub(super) interest: Vec<u32>,
     /// When something last arrived from each peer (a frame, or the connection closing).
     pub(super) last_heard: Vec<Instant>,
@@ -85,6 +97,8 @@ pub(crate) struct Service<P: ProtocolWire> {
     wakeups: Vec<Wakeup>,
     /// The cluster is being stopped after a lost node or a stuck one.
     pub(super) aborting: bool,
+    /// The whole space has been opened to this node, the last one left (`serve_alone`).
+    sealed: bool,
     poll_us: u64,
     direct_poll_us: u64,
     /// When the stuck-fault check last ran.
@@ -122,9 +136,19 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 None => None,
             });
         }
+        // A peer with no connection yet (lazy connections) gets a queue that waits for one; this
+        // node's own slot stays empty.
         let senders = conns
             .iter()
-            .map(|c| Ok(ServiceLock::new("runtime.senders", c.as_ref().map(Conn::send_queue).transpose()?)))
+            .enumerate()
+            .map(|(i, c)| {
+                let q = match c {
+                    Some(c) => Some(c.send_queue()?),
+                    None if i != rt.me.index() => Some(net::SendQueue::unconnected()),
+                    None => None,
+                };
+                Ok(ServiceLock::new("runtime.senders", q))
+            })
             .collect::<std::io::Result<Vec<_>>>()?;
         if rt.senders.set(senders).is_err() {
             fatal("the service was started twice");
@@ -164,6 +188,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             },
             links: Links {
                 interest: vec![poll::READ; conns.len()],
+                extra: conns.iter().map(|_| None).collect(),
+                dialing: vec![false; conns.len()],
+                lost: vec![false; conns.len()],
                 conns,
                 last_heard: vec![now; usize::from(rt.nodes)],
                 last_beat: now,
@@ -175,6 +202,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             faults,
             wakeups: Vec::new(),
             aborting: false,
+            sealed: false,
             poll_us: env_us("RTHREADS_POLL_US", 0),
             direct_poll_us: env_us("RTHREADS_DIRECT_POLL_US", 0),
             last_check: now,
@@ -241,6 +269,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 } else if token == LISTENER {
                     set_phase(Phase::Accepting, 0);
                     self.accept_direct();
+                } else if token >= EXTRA {
+                    set_phase(Phase::Frame, (token - EXTRA) as u32);
+                    self.on_extra((token - EXTRA) as usize, &mut body);
                 } else if token >= DIRECT {
                     set_phase(Phase::Direct, 0);
                     self.on_direct((token - DIRECT) as usize, &mut body);
@@ -292,6 +323,28 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Acts on what a registered handler said about a frame from `from` (or a tick, `None`).
+    /// Node 0 after every other node has left: the whole space opens to this node (once), and
+    /// every fault, waiting or new, ends at once. The protocol is not consulted any more: no other
+    /// node will read or write a page again.
+    fn serve_alone(&mut self, wakeups: &mut Vec<Wakeup>) {
+        if !self.sealed {
+            self.sealed = true;
+            let pages = self.space.layout().pages();
+            if let Err(e) = self.space.protect_run(PageId(0), pages, dsm::Access::Write) {
+                fatal(&format!("mprotect of the whole space after shutdown: {e}"));
+            }
+            for (_, slots) in self.engine.waiting.drain() {
+                slots.into_iter().for_each(dsm::fault::complete);
+            }
+        }
+        for w in wakeups.drain(..) {
+            if let Wakeup::Fault { slot, .. } = w {
+                dsm::fault::complete(slot);
+            }
+        }
+        self.wakeups = std::mem::take(wakeups);
+    }
+
     pub(super) fn verdict(&mut self, from: Option<NodeId>, v: Verdict) {
         match v {
             Verdict::Ok => {}
@@ -306,6 +359,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     fn on_wakeups(&mut self) {
         let mut wakeups = std::mem::take(&mut self.wakeups);
         self.faults.drain(|w| wakeups.push(w));
+        if self.rt.is_alone() {
+            return self.serve_alone(&mut wakeups);
+        }
         let geometry = self.engine.proto.geometry();
         for w in wakeups.drain(..) {
             if let Wakeup::Fault { slot, page, kind, atomic } = w {
@@ -332,7 +388,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.wakeups = wakeups;
     }
 
-    fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
+    pub(super) fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
         let from = NodeId(i as u16);
         if events & !poll::WRITE == 0 {
             // Writable: flush_all, at the end of this round, writes what is queued.
@@ -542,8 +598,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 
     pub(super) fn flush_all(&mut self) {
         self.doors.flush();
+        self.take_dialed();
         for i in 0..self.links.conns.len() {
             let Some(c) = self.links.conns[i].as_ref() else {
+                self.dial_if_needed(i);
                 continue;
             };
             let fd = c.fd();

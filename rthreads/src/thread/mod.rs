@@ -1,12 +1,19 @@
 //! Threads that run on any node: `spawn`, `Builder`, `JoinHandle`, and the per-node table that
 //! tells joiners when a thread has finished.
 //!
-//! A spawned closure travels as a pointer: it is boxed in the shared heap, and the target node
-//! rebuilds the box from that address and calls it. This works because every node runs the same
-//! binary loaded at the same address (the vtable pointer inside the box means the same everywhere)
-//! and because the box's bytes, and everything it captured, are in the shared space. The result
-//! comes back the same way: the thread writes it into a shared `Packet`, then tells the spawning
-//! node (the thread's *origin*) that it has finished.
+//! A closure spawned on another node travels inside the spawn message: its bytes (it is a moved
+//! value: nobody else can see it meanwhile) and the address of a function, `build_box::<F>`, that
+//! moves them into a box on the node that runs it. This works because every node runs the same
+//! binary loaded at the same address (function and vtable pointers mean the same everywhere) and
+//! because everything the closure captured by reference is in the shared space. The result of a
+//! thread spawned with `spawn` comes back the same way, inside the message that says the thread
+//! ended, and waits in the origin's table for `join`. So a remote spawn + join is two messages
+//! and no page fault. Large closures (over [`INLINE_MAX`] bytes) stay in the shared heap and
+//! travel as their address, and the results of large types and of scoped threads go through a
+//! shared `Packet` (a scope counts its packets, as std's does).
+//!
+//! A result nobody will join (its handle was dropped first) is dropped on a thread of its own on
+//! the node that holds it ([`orphan`]): it may run user code, which the service thread must not.
 
 use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
@@ -24,6 +31,7 @@ use crate::log::{node as me, say};
 use crate::placement::Placement;
 use crate::private::{ServiceLock, private};
 use crate::runtime;
+mod pool;
 pub(crate) mod scope;
 pub(crate) mod wire;
 
@@ -41,9 +49,181 @@ pub(crate) struct ThreadTable {
 struct Entry {
     finished: bool,
     started: bool,
+    /// (On a node that is not the thread's origin) a `Watch`, and a `Watch` that takes the
+    /// result, have been sent to the origin.
     watching: bool,
+    taking: bool,
     forgotten: bool,
     watchers: Vec<NodeId>,
+    /// (On the origin) the node joining the thread elsewhere, which gets the result.
+    taker: Option<NodeId>,
+    /// The thread's result, when it travels in messages.
+    result: Option<Returned>,
+}
+
+/// The largest closure, and the largest result, that travel inside the spawn and end messages.
+pub(crate) const INLINE_MAX: usize = 4096;
+
+/// A thread's closure as it reaches the node that runs it.
+pub(crate) enum Closure {
+    /// A `Box<Box<dyn FnOnce() + Send>>` at this address of the shared space.
+    Boxed(usize),
+    /// The closure's bytes (private memory) and `build_box::<F>` for its type.
+    Bytes { build: usize, bytes: Vec<u8> },
+}
+
+impl Closure {
+    /// The closure of a `Spawn` message (on the service thread: copies the bytes privately).
+    pub(crate) fn from_wire(closure: u64, build: u64, bytes: &[u8]) -> Closure {
+        if build == 0 {
+            Closure::Boxed(closure as usize)
+        } else {
+            Closure::Bytes { build: build as usize, bytes: InternalAlloc::with(|| bytes.to_vec()) }
+        }
+    }
+
+    /// Boxes the closure (in the heap of the calling thread's node) and returns the box's address.
+    fn into_box(self) -> usize {
+        match self {
+            Closure::Boxed(p) => p,
+            Closure::Bytes { build, bytes } => {
+                // SAFETY: `build` is the address of `build_box::<F>` in this same binary, loaded at
+                // the same address on every node (the spawner took it with the closure's bytes);
+                // the bytes are those of an `F` moved out of the spawning thread and handed to
+                // this node alone, so they are moved back into a value exactly once.
+                let b = unsafe {
+                    let f: unsafe fn(*const u8) -> usize = std::mem::transmute(build);
+                    f(bytes.as_ptr())
+                };
+                private_internal(move || drop(bytes));
+                b
+            }
+        }
+    }
+
+    /// Drops a closure that will never run.
+    fn discard(self) {
+        let b = self.into_box();
+        // SAFETY: a box made by `Builder::spawn` or `into_box`, owned by this node alone.
+        drop(unsafe { Box::from_raw(b as *mut Box<dyn FnOnce() + Send>) });
+    }
+}
+
+/// Moves the bytes of an `F` at `bytes` into a `Box<Box<dyn FnOnce() + Send>>`; returns its address.
+///
+/// # Safety
+/// `bytes` holds the bytes of a live `F` that nothing else will use or drop (possibly unaligned),
+/// and everything `F` borrows outlives the thread that runs it.
+unsafe fn build_box<'a, F: FnOnce() + Send + 'a>(bytes: *const u8) -> usize {
+    // SAFETY: see the contract above.
+    let f = unsafe { std::ptr::read_unaligned(bytes.cast::<F>()) };
+    let b: Box<dyn FnOnce() + Send + 'a> = Box::new(f);
+    // SAFETY: only the lifetime is erased; the spawner promised what `F` borrows lives long enough.
+    let b: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(b) };
+    Box::into_raw(Box::new(b)) as usize
+}
+
+/// A thread's result moved out of it: the bytes of its `std::thread::Result<T>` (private memory)
+/// and `drop_result::<T>` (0 when there is nothing to drop).
+pub(crate) struct Returned {
+    drop_fn: usize,
+    bytes: Vec<u8>,
+}
+
+impl Returned {
+    /// A result that came in a message (on the service thread: copies the bytes privately).
+    pub(crate) fn from_wire(c: wire::Carried<'_>) -> Returned {
+        Returned { drop_fn: c.drop_fn as usize, bytes: InternalAlloc::with(|| c.bytes.to_vec()) }
+    }
+
+    fn carried(&self) -> wire::Carried<'_> {
+        wire::Carried { drop_fn: self.drop_fn as u64, bytes: &self.bytes }
+    }
+
+    /// Moves the result out as a `std::thread::Result<T>`, if it has the size of one.
+    ///
+    /// # Safety
+    /// The bytes are those of a `std::thread::Result<T>` of this very `T`.
+    unsafe fn take<T>(self) -> Option<std::thread::Result<T>> {
+        let v = (self.bytes.len() == size_of::<std::thread::Result<T>>())
+            // SAFETY: see the contract above; the bytes are read once, then only freed.
+            .then(|| unsafe {
+                std::ptr::read_unaligned(self.bytes.as_ptr().cast::<std::thread::Result<T>>())
+            });
+        private_internal(move || drop(self.bytes));
+        v
+    }
+
+    /// Drops the result (on an application thread: it may run the result's `Drop`).
+    fn dispose(self) {
+        if self.drop_fn != 0 {
+            // SAFETY: `drop_fn` is `drop_result::<T>` of this binary for the `T` whose bytes these
+            // are, sent along with them; they are dropped once, here.
+            unsafe {
+                let f: unsafe fn(*const u8) = std::mem::transmute(self.drop_fn);
+                f(self.bytes.as_ptr());
+            }
+        }
+        private_internal(move || drop(self.bytes));
+    }
+}
+
+/// Drops the `std::thread::Result<T>` whose bytes are at `p`.
+///
+/// # Safety
+/// `p` holds the bytes of a live `std::thread::Result<T>` that nothing else will use or drop.
+unsafe fn drop_result<T>(p: *const u8) {
+    // SAFETY: see the contract above.
+    drop(unsafe { std::ptr::read_unaligned(p.cast::<std::thread::Result<T>>()) });
+}
+
+/// Drops a result whose handle is gone, from any thread (the service thread included): on a
+/// thread of its own when dropping it runs code.
+pub(crate) fn orphan(r: Returned) {
+    if r.drop_fn == 0 {
+        return private_internal(move || drop(r));
+    }
+    private_internal(move || {
+        if let Err(e) = carrier(Some("rthreads-drop".into()), 0, move || r.dispose()) {
+            say(&format!(
+                "rthreads: {}: cannot start a thread to drop a detached thread's result: {e}",
+                me()
+            ));
+        }
+    });
+}
+
+thread_local! {
+    /// The result of the rthread this carrier has just run, when it travels in the end message.
+    static RESULT: std::cell::RefCell<Option<Returned>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Moves `r`, the result of the rthread the calling carrier runs, out of it, for its end message.
+#[inline(never)]
+fn stash_result<T>(r: std::thread::Result<T>) {
+    let drop_fn =
+        if r.is_ok() && !std::mem::needs_drop::<T>() { 0 } else { drop_result::<T> as *const () as usize };
+    let r = std::mem::ManuallyDrop::new(r);
+    let size = size_of::<std::thread::Result<T>>();
+    let at = (&raw const *r) as usize;
+    // Runtime memory is allocated on the carrier's private stack (the fiber's is shared).
+    private_internal(move || {
+        let mut v = Vec::<u8>::with_capacity(size);
+        // SAFETY: copies the value's `size` bytes (padding included, read back only as the value's
+        // type by `Returned::take`) into a buffer of that capacity; the value, alive on the
+        // caller's stack until this returns, is never used again (it is in a `ManuallyDrop`): the
+        // bytes own it now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(at as *const u8, v.as_mut_ptr(), size);
+            v.set_len(size);
+        }
+        RESULT.with(|c| *c.borrow_mut() = Some(Returned { drop_fn, bytes: v }));
+    });
+}
+
+/// The result the calling carrier's rthread left with [`stash_result`], if any.
+fn stashed_result() -> Option<Returned> {
+    RESULT.with(|c| c.borrow_mut().take())
 }
 
 pub(crate) static TABLE: ThreadTable =
@@ -62,106 +242,137 @@ impl ThreadTable {
         });
     }
 
-    /// The thread `tid` has ended (`started == false`: it could not be started at all).
-    pub(crate) fn finish(&'static self, tid: u64, started: bool) {
+    /// The thread `tid` has ended (`started == false`: it could not be started at all), with its
+    /// result when that travels in messages.
+    pub(crate) fn finish(&'static self, tid: u64, started: bool, result: Option<Returned>) {
         private_internal(move || {
             let mut map = self.map.lock();
-            let Some(e) = map.get_mut(&tid) else { return };
+            let Some(e) = map.get_mut(&tid) else {
+                drop(map);
+                if let Some(r) = result {
+                    orphan(r);
+                }
+                return;
+            };
             e.finished = true;
             e.started = started;
-            let watchers = std::mem::take(&mut e.watchers);
-            if e.forgotten {
-                map.remove(&tid);
+            if result.is_some() {
+                e.result = result;
             }
+            let watchers = std::mem::take(&mut e.watchers);
+            let taker = e.taker.take();
+            let given = taker.and_then(|_| e.result.take());
+            let orphaned = if e.forgotten { map.remove(&tid).and_then(|e| e.result) } else { None };
             drop(map);
             self.cv.notify_all();
-            for w in watchers {
-                send(w, ThreadMsg::Finished { tid, started }.encode());
+            for w in watchers.into_iter().filter(|&w| Some(w) != taker) {
+                send(w, ThreadMsg::Finished { tid, started, result: None }.encode());
+            }
+            if let Some(t) = taker {
+                let result = given.as_ref().map(Returned::carried);
+                send(t, ThreadMsg::Finished { tid, started, result }.encode());
+            }
+            if let Some(r) = orphaned {
+                orphan(r);
             }
         });
     }
 
-    /// Node `from` holds the handle of `tid` (spawned here) and wants to hear when it ends.
-    pub(crate) fn watch(&'static self, tid: u64, from: NodeId) {
+    /// Node `from` holds the handle of `tid` (spawned here) and wants to hear when it ends; with
+    /// `take`, it joins the thread and gets the result.
+    pub(crate) fn watch(&'static self, tid: u64, from: NodeId, take: bool) {
         private_internal(move || {
             let mut map = self.map.lock();
             match map.get_mut(&tid) {
                 Some(e) if e.finished => {
                     let started = e.started;
+                    let given = if take { e.result.take() } else { None };
                     drop(map);
-                    send(from, ThreadMsg::Finished { tid, started }.encode());
+                    let result = given.as_ref().map(Returned::carried);
+                    send(from, ThreadMsg::Finished { tid, started, result }.encode());
                 }
+                Some(e) if take => e.taker = Some(from),
                 Some(e) => e.watchers.push(from),
                 None => {}
             }
         });
     }
 
-    /// The handle of `tid` (spawned here) was joined or dropped elsewhere.
-    pub(crate) fn forget(&'static self, tid: u64) {
+    /// The handle of `tid` (spawned here) was joined or dropped: returns the result that nobody
+    /// will take now, if the thread has ended.
+    pub(crate) fn forget(&'static self, tid: u64) -> Option<Returned> {
         private_internal(move || {
             let mut map = self.map.lock();
-            if let Some(e) = map.get_mut(&tid) {
-                if e.finished {
-                    map.remove(&tid);
-                } else {
-                    e.forgotten = true;
-                }
+            let e = map.get_mut(&tid)?;
+            if e.finished {
+                map.remove(&tid).and_then(|e| e.result)
+            } else {
+                e.forgotten = true;
+                None
             }
-        });
+        })
     }
 
-    /// Makes sure this node hears of the end of `tid`, spawned on `origin`.
-    fn ensure_known(&self, map: &mut BTreeMap<u64, Entry>, tid: u64, origin: NodeId) {
+    /// Makes sure this node hears of the end of `tid`, spawned on `origin` (and, with `take`, gets
+    /// its result).
+    fn ensure_known(&self, map: &mut BTreeMap<u64, Entry>, tid: u64, origin: NodeId, take: bool) {
         if origin == me() {
             return;
         }
         let e = map.entry(tid).or_default();
-        if !e.watching {
+        if !e.watching || (take && !e.taking) {
             e.watching = true;
-            send(origin, ThreadMsg::Watch { tid }.encode());
+            e.taking |= take;
+            send(origin, ThreadMsg::Watch { tid, take }.encode());
         }
     }
 
     fn is_finished(&'static self, tid: u64, origin: NodeId) -> bool {
         private_internal(move || {
             let mut map = self.map.lock();
-            self.ensure_known(&mut map, tid, origin);
+            self.ensure_known(&mut map, tid, origin, false);
             map.get(&tid).is_some_and(|e| e.finished)
         })
     }
 
-    /// Blocks until `tid` has ended; returns whether it ever started.
-    fn wait(&'static self, tid: u64, origin: NodeId) -> bool {
+    /// Blocks until `tid` has ended (and, with `take`, until its result is here); returns whether
+    /// it ever started, and its result when that travels in messages.
+    fn wait(&'static self, tid: u64, origin: NodeId, take: bool) -> (bool, Option<Returned>) {
         private_internal(move || {
             let mut map = self.map.lock();
-            self.ensure_known(&mut map, tid, origin);
+            self.ensure_known(&mut map, tid, origin, take);
             let started = std::time::Instant::now();
             let _count = WaitTimer(started);
+            // A thread that started has a result; elsewhere than the origin it comes with the
+            // answer to the taking `Watch`, which may follow a plain `Finished`.
+            let remote = origin != me();
             loop {
                 match map.get(&tid) {
-                    Some(e) if e.finished => break,
+                    Some(e) if e.finished && !(take && remote && e.started && e.result.is_none()) => break,
                     Some(_) => map = map.wait(&self.cv),
-                    None => return false,
+                    None => return (false, None),
                 }
             }
-            let started = map.remove(&tid).is_some_and(|e| e.started);
+            let (started, result) = map.remove(&tid).map_or((false, None), |e| (e.started, e.result));
             drop(map);
-            if origin != me() {
+            if remote {
                 send(origin, ThreadMsg::Forget { tid }.encode());
             }
-            started
+            (started, result)
         })
     }
 
-    fn drop_handle(&'static self, tid: u64, origin: NodeId) {
+    /// The handle of `tid` was dropped: returns the thread's result if it is here and nobody will
+    /// take it now.
+    fn drop_handle(&'static self, tid: u64, origin: NodeId) -> Option<Returned> {
         if origin == me() {
-            self.forget(tid);
+            self.forget(tid)
         } else {
             private_internal(move || {
-                self.map.lock().remove(&tid);
+                let result = self.map.lock().remove(&tid).and_then(|e| e.result);
                 send(origin, ThreadMsg::Forget { tid }.encode());
-            });
+                result
+            })
         }
     }
 }
@@ -175,30 +386,38 @@ impl Drop for WaitTimer {
     }
 }
 
-/// Starts an OS thread on this node, a carrier, that runs the boxed closure at `closure` on a new
-/// fiber with a stack of `stack` bytes (0: the default) in the shared space.
+/// Starts an OS thread on this node, a carrier, that runs `closure` on a new fiber with a stack of
+/// `stack` bytes (0: the default) in the shared space. The closure comes back if no thread starts.
 fn start_thread(
     tid: u64,
     origin: NodeId,
-    closure: usize,
+    closure: Closure,
     stack: usize,
     name: Option<String>,
-) -> io::Result<()> {
-    private_internal(move || {
+) -> Result<(), (io::Error, Closure)> {
+    // The closure waits in a private cell until the carrier takes it, so that a carrier that never
+    // starts gives it back.
+    let cell = private_internal(move || Arc::new(ServiceLock::new("thread.closure", Some(closure))));
+    let theirs = Arc::clone(&cell);
+    let started = private_internal(move || {
         carrier(name.clone(), if fiber::SUPPORTED { fiber::CARRIER_STACK } else { stack }, move || {
             crate::counters::thread_started();
             // The start of a spawned thread is an acquire: the closure and what it captured, written
             // before `spawn`, are visible.
             crate::consistency::acquire();
+            let taken = private_internal(|| theirs.lock().take());
+            InternalAlloc::with(|| drop(theirs));
+            let Some(closure) = taken else { return };
+            let closure = closure.into_box();
             if !fiber::SUPPORTED {
                 // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
-                // `Builder::spawn` of this same binary, loaded at the same address on every node; it
-                // is handed to exactly one node, which takes ownership here exactly once.
+                // `Builder::spawn` or `build_box` of this same binary, loaded at the same address on
+                // every node; it is handed to exactly one node, which takes ownership here once.
                 let f = unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) };
                 f();
                 crate::consistency::release();
                 crate::placement::thread_left();
-                thread_done(tid, origin, true);
+                thread_done(tid, origin, true, stashed_result());
                 return;
             }
             let stack = if stack == 0 { fiber::default_stack() } else { stack };
@@ -207,20 +426,42 @@ fn start_thread(
                 Ok(f) => unsafe { carry(f, name.as_deref()) },
                 Err(e) => {
                     say(&format!("rthreads: {}: cannot make a stack for a thread: {e}", me()));
-                    // SAFETY: as above; the closure never ran, and is dropped here instead.
-                    drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
+                    // The closure never ran, and is dropped here instead.
+                    Closure::Boxed(closure).discard();
                     crate::placement::thread_left();
-                    thread_done(tid, origin, false);
+                    thread_done(tid, origin, false, None);
                 }
             }
         })
-    })
+    });
+    match started {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let closure = private_internal(|| cell.lock().take());
+            private_internal(move || drop(cell));
+            Err((e, closure.unwrap_or(Closure::Boxed(0))))
+        }
+    }
 }
 
-/// Starts an OS thread named `name` with a stack of `stack` bytes (0: std's default) that runs
-/// `body`.
+/// Runs `body` on a carrier of its own named `name` with a stack of `stack` bytes (0: std's
+/// default): a waiting one from the pool when it fits (unnamed, the carrier stack of fibers), else
+/// a new OS thread. Either way the carrier starts the next waiting carrier once `body` has run.
 fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'static) -> io::Result<()> {
     let _internal = InternalAlloc::new();
+    // Counted from now, not from when the new thread first runs: a spawn decision made right after
+    // this one (here, or on a node that gets this node's next load report) must see it.
+    crate::placement::thread_arrived();
+    let poolable = name.is_none() && fiber::SUPPORTED && stack == fiber::CARRIER_STACK;
+    let body: pool::Job = Box::new(body);
+    let body = if poolable {
+        match pool::hand(body) {
+            Ok(()) => return Ok(()),
+            Err(body) => body,
+        }
+    } else {
+        body
+    };
     let mut b = std::thread::Builder::new();
     let named = name.is_some();
     if let Some(n) = name {
@@ -229,22 +470,26 @@ fn carrier(name: Option<String>, stack: usize, body: impl FnOnce() + Send + 'sta
     if stack > 0 {
         b = b.stack_size(stack);
     }
-    // Counted from now, not from when the new thread first runs: a spawn decision made right after
-    // this one (here, or on a node that gets this node's next load report) must see it.
-    crate::placement::thread_arrived();
     let spawned = b.spawn(move || {
         if !named {
-            // The OS name is inherited from the creating thread (often the service thread);
-            // give ours a name of its own for debuggers and `top`. std's name stays unset.
-            // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
-            unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
+            name_carrier();
         }
         body();
+        if poolable {
+            pool::refill();
+        }
     });
     if spawned.is_err() {
         crate::placement::thread_left();
     }
     spawned.map(drop)
+}
+
+/// Gives an unnamed carrier an OS name of its own for debuggers and `top` (it would inherit the
+/// creating thread's, often the service thread's); std's name stays unset.
+fn name_carrier() {
+    // SAFETY: PR_SET_NAME with a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"rthreads-thread".as_ptr()) };
 }
 
 /// What `fiber::carry` returned, after telling the runtime about the stack's former guard page.
@@ -270,7 +515,7 @@ unsafe fn carry(f: *mut Fiber, name: Option<&str>) {
             // The end of a thread is a release: its result and everything it wrote reach `join`.
             crate::consistency::release();
             crate::placement::thread_left();
-            thread_done(tid, origin, true);
+            thread_done(tid, origin, true, stashed_result());
         }
         fiber::Outcome::Leaving(target) => {
             crate::placement::thread_left();
@@ -288,22 +533,30 @@ fn send_away(target: NodeId, tid: u64, origin: NodeId, f: *mut Fiber, name: &str
     send(target, frame);
 }
 
-fn thread_done(tid: u64, origin: NodeId, started: bool) {
+fn thread_done(tid: u64, origin: NodeId, started: bool, result: Option<Returned>) {
     // The origin learns this node's load before it learns of the end (same connection).
     crate::placement::report_to(origin);
     if origin == me() {
-        TABLE.finish(tid, started);
+        TABLE.finish(tid, started, result);
     } else {
-        send(origin, ThreadMsg::Done { tid, started }.encode());
+        InternalAlloc::with(|| {
+            let frame =
+                ThreadMsg::Done { tid, started, result: result.as_ref().map(Returned::carried) }.encode();
+            drop(result);
+            send(origin, frame);
+        });
     }
 }
 
 /// Called by the service thread for a `Spawn` message from `origin`.
-pub(crate) fn start_remote(tid: u64, origin: NodeId, closure: usize, stack: usize, name: &str) {
+pub(crate) fn start_remote(tid: u64, origin: NodeId, closure: Closure, stack: usize, name: &str) {
     let name = (!name.is_empty()).then(|| name.to_owned());
-    if let Err(e) = start_thread(tid, origin, closure, stack, name) {
+    if let Err((e, closure)) = start_thread(tid, origin, closure, stack, name) {
         say(&format!("rthreads: {}: cannot start a thread for {origin}: {e}", me()));
-        thread_done(tid, origin, false);
+        // The closure itself is not dropped (that may run code, which the service thread must
+        // not): it leaks, with everything it owns; only its private copy is freed.
+        InternalAlloc::with(|| drop(closure));
+        thread_done(tid, origin, false, None);
     }
 }
 
@@ -341,7 +594,7 @@ pub(crate) fn resume_remote(tid: u64, origin: NodeId, fiber: usize, name: &str) 
     });
     if let Err(e) = started {
         say(&format!("rthreads: {}: cannot resume a thread that moved here from another node: {e}", me()));
-        thread_done(tid, origin, false);
+        thread_done(tid, origin, false, None);
     }
 }
 
@@ -388,7 +641,7 @@ pub(crate) fn run_main_fiber<R>(body: impl FnOnce() -> R) -> std::thread::Result
             // Registered before the fiber goes, so that its end, wherever it comes, is heard here.
             TABLE.register(tid);
             send_away(target, tid, me, f, "main");
-            TABLE.wait(tid, me);
+            TABLE.wait(tid, me, false);
             crate::consistency::acquire();
         }
     }
@@ -561,42 +814,96 @@ impl Builder {
         if let Some(s) = &scope {
             s.thread_added();
         }
-        let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None), scope });
-        let theirs = Arc::clone(&packet);
-        let main: Box<dyn FnOnce() + Send + 'a> = Box::new(move || {
-            let r = panic::catch_unwind(AssertUnwindSafe(f));
-            // SAFETY: only this thread writes the packet, before it reports completion.
-            unsafe { *theirs.result.get() = Some(r) };
-            drop(theirs);
-        });
-        // SAFETY: only the lifetime is erased; the caller promises that what `main` borrows lives
-        // long enough.
-        let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
-        let closure = Box::into_raw(Box::new(main)) as usize;
+        // The result travels in the end message unless the thread belongs to a scope (which
+        // counts packets) or the result is large.
+        let inline = scope.is_none() && size_of::<std::thread::Result<T>>() <= INLINE_MAX;
         let tid = new_tid(me);
         TABLE.register(tid);
         let stack = self.stack_size.unwrap_or(0);
-        if target == me {
-            if let Err(e) = start_thread(tid, me, closure, stack, self.name) {
-                // SAFETY: the thread did not start, so the box was never handed to anyone.
-                drop(unsafe { Box::from_raw(closure as *mut Box<dyn FnOnce() + Send>) });
-                TABLE.forget(tid);
-                TABLE.finish(tid, false);
-                return Err(e);
-            }
-        } else if let Some(rt) = runtime::get() {
-            // A release point: the closure's bytes must reach the other node.
-            crate::consistency::release();
-            let name = self.name;
-            private(move || {
-                let (closure, stack, name) = (closure as u64, stack as u64, name.as_deref().unwrap_or(""));
-                let frame = InternalAlloc::with(|| ThreadMsg::Spawn { tid, closure, stack, name }.encode());
-                rt.send(target, frame);
-            });
-            crate::placement::sent(target);
-        }
-        Ok(JoinHandle { tid, origin: me, node: target, packet: Some(packet) })
+        let hold = if inline {
+            let main = move || stash_result(panic::catch_unwind(AssertUnwindSafe(f)));
+            self.launch(tid, target, stack, main)?;
+            Hold::Table(std::marker::PhantomData)
+        } else {
+            let packet: Arc<Packet<T>> = Arc::new(Packet { result: UnsafeCell::new(None), scope });
+            let theirs = Arc::clone(&packet);
+            let main = move || {
+                let r = panic::catch_unwind(AssertUnwindSafe(f));
+                // SAFETY: only this thread writes the packet, before it reports completion.
+                unsafe { *theirs.result.get() = Some(r) };
+                drop(theirs);
+            };
+            self.launch(tid, target, stack, main)?;
+            Hold::Packet(packet)
+        };
+        Ok(JoinHandle { tid, origin: me, node: target, hold })
     }
+
+    /// Starts `main` as thread `tid` on `target`: on this node, or with a spawn message that
+    /// carries the closure's bytes (or its address in the shared heap, when it is large).
+    fn launch<'a, M: FnOnce() + Send + 'a>(
+        self,
+        tid: u64,
+        target: NodeId,
+        stack: usize,
+        main: M,
+    ) -> io::Result<()> {
+        let boxed = |main: M| {
+            let main: Box<dyn FnOnce() + Send + 'a> = Box::new(main);
+            // SAFETY: only the lifetime is erased; the caller of `spawn_unchecked` promises that
+            // what `main` borrows lives long enough.
+            let main: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(main) };
+            Box::into_raw(Box::new(main)) as usize
+        };
+        if target == me() {
+            return start_thread(tid, target, Closure::Boxed(boxed(main)), stack, self.name).map_err(
+                |(e, c)| {
+                    // The thread did not start, so the closure was never handed to anyone.
+                    c.discard();
+                    let _ = TABLE.forget(tid);
+                    TABLE.finish(tid, false, None);
+                    e
+                },
+            );
+        }
+        let Some(rt) = runtime::get() else { return Ok(()) };
+        let (closure, build, main) = if size_of::<M>() <= INLINE_MAX {
+            (0, build_box::<M> as *const () as usize as u64, Some(std::mem::ManuallyDrop::new(main)))
+        } else {
+            (boxed(main) as u64, 0, None)
+        };
+        // A release point: what the closure captured by reference must reach the other node.
+        crate::consistency::release();
+        let name = self.name;
+        let bytes = main.as_ref().map_or(&[][..], |m| {
+            // SAFETY: the closure's own bytes (padding included, read back only as an `M` by
+            // `build_box`); it is in a `ManuallyDrop` and never used here again: the message owns it.
+            unsafe { std::slice::from_raw_parts((&raw const **m).cast::<u8>(), size_of::<M>()) }
+        });
+        let (ptr, len) = (bytes.as_ptr() as usize, bytes.len());
+        private(move || {
+            // SAFETY: the bytes of `main`, alive on the caller's stack until `private` returns.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+            let name = name.as_deref().unwrap_or("");
+            let frame = InternalAlloc::with(|| {
+                ThreadMsg::Spawn { tid, closure, build, stack: stack as u64, name, bytes }.encode()
+            });
+            rt.send(target, frame);
+        });
+        crate::placement::sent(target);
+        Ok(())
+    }
+}
+
+/// Where a thread's result waits for `join`.
+enum Hold<T> {
+    /// In a shared cell the thread writes.
+    Packet(Arc<Packet<T>>),
+    /// In this node's thread table (it travels in messages). The marker keeps the handle's auto
+    /// traits those of the packet's.
+    Table(std::marker::PhantomData<Arc<Packet<T>>>),
+    /// Joined.
+    Gone,
 }
 
 /// A new thread id of this node: its number in the high 16 bits.
@@ -632,12 +939,17 @@ where
 
 /// An owned permission to join a thread, on whatever node it runs; as `std::thread::JoinHandle`.
 /// It may be sent to and joined on any node. Dropping it detaches the thread.
-#[derive(Debug)]
 pub struct JoinHandle<T> {
     tid: u64,
     origin: NodeId,
     node: NodeId,
-    packet: Option<Arc<Packet<T>>>,
+    hold: Hold<T>,
+}
+
+impl<T> std::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinHandle").field("tid", &self.tid).field("node", &self.node).finish_non_exhaustive()
+    }
 }
 
 impl<T> std::fmt::Debug for Packet<T> {
@@ -664,15 +976,20 @@ impl<T> JoinHandle<T> {
     /// assert_eq!(err.downcast_ref::<&str>(), Some(&"boom"));
     /// ```
     pub fn join(mut self) -> std::thread::Result<T> {
-        let packet = self.packet.take().expect("joined twice");
-        let started = TABLE.wait(self.tid, self.origin);
+        let hold = std::mem::replace(&mut self.hold, Hold::Gone);
+        let (started, returned) = TABLE.wait(self.tid, self.origin, matches!(hold, Hold::Table(_)));
         crate::consistency::acquire();
         if !started {
             return Err(Box::new(format!("rthreads: the thread could not be started on {}", self.node)));
         }
-        // SAFETY: the thread has finished: it wrote the packet before reporting completion, and
-        // nobody else reads it (the handle is consumed).
-        let r = unsafe { (*packet.result.get()).take() };
+        let r = match hold {
+            // SAFETY: the thread has finished: it wrote the packet before reporting completion,
+            // and nobody else reads it (the handle is consumed).
+            Hold::Packet(packet) => unsafe { (*packet.result.get()).take() },
+            // SAFETY: the result of this thread, a `std::thread::Result<T>` moved out of it.
+            Hold::Table(_) => returned.and_then(|r| unsafe { r.take::<T>() }),
+            Hold::Gone => None,
+        };
         r.unwrap_or_else(|| Err(Box::new(String::from("rthreads: the thread ended without a result"))))
     }
 
@@ -690,8 +1007,10 @@ impl<T> JoinHandle<T> {
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        if self.packet.is_some() {
-            TABLE.drop_handle(self.tid, self.origin);
+        if !matches!(self.hold, Hold::Gone)
+            && let Some(r) = TABLE.drop_handle(self.tid, self.origin)
+        {
+            r.dispose();
         }
     }
 }

@@ -14,19 +14,31 @@ const T_FORGET: u8 = 0x15;
 const T_MIGRATE: u8 = 0x1C;
 pub(crate) const TAGS: [u8; 6] = [T_SPAWN, T_DONE, T_WATCH, T_FINISHED, T_FORGET, T_MIGRATE];
 
+/// A thread's result carried in a message: the bytes of its `std::thread::Result<T>`, moved out of
+/// the thread, and the function that drops such a value (0: nothing to drop), for a result whose
+/// handle is gone (see `super::Returned`).
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) struct Carried<'a> {
+    pub(crate) drop_fn: u64,
+    pub(crate) bytes: &'a [u8],
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ThreadMsg<'a> {
-    /// Run the boxed closure at `closure` (a fiber of `stack` bytes, 0: the default) as thread
-    /// `tid` of the sender.
-    Spawn { tid: u64, closure: u64, stack: u64, name: &'a str },
+    /// Run a closure (on a fiber of `stack` bytes, 0: the default) as thread `tid` of the sender:
+    /// with `build == 0`, the boxed closure at `closure`; otherwise the closure's own bytes,
+    /// `bytes`, which the function at `build` moves into a box on the new thread's node.
+    Spawn { tid: u64, closure: u64, build: u64, stack: u64, name: &'a str, bytes: &'a [u8] },
     /// A running thread moves here: resume the fiber whose control block is at `fiber`.
     Migrate { tid: u64, origin: NodeId, fiber: u64, name: &'a str },
-    /// Thread `tid` of the recipient ended (`started == false`: it could not start).
-    Done { tid: u64, started: bool },
-    /// The sender holds the handle of `tid` and wants to hear when it ends.
-    Watch { tid: u64 },
-    /// The thread `tid` the sender watched ended.
-    Finished { tid: u64, started: bool },
+    /// Thread `tid` of the recipient ended (`started == false`: it could not start), with its
+    /// result when it travels in the message.
+    Done { tid: u64, started: bool, result: Option<Carried<'a>> },
+    /// The sender holds the handle of `tid` and wants to hear when it ends; with `take`, it joins
+    /// it and wants the result, where the result travels in messages.
+    Watch { tid: u64, take: bool },
+    /// The thread `tid` the sender watched ended (with its result, for the node that takes it).
+    Finished { tid: u64, started: bool, result: Option<Carried<'a>> },
     /// The handle of `tid` was joined or dropped on the sender.
     Forget { tid: u64 },
 }
@@ -35,15 +47,19 @@ impl ThreadMsg<'_> {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         match *self {
-            ThreadMsg::Spawn { tid, closure, stack, name } => {
-                w.u8(T_SPAWN).u64(tid).u64(closure).u64(stack).str(name)
+            ThreadMsg::Spawn { tid, closure, build, stack, name, bytes } => {
+                w.u8(T_SPAWN).u64(tid).u64(closure).u64(build).u64(stack).str(name).bytes(bytes)
             }
             ThreadMsg::Migrate { tid, origin, fiber, name } => {
                 w.u8(T_MIGRATE).u64(tid).u16(origin.0).u64(fiber).str(name)
             }
-            ThreadMsg::Done { tid, started } => w.u8(T_DONE).u64(tid).u8(started as u8),
-            ThreadMsg::Watch { tid } => w.u8(T_WATCH).u64(tid).u8(0),
-            ThreadMsg::Finished { tid, started } => w.u8(T_FINISHED).u64(tid).u8(started as u8),
+            ThreadMsg::Done { tid, started, result } => {
+                carried(w.u8(T_DONE).u64(tid).u8(started as u8), result)
+            }
+            ThreadMsg::Watch { tid, take } => w.u8(T_WATCH).u64(tid).u8(take as u8),
+            ThreadMsg::Finished { tid, started, result } => {
+                carried(w.u8(T_FINISHED).u64(tid).u8(started as u8), result)
+            }
             ThreadMsg::Forget { tid } => w.u8(T_FORGET).u64(tid).u8(0),
         };
         w.finish()
@@ -52,22 +68,52 @@ impl ThreadMsg<'_> {
     pub(crate) fn decode(body: &[u8]) -> Result<ThreadMsg<'_>, DecodeError> {
         let mut r = Reader::new(body);
         let msg = match r.u8()? {
-            T_SPAWN => ThreadMsg::Spawn { tid: r.u64()?, closure: r.u64()?, stack: r.u64()?, name: r.str()? },
+            T_SPAWN => ThreadMsg::Spawn {
+                tid: r.u64()?,
+                closure: r.u64()?,
+                build: r.u64()?,
+                stack: r.u64()?,
+                name: r.str()?,
+                bytes: r.bytes()?,
+            },
             T_MIGRATE => ThreadMsg::Migrate {
                 tid: r.u64()?,
                 origin: NodeId(r.u16()?),
                 fiber: r.u64()?,
                 name: r.str()?,
             },
-            T_DONE => ThreadMsg::Done { tid: r.u64()?, started: runtime::wire::flag(r.u8()?)? },
-            T_WATCH => ThreadMsg::Watch { tid: (r.u64()?, r.u8()?).0 },
-            T_FINISHED => ThreadMsg::Finished { tid: r.u64()?, started: runtime::wire::flag(r.u8()?)? },
+            T_DONE => ThreadMsg::Done {
+                tid: r.u64()?,
+                started: runtime::wire::flag(r.u8()?)?,
+                result: read_carried(&mut r)?,
+            },
+            T_WATCH => ThreadMsg::Watch { tid: r.u64()?, take: runtime::wire::flag(r.u8()?)? },
+            T_FINISHED => ThreadMsg::Finished {
+                tid: r.u64()?,
+                started: runtime::wire::flag(r.u8()?)?,
+                result: read_carried(&mut r)?,
+            },
             T_FORGET => ThreadMsg::Forget { tid: (r.u64()?, r.u8()?).0 },
             t => return Err(DecodeError(format!("not a thread message: tag {t:#x}"))),
         };
         r.end()?;
         Ok(msg)
     }
+}
+
+/// Appends a carried result (a flag, then the drop function and the bytes).
+fn carried<'w>(w: &'w mut Writer, result: Option<Carried<'_>>) -> &'w mut Writer {
+    match result {
+        None => w.u8(0),
+        Some(c) => w.u8(1).u64(c.drop_fn).bytes(c.bytes),
+    }
+}
+
+fn read_carried<'a>(r: &mut Reader<'a>) -> Result<Option<Carried<'a>>, DecodeError> {
+    Ok(match runtime::wire::flag(r.u8()?)? {
+        false => None,
+        true => Some(Carried { drop_fn: r.u64()?, bytes: r.bytes()? }),
+    })
 }
 
 /// Registers the handler of thread messages with the runtime.
@@ -77,17 +123,22 @@ pub(crate) fn register(ext: &mut Extensions) {
 
 fn handle(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict {
     match ThreadMsg::decode(body) {
-        Ok(ThreadMsg::Spawn { tid, closure, stack, name }) => {
-            super::start_remote(tid, from, closure as usize, stack as usize, name)
+        Ok(ThreadMsg::Spawn { tid, closure, build, stack, name, bytes }) => {
+            let closure = super::Closure::from_wire(closure, build, bytes);
+            super::start_remote(tid, from, closure, stack as usize, name)
         }
         Ok(ThreadMsg::Migrate { tid, origin, fiber, name }) => {
             super::resume_remote(tid, origin, fiber as usize, name)
         }
-        Ok(ThreadMsg::Done { tid, started }) | Ok(ThreadMsg::Finished { tid, started }) => {
-            super::TABLE.finish(tid, started)
+        Ok(ThreadMsg::Done { tid, started, result }) | Ok(ThreadMsg::Finished { tid, started, result }) => {
+            super::TABLE.finish(tid, started, result.map(super::Returned::from_wire))
         }
-        Ok(ThreadMsg::Watch { tid }) => super::TABLE.watch(tid, from),
-        Ok(ThreadMsg::Forget { tid }) => super::TABLE.forget(tid),
+        Ok(ThreadMsg::Watch { tid, take }) => super::TABLE.watch(tid, from, take),
+        Ok(ThreadMsg::Forget { tid }) => {
+            if let Some(r) = super::TABLE.forget(tid) {
+                super::orphan(r);
+            }
+        }
         Err(e) => return Verdict::Lost(format!("it sent a malformed thread message ({e})")),
     }
     Verdict::Ok
