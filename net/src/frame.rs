@@ -348,6 +348,26 @@ mod tests {
         (Conn::new(a).unwrap(), Conn::new(b).unwrap())
     }
 
+    #[test]
+    fn an_unconnected_queue_keeps_its_frames_in_order_until_it_gets_a_connection() {
+        let mut q = SendQueue::unconnected();
+        q.queue(b"first", &[]);
+        q.queue(b"second", b" with a tail");
+        assert!(!q.is_connected());
+        q.flush().unwrap();
+        assert!(q.wants_write(), "nothing can leave without a connection");
+        let (a, mut b) = pair();
+        q.connect(a.stream_clone().unwrap());
+        q.queue(b"third", &[]);
+        q.flush().unwrap();
+        assert!(!q.wants_write());
+        let mut body = Vec::new();
+        for want in [&b"first"[..], b"second with a tail", b"third"] {
+            assert!(recv_one(&mut b, &mut body).unwrap());
+            assert_eq!(body, want);
+        }
+    }
+
     fn recv_one(c: &mut Conn, body: &mut Vec<u8>) -> io::Result<bool> {
         for _ in 0..1000 {
             c.fill()?;

@@ -109,6 +109,20 @@ impl Closure {
     }
 }
 
+unsafe extern "C" {
+    /// The first byte of the program's image and the end of its code (both set by the linker).
+    static __executable_start: u8;
+    static etext: u8;
+}
+
+/// Whether `addr` lies in this program's code: a function address that came in a message (a
+/// closure's `build_box`, a result's `drop_result`) must, or the message is malformed.
+pub(crate) fn in_program_code(addr: u64) -> bool {
+    // Only the addresses of the linker's symbols are taken, never their bytes.
+    let (start, end) = (&raw const __executable_start as u64, &raw const etext as u64);
+    (start..end).contains(&addr)
+}
+
 /// Moves the bytes of an `F` at `bytes` into a `Box<Box<dyn FnOnce() + Send>>`; returns its address.
 ///
 /// # Safety

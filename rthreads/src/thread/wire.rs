@@ -116,13 +116,38 @@ fn read_carried<'a>(r: &mut Reader<'a>) -> Result<Option<Carried<'a>>, DecodeErr
     })
 }
 
+/// What makes a decoded thread message unusable: a function address outside the program (the
+/// closure or result bytes would be handed to it), bytes longer than the sender may inline.
+fn implausible(m: &ThreadMsg<'_>) -> Option<&'static str> {
+    let code = super::in_program_code;
+    match *m {
+        ThreadMsg::Spawn { build, bytes, .. }
+            if build != 0 && (!code(build) || bytes.len() > super::INLINE_MAX) =>
+        {
+            Some("a closure outside the program")
+        }
+        ThreadMsg::Done { result: Some(c), .. } | ThreadMsg::Finished { result: Some(c), .. }
+            if (c.drop_fn != 0 && !code(c.drop_fn)) || c.bytes.len() > super::INLINE_MAX =>
+        {
+            Some("a result outside the program")
+        }
+        _ => None,
+    }
+}
+
 /// Registers the handler of thread messages with the runtime.
 pub(crate) fn register(ext: &mut Extensions) {
     ext.frames(&TAGS, handle);
 }
 
 fn handle(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict {
-    match ThreadMsg::decode(body) {
+    let msg = ThreadMsg::decode(body);
+    if let Ok(m) = &msg
+        && let Some(why) = implausible(m)
+    {
+        return Verdict::Lost(format!("it sent a malformed thread message ({why})"));
+    }
+    match msg {
         Ok(ThreadMsg::Spawn { tid, closure, build, stack, name, bytes }) => {
             let closure = super::Closure::from_wire(closure, build, bytes);
             super::start_remote(tid, from, closure, stack as usize, name)
@@ -142,4 +167,44 @@ fn handle(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> Verdict {
         Err(e) => return Verdict::Lost(format!("it sent a malformed thread message ({e})")),
     }
     Verdict::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips_with_its_bytes() {
+        let code = implausible as *const () as usize as u64;
+        let result = Some(Carried { drop_fn: code, bytes: &[1, 2, 3] });
+        let msgs = [
+            ThreadMsg::Spawn { tid: 7, closure: 0, build: code, stack: 0, name: "x", bytes: &[9; 40] },
+            ThreadMsg::Spawn { tid: 8, closure: 0x1000, build: 0, stack: 1 << 20, name: "", bytes: &[] },
+            ThreadMsg::Migrate { tid: 9, origin: NodeId(2), fiber: 0x40, name: "m" },
+            ThreadMsg::Done { tid: 1, started: true, result },
+            ThreadMsg::Done { tid: 1, started: false, result: None },
+            ThreadMsg::Watch { tid: 2, take: true },
+            ThreadMsg::Finished { tid: 3, started: true, result },
+            ThreadMsg::Forget { tid: 4 },
+        ];
+        for m in msgs {
+            assert_eq!(ThreadMsg::decode(&m.encode()).unwrap(), m);
+            assert_eq!(implausible(&m), None, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn code_outside_the_program_and_oversized_bytes_are_refused() {
+        let code = implausible as *const () as usize as u64;
+        let big = vec![0u8; crate::thread::INLINE_MAX + 1];
+        let outside = ThreadMsg::Spawn { tid: 1, closure: 0, build: 8, stack: 0, name: "", bytes: &[0; 8] };
+        assert!(implausible(&outside).is_some());
+        let oversized = ThreadMsg::Spawn { tid: 1, closure: 0, build: code, stack: 0, name: "", bytes: &big };
+        assert!(implausible(&oversized).is_some());
+        let stack_addr = &big as *const Vec<u8> as u64;
+        let result = Some(Carried { drop_fn: stack_addr, bytes: &[0; 8] });
+        assert!(implausible(&ThreadMsg::Done { tid: 1, started: true, result }).is_some());
+        let result = Some(Carried { drop_fn: 0, bytes: &big });
+        assert!(implausible(&ThreadMsg::Finished { tid: 1, started: true, result }).is_some());
+    }
 }
