@@ -1,8 +1,8 @@
 //! `rthreads-scale`: what a cluster costs as it grows (issue 18). For each node count, starts
 //! `scale_worker` (next to this program) on a local cluster of that many nodes and prints one row:
 //! start-up (launch to the first line of `main`), idle resident memory of a node, one barrier over
-//! all nodes, a remote spawn + join, a thousand threads with a shared counter, shutdown (`main`'s
-//! end to the last process gone), and any process left behind.
+//! all nodes, a remote spawn + join, a thousand threads with a shared counter, whether a node can
+//! allocate 1 GiB, shutdown (`main`'s end to the last process gone), and any process left behind.
 //!
 //! ```text
 //! cargo run --release --bin rthreads-scale -- [--nodes 4,16,64,256] [--threads 1024] [--timeout 300]
