@@ -44,7 +44,8 @@ const T_RPC_HELLO: u8 = 0x30;
 /// follow on it, as on a connection of the mesh.
 const T_LINK_HELLO: u8 = 0x31;
 /// Connections that have not authenticated yet that one node keeps at most, in a cluster of up to
-/// 64 nodes; more are refused. A larger cluster allows one per node, since every node may open its
+/// 64 nodes; more are refused (direct connections and lazily dialed links alike: their dialers
+/// retry, see [`connect_retrying`]). A larger cluster allows one per node, since every node may open its
 /// first direct connection to the same node at once (see [`max_strangers`]).
 const MAX_STRANGERS: usize = 64;
 
@@ -494,10 +495,18 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             let conn = r.and_then(|s| Conn::new(s).map_err(|e| std::io::Error::other(e.to_string())));
             match conn {
+                // The peer's own connection to this node works: send on it instead.
+                Err(_) if self.links.extra[i].is_some() => {
+                    if let Some(c) = self.links.extra[i].take() {
+                        let _ = self.poller.delete(c.fd());
+                        self.install_link(to, c);
+                    }
+                }
                 Err(e) => self.peer_lost(to, &format!("cannot connect to it: {e}")),
                 Ok(conn) if self.links.conns[i].is_none() => self.install_link(to, conn),
-                // It dialed this node first and that connection was taken for sending: keep ours
-                // for reading only, as the peer sends on the one it made.
+                // Not expected: while this node dials, nothing else becomes its link to the peer
+                // (`adopt_link`). Were it to, this connection is only read, so frames to the
+                // peer keep going on one connection.
                 Ok(conn) => {
                     if self.links.extra[i].is_none() {
                         if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {

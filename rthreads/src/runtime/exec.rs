@@ -148,7 +148,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
 
     /// Sends `msg` to `to` with its payload, read (or computed, for a diff) now.
     fn send(&mut self, to: NodeId, msg: P::Msg) {
-        if self.links.lost.get(to.index()).is_none_or(|&lost| lost) {
+        if to == self.rt.me || self.links.lost.get(to.index()).is_none_or(|&lost| lost) {
             if self.rt.is_stopping() {
                 // The cluster is going away and that node with it: nobody waits.
                 return;

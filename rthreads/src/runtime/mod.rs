@@ -54,6 +54,9 @@ pub(crate) struct Runtime {
     shutting_down: AtomicBool,
     /// (Node 0) every other node has left after a shutdown: the shared space is this node's alone.
     alone: AtomicBool,
+    /// A frame was queued for a peer with no connection yet (lazy connections): the service
+    /// thread dials it.
+    pub(crate) dial_wanted: AtomicBool,
     /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
     wake_pending: AtomicBool,
     /// Frames queued to each node on the ordinary connection, and frames from each node processed:
@@ -166,6 +169,7 @@ impl Runtime {
             next_target: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             alone: AtomicBool::new(false),
+            dial_wanted: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
@@ -297,6 +301,9 @@ impl Runtime {
             return;
         };
         q.queue(head, tail);
+        if !q.is_connected() {
+            self.dial_wanted.store(true, Ordering::SeqCst);
+        }
         self.sent_seq[to.index()].fetch_add(1, Ordering::SeqCst);
         crate::counters::sent(head, head.len() + tail.len());
         if !tail.is_empty() {
@@ -353,7 +360,8 @@ impl Runtime {
     }
 
     /// Node 0 only: tells every node to exit and waits (bounded) until they have closed their
-    /// connections.
+    /// connections; once all have, the service thread opens the whole space to this node (see
+    /// `Service::serve_alone`).
     pub(crate) fn shutdown_cluster(&'static self, code: i32) {
         private_internal(move || {
             self.shutting_down.store(true, Ordering::SeqCst);
@@ -370,16 +378,21 @@ impl Runtime {
                 }
                 closed = closed.wait_timeout(&self.closed_cv, left);
             }
+            let everyone_left = *closed + 1 >= usize::from(self.nodes);
             drop(closed);
             // What runs here from now on (std's thread teardown and exit, output forwarders)
             // may still write shared pages whose copies the departed nodes held, and nobody is
             // left to answer for them: the service thread opens the whole space to this node.
-            self.alone.store(true, Ordering::SeqCst);
-            dsm::fault::notify();
+            // Not while a node that did not acknowledge may still be running.
+            if everyone_left {
+                self.alone.store(true, Ordering::SeqCst);
+                dsm::fault::notify();
+            }
         });
     }
 
-    /// Whether every other node has left after a shutdown (see [`Runtime::shutdown_cluster`]).
+    /// Whether every other node has acknowledged a shutdown by closing its connection (see
+    /// [`Runtime::shutdown_cluster`]).
     pub(crate) fn is_alone(&self) -> bool {
         self.alone.load(Ordering::SeqCst)
     }

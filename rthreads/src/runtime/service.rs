@@ -60,8 +60,9 @@ pub(super) struct Links {
     /// connections (`RTHREADS_CONNECT`), `None` until this node first sends the peer something and
     /// dials it, or the peer dials this node first.
     pub(super) conns: Vec<Option<Conn>>,
-    /// A second connection from a peer that dialed this node while this node was dialing it:
-    /// only read (each side sends on the connection it made).
+    /// A second connection from a peer (lazy connections): one it dialed while this node was
+    /// dialing it, or after this node's own connection to it was in place; only read (each side
+    /// sends on one connection, so each direction keeps its order).
     pub(super) extra: Vec<Option<Conn>>,
     /// Peers this node is dialing now.
     pub(super) dialing: Vec<bool>,
@@ -322,10 +323,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
     }
 
-    /// Acts on what a registered handler said about a frame from `from` (or a tick, `None`).
     /// Node 0 after every other node has left: the whole space opens to this node (once), and
-    /// every fault, waiting or new, ends at once. The protocol is not consulted any more: no other
-    /// node will read or write a page again.
+    /// every fault, waiting or new, ends at once (its page opened again first, in case). The
+    /// protocol is not consulted any more: no other node will read or write a page again.
     fn serve_alone(&mut self, wakeups: &mut Vec<Wakeup>) {
         if !self.sealed {
             self.sealed = true;
@@ -337,14 +337,22 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 slots.into_iter().for_each(dsm::fault::complete);
             }
         }
+        let geometry = self.engine.proto.geometry();
         for w in wakeups.drain(..) {
-            if let Wakeup::Fault { slot, .. } = w {
+            if let Wakeup::Fault { slot, page, .. } = w {
+                if !geometry.in_range(page) {
+                    fatal(&format!("trap on {page}, outside the space"));
+                }
+                if let Err(e) = self.space.protect(page, dsm::Access::Write) {
+                    fatal(&format!("mprotect of {page}: {e}"));
+                }
                 dsm::fault::complete(slot);
             }
         }
         self.wakeups = std::mem::take(wakeups);
     }
 
+    /// Acts on what a registered handler said about a frame from `from` (or a tick, `None`).
     pub(super) fn verdict(&mut self, from: Option<NodeId>, v: Verdict) {
         match v {
             Verdict::Ok => {}
@@ -599,9 +607,14 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     pub(super) fn flush_all(&mut self) {
         self.doors.flush();
         self.take_dialed();
+        // Frames queued for a peer with no connection yet (lazy connections) start a dial; the
+        // flag spares the scan of every peer's queue on every turn.
+        let dial = self.rt.dial_wanted.swap(false, Ordering::SeqCst);
         for i in 0..self.links.conns.len() {
             let Some(c) = self.links.conns[i].as_ref() else {
-                self.dial_if_needed(i);
+                if dial {
+                    self.dial_if_needed(i);
+                }
                 continue;
             };
             let fd = c.fd();

@@ -92,10 +92,16 @@ impl Closure {
                 // the bytes are those of an `F` moved out of the spawning thread and handed to
                 // this node alone, so they are moved back into a value exactly once.
                 let b = unsafe {
-                    let f: unsafe fn(*const u8) -> usize = std::mem::transmute(build);
-                    f(bytes.as_ptr())
+                    let f: unsafe fn(*const u8, usize) -> usize = std::mem::transmute(build);
+                    f(bytes.as_ptr(), bytes.len())
                 };
                 private_internal(move || drop(bytes));
+                if b == 0 {
+                    say(&format!(
+                        "rthreads: {}: a spawn message's closure has the wrong size; not started",
+                        me()
+                    ));
+                }
                 b
             }
         }
@@ -104,11 +110,15 @@ impl Closure {
     /// Drops a closure that will never run.
     fn discard(self) {
         let b = self.into_box();
-        // SAFETY: a box made by `Builder::spawn` or `into_box`, owned by this node alone.
-        drop(unsafe { Box::from_raw(b as *mut Box<dyn FnOnce() + Send>) });
+        if b != 0 {
+            // SAFETY: a box made by `Builder::spawn` or `into_box`, owned by this node alone.
+            drop(unsafe { Box::from_raw(b as *mut Box<dyn FnOnce() + Send>) });
+        }
     }
 }
 
+// SAFETY: both symbols are defined by the linker for every executable; only their addresses
+// are ever taken, never their bytes.
 unsafe extern "C" {
     /// The first byte of the program's image and the end of its code (both set by the linker).
     static __executable_start: u8;
@@ -123,12 +133,17 @@ pub(crate) fn in_program_code(addr: u64) -> bool {
     (start..end).contains(&addr)
 }
 
-/// Moves the bytes of an `F` at `bytes` into a `Box<Box<dyn FnOnce() + Send>>`; returns its address.
+/// Moves the `len` bytes of an `F` at `bytes` into a `Box<Box<dyn FnOnce() + Send>>`; returns its
+/// address, or 0 (and nothing is read) when `len` is not the size of an `F`.
 ///
 /// # Safety
-/// `bytes` holds the bytes of a live `F` that nothing else will use or drop (possibly unaligned),
-/// and everything `F` borrows outlives the thread that runs it.
-unsafe fn build_box<'a, F: FnOnce() + Send + 'a>(bytes: *const u8) -> usize {
+/// `bytes` holds `len` readable bytes; when they are the size of an `F`, they are those of a live
+/// `F` that nothing else will use or drop (possibly unaligned), and everything `F` borrows
+/// outlives the thread that runs it.
+unsafe fn build_box<'a, F: FnOnce() + Send + 'a>(bytes: *const u8, len: usize) -> usize {
+    if len != size_of::<F>() {
+        return 0;
+    }
     // SAFETY: see the contract above.
     let f = unsafe { std::ptr::read_unaligned(bytes.cast::<F>()) };
     let b: Box<dyn FnOnce() + Send + 'a> = Box::new(f);
@@ -172,21 +187,26 @@ impl Returned {
     fn dispose(self) {
         if self.drop_fn != 0 {
             // SAFETY: `drop_fn` is `drop_result::<T>` of this binary for the `T` whose bytes these
-            // are, sent along with them; they are dropped once, here.
+            // are, sent along with them (it checks their length); they are dropped once, here.
             unsafe {
-                let f: unsafe fn(*const u8) = std::mem::transmute(self.drop_fn);
-                f(self.bytes.as_ptr());
+                let f: unsafe fn(*const u8, usize) = std::mem::transmute(self.drop_fn);
+                f(self.bytes.as_ptr(), self.bytes.len());
             }
         }
         private_internal(move || drop(self.bytes));
     }
 }
 
-/// Drops the `std::thread::Result<T>` whose bytes are at `p`.
+/// Drops the `std::thread::Result<T>` whose `len` bytes are at `p`; nothing when `len` is not its
+/// size (a malformed message: the bytes are only freed).
 ///
 /// # Safety
-/// `p` holds the bytes of a live `std::thread::Result<T>` that nothing else will use or drop.
-unsafe fn drop_result<T>(p: *const u8) {
+/// `p` holds `len` readable bytes; when they are the size of a `std::thread::Result<T>`, they are
+/// those of a live one that nothing else will use or drop.
+unsafe fn drop_result<T>(p: *const u8, len: usize) {
+    if len != size_of::<std::thread::Result<T>>() {
+        return;
+    }
     // SAFETY: see the contract above.
     drop(unsafe { std::ptr::read_unaligned(p.cast::<std::thread::Result<T>>()) });
 }
@@ -198,7 +218,12 @@ pub(crate) fn orphan(r: Returned) {
         return private_internal(move || drop(r));
     }
     private_internal(move || {
-        if let Err(e) = carrier(Some("rthreads-drop".into()), 0, move || r.dispose()) {
+        // `carrier` counts a thread running on this node; this one counts itself out when done.
+        let drop_it = move || {
+            r.dispose();
+            crate::placement::thread_left();
+        };
+        if let Err(e) = carrier(Some("rthreads-drop".into()), 0, drop_it) {
             say(&format!(
                 "rthreads: {}: cannot start a thread to drop a detached thread's result: {e}",
                 me()
@@ -408,7 +433,7 @@ fn start_thread(
     closure: Closure,
     stack: usize,
     name: Option<String>,
-) -> Result<(), (io::Error, Closure)> {
+) -> Result<(), (io::Error, Option<Closure>)> {
     // The closure waits in a private cell until the carrier takes it, so that a carrier that never
     // starts gives it back.
     let cell = private_internal(move || Arc::new(ServiceLock::new("thread.closure", Some(closure))));
@@ -423,6 +448,13 @@ fn start_thread(
             InternalAlloc::with(|| drop(theirs));
             let Some(closure) = taken else { return };
             let closure = closure.into_box();
+            if closure == 0 {
+                // A malformed spawn message (said by `into_box`): `join` reports the thread as
+                // not started.
+                crate::placement::thread_left();
+                thread_done(tid, origin, false, None);
+                return;
+            }
             if !fiber::SUPPORTED {
                 // SAFETY: `closure` came from `Box::into_raw` on a `Box<Box<dyn FnOnce() + Send>>` in
                 // `Builder::spawn` or `build_box` of this same binary, loaded at the same address on
@@ -453,7 +485,7 @@ fn start_thread(
         Err(e) => {
             let closure = private_internal(|| cell.lock().take());
             private_internal(move || drop(cell));
-            Err((e, closure.unwrap_or(Closure::Boxed(0))))
+            Err((e, closure))
         }
     }
 }
@@ -873,7 +905,9 @@ impl Builder {
             return start_thread(tid, target, Closure::Boxed(boxed(main)), stack, self.name).map_err(
                 |(e, c)| {
                     // The thread did not start, so the closure was never handed to anyone.
-                    c.discard();
+                    if let Some(c) = c {
+                        c.discard();
+                    }
                     let _ = TABLE.forget(tid);
                     TABLE.finish(tid, false, None);
                     e

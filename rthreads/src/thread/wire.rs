@@ -194,6 +194,20 @@ mod tests {
     }
 
     #[test]
+    fn closure_and_result_bytes_of_the_wrong_size_are_never_read() {
+        fn boxed<F: FnOnce() + Send>(_: &F, bytes: &[u8]) -> usize {
+            // SAFETY: readable bytes, not the size of an `F` (the caller's choice): nothing is read.
+            unsafe { crate::thread::build_box::<F>(bytes.as_ptr(), bytes.len()) }
+        }
+        let x = 5u64;
+        let f = move || assert_eq!(x, 5);
+        let bytes = [0u8; 3];
+        assert_eq!(boxed(&f, &bytes), 0);
+        // SAFETY: as above, for a result.
+        unsafe { crate::thread::drop_result::<String>(bytes.as_ptr(), 3) };
+    }
+
+    #[test]
     fn code_outside_the_program_and_oversized_bytes_are_refused() {
         let code = implausible as *const () as usize as u64;
         let big = vec![0u8; crate::thread::INLINE_MAX + 1];
