@@ -400,7 +400,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 fatal(&format!("epoll_ctl: {e}"));
             }
             self.links.extra[i] = Some(conn);
-            self.on_extra(i, body);
+            self.read_link(i, true, body);
         } else {
             self.peer_lost(peer, "it opened a third ordinary connection");
         }
@@ -424,33 +424,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.links.interest[i] = poll::READ;
         self.links.last_heard[i] = Instant::now();
         self.links.conns[i] = Some(conn);
-    }
-
-    /// Frames from `peer`'s second connection (see [`Service::adopt_link`]).
-    pub(super) fn on_extra(&mut self, i: usize, body: &mut Vec<u8>) {
-        let from = NodeId(i as u16);
-        let Some(conn) = self.links.extra[i].as_mut() else { return };
-        self.links.last_heard[i] = Instant::now();
-        let status = match conn.fill() {
-            Ok(s) => s,
-            Err(e) => return self.peer_lost(from, &format!("receive failed: {e}")),
-        };
-        loop {
-            let Some(conn) = self.links.extra[i].as_mut() else { return };
-            match conn.next_frame(body) {
-                Ok(true) if !self.delay.delay.is_zero() => self.hold(from, body),
-                Ok(true) => {
-                    self.on_frame(from, body);
-                    self.processed(from);
-                }
-                Ok(false) => break,
-                Err(e) => return self.peer_lost(from, &format!("it sent a malformed frame ({e})")),
-            }
-        }
-        if status == ReadStatus::Closed {
-            self.deliver_from(from);
-            self.peer_lost(from, "closed the connection");
-        }
     }
 
     /// Starts dialing peer `i` (lazy connections) if frames wait for it and nobody dials yet.

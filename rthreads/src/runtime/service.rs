@@ -272,7 +272,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     self.accept_direct();
                 } else if token >= EXTRA {
                     set_phase(Phase::Frame, (token - EXTRA) as u32);
-                    self.on_extra((token - EXTRA) as usize, &mut body);
+                    self.read_link((token - EXTRA) as usize, true, &mut body);
                 } else if token >= DIRECT {
                     set_phase(Phase::Direct, 0);
                     self.on_direct((token - DIRECT) as usize, &mut body);
@@ -397,21 +397,34 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     pub(super) fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
-        let from = NodeId(i as u16);
         if events & !poll::WRITE == 0 {
             // Writable: flush_all, at the end of this round, writes what is queued.
             return;
         }
-        let Some(conn) = self.links.conns.get_mut(i).and_then(|c| c.as_mut()) else {
+        self.read_link(i, false, body);
+    }
+
+    /// The connection to peer `i` this node sends on (`extra == false`), or its second one.
+    fn link_mut(&mut self, i: usize, extra: bool) -> Option<&mut Conn> {
+        let links = if extra { &mut self.links.extra } else { &mut self.links.conns };
+        links.get_mut(i).and_then(Option::as_mut)
+    }
+
+    /// Reads what peer `i` sent on one of its connections (see [`Service::link_mut`]) and handles
+    /// every whole frame.
+    pub(super) fn read_link(&mut self, i: usize, extra: bool, body: &mut Vec<u8>) {
+        let from = NodeId(i as u16);
+        let Some(conn) = self.link_mut(i, extra) else {
             return;
         };
+        let filled = conn.fill();
         self.links.last_heard[i] = Instant::now();
-        let status = match conn.fill() {
+        let status = match filled {
             Ok(s) => s,
             Err(e) => return self.peer_lost(from, &format!("receive failed: {e}")),
         };
         loop {
-            let Some(conn) = self.links.conns[i].as_mut() else {
+            let Some(conn) = self.link_mut(i, extra) else {
                 return;
             };
             match conn.next_frame(body) {
