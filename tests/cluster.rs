@@ -200,10 +200,16 @@ fn a_wild_read_outside_the_space_still_kills_with_sigsegv() {
 
 #[test]
 fn every_pair_of_nodes_meets_at_once_with_lazy_and_eager_connections() {
+    let mut sockets = Vec::new();
     for mode in ["lazy", "eager"] {
         let out = ok(&run_cluster(env!("CARGO_BIN_EXE_check_links"), 6, &[], &[("RTHREADS_CONNECT", mode)]));
         assert!(out.contains("links ok: 30 pairs"), "{mode}: {out}");
+        let line = out.lines().find(|l| l.starts_with("sockets before traffic")).unwrap_or_default();
+        sockets.push(line.rsplit(' ').next().and_then(|n| n.parse::<usize>().ok()).expect(line));
     }
+    // Lazy: node 0's connection (two descriptors) and the listener; eager: two for each of the
+    // other four peers more.
+    assert!(sockets[0] + 4 <= sockets[1], "sockets before traffic, lazy vs eager: {sockets:?}");
 }
 
 #[test]

@@ -5,6 +5,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// This process's open TCP sockets (and any other socket), from `/proc/self/fd`.
+fn sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[rthreads::main]
 fn main() {
     let nodes = rthreads::node_count();
@@ -16,6 +29,8 @@ fn main() {
             rthreads::Builder::new()
                 .node(k)
                 .spawn(move || {
+                    // Before this node talks to any node but node 0.
+                    let open = sockets();
                     let mine: Arc<Vec<u64>> = Arc::new((0..4096).map(|i| i * (k as u64 + 1)).collect());
                     start.wait();
                     let handles: Vec<_> = (0..nodes)
@@ -32,15 +47,24 @@ fn main() {
                                 .unwrap()
                         })
                         .collect();
-                    handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+                    (open, handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>())
                 })
                 .unwrap()
         })
         .collect();
+    let mut open = Vec::new();
     for (k, h) in spawners.into_iter().enumerate() {
-        let ran_on = h.join().unwrap();
+        let (sockets, ran_on) = h.join().unwrap();
         assert_eq!(ran_on, (0..nodes).filter(|&m| m != k).collect::<Vec<_>>());
+        open.push(sockets);
     }
+    // Nodes other than 0, before they talk among themselves (the fewest: a node may already have
+    // accepted the barrier's direct connections when it counts): eager connections hold a socket
+    // pair per peer, lazy ones only node 0's.
+    println!(
+        "sockets before traffic, fewest on a node other than 0: {}",
+        open[1..].iter().min().unwrap_or(&0)
+    );
     let sum = |k: usize| (0..4096u64).sum::<u64>() * (k as u64 + 1);
     for k in 0..nodes {
         for m in (0..nodes).filter(|&m| m != k) {
