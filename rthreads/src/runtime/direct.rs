@@ -396,14 +396,19 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             self.install_link(peer, conn);
             self.on_conn(i, poll::READ, body);
         } else if self.links.extra[i].is_none() {
-            if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {
-                fatal(&format!("epoll_ctl: {e}"));
-            }
-            self.links.extra[i] = Some(conn);
+            self.keep_extra(i, conn);
             self.read_link(i, true, body);
         } else {
             self.peer_lost(peer, "it opened a third ordinary connection");
         }
+    }
+
+    /// `conn` becomes peer `i`'s second connection: read, never written (see `Links::extra`).
+    fn keep_extra(&mut self, i: usize, conn: Conn) {
+        if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {
+            fatal(&format!("epoll_ctl: {e}"));
+        }
+        self.links.extra[i] = Some(conn);
     }
 
     /// `conn` becomes the connection to `peer`: this node's queued frames for it go out on it.
@@ -482,10 +487,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 // peer keep going on one connection.
                 Ok(conn) => {
                     if self.links.extra[i].is_none() {
-                        if let Err(e) = self.poller.add(conn.fd(), poll::READ, EXTRA + i as u64) {
-                            fatal(&format!("epoll_ctl: {e}"));
-                        }
-                        self.links.extra[i] = Some(conn);
+                        self.keep_extra(i, conn);
                     }
                 }
             }
