@@ -131,6 +131,27 @@ fn barrier_with_more_threads_than_nodes_on_2_nodes() {
     );
 }
 
+#[test]
+fn barrier_through_a_tree_of_fan_out_2_under_both_protocols() {
+    // 12 nodes with 2 children each: the barrier's arrivals combine over three levels before they
+    // reach its manager, and the releases come back the same way.
+    for protocol in ["sc", "lrc"] {
+        let out = ok(&run_cluster(
+            env!("CARGO_BIN_EXE_sync_barrier"),
+            12,
+            &["36", "30"],
+            &[("RTHREADS_TREE_FANOUT", "2"), ("RTHREADS_PROTOCOL", protocol)],
+        ));
+        for w in [
+            "exactly one leader in each of 30 phases",
+            "36 threads on 12 nodes saw every slot after each of 30 barriers",
+            "barrier ok",
+        ] {
+            assert!(out.contains(w), "{protocol}: missing {w:?} in:\n{out}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // mpsc
 

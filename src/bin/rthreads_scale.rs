@@ -1,7 +1,8 @@
 //! `rthreads-scale`: what a cluster costs as it grows (issue 18). For each node count, starts
 //! `scale_worker` (next to this program) on a local cluster of that many nodes and prints one row:
 //! start-up (launch to the first line of `main`), idle resident memory of a node, one barrier over
-//! all nodes, a remote spawn + join, a thousand threads with a shared counter, whether a node can
+//! all nodes (and, next to it, the floor of the same exchange between plain processes), a remote
+//! spawn + join, a thousand threads with a shared counter, whether a node can
 //! allocate 1 GiB, shutdown (`main`'s end to the last process gone), and any process left behind.
 //!
 //! ```text
@@ -38,6 +39,68 @@ struct Cli {
     /// Seconds a cluster may take before it is stopped and reported as failed
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// (internal) Run as one process of the raw barrier floor, talking to this address
+    #[arg(long, hide = true, value_name = "ADDR")]
+    raw_child: Option<String>,
+}
+
+/// The floor a barrier over `nodes` processes meets on this machine, in µs per round: `nodes - 1`
+/// plain processes, each asleep in a blocking `read` on a loopback TCP connection to this one; a
+/// round writes one byte to each and reads one byte back from each (what a barrier managed by one
+/// node costs at least: one message to and from every other node, each waking a sleeping process),
+/// with no runtime at all. Measured right after the cluster of the same size, so the two figures
+/// are side by side.
+fn raw_barrier_us(nodes: u16, rounds: u32) -> Result<f64, String> {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let children: Vec<_> = (1..nodes)
+        .map(|_| Command::new(&exe).arg("--raw-child").arg(&addr).stdin(Stdio::null()).spawn())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start a raw process: {e}"))?;
+    let mut peers: Vec<TcpStream> = Vec::with_capacity(children.len());
+    for _ in &children {
+        let (s, _) = listener.accept().map_err(|e| e.to_string())?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        peers.push(s);
+    }
+    let mut byte = [0u8; 1];
+    let mut round = |peers: &mut Vec<TcpStream>| -> std::io::Result<()> {
+        for p in peers.iter_mut() {
+            p.write_all(&[1])?;
+        }
+        for p in peers.iter_mut() {
+            p.read_exact(&mut byte)?;
+        }
+        Ok(())
+    };
+    round(&mut peers).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        round(&mut peers).map_err(|e| e.to_string())?;
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    drop(peers);
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok(us)
+}
+
+/// One process of the raw floor: answers every byte with a byte until the connection ends.
+fn raw_child(addr: &str) -> ExitCode {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return ExitCode::FAILURE };
+    let _ = s.set_nodelay(true);
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() {
+        if s.write_all(&byte).is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -131,6 +194,9 @@ fn run(worker: &Path, nodes: u16, threads: u64, timeout: Duration) -> Result<Vec
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(addr) = &cli.raw_child {
+        return raw_child(addr);
+    }
     let worker = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name("scale_worker"),
         Err(e) => {
@@ -143,6 +209,7 @@ fn main() -> ExitCode {
         ("idle_rss_kib_median", "idle RSS KiB (median)"),
         ("idle_rss_kib_max", "idle RSS KiB (max)"),
         ("barrier_us", "barrier µs"),
+        ("raw_barrier_us", "raw floor µs"),
         ("spawn_join_us", "spawn+join µs"),
         ("hello_s", "threads s"),
         ("hello_ok", "sum exact"),
@@ -156,7 +223,11 @@ fn main() -> ExitCode {
     let mut failed = false;
     for &nodes in &cli.nodes {
         match run(&worker, nodes, cli.threads, Duration::from_secs(cli.timeout)) {
-            Ok(fields) => {
+            Ok(mut fields) => {
+                let rounds = std::env::var("SCALE_BARRIERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+                let raw = raw_barrier_us(nodes, rounds)
+                    .map_or_else(|e| format!("failed: {e}"), |us| format!("{us:.1}"));
+                fields.push(("raw_barrier_us".into(), raw));
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map_or("-", |(_, v)| v.as_str());
                 println!("| {nodes} | {} |", columns.map(|(k, _)| get(k)).join(" | "));
                 failed |= get("hello_ok") != "true"

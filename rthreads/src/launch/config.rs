@@ -23,6 +23,7 @@
 //! | `RTHREADS_OWN_AFTER` | release consistency: after this many diffs of a page in a row from the only node holding a copy, the page's home hands it over to that node, which then keeps its changes until another node (or the home) needs the page (`0`: never) | 2 |
 //! | `RTHREADS_REFRESH` | release consistency: `0` turns off refreshing, at a write notice, copies that are read again after every notice (fetched at once instead of at the next miss) | on |
 //! | `RTHREADS_CONNECT` | `eager`: every pair of nodes connects during start-up; `lazy`: each node connects to node 0 during start-up and to any other node when it first sends it something (node 0's setting holds for the cluster) | lazy |
+//! | `RTHREADS_TREE_FANOUT` | children per node in the combining tree of a barrier (rooted at the barrier's manager; at most this many + 1 nodes means every node reports to the manager directly) | 16 |
 //! | `RTHREADS_SPACE_SIZE` | bytes of shared address space (suffix K, M, G allowed), reserved, not committed. Each node allocates only from its own share, the size over the node count: a quarter of it for blocks of 2 KiB or less, the rest for larger ones, so one allocation can have at most about three quarters of the share (an allocation that fails says how much is left and what to set) | 64G, or 4G per node above 16 nodes (every node's share is 4 GiB or more) |
 //! | `RTHREADS_STARTUP_TIMEOUT` | seconds a node waits for the cluster to form | 60 |
 //! | `RTHREADS_TRACE` | write a Chrome trace-event JSON file of the run to this path | off |
@@ -87,6 +88,8 @@ pub(super) struct Config {
     pub(super) refresh: bool,
     /// `RTHREADS_CONNECT`: `Some(true)` lazy, `Some(false)` eager, `None` by the node count.
     pub(super) connect_lazily: Option<bool>,
+    /// `RTHREADS_TREE_FANOUT`.
+    pub(super) tree_fanout: u16,
     /// `RTHREADS_WATCH_STDIN`.
     pub(super) watch_stdin: bool,
     /// `RTHREADS_PLACEMENT`.
@@ -168,6 +171,9 @@ pub(crate) enum ConfigError {
         /// Its value.
         value: String,
     },
+    /// `RTHREADS_TREE_FANOUT` that is not a number in `1..=1024`.
+    #[error("RTHREADS_TREE_FANOUT={0}: expected 1..=1024")]
+    TreeFanout(String),
     /// `RTHREADS_NODES` that is not a number in `1..=1024`.
     #[error("RTHREADS_NODES={0}: expected 1..=1024")]
     Nodes(String),
@@ -418,6 +424,12 @@ impl Config {
                 Some("lazy") => Some(true),
                 Some(other) => return Err(ConfigError::UnknownConnect(other.to_owned())),
             },
+            tree_fanout: match env.get("RTHREADS_TREE_FANOUT") {
+                None => crate::sync::DEFAULT_FANOUT,
+                Some(v) => {
+                    v.parse().ok().filter(|f| (1..=1024).contains(f)).ok_or(ConfigError::TreeFanout(v))?
+                }
+            },
             watch_stdin: env.switch("RTHREADS_WATCH_STDIN")?,
             placement,
             rebalance: env.switch("RTHREADS_REBALANCE")?,
@@ -563,6 +575,10 @@ mod tests {
         assert!(matches!(&e, E::UnknownProtocol(p) if p == "tso"), "{e:?}");
         let e = mistake(&[("RTHREADS_CONNECT", "sometimes")]);
         assert!(matches!(&e, E::UnknownConnect(p) if p == "sometimes"), "{e:?}");
+        for bad in ["0", "1025", "wide"] {
+            let e = mistake(&[("RTHREADS_TREE_FANOUT", bad)]);
+            assert!(matches!(&e, E::TreeFanout(v) if v == bad), "{e:?}");
+        }
         let e = mistake(&[("RTHREADS_PLACEMENT", "fastest")]);
         assert!(matches!(&e, E::UnknownPlacement { value, .. } if value == "fastest"), "{e:?}");
         for name in ["RTHREADS_PIN", "RTHREADS_REBALANCE", "RTHREADS_WATCH_STDIN"] {

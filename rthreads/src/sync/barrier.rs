@@ -8,8 +8,12 @@ use super::manager::{Op, Reply};
 
 /// Lets `n` threads, on any nodes, wait for each other; as `std::sync::Barrier`.
 ///
-/// Each arrival is one message to the barrier's manager node; when the `n`-th arrives, the manager
-/// releases everyone with one message each, and names exactly one of them the leader.
+/// Arrivals combine on their way to the barrier's manager node (the home of its address) through a
+/// tree of the nodes (`RTHREADS_TREE_FANOUT` children each, 16 by default): a node reports the
+/// arrivals it received in one message to its parent, and the release comes back down the same
+/// way. In clusters of up to 17 nodes every node reports to the manager directly. When the `n`-th
+/// thread arrives, everyone is released, and exactly one thread (the last to arrive) is named the
+/// leader.
 ///
 /// # Memory ordering
 /// Arriving is a release and leaving an acquire: everything any thread wrote before `wait` is
@@ -57,7 +61,18 @@ impl Barrier {
     pub fn wait(&self) -> BarrierWaitResult {
         crate::counters::barrier_waited();
         crate::consistency::release();
-        match Ticket::call(key_of(&self.state), Op::Barrier { n: self.n.max(1) as u64 }) {
+        let key = key_of(&self.state);
+        let op = Op::Barrier { n: self.n.max(1) as u64 };
+        let reply = match super::barrier_node(key) {
+            Some(parent) => Ticket::call_at(parent, key, op),
+            // One switch to the private stack for the whole exchange with this node's combiner.
+            None => crate::private::private(move || {
+                let t = Ticket::new();
+                t.submit(key, op);
+                t.wait()
+            }),
+        };
+        match reply {
             Reply::Barrier { leader } => {
                 crate::consistency::acquire();
                 BarrierWaitResult(leader)

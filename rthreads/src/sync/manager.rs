@@ -1,5 +1,6 @@
 //! The per-node synchronisation manager: a pure state machine that owns the queues of every lock,
-//! condition variable, barrier and channel homed at this node.
+//! condition variable and channel homed at this node (barriers combine in a tree instead: see
+//! `super::tree`).
 //!
 //! Each synchronisation object is identified by a *key* (the address of one of its own fields, which
 //! no other live object can share) and managed by one node, its *manager*: the home node of that
@@ -218,11 +219,6 @@ impl LockState {
 pub(crate) const COHORT_BOUND: u32 = 32;
 
 #[derive(Default, Debug)]
-struct BarrierState {
-    waiters: Vec<Waiter>,
-}
-
-#[derive(Default, Debug)]
 struct SenderSeq {
     next: u64,
     early: BTreeMap<u64, (Vec<u8>, bool, Waiter)>,
@@ -246,7 +242,6 @@ struct ChanState {
 pub(crate) struct Manager {
     locks: HashMap<u64, LockState>,
     cvs: HashMap<u64, VecDeque<(Waiter, u64)>>,
-    barriers: HashMap<u64, BarrierState>,
     chans: HashMap<u64, ChanState>,
 }
 
@@ -305,17 +300,8 @@ impl Manager {
                 }
                 reply(out, waiter, if removed.is_some() { Reply::CvRemoved } else { Reply::CvLate });
             }
-            Op::Barrier { n } => {
-                let b = self.barriers.entry(key).or_default();
-                b.waiters.push(waiter);
-                if b.waiters.len() as u64 >= n.max(1) {
-                    let all = self.barriers.remove(&key).map(|b| b.waiters).unwrap_or_default();
-                    let last = all.len() - 1;
-                    for (i, w) in all.into_iter().enumerate() {
-                        reply(out, w, Reply::Barrier { leader: i == last });
-                    }
-                }
-            }
+            // Barriers are combined on their way to the manager (`super::tree`), never queued here.
+            Op::Barrier { .. } => {}
             Op::ChanCreate { bound } => {
                 self.chans
                     .insert(key, ChanState { bound, senders: 1, receiver_alive: true, ..Default::default() });
@@ -758,22 +744,6 @@ mod tests {
             run(&mut m, 100, (NodeId(1), 6), Op::CvCancel),
             vec![Out::Reply { to: (NodeId(1), 6), reply: Reply::CvLate }]
         );
-    }
-
-    #[test]
-    fn barrier_releases_all_with_one_leader() {
-        let mut m = Manager::default();
-        for round in 0..3 {
-            for i in 0..3 {
-                assert!(run(&mut m, 5, (NodeId(i), round), Op::Barrier { n: 4 }).is_empty());
-            }
-            let out = run(&mut m, 5, (NodeId(3), round), Op::Barrier { n: 4 });
-            let leaders = out
-                .iter()
-                .filter(|o| matches!(o, Out::Reply { reply: Reply::Barrier { leader: true }, .. }))
-                .count();
-            assert_eq!((out.len(), leaders), (4, 1));
-        }
     }
 
     fn msgs(out: &[Out]) -> Vec<u8> {

@@ -56,10 +56,11 @@ mod mutex;
 mod once;
 mod poison;
 mod rwlock;
+mod tree;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ use crate::private::{ServiceLock, private};
 use crate::runtime;
 use crate::runtime::wire::Field;
 use manager::{Manager, Op, Out, Reply, Request, Waiter};
+pub(crate) use tree::DEFAULT_FANOUT;
+use tree::{Combiner, TreeOut};
 use wire::SyncMsg;
 
 /// The node that manages the object whose key is `key`, for a request made by a thread of
@@ -103,6 +106,74 @@ static MANAGER: LazyLock<ServiceLock<Manager>> =
 struct Parked {
     replies: ServiceLock<VecDeque<Reply>>,
     cv: StdCondvar,
+}
+
+/// This node's combiner of barrier arrivals (see [`tree`]).
+static TREE: LazyLock<ServiceLock<Combiner>> =
+    LazyLock::new(|| ServiceLock::new("sync.tree", Combiner::default()));
+/// The fan-out of barrier trees (`RTHREADS_TREE_FANOUT`).
+static FANOUT: AtomicU16 = AtomicU16::new(DEFAULT_FANOUT);
+
+/// This node's parent in the tree of barrier `key` (rooted at its manager); `None` on the root.
+fn tree_parent(key: u64) -> Option<NodeId> {
+    let rt = runtime::get()?;
+    tree::parent(rt.me, manager_of(key), rt.nodes, FANOUT.load(Ordering::Relaxed))
+}
+
+/// Where a thread of this node arrives at barrier `key`: `None` for this node (the root, or a node
+/// that combines its children's arrivals), else the parent, asked directly.
+fn barrier_node(key: u64) -> Option<NodeId> {
+    let rt = runtime::get()?;
+    let root = manager_of(key);
+    let fanout = FANOUT.load(Ordering::Relaxed);
+    if tree::has_children(rt.me, root, rt.nodes, fanout) {
+        return None;
+    }
+    tree::parent(rt.me, root, rt.nodes, fanout)
+}
+
+/// Runs `f` on this node's barrier combiner and delivers what it decided: replies to waiters,
+/// reports up and releases down the tree. With `flush`, arrivals not reported yet are reported
+/// now (an application thread's arrival; the service thread reports once per turn, in [`tree_tick`],
+/// so that arrivals of one turn travel together). On a private stack.
+fn combine(
+    flush: bool,
+    f: impl FnOnce(&mut Combiner, &mut Vec<TreeOut>) -> Result<(), String>,
+) -> Result<(), String> {
+    let _internal = InternalAlloc::new();
+    let mut out = Vec::new();
+    let mut c = TREE.lock();
+    let done = f(&mut c, &mut out);
+    if flush {
+        c.flush(&mut out);
+    }
+    for o in out {
+        match o {
+            TreeOut::Reply { to, leader } => deliver(to, Reply::Barrier { leader }),
+            TreeOut::Up { to, key, n, count } => {
+                if let Some(rt) = runtime::get() {
+                    rt.send(to, SyncMsg::BarrierUp { key, n, count }.encode());
+                }
+            }
+            TreeOut::Down { to, key, count, leader } => {
+                if let Some(rt) = runtime::get() {
+                    rt.send(to, SyncMsg::BarrierDown { key, count, leader }.encode());
+                }
+            }
+        }
+    }
+    drop(c);
+    done
+}
+
+/// Once per turn of the service loop: the arrivals that reached this node this turn go up the
+/// tree, one report per barrier.
+fn tree_tick(_rt: &'static runtime::Runtime) -> runtime::Verdict {
+    let _internal = InternalAlloc::new();
+    if TREE.lock().has_unreported() {
+        let _ = combine(true, |_, _| Ok(()));
+    }
+    runtime::Verdict::Ok
 }
 
 static PARKED: LazyLock<ServiceLock<HashMap<u64, StdArc<Parked>>>> =
@@ -177,7 +248,12 @@ impl Ticket {
     /// Sends `op` and waits for its single reply, which comes from the object's manager: on a
     /// direct connection to it when that is another node (see `rpc`).
     pub(crate) fn call(key: u64, op: Op) -> Reply {
-        let m = manager_of(key);
+        Ticket::call_at(manager_of(key), key, op)
+    }
+
+    /// As [`Ticket::call`], asking node `m` (the object's manager, or for a barrier this node's
+    /// parent in the barrier's tree).
+    pub(crate) fn call_at(m: NodeId, key: u64, op: Op) -> Reply {
         if let Some(rt) = runtime::get()
             && m != rt.me
         {
@@ -227,6 +303,16 @@ pub(crate) fn submit(req: Request) {
         let mut work = VecDeque::from([req]);
         let mut out = Vec::new();
         while let Some(req) = work.pop_front() {
+            if let Op::Barrier { n } = req.op {
+                // A barrier arrival combines at the node it was sent to (see `tree`).
+                let flush = !runtime::on_service_thread();
+                let parent = tree_parent(req.key);
+                let _ = combine(flush, |c, out| {
+                    c.arrive(req.key, n, req.waiter, parent, out);
+                    Ok(())
+                });
+                continue;
+            }
             let m = manager_for(req.key, req.waiter.0);
             if m == me() {
                 let mut manager = MANAGER.lock();
@@ -293,10 +379,12 @@ fn call_direct(rt: &'static runtime::Runtime, to: NodeId, req: Request) -> Reply
 }
 
 /// Registers the handlers of synchronisation messages with the runtime.
-pub(crate) fn register(ext: &mut crate::runtime::Extensions) {
+pub(crate) fn register(ext: &mut crate::runtime::Extensions, tree_fanout: u16) {
+    FANOUT.store(tree_fanout.max(1), Ordering::Relaxed);
     ext.frames(&wire::TAGS, on_frame);
     ext.direct(wire::T_SYNC_REQ, on_direct);
     ext.tick(watch::tick);
+    ext.tick(tree_tick);
 }
 
 fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> crate::runtime::Verdict {
@@ -307,6 +395,20 @@ fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> crate::
         Ok(SyncMsg::Revoke { key }) => agent::revoke(key),
         Ok(SyncMsg::Locks { threads }) if rt.me == NodeId(0) => return watch::on_report(rt, from, threads),
         Ok(SyncMsg::Locks { .. }) => {}
+        Ok(SyncMsg::BarrierUp { key, n, count }) => {
+            let parent = tree_parent(key);
+            let _ = private(move || {
+                combine(false, |c, out| {
+                    c.up(key, n, from, count, parent, out);
+                    Ok(())
+                })
+            });
+        }
+        Ok(SyncMsg::BarrierDown { key, count, leader }) => {
+            if let Err(e) = private(move || combine(false, |c, out| c.down(key, count, leader, out))) {
+                return Verdict::Lost(e);
+            }
+        }
         Err(e) => return Verdict::Lost(format!("it sent a malformed synchronisation message ({e})")),
     }
     Verdict::Ok

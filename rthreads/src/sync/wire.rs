@@ -1,6 +1,6 @@
 //! The messages of synchronisation between nodes: requests to an object's manager, its replies,
-//! lock revokes, and the lock reports of the deadlock watchdog. Tags 0x20–0x22 and 0x2D (see
-//! `crate::runtime::wire`).
+//! lock revokes, the lock reports of the deadlock watchdog, and the reports and releases of barrier
+//! trees. Tags 0x20–0x22 and 0x2D–0x2F (see `crate::runtime::wire`).
 
 use dsm::NodeId;
 use net::{DecodeError, Reader, Writer};
@@ -13,7 +13,9 @@ pub(crate) const T_SYNC_REQ: u8 = 0x20;
 const T_SYNC_REPLY: u8 = 0x21;
 const T_REVOKE: u8 = 0x22;
 const T_LOCKS: u8 = 0x2D;
-pub(crate) const TAGS: [u8; 4] = [T_SYNC_REQ, T_SYNC_REPLY, T_REVOKE, T_LOCKS];
+const T_BARRIER_UP: u8 = 0x2E;
+const T_BARRIER_DOWN: u8 = 0x2F;
+pub(crate) const TAGS: [u8; 6] = [T_SYNC_REQ, T_SYNC_REPLY, T_REVOKE, T_LOCKS, T_BARRIER_UP, T_BARRIER_DOWN];
 
 /// A synchronisation message, decoded.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,6 +28,11 @@ pub(crate) enum SyncMsg {
     Revoke { key: u64 },
     /// The sender's threads that hold or wait for locks (for node 0's deadlock search).
     Locks { threads: Vec<ThreadLocks> },
+    /// `count` more threads of the sender's subtree arrived at barrier `key` (for `n` threads).
+    BarrierUp { key: u64, n: u64, count: u64 },
+    /// Release `count` of the arrivals at barrier `key` that the recipient reported; with
+    /// `leader`, the last of them leads.
+    BarrierDown { key: u64, count: u64, leader: bool },
 }
 
 wire_enum! { SyncMsg, "not a synchronisation message: tag {:#x}";
@@ -33,6 +40,8 @@ wire_enum! { SyncMsg, "not a synchronisation message: tag {:#x}";
     T_SYNC_REPLY => Reply { waiter: u64, reply: Reply },
     T_REVOKE => Revoke { key: u64 },
     T_LOCKS => Locks { threads: Vec<ThreadLocks> },
+    T_BARRIER_UP => BarrierUp { key: u64, n: u64, count: u64 },
+    T_BARRIER_DOWN => BarrierDown { key: u64, count: u64, leader: bool },
 }
 
 impl Field for Request {
@@ -156,6 +165,12 @@ mod tests {
         ];
         for reply in replies {
             let msg = SyncMsg::Reply { waiter: 42, reply };
+            assert_eq!(SyncMsg::decode(&msg.encode()).unwrap(), msg);
+        }
+        for msg in [
+            SyncMsg::BarrierUp { key: 0x2000_0000_1008, n: 256, count: 17 },
+            SyncMsg::BarrierDown { key: 0x2000_0000_1008, count: 16, leader: true },
+        ] {
             assert_eq!(SyncMsg::decode(&msg.encode()).unwrap(), msg);
         }
     }
