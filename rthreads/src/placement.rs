@@ -23,7 +23,7 @@
 //!
 //! # Rebalancing
 //! With rebalancing on (`RTHREADS_REBALANCE=1` or [`set_rebalancing`]), a thread that calls
-//! [`yield_now`] on a node running more threads than it has CPUs moves to a node with a CPU to
+//! [`yield_now`](crate::yield_now) on a node running more threads than it has CPUs moves to a node with a CPU to
 //! spare, if there is one. Each move first claims a slot (the node then counts the thread as gone,
 //! and the target counts it as pending), so that no more threads leave than the others can take.
 //! The decisions themselves are pure functions of the loads (`least_loaded`, `local_first`,
@@ -311,7 +311,7 @@ pub fn policy() -> Placement {
 }
 
 /// Turns rebalancing on or off on every node (as `RTHREADS_REBALANCE` does for a whole run); returns
-/// once every node has switched. With it on, a thread that calls [`yield_now`] on a node with more
+/// once every node has switched. With it on, a thread that calls [`yield_now`](crate::yield_now) on a node with more
 /// threads than CPUs moves to a node with a CPU to spare.
 ///
 /// # Examples
@@ -666,7 +666,7 @@ pub(crate) fn cancel_move(claim: u64, target: NodeId) {
 // ---------------------------------------------------------------------------------------------
 // What a program can see.
 
-/// Moves claimed on this node by [`yield_now`], and how many of those `migrate` refused. For tests
+/// Moves claimed on this node by [`yield_now`](crate::yield_now), and how many of those `migrate` refused. For tests
 /// and benchmarks.
 #[doc(hidden)]
 pub fn move_counts() -> (u64, u64) {
