@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use dsm::NodeId;
@@ -434,6 +435,17 @@ fn settings_mismatch(mine: &str, theirs: &str) -> String {
     format!("different settings ({}); every node must run with the same ones", diffs.join("; "))
 }
 
+/// Sleeps until `fd` is readable (for a listener: a connection waits to be accepted), a signal
+/// arrives, or `limit` (at most a second) passes; the caller looks again either way. Node 0 wakes
+/// as each node connects instead of polling every few milliseconds, which a 4-node start-up of
+/// 15 ms would notice.
+fn wait_readable(fd: std::os::fd::RawFd, limit: Duration) {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = limit.as_millis().clamp(1, 1000) as libc::c_int;
+    // SAFETY: one valid `pollfd`, alive for the call.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
 fn remaining(deadline: Instant) -> Result<Duration, MeshError> {
     deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(MeshError::TimedOut)
 }
@@ -462,8 +474,7 @@ fn accept_hello(
                 return Ok((s, hello));
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                remaining(deadline)?;
-                std::thread::sleep(Duration::from_millis(2));
+                wait_readable(listener.as_raw_fd(), remaining(deadline)?);
             }
             Err(e) => return Err(MeshError::Accept(e)),
         }

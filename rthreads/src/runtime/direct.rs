@@ -423,6 +423,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         {
             q.connect(stream);
         }
+        // What waited for the connection goes out at the end of this turn.
+        self.rt.want_flush(i);
         if let Err(e) = self.poller.add(conn.fd(), poll::READ, i as u64) {
             fatal(&format!("epoll_ctl: {e}"));
         }

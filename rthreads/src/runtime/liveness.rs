@@ -178,6 +178,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.rt.shutting_down.load(Ordering::SeqCst) {
             return;
         }
+        // A scan of every peer; silence is measured in seconds, so every 10 ms is plenty.
+        if now.duration_since(self.links.last_silence_check) < Duration::from_millis(10) {
+            return;
+        }
+        self.links.last_silence_check = now;
         let silent: Vec<NodeId> = self
             .links
             .connected()

@@ -59,6 +59,10 @@ pub(crate) struct Runtime {
     pub(crate) dial_wanted: AtomicBool,
     /// A wake-up of the service thread is on its way (set by senders, cleared when it drains).
     wake_pending: AtomicBool,
+    /// One bit per peer whose send queue may hold frames for the service thread to write: its
+    /// turn then looks at those peers only, not at every peer (256 locks a turn on node 0 of a
+    /// 256-node cluster).
+    flush_wanted: Vec<AtomicU64>,
     /// Frames queued to each node on the ordinary connection, and frames from each node processed:
     /// a message on a direct connection carries the first count so it never overtakes what its
     /// sender sent before on the ordinary connection (see `rpc`).
@@ -171,6 +175,7 @@ impl Runtime {
             alone: AtomicBool::new(false),
             dial_wanted: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
+            flush_wanted: (0..usize::from(nodes).div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             sent_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             recv_seq: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             seq_waiters: AtomicUsize::new(0),
@@ -301,6 +306,7 @@ impl Runtime {
             return;
         };
         q.queue(head, tail);
+        self.want_flush(to.index());
         if !q.is_connected() {
             self.dial_wanted.store(true, Ordering::SeqCst);
         }
@@ -318,6 +324,25 @@ impl Runtime {
         }
         if q.wants_write() && !self.wake_pending.swap(true, Ordering::SeqCst) {
             fault::notify();
+        }
+    }
+
+    /// Marks peer `i`'s send queue for the service thread's next flush.
+    pub(super) fn want_flush(&self, i: usize) {
+        if let Some(w) = self.flush_wanted.get(i / 64) {
+            w.fetch_or(1 << (i % 64), Ordering::SeqCst);
+        }
+    }
+
+    /// The peers marked by [`Runtime::want_flush`] since the last call, unmarked, in order.
+    pub(super) fn take_flush_wanted(&self, out: &mut Vec<usize>) {
+        out.clear();
+        for (k, w) in self.flush_wanted.iter().enumerate() {
+            let mut bits = w.swap(0, Ordering::SeqCst);
+            while bits != 0 {
+                out.push(k * 64 + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
         }
     }
 

@@ -73,6 +73,8 @@ pub(super) struct Links {
     pub(super) last_heard: Vec<Instant>,
     /// When this node last sent every peer a heartbeat.
     pub(super) last_beat: Instant,
+    /// When this node last looked for silent peers (a scan of every peer: not on every turn).
+    pub(super) last_silence_check: Instant,
     /// A peer whose connection closed, given a moment before it counts as lost (it may simply
     /// have exited on node 0's shutdown order before ours arrived).
     pub(super) lost_deadline: Option<(Instant, NodeId, String)>,
@@ -96,6 +98,8 @@ pub(crate) struct Service<P: ProtocolWire> {
     pub(super) poller: Poller,
     faults: FaultReceiver,
     wakeups: Vec<Wakeup>,
+    /// The peers `flush_all` looks at this turn (kept to reuse its memory).
+    flush_peers: Vec<usize>,
     /// The cluster is being stopped after a lost node or a stuck one.
     pub(super) aborting: bool,
     /// The whole space has been opened to this node, the last one left (`serve_alone`).
@@ -195,6 +199,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 conns,
                 last_heard: vec![now; usize::from(rt.nodes)],
                 last_beat: now,
+                last_silence_check: now,
                 lost_deadline: None,
             },
             doors: Doors::new(listener, rt.auth_timeout),
@@ -202,6 +207,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             poller,
             faults,
             wakeups: Vec::new(),
+            flush_peers: Vec::new(),
             aborting: false,
             sealed: false,
             poll_us: env_us("RTHREADS_POLL_US", 0),
@@ -622,12 +628,20 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.take_dialed();
         // Frames queued for a peer with no connection yet (lazy connections) start a dial; the
         // flag spares the scan of every peer's queue on every turn.
-        let dial = self.rt.dial_wanted.swap(false, Ordering::SeqCst);
-        for i in 0..self.links.conns.len() {
-            let Some(c) = self.links.conns[i].as_ref() else {
-                if dial {
+        if self.rt.dial_wanted.swap(false, Ordering::SeqCst) {
+            for i in 0..self.links.conns.len() {
+                if self.links.conns[i].is_none() {
                     self.dial_if_needed(i);
                 }
+            }
+        }
+        // Only the peers something was queued for since the last turn, or whose socket did not
+        // take everything then.
+        let mut peers = std::mem::take(&mut self.flush_peers);
+        self.rt.take_flush_wanted(&mut peers);
+        for &i in &peers {
+            let Some(c) = self.links.conns[i].as_ref() else {
+                // Not connected yet: `install_link` marks it again once it is.
                 continue;
             };
             let fd = c.fd();
@@ -646,6 +660,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     continue;
                 }
             };
+            if pending {
+                self.rt.want_flush(i);
+            }
             let want = if pending { poll::READ | poll::WRITE } else { poll::READ };
             if want != self.links.interest[i] {
                 if let Err(e) = self.poller.modify(fd, want, i as u64) {
@@ -654,6 +671,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 self.links.interest[i] = want;
             }
         }
+        self.flush_peers = peers;
     }
 
     /// The test hook `RTHREADS_TEST_WEDGE`: this service thread stops serving for good, as a
