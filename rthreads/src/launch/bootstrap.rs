@@ -543,8 +543,6 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    use super::*;
-
     #[test]
     fn first_host_of_slurm_host_lists() {
         assert_eq!(first_slurm_host("node[03-05,9],gpu1").as_deref(), Some("node03"));
