@@ -60,12 +60,31 @@ fn raw_barrier_us(nodes: u16, rounds: u32) -> Result<f64, String> {
         .map(|_| Command::new(&exe).arg("--raw-child").arg(&addr).stdin(Stdio::null()).spawn())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot start a raw process: {e}"))?;
+    let mut children = children;
     let mut peers: Vec<TcpStream> = Vec::with_capacity(children.len());
-    for _ in &children {
-        let (s, _) = listener.accept().map_err(|e| e.to_string())?;
-        s.set_nodelay(true).map_err(|e| e.to_string())?;
-        peers.push(s);
+    // Every process connects within 60 s, or the measurement is given up (and they are stopped).
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while peers.len() < children.len() {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).map_err(|e| e.to_string())?;
+                s.set_nodelay(true).map_err(|e| e.to_string())?;
+                peers.push(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => {
+                for c in &mut children {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(format!("{} of {} raw processes connected: {e}", peers.len(), children.len()));
+            }
+        }
     }
+    let rounds = rounds.max(1);
     let mut byte = [0u8; 1];
     let mut round = |peers: &mut Vec<TcpStream>| -> std::io::Result<()> {
         for p in peers.iter_mut() {

@@ -333,15 +333,18 @@ pub(super) fn ensure_fixed_layout() -> Result<(), StartError> {
 
 /// What identifies this program: the executable's contents and where it is loaded.
 ///
-/// The contents are named by the linker's build id (a hash of the linked file the linker writes
-/// into a note of it, which Rust's linker invocation asks for on Linux) where the program has
-/// one: reading it costs nothing, where reading and hashing a 20 MB executable took node 0 about
-/// half of a 4-node start-up (≈ 10 ms of 19). A program without one is hashed ([`file_hash`]).
+/// The contents are named by the linker's build id (a hash of the linked file that the linker
+/// writes into a note of it: GNU ld and gold as most Linux distributions configure gcc, and lld
+/// when asked) where the program has one: reading it costs nothing, where reading and hashing a
+/// 20 MB executable took node 0 about half of a 4-node start-up (≈ 10 ms of 19). A program without
+/// one is hashed ([`file_hash`]). A build id survives edits that do not relink (`objcopy`,
+/// `patchelf`); the length and the load address are checked too, which catch most of those.
 ///
 /// A node that node 0 of an embedded cluster started runs `/proc/self/exe` of node 0, the very
-/// same file, so node 0 passes its hash on (`RTHREADS_BINARY_HASH`) and such a node only checks the
-/// length: hashing tens of megabytes in every one of hundreds of processes starting on a few CPUs
-/// was seconds of start-up. Any other node (another host, or started by hand) hashes the file.
+/// same file, so node 0 passes its identity on (`RTHREADS_BINARY_HASH`) and such a node only
+/// checks the length: hashing tens of megabytes in every one of hundreds of processes starting on
+/// a few CPUs was seconds of start-up. Any other node (another host, or started by hand) reads its
+/// own build id, or hashes the file where there is none.
 fn binary_id() -> Result<BinaryId, StartError> {
     let anchor = binary_id as *const () as usize as u64;
     let len = std::fs::metadata("/proc/self/exe").map_err(StartError::io("reading /proc/self/exe"))?.len();
@@ -386,13 +389,25 @@ fn build_id_hash() -> Option<u64> {
         // SAFETY: the C library passes a valid `dl_phdr_info` for the duration of the call, and
         // `out` is the `Option<u64>` `build_id_hash` passed in.
         let (info, out) = unsafe { (&*info, &mut *out.cast::<Option<u64>>()) };
-        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers of a loaded object.
+        if info.dlpi_phdr.is_null() {
+            return 1;
+        }
+        // SAFETY: a non-null `dlpi_phdr` points to `dlpi_phnum` program headers of a loaded object.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
-        for ph in phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE) {
+        // Only a note inside a loaded (so mapped) segment is read.
+        let loaded = |ph: &libc::Elf64_Phdr| {
+            phdrs.iter().any(|l| {
+                l.p_type == libc::PT_LOAD
+                    && l.p_vaddr <= ph.p_vaddr
+                    && ph.p_vaddr.checked_add(ph.p_memsz).is_some_and(|end| end <= l.p_vaddr + l.p_memsz)
+            })
+        };
+        for ph in phdrs.iter().filter(|p| p.p_type == libc::PT_NOTE && loaded(p)) {
             let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
-            // SAFETY: a PT_NOTE segment of a loaded object is mapped readable for `p_memsz` bytes.
+            // SAFETY: the note segment lies inside a loaded segment of the program, which is
+            // mapped readable for its whole `p_memsz` while the program runs.
             let notes = unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
-            if let Some(id) = gnu_build_id(notes) {
+            if let Some(id) = gnu_build_id(notes, ph.p_align as usize) {
                 *out = Some(id.chunks(8).fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
                     let mut w = [0u8; 8];
                     w[..c.len()].copy_from_slice(c);
@@ -409,20 +424,21 @@ fn build_id_hash() -> Option<u64> {
     out
 }
 
-/// The descriptor of the `NT_GNU_BUILD_ID` note among `notes` (the contents of a note segment:
-/// name size, descriptor size and type as 4-byte words, then the name and the descriptor, each
-/// padded to 4 bytes), if there is one.
-fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+/// The descriptor of the `NT_GNU_BUILD_ID` note among `notes` (the contents of a note segment
+/// aligned to `align` bytes: name size, descriptor size and type as 4-byte words, then the name and
+/// the descriptor, each padded to 4 bytes, or 8 in a segment aligned to 8), if there is one.
+fn gnu_build_id(mut notes: &[u8], align: usize) -> Option<&[u8]> {
     const NT_GNU_BUILD_ID: u32 = 3;
+    let pad = if align == 8 { 8 } else { 4 };
     let word =
         |b: &[u8], i: usize| b.get(i..i + 4).map(|w| u32::from_ne_bytes(w.try_into().expect("4 bytes")));
     while notes.len() >= 12 {
         let (name_len, desc_len, kind) =
             (word(notes, 0)? as usize, word(notes, 4)? as usize, word(notes, 8)?);
-        let name_end = 12 + name_len.next_multiple_of(4);
-        let desc_end = name_end.checked_add(desc_len.next_multiple_of(4))?;
-        let name = notes.get(12..12 + name_len)?;
-        let desc = notes.get(name_end..name_end + desc_len)?;
+        let name_end = name_len.checked_next_multiple_of(pad)?.checked_add(12)?;
+        let desc_end = name_end.checked_add(desc_len.checked_next_multiple_of(pad)?)?;
+        let name = notes.get(12..name_len.checked_add(12)?)?;
+        let desc = notes.get(name_end..name_end.checked_add(desc_len)?)?;
         if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
             return Some(desc);
         }
@@ -502,8 +518,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_program_has_a_build_id_and_notes_parse() {
-        assert!(build_id_hash().is_some(), "Rust's linker invocation on Linux writes a build id");
+    fn the_build_id_is_read_where_there_is_one_and_notes_parse() {
+        // The linkers of most Linux distributions write a build id by default (Debian's do); a
+        // program without one falls back to hashing its file.
+        let id = binary_id().unwrap();
+        if let Some(h) = build_id_hash() {
+            assert_eq!(id.hash, h, "the build id names the program");
+        }
         // Two notes: an ABI tag, then a build id of 4 bytes.
         let mut notes = Vec::new();
         for (name, desc, kind) in
@@ -515,9 +536,11 @@ mod tests {
             notes.extend(name);
             notes.extend(desc);
         }
-        assert_eq!(gnu_build_id(&notes), Some(&[9u8, 8, 7, 6][..]));
-        assert_eq!(gnu_build_id(&notes[..notes.len() - 1]), None, "a cut note is not read past its end");
-        assert_eq!(gnu_build_id(&[]), None);
+        assert_eq!(gnu_build_id(&notes, 4), Some(&[9u8, 8, 7, 6][..]));
+        assert_eq!(gnu_build_id(&notes[..notes.len() - 1], 4), None, "a cut note is not read past its end");
+        assert_eq!(gnu_build_id(&[], 4), None);
+        let huge = [u32::MAX.to_ne_bytes(), 4u32.to_ne_bytes(), 3u32.to_ne_bytes()].concat();
+        assert_eq!(gnu_build_id(&huge, 4), None, "sizes past the segment are refused, not wrapped");
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::manager::{Op, Reply};
 /// tree of the nodes (`RTHREADS_TREE_FANOUT` children each, 16 by default): a node reports the
 /// arrivals it received in one message to its parent, and the release comes back down the same
 /// way. In clusters of up to 17 nodes every node reports to the manager directly. When the `n`-th
-/// thread arrives, everyone is released, and exactly one thread (the last to arrive) is named the
-/// leader.
+/// thread arrives, everyone is released, and exactly one thread is named the leader (the arrival
+/// whose report completed the count at the manager; std names no particular thread either).
 ///
 /// # Memory ordering
 /// Arriving is a release and leaving an acquire: everything any thread wrote before `wait` is

@@ -300,8 +300,9 @@ impl Manager {
                 }
                 reply(out, waiter, if removed.is_some() { Reply::CvRemoved } else { Reply::CvLate });
             }
-            // Barriers are combined on their way to the manager (`super::tree`), never queued here.
-            Op::Barrier { .. } => {}
+            // Barriers combine on their way to their manager (`super::tree`): `submit` never
+            // hands one to this state machine, and one that got here would wait for ever.
+            Op::Barrier { .. } => crate::private::bug("a barrier arrival reached the lock manager"),
             Op::ChanCreate { bound } => {
                 self.chans
                     .insert(key, ChanState { bound, senders: 1, receiver_alive: true, ..Default::default() });

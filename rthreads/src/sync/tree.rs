@@ -261,8 +261,8 @@ mod tests {
         assert!(!has_children(NodeId(7), NodeId(0), 8, 16));
     }
 
-    /// A cluster of combiners with an in-memory transport: each node's `Up`s are flushed when
-    /// `flush_every` says, replies collected.
+    /// A cluster of combiners with an in-memory transport: each node reports after every message
+    /// it handles (as a service turn would), replies are collected.
     struct Sim {
         nodes: u16,
         fanout: u16,
