@@ -457,6 +457,20 @@ fn edge_barrier_of_zero_is_a_barrier_of_one() {
 }
 
 #[test]
+fn edge_a_barrier_for_2_used_by_6_threads_flat_and_through_a_chain_of_nodes() {
+    edge("barrier_pairs");
+    // Fan-out 1: nodes 3 → 2 → 1 → 0, so reports combine at every hop and releases of fewer
+    // arrivals than a node reported travel down.
+    let out = ok(&run_cluster(
+        env!("CARGO_BIN_EXE_sync_edge"),
+        4,
+        &["barrier_pairs"],
+        &[("RTHREADS_TREE_FANOUT", "1")],
+    ));
+    assert!(out.contains("barrier_pairs ok"), "{out}");
+}
+
+#[test]
 fn edge_recv_timeout_racing_sends_loses_nothing() {
     edge("recv_timeout_race");
 }

@@ -34,6 +34,10 @@
 //! - `local_mutex_shared_condvar`: `wait_timeout` on node 1 with a mutex on the thread's stack and
 //!   a condvar made on node 0 returns after its timeout.
 //! - `barrier_zero`: `Barrier::new(0)` behaves as `Barrier::new(1)`, as in std.
+//! - `barrier_pairs`: a barrier for 2 used by 6 threads on every node, each waiting once per round
+//!   (a barrier for all 6 separates rounds), 20 rounds: every phase lets two threads go, one of
+//!   them leading (60 phases), as std's barrier does; arrivals beyond the count wait for the next
+//!   phase (through a barrier tree, a release of fewer arrivals than a node reported).
 //! - `recv_timeout_race`: `recv_timeout` with tiny timeouts racing sends from node 1 loses
 //!   nothing, with the receiver on the channel's own node (0) and on another (2).
 //! - `wait_timeout_race`: `wait_timeout` with tiny timeouts racing `notify_one`/`notify_all`
@@ -754,6 +758,39 @@ fn barrier_zero() {
     println!("barrier_zero ok");
 }
 
+fn barrier_pairs() {
+    // Each thread waits once per round at the pair barrier, so every round has 6 arrivals and 3
+    // phases whatever the order (with several waits per round, std's barrier could strand the last
+    // thread: its partners may all have finished).
+    let led = bounded("6 threads through a barrier for 2", node(0), 60, || {
+        let pairs = Arc::new(Barrier::new(2));
+        let all = Arc::new(Barrier::new(6));
+        let leaders = Arc::new(AtomicUsize::new(0));
+        let hs: Vec<_> = (0..6)
+            .map(|i| {
+                let (pairs, all, l) = (Arc::clone(&pairs), Arc::clone(&all), Arc::clone(&leaders));
+                rthreads::Builder::new()
+                    .node(node(i))
+                    .spawn(move || {
+                        for _ in 0..20 {
+                            if pairs.wait().is_leader() {
+                                l.fetch_add(1, SeqCst);
+                            }
+                            all.wait();
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        leaders.load(SeqCst)
+    });
+    assert_eq!(led, 60, "one leader per phase of two");
+    println!("barrier_pairs ok");
+}
+
 fn recv_timeout_race() {
     // recv_timeout with tiny timeouts racing remote sends: no message lost, none reordered. The
     // channel is made on node 0; received on node 0 (its manager) and then on node 2.
@@ -931,6 +968,7 @@ const TESTS: &[Subtest] = &[
     ("static_mutex_condvar", |_| static_mutex_condvar()),
     ("local_mutex_shared_condvar", |_| local_mutex_shared_condvar()),
     ("barrier_zero", |_| barrier_zero()),
+    ("barrier_pairs", |_| barrier_pairs()),
     ("recv_timeout_race", |_| recv_timeout_race()),
     ("wait_timeout_race", |_| wait_timeout_race()),
     ("three_homes", |_| three_homes()),
