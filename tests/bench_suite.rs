@@ -46,6 +46,7 @@ fn the_scale_benchmark_measures_every_node_count_and_leaves_no_process() {
     let child = tag
         .command(env!("CARGO_BIN_EXE_rthreads-scale"))
         .args(["--nodes", "2,4", "--threads", "64", "--timeout", "120"])
+        .env("SCALE_IDLE_MS", "300")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -59,13 +60,15 @@ fn the_scale_benchmark_measures_every_node_count_and_leaves_no_process() {
             .find(|l| l.starts_with(&format!("| {nodes} |")))
             .unwrap_or_else(|| panic!("no row for {nodes} nodes:\n{stdout}"));
         let cells: Vec<&str> = row.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cells.len(), 13, "{row}");
-        assert_eq!(cells[8], "true", "the counter's sum: {row}");
-        assert_eq!(cells[9], "true", "1 GiB allocated on a node: {row}");
-        assert_eq!(cells[11], "0", "processes left: {row}");
-        let floor: f64 = cells[5].parse().unwrap_or(0.0);
+        assert_eq!(cells.len(), 14, "{row}");
+        assert_eq!(cells[9], "true", "the counter's sum: {row}");
+        assert_eq!(cells[10], "true", "1 GiB allocated on a node: {row}");
+        assert_eq!(cells[12], "0", "processes left: {row}");
+        let idle: f64 = cells[4].parse().unwrap_or(-1.0);
+        assert!((0.0..=100.0).contains(&idle), "idle CPU is a share of the machine: {row}");
+        let floor: f64 = cells[6].parse().unwrap_or(0.0);
         assert!(floor > 0.0, "the raw floor of a barrier is measured: {row}");
-        for (i, cell) in cells.iter().enumerate().filter(|&(i, _)| i != 8 && i != 9) {
+        for (i, cell) in cells.iter().enumerate().filter(|&(i, _)| i != 9 && i != 10) {
             assert!(cell.parse::<f64>().is_ok_and(|v| v >= 0.0), "column {i} of {row}");
         }
     }

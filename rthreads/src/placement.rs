@@ -237,6 +237,7 @@ wire_enum! { PlacementMsg, "not a placement message: tag {:#x}";
 pub(crate) fn register(ext: &mut runtime::Extensions) {
     ext.frames(&TAGS, on_frame);
     ext.tick(tick);
+    ext.cadence(cadence);
 }
 
 fn on_frame(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
@@ -287,6 +288,13 @@ pub(crate) fn thread_arrived() {
 pub(crate) fn thread_left() {
     let _ = RUNNING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
     CHANGES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// How often the load-report tick wants a turn of the service thread: every [`PERIOD`] (less
+/// often in a large cluster) while threads run here; with none running, nothing it reports
+/// changes, so it asks for nothing.
+fn cadence(rt: &'static Runtime) -> Option<Duration> {
+    (rt.nodes >= 2 && running_here() > 0).then(|| PERIOD * report_slowdown(rt.nodes))
 }
 
 fn running_here() -> u32 {

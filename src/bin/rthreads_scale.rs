@@ -1,6 +1,7 @@
 //! `rthreads-scale`: what a cluster costs as it grows (issue 18). For each node count, starts
 //! `scale_worker` (next to this program) on a local cluster of that many nodes and prints one row:
-//! start-up (launch to the first line of `main`), idle resident memory of a node, one barrier over
+//! start-up (launch to the first line of `main`), idle resident memory of a node, how busy the
+//! machine's CPUs are while the cluster idles (one second), one barrier over
 //! all nodes (and, next to it, the floor of the same exchange between plain processes), a remote
 //! spawn + join, a thousand threads with a shared counter, whether a node can
 //! allocate 1 GiB, shutdown (`main`'s end to the last process gone), and any process left behind.
@@ -227,6 +228,7 @@ fn main() -> ExitCode {
         ("startup_s", "start-up s"),
         ("idle_rss_kib_median", "idle RSS KiB (median)"),
         ("idle_rss_kib_max", "idle RSS KiB (max)"),
+        ("idle_cpu_pct", "idle CPU %"),
         ("barrier_us", "barrier µs"),
         ("raw_barrier_us", "raw floor µs"),
         ("spawn_join_us", "spawn+join µs"),

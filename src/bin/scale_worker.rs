@@ -5,6 +5,9 @@
 //!   first line of `main`;
 //! - `idle_rss_kib_max`, `idle_rss_kib_median`: resident memory of the nodes other than node 0,
 //!   right after start-up (read by a thread on each node from `/proc/self/status`);
+//! - `idle_cpu_pct`: how busy the machine's CPUs were (all of them, in % of their time) while the
+//!   cluster idled for `SCALE_IDLE_MS` (1000) right after start-up, from `/proc/stat`: on a
+//!   machine that does nothing else, what idle nodes cost it;
 //! - `barrier_us`: one barrier of one thread per node, the mean of `SCALE_BARRIERS` (20);
 //! - `spawn_join_us`: a trivial thread spawned on node 1 and joined, the mean of `SCALE_SPAWNS`
 //!   (200);
@@ -30,6 +33,17 @@ fn rss_kib() -> u64 {
     rthreads_suite::bench::status_kib("VmRSS")
 }
 
+/// The machine's CPU time so far, in clock ticks: (busy, total), from the first line of
+/// `/proc/stat` (busy: user, nice, system, irq, softirq, steal; total adds idle and iowait).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    let busy = get(0) + get(1) + get(2) + get(5) + get(6) + get(7);
+    Some((busy, busy + get(3) + get(4)))
+}
+
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -52,6 +66,19 @@ fn main() {
     rss.sort_unstable();
     let (rss_max, rss_median) =
         (rss.last().copied().unwrap_or(0), rss.get(rss.len() / 2).copied().unwrap_or(0));
+
+    // What idle nodes cost the machine's CPUs. The first 100 ms let the last replies settle.
+    let idle_ms = setting("SCALE_IDLE_MS", 1000);
+    std::thread::sleep(std::time::Duration::from_millis(idle_ms.min(100)));
+    let before = cpu_ticks();
+    std::thread::sleep(std::time::Duration::from_millis(idle_ms));
+    let after = cpu_ticks();
+    let idle_cpu_pct = match (before, after) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+            format!("{:.1}", 100.0 * (b1 - b0) as f64 / (t1 - t0) as f64)
+        }
+        _ => "-".to_owned(),
+    };
 
     // A barrier of one thread per node.
     let rounds = setting("SCALE_BARRIERS", 20);
@@ -125,7 +152,7 @@ fn main() {
 
     println!(
         "RESULT nodes={nodes} startup_s={startup:.4} idle_rss_kib_max={rss_max} \
-         idle_rss_kib_median={rss_median} barrier_us={barrier_us:.1} spawn_join_us={spawn_join_us:.1} \
+         idle_rss_kib_median={rss_median} idle_cpu_pct={idle_cpu_pct} barrier_us={barrier_us:.1} spawn_join_us={spawn_join_us:.1} \
          hello_threads={threads} hello_s={hello:.4} hello_ok={hello_ok} gib_ok={gib_ok} end_ns={}",
         now_ns()
     );

@@ -440,9 +440,13 @@ pub(crate) type FrameHandler = fn(rt: &'static Runtime, from: NodeId, body: &[u8
 /// through `route` (see [`direct`]).
 pub(crate) type DirectHandler =
     fn(rt: &'static Runtime, from: NodeId, body: &[u8], route: direct::Route) -> Verdict;
-/// Periodic work, called on every turn of the service loop (at least every 25 ms): it keeps its
-/// own schedule.
+/// Periodic work, called on every turn of the service loop: it keeps its own schedule. An idle
+/// service thread turns at least every 250 ms (see `service::idle_sleep`); work that needs turns
+/// more often says so with a [`Cadence`].
 pub(crate) type Tick = fn(rt: &'static Runtime) -> Verdict;
+/// How often periodic work wants a turn of the service loop now (`None`: no more often than an
+/// idle service thread turns anyway).
+pub(crate) type Cadence = fn(rt: &'static Runtime) -> Option<std::time::Duration>;
 /// What to finish when the node stops (bounded by `deadline`): output to write, messages to let
 /// through. Called on whatever thread ends the node.
 pub(crate) type StopHook = fn(deadline: Instant);
@@ -452,12 +456,19 @@ pub(crate) struct Extensions {
     frames: [Option<FrameHandler>; 256],
     direct: [Option<DirectHandler>; 256],
     ticks: Vec<Tick>,
+    cadences: Vec<Cadence>,
     stops: Vec<StopHook>,
 }
 
 impl Default for Extensions {
     fn default() -> Self {
-        Extensions { frames: [None; 256], direct: [None; 256], ticks: Vec::new(), stops: Vec::new() }
+        Extensions {
+            frames: [None; 256],
+            direct: [None; 256],
+            ticks: Vec::new(),
+            cadences: Vec::new(),
+            stops: Vec::new(),
+        }
     }
 }
 
@@ -486,6 +497,16 @@ impl Extensions {
     /// `t` runs on every turn of the service loop.
     pub(crate) fn tick(&mut self, t: Tick) {
         self.ticks.push(t);
+    }
+
+    /// The service loop turns as often as `c` asks for (besides whatever wakes it).
+    pub(crate) fn cadence(&mut self, c: Cadence) {
+        self.cadences.push(c);
+    }
+
+    /// The shortest interval between turns that the registered cadences ask for now.
+    pub(super) fn wanted_turns(&self, rt: &'static Runtime) -> Option<std::time::Duration> {
+        self.cadences.iter().filter_map(|c| c(rt)).min()
     }
 
     /// `h` runs when the node stops, in registration order.

@@ -25,6 +25,30 @@ use crate::alloc::InternalAlloc;
 use crate::poll::{self, Poller};
 use crate::private::ServiceLock;
 
+/// The service thread's sleep, in ms, when nothing is due and it was woken a moment ago: the
+/// registered ticks (load reports, the lock watchdog) want a turn this often while threads run.
+const TICK_MS: i32 = 25;
+/// The longest an idle service thread sleeps, in ms.
+const IDLE_MAX_MS: i32 = 250;
+
+/// How long the service thread sleeps next when its last sleep ended with nothing to do (`ms`
+/// long): twice as long, up to what the periodic work still wants. That work is heartbeats
+/// (every quarter of the failure timeout: a sleep is at most an eighth of it), the checks for
+/// silent peers, stuck faults and long lock waits (every 250 ms is what they ask for), and load
+/// reports, which want a turn every 25 ms while threads run here (less often in a large cluster)
+/// and none while nothing runs: `wanted`, what the registered cadences ask for. Everything else
+/// wakes the thread: frames, faults, queued sends, commands. An idle node of a 256-node cluster so
+/// goes round its loop a few times a second instead of 40, which on a machine shared by all the
+/// nodes is CPU time for the others.
+fn idle_sleep(ms: i32, wanted: Option<Duration>, failure_timeout: Duration) -> i32 {
+    let cap = [Some(Duration::from_millis(IDLE_MAX_MS as u64)), Some(failure_timeout / 8), wanted]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(TICK_MS, |d| d.as_millis().min(i32::MAX as u128) as i32);
+    ms.saturating_mul(2).min(cap).max(TICK_MS.min(cap)).max(1)
+}
+
 pub(super) const FAULTS: u64 = u64::MAX;
 pub(super) const LISTENER: u64 = u64::MAX - 1;
 /// The timer of the network-delay emulation.
@@ -241,6 +265,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         // (the unlock after a lock, the next page of a scan) then finds this thread awake, which on
         // a VM saves the slow kind of wake-up.
         let mut hot_until: Option<Instant> = None;
+        // How long to sleep when nothing is due (see `idle_sleep`).
+        let mut idle_ms = TICK_MS;
         loop {
             liveness::beat();
             set_phase(Phase::Polling, 0);
@@ -253,8 +279,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             } else if let Some((t, _, _)) = &self.links.lost_deadline {
                 t.saturating_duration_since(Instant::now()).as_millis().min(25) as i32
             } else {
-                // The registered ticks (load reports, the lock watchdog) want a turn this often.
-                25
+                idle_ms
             };
             // Nothing put off may wait for the next wake-up (a release would wait for an
             // unrelated message or the tick, up to 25 ms).
@@ -267,6 +292,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             let mut served = false;
             liveness::beat();
+            idle_ms = if ready.is_empty() {
+                idle_sleep(idle_ms, self.rt.ext.wanted_turns(self.rt), self.rt.failure_timeout)
+            } else {
+                TICK_MS
+            };
             for &(token, events) in &ready {
                 if token == FAULTS {
                     set_phase(Phase::Faults, 0);
@@ -681,5 +711,29 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_service_thread_sleeps_longer_and_longer_up_to_what_heartbeats_allow() {
+        let timeout = Duration::from_secs(5);
+        let mut ms = TICK_MS;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            ms = idle_sleep(ms, None, timeout);
+            seen.push(ms);
+        }
+        assert_eq!(seen, [50, 100, 200, 250, 250, 250, 250, 250]);
+        // A short failure timeout: heartbeats every quarter of it must still go out in time.
+        assert_eq!(idle_sleep(250, None, Duration::from_millis(400)), 50);
+        assert_eq!(idle_sleep(TICK_MS, None, Duration::from_millis(80)), 10);
+        assert_eq!(idle_sleep(TICK_MS, None, Duration::from_millis(1)), 1, "never a busy loop");
+        // Load reports while threads run: every 25 ms in a small cluster, 400 ms at 256 nodes.
+        assert_eq!(idle_sleep(TICK_MS, Some(Duration::from_millis(25)), timeout), 25);
+        assert_eq!(idle_sleep(200, Some(Duration::from_millis(400)), timeout), 250);
     }
 }
