@@ -286,8 +286,13 @@ pub(crate) fn thread_arrived() {
 
 /// An rthread's body has returned here, or the thread has migrated away: one fewer.
 pub(crate) fn thread_left() {
-    let _ = RUNNING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
+    let before = RUNNING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| r.checked_sub(1));
     CHANGES.fetch_add(1, Ordering::SeqCst);
+    if before == Ok(1) {
+        // The last thread here is gone: with nothing running the service thread may be in a long
+        // sleep (no cadence asks for turns), and this change must still be reported soon.
+        dsm::fault::nudge();
+    }
 }
 
 /// How often the load-report tick wants a turn of the service thread: every [`PERIOD`] (less

@@ -28,7 +28,8 @@ mod x86;
 
 pub use guard::{set_guard, set_stack_owner};
 pub use slots::{
-    FaultReceiver, PendingFault, SLOTS, SlotId, Wakeup, complete, notify, pending, set_spin, set_wake_pipes,
+    FaultReceiver, PendingFault, SLOTS, SlotId, Wakeup, complete, notify, nudge, pending, set_dozing,
+    set_spin, set_wake_pipes,
 };
 pub use x86::decode_atomic;
 

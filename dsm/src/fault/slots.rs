@@ -243,6 +243,25 @@ pub fn notify() {
     post(NOTIFY);
 }
 
+/// Whether the service thread sleeps longer than its busy tick (see [`set_dozing`]).
+static DOZING: AtomicBool = AtomicBool::new(false);
+
+/// Says whether the service thread is about to sleep longer than usual (an idle node's service
+/// thread sleeps up to a quarter of a second): work that would otherwise wait for its next turn
+/// then wakes it with [`nudge`]. Called by the service thread around its sleep.
+pub fn set_dozing(on: bool) {
+    DOZING.store(on, Ordering::SeqCst);
+}
+
+/// Wakes the service thread if it is in a long sleep (see [`set_dozing`]), at most once per sleep:
+/// for work that is fine waiting for the service thread's next ordinary turn but not for a
+/// long sleep (a few freed blocks to send home, a load report to send). Async-signal-safe.
+pub fn nudge() {
+    if DOZING.swap(false, Ordering::SeqCst) {
+        notify();
+    }
+}
+
 /// Writes `word` to the fault pipe, retrying on `EINTR`/`EAGAIN`. *(handler)*
 fn post(word: u32) {
     let fd = PIPE_WR.load(Ordering::Relaxed);

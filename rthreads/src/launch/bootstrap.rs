@@ -426,7 +426,8 @@ fn build_id_hash() -> Option<u64> {
 
 /// The descriptor of the `NT_GNU_BUILD_ID` note among `notes` (the contents of a note segment
 /// aligned to `align` bytes: name size, descriptor size and type as 4-byte words, then the name and
-/// the descriptor, each padded to 4 bytes, or 8 in a segment aligned to 8), if there is one.
+/// the descriptor; the descriptor starts, and the next note after it, at the next multiple of 4
+/// from the note's start, or of 8 in a segment aligned to 8), if there is one.
 fn gnu_build_id(mut notes: &[u8], align: usize) -> Option<&[u8]> {
     const NT_GNU_BUILD_ID: u32 = 3;
     let pad = if align == 8 { 8 } else { 4 };
@@ -435,8 +436,8 @@ fn gnu_build_id(mut notes: &[u8], align: usize) -> Option<&[u8]> {
     while notes.len() >= 12 {
         let (name_len, desc_len, kind) =
             (word(notes, 0)? as usize, word(notes, 4)? as usize, word(notes, 8)?);
-        let name_end = name_len.checked_next_multiple_of(pad)?.checked_add(12)?;
-        let desc_end = name_end.checked_add(desc_len.checked_next_multiple_of(pad)?)?;
+        let name_end = name_len.checked_add(12)?.checked_next_multiple_of(pad)?;
+        let desc_end = name_end.checked_add(desc_len)?.checked_next_multiple_of(pad)?;
         let name = notes.get(12..name_len.checked_add(12)?)?;
         let desc = notes.get(name_end..name_end.checked_add(desc_len)?)?;
         if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
@@ -541,6 +542,19 @@ mod tests {
         assert_eq!(gnu_build_id(&[], 4), None);
         let huge = [u32::MAX.to_ne_bytes(), 4u32.to_ne_bytes(), 3u32.to_ne_bytes()].concat();
         assert_eq!(gnu_build_id(&huge, 4), None, "sizes past the segment are refused, not wrapped");
+        // A segment aligned to 8 (as `.note.gnu.property` is): a descriptor starts at the next
+        // multiple of 8 from its note's start (16 after a 4-byte name), and so does the next note.
+        let mut notes = Vec::new();
+        for (desc, kind) in [(&[7u8; 12][..], 5u32), (&[1, 2, 3, 4, 5], 3)] {
+            notes.extend(4u32.to_ne_bytes());
+            notes.extend((desc.len() as u32).to_ne_bytes());
+            notes.extend(kind.to_ne_bytes());
+            notes.extend(b"GNU\0");
+            notes.extend(desc);
+            notes.resize(notes.len().next_multiple_of(8), 0);
+        }
+        assert_eq!(notes.len(), 56);
+        assert_eq!(gnu_build_id(&notes, 8), Some(&[1u8, 2, 3, 4, 5][..]));
     }
 
     #[test]

@@ -287,8 +287,16 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 self.engine.opening.is_empty() && self.engine.closing.is_empty(),
                 "effects put off past the end of the service thread's turn"
             );
+            // In a long sleep, work that would wait for the next turn wakes this thread instead.
+            let dozing = timeout > TICK_MS;
+            if dozing {
+                fault::set_dozing(true);
+            }
             if let Err(e) = self.poller.wait(timeout, &mut ready) {
                 fatal(&format!("epoll: {e}"));
+            }
+            if dozing {
+                fault::set_dozing(false);
             }
             let mut served = false;
             liveness::beat();
@@ -343,7 +351,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             // goes out now, not after the next wake-up.
             self.open_installed();
             set_phase(Phase::Sending, 0);
-            self.flush_all();
+            if self.flush_all() {
+                // A direct connection's answer the socket did not take: only turns write it.
+                idle_ms = TICK_MS;
+            }
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
             {
@@ -653,8 +664,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
     }
 
-    pub(super) fn flush_all(&mut self) {
-        self.doors.flush();
+    /// Writes what is queued for every peer that has something; whether a direct connection
+    /// still has output waiting (its socket is not watched for room: the next turn writes it).
+    pub(super) fn flush_all(&mut self) -> bool {
+        let direct_waiting = self.doors.flush();
         self.take_dialed();
         // Frames queued for a peer with no connection yet (lazy connections) start a dial; the
         // flag spares the scan of every peer's queue on every turn.
@@ -702,6 +715,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
         }
         self.flush_peers = peers;
+        direct_waiting
     }
 
     /// The test hook `RTHREADS_TEST_WEDGE`: this service thread stops serving for good, as a

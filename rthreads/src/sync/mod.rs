@@ -114,6 +114,11 @@ static TREE: LazyLock<ServiceLock<Combiner>> =
 /// The fan-out of barrier trees (`RTHREADS_TREE_FANOUT`).
 static FANOUT: AtomicU16 = AtomicU16::new(DEFAULT_FANOUT);
 
+/// The most arrivals one report up a barrier tree may carry: more threads than could wait under
+/// one node of any cluster, so that a broken peer's report is refused instead of releasing
+/// phases for ever.
+const MAX_REPORTED: u64 = 1 << 24;
+
 /// This node's parent in the tree of barrier `key` (rooted at its manager); `None` on the root.
 fn tree_parent(key: u64) -> Option<NodeId> {
     let rt = runtime::get()?;
@@ -395,6 +400,16 @@ fn on_frame(rt: &'static runtime::Runtime, from: NodeId, body: &[u8]) -> crate::
         Ok(SyncMsg::Revoke { key }) => agent::revoke(key),
         Ok(SyncMsg::Locks { threads }) if rt.me == NodeId(0) => return watch::on_report(rt, from, threads),
         Ok(SyncMsg::Locks { .. }) => {}
+        Ok(SyncMsg::BarrierUp { count, .. }) if count == 0 || count > MAX_REPORTED => {
+            return Verdict::Lost(format!(
+                "it reported {count} arrivals at a barrier (more than {MAX_REPORTED} threads waiting under one node, or none)"
+            ));
+        }
+        Ok(SyncMsg::BarrierDown { key, .. }) if tree_parent(key) != Some(from) => {
+            return Verdict::Lost(format!(
+                "it released arrivals at barrier {key:#x}, which this node did not report to it"
+            ));
+        }
         Ok(SyncMsg::BarrierUp { key, n, count }) => {
             let parent = tree_parent(key);
             let _ = private(move || {
