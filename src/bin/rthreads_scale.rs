@@ -96,17 +96,27 @@ fn raw_barrier_us(nodes: u16, rounds: u32) -> Result<f64, String> {
         }
         Ok(())
     };
-    round(&mut peers).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        round(&mut peers).map_err(|e| e.to_string())?;
-    }
-    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    // A process that stops answering ends the measurement (a read times out) instead of hanging it.
+    let measured = peers
+        .iter()
+        .try_for_each(|p| p.set_read_timeout(Some(Duration::from_secs(30))))
+        .and_then(|()| round(&mut peers))
+        .and_then(|()| {
+            let t = Instant::now();
+            for _ in 0..rounds {
+                round(&mut peers)?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds))
+        });
+    // Closing the connections ends the processes; one that does not go is stopped.
     drop(peers);
     for mut c in children {
+        if measured.is_err() {
+            let _ = c.kill();
+        }
         let _ = c.wait();
     }
-    Ok(us)
+    measured.map_err(|e| format!("the raw floor: {e}"))
 }
 
 /// One process of the raw floor: answers every byte with a byte until the connection ends.

@@ -388,6 +388,94 @@ mod tests {
     }
 
     #[test]
+    fn arrivals_reports_and_releases_in_any_order_release_groups_of_n() {
+        // Per-link FIFO queues (TCP between two nodes), delivered in a random order across links;
+        // nodes report when a random turn ends (not after every message), so releases come down
+        // while a child holds arrivals it has not reported yet. Each waiter arrives once.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        for (nodes, fanout, root, n, waiters) in
+            [(9u16, 2u16, 0u16, 3u64, 30u64), (17, 4, 5, 4, 40), (6, 1, 2, 2, 24), (33, 16, 32, 5, 50)]
+        {
+            for _ in 0..20 {
+                let tree = Sim::new(nodes, fanout, root);
+                let mut c: Vec<Combiner> = (0..nodes).map(|_| Combiner::default()).collect();
+                let mut links: HashMap<(NodeId, NodeId), VecDeque<TreeOut>> = HashMap::new();
+                let mut released: Vec<(Waiter, bool)> = Vec::new();
+                let mut arrived = 0u64;
+                let post =
+                    |from: NodeId, out: Vec<TreeOut>, links: &mut HashMap<_, VecDeque<_>>, r: &mut Vec<_>| {
+                        for o in out {
+                            match o {
+                                TreeOut::Reply { to, leader } => r.push((to, leader)),
+                                TreeOut::Up { to, .. } | TreeOut::Down { to, .. } => {
+                                    links.entry((from, to)).or_default().push_back(o)
+                                }
+                            }
+                        }
+                    };
+                loop {
+                    let busy: Vec<(NodeId, NodeId)> =
+                        links.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| *k).collect();
+                    let pending = c.iter().any(Combiner::has_unreported);
+                    if arrived == waiters && busy.is_empty() && !pending {
+                        break;
+                    }
+                    let mut out = Vec::new();
+                    match rand(3) {
+                        0 if arrived < waiters => {
+                            let on = NodeId(rand(usize::from(nodes)) as u16);
+                            let at = if on == tree.root || has_children(on, tree.root, nodes, fanout) {
+                                on
+                            } else {
+                                tree.parent(on).unwrap()
+                            };
+                            c[at.index()].arrive(7, n, (on, arrived), tree.parent(at), &mut out);
+                            arrived += 1;
+                            post(at, out, &mut links, &mut released);
+                        }
+                        1 if !busy.is_empty() => {
+                            let (from, to) = busy[rand(busy.len())];
+                            let o = links.get_mut(&(from, to)).unwrap().pop_front().unwrap();
+                            match o {
+                                TreeOut::Up { key, n, count, .. } => {
+                                    c[to.index()].up(key, n, from, count, tree.parent(to), &mut out)
+                                }
+                                TreeOut::Down { key, count, leader, .. } => {
+                                    assert_eq!(tree.parent(to), Some(from), "releases come from the parent");
+                                    c[to.index()].down(key, count, leader, &mut out).unwrap();
+                                }
+                                TreeOut::Reply { .. } => unreachable!(),
+                            }
+                            post(to, out, &mut links, &mut released);
+                        }
+                        _ => {
+                            let at = rand(usize::from(nodes));
+                            c[at].flush(&mut out);
+                            post(NodeId(at as u16), out, &mut links, &mut released);
+                        }
+                    }
+                    // Safety at every step: never more released than whole phases have arrived.
+                    assert!(released.len() as u64 <= arrived / n * n, "released early");
+                }
+                assert_eq!(released.len() as u64, waiters / n * n, "every whole phase goes");
+                assert_eq!(released.iter().filter(|r| r.1).count() as u64, waiters / n, "a leader per phase");
+                let mut who: Vec<Waiter> = released.iter().map(|r| r.0).collect();
+                who.sort();
+                who.dedup();
+                assert_eq!(who.len(), released.len(), "nobody released twice");
+                let held: u64 = c.iter().map(Combiner::waiting).sum();
+                assert_eq!(held, waiters % n, "the rest wait for the next phase");
+            }
+        }
+    }
+
+    #[test]
     fn a_release_of_more_than_was_reported_is_refused() {
         let mut c = Combiner::default();
         let mut out = Vec::new();
