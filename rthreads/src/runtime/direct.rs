@@ -81,11 +81,8 @@ impl Route {
         // 25 ms while a direct connection has output waiting; woken now if this is another
         // thread); a dead client is noticed when its connection closes.
         let _ = q.flush();
-        if q.wants_write()
-            && !super::on_service_thread()
-            && !rt.wake_pending.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            dsm::fault::notify();
+        if q.wants_write() && !super::on_service_thread() {
+            rt.wake_service();
         }
     }
 }
@@ -148,9 +145,8 @@ impl Doors {
         }
     }
 
-    /// Finishes writing the answers the sockets did not take at once.
-    /// Writes what the direct connections' queues hold, as far as the sockets take it; whether
-    /// some output is still waiting.
+    /// Finishes writing the answers the sockets did not take at once, as far as the sockets take
+    /// them now; whether some output is still waiting.
     pub(super) fn flush(&self) -> bool {
         let mut waiting = false;
         for d in self.conns.iter().flatten() {

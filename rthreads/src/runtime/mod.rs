@@ -322,7 +322,15 @@ impl Runtime {
             // A write error is noticed by the service thread when it reads from the peer.
             let _ = q.flush();
         }
-        if q.wants_write() && !self.wake_pending.swap(true, Ordering::SeqCst) {
+        if q.wants_write() {
+            self.wake_service();
+        }
+    }
+
+    /// Wakes the service thread to write what a queue still holds, unless a wake-up is pending
+    /// already (one per turn is enough: the turn flushes every marked queue).
+    pub(super) fn wake_service(&self) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
             fault::notify();
         }
     }
