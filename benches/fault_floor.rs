@@ -146,7 +146,11 @@ fn install(ans: &[u8; ANS]) {
     let off = addr - APP.load(Ordering::Relaxed);
     // SAFETY: `off` is a page offset inside the region, and the private view is writable.
     unsafe {
-        std::ptr::copy_nonoverlapping(ans[8..].as_ptr(), (PRIV.load(Ordering::Relaxed) + off) as *mut u8, PAGE);
+        std::ptr::copy_nonoverlapping(
+            ans[8..].as_ptr(),
+            (PRIV.load(Ordering::Relaxed) + off) as *mut u8,
+            PAGE,
+        );
     }
     // SAFETY: mprotect of one page of our own mapping.
     unsafe { libc::mprotect(addr as *mut libc::c_void, PAGE, libc::PROT_READ) };
@@ -371,7 +375,10 @@ fn measure(path: Option<u32>, n: usize) -> Vec<Duration> {
     }
     let app = APP.load(Ordering::Relaxed);
     // SAFETY: re-arming our own mapping.
-    check(unsafe { libc::mprotect(app as *mut libc::c_void, REGION_PAGES * PAGE, libc::PROT_NONE) }, "mprotect");
+    check(
+        unsafe { libc::mprotect(app as *mut libc::c_void, REGION_PAGES * PAGE, libc::PROT_NONE) },
+        "mprotect",
+    );
     let mut out = Vec::with_capacity(n);
     let own = OWN_SOCK.load(Ordering::Relaxed);
     let mut buf = vec![0u8; ANS];
@@ -484,8 +491,13 @@ fn main() {
         libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
         libc::CPU_COUNT(&set)
     };
-    println!("fault path floor: {rounds} round(s) x {per} samples per row; this process may use {cpus} CPU(s)");
-    println!("{:<14} {:<38} {:>10} {:>9} {:>9} {:>9}", "home", "path", "median us", "p90 us", "/ raw", "/ idle raw");
+    println!(
+        "fault path floor: {rounds} round(s) x {per} samples per row; this process may use {cpus} CPU(s)"
+    );
+    println!(
+        "{:<14} {:<38} {:>10} {:>9} {:>9} {:>9}",
+        "home", "path", "median us", "p90 us", "/ raw", "/ idle raw"
+    );
     let idle_raw = percentile(&mut samples[0][0], 0.5);
     for (h, home) in homes.iter().enumerate() {
         let raw = percentile(&mut samples[h][0], 0.5);

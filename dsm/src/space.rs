@@ -137,6 +137,30 @@ impl Space {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.runtime_addr(page) as *mut u8, n) };
     }
 
+    /// Makes the kernel give memory to `count` pages from `first` in the runtime view now
+    /// (`MADV_POPULATE_WRITE`), so that installing them later is a plain copy. The first touch of
+    /// a page of the space costs the kernel an allocation, a zeroing and a page-table entry
+    /// (≈ 4 µs here, ten times the copy); done while the pages' bytes travel, it is off the
+    /// faulting thread's path. Pages that already have memory cost a page-table walk.
+    ///
+    /// # Errors
+    /// A run that leaves the space, or what `madvise` says (kernels before 5.14 do not know the
+    /// advice: `EINVAL`; callers may ignore errors, the pages then get memory when first written).
+    pub fn prepare_run(&self, first: PageId, count: u64) -> io::Result<()> {
+        if first.0.checked_add(count).is_none_or(|end| end > self.layout.pages()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{count} pages from {first} leave the space"),
+            ));
+        }
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        let addr = self.runtime_addr(first) as *mut libc::c_void;
+        // SAFETY: advice on a run of our own runtime view, which is mapped read-write; populating
+        // does not change any byte of it.
+        sys::check(unsafe { libc::madvise(addr, count as usize * PAGE_SIZE, MADV_POPULATE_WRITE) })
+            .map(|_| ())
+    }
+
     /// Sets what application threads on this node may do with `page`.
     ///
     /// # Errors

@@ -107,6 +107,12 @@ pub trait Message: Copy + Debug + Eq + Send + 'static {
     fn hands_over(&self) -> bool {
         self.payload() != Payload::None
     }
+    /// How many pages, from [`Message::page`] on, this request may bring back with their bytes
+    /// (0 for anything that is not such a request). The runtime prepares the memory of those
+    /// pages while the answer travels, instead of after it arrives.
+    fn fetches(&self) -> u64 {
+        0
+    }
 }
 
 /// What the runtime must do. The effects of one call are carried out strictly in the order

@@ -158,6 +158,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let head = P::head(&msg);
         let page = msg.page();
         crate::trace::message(true, to, &head, page.0);
+        let fetches = msg.fetches();
+        if fetches > 0 && self.engine.prepare {
+            self.engine.fetched.push((page, fetches));
+        }
         match msg.payload() {
             Payload::None => self.rt.send_parts(to, &head, &[], true),
             Payload::Page => {
@@ -208,6 +212,24 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.engine.opening = opening;
     }
 
+    /// Gives memory to the pages asked for this turn (neighbours merged into one call), once the
+    /// requests have left. The first write of a page of the space costs the kernel an allocation
+    /// and a zeroing, ten times the copy that installs it; done here it happens while the answers
+    /// travel instead of on the faulting thread's path (`Space::prepare_run`). (Doing it a chunk
+    /// of 16 pages per turn, so that answers arriving meanwhile are installed between chunks, and
+    /// yielding the CPU between chunks, measured 3–6 % slower on the scanning kernels.)
+    pub(super) fn prepare_fetched(&mut self) {
+        if self.engine.fetched.is_empty() {
+            return;
+        }
+        merge_runs(&mut self.engine.fetched);
+        for &(first, count) in &self.engine.fetched {
+            // Errors (a kernel without the advice) only leave the work to the install.
+            let _ = self.space.prepare_run(first, count);
+        }
+        self.engine.fetched.clear();
+    }
+
     /// Sets the protection of `pages`, a run of neighbours with the same access at a time.
     fn protect_runs(&self, pages: impl Iterator<Item = (PageId, Access)>) {
         let mut run: Option<(PageId, u64, Access)> = None;
@@ -242,5 +264,49 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             return Err(format!("it sent a malformed diff ({e})"));
         }
         Ok(())
+    }
+}
+
+/// Sorts runs of pages `(first, count)` and merges those that overlap or touch, in place.
+fn merge_runs(runs: &mut Vec<(PageId, u64)>) {
+    runs.sort_unstable();
+    let mut kept = 0;
+    for i in 0..runs.len() {
+        let (page, count) = runs[i];
+        if kept > 0 {
+            let (first, n) = &mut runs[kept - 1];
+            if page.0 <= first.0 + *n {
+                *n = (*n).max(page.0 + count - first.0);
+                continue;
+            }
+        }
+        runs[kept] = (page, count);
+        kept += 1;
+    }
+    runs.truncate(kept);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(v: &[(u64, u64)]) -> Vec<(PageId, u64)> {
+        v.iter().map(|&(p, n)| (PageId(p), n)).collect()
+    }
+
+    #[test]
+    fn runs_asked_for_in_one_turn_merge_when_they_touch_or_overlap() {
+        let mut v = runs(&[(10, 1), (3, 2), (11, 4), (5, 1), (20, 1), (12, 1), (30, 8), (31, 2)]);
+        merge_runs(&mut v);
+        assert_eq!(v, runs(&[(3, 3), (10, 5), (20, 1), (30, 8)]));
+        let mut one = runs(&[(7, 1)]);
+        merge_runs(&mut one);
+        assert_eq!(one, runs(&[(7, 1)]));
+        let mut none = Vec::new();
+        merge_runs(&mut none);
+        assert!(none.is_empty());
+        let mut gap = runs(&[(1, 1), (3, 1)]);
+        merge_runs(&mut gap);
+        assert_eq!(gap, runs(&[(1, 1), (3, 1)]), "a page between them was not asked for");
     }
 }

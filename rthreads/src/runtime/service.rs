@@ -76,6 +76,11 @@ pub(super) struct Engine<P: Coherence> {
     pub(super) opening: Vec<(PageId, Access)>,
     /// Pages closed to writes right before their bytes leave, put off likewise, with the send.
     pub(super) closing: Vec<(PageId, Access, NodeId, P::Msg)>,
+    /// Runs of pages asked for this turn, whose memory is prepared once the requests are out
+    /// (`prepare_fetched`); empty when `RTHREADS_PREPARE=0`.
+    pub(super) fetched: Vec<(PageId, u64)>,
+    /// Whether to prepare the memory of pages asked for (`RTHREADS_PREPARE`, on by default).
+    pub(super) prepare: bool,
 }
 
 /// The ordinary connections to the other nodes, and what liveness knows of them.
@@ -214,6 +219,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 waiting: HashMap::new(),
                 opening: Vec::new(),
                 closing: Vec::new(),
+                fetched: Vec::new(),
+                prepare: std::env::var("RTHREADS_PREPARE").map_or(true, |v| v != "0"),
             },
             links: Links {
                 interest: vec![poll::READ; conns.len()],
@@ -355,6 +362,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 // A direct connection's answer the socket did not take: only turns write it.
                 idle_ms = TICK_MS;
             }
+            // The requests are out: their pages get memory while the answers travel.
+            self.prepare_fetched();
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
             {

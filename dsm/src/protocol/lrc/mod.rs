@@ -1675,6 +1675,14 @@ impl Message for Msg {
         matches!(self, Msg::Own { .. }) || self.carries_data()
     }
 
+    fn fetches(&self) -> u64 {
+        match self {
+            Msg::Fetch { count, .. } => u64::from(*count),
+            Msg::Sc(inner) => inner.fetches(),
+            _ => 0,
+        }
+    }
+
     fn explain(&self, p: &str) -> String {
         match *self {
             Msg::Fetch { count: 1, .. } => format!("please send me a copy of {p}"),

@@ -1547,3 +1547,19 @@ fn random_programs_find_the_planted_bugs() {
         assert!(found.is_some(), "{bug:?} goes unnoticed");
     }
 }
+
+#[test]
+fn a_fetch_says_how_many_pages_it_may_bring() {
+    use crate::protocol::Message;
+    let page = PageId(3);
+    assert_eq!(Msg::Fetch { page, count: 1 }.fetches(), 1);
+    assert_eq!(Msg::Fetch { page, count: 9 }.fetches(), 9);
+    assert_eq!(
+        Msg::Sc(sc::Msg::ReadReq { page }).fetches(),
+        1,
+        "a request of a page kept sequentially consistent"
+    );
+    assert_eq!(Msg::Sc(sc::Msg::Invalidate { page }).fetches(), 0);
+    assert_eq!(Msg::Page { page }.fetches(), 0);
+    assert_eq!(Msg::ScPage { page }.fetches(), 0);
+}

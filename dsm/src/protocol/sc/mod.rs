@@ -778,6 +778,12 @@ impl Message for Msg {
         if self.carries_data() { Payload::Page } else { Payload::None }
     }
 
+    /// A request: its grant may carry the page (a write request from a node holding a read copy
+    /// gets none, and then the preparation was for nothing, at no cost: the page is there).
+    fn fetches(&self) -> u64 {
+        u64::from(matches!(self, Msg::ReadReq { .. } | Msg::WriteReq { .. }))
+    }
+
     fn explain(&self, p: &str) -> String {
         match *self {
             Msg::ReadReq { .. } => format!("please send me a read copy of {p}"),

@@ -673,3 +673,20 @@ fn write_ahead_fills_a_remote_array_in_fewer_round_trips_and_stays_coherent() {
     assert_eq!(requests("WriteReq"), 256, "each page asked for once per fill");
     assert_eq!(requests("ReadReq"), 128);
 }
+
+#[test]
+fn requests_say_they_may_bring_their_page_and_nothing_else_does() {
+    use crate::protocol::Message;
+    let page = PageId(7);
+    assert_eq!(Msg::ReadReq { page }.fetches(), 1);
+    assert_eq!(Msg::WriteReq { page }.fetches(), 1);
+    for m in [
+        Msg::Grant { page, access: Access::Read, data: true },
+        Msg::Invalidate { page },
+        Msg::InvAck { page },
+        Msg::Recall { page, keep_read: true },
+        Msg::RecallAck { page },
+    ] {
+        assert_eq!(m.fetches(), 0, "{m:?}");
+    }
+}
