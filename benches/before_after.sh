@@ -5,6 +5,7 @@
 #
 #   OLD=/path/to/old/target/release/bench_worker benches/before_after.sh
 #   ROUNDS=5 KERNELS=jacobi_plain,jacobi_main,matmul_512 OLD=... NEW=... benches/before_after.sh
+#   OLD_ENV=RTHREADS_PREPARE=0 benches/before_after.sh   # one build, "before" with a setting
 #
 # Prints a markdown table (raw times to stderr); checksums must agree across all configurations.
 set -euo pipefail
@@ -13,8 +14,10 @@ source benches/result.sh
 ROUNDS=${ROUNDS:-5}
 KERNELS=${KERNELS:-jacobi_plain,jacobi_main,matmul_512}
 SIZE=${SIZE:-medium}
-: "${OLD:?set OLD to the bench_worker of the other build}"
 NEW=${NEW:-target/release/bench_worker}
+OLD_ENV=${OLD_ENV:-}
+if [ -n "$OLD_ENV" ]; then OLD=${OLD:-$NEW}; fi
+: "${OLD:?set OLD to the bench_worker of the other build, or OLD_ENV to settings for the before runs}"
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 IFS=, read -r -a kernels <<<"$KERNELS"
@@ -24,7 +27,7 @@ for round in $(seq "$ROUNDS"); do
             case $cfg in
                 std1) out=$(RTHREADS_NODES=1 "$NEW" "$k" std "$SIZE" 1) ;;
                 std2) out=$(RTHREADS_NODES=1 "$NEW" "$k" std "$SIZE" 2) ;;
-                old-*) out=$(RTHREADS_NODES=2 RTHREADS_PROTOCOL=${cfg#old-} "$OLD" "$k" cluster "$SIZE" 1) ;;
+                old-*) out=$(env $OLD_ENV RTHREADS_NODES=2 RTHREADS_PROTOCOL=${cfg#old-} "$OLD" "$k" cluster "$SIZE" 1) ;;
                 new-*) out=$(RTHREADS_NODES=2 RTHREADS_PROTOCOL=${cfg#new-} "$NEW" "$k" cluster "$SIZE" 1) ;;
             esac
             echo "$k $cfg $(wall_and_checksum "$out")" | tee -a "$raw" >&2

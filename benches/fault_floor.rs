@@ -29,6 +29,11 @@
 //!   `F_SETOWN_EX` to its thread id), whose handler answers every waiting request;
 //! - **signal, idle**: the same with the worker asleep.
 //!
+//! It also prints what the first write of a page of a memfd costs (the kernel allocates, zeroes
+//! and maps it) against a write of a page that has memory, and `MADV_POPULATE_WRITE` ahead of it.
+//! Before measuring, every page of the region gets its memory and its mapping, so no path pays a
+//! first touch.
+//!
 //! A last row is no fault: a plain request for a run of 32 pages, per page: what serving a
 //! read-ahead run costs while the home computes.
 //!
@@ -143,7 +148,11 @@ fn errno() -> i32 {
 /// Async-signal-safe.
 fn install(ans: &[u8; ANS]) {
     let addr = usize::from_ne_bytes(ans[..8].try_into().unwrap_or([0; 8]));
-    let off = addr - APP.load(Ordering::Relaxed);
+    let off = addr.wrapping_sub(APP.load(Ordering::Relaxed));
+    if off >= REGION_PAGES * PAGE || !off.is_multiple_of(PAGE) {
+        // SAFETY: abort is async-signal-safe; an answer for another address is a bug here.
+        unsafe { libc::abort() };
+    }
     // SAFETY: `off` is a page offset inside the region, and the private view is writable.
     unsafe {
         std::ptr::copy_nonoverlapping(
@@ -192,6 +201,7 @@ extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
         // SAFETY: abort is async-signal-safe; a fault elsewhere is a bug of this benchmark.
         unsafe { libc::abort() };
     }
+    let saved = errno();
     match PATH.load(Ordering::Relaxed) {
         PATH_FOUR => {
             DONE.store(0, Ordering::Release);
@@ -212,6 +222,8 @@ extern "C" fn on_segv(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut 
             install(buf);
         }
     }
+    // SAFETY: restoring the interrupted code's errno.
+    unsafe { *libc::__errno_location() = saved };
 }
 
 /// The requester's service thread: sends what the pipe asks for, installs what the socket brings.
@@ -296,6 +308,15 @@ impl Home {
 
 /// The forked home: connects twice to `port` and serves until killed.
 fn run_home(port: u16, home: Home) -> ! {
+    // SAFETY: prctl and signal with valid arguments: the home dies with this process, and a
+    // queue overflow of the real-time signal (which the kernel reports as SIGIO) ends nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            libc::_exit(0);
+        }
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+    }
     let conns: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     for (c, slot) in conns.iter().zip(&HOME_FDS) {
         c.set_nodelay(true).unwrap();
@@ -354,6 +375,52 @@ fn run_home(port: u16, home: Home) -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Pages of each first-touch measurement.
+const TOUCH_PAGES: usize = 4096;
+
+/// Microseconds per page for: the first 4 KiB write of a page of a fresh memfd (the kernel
+/// allocates, zeroes and maps it), the same write again, and `MADV_POPULATE_WRITE` of fresh pages
+/// in 128-page calls; on a memfd of its own.
+fn first_touch_costs() -> [f64; 3] {
+    let len = 2 * TOUCH_PAGES * PAGE;
+    // SAFETY: memfd_create with a valid name; the descriptor is ours.
+    let fd = unsafe { libc::memfd_create(c"first-touch".as_ptr(), libc::MFD_CLOEXEC) };
+    check(fd, "memfd_create");
+    // SAFETY: sizing and mapping our own memfd.
+    let base = unsafe {
+        check(libc::ftruncate(fd, len as libc::off_t), "ftruncate");
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+    };
+    assert_ne!(base, libc::MAP_FAILED);
+    let base = base as usize;
+    let src = [7u8; PAGE];
+    let copy_all = |at: usize| {
+        let t = Instant::now();
+        for i in 0..TOUCH_PAGES {
+            // SAFETY: a page of our own writable mapping.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), (at + i * PAGE) as *mut u8, PAGE) };
+        }
+        us(t.elapsed()) / TOUCH_PAGES as f64
+    };
+    let touch = copy_all(base);
+    let again = copy_all(base);
+    let second = base + TOUCH_PAGES * PAGE;
+    let t = Instant::now();
+    for i in (0..TOUCH_PAGES).step_by(128) {
+        // SAFETY: advice on 128 pages of our own mapping.
+        unsafe {
+            libc::madvise((second + i * PAGE) as *mut libc::c_void, 128 * PAGE, libc::MADV_POPULATE_WRITE)
+        };
+    }
+    let populate = us(t.elapsed()) / TOUCH_PAGES as f64;
+    // SAFETY: unmapping and closing what this function made.
+    unsafe {
+        libc::munmap(base as *mut libc::c_void, len);
+        libc::close(fd);
+    }
+    [touch, again, populate]
 }
 
 /// What one path took per fault (or per round trip), `n` samples after 10 unmeasured; for `Bulk`,
@@ -430,6 +497,18 @@ fn main() {
     act.sa_flags = libc::SA_SIGINFO;
     // SAFETY: this benchmark owns SIGSEGV; the handler aborts on faults outside its region.
     check(unsafe { libc::sigaction(libc::SIGSEGV, &act, std::ptr::null_mut()) }, "sigaction");
+    // Every page gets its memory and its mapping in both views before anything is measured, so
+    // that no path pays for a first touch (measured separately below).
+    let first_touch = first_touch_costs();
+    for i in 0..REGION_PAGES {
+        let (app, private) = (APP.load(Ordering::Relaxed), PRIV.load(Ordering::Relaxed));
+        // SAFETY: writing the writable view, then opening and reading the trapping one, in range.
+        unsafe {
+            std::ptr::write_volatile((private + i * PAGE) as *mut u8, 1);
+            check(libc::mprotect((app + i * PAGE) as *mut libc::c_void, PAGE, libc::PROT_READ), "mprotect");
+            black_box(std::ptr::read_volatile((app + i * PAGE) as *const u8));
+        }
+    }
     let mut pipe = [0i32; 2];
     // SAFETY: pipe2 into a local array.
     check(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) }, "pipe2");
@@ -493,6 +572,11 @@ fn main() {
     };
     println!(
         "fault path floor: {rounds} round(s) x {per} samples per row; this process may use {cpus} CPU(s)"
+    );
+    let [touch, again, populate] = first_touch;
+    println!(
+        "first write of a memfd page {touch:.2} us, of a page that has memory {again:.2} us, \
+         MADV_POPULATE_WRITE per page in 128-page runs {populate:.2} us (each over {TOUCH_PAGES} pages)"
     );
     println!(
         "{:<14} {:<38} {:>10} {:>9} {:>9} {:>9}",

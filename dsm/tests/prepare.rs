@@ -20,6 +20,8 @@ fn prepared_pages_have_memory_and_keep_their_bytes() {
     // SAFETY: page 40 is in the space and no application thread exists here.
     unsafe { space.install(PageId(40), &[9u8; PAGE_SIZE]) };
     assert_eq!(resident(&space, 32, 16).iter().filter(|&&r| r).count(), 1, "only the installed page");
+    assert!(space.prepare_run(PageId(250), 10).is_err(), "a run that leaves the space is refused");
+    assert!(space.prepare_run(PageId(u64::MAX), 2).is_err(), "an overflowing run is refused");
     if let Err(e) = space.prepare_run(PageId(32), 16) {
         // Kernels before 5.14 do not know MADV_POPULATE_WRITE; the runtime then does without.
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
@@ -31,6 +33,4 @@ fn prepared_pages_have_memory_and_keep_their_bytes() {
     let (installed, fresh) = unsafe { (space.page_bytes(PageId(40)), space.page_bytes(PageId(33))) };
     assert!(installed.iter().all(|&b| b == 9), "an installed page keeps its bytes");
     assert!(fresh.iter().all(|&b| b == 0), "a fresh page reads zero");
-    assert!(space.prepare_run(PageId(250), 10).is_err(), "a run that leaves the space is refused");
-    assert!(space.prepare_run(PageId(u64::MAX), 2).is_err(), "an overflowing run is refused");
 }

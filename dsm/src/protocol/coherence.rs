@@ -107,9 +107,10 @@ pub trait Message: Copy + Debug + Eq + Send + 'static {
     fn hands_over(&self) -> bool {
         self.payload() != Payload::None
     }
-    /// How many pages, from [`Message::page`] on, this request may bring back with their bytes
-    /// (0 for anything that is not such a request). The runtime prepares the memory of those
-    /// pages while the answer travels, instead of after it arrives.
+    /// How many pages, from [`Message::page`] on, this message asks for a copy or ownership of
+    /// on behalf of this node, whose bytes may then arrive here (0 for any other message,
+    /// including a home's recall, whose bytes go to the home). The runtime prepares the memory of
+    /// those pages while the answer travels, instead of after it arrives.
     fn fetches(&self) -> u64 {
         0
     }

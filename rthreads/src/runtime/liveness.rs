@@ -56,6 +56,7 @@ pub(super) enum Phase {
     Sending = 6,
     Accepting = 7,
     Wedged = 8,
+    Preparing = 9,
 }
 
 pub(super) fn set_phase(p: Phase, arg: u32) {
@@ -75,6 +76,7 @@ fn describe_phase() -> String {
         6 => "writing queued messages to its connections".into(),
         7 => "accepting a connection".into(),
         8 => "wedged on purpose by RTHREADS_TEST_WEDGE (a test hook)".into(),
+        9 => "giving memory to pages it asked for (madvise)".into(),
         k => format!("in an unknown phase {k}"),
     }
 }

@@ -76,10 +76,11 @@ pub(super) struct Engine<P: Coherence> {
     pub(super) opening: Vec<(PageId, Access)>,
     /// Pages closed to writes right before their bytes leave, put off likewise, with the send.
     pub(super) closing: Vec<(PageId, Access, NodeId, P::Msg)>,
-    /// Runs of pages asked for this turn, whose memory is prepared once the requests are out
+    /// Runs of pages asked for whose memory is still to be prepared, once the requests are out
     /// (`prepare_fetched`); empty when `RTHREADS_PREPARE=0`.
     pub(super) fetched: Vec<(PageId, u64)>,
-    /// Whether to prepare the memory of pages asked for (`RTHREADS_PREPARE`, on by default).
+    /// Whether to prepare the memory of pages asked for (`RTHREADS_PREPARE`, on by default; off
+    /// for good once the kernel says it does not know the advice).
     pub(super) prepare: bool,
 }
 
@@ -274,10 +275,12 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let mut hot_until: Option<Instant> = None;
         // How long to sleep when nothing is due (see `idle_sleep`).
         let mut idle_ms = TICK_MS;
+        // Pages asked for still wait for their memory (see `prepare_fetched`).
+        let mut preparing = false;
         loop {
             liveness::beat();
             set_phase(Phase::Polling, 0);
-            let timeout = if hot_until.is_some_and(|t| Instant::now() < t) {
+            let timeout = if preparing || hot_until.is_some_and(|t| Instant::now() < t) {
                 0
             } else if !self.returned.is_empty() {
                 1
@@ -307,7 +310,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             let mut served = false;
             liveness::beat();
-            idle_ms = if ready.is_empty() {
+            idle_ms = if ready.is_empty() && !preparing {
                 idle_sleep(idle_ms, self.rt.ext.wanted_turns(self.rt), self.rt.failure_timeout)
             } else {
                 TICK_MS
@@ -362,8 +365,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 // A direct connection's answer the socket did not take: only turns write it.
                 idle_ms = TICK_MS;
             }
-            // The requests are out: their pages get memory while the answers travel.
-            self.prepare_fetched();
+            // The requests are out: their pages get memory while the answers travel, a bounded
+            // number per turn (the next turn then comes at once, and takes in what arrived first).
+            set_phase(Phase::Preparing, 0);
+            preparing = self.prepare_fetched();
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
             {
