@@ -203,12 +203,7 @@ impl Space {
     /// A run that leaves the space, or what `madvise` says (kernels before 5.14 do not know the
     /// advice: `EINVAL`; callers may ignore errors, the pages then get memory when first written).
     pub fn prepare_run(&self, first: PageId, count: u64) -> io::Result<()> {
-        if first.0.checked_add(count).is_none_or(|end| end > self.layout.pages()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{count} pages from {first} leave the space"),
-            ));
-        }
+        self.check_run(first, count)?;
         let end = first.0 + count;
         let mut page = first.0;
         while page < end {
@@ -222,6 +217,17 @@ impl Space {
             }
             self.populate(PageId(start), page - start)?;
             (start..page).for_each(|p| self.memory.set(p));
+        }
+        Ok(())
+    }
+
+    /// An error unless `count` pages from `first` lie inside the space.
+    fn check_run(&self, first: PageId, count: u64) -> io::Result<()> {
+        if first.0.checked_add(count).is_none_or(|end| end > self.layout.pages()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{count} pages from {first} leave the space"),
+            ));
         }
         Ok(())
     }
@@ -249,12 +255,7 @@ impl Space {
     /// # Errors
     /// A run that leaves the space, or what `mprotect` says.
     pub fn protect_run(&self, first: PageId, count: u64, access: Access) -> io::Result<()> {
-        if first.0.checked_add(count).is_none_or(|end| end > self.layout.pages()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{count} pages from {first} leave the space"),
-            ));
-        }
+        self.check_run(first, count)?;
         // SAFETY: the run lies inside our application view; the fault handler serves the traps.
         unsafe { sys::protect(self.layout.addr_of(first), count as usize * PAGE_SIZE, access) }
     }

@@ -216,14 +216,15 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Gives memory to pages asked for (neighbours merged into one call), once the requests have
-    /// left, at most [`PREPARE_PER_TURN`] pages per turn, lowest first; returns whether more wait.
+    /// left, at most [`PREPARE_PER_TURN`] pages per turn, lowest first (what is left waits in
+    /// `engine.fetched` for the next turn).
     /// The first write of a page of the space costs the kernel an allocation and a zeroing (16
     /// times the copy that installs it here); done now, it happens while the answers travel
     /// instead of on the faulting thread's path (`Space::prepare_run`). The bound keeps an answer
     /// that arrives meanwhile from waiting behind a long run: the next turn takes it in first.
-    pub(super) fn prepare_fetched(&mut self) -> bool {
+    pub(super) fn prepare_fetched(&mut self) {
         if self.engine.fetched.is_empty() {
-            return false;
+            return;
         }
         merge_runs(&mut self.engine.fetched);
         for (first, count) in take_pages(&mut self.engine.fetched, PREPARE_PER_TURN) {
@@ -232,13 +233,12 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     self.engine.prepare = false;
                     self.engine.fetched.clear();
-                    return false;
+                    return;
                 }
                 // Anything else (no memory now) only leaves the work to the install.
                 _ => {}
             }
         }
-        !self.engine.fetched.is_empty()
     }
 
     /// Sets the protection of `pages`, a run of neighbours with the same access at a time.

@@ -275,11 +275,12 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         let mut hot_until: Option<Instant> = None;
         // How long to sleep when nothing is due (see `idle_sleep`).
         let mut idle_ms = TICK_MS;
-        // Pages asked for still wait for their memory (see `prepare_fetched`).
-        let mut preparing = false;
         loop {
             liveness::beat();
             set_phase(Phase::Polling, 0);
+            // Pages asked for still waiting for their memory (see `prepare_fetched`) keep the
+            // turns coming.
+            let preparing = !self.engine.fetched.is_empty();
             let timeout = if preparing || hot_until.is_some_and(|t| Instant::now() < t) {
                 0
             } else if !self.returned.is_empty() {
@@ -368,7 +369,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             // The requests are out: their pages get memory while the answers travel, a bounded
             // number per turn (the next turn then comes at once, and takes in what arrived first).
             set_phase(Phase::Preparing, 0);
-            preparing = self.prepare_fetched();
+            self.prepare_fetched();
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
             {
