@@ -231,6 +231,26 @@ fn statistics_count_pages_locks_and_barriers_per_node() {
 }
 
 #[test]
+fn faulting_threads_read_pages_directly_and_stay_coherent() {
+    // Direct reads on (the default under sc): node 1's scattered reads of pages homed at node 0
+    // are fetched by the faulting threads themselves, and stay coherent while node 0 writes.
+    let direct_reads = |envs: &[(&str, &str)]| {
+        let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_direct"), 2, &[], envs));
+        assert!(stdout.contains("direct ok"), "{stdout}");
+        let line = stdout.lines().find(|l| l.starts_with("direct reads on node 1: ")).expect("a count");
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let on = direct_reads(&[]);
+    let lrc = std::env::var("RTHREADS_PROTOCOL").is_ok_and(|p| p == "lrc");
+    if lrc {
+        assert_eq!(on, 0, "direct reads are an sc feature");
+    } else {
+        assert!(on >= 24, "only {on} of 48 scattered reads were direct");
+    }
+    assert_eq!(direct_reads(&[("RTHREADS_DIRECT_READS", "0")]), 0);
+}
+
+#[test]
 fn read_ahead_cuts_the_faults_of_a_scan() {
     // The same program with read-ahead on (the default): every page still arrives, with far fewer
     // faults than pages.

@@ -182,6 +182,13 @@ impl Space {
         self.memory.set(page.0);
     }
 
+    /// The words of the bits behind [`Space::has_memory`] (bit `p % 64` of word `p / 64` for page
+    /// `p`), for the fault handler's direct reads, which set them as installs do. They live as
+    /// long as the process (the mapping is never unmapped).
+    pub fn memory_bits(&self) -> *const AtomicU64 {
+        self.memory.words
+    }
+
     /// Whether this node knows that `page` has memory in the file: it installed or prepared it
     /// ([`Space::prepare_run`]). Pages written only through the application view are not known.
     ///

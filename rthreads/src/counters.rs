@@ -186,6 +186,10 @@ pub struct NodeStats {
     pub pages_sent: u64,
     /// Pages received.
     pub pages_received: u64,
+    /// Read faults the faulting thread served itself, asking the page's home directly instead of
+    /// through this node's service thread (`RTHREADS_DIRECT_READS`); counted in `read_faults` and
+    /// `pages_received` too.
+    pub direct_reads: u64,
     /// Orders to drop a read copy received.
     pub invalidations_received: u64,
     /// Orders to give back a writable page received.
@@ -256,7 +260,8 @@ pub(crate) fn local() -> NodeStats {
         ..NodeStats::default()
     };
     // Pages travel with grants (when they carry data) and with recall answers.
-    s.pages_received = load(&PAGES_IN);
+    s.direct_reads = dsm::fault::direct::done();
+    s.pages_received = load(&PAGES_IN) + s.direct_reads;
     s.pages_sent = load(&PAGES_OUT);
     s.invalidations_received = s.kind("invalidate").received;
     s.recalls_received = s.kind("recall").received;
@@ -275,6 +280,8 @@ static LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(f
 
 pub(crate) fn set_protocol_log(on: bool) {
     LOG.store(on, Ordering::SeqCst);
+    // The log shows each step of the ordinary way; a direct read would skip most of them.
+    dsm::fault::direct::pause(on);
 }
 
 fn logging() -> bool {
@@ -327,9 +334,10 @@ pub(crate) fn log_effect<M: dsm::protocol::Message>(e: &dsm::protocol::Effect<M>
 
 impl NodeStats {
     /// The plain counts, in the order they travel.
-    fn counts(&mut self) -> [&mut u64; 12] {
+    fn counts(&mut self) -> [&mut u64; 13] {
         [
             &mut self.read_faults,
+            &mut self.direct_reads,
             &mut self.write_faults,
             &mut self.pages_sent,
             &mut self.pages_received,

@@ -11,7 +11,8 @@
 //! C library's `write`, which `interpose` replaces with a wrapper that may call the runtime).
 //!
 //! What it calls elsewhere keeps to the same rules and says so: `slots::claim`/`slots::wait`
-//! (the hand-off to the service thread), `guard::is_guard`/`guard::stack_owner`,
+//! (the hand-off to the service thread), `direct::try_read` (a read fetched by the faulting thread
+//! itself), `guard::is_guard`/`guard::stack_owner`,
 //! `x86::is_write`/`x86::is_atomic`, `sys::errno`/`sys::set_errno` (the thread's `errno` slot),
 //! `interpose::write_directly` (one atomic store), `trace::record` (one atomic add into memory
 //! reserved at start-up) and `trace::now_ns` (one `clock_gettime`).
@@ -22,7 +23,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::mem::MaybeUninit;
 
-use super::{guard, slots, x86};
+use super::{direct, guard, slots, x86};
 use crate::sys::{self, PAGE_SIZE, errno, set_errno};
 use crate::trace::{self, EventKind, now_ns};
 
@@ -106,8 +107,12 @@ pub(super) extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, c
     let page = ((addr - base) / PAGE_SIZE) as u64;
     let write = x86::is_write(ctx);
     let atomic = write && x86::is_atomic(ctx);
-    let slot = slots::claim(gettid(), page, write, atomic, started);
-    slots::wait(slot);
+    // A read of a page homed elsewhere is fetched by this thread itself where it can be
+    // (`direct.rs`); otherwise the service thread serves it.
+    if write || !direct::try_read(page, base + page as usize * PAGE_SIZE) {
+        let slot = slots::claim(gettid(), page, write, atomic, started);
+        slots::wait(slot);
+    }
     let ended = now_ns();
     super::count(write, ended.saturating_sub(started));
     let kind = if write { EventKind::WriteFault } else { EventKind::ReadFault };

@@ -4,12 +4,16 @@
 //! into the SIGSEGV handler, which hands the fault to the service thread and waits; the service
 //! thread runs the protocol and, once the page is accessible, lets the thread go; it returns from
 //! the handler and the faulting instruction runs again. If the access is still not allowed (say it
-//! needed write access and got a read copy), it traps again and asks again.
+//! needed write access and got a read copy), it traps again and asks again. A read of a page homed
+//! elsewhere may instead be served by the faulting thread itself, which asks the home directly
+//! (`direct.rs`): two thread wake-ups on the way instead of four.
 //!
 //! - `handler.rs`: the handler itself, and only what runs inside it: async-signal-safe code (read
 //!   its top before touching anything it reaches).
 //! - `slots.rs`: the hand-off between a faulting thread and the service thread ([`FaultReceiver`],
 //!   [`complete`]), and how waiting threads sleep ([`set_wake_pipes`], [`set_spin`]).
+//! - `direct.rs`: direct page reads, where the faulting thread fetches a page itself, and the
+//!   per-page byte that tells it and the service thread apart.
 //! - `guard.rs`: guard pages of stacks in the shared space ([`set_guard`]) and their owners' names.
 //! - `x86.rs`: reading the faulting instruction: a store? an atomic ([`decode_atomic`])?
 //! - this file: installing the handler ([`install`]) and what it knows of the process: where the
@@ -21,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering}
 
 use crate::space::SpaceLayout;
 
+pub mod direct;
 mod guard;
 mod handler;
 mod slots;

@@ -114,6 +114,11 @@ pub trait Message: Copy + Debug + Eq + Send + 'static {
     fn fetches(&self) -> u64 {
         0
     }
+    /// Whether this message grants a read copy and carries the page's bytes: the answer a direct
+    /// read (see [`Coherence::direct_read_request`]) waits for.
+    fn grants_read_copy(&self) -> bool {
+        false
+    }
 }
 
 /// What the runtime must do. The effects of one call are carried out strictly in the order
@@ -228,4 +233,52 @@ pub trait Coherence {
 
     /// This node's state for `page`, in words (for reports of faults that do not end).
     fn describe(&self, page: PageId) -> String;
+
+    /// Direct reads (`dsm::fault::direct`): the message a node sends its home for a read copy of
+    /// `page` (in range), which a faulting thread may send itself, outside this state machine; the
+    /// home hands it to its protocol as if it had come the ordinary way. `None` (the default) for
+    /// a protocol that does not allow it.
+    fn direct_read_request(&self, page: PageId) -> Option<Self::Msg> {
+        let _ = page;
+        None
+    }
+
+    /// Whether `page` is in the one state in which a direct read of it may start: homed
+    /// elsewhere, no copy here, nothing asked for. Always false for a protocol without direct
+    /// reads.
+    fn fetchable(&self, page: PageId) -> bool {
+        let _ = page;
+        false
+    }
+
+    /// A direct read of `page`, started while it was [`fetchable`](Coherence::fetchable), was
+    /// granted by its home and opened for reading: this node holds a read copy now, as if this
+    /// state machine had asked for it and installed the grant. No effects: the page is open.
+    ///
+    /// # Errors
+    /// If `page` is not fetchable (the runtime broke the rule), or the protocol has no direct reads.
+    fn absorb_direct_read(&mut self, page: PageId) -> Result<(), ProtocolError> {
+        Err(ProtocolError::new(format!("a direct read of {page} under a protocol without direct reads")))
+    }
+
+    /// [`Coherence::fault`], where every page the call would ask for besides `page` itself (a
+    /// read-ahead) is first offered to `claim`, which may refuse it (a direct read has it); a
+    /// refused page ends the run there.
+    fn fault_claiming(
+        &mut self,
+        page: PageId,
+        kind: FaultKind,
+        atomic: bool,
+        out: &mut Vec<Effect<Self::Msg>>,
+        claim: &mut dyn FnMut(PageId) -> bool,
+    ) {
+        let _ = claim;
+        self.fault(page, kind, atomic, out);
+    }
+
+    /// The page whose read miss would continue a read-ahead run now, if any (a direct read of it
+    /// would break the run, so it takes the ordinary way).
+    fn expected_read(&self) -> Option<PageId> {
+        None
+    }
 }

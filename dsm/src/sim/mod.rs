@@ -115,6 +115,8 @@ pub struct Packet<M> {
     pub msg: M,
     /// The page's bytes or the diff ([`Message::payload`]), `None` for neither.
     pub payload: Option<Vec<u8>>,
+    /// A direct read's request ([`Sim::direct_read`]): its answer travels apart.
+    pub direct: bool,
 }
 
 /// What happened, for tests that count messages; off unless [`Sim::record`] turns it on. Not
@@ -143,6 +145,33 @@ impl<M> Hash for Log<M> {
     fn hash<H: Hasher>(&self, _: &mut H) {}
 }
 
+/// A mistake in the runtime's side of direct reads, planted to show the model checks find it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DirectMistake {
+    /// Messages about a page whose direct read is out are handled at once instead of held.
+    NoHold,
+    /// The request overtakes what the node sent the home before it.
+    Unordered,
+}
+
+/// What a node holds while a direct read of the page is out (see [`Sim::direct_read`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Held<M> {
+    /// A message from a node.
+    Msg(usize, Packet<M>),
+    /// A fault of a local thread: page, kind, atomic.
+    Fault(PageId, FaultKind, bool),
+}
+
+impl<M: Message> Held<M> {
+    fn page(&self) -> PageId {
+        match self {
+            Held::Msg(_, p) => p.msg.page(),
+            Held::Fault(page, ..) => *page,
+        }
+    }
+}
+
 /// The effects one call emitted, in order.
 pub type Batch<M> = Vec<Effect<M>>;
 
@@ -167,6 +196,16 @@ pub struct Sim<P: Spec> {
     waits: Vec<Vec<Wait>>,
     /// Per node, the releases called and not yet reported complete, in call order.
     releases: Vec<VecDeque<ReleaseId>>,
+    /// A mistake planted in the direct reads (see [`Sim::plant_direct_mistake`]).
+    direct_mistake: Option<DirectMistake>,
+    /// Direct reads out, as `(node, page)` (see [`Sim::direct_read`]).
+    direct: Vec<(usize, u64)>,
+    /// Direct read requests a home has handled and not answered yet: `(home, requester, page)`.
+    routes: Vec<(usize, usize, u64)>,
+    /// Answers to direct reads on their way, with their receiver, in no particular order.
+    answers: Vec<(usize, Packet<P::Msg>)>,
+    /// What a node holds until its direct read of the page ends, in arrival order.
+    held: Vec<(usize, Held<P::Msg>)>,
     violation: Option<Violation>,
     strict: bool,
     invariants: bool,
@@ -208,6 +247,11 @@ impl<P: Spec> Sim<P> {
             page_size,
             mem,
             prot,
+            direct_mistake: None,
+            direct: Vec::new(),
+            routes: Vec::new(),
+            answers: Vec::new(),
+            held: Vec::new(),
             violation: None,
             strict: true,
             invariants: true,
@@ -333,6 +377,9 @@ impl<P: Spec> Sim<P> {
     /// running, every release reported.
     pub fn quiescent(&self) -> bool {
         self.links.iter().all(VecDeque::is_empty)
+            && self.direct.is_empty()
+            && self.answers.is_empty()
+            && self.held.is_empty()
             && self.nodes.iter().all(P::quiescent)
             && self.waits.iter().flatten().all(|w| *w == Wait::Run)
             && self.releases.iter().all(VecDeque::is_empty)
@@ -369,6 +416,21 @@ impl<P: Spec> Sim<P> {
     pub fn deliver(&mut self, from: usize, to: usize) -> Batch<P::Msg> {
         let link = self.link(from, to);
         let packet = self.links[link].pop_front().unwrap_or_else(|| panic!("nothing on link {from} -> {to}"));
+        if self.direct.contains(&(to, packet.msg.page().0))
+            && self.direct_mistake != Some(DirectMistake::NoHold)
+        {
+            // The receiver's runtime holds what concerns a page while a direct read of it is out.
+            self.held.push((to, Held::Msg(from, packet)));
+            return Vec::new();
+        }
+        if packet.direct {
+            self.routes.push((to, from, packet.msg.page().0));
+        }
+        self.handle_packet(from, to, packet)
+    }
+
+    /// Hands `packet` from `from` to node `to` and carries out what it does.
+    fn handle_packet(&mut self, from: usize, to: usize, packet: Packet<P::Msg>) -> Batch<P::Msg> {
         if let (Payload::Diff, Some(d)) = (packet.msg.payload(), &packet.payload)
             && let Err(e) = diff::validate(d, self.page_size)
         {
@@ -412,7 +474,7 @@ impl<P: Spec> Sim<P> {
         let mut out = Vec::new();
         match self.nodes[to].handle(from, msg, &mut out) {
             Ok(()) => {
-                self.done(to, &out, Some(&Packet { msg, payload }));
+                self.done(to, &out, Some(&Packet { msg, payload, direct: false }));
                 true
             }
             Err(e) => {
@@ -426,13 +488,113 @@ impl<P: Spec> Sim<P> {
         }
     }
 
+    // ----- direct reads -----
+
+    /// A thread of `node` reads `page` directly (`dsm::fault::direct`): if the protocol says a
+    /// direct read may start ([`Coherence::fetchable`]), its request goes on the link to the home,
+    /// after what the node sent before, as the runtime orders it; the home handles it as the
+    /// protocol's ordinary request, and its grant comes back apart ([`Sim::direct_answers`]).
+    /// Returns whether the read started.
+    pub fn direct_read(&mut self, node: usize, page: PageId) -> bool {
+        let n = &self.nodes[node];
+        let Some(msg) = n.direct_read_request(page).filter(|_| n.fetchable(page)) else { return false };
+        if self.direct.contains(&(node, page.0)) {
+            return false;
+        }
+        let home = n.geometry().home_of(page).index();
+        let link = self.link(node, home);
+        let packet = Packet { msg, payload: None, direct: true };
+        if self.direct_mistake == Some(DirectMistake::Unordered) {
+            self.links[link].push_front(packet);
+        } else {
+            self.links[link].push_back(packet);
+        }
+        self.direct.push((node, page.0));
+        true
+    }
+
+    /// Plants `mistake` in the runtime's side of direct reads (for tests that the checks find it).
+    pub fn plant_direct_mistake(&mut self, mistake: DirectMistake) {
+        self.direct_mistake = Some(mistake);
+    }
+
+    /// The answers to direct reads on their way: `(receiver, page)`, by index.
+    pub fn direct_answers(&self) -> impl Iterator<Item = (usize, PageId)> + '_ {
+        self.answers.iter().map(|(to, p)| (*to, p.msg.page()))
+    }
+
+    /// How many messages nodes hold for their direct reads.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Answer `i` of [`Sim::direct_answers`] arrives: the reading thread copies the bytes in and
+    /// opens the page for reading, the protocol is told ([`Coherence::absorb_direct_read`]), and
+    /// what the node held for the page is handled, in arrival order.
+    pub fn direct_answer(&mut self, i: usize) {
+        let (node, packet) = self.answers.remove(i);
+        let page = packet.msg.page();
+        let (p, at) = (page.0 as usize, node * self.pages + page.0 as usize);
+        let Some(d) = self.direct.iter().position(|&x| x == (node, page.0)) else {
+            return self
+                .fail(Violation::Contract(format!("node {node}: an answer to no direct read of {page}")));
+        };
+        let bytes = match packet.payload {
+            Some(b) if b.len() == self.page_size && self.prot[at] == Access::None => b,
+            _ => {
+                return self.fail(Violation::Contract(format!(
+                    "node {node}: a direct read of {page} without its bytes, or into an open page"
+                )));
+            }
+        };
+        self.direct.remove(d);
+        self.bytes_mut(node, p).copy_from_slice(&bytes);
+        self.prot[at] = Access::Read;
+        if let Err(e) = self.nodes[node].absorb_direct_read(page) {
+            return self.fail(Violation::Rejected(format!("node {node}: {e}")));
+        }
+        self.done(node, &[], None);
+    }
+
+    /// Handles, in arrival order, what `node` held while its direct read of `page` was out (call
+    /// after [`Sim::direct_answer`]).
+    pub fn release_held(&mut self, node: usize, page: PageId) {
+        if self.direct.contains(&(node, page.0)) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 == node && self.held[i].1.page() == page {
+                match self.held.remove(i).1 {
+                    Held::Msg(from, packet) => drop(self.handle_packet(from, node, packet)),
+                    Held::Fault(page, kind, atomic) => drop(self.fault(node, page, kind, atomic)),
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Whether a grant of `page` to `node` travels on a direct connection.
+    pub fn answering(&self, node: usize, page: PageId) -> bool {
+        self.answers.iter().any(|(k, pk)| *k == node && pk.msg.page() == page)
+    }
+
     // ----- local calls -----
 
     /// A local thread of `node` trapped on `page` (`atomic`: with an atomic instruction): the
     /// protocol's answer, carried out. A fault outside the space must emit nothing.
     pub fn fault(&mut self, node: usize, page: PageId, kind: FaultKind, atomic: bool) -> Batch<P::Msg> {
+        if self.direct.contains(&(node, page.0)) {
+            // The runtime holds the fault until the direct read of the page ends.
+            self.held.push((node, Held::Fault(page, kind, atomic)));
+            return Vec::new();
+        }
         let mut out = Vec::new();
-        self.nodes[node].fault(page, kind, atomic, &mut out);
+        let direct = &self.direct;
+        // A read-ahead never asks for a page a direct read has.
+        let mut claim = |q: PageId| !direct.contains(&(node, q.0));
+        self.nodes[node].fault_claiming(page, kind, atomic, &mut out, &mut claim);
         if !self.nodes[node].geometry().in_range(page) && !out.is_empty() {
             self.fail(Violation::Contract(format!("node {node}: a fault outside the space emitted {out:?}")));
         }
@@ -579,7 +741,16 @@ impl<P: Spec> Sim<P> {
                     self.log.sent.push(msg);
                 }
                 let link = self.link(node, to.index());
-                self.links[link].push_back(Packet { msg, payload });
+                if msg.grants_read_copy()
+                    && let Some(r) =
+                        self.routes.iter().position(|&(h, k, q)| (h, k, q) == (node, to.index(), page.0))
+                {
+                    // The answer to a direct read goes back on the read's own connection.
+                    self.routes.remove(r);
+                    self.answers.push((to.index(), Packet { msg, payload, direct: true }));
+                } else {
+                    self.links[link].push_back(Packet { msg, payload, direct: false });
+                }
             }
             Effect::Install { page } => {
                 let bytes = came(Payload::Page).ok_or(format!("installs {page} without its bytes"))?.to_vec();

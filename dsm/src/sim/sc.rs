@@ -90,7 +90,10 @@ pub fn directory_exact(sim: &Sim<ScNode>) -> Result<(), String> {
         let Some(dir) = sim.node(home).directory(page) else { continue };
         for k in 0..sim.count() {
             let granting = k != home
-                && sim.in_flight(home, k).any(|pk| matches!(pk.msg, Msg::Grant { page: q, .. } if q == page));
+                && (sim
+                    .in_flight(home, k)
+                    .any(|pk| matches!(pk.msg, Msg::Grant { page: q, .. } if q == page))
+                    || sim.answering(k, page));
             if !granting && sim.prot(k, p) != dir.access_of(NodeId(k as u16)) {
                 return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", sim.prot(k, p)));
             }

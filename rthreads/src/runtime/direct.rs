@@ -87,6 +87,24 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Sends the grant of a direct page read (see `reads.rs`): `page`'s bytes, after what this
+    /// node sent the requester before on the ordinary connection. On the service thread only.
+    pub(crate) fn answer_page(&self, rt: &Runtime, page: dsm::PageId, bytes: &[u8]) {
+        let _internal = InternalAlloc::new();
+        let mut inner = [0u8; 9];
+        inner[0] = dsm::fault::direct::T_PAGE_GRANT;
+        inner[1..].copy_from_slice(&page.0.to_le_bytes());
+        let head = Core::Ordered { after: rt.sent_to(self.peer), inner: &inner }.encode();
+        crate::counters::sent(&head, head.len() + bytes.len());
+        crate::counters::page(true);
+        let mut q = self.queue.lock();
+        q.queue(&head, bytes);
+        // What the socket does not take now, the service thread writes at the end of its turn.
+        let _ = q.flush();
+    }
+}
+
 /// A direct connection accepted from another node's thread.
 struct DirectConn {
     conn: Conn,
@@ -508,6 +526,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Serves a direct request from `peer` through the handler registered for its tag.
     fn serve_direct(&mut self, peer: NodeId, body: &[u8], route: Route) {
         let tag = body.first().copied().unwrap_or(0);
+        if tag == dsm::fault::direct::T_PAGE_READ {
+            return self.serve_page_read(peer, body, route);
+        }
         let v = match self.rt.ext.direct[usize::from(tag)] {
             Some(h) => h(self.rt, peer, body, route),
             None => Verdict::Lost(format!("it sent a direct request of unknown kind {tag:#x}")),
@@ -568,6 +589,11 @@ fn connect(rt: &Runtime, to: NodeId, tag: u8) -> std::io::Result<TcpStream> {
     net::auth::connect_side(&mut s, &rt.secret).map_err(std::io::Error::other)?;
     write_frame(&mut s, &hello(tag, rt.me, rt.session))?;
     Ok(s)
+}
+
+/// A direct connection to `to` for the fault handler's page reads (`reads.rs`), blocking.
+pub(super) fn dial(rt: &Runtime, to: NodeId) -> std::io::Result<TcpStream> {
+    connect_retrying(rt, to, T_RPC_HELLO)
 }
 
 /// [`connect`], retried: a node that has [`max_strangers`] connections waiting to authenticate

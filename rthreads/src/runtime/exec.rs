@@ -168,10 +168,15 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         match msg.payload() {
             Payload::None => self.rt.send_parts(to, &head, &[], true),
             Payload::Page => {
+                // The answer to a direct read goes back on the connection it came on.
+                let route = self.take_route(to, &msg);
                 // SAFETY: the page lies in the space (checked by the protocol); an
                 // earlier Protect revoked write access where a stable copy is needed.
                 let bytes = unsafe { self.space.page_bytes(page) };
-                self.rt.send_parts(to, &head, bytes, true);
+                match route {
+                    Some(route) => route.answer_page(self.rt, page, bytes),
+                    None => self.rt.send_parts(to, &head, bytes, true),
+                }
             }
             Payload::Diff => {
                 let Some(twin) = self.engine.twins.remove(&page) else {

@@ -21,6 +21,7 @@ mod delay;
 pub(crate) mod direct;
 mod exec;
 mod liveness;
+mod reads;
 mod service;
 pub(crate) mod wire;
 
@@ -202,6 +203,12 @@ impl Runtime {
     /// How many frames this node has queued to `to` on the ordinary connection.
     pub(crate) fn sent_to(&self, to: NodeId) -> u64 {
         self.sent_seq[to.index()].load(Ordering::SeqCst)
+    }
+
+    /// The counters behind [`Runtime::sent_to`], one per node (the fault handler's direct reads
+    /// read them).
+    pub(crate) fn sent_counters(&self) -> &[AtomicU64] {
+        &self.sent_seq
     }
 
     /// How many frames from `from` this node's service thread has processed.

@@ -19,6 +19,7 @@ use net::{Conn, ReadStatus};
 use super::delay::Delay;
 use super::direct::Doors;
 use super::liveness::{self, Phase, set_phase};
+use super::reads::{Held, Reads};
 use super::wire::{Core, ProtocolWire};
 use super::{Cmd, Done, ON_SERVICE_THREAD, Runtime, Verdict, fatal};
 use crate::alloc::InternalAlloc;
@@ -82,6 +83,8 @@ pub(super) struct Engine<P: Coherence> {
     /// Whether to prepare the memory of pages asked for (`RTHREADS_PREPARE`, on by default; off
     /// for good once the kernel says it does not know the advice).
     pub(super) prepare: bool,
+    /// Direct page reads: what waits for them, pages to publish, grants to route (`reads.rs`).
+    pub(super) reads: Reads<P::Msg>,
 }
 
 /// The ordinary connections to the other nodes, and what liveness knows of them.
@@ -222,6 +225,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 closing: Vec::new(),
                 fetched: Vec::new(),
                 prepare: std::env::var("RTHREADS_PREPARE").map_or(true, |v| v != "0"),
+                reads: Reads::new(),
             },
             links: Links {
                 interest: vec![poll::READ; conns.len()],
@@ -251,8 +255,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     }
 
     /// Runs the service loop on a new thread, and the watchdog that reports it if it stops moving.
-    pub(crate) fn start(self) {
+    pub(crate) fn start(mut self) {
         let _internal = InternalAlloc::new();
+        self.enable_direct_reads();
         liveness::start_watchdog(self.rt);
         std::thread::Builder::new()
             .name("rthreads-service".into())
@@ -340,6 +345,8 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             if !self.delay.held.is_empty() {
                 self.deliver_due();
             }
+            // What waited for direct reads that have ended (their threads wake this one).
+            self.release_held();
             self.rt.wake_pending.store(false, Ordering::SeqCst);
             // Before anything else can look at or change these pages, and before this thread
             // sleeps: the pages installed this turn open, a run at a time, and their threads go.
@@ -358,6 +365,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             self.retry_returned();
             self.send_remote_frees();
+            self.dial_page_conns();
             // What the commands put off (a release closes its dirty pages and sends their diffs)
             // goes out now, not after the next wake-up.
             self.open_installed();
@@ -370,6 +378,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             // number per turn (the next turn then comes at once, and takes in what arrived first).
             set_phase(Phase::Preparing, 0);
             self.prepare_fetched();
+            // Pages back to "no copy, nothing asked for", with all that took them there queued:
+            // faulting threads may read them directly again.
+            self.publish_fetchable();
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
             {
@@ -391,6 +402,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     fn serve_alone(&mut self, wakeups: &mut Vec<Wakeup>) {
         if !self.sealed {
             self.sealed = true;
+            dsm::fault::direct::disable();
             let pages = self.space.layout().pages();
             if let Err(e) = self.space.protect_run(PageId(0), pages, dsm::Access::Write) {
                 fatal(&format!("mprotect of the whole space after shutdown: {e}"));
@@ -432,30 +444,52 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.rt.is_alone() {
             return self.serve_alone(&mut wakeups);
         }
-        let geometry = self.engine.proto.geometry();
         for w in wakeups.drain(..) {
-            if let Wakeup::Fault { slot, page, kind, atomic } = w {
-                if !geometry.in_range(page) {
+            if let Wakeup::Fault { page, .. } = w {
+                if !self.engine.proto.geometry().in_range(page) {
                     fatal(&format!("trap on {page}, outside the space"));
                 }
-                crate::counters::log_fault(page, kind, geometry.pages_per_node);
-                self.engine.waiting.entry(page).or_default().push(slot);
-                // A trap on a former guard page of a stack, which was made inaccessible behind the
-                // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
-                // protocol says this node has (if that is too little, the protocol goes on).
-                if self.rt.take_unguarded(page.0) {
-                    let have = self.engine.proto.access(page);
-                    if let Err(e) = self.space.protect(page, have) {
-                        fatal(&format!("mprotect of {page}: {e}"));
-                    }
+                if self.gate(page) {
+                    self.serve_fault(w);
+                } else {
+                    self.hold_for_read(page, Held::Fault(w));
                 }
-                let mut effects = std::mem::take(&mut self.engine.effects);
-                self.engine.proto.fault(page, kind, atomic, &mut effects);
-                self.exec(&mut effects, None);
-                self.engine.effects = effects;
             }
         }
         self.wakeups = wakeups;
+    }
+
+    /// Hands a thread's fault to the protocol (its page gated, see `reads.rs`).
+    pub(super) fn serve_fault(&mut self, w: Wakeup) {
+        let Wakeup::Fault { slot, page, kind, atomic } = w else { return };
+        let geometry = self.engine.proto.geometry();
+        crate::counters::log_fault(page, kind, geometry.pages_per_node);
+        self.engine.waiting.entry(page).or_default().push(slot);
+        // A trap on a former guard page of a stack, which was made inaccessible behind the
+        // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
+        // protocol says this node has (if that is too little, the protocol goes on).
+        if self.rt.take_unguarded(page.0) {
+            let have = self.engine.proto.access(page);
+            if let Err(e) = self.space.protect(page, have) {
+                fatal(&format!("mprotect of {page}: {e}"));
+            }
+        }
+        let mut effects = std::mem::take(&mut self.engine.effects);
+        let Engine { proto, reads, .. } = &mut self.engine;
+        // A page a read-ahead would ask for is taken from direct reads first (or ends the run).
+        let mut claim = |q: PageId| {
+            let ok = dsm::fault::direct::claim_for_request(q.0);
+            if ok {
+                reads.touched.push(q);
+            }
+            ok
+        };
+        proto.fault_claiming(page, kind, atomic, &mut effects, &mut claim);
+        if dsm::fault::direct::enabled() {
+            dsm::fault::direct::set_expected(proto.expected_read().map(|p| p.0));
+        }
+        self.exec(&mut effects, None);
+        self.engine.effects = effects;
     }
 
     pub(super) fn on_conn(&mut self, i: usize, events: u32, body: &mut Vec<u8>) {
@@ -525,14 +559,13 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 if let Err(e) = self.check_payload(&msg, data) {
                     return self.peer_lost(from, &e);
                 }
-                let mut effects = std::mem::take(&mut self.engine.effects);
-                let r = self.engine.proto.handle(from, msg, &mut effects);
-                if let Err(e) = r {
-                    self.engine.effects = effects;
-                    return self.peer_lost(from, &format!("protocol error: {e}"));
+                let page = dsm::protocol::Message::page(&msg);
+                if !self.gate(page) {
+                    // A direct read of the page is out: the message waits for it to end.
+                    let _internal = InternalAlloc::new();
+                    return self.hold_for_read(page, Held::Msg(from, msg, data.map(<[u8]>::to_vec)));
                 }
-                self.exec(&mut effects, data);
-                self.engine.effects = effects;
+                self.on_proto(from, msg, data);
                 return;
             }
             Some(&(super::wire::T_PROTO | super::wire::T_LRC)) => {
@@ -562,6 +595,18 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
         let v = h(self.rt, from, body);
         self.verdict(Some(from), v);
+    }
+
+    /// A protocol message from `from`, with its payload (checked), its page gated.
+    pub(super) fn on_proto(&mut self, from: NodeId, msg: P::Msg, data: Option<&[u8]>) {
+        let mut effects = std::mem::take(&mut self.engine.effects);
+        let r = self.engine.proto.handle(from, msg, &mut effects);
+        if let Err(e) = r {
+            self.engine.effects = effects;
+            return self.peer_lost(from, &format!("protocol error: {e}"));
+        }
+        self.exec(&mut effects, data);
+        self.engine.effects = effects;
     }
 
     fn on_core(&mut self, from: NodeId, core: Core<'_>) {

@@ -327,6 +327,19 @@ impl ScNode {
     /// A fault on an out-of-range page is ignored (nothing is emitted); the runtime never maps
     /// such pages.
     pub fn fault(&mut self, page: PageId, kind: FaultKind, out: &mut Vec<Action>) {
+        self.fault_with(page, kind, out, &mut |_| true);
+    }
+
+    /// [`ScNode::fault`], where each page a read- or write-ahead would ask for is first offered to
+    /// `claim`; the run ends at the first page it refuses (the runtime refuses a page a direct
+    /// read has, see [`ScNode::absorb_direct_read`]).
+    pub fn fault_with(
+        &mut self,
+        page: PageId,
+        kind: FaultKind,
+        out: &mut Vec<Action>,
+        claim: &mut dyn FnMut(PageId) -> bool,
+    ) {
         if !self.geo.in_range(page) {
             return;
         }
@@ -341,8 +354,37 @@ impl ScNode {
         let home = self.geo.home_of(page);
         self.request(page, kind, home, out);
         if self.read_ahead > 0 {
-            self.ahead_of(page, kind, home, out);
+            self.ahead_of(page, kind, home, out, claim);
         }
+    }
+
+    /// Whether a direct read of `page` may start: homed elsewhere, no copy here, nothing asked
+    /// for (see [`Coherence::fetchable`]).
+    pub fn fetchable(&self, page: PageId) -> bool {
+        self.geo.in_range(page)
+            && !self.geo.is_home(page)
+            && !self.access.contains_key(&page)
+            && !self.pending.contains_key(&page)
+    }
+
+    /// A direct read of `page` was granted by its home and opened: this node holds a read copy
+    /// (see [`Coherence::absorb_direct_read`]). The home saw an ordinary `ReadReq` from this node
+    /// and answered it with an ordinary `Grant`, which reached the faulting thread instead of this
+    /// state machine; this records the result as `on_grant` would have.
+    ///
+    /// # Errors
+    /// If `page` was not [`fetchable`](ScNode::fetchable); nothing changes then.
+    pub fn absorb_direct_read(&mut self, page: PageId) -> Result<(), ProtocolError> {
+        if !self.fetchable(page) {
+            return Err(ProtocolError::new(format!(
+                "a direct read of {page} by {}, which holds {:?} access to it with request {:?} outstanding",
+                self.geo.me,
+                self.access(page),
+                self.outstanding(page)
+            )));
+        }
+        self.set_access(page, Access::Read);
+        Ok(())
     }
 
     /// Asks `home` for `kind` access to `page` (recorded in `pending` by the caller): a message,
@@ -362,7 +404,14 @@ impl ScNode {
 
     /// After a `kind` miss on `page` (homed at `home`, here or elsewhere): asks for the following
     /// pages too if the misses run in sequence (see [`ScNode::with_read_ahead`]).
-    fn ahead_of(&mut self, page: PageId, kind: FaultKind, home: NodeId, out: &mut Vec<Action>) {
+    fn ahead_of(
+        &mut self,
+        page: PageId,
+        kind: FaultKind,
+        home: NodeId,
+        out: &mut Vec<Action>,
+        claim: &mut dyn FnMut(PageId) -> bool,
+    ) {
         let which = usize::from(kind == FaultKind::Write);
         let window = self.stream[which].filter(|&(next, _)| next == page).map(|(_, w)| w);
         let mut next = page.0 + 1;
@@ -372,6 +421,7 @@ impl ScNode {
                 || self.geo.home_of(q) != home
                 || self.access(q) >= kind.needed()
                 || self.pending.contains_key(&q)
+                || (home != self.geo.me && !claim(q))
             {
                 break;
             }
@@ -784,6 +834,10 @@ impl Message for Msg {
         u64::from(matches!(self, Msg::ReadReq { .. } | Msg::WriteReq { .. }))
     }
 
+    fn grants_read_copy(&self) -> bool {
+        matches!(self, Msg::Grant { access: Access::Read, data: true, .. })
+    }
+
     fn explain(&self, p: &str) -> String {
         match *self {
             Msg::ReadReq { .. } => format!("please send me a read copy of {p}"),
@@ -841,6 +895,33 @@ impl Coherence for ScNode {
             return Access::None;
         }
         self.access.get(&page).copied().unwrap_or_else(|| self.initial_access(page))
+    }
+
+    fn direct_read_request(&self, page: PageId) -> Option<Msg> {
+        self.geo.in_range(page).then_some(Msg::ReadReq { page })
+    }
+
+    fn fetchable(&self, page: PageId) -> bool {
+        ScNode::fetchable(self, page)
+    }
+
+    fn absorb_direct_read(&mut self, page: PageId) -> Result<(), Error> {
+        ScNode::absorb_direct_read(self, page)
+    }
+
+    fn fault_claiming(
+        &mut self,
+        page: PageId,
+        kind: FaultKind,
+        _atomic: bool,
+        out: &mut Vec<Action>,
+        claim: &mut dyn FnMut(PageId) -> bool,
+    ) {
+        self.fault_with(page, kind, out, claim);
+    }
+
+    fn expected_read(&self) -> Option<PageId> {
+        self.stream[0].filter(|_| self.read_ahead > 0).map(|(next, _)| next)
     }
 
     fn describe(&self, page: PageId) -> String {

@@ -21,7 +21,7 @@ use stateright::Property;
 use super::{Access, Bug, FaultKind, NodeId, PageId, ScNode};
 use crate::sim::model::{Explore, Scenario, Step, World, check, not, shortest_counterexample};
 use crate::sim::sc::{attempt, copies_current, directory_covers, directory_exact, single_writer};
-use crate::sim::{Sim, Violation, Wait};
+use crate::sim::{DirectMistake, Sim, Violation, Wait};
 
 /// The size of a model: how many nodes, pages and accesses.
 #[derive(Clone, Debug)]
@@ -35,6 +35,12 @@ struct Bounds {
     ops: Vec<u8>,
     /// A mistake planted in every node.
     bug: Option<Bug>,
+    /// A mistake planted in the runtime's side of direct reads.
+    direct_mistake: Option<DirectMistake>,
+    /// Reads of pages homed elsewhere may also be direct reads (`dsm::fault::direct`): the
+    /// request goes without the protocol, the grant comes back apart from the ordinary messages,
+    /// and what concerns the page waits meanwhile.
+    direct: bool,
 }
 
 /// A thread's step.
@@ -44,10 +50,20 @@ enum Op {
     Access { node: usize, thread: usize, page: u64, kind: FaultKind },
     /// A woken thread retries its access.
     Retry { node: usize, thread: usize },
+    /// An idle thread reads a page homed elsewhere, directly if it may (else the ordinary way).
+    Direct { node: usize, thread: usize, page: u64 },
+    /// The answer to a direct read arrives (`i`-th of those on their way): the thread opens the
+    /// page and reads; then what its node held for the page is handled.
+    Answer { i: usize },
 }
 
-/// `ops_left[node][t]`: accesses thread `t` of `node` may still start.
-type OpsLeft = Vec<Vec<u8>>;
+/// `ops[node][t]`: accesses thread `t` of `node` may still start; `reading`: the threads in a
+/// direct read, `(node, thread, page)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OpsLeft {
+    ops: Vec<Vec<u8>>,
+    reading: Vec<(usize, usize, u64)>,
+}
 
 impl Scenario for Bounds {
     type Node = ScNode;
@@ -62,18 +78,26 @@ impl Scenario for Bounds {
             nodes.iter_mut().for_each(|node| node.inject(bug));
         }
         // Pages of one byte: a version number.
-        let sim = Sim::new(nodes, self.pages as usize, 1, &self.threads);
-        World { sim, app: self.ops.iter().zip(&self.threads).map(|(&ops, &t)| vec![ops; t]).collect() }
+        let mut sim = Sim::new(nodes, self.pages as usize, 1, &self.threads);
+        if let Some(m) = self.direct_mistake {
+            sim.plant_direct_mistake(m);
+        }
+        let ops = self.ops.iter().zip(&self.threads).map(|(&ops, &t)| vec![ops; t]).collect();
+        World { sim, app: OpsLeft { ops, reading: Vec::new() } }
     }
 
     fn ops(&self, w: &World<ScNode, OpsLeft>, out: &mut Vec<Op>) {
         for node in 0..w.sim.count() {
             for thread in 0..w.sim.threads(node) {
+                let reading = w.app.reading.iter().any(|&(k, t, _)| (k, t) == (node, thread));
                 match w.sim.wait(node, thread) {
-                    Wait::Run if w.app[node][thread] > 0 => {
+                    Wait::Run if w.app.ops[node][thread] > 0 && !reading => {
                         for page in 0..self.pages {
                             for kind in [FaultKind::Read, FaultKind::Write] {
                                 out.push(Op::Access { node, thread, page, kind });
+                            }
+                            if self.direct && w.sim.home(page as usize) != node {
+                                out.push(Op::Direct { node, thread, page });
                             }
                         }
                     }
@@ -82,13 +106,38 @@ impl Scenario for Bounds {
                 }
             }
         }
+        out.extend((0..w.sim.direct_answers().count()).map(|i| Op::Answer { i }));
     }
 
     fn run(&self, w: &mut World<ScNode, OpsLeft>, op: Op) {
         match op {
             Op::Access { node, thread, page, kind } => {
-                w.app[node][thread] -= 1;
+                w.app.ops[node][thread] -= 1;
                 attempt(&mut w.sim, node, thread, PageId(page), kind);
+            }
+            Op::Direct { node, thread, page } => {
+                w.app.ops[node][thread] -= 1;
+                // The handler runs only for a page closed to reads; it reads directly when the
+                // page's state allows, else it takes the ordinary way.
+                let open = w.sim.prot(node, page as usize) >= Access::Read;
+                if open || !w.sim.direct_read(node, PageId(page)) {
+                    attempt(&mut w.sim, node, thread, PageId(page), FaultKind::Read);
+                } else {
+                    w.app.reading.push((node, thread, page));
+                }
+            }
+            Op::Answer { i } => {
+                let Some((node, page)) = w.sim.direct_answers().nth(i) else { return };
+                w.sim.direct_answer(i);
+                // The reading thread returns from the handler and reads at once, before anything
+                // its node held for the page (an invalidation) is handled.
+                let readers: Vec<usize> =
+                    w.app.reading.iter().filter(|r| (r.0, r.2) == (node, page.0)).map(|r| r.1).collect();
+                w.app.reading.retain(|r| (r.0, r.2) != (node, page.0));
+                for thread in readers {
+                    attempt(&mut w.sim, node, thread, page, FaultKind::Read);
+                }
+                w.sim.release_held(node, page);
             }
             Op::Retry { node, thread } => {
                 if let Wait::Woken(page, kind) = w.sim.wait(node, thread) {
@@ -99,15 +148,17 @@ impl Scenario for Bounds {
     }
 
     fn retry(&self, w: &World<ScNode, OpsLeft>) -> Option<Op> {
-        (0..w.sim.count()).find_map(|node| {
-            let woken = |&t: &usize| matches!(w.sim.wait(node, t), Wait::Woken(..));
-            (0..w.sim.threads(node)).find(woken).map(|thread| Op::Retry { node, thread })
-        })
+        (0..w.sim.count())
+            .find_map(|node| {
+                let woken = |&t: &usize| matches!(w.sim.wait(node, t), Wait::Woken(..));
+                (0..w.sim.threads(node)).find(woken).map(|thread| Op::Retry { node, thread })
+            })
+            .or_else(|| w.sim.direct_answers().next().map(|_| Op::Answer { i: 0 }))
     }
 
     fn done(&self, w: &World<ScNode, OpsLeft>) -> bool {
         let idle = (0..w.sim.count()).all(|k| (0..w.sim.threads(k)).all(|t| w.sim.wait(k, t) == Wait::Run));
-        idle && w.app.iter().flatten().all(|&left| left == 0)
+        idle && w.app.reading.is_empty() && w.app.ops.iter().flatten().all(|&left| left == 0)
     }
 
     fn properties(&self) -> Vec<Property<Explore<Self>>> {
@@ -137,6 +188,7 @@ impl Scenario for Bounds {
             Property::sometimes("all accesses done", |m: &Explore<Self>, w: &W| {
                 m.0.done(w) && w.sim.quiescent()
             }),
+            Property::sometimes("a message waits for a direct read", |_, w: &W| w.sim.held() > 0),
         ]
     }
 }
@@ -154,7 +206,15 @@ const REACHED: [&str; 4] = [
 /// further in release.
 #[test]
 fn three_nodes_two_pages() {
-    let bounds = Bounds { nodes: 3, pages: 2, threads: vec![1, 1, 1], ops: vec![2, 2, 1], bug: None };
+    let bounds = Bounds {
+        nodes: 3,
+        pages: 2,
+        threads: vec![1, 1, 1],
+        ops: vec![2, 2, 1],
+        bug: None,
+        direct: false,
+        direct_mistake: None,
+    };
     check("three_nodes_two_pages", bounds, 2).assert_holds(&REACHED);
 }
 
@@ -162,8 +222,53 @@ fn three_nodes_two_pages() {
 /// outstanding (which sends nothing and waits for the first request's wake-up) is explored too.
 #[test]
 fn two_threads_on_a_node() {
-    let bounds = Bounds { nodes: 3, pages: 2, threads: vec![1, 1, 2], ops: vec![1, 1, 1], bug: None };
+    let bounds = Bounds {
+        nodes: 3,
+        pages: 2,
+        threads: vec![1, 1, 2],
+        ops: vec![1, 1, 1],
+        bug: None,
+        direct: false,
+        direct_mistake: None,
+    };
     check("two_threads_on_a_node", bounds, 2).assert_holds(&REACHED);
+}
+
+/// Direct reads beside ordinary accesses: a direct read's grant overtaking, or overtaken by, the
+/// home's ordinary messages; an invalidation or another thread's fault waiting at the reader until
+/// its direct read ends; reads of pages whose direct read raced a writer.
+#[test]
+fn direct_reads() {
+    let bounds = Bounds {
+        nodes: 3,
+        pages: 2,
+        threads: vec![1, 1, 1],
+        ops: vec![2, 1, 1],
+        bug: None,
+        direct: true,
+        direct_mistake: None,
+    };
+    let mut reached = REACHED.to_vec();
+    reached.push("a message waits for a direct read");
+    check("direct_reads", bounds, 2).assert_holds(&reached);
+}
+
+/// Two threads on a node that reads directly: the second thread's fault on the page waits for the
+/// first thread's direct read.
+#[test]
+fn direct_reads_two_threads() {
+    let bounds = Bounds {
+        nodes: 2,
+        pages: 2,
+        threads: vec![1, 2],
+        ops: vec![2, 1],
+        bug: None,
+        direct: true,
+        direct_mistake: None,
+    };
+    let reached =
+        ["a request waits behind a transaction", "all accesses done", "a message waits for a direct read"];
+    check("direct_reads_two_threads", bounds, 2).assert_holds(&reached);
 }
 
 /// Parses `SC_MODEL`, e.g. `pages=2 threads=1,1,2 ops=2,2,2` (the node count is the length of
@@ -172,12 +277,21 @@ fn bounds_from_env() -> Option<Bounds> {
     let spec = std::env::var("SC_MODEL").ok()?;
     let list =
         |v: &str| -> Vec<usize> { v.split(',').map(|x| x.trim().parse().expect("a number")).collect() };
-    let mut b = Bounds { nodes: 3, pages: 2, threads: vec![1; 3], ops: vec![2; 3], bug: None };
+    let mut b = Bounds {
+        nodes: 3,
+        pages: 2,
+        threads: vec![1; 3],
+        ops: vec![2; 3],
+        bug: None,
+        direct: false,
+        direct_mistake: None,
+    };
     for part in spec.split_whitespace() {
         match part.split_once('=') {
             Some(("pages", v)) => b.pages = v.parse().expect("pages=N"),
             Some(("threads", v)) => b.threads = list(v),
             Some(("ops", v)) => b.ops = list(v).into_iter().map(|x| x as u8).collect(),
+            Some(("direct", v)) => b.direct = v == "1",
             _ => panic!("SC_MODEL: cannot read {part:?}"),
         }
     }
@@ -199,13 +313,23 @@ fn larger_bounds() {
         threads: vec![1, 1, 1],
         ops: vec![2, 2, 2],
         bug: None,
+        direct: false,
+        direct_mistake: None,
     });
     check("larger_bounds", bounds, 2).assert_holds(&REACHED);
 }
 
 /// One access on each of three nodes, one page, with `bug` planted.
 fn one_page(bug: Bug) -> Bounds {
-    Bounds { nodes: 3, pages: 1, threads: vec![1, 1, 1], ops: vec![1, 1, 1], bug: Some(bug) }
+    Bounds {
+        nodes: 3,
+        pages: 1,
+        threads: vec![1, 1, 1],
+        ops: vec![1, 1, 1],
+        bug: Some(bug),
+        direct: false,
+        direct_mistake: None,
+    }
 }
 
 fn read(node: usize) -> Step<Op> {
@@ -264,4 +388,39 @@ fn finds_recall_ack_before_protect() {
     // Node 2 asks to write and is granted the page; the home's own write recalls it; node 2 gets
     // the grant, then the recall, and reads its bytes for the reply while still writable.
     assert_eq!(steps, [write(2), deliver(2, 0), write(0), deliver(0, 2), deliver(0, 2)]);
+}
+
+/// Handling an invalidation at once while a direct read of its page is out: the reader's protocol,
+/// which has not heard of the read yet, refuses it. The runtime holds it instead.
+#[test]
+fn finds_direct_reads_that_hold_nothing() {
+    let bounds = Bounds {
+        nodes: 2,
+        pages: 1,
+        threads: vec![1, 1],
+        ops: vec![1, 1],
+        bug: None,
+        direct: true,
+        direct_mistake: Some(DirectMistake::NoHold),
+    };
+    let o = check("finds_direct_reads_that_hold_nothing", bounds, 1);
+    assert!(o.found("no message is rejected"));
+}
+
+/// A direct read request that overtakes the acknowledgement of the invalidation before it: the
+/// home, still waiting for that acknowledgement, refuses a read request from a node it counts as a
+/// reader. The runtime orders the request after what the node queued to the home before.
+#[test]
+fn finds_direct_reads_that_overtake() {
+    let bounds = Bounds {
+        nodes: 2,
+        pages: 1,
+        threads: vec![1, 1],
+        ops: vec![1, 2],
+        bug: None,
+        direct: true,
+        direct_mistake: Some(DirectMistake::Unordered),
+    };
+    let o = check("finds_direct_reads_that_overtake", bounds, 1);
+    assert!(o.found("no message is rejected"));
 }
