@@ -15,7 +15,7 @@
 //! - **cold sequential read**: a thread on node 1 reads one byte of each of 4096 pages homed at
 //!   node 0, in order (what read-ahead is for): the time per page, once per round.
 //!
-//! Medians and 90th percentiles over all rounds, the ratio read fault / raw RTT, and the CPU time a
+//! `BENCH_ONLY=reads` runs the first two only (for a profiler). Medians and 90th percentiles over all rounds, the ratio read fault / raw RTT, and the CPU time a
 //! read fault costs each of the three threads it involves (from the scheduler's own accounting).
 
 use std::hint::black_box;
@@ -156,6 +156,8 @@ fn main() {
     }
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
     let per = 400;
+    // `BENCH_ONLY=reads`: the round trip and the read faults only (for a profiler).
+    let only_reads = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "reads");
     let (mut rtt, mut rf, mut wf, mut sj, mut seq) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut cpu, mut rtt_cpu) = ([0u64; 3], [0u64; 2]);
@@ -169,11 +171,15 @@ fn main() {
         for (c, u) in cpu.iter_mut().zip(used) {
             *c += u;
         }
-        wf.extend(write_faults(per));
-        sj.extend(spawn_join(per / 4));
-        seq.push(sequential_read(4096));
+        if !only_reads {
+            wf.extend(write_faults(per));
+            sj.extend(spawn_join(per / 4));
+            seq.push(sequential_read(4096));
+        }
     }
     header();
+    // A phase that did not run (`BENCH_ONLY`) prints no row.
+    let row = |name: &str, v: &mut Vec<Duration>| if v.is_empty() { Duration::ZERO } else { row(name, v) };
     let medians = [
         row("raw loopback RTT (16 B -> 4 KiB)", &mut rtt),
         row("remote read fault", &mut rf),

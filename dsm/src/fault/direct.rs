@@ -33,8 +33,8 @@
 //! then), and is then handled as for any read copy.
 //!
 //! **When it does not apply** (the handler then takes the ordinary way): a write; a page homed here;
-//! a page right after the last one read (a sequential scan, which the protocol's read-ahead serves
-//! in runs); the page the read-ahead expects next; a page whose byte is not [`ABSENT`]; no free
+//! the third page or later of an ascending run of read faults (a sequential scan, which the
+//! protocol's read-ahead serves in runs); the page the read-ahead expects next; a page whose byte is not [`ABSENT`]; no free
 //! connection to the home (the service thread is asked to dial one, [`wanted_dials`]).
 
 use std::cell::UnsafeCell;
@@ -95,6 +95,8 @@ static SENT_LEN: AtomicUsize = AtomicUsize::new(0);
 /// expects next (`u64::MAX`: none).
 static LAST: AtomicU64 = AtomicU64::new(u64::MAX);
 static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+/// How many read faults in a row, before the last, were each on the page after the one before.
+static RUN: AtomicU64 = AtomicU64::new(0);
 /// Direct reads done.
 static DONE: AtomicU64 = AtomicU64::new(0);
 /// A direct connection broke under a read: the home's id plus one (0: none).
@@ -114,11 +116,11 @@ const EMPTY_CONN: Conn =
 static TABLE: [Conn; CONNS] = [EMPTY_CONN; CONNS];
 
 /// The receive buffer of one connection, used only by the thread that holds the connection.
-struct Buf(UnsafeCell<[u8; ANSWER]>);
+struct Buf(UnsafeCell<[u8; 4 + ANSWER]>);
 // SAFETY: a buffer is touched only by the thread that claimed its connection (`busy`).
 unsafe impl Sync for Buf {}
 #[allow(clippy::declare_interior_mutable_const)]
-const EMPTY_BUF: Buf = Buf(UnsafeCell::new([0; ANSWER]));
+const EMPTY_BUF: Buf = Buf(UnsafeCell::new([0; 4 + ANSWER]));
 static BUFS: [Buf; CONNS] = [EMPTY_BUF; CONNS];
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -323,10 +325,16 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
     if !enabled() || PAUSED.load(Ordering::Relaxed) {
         return false;
     }
+    // The third page or later of an ascending run is a scan: read-ahead serves it better. (Two
+    // pages in a row, a row of 8 KiB, are still read directly.)
     let last = LAST.swap(page, Ordering::Relaxed);
+    let run = if page == last.wrapping_add(1) { RUN.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
+    if run == 0 {
+        RUN.store(0, Ordering::Relaxed);
+    }
     let per = PER_NODE.load(Ordering::Relaxed);
     let home = (page / per) as u32;
-    if page == last.wrapping_add(1)
+    if run >= 2
         || page == NEXT.load(Ordering::Relaxed)
         || page >= PAGES.load(Ordering::Relaxed)
         || home == ME.load(Ordering::Relaxed)
@@ -430,16 +438,17 @@ fn fetch(c: usize, home: u32, page: u64) -> bool {
     }
     // SAFETY: this thread holds connection `c`, and with it its buffer.
     let buf = unsafe { &mut *BUFS[c].0.get() };
-    let mut len = [0u8; 4];
-    if !read_exact(fd, &mut len) || u32::from_le_bytes(len) as usize != ANSWER || !read_exact(fd, buf) {
+    // The frame's length and body in one call (the length is known: only a grant may come).
+    if !read_exact(fd, buf) || buf[..4] != (ANSWER as u32).to_le_bytes() {
         return false;
     }
-    if buf[0] != T_ORDERED || buf[9] != T_PAGE_GRANT || buf[10..18] != page.to_le_bytes() {
+    let body = &buf[4..];
+    if body[0] != T_ORDERED || body[9] != T_PAGE_GRANT || body[10..18] != page.to_le_bytes() {
         return false;
     }
     // SAFETY: one page of the runtime view, mapped read-write; the application view of the page is
     // closed (the handler owns it while it is DIRECT); the source is this connection's buffer.
-    unsafe { std::ptr::copy_nonoverlapping(buf[18..].as_ptr(), view as *mut u8, PAGE_SIZE) };
+    unsafe { std::ptr::copy_nonoverlapping(body[18..].as_ptr(), view as *mut u8, PAGE_SIZE) };
     bit.fetch_or(mask, Ordering::Relaxed);
     true
 }
@@ -469,12 +478,23 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) -> bool {
     true
 }
 
-/// Reads exactly `buf.len()` bytes from `fd` (blocking), retrying on `EINTR`. *(handler)*
+/// Reads exactly `buf.len()` bytes from socket `fd` (blocking: one call unless a signal comes),
+/// retrying on `EINTR`. *(handler)*
 fn read_exact(fd: RawFd, buf: &mut [u8]) -> bool {
     let mut got = 0;
     while got < buf.len() {
-        // SAFETY: read(2) into the unfilled part of a live buffer.
-        let n = unsafe { sys::raw_read(fd, buf[got..].as_mut_ptr(), buf.len() - got) };
+        // SAFETY: recvfrom(2) into the unfilled part of a live buffer, no address; a system call.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_recvfrom,
+                fd,
+                buf[got..].as_mut_ptr(),
+                buf.len() - got,
+                libc::MSG_WAITALL,
+                std::ptr::null_mut::<libc::sockaddr>(),
+                std::ptr::null_mut::<libc::socklen_t>(),
+            ) as isize
+        };
         if n > 0 {
             got += n as usize;
         } else if n == 0 || sys::errno() != libc::EINTR {
