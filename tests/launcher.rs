@@ -233,6 +233,35 @@ fn killing_a_node_stops_the_others_naming_it() {
     );
 }
 
+#[test]
+fn a_home_that_dies_under_direct_reads_stops_the_cluster_naming_it() {
+    // Node 1's threads read pages of node 2 directly, without end; node 2 is stopped (reads are
+    // left waiting in the middle) and then killed: the readers' connections break, and the
+    // cluster stops naming node 2 within the bound, leaving no process.
+    let tag = Tagged::new();
+    let child = running(
+        tag.command(env!("CARGO_BIN_EXE_check_direct"))
+            .arg("forever")
+            .env("RTHREADS_NODES", "3")
+            .env("RTHREADS_FAILURE_TIMEOUT", "2"),
+    );
+    let victim = node_pid(&tag, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    // SAFETY: signals to a node process of our own test.
+    unsafe { libc::kill(victim as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: as above.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let result = wait_bounded(child, Duration::from_secs(30));
+    let took = t.elapsed();
+    let err = text(&result.stderr);
+    assert_eq!(result.status.code(), Some(3), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?} (bound 10 s)");
+    assert!(err.contains("lost node 2"), "{err}");
+    tag.assert_none_left(Duration::from_secs(5));
+}
+
 /// Issue 18: failure detection still names the lost node within the timeout at 64 nodes, whether
 /// node 33 is killed (its connections close) or stopped (it falls silent: node 0, which watches
 /// every node, declares it lost after the failure timeout, `timeout` seconds).

@@ -13,8 +13,49 @@ const ROUNDS: u64 = 150;
 /// Reads the readers make, together, while the home writes.
 const READS: u64 = 6000;
 
+/// `check_direct forever` (3 nodes): pages homed at node 2, written there without end, read
+/// scattered by two threads of node 1 without end (direct reads out most of the time); prints
+/// `running`. For a test that kills node 2 under them.
+fn forever() -> ! {
+    let data: Arc<Vec<AtomicU64>> = rthreads::Builder::new()
+        .node(2)
+        .spawn(|| Arc::new((0..PAGES * WORDS).map(|_| AtomicU64::new(0)).collect::<Vec<_>>()))
+        .unwrap()
+        .join()
+        .unwrap();
+    let d = Arc::clone(&data);
+    let _writer = rthreads::Builder::new().node(2).spawn(move || {
+        loop {
+            for c in d.iter().step_by(WORDS) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let _readers: Vec<_> = (0..2u64)
+        .map(|r| {
+            let d = Arc::clone(&data);
+            rthreads::Builder::new().node(1).spawn(move || {
+                let mut x = 0x2545_F491_4F6C_DD1Du64 ^ r;
+                loop {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    std::hint::black_box(d[(x % PAGES as u64) as usize * WORDS].load(Ordering::Relaxed));
+                }
+            })
+        })
+        .collect();
+    println!("running");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 #[rthreads::main]
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("forever") {
+        forever();
+    }
     let sc = std::env::var("RTHREADS_PROTOCOL").map_or(true, |p| p != "lrc");
     let before = rthreads::stats();
     // Pages written on node 0 (their home), then read one word each by a thread on node 1, last
