@@ -161,7 +161,6 @@ pub struct Setup {
 /// `setup.pages` pages.
 pub unsafe fn enable(setup: Setup) -> std::io::Result<()> {
     let words = sys::map_anon(setup.pages as usize)?;
-    WORDS.store(words.cast(), Ordering::SeqCst);
     ME.store(u32::from(setup.me), Ordering::SeqCst);
     PER_NODE.store(setup.pages_per_node.max(1), Ordering::SeqCst);
     PAGES.store(setup.pages, Ordering::SeqCst);
@@ -169,7 +168,9 @@ pub unsafe fn enable(setup: Setup) -> std::io::Result<()> {
     BITS.store(setup.bits.cast_mut(), Ordering::SeqCst);
     SENT.store(setup.sent.cast_mut(), Ordering::SeqCst);
     SENT_LEN.store(setup.sent_len, Ordering::SeqCst);
-    ENABLED.store(true, Ordering::SeqCst);
+    // Release: whoever sees the bytes (or ENABLED) sees everything above.
+    WORDS.store(words.cast(), Ordering::Release);
+    ENABLED.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -186,9 +187,15 @@ pub fn pause(on: bool) {
     PAUSED.store(on, Ordering::SeqCst);
 }
 
-/// Whether direct reads are on.
+/// Whether direct reads are on (new ones may start).
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    ENABLED.load(Ordering::Acquire)
+}
+
+/// Whether direct reads were ever turned on: then pages keep being gated after [`disable`], since
+/// reads that started before may still be out.
+fn active() -> bool {
+    !WORDS.load(Ordering::Acquire).is_null()
 }
 
 /// Direct reads done on this node so far.
@@ -218,7 +225,7 @@ pub enum Gate {
 /// Before the service thread acts on `page` (homed elsewhere): makes sure no direct read starts
 /// meanwhile, and says whether one is out or has ended unseen. *(service)*
 pub fn gate(page: u64) -> Gate {
-    if !enabled() || page >= PAGES.load(Ordering::Relaxed) {
+    if !active() || page >= PAGES.load(Ordering::Relaxed) {
         return Gate::Proceed;
     }
     let w = word(page);
@@ -241,7 +248,7 @@ pub fn gate(page: u64) -> Gate {
 /// For the protocol's read-ahead: takes `page` (homed elsewhere) for a request unless a direct
 /// read has it (out, or ended unseen); whether it may be asked for. *(service)*
 pub fn claim_for_request(page: u64) -> bool {
-    !enabled()
+    !active()
         || page >= PAGES.load(Ordering::Relaxed)
         || match word(page).compare_exchange(ABSENT, LOCKED, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => true,
@@ -252,7 +259,7 @@ pub fn claim_for_request(page: u64) -> bool {
 /// The protocol says `page` is back to "no copy, nothing asked for", with every message that took
 /// it there queued: direct reads may start again. *(service)*
 pub fn publish_absent(page: u64) {
-    if enabled() && page < PAGES.load(Ordering::Relaxed) {
+    if active() && page < PAGES.load(Ordering::Relaxed) {
         let _ = word(page).compare_exchange(LOCKED, ABSENT, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
@@ -342,15 +349,28 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
         return false;
     }
     let w = word(page);
+    // No other signal handler runs on this thread while it owns the page: one that touched the
+    // page would wait for this very read (its fault held behind it), and one that jumped out
+    // would leave the page owned for good. Faults (SIGSEGV, SIGBUS) stay deliverable.
+    let saved = block_signals();
     if w.compare_exchange(ABSENT, DIRECT, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        restore_signals(&saved);
         return false;
     }
     let Some(c) = claim_conn(home) else {
         want_dial(home);
         settle(w, ABSENT);
+        restore_signals(&saved);
         return false;
     };
     if !fetch(c, home, page) {
+        if !enabled() {
+            // The cluster is shutting down and the home has left: nothing will ask about this
+            // page again; the ordinary way (the node alone serves every fault) takes over.
+            settle(w, ABSENT);
+            restore_signals(&saved);
+            return false;
+        }
         // The home is gone or broken, and may have granted the page: this node's state cannot be
         // known now. The service thread reports the node lost; this thread sleeps meanwhile.
         BROKEN.store(home + 1, Ordering::Release);
@@ -358,6 +378,14 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
         loop {
             sys::futex_wait(&NEVER, 0);
         }
+    }
+    if !enabled() {
+        // Shutting down meanwhile: the node alone may have opened the whole space to writes, and
+        // local writes must not be overwritten by these bytes. (Nobody else reads the page again.)
+        TABLE[c].busy.store(false, Ordering::Release);
+        settle(w, ABSENT);
+        restore_signals(&saved);
+        return false;
     }
     // SAFETY: opening one page of the application view for reading; its bytes were just written
     // through the runtime view, and the service thread leaves the page alone while it is DIRECT.
@@ -373,7 +401,39 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
     }
     DONE.fetch_add(1, Ordering::Relaxed);
     settle(w, GRANTED);
+    restore_signals(&saved);
     true
+}
+
+/// Blocks every signal but the synchronous faults on the calling thread; returns the old mask.
+/// *(handler)*
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigfillset/sigdelset only write it; rt_sigprocmask is a
+    // system call (async-signal-safe) on this thread's own mask.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+            libc::sigdelset(&mut all, sig);
+        }
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &all, &mut old, 8usize);
+        old
+    }
+}
+
+/// Puts back the mask [`block_signals`] returned. *(handler)*
+fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: as above.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            old,
+            std::ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        )
+    };
 }
 
 /// Ends the handler's hold on a page's byte: stores `to`, and wakes the service thread if
@@ -396,7 +456,11 @@ fn claim_conn(home: u32) -> Option<usize> {
 /// Asks the service thread for another connection to `home` (at most [`PER_HOME`]). *(handler)*
 fn want_dial(home: u32) {
     let have = TABLE.iter().filter(|c| c.peer.load(Ordering::Relaxed) == home).count();
+    // A full table takes no more (entries stay for good): reads from further homes go the
+    // ordinary way instead of dialing a connection that would be closed at once.
+    let room = TABLE.iter().any(|c| c.fd.load(Ordering::Relaxed) < 0);
     if have < PER_HOME
+        && room
         && let Some(flag) = WANT_DIAL.get(home as usize)
         && !flag.swap(true, Ordering::AcqRel)
     {

@@ -405,6 +405,9 @@ impl Runtime {
     pub(crate) fn shutdown_cluster(&'static self, code: i32) {
         private_internal(move || {
             self.shutting_down.store(true, Ordering::SeqCst);
+            // No new direct page read may start towards nodes about to leave (one that is out
+            // falls back to the ordinary way if its home is gone, see `dsm::fault::direct`).
+            dsm::fault::direct::disable();
             for n in NodeId::all(self.nodes).skip(1) {
                 self.send(n, wire::Core::Shutdown { code }.encode());
             }

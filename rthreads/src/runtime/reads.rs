@@ -115,6 +115,19 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             return;
         }
         let _internal = InternalAlloc::new();
+        if self.rt.is_alone() {
+            // Every other node has left: the node serves its faults alone (`serve_alone`), and
+            // the held messages have nobody to answer.
+            let mut faults: Vec<Wakeup> = std::mem::take(&mut self.engine.reads.held)
+                .into_values()
+                .flatten()
+                .filter_map(|h| match h {
+                    Held::Fault(w) => Some(w),
+                    Held::Msg(..) => None,
+                })
+                .collect();
+            return self.serve_alone(&mut faults);
+        }
         let pages: Vec<PageId> = self.engine.reads.held.keys().copied().collect();
         for page in pages {
             match direct::gate(page.0) {

@@ -399,7 +399,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Node 0 after every other node has left: the whole space opens to this node (once), and
     /// every fault, waiting or new, ends at once (its page opened again first, in case). The
     /// protocol is not consulted any more: no other node will read or write a page again.
-    fn serve_alone(&mut self, wakeups: &mut Vec<Wakeup>) {
+    pub(super) fn serve_alone(&mut self, wakeups: &mut Vec<Wakeup>) {
         if !self.sealed {
             self.sealed = true;
             dsm::fault::direct::disable();

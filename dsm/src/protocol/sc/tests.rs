@@ -690,3 +690,70 @@ fn requests_say_they_may_bring_their_page_and_nothing_else_does() {
         assert_eq!(m.fetches(), 0, "{m:?}");
     }
 }
+
+#[test]
+fn a_direct_read_is_absorbed_only_where_one_may_start() {
+    let mut node = ScNode::new(n(1), 2, 4);
+    // Homed elsewhere, no copy, nothing asked for: a direct read may start, and ends in a copy.
+    assert!(node.fetchable(p(0)));
+    node.absorb_direct_read(p(0)).unwrap();
+    assert_eq!(node.access(p(0)), Access::Read);
+    assert!(!node.fetchable(p(0)));
+    assert!(node.absorb_direct_read(p(0)).is_err(), "a second read of a page held");
+    // Homed here: never.
+    assert!(!node.fetchable(p(4)));
+    assert!(node.absorb_direct_read(p(4)).is_err());
+    // Asked for the ordinary way: not while the request is out.
+    let mut out = Vec::new();
+    node.fault(p(1), READ, &mut out);
+    assert!(!node.fetchable(p(1)));
+    assert!(node.absorb_direct_read(p(1)).is_err());
+    // The copy a direct read made is dropped like any other.
+    out.clear();
+    node.handle(n(0), Msg::Invalidate { page: p(0) }, &mut out).unwrap();
+    assert_eq!(out, [protect(p(0), Access::None), send(0, Msg::InvAck { page: p(0) })]);
+    assert!(node.fetchable(p(0)));
+}
+
+#[test]
+fn a_read_ahead_stops_at_a_page_the_runtime_refuses() {
+    let mut node = ScNode::new(n(1), 2, 64).with_read_ahead(8);
+    let mut out = Vec::new();
+    node.fault(p(0), READ, &mut out);
+    node.fault(p(1), READ, &mut out); // a run: asks for page 2 too
+    out.clear();
+    // The next miss in the run would ask for pages 4 and 5; page 5 has a direct read out.
+    node.fault_with(p(3), READ, &mut out, &mut |q| q != p(5));
+    let asked: Vec<PageId> =
+        out.iter().filter(|&a| matches!(a, Action::Send { .. })).map(|a| a.page().unwrap()).collect();
+    assert_eq!(asked, [p(3), p(4)]);
+    assert_eq!(node.outstanding(p(5)), None);
+    assert!(node.fetchable(p(5)));
+}
+
+#[test]
+fn direct_reads_beside_a_read_ahead_and_a_writer() {
+    // Node 1 reads page 5 directly while its scan of pages 2.. reads ahead towards it, and the
+    // home writes page 5 meanwhile: the run stops short of page 5, the invalidation waits for the
+    // direct read, and everything ends quiescent with no message refused.
+    let mut c = Cluster::read_ahead(2, 16, 16, 8);
+    assert!(c.direct_read(1, p(5)));
+    for pg in 2..5 {
+        c.op(1, pg, READ);
+    }
+    // The home's write: its invalidation of node 1's copy waits at node 1 for the direct read.
+    assert!(!c.attempt(0, 0, p(5), WRITE));
+    c.pump();
+    assert_eq!(c.held(), 1, "the invalidation waits for the direct read");
+    assert_eq!(c.direct_answers().count(), 1, "the home answered the direct read");
+    c.direct_answer(0);
+    assert_eq!(c.prot(1, 5), Access::Read);
+    c.release_held(1, p(5));
+    c.pump();
+    assert!(matches!(c.wait(0, 0), Wait::Woken(..)));
+    assert!(c.attempt(0, 0, p(5), WRITE));
+    c.op(1, 5, READ);
+    c.pump();
+    c.assert_quiescent();
+    assert!(c.violation().is_none(), "{:?}", c.violation());
+}
