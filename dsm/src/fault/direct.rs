@@ -193,8 +193,8 @@ pub fn enabled() -> bool {
 }
 
 /// Whether direct reads were ever turned on: then pages keep being gated after [`disable`], since
-/// reads that started before may still be out.
-fn active() -> bool {
+/// reads that started before may still be out. *(service)*
+pub fn active() -> bool {
     !WORDS.load(Ordering::Acquire).is_null()
 }
 

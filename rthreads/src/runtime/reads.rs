@@ -88,12 +88,15 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     /// Gates `page` before the protocol acts on it: true to go on (the protocol told of a direct
     /// read that ended), false if a direct read of it is out (then what concerns it waits).
     pub(super) fn gate(&mut self, page: PageId) -> bool {
-        if !direct::enabled() || self.engine.proto.geometry().is_home(page) {
+        if !direct::active() || self.engine.proto.geometry().is_home(page) {
             return true;
         }
-        if self.engine.reads.held.contains_key(&page) {
-            return false;
-        }
+        !self.engine.reads.held.contains_key(&page) && self.pass(page)
+    }
+
+    /// The byte-level half of [`Service::gate`]: false while a direct read of `page` is out; else
+    /// tells the protocol of one that ended, and notes the page for [`Service::publish_fetchable`].
+    fn pass(&mut self, page: PageId) -> bool {
         match direct::gate(page.0) {
             Gate::Hold => return false,
             Gate::Absorb => self.absorb(page),
@@ -130,13 +133,10 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
         let pages: Vec<PageId> = self.engine.reads.held.keys().copied().collect();
         for page in pages {
-            match direct::gate(page.0) {
-                Gate::Hold => continue,
-                Gate::Absorb => self.absorb(page),
-                Gate::Proceed => {}
+            if !self.pass(page) {
+                continue;
             }
             let Some(items) = self.engine.reads.held.remove(&page) else { continue };
-            self.engine.reads.touched.push(page);
             for item in items {
                 match item {
                     Held::Fault(w) => self.serve_fault(w),
@@ -159,9 +159,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     pub(super) fn publish_fetchable(&mut self) {
         if self.engine.reads.touched.is_empty() {
             return;
-        }
-        if let Some(next) = self.engine.proto.expected_read() {
-            direct::set_expected(Some(next.0));
         }
         let mut touched = std::mem::take(&mut self.engine.reads.touched);
         for page in touched.drain(..) {
