@@ -44,6 +44,11 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
         (Some(&t), _) if (0x20..=0x23).contains(&t) => 14 + usize::from(t - 0x20),
         (Some(0x1A), _) => 18,
         (Some(0x26), _) => 19,
+        // A frame ordered after others (`Core::Ordered`: tag, `after`, the frame): what it holds.
+        (Some(0x25), _) if frame.len() > 9 => kind_of(&frame[9..]),
+        // A direct page read and its grant (`dsm::fault::direct`).
+        (Some(&dsm::fault::direct::T_PAGE_READ), _) => 0,
+        (Some(&dsm::fault::direct::T_PAGE_GRANT), _) => 2,
         _ => 20,
     }
 }
@@ -393,6 +398,9 @@ mod tests {
         assert_eq!(KINDS[kind_of(&[0x17])], "shutdown");
         assert_eq!(KINDS[kind_of(&[0x21])], "sync reply");
         assert_eq!(KINDS[kind_of(&[0x26])], "load report");
+        // An ordered frame counts as what it holds; direct page reads as requests and grants.
+        assert_eq!(KINDS[kind_of(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x3A, 1])], "read request");
+        assert_eq!(KINDS[kind_of(&[0x3B, 1])], "grant");
         assert_eq!(KINDS[kind_of(&[0x10, 9])], "other");
         assert_eq!(KINDS[kind_of(&[])], "other");
     }

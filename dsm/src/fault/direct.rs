@@ -40,11 +40,12 @@
 use std::cell::UnsafeCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 use super::slots;
 use crate::sys::{self, PAGE_SIZE};
+use crate::trace::{self, EventKind};
 
 /// No copy here, nothing asked for, homed elsewhere: a direct read may start.
 pub const ABSENT: u8 = 0;
@@ -86,6 +87,8 @@ static PAGES: AtomicU64 = AtomicU64::new(0);
 static WORDS: AtomicPtr<AtomicU8> = AtomicPtr::new(std::ptr::null_mut());
 /// The runtime view's base address.
 static VIEW: AtomicUsize = AtomicUsize::new(0);
+/// `Setup::trace_kinds`, both bytes.
+static TRACE_KINDS: AtomicU16 = AtomicU16::new(0);
 /// The space's "page has memory" bits (`Space::memory_bits`).
 static BITS: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 /// The runtime's count of frames queued to each node on the ordinary connection.
@@ -148,6 +151,9 @@ pub struct Setup {
     pub sent: *const AtomicU64,
     /// How many counters `sent` points to.
     pub sent_len: usize,
+    /// The message kinds a trace records for the request and for the grant (the low byte of
+    /// [`trace::Event::arg`](crate::trace::Event::arg), as the runtime numbers its messages).
+    pub trace_kinds: [u8; 2],
 }
 
 /// Turns direct reads on for this process. *(service)*
@@ -168,6 +174,7 @@ pub unsafe fn enable(setup: Setup) -> std::io::Result<()> {
     BITS.store(setup.bits.cast_mut(), Ordering::SeqCst);
     SENT.store(setup.sent.cast_mut(), Ordering::SeqCst);
     SENT_LEN.store(setup.sent_len, Ordering::SeqCst);
+    TRACE_KINDS.store(u16::from_le_bytes(setup.trace_kinds), Ordering::SeqCst);
     // Release: whoever sees the bytes (or ENABLED) sees everything above.
     WORDS.store(words.cast(), Ordering::Release);
     ENABLED.store(true, Ordering::Release);
@@ -489,6 +496,10 @@ fn fetch(c: usize, home: u32, page: u64) -> bool {
     if !write_all(fd, &req) {
         return false;
     }
+    let [request_kind, grant_kind] = TRACE_KINDS.load(Ordering::Relaxed).to_le_bytes();
+    let peer = u64::from(home) << 8;
+    let now = trace::now_ns();
+    trace::record(EventKind::MessageSent, now, now, page, peer | u64::from(request_kind));
     // While the request travels, the page gets its memory (the first write of a page costs the
     // kernel ~4 µs; see `Space::prepare_run`).
     let view = VIEW.load(Ordering::Relaxed) + page as usize * PAGE_SIZE;
@@ -514,6 +525,8 @@ fn fetch(c: usize, home: u32, page: u64) -> bool {
     // closed (the handler owns it while it is DIRECT); the source is this connection's buffer.
     unsafe { std::ptr::copy_nonoverlapping(body[18..].as_ptr(), view as *mut u8, PAGE_SIZE) };
     bit.fetch_or(mask, Ordering::Relaxed);
+    let now = trace::now_ns();
+    trace::record(EventKind::MessageReceived, now, now, page, peer | u64::from(grant_kind));
     true
 }
 

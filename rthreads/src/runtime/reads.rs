@@ -76,6 +76,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             bits: self.space.memory_bits(),
             sent: self.rt.sent_counters().as_ptr(),
             sent_len: self.rt.sent_counters().len(),
+            trace_kinds: [
+                crate::counters::kind_of(&[direct::T_PAGE_READ]),
+                crate::counters::kind_of(&[direct::T_PAGE_GRANT]),
+            ]
+            .map(|k| k as u8),
         };
         // SAFETY: the space (whose runtime view and bits these are) and the runtime (whose
         // counters these are) live until the process ends: the space is owned by the service
