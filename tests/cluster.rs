@@ -254,6 +254,34 @@ fn faulting_threads_read_pages_directly_and_stay_coherent() {
 }
 
 #[test]
+fn copies_dropped_before_barriers_spare_the_writer_its_revocations() {
+    // Node 0 writes two pages between barriers, node 1 reads them after each (40 rounds): with
+    // drops (the default under sc) node 1 drops its copies before the barrier and node 0's writes
+    // find none to revoke; without, every round's first write to each page revokes a copy.
+    let run = |envs: &[(&str, &str)]| {
+        let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_drops"), 2, &[], envs));
+        assert!(stdout.contains("drops ok"), "{stdout}");
+        let count = |what: &str| {
+            let line = stdout.lines().find(|l| l.starts_with(what)).expect(what);
+            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        };
+        (count("write faults on node 0: "), count("drops by node 1: "))
+    };
+    let (faults_off, drops_off) = run(&[("RTHREADS_DROP_COPIES", "0")]);
+    assert_eq!(drops_off, 0);
+    let lrc = std::env::var("RTHREADS_PROTOCOL").is_ok_and(|p| p == "lrc");
+    if lrc {
+        assert_eq!(run(&[]).1, 0, "dropping copies is an sc feature");
+        return;
+    }
+    assert!(faults_off >= 70, "without drops every round revokes both pages: {faults_off} write faults");
+    let (faults_on, drops_on) = run(&[]);
+    // Each page: revoked once, then dropped three times out of four (its drop credit).
+    assert!(drops_on >= 40, "node 1 dropped only {drops_on} copies");
+    assert!(faults_on * 2 <= faults_off, "{faults_on} write faults with drops, {faults_off} without");
+}
+
+#[test]
 fn read_ahead_cuts_the_faults_of_a_scan() {
     // The same program with read-ahead on (the default): every page still arrives, with far fewer
     // faults than pages.

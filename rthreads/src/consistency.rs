@@ -26,6 +26,16 @@ pub(crate) fn release() {
     }
 }
 
+/// Before a barrier arrival, after its release: asks the service thread to drop the read copies
+/// that other nodes' writes will revoke (`Coherence::drop_copies`), so that their writes after the
+/// barrier do not wait for this node. Never waits: dropping a copy changes no value anyone reads.
+/// Returns at once when there is none to drop (`RTHREADS_DROP_COPIES=0`: never any).
+pub(crate) fn before_barrier() {
+    if let Some(rt) = runtime::get() {
+        rt.consistency(Cmd::DropCopies);
+    }
+}
+
 /// An acquire point: writes released before the synchronisation that led here are visible after
 /// it.
 pub(crate) fn acquire() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use net::{Reader, Writer};
 
 /// The kinds of message counted separately.
-pub const KINDS: [&str; 21] = [
+pub const KINDS: [&str; 22] = [
     "read request",
     "write request",
     "grant",
@@ -33,6 +33,7 @@ pub const KINDS: [&str; 21] = [
     "stats",
     "release consistency",
     "load report",
+    "drop copy",
     "other",
 ];
 
@@ -40,6 +41,7 @@ pub const KINDS: [&str; 21] = [
 pub(crate) fn kind_of(frame: &[u8]) -> usize {
     match (frame.first(), frame.get(1)) {
         (Some(0x10), Some(&k)) if (1..=7).contains(&k) => usize::from(k) - 1,
+        (Some(0x10), Some(8 | 9)) => 20,
         (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
         (Some(&t), _) if (0x20..=0x23).contains(&t) => 14 + usize::from(t - 0x20),
         (Some(0x1A), _) => 18,
@@ -49,7 +51,7 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
         // A direct page read and its grant (`dsm::fault::direct`).
         (Some(&dsm::fault::direct::T_PAGE_READ), _) => 0,
         (Some(&dsm::fault::direct::T_PAGE_GRANT), _) => 2,
-        _ => 20,
+        _ => 21,
     }
 }
 

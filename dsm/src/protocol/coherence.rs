@@ -281,4 +281,22 @@ pub trait Coherence {
     fn expected_read(&self) -> Option<PageId> {
         None
     }
+
+    /// Read copies this node would drop before a barrier ([`Coherence::drop_copies`]): copies that
+    /// their homes revoked before, which a writer will likely revoke again. Empty when the protocol
+    /// never drops copies.
+    fn drop_candidates(&self) -> Vec<PageId> {
+        Vec::new()
+    }
+
+    /// Whether [`Coherence::drop_copies`] may have anything to drop (cheap; may say yes when it
+    /// has not).
+    fn wants_drops(&self) -> bool {
+        false
+    }
+
+    /// Before a barrier: drops the read copies of [`Coherence::drop_candidates`] this node holds,
+    /// telling their homes, so that the next write by another node finds no copy to revoke and
+    /// does not wait for this node (self-invalidation). Never needed for correctness.
+    fn drop_copies(&mut self, _out: &mut Vec<Effect<Self::Msg>>) {}
 }

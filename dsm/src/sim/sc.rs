@@ -80,7 +80,8 @@ pub fn directory_covers(sim: &Sim<ScNode>) -> Result<(), String> {
     Ok(())
 }
 
-/// Between transactions the directory is exact, but for grants on their way.
+/// Between transactions the directory is exact, but for grants on their way and copies dropped
+/// unasked whose `Drop` the home has not seen yet.
 pub fn directory_exact(sim: &Sim<ScNode>) -> Result<(), String> {
     for p in 0..sim.pages() {
         let (page, home) = (PageId(p as u64), sim.home(p));
@@ -93,7 +94,8 @@ pub fn directory_exact(sim: &Sim<ScNode>) -> Result<(), String> {
                 && (sim
                     .in_flight(home, k)
                     .any(|pk| matches!(pk.msg, Msg::Grant { page: q, .. } if q == page))
-                    || sim.answering(k, page));
+                    || sim.answering(k, page)
+                    || sim.in_flight(k, home).any(|pk| matches!(pk.msg, Msg::Drop { page: q } if q == page)));
             if !granting && sim.prot(k, p) != dir.access_of(NodeId(k as u16)) {
                 return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", sim.prot(k, p)));
             }
@@ -134,14 +136,16 @@ pub fn attempt(sim: &mut Sim<ScNode>, node: usize, t: usize, page: PageId, kind:
 /// `flag` its `data` or a recall's `keep_read`.
 pub fn any_msg(tag: u8, page: PageId, access: u8, flag: bool) -> Msg {
     let access = [Access::None, Access::Read, Access::Write][usize::from(access % 3)];
-    match tag % 7 {
+    match tag % 9 {
         0 => Msg::ReadReq { page },
         1 => Msg::WriteReq { page },
         2 => Msg::Grant { page, access, data: flag },
         3 => Msg::Invalidate { page },
         4 => Msg::InvAck { page },
         5 => Msg::Recall { page, keep_read: flag },
-        _ => Msg::RecallAck { page },
+        6 => Msg::RecallAck { page },
+        7 => Msg::Drop { page },
+        _ => Msg::DropAck { page },
     }
 }
 

@@ -21,6 +21,7 @@
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
 //! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc at most 63, and also copies opened for writing ahead; `0`: off) | 127 |
 //! | `RTHREADS_DIRECT_READS` | `0`: every read fault passes through the node's service thread; by default (sequential consistency) a thread that faults on a page homed elsewhere, other than the next page of a scan, asks the home for it itself | on |
+//! | `RTHREADS_DROP_COPIES` | `0`: read copies are kept until a writer revokes them; by default (sequential consistency) a node drops, before each barrier, its read copies of pages whose copy a writer revoked before, so the writer's next write does not wait for it | on |
 //! | `RTHREADS_PREPARE` | `0`: pages asked for get their memory only when their bytes arrive, instead of while the request travels | on |
 //! | `RTHREADS_OWN_AFTER` | release consistency: after this many diffs of a page in a row from the only node holding a copy, the page's home hands it over to that node, which then keeps its changes until another node (or the home) needs the page (`0`: never) | 2 |
 //! | `RTHREADS_REFRESH` | release consistency: `0` turns off refreshing, at a write notice, copies that are read again after every notice (fetched at once instead of at the next miss) | on |

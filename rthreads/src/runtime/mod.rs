@@ -85,6 +85,10 @@ pub(crate) struct Runtime {
     /// on: a release has something to do, an acquire has something to drop.
     needs_release: AtomicBool,
     has_stale: AtomicBool,
+    /// The protocol would drop read copies before a barrier (`Coherence::wants_drops`), and
+    /// `RTHREADS_DROP_COPIES` is not `0`.
+    wants_drops: AtomicBool,
+    drop_copies: bool,
     /// What the modules above the runtime registered: handlers of their frames, periodic work,
     /// what to do when the node stops.
     ext: Extensions,
@@ -95,6 +99,8 @@ pub(crate) struct Runtime {
 pub(crate) enum Cmd {
     Release,
     Acquire,
+    /// Before a barrier: drop the read copies writers will revoke (`Coherence::drop_copies`).
+    DropCopies,
 }
 
 /// Where an application thread waits for its command to complete.
@@ -190,6 +196,8 @@ impl Runtime {
             unguarded_any: AtomicBool::new(false),
             needs_release: AtomicBool::new(false),
             has_stale: AtomicBool::new(false),
+            wants_drops: AtomicBool::new(false),
+            drop_copies: std::env::var("RTHREADS_DROP_COPIES").map_or(true, |v| v != "0"),
             ext,
         };
         if RUNTIME.set(rt).is_err() {
@@ -361,12 +369,14 @@ impl Runtime {
         }
     }
 
-    /// Runs `cmd` on the service thread and waits until it is complete; at once when the protocol
-    /// state says it has nothing to do (always, under sequential consistency).
+    /// Runs `cmd` on the service thread and waits until it is complete (a drop of copies is not
+    /// waited for); at once when the protocol state says it has nothing to do (releases and
+    /// acquires always, under sequential consistency).
     pub(crate) fn consistency(&'static self, cmd: Cmd) {
         let needed = match cmd {
             Cmd::Release => self.needs_release.load(Ordering::SeqCst),
             Cmd::Acquire => self.has_stale.load(Ordering::SeqCst),
+            Cmd::DropCopies => self.wants_drops.load(Ordering::Relaxed),
         };
         if !needed || on_service_thread() {
             return;
@@ -377,6 +387,10 @@ impl Runtime {
             self.cmds.lock().push((cmd, Arc::clone(&done)));
             self.cmd_pending.store(true, Ordering::SeqCst);
             fault::notify();
+            if cmd == Cmd::DropCopies {
+                // Nothing to wait for: the drops only spare other nodes a revocation later.
+                return;
+            }
             let mut d = done.done.lock();
             while !*d {
                 d = d.wait(&done.cv);

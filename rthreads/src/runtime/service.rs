@@ -686,6 +686,16 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     self.exec(&mut effects, None);
                     done.set();
                 }
+                Cmd::DropCopies => {
+                    // A copy read directly and not yet told to the protocol is told first (and one
+                    // whose read is still out is left alone).
+                    for page in self.engine.proto.drop_candidates() {
+                        self.gate(page);
+                    }
+                    self.engine.proto.drop_copies(&mut effects);
+                    self.exec(&mut effects, None);
+                    done.set();
+                }
             }
             self.engine.effects = effects;
         }

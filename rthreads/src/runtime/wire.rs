@@ -244,6 +244,8 @@ wire_enum! { Msg, "unknown protocol message {}";
     5 => InvAck { page: PageId },
     6 => Recall { page: PageId, keep_read: bool },
     7 => RecallAck { page: PageId },
+    8 => Drop { page: PageId },
+    9 => DropAck { page: PageId },
 }
 
 wire_enum! { LrcMsg, "unknown release-consistency message {}";

@@ -61,6 +61,7 @@ impl Barrier {
     pub fn wait(&self) -> BarrierWaitResult {
         crate::counters::barrier_waited();
         crate::consistency::release();
+        crate::consistency::before_barrier();
         let key = key_of(&self.state);
         let op = Op::Barrier { n: self.n.max(1) as u64 };
         let reply = match super::barrier_node(key) {

@@ -18,6 +18,8 @@
 
 use stateright::Property;
 
+use crate::protocol::Coherence;
+
 use super::{Access, Bug, FaultKind, NodeId, PageId, ScNode};
 use crate::sim::model::{Explore, Scenario, Step, World, check, not, shortest_counterexample};
 use crate::sim::sc::{attempt, copies_current, directory_covers, directory_exact, single_writer};
@@ -41,6 +43,9 @@ struct Bounds {
     /// request goes without the protocol, the grant comes back apart from the ordinary messages,
     /// and what concerns the page waits meanwhile.
     direct: bool,
+    /// How many times each node may drop its revoked-before read copies (a barrier, see
+    /// [`ScNode::drop_copies`]).
+    drops: u8,
 }
 
 /// A thread's step.
@@ -55,6 +60,8 @@ enum Op {
     /// The answer to a direct read arrives (`i`-th of those on their way): the thread opens the
     /// page and reads; then what its node held for the page is handled.
     Answer { i: usize },
+    /// A node drops its read copies that writers revoked before (as before a barrier).
+    Drop { node: usize },
 }
 
 /// `ops[node][t]`: accesses thread `t` of `node` may still start; `reading`: the threads in a
@@ -63,6 +70,8 @@ enum Op {
 struct OpsLeft {
     ops: Vec<Vec<u8>>,
     reading: Vec<(usize, usize, u64)>,
+    /// Drops each node may still make.
+    drops: Vec<u8>,
 }
 
 impl Scenario for Bounds {
@@ -83,7 +92,8 @@ impl Scenario for Bounds {
             sim.plant_direct_mistake(m);
         }
         let ops = self.ops.iter().zip(&self.threads).map(|(&ops, &t)| vec![ops; t]).collect();
-        World { sim, app: OpsLeft { ops, reading: Vec::new() } }
+        let drops = vec![self.drops; usize::from(self.nodes)];
+        World { sim, app: OpsLeft { ops, reading: Vec::new(), drops } }
     }
 
     fn ops(&self, w: &World<ScNode, OpsLeft>, out: &mut Vec<Op>) {
@@ -107,6 +117,12 @@ impl Scenario for Bounds {
             }
         }
         out.extend((0..w.sim.direct_answers().count()).map(|i| Op::Answer { i }));
+        for node in 0..w.sim.count() {
+            let holds = |p: &PageId| w.sim.node(node).access(*p) == Access::Read;
+            if w.app.drops[node] > 0 && w.sim.node(node).drop_candidates().iter().any(holds) {
+                out.push(Op::Drop { node });
+            }
+        }
     }
 
     fn run(&self, w: &mut World<ScNode, OpsLeft>, op: Op) {
@@ -143,6 +159,10 @@ impl Scenario for Bounds {
                 if let Wait::Woken(page, kind) = w.sim.wait(node, thread) {
                     attempt(&mut w.sim, node, thread, page, kind);
                 }
+            }
+            Op::Drop { node } => {
+                w.app.drops[node] -= 1;
+                w.sim.call(node, |n, out| n.drop_copies(out));
             }
         }
     }
@@ -189,6 +209,14 @@ impl Scenario for Bounds {
                 m.0.done(w) && w.sim.quiescent()
             }),
             Property::sometimes("a message waits for a direct read", |_, w: &W| w.sim.held() > 0),
+            Property::sometimes("a dropped copy crosses an invalidation", |_, w: &W| {
+                (0..w.sim.count()).any(|k| {
+                    (0..w.sim.count()).any(|h| {
+                        w.sim.in_flight(k, h).any(|pk| matches!(pk.msg, super::Msg::Drop { .. }))
+                            && w.sim.in_flight(h, k).any(|pk| matches!(pk.msg, super::Msg::Invalidate { .. }))
+                    })
+                })
+            }),
         ]
     }
 }
@@ -214,6 +242,7 @@ fn three_nodes_two_pages() {
         bug: None,
         direct: false,
         direct_mistake: None,
+        drops: 0,
     };
     check("three_nodes_two_pages", bounds, 2).assert_holds(&REACHED);
 }
@@ -230,6 +259,7 @@ fn two_threads_on_a_node() {
         bug: None,
         direct: false,
         direct_mistake: None,
+        drops: 0,
     };
     check("two_threads_on_a_node", bounds, 2).assert_holds(&REACHED);
 }
@@ -247,6 +277,7 @@ fn direct_reads() {
         bug: None,
         direct: true,
         direct_mistake: None,
+        drops: 0,
     };
     let mut reached = REACHED.to_vec();
     reached.push("a message waits for a direct read");
@@ -265,6 +296,7 @@ fn direct_reads_two_threads() {
         bug: None,
         direct: true,
         direct_mistake: None,
+        drops: 0,
     };
     let reached =
         ["a request waits behind a transaction", "all accesses done", "a message waits for a direct read"];
@@ -285,6 +317,7 @@ fn bounds_from_env() -> Option<Bounds> {
         bug: None,
         direct: false,
         direct_mistake: None,
+        drops: 0,
     };
     for part in spec.split_whitespace() {
         match part.split_once('=') {
@@ -315,6 +348,7 @@ fn larger_bounds() {
         bug: None,
         direct: false,
         direct_mistake: None,
+        drops: 0,
     });
     check("larger_bounds", bounds, 2).assert_holds(&REACHED);
 }
@@ -329,6 +363,7 @@ fn one_page(bug: Bug) -> Bounds {
         bug: Some(bug),
         direct: false,
         direct_mistake: None,
+        drops: 0,
     }
 }
 
@@ -402,6 +437,7 @@ fn finds_direct_reads_that_hold_nothing() {
         bug: None,
         direct: true,
         direct_mistake: Some(DirectMistake::NoHold),
+        drops: 0,
     };
     let o = check("finds_direct_reads_that_hold_nothing", bounds, 1);
     assert!(o.found("no message is rejected"));
@@ -420,7 +456,43 @@ fn finds_direct_reads_that_overtake() {
         bug: None,
         direct: true,
         direct_mistake: Some(DirectMistake::Unordered),
+        drops: 0,
     };
     let o = check("finds_direct_reads_that_overtake", bounds, 1);
     assert!(o.found("no message is rejected"));
+}
+
+/// Copies dropped before barriers, beside writes that revoke them and direct reads: a drop
+/// crossing an invalidation, the home taking write access back, a direct read after the drop.
+#[test]
+fn dropped_copies() {
+    let bounds = Bounds {
+        nodes: 2,
+        pages: 1,
+        threads: vec![1, 1],
+        ops: vec![2, 3],
+        bug: None,
+        direct: true,
+        direct_mistake: None,
+        drops: 1,
+    };
+    let reached = ["all accesses done", "a dropped copy crosses an invalidation"];
+    check("dropped_copies", bounds, 2).assert_holds(&reached);
+}
+
+/// Three nodes, so that a write by a node other than the home revokes a dropped copy.
+#[test]
+fn dropped_copies_three_nodes() {
+    let bounds = Bounds {
+        nodes: 3,
+        pages: 1,
+        threads: vec![1, 1, 1],
+        ops: vec![1, 2, 1],
+        bug: None,
+        direct: false,
+        direct_mistake: None,
+        drops: 1,
+    };
+    let reached = ["all accesses done", "a dropped copy crosses an invalidation"];
+    check("dropped_copies_three_nodes", bounds, 2).assert_holds(&reached);
 }

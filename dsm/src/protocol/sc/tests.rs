@@ -390,6 +390,11 @@ fn random_run_with(
             continue;
         }
         let (node, t) = (rng.below(c.count()), rng.below(threads));
+        if rng.percent(5) {
+            // A barrier: the node drops the copies writers revoked before.
+            c.call(node, |n, out| n.drop_copies(out));
+            continue;
+        }
         match c.wait(node, t) {
             Wait::Fault(..) => {}
             Wait::Woken(page, kind) => try_access(&mut c, &mut counts, node, t, page, kind),
@@ -527,7 +532,7 @@ fn malformed_messages_are_rejected_without_effect() {
 /// A random message: any kind, any page (mostly in range), any access and flag.
 fn random_msg(rng: &mut Rng, page_count: u64) -> Msg {
     let page = page_of(rng.below(256) as u8, page_count);
-    sim::sc::any_msg(rng.below(7) as u8, page, rng.below(3) as u8, rng.percent(50))
+    sim::sc::any_msg(rng.below(9) as u8, page, rng.below(3) as u8, rng.percent(50))
 }
 
 #[test]
@@ -756,4 +761,75 @@ fn direct_reads_beside_a_read_ahead_and_a_writer() {
     c.pump();
     c.assert_quiescent();
     assert!(c.violation().is_none(), "{:?}", c.violation());
+}
+
+// ----- copies dropped before a barrier -----
+
+/// Node 1 reads page 0 (homed at node 0), node 0 writes it (revoking node 1's copy, which makes it
+/// a candidate), node 1 reads it again.
+fn revoked_once_then_read_again() -> Cluster {
+    let c = Cluster::after(&[(1, READ), (0, WRITE), (1, READ)]);
+    assert_eq!(c.node(1).drop_candidates(), [p(0)]);
+    assert_eq!(c.node(0).directory(p(0)), Some(shared(&[0, 1])));
+    c
+}
+
+#[test]
+fn a_dropped_copy_lets_the_home_write_without_a_round_trip() {
+    let mut c = revoked_once_then_read_again();
+    assert_eq!(
+        c.call(1, |n, out| n.drop_copies(out)),
+        [protect(p(0), Access::None), send(0, Msg::Drop { page: p(0) })]
+    );
+    assert!(!c.node(1).fetchable(p(0)), "no direct read before the home saw the drop");
+    // The home is left the only reader: it takes write access back at once.
+    assert_eq!(c.deliver(1, 0), [send(1, Msg::DropAck { page: p(0) }), protect(p(0), Access::Write)]);
+    assert_eq!(c.node(0).directory(p(0)), Some(Directory::Exclusive(n(0))));
+    assert_eq!(c.deliver(0, 1), []);
+    assert!(c.node(1).fetchable(p(0)));
+    // The home writes without a fault; node 1's next read is an ordinary miss.
+    assert!(c.attempt(0, 0, p(0), WRITE));
+    c.op(1, 0, READ);
+    c.assert_quiescent();
+}
+
+#[test]
+fn an_invalidation_crossing_a_drop_is_acknowledged() {
+    let mut c = revoked_once_then_read_again();
+    // Node 2 writes: the home sends node 1 an invalidation while node 1 drops its copy.
+    c.fault(2, 0, WRITE);
+    assert_eq!(c.deliver(2, 0), [protect(p(0), Access::None), send(1, Msg::Invalidate { page: p(0) })]);
+    c.call(1, |n, out| n.drop_copies(out));
+    // The home sees the drop first (the invalidation is not acknowledged yet), then the ack.
+    assert_eq!(c.deliver(1, 0), [send(1, Msg::DropAck { page: p(0) })]);
+    assert!(c.node(0).in_transaction(p(0)));
+    assert_eq!(c.deliver(0, 1), [send(0, Msg::InvAck { page: p(0) })]);
+    assert_eq!(c.deliver(0, 1), []);
+    assert_eq!(c.deliver(1, 0), [send(2, Msg::Grant { page: p(0), access: Access::Write, data: true })]);
+    c.pump();
+    c.finish(2, WRITE);
+    assert_eq!(c.node(0).directory(p(0)), Some(Directory::Exclusive(n(2))));
+}
+
+#[test]
+fn copies_never_revoked_or_with_a_request_out_are_kept() {
+    // Read once and never revoked: not a candidate.
+    let mut c = Cluster::after(&[(1, READ)]);
+    assert!(c.node(1).drop_candidates().is_empty());
+    assert_eq!(c.call(1, |n, out| n.drop_copies(out)), []);
+    // A candidate with an upgrade outstanding stays.
+    let mut c = revoked_once_then_read_again();
+    c.fault(1, 0, WRITE);
+    assert_eq!(c.call(1, |n, out| n.drop_copies(out)), []);
+    c.pump();
+    c.finish(1, WRITE);
+}
+
+#[test]
+fn drops_nobody_listed_and_acks_nobody_awaits_are_rejected() {
+    let c = Cluster::after(&[(1, READ)]);
+    // Node 2 holds no copy; node 0 is not the home of page 1.
+    assert_rejected(c.node(0), 2, Msg::Drop { page: p(0) });
+    assert_rejected(c.node(0), 1, Msg::Drop { page: p(1) });
+    assert_rejected(c.node(1), 0, Msg::DropAck { page: p(0) });
 }
