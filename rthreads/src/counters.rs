@@ -403,7 +403,8 @@ mod tests {
         // An ordered frame counts as what it holds; direct page reads as requests and grants.
         assert_eq!(KINDS[kind_of(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x3A, 1])], "read request");
         assert_eq!(KINDS[kind_of(&[0x3B, 1])], "grant");
-        assert_eq!(KINDS[kind_of(&[0x10, 9])], "other");
+        assert_eq!(KINDS[kind_of(&[0x10, 9])], "drop copy");
+        assert_eq!(KINDS[kind_of(&[0x10, 10])], "other");
         assert_eq!(KINDS[kind_of(&[])], "other");
     }
 

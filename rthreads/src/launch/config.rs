@@ -89,6 +89,8 @@ pub(super) struct Config {
     pub(super) own_after: u8,
     /// `RTHREADS_REFRESH`.
     pub(super) refresh: bool,
+    /// `RTHREADS_DROP_COPIES`: sequential consistency drops revoked-before copies at barriers.
+    pub(super) drop_copies: bool,
     /// `RTHREADS_CONNECT`: `Some(true)` lazy, `Some(false)` eager, `None` by the node count.
     pub(super) connect_lazily: Option<bool>,
     /// `RTHREADS_TREE_FANOUT`.
@@ -421,6 +423,7 @@ impl Config {
                 None => 2,
             },
             refresh: env.get("RTHREADS_REFRESH").is_none_or(|v| v != "0"),
+            drop_copies: env.get("RTHREADS_DROP_COPIES").is_none_or(|v| v != "0"),
             connect_lazily: match env.get("RTHREADS_CONNECT").as_deref() {
                 None => None,
                 Some("eager") => Some(false),

@@ -210,7 +210,9 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
     let started = match lrc {
         Some(lrc) => Service::new(rt, space, lrc, streams, faults, listener).map(Service::start),
         None => {
-            let sc = ScNode::new(me, cfg.nodes, per_node_pages).with_read_ahead(cfg.read_ahead);
+            let sc = ScNode::new(me, cfg.nodes, per_node_pages)
+                .with_read_ahead(cfg.read_ahead)
+                .with_drops(cfg.drop_copies);
             Service::new(rt, space, sc, streams, faults, listener).map(Service::start)
         }
     };

@@ -85,10 +85,8 @@ pub(crate) struct Runtime {
     /// on: a release has something to do, an acquire has something to drop.
     needs_release: AtomicBool,
     has_stale: AtomicBool,
-    /// The protocol would drop read copies before a barrier (`Coherence::wants_drops`), and
-    /// `RTHREADS_DROP_COPIES` is not `0`.
+    /// The protocol would drop read copies before a barrier (`Coherence::wants_drops`).
     wants_drops: AtomicBool,
-    drop_copies: bool,
     /// What the modules above the runtime registered: handlers of their frames, periodic work,
     /// what to do when the node stops.
     ext: Extensions,
@@ -197,7 +195,6 @@ impl Runtime {
             needs_release: AtomicBool::new(false),
             has_stale: AtomicBool::new(false),
             wants_drops: AtomicBool::new(false),
-            drop_copies: std::env::var("RTHREADS_DROP_COPIES").map_or(true, |v| v != "0"),
             ext,
         };
         if RUNTIME.set(rt).is_err() {

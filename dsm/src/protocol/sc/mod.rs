@@ -212,6 +212,8 @@ pub struct ScNode {
     /// [`CANDIDATES`]), with their drop credit ([`DROP_CREDIT`]): dropped before a barrier while
     /// held ([`ScNode::drop_copies`]).
     candidates: std::collections::BTreeMap<PageId, u8>,
+    /// Whether revoked copies become candidates ([`ScNode::with_drops`]).
+    drops: bool,
     /// Pages dropped unasked whose `DropAck` has not come yet: an `Invalidate` sent before the
     /// home saw the `Drop` may still come, and is acknowledged.
     dropped: std::collections::BTreeSet<PageId>,
@@ -239,7 +241,7 @@ impl Hash for ScNode {
         entries(&self.pending, state);
         entries(&self.dir, state);
         entries(&self.busy, state);
-        (&self.candidates, &self.dropped).hash(state);
+        (&self.candidates, &self.dropped, self.drops).hash(state);
         (self.read_ahead, self.stream).hash(state);
         self.bug.hash(state);
     }
@@ -278,6 +280,7 @@ impl ScNode {
             dir: HashMap::new(),
             busy: HashMap::new(),
             candidates: std::collections::BTreeMap::new(),
+            drops: false,
             dropped: BTreeSet::new(),
             read_ahead: 0,
             stream: [None; 2],
@@ -308,6 +311,23 @@ impl ScNode {
     /// ```
     pub fn with_read_ahead(mut self, max: u16) -> Self {
         self.read_ahead = max;
+        self
+    }
+
+    /// This node with copies dropped before barriers (`true`; see [`ScNode::drop_copies`]) or not
+    /// (the default: no page is ever a candidate, and `drop_copies` does nothing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dsm::protocol::sc::ScNode;
+    /// use dsm::NodeId;
+    ///
+    /// let node = ScNode::new(NodeId(1), 2, 64).with_drops(true);
+    /// # let _ = node;
+    /// ```
+    pub fn with_drops(mut self, on: bool) -> Self {
+        self.drops = on;
         self
     }
 
@@ -914,7 +934,7 @@ impl ScNode {
             return Ok(());
         }
         let home = self.revoked("Invalidate", from, page, Access::Read)?;
-        if self.candidates.len() < CANDIDATES || self.candidates.contains_key(&page) {
+        if self.drops && (self.candidates.len() < CANDIDATES || self.candidates.contains_key(&page)) {
             let credit = self.candidates.entry(page).or_insert(0);
             *credit = (*credit + DROP_CREDIT).min(MAX_CREDIT);
         }

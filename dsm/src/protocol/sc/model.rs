@@ -82,7 +82,9 @@ impl Scenario for Bounds {
     fn init(&self) -> World<ScNode, OpsLeft> {
         assert!(self.pages <= u64::from(self.nodes), "one page per node at most");
         assert!(self.threads.len() == self.ops.len(), "threads and ops are given per node");
-        let mut nodes: Vec<ScNode> = (0..self.nodes).map(|i| ScNode::new(NodeId(i), self.nodes, 1)).collect();
+        let mut nodes: Vec<ScNode> = (0..self.nodes)
+            .map(|i| ScNode::new(NodeId(i), self.nodes, 1).with_drops(self.drops > 0))
+            .collect();
         if let Some(bug) = self.bug {
             nodes.iter_mut().for_each(|node| node.inject(bug));
         }

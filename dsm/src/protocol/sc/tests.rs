@@ -47,7 +47,8 @@ impl Cluster {
     /// `nodes` nodes, `per_node` pages homed at each, the first `pages` of them simulated (pages
     /// of 8 bytes: one number), `threads` threads per node.
     fn new(nodes: u16, per_node: u64, pages: u64, threads: usize) -> Self {
-        let states: Vec<ScNode> = (0..nodes).map(|i| ScNode::new(n(i), nodes, per_node)).collect();
+        let states: Vec<ScNode> =
+            (0..nodes).map(|i| ScNode::new(n(i), nodes, per_node).with_drops(true)).collect();
         let pages = pages.min(states[0].geometry().page_count()) as usize;
         Cluster(Sim::new(states, pages, 8, &vec![threads; usize::from(nodes)]).record())
     }
