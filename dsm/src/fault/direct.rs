@@ -498,8 +498,11 @@ fn fetch(c: usize, home: u32, page: u64) -> bool {
     }
     let [request_kind, grant_kind] = TRACE_KINDS.load(Ordering::Relaxed).to_le_bytes();
     let peer = u64::from(home) << 8;
-    let now = trace::now_ns();
-    trace::record(EventKind::MessageSent, now, now, page, peer | u64::from(request_kind));
+    let traced = trace::enabled();
+    if traced {
+        let now = trace::now_ns();
+        trace::record(EventKind::MessageSent, now, now, page, peer | u64::from(request_kind));
+    }
     // While the request travels, the page gets its memory (the first write of a page costs the
     // kernel ~4 µs; see `Space::prepare_run`).
     let view = VIEW.load(Ordering::Relaxed) + page as usize * PAGE_SIZE;
@@ -525,8 +528,10 @@ fn fetch(c: usize, home: u32, page: u64) -> bool {
     // closed (the handler owns it while it is DIRECT); the source is this connection's buffer.
     unsafe { std::ptr::copy_nonoverlapping(body[18..].as_ptr(), view as *mut u8, PAGE_SIZE) };
     bit.fetch_or(mask, Ordering::Relaxed);
-    let now = trace::now_ns();
-    trace::record(EventKind::MessageReceived, now, now, page, peer | u64::from(grant_kind));
+    if traced {
+        let now = trace::now_ns();
+        trace::record(EventKind::MessageReceived, now, now, page, peer | u64::from(grant_kind));
+    }
     true
 }
 
