@@ -359,15 +359,13 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
     // No other signal handler runs on this thread while it owns the page: one that touched the
     // page would wait for this very read (its fault held behind it), and one that jumped out
     // would leave the page owned for good. Faults (SIGSEGV, SIGBUS) stay deliverable.
-    let saved = block_signals();
+    let _masked = Masked::block();
     if w.compare_exchange(ABSENT, DIRECT, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-        restore_signals(&saved);
         return false;
     }
     let Some(c) = claim_conn(home) else {
         want_dial(home);
         settle(w, ABSENT);
-        restore_signals(&saved);
         return false;
     };
     if !fetch(c, home, page) {
@@ -375,7 +373,6 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
             // The cluster is shutting down and the home has left: nothing will ask about this
             // page again; the ordinary way (the node alone serves every fault) takes over.
             settle(w, ABSENT);
-            restore_signals(&saved);
             return false;
         }
         // The home is gone or broken, and may have granted the page: this node's state cannot be
@@ -391,7 +388,6 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
         // local writes must not be overwritten by these bytes. (Nobody else reads the page again.)
         TABLE[c].busy.store(false, Ordering::Release);
         settle(w, ABSENT);
-        restore_signals(&saved);
         return false;
     }
     // SAFETY: opening one page of the application view for reading; its bytes were just written
@@ -408,39 +404,43 @@ pub(super) fn try_read(page: u64, app_addr: usize) -> bool {
     }
     DONE.fetch_add(1, Ordering::Relaxed);
     settle(w, GRANTED);
-    restore_signals(&saved);
     true
 }
 
-/// Blocks every signal but the synchronous faults on the calling thread; returns the old mask.
-/// *(handler)*
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; sigfillset/sigdelset only write it; rt_sigprocmask is a
-    // system call (async-signal-safe) on this thread's own mask.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
-            libc::sigdelset(&mut all, sig);
+/// Every signal but the synchronous faults blocked on the calling thread, until this is dropped
+/// (the old mask comes back). *(handler)*
+struct Masked(libc::sigset_t);
+
+impl Masked {
+    fn block() -> Masked {
+        // SAFETY: sigset_t is plain data; sigfillset/sigdelset only write it; rt_sigprocmask is a
+        // system call (async-signal-safe) on this thread's own mask.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            for sig in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGTRAP] {
+                libc::sigdelset(&mut all, sig);
+            }
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &all, &mut old, 8usize);
+            Masked(old)
         }
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, &all, &mut old, 8usize);
-        old
     }
 }
 
-/// Puts back the mask [`block_signals`] returned. *(handler)*
-fn restore_signals(old: &libc::sigset_t) {
-    // SAFETY: as above.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigprocmask,
-            libc::SIG_SETMASK,
-            old,
-            std::ptr::null_mut::<libc::sigset_t>(),
-            8usize,
-        )
-    };
+impl Drop for Masked {
+    fn drop(&mut self) {
+        // SAFETY: as in `block`, putting back the mask it saved.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &self.0,
+                std::ptr::null_mut::<libc::sigset_t>(),
+                8usize,
+            )
+        };
+    }
 }
 
 /// Ends the handler's hold on a page's byte: stores `to`, and wakes the service thread if
