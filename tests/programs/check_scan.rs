@@ -1,0 +1,61 @@
+//! Scans of pages homed elsewhere with read-ahead, pipelined or not (`RTHREADS_PIPELINE`): node 0
+//! fills an array of 600 pages, a thread on node 1 reads it in order, then node 0 rewrites part
+//! of it (revoking copies node 1 holds, has asked for, or keeps closed as a run's trigger) and
+//! node 1 reads it in order again, several rounds. Checks every value and prints node 1's read
+//! faults.
+use rthreads::sync::{Arc, Barrier};
+
+/// Words of one page.
+const WORDS: usize = 512;
+const PAGES: usize = 600;
+const ROUNDS: u64 = 6;
+
+fn value(round: u64, i: usize) -> u64 {
+    round * 1_000_003 + i as u64
+}
+
+/// The round in which word `i` was last written, after `round`'s writes: round 0 writes
+/// everything, round `r` the words of every `r + 1`-th page from page `r`.
+fn written(round: u64, i: usize) -> u64 {
+    let page = (i / WORDS) as u64;
+    (1..=round).rev().find(|&r| page >= r && (page - r).is_multiple_of(r + 1)).unwrap_or(0)
+}
+
+#[rthreads::main(nodes = 2)]
+fn main() {
+    let data: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..PAGES * WORDS).map(|i| std::sync::atomic::AtomicU64::new(value(0, i))).collect());
+    let barrier = Arc::new(Barrier::new(2));
+    let before = rthreads::stats();
+    let (d, b) = (Arc::clone(&data), Arc::clone(&barrier));
+    let reader = rthreads::Builder::new()
+        .node(1)
+        .spawn(move || {
+            for round in 0..ROUNDS {
+                b.wait(); // node 0 wrote the round
+                for (i, word) in d.iter().enumerate() {
+                    let v = word.load(std::sync::atomic::Ordering::Relaxed);
+                    let want = value(written(round, i), i);
+                    assert_eq!(v, want, "word {i} (page {}) in round {round}", i / WORDS);
+                }
+                b.wait(); // node 1 read the round
+            }
+        })
+        .unwrap();
+    for round in 0..ROUNDS {
+        if round > 0 {
+            let r = round as usize;
+            for page in (r..PAGES).step_by(r + 1) {
+                for i in page * WORDS..(page + 1) * WORDS {
+                    data[i].store(value(round, i), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        barrier.wait();
+        barrier.wait();
+    }
+    reader.join().unwrap();
+    let after = rthreads::stats();
+    println!("read faults on node 1: {}", after[1].read_faults - before[1].read_faults);
+    println!("scan ok");
+}
