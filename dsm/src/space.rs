@@ -64,7 +64,7 @@ pub struct Space {
     runtime_view: usize,
     /// Pages known to have memory in the file (installed or prepared here).
     memory: MemoryBits,
-    file: OwnedFd,
+    _file: OwnedFd,
 }
 
 /// One bit per page of the space, in a mapping that gets memory only where bits are set (an
@@ -139,7 +139,7 @@ impl Space {
         })?;
         let runtime_view = sys::map_shared(fd, layout.size, None, libc::PROT_READ | libc::PROT_WRITE)?;
         let memory = MemoryBits::new(layout.pages())?;
-        let space = Space { layout, runtime_view, memory, file };
+        let space = Space { layout, runtime_view, memory, _file: file };
         if writable.start < writable.end {
             let start = layout.addr_of(writable.start);
             let len = (writable.end.0 - writable.start.0) as usize * PAGE_SIZE;
@@ -180,58 +180,6 @@ impl Space {
         // source and destination cannot overlap (the source is private memory).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.runtime_addr(page) as *mut u8, n) };
         self.memory.set(page.0);
-    }
-
-    /// Installs a run of neighbouring pages, `pages[i]` into page `first + i`, with writes to the
-    /// file behind the space (`pwritev`, up to 1024 pages a call) instead of copies through the
-    /// runtime view. A page the file gets this way is not zeroed first and needs no page-table
-    /// entry in the runtime view: for a page without memory it costs about half what a first
-    /// touch and a copy cost (`Space::has_memory` tells; the pages get memory here).
-    ///
-    /// # Errors
-    /// A run that leaves the space, a slice that is not one page, or what `pwritev` says (the
-    /// bytes of a failed call may be partly written).
-    ///
-    /// # Safety
-    /// As for [`Space::install`]: application threads must not have access to these pages.
-    pub unsafe fn install_run(&self, first: PageId, pages: &[&[u8]]) -> io::Result<()> {
-        self.check_run(first, pages.len() as u64)?;
-        if pages.iter().any(|p| p.len() != PAGE_SIZE) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "an install that is not one page"));
-        }
-        const IOV_MAX: usize = 1024;
-        for (k, chunk) in pages.chunks(IOV_MAX).enumerate() {
-            let iov: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|p| libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: PAGE_SIZE })
-                .collect();
-            let start = first.0 + (k * IOV_MAX) as u64;
-            let (mut done, total) = (0usize, chunk.len() * PAGE_SIZE);
-            while done < total {
-                // A short write (rare: a signal) goes on from where it stopped.
-                let (at, skip) = (done / PAGE_SIZE, done % PAGE_SIZE);
-                let mut rest = iov[at..].to_vec();
-                rest[0].iov_base = (rest[0].iov_base as usize + skip) as *mut libc::c_void;
-                rest[0].iov_len -= skip;
-                let offset = (start * PAGE_SIZE as u64 + done as u64) as libc::off_t;
-                // SAFETY: every iovec points into a live slice of one page; the file is ours.
-                let n =
-                    unsafe { libc::pwritev(self.file.as_raw_fd(), rest.as_ptr(), rest.len() as i32, offset) };
-                if n < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                if n == 0 {
-                    return Err(io::Error::new(io::ErrorKind::WriteZero, "the space's file took no bytes"));
-                }
-                done += n as usize;
-            }
-        }
-        (first.0..first.0 + pages.len() as u64).for_each(|p| self.memory.set(p));
-        Ok(())
     }
 
     /// The words of the bits behind [`Space::has_memory`] (bit `p % 64` of word `p / 64` for page

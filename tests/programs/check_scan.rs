@@ -1,8 +1,7 @@
-//! Scans of pages homed elsewhere with read-ahead, pipelined or not (`RTHREADS_PIPELINE`): node 0
-//! fills an array of 600 pages, a thread on node 1 reads it in order, then node 0 rewrites part
-//! of it (revoking copies node 1 holds, has asked for, or keeps closed as a run's trigger) and
-//! node 1 reads it in order again, several rounds. Checks every value and prints node 1's read
-//! faults.
+//! Scans of pages homed elsewhere with read-ahead: node 0 fills an array of 600 pages, a thread on
+//! node 1 reads it in order, then node 0 rewrites part of it (revoking copies node 1 holds or has
+//! asked for in a read-ahead run) and node 1 reads it in order again, several rounds. Checks every
+//! value and prints node 1's read faults.
 use rthreads::sync::{Arc, Barrier};
 
 /// Words of one page.

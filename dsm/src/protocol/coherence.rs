@@ -100,13 +100,6 @@ pub trait Message: Copy + Debug + Eq + Send + 'static {
     fn payload(&self) -> Payload;
     /// What the message says, in words, for the protocol log (`page` is the page's name there).
     fn explain(&self, page: &str) -> String;
-    /// Whether the page leaves with the message: its bytes or a diff (every message with a
-    /// payload), or the right to change it. A `Protect` of the page right before such a `Send`
-    /// only has to take effect before the message goes, so the runtime may put both off and close
-    /// a run of neighbouring pages with one `mprotect`.
-    fn hands_over(&self) -> bool {
-        self.payload() != Payload::None
-    }
     /// How many pages, from [`Message::page`] on, this message asks for a copy or ownership of
     /// on behalf of this node, whose bytes may then arrive here (0 for any other message,
     /// including a home's recall, whose bytes go to the home). The runtime prepares the memory of
@@ -230,13 +223,6 @@ pub trait Coherence {
 
     /// What local application threads may do with `page` now.
     fn access(&self, page: PageId) -> Access;
-
-    /// The memory protection `page` has here after the effects returned so far: never more than
-    /// [`access`](Coherence::access), and less only for a page the protocol keeps closed so that
-    /// its first touch traps (sc's read-ahead trigger). The default is the access.
-    fn protection(&self, page: PageId) -> Access {
-        self.access(page)
-    }
 
     /// This node's state for `page`, in words (for reports of faults that do not end).
     fn describe(&self, page: PageId) -> String;

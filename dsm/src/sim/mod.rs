@@ -229,7 +229,7 @@ impl<P: Spec> Sim<P> {
         let mut prot = vec![Access::None; count * pages];
         for (k, node) in nodes.iter().enumerate() {
             for p in 0..pages {
-                prot[k * pages + p] = node.protection(PageId(p as u64));
+                prot[k * pages + p] = node.access(PageId(p as u64));
                 if node.geometry().is_home(PageId(p as u64)) {
                     let at = (k * pages + p) * page_size;
                     mem[at..at + page_size].fill(0);
@@ -685,7 +685,7 @@ impl<P: Spec> Sim<P> {
             }
         }
         for p in 0..self.pages {
-            let access = self.nodes[node].protection(PageId(p as u64));
+            let access = self.nodes[node].access(PageId(p as u64));
             if self.prot(node, p) != access {
                 let shown = self.prot(node, p);
                 self.fail(Violation::Contract(format!(
@@ -758,7 +758,7 @@ impl<P: Spec> Sim<P> {
                     return Err(format!("installs {page} while accessible, or not a page of bytes"));
                 }
                 let opened = out[at..].iter().any(|e| matches!(*e, Effect::Protect { page: q, access } if q == page && access >= Access::Read));
-                let kept_closed = self.nodes[node].protection(page) == Access::None;
+                let kept_closed = self.nodes[node].access(page) == Access::None;
                 if !opened && !kept_closed && !self.nodes[node].geometry().is_home(page) {
                     return Err(format!("installs {page} and never opens it"));
                 }

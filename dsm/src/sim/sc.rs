@@ -6,7 +6,7 @@
 use super::fuzz::{Event, Fuzzed, Input, page_of};
 use super::{Sim, Spec, Violation};
 use crate::protocol::sc::{Msg, ScNode};
-use crate::protocol::{Coherence, Message, Payload};
+use crate::protocol::{Message, Payload};
 use crate::{Access, FaultKind, NodeId, PageId};
 
 impl Spec for ScNode {
@@ -48,17 +48,11 @@ pub(super) fn single_writer_of<P: Spec>(
     Ok(())
 }
 
-/// What node `k` holds of page `p`: its protection, or more where its protocol keeps a copy
-/// closed (an armed read-ahead trigger, which opens on the first touch without new bytes).
-fn held(sim: &Sim<ScNode>, k: usize, p: usize) -> Access {
-    sim.prot(k, p).max(sim.node(k).access(PageId(p as u64)))
-}
-
-/// Every copy a node may read (or open without new bytes) holds the latest write.
+/// Every copy a node may read holds the latest write.
 pub fn copies_current(sim: &Sim<ScNode>) -> Result<(), String> {
     for p in 0..sim.pages() {
         for k in 0..sim.count() {
-            if held(sim, k, p) != Access::None && sim.bytes(k, p) != sim.latest(p) {
+            if sim.prot(k, p) != Access::None && sim.bytes(k, p) != sim.latest(p) {
                 return Err(format!("node {k} may read a stale copy of page {p}"));
             }
         }
@@ -78,8 +72,8 @@ pub fn directory_covers(sim: &Sim<ScNode>) -> Result<(), String> {
             return Err(format!("{page}: the home is not among the readers of {dir:?}"));
         }
         for k in 0..sim.count() {
-            if held(sim, k, p) > dir.access_of(NodeId(k as u16)) {
-                return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", held(sim, k, p)));
+            if sim.prot(k, p) > dir.access_of(NodeId(k as u16)) {
+                return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", sim.prot(k, p)));
             }
         }
     }
@@ -102,8 +96,8 @@ pub fn directory_exact(sim: &Sim<ScNode>) -> Result<(), String> {
                     .any(|pk| matches!(pk.msg, Msg::Grant { page: q, .. } if q == page))
                     || sim.answering(k, page)
                     || sim.in_flight(k, home).any(|pk| matches!(pk.msg, Msg::Drop { page: q } if q == page)));
-            if !granting && held(sim, k, p) != dir.access_of(NodeId(k as u16)) {
-                return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", held(sim, k, p)));
+            if !granting && sim.prot(k, p) != dir.access_of(NodeId(k as u16)) {
+                return Err(format!("node {k} holds {:?} of {page}, directory {dir:?}", sim.prot(k, p)));
             }
         }
     }
@@ -155,8 +149,7 @@ pub fn any_msg(tag: u8, page: PageId, access: u8, flag: bool) -> Msg {
     }
 }
 
-/// 1–4 nodes, read-ahead 0–3, pipelined runs from 1 or 2 pages or none, 1–3 pages per node (the
-/// first two bytes); events: faults (`tag % 8` 0–1),
+/// 1–4 nodes, read-ahead 0–3, 1–3 pages per node (the first two bytes); events: faults (`tag % 8` 0–1),
 /// deliveries (2–5), garbage (6–7).
 impl Fuzzed for ScNode {
     const PAGE: usize = 8;
@@ -166,15 +159,8 @@ impl Fuzzed for ScNode {
         let count = 1 + u16::from(a % 4);
         let per_node = 1 + u64::from(b % 3);
         let read_ahead = u16::from(a >> 2) % 4;
-        let pipeline = u16::from(b >> 2) % 3;
         Some(
-            (0..count)
-                .map(|i| {
-                    ScNode::new(NodeId(i), count, per_node)
-                        .with_read_ahead(read_ahead)
-                        .with_pipeline(pipeline)
-                })
-                .collect(),
+            (0..count).map(|i| ScNode::new(NodeId(i), count, per_node).with_read_ahead(read_ahead)).collect(),
         )
     }
 

@@ -20,7 +20,6 @@
 //! | `RTHREADS_PROTOCOL` | coherence protocol: `sc` (sequentially consistent) or `lrc` (release consistent, multiple writers) | `sc`, or `#[rthreads::main(protocol = "lrc")]` |
 //! | `RTHREADS_PREFETCH` | release consistency: pages after a missing one fetched with it (same home) | 0 |
 //! | `RTHREADS_READ_AHEAD` | the most pages after a miss fetched with it when misses run in sequence (adaptive, both protocols; under lrc at most 63, and also copies opened for writing ahead; `0`: off) | 127 |
-//! | `RTHREADS_PIPELINE` | sequential consistency: the shortest read-ahead run that asks for the next run when the thread is a quarter of the way into it, instead of at its end (`0`: never; `2` is a good value where the network, not the CPU, limits a scan) | 0 |
 //! | `RTHREADS_DIRECT_READS` | `0`: every read fault passes through the node's service thread; by default (sequential consistency) a thread that faults on a page homed elsewhere, other than the next page of a scan, asks the home for it itself | on |
 //! | `RTHREADS_DROP_COPIES` | `0`: read copies are kept until a writer revokes them; by default (sequential consistency) a node drops, before each barrier, its read copies of pages whose copy a writer revoked before, so the writer's next write does not wait for it | on |
 //! | `RTHREADS_PREPARE` | `0`: pages asked for get their memory only when their bytes arrive, instead of while the request travels | on |
@@ -86,9 +85,6 @@ pub(super) struct Config {
     pub(super) prefetch: u16,
     /// `RTHREADS_READ_AHEAD`.
     pub(super) read_ahead: u16,
-    /// `RTHREADS_PIPELINE`: the shortest sc read run with a trigger (off by default: no gain
-    /// measured on one host, see BENCHMARKS.md).
-    pub(super) pipeline: u16,
     /// `RTHREADS_OWN_AFTER`.
     pub(super) own_after: u8,
     /// `RTHREADS_REFRESH`.
@@ -420,7 +416,6 @@ impl Config {
             lrc,
             prefetch: pages("RTHREADS_PREFETCH", 0)?,
             read_ahead: pages("RTHREADS_READ_AHEAD", 127)?,
-            pipeline: pages("RTHREADS_PIPELINE", 0)?,
             own_after: match env.get("RTHREADS_OWN_AFTER") {
                 Some(value) => {
                     value.parse().map_err(|_| ConfigError::PageCount { name: "RTHREADS_OWN_AFTER", value })?

@@ -212,7 +212,6 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
         None => {
             let sc = ScNode::new(me, cfg.nodes, per_node_pages)
                 .with_read_ahead(cfg.read_ahead)
-                .with_pipeline(cfg.pipeline)
                 .with_drops(cfg.drop_copies);
             Service::new(rt, space, sc, streams, faults, listener).map(Service::start)
         }

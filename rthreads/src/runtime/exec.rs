@@ -20,11 +20,14 @@
 //! - A page that arrives (`Install`) or is twinned (`Twin`) and opens at once (the `Protect` right
 //!   after it), with the `Wake` that follows: until it opens, the page is closed (to writes, for a
 //!   twinned one), so no thread of this node writes it and the twin stays exact.
-//! - A page closed (`Protect`) right before it leaves (a `Send` that `hands_over` the page: its
-//!   bytes, its diff, or under lrc the right to change it): the bytes are read, or the diff
-//!   computed, after the `mprotect`, as before, so local writes until then are in them; and the
-//!   message goes only after the `mprotect`, so nobody elsewhere acts on it before the page is
-//!   closed here.
+//! - A page whose protection changes (`Protect`) right before a message about it leaves (the
+//!   `Send` right after it): its bytes, its diff, under lrc the right to change it, or an
+//!   acknowledgement that the copy is gone (a drop, an invalidation). The bytes are read, or the
+//!   diff computed, after the `mprotect`, as before, so local writes until then are in them; and
+//!   the message goes only after the `mprotect`, so nobody elsewhere acts on it before the page is
+//!   closed here. Frames are written at the end of the turn anyway, so putting the message off
+//!   delays nothing; the pages of a barrier's drops, or of the invalidations a write of a row
+//!   sends, change protection with one `mprotect` instead of one each.
 //!
 //! Any other effect (on any page) first carries out what was put off, in order, so effects still
 //! take effect in the order returned.
@@ -73,9 +76,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     continue;
                 }
                 Effect::Protect { page, access }
-                    if effects.peek().is_some_and(|next| {
-                        matches!(next, Effect::Send { msg, .. } if msg.page() == page && msg.hands_over())
-                    }) =>
+                    if effects.peek().is_some_and(
+                        |next| matches!(next, Effect::Send { msg, .. } if msg.page() == page),
+                    ) =>
                 {
                     let Some(send @ Effect::Send { to, msg }) = effects.next() else { unreachable!() };
                     crate::counters::log_effect(&send, geometry.pages_per_node);
@@ -94,19 +97,11 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             match e {
                 Effect::Send { to, msg } => self.send(to, msg),
                 Effect::Install { page } => {
-                    let Some(d) = data.filter(|d| d.len() == PAGE_SIZE) else {
-                        fatal(&format!("protocol asked to install {page} without its bytes"))
-                    };
-                    let opens = matches!(effects.peek(), Some(&Effect::Protect { page: q, access }) if q == page && access >= Access::Read);
-                    if self.engine.file_installs && opens && !self.space.has_memory(page) {
-                        // Written into the file with its neighbours before it opens (see
-                        // `install_staged`); its opening is put off with it.
-                        self.engine.staged.push((page, self.engine.stage.len()));
-                        self.engine.stage.extend_from_slice(d);
-                    } else {
+                    match data {
                         // SAFETY: the protocol installs only while application access to the page
                         // is closed; `page` is in range.
-                        unsafe { self.space.install(page, d) }
+                        Some(d) if d.len() == PAGE_SIZE => unsafe { self.space.install(page, d) },
+                        _ => fatal(&format!("protocol asked to install {page} without its bytes")),
                     }
                     installed = Some(page);
                 }
@@ -218,7 +213,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         if self.engine.opening.is_empty() {
             return;
         }
-        self.install_staged();
         let mut opening = std::mem::take(&mut self.engine.opening);
         self.protect_runs(opening.iter().copied());
         for &(page, _) in &opening {
@@ -228,43 +222,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
         opening.clear();
         self.engine.opening = opening;
-    }
-
-    /// Writes the pages put off by their `Install` into the space's file, a run of neighbours per
-    /// `pwritev` (`Space::install_run`), before they open. A page the file gets this way is not
-    /// zeroed first and needs no page-table entry in the runtime view: a page without memory costs
-    /// about half of what a first touch and a copy cost (2.2–3.7 µs instead of 4.8–6.6 a page in
-    /// runs of 128 here). If the kernel refuses, the pages are copied in as usual.
-    fn install_staged(&mut self) {
-        if self.engine.staged.is_empty() {
-            return;
-        }
-        let mut staged = std::mem::take(&mut self.engine.staged);
-        let stage = std::mem::take(&mut self.engine.stage);
-        staged.sort_unstable_by_key(|&(page, _)| page);
-        let bytes = |at: usize| &stage[at..at + PAGE_SIZE];
-        let mut i = 0;
-        while i < staged.len() {
-            let mut j = i + 1;
-            while j < staged.len() && staged[j].0.0 == staged[j - 1].0.0 + 1 {
-                j += 1;
-            }
-            let run: Vec<&[u8]> = staged[i..j].iter().map(|&(_, at)| bytes(at)).collect();
-            // SAFETY: these pages are closed to the application until their opening, which
-            // follows; they lie in the space (the protocol checked them).
-            if unsafe { self.space.install_run(staged[i].0, &run) }.is_err() {
-                for &(page, at) in &staged[i..j] {
-                    // SAFETY: as above.
-                    unsafe { self.space.install(page, bytes(at)) };
-                }
-            }
-            i = j;
-        }
-        staged.clear();
-        self.engine.staged = staged;
-        let mut stage = stage;
-        stage.clear();
-        self.engine.stage = stage;
     }
 
     /// Gives memory to pages asked for (neighbours merged into one call), once the requests have

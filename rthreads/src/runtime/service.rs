@@ -83,14 +83,6 @@ pub(super) struct Engine<P: Coherence> {
     /// Whether to prepare the memory of pages asked for (`RTHREADS_PREPARE`, on by default; off
     /// for good once the kernel says it does not know the advice).
     pub(super) prepare: bool,
-    /// Whether pages without memory that arrive and open at once are written into the space's
-    /// file at the end of the turn, a run of neighbours per call (`RTHREADS_FILE_INSTALL`, see
-    /// `exec.rs`), instead of copied in through the runtime view as they come.
-    pub(super) file_installs: bool,
-    /// Those pages, put off with their opening: each page's offset in `stage`.
-    pub(super) staged: Vec<(PageId, usize)>,
-    /// Their bytes, copied out of the receive buffer.
-    pub(super) stage: Vec<u8>,
     /// Direct page reads: what waits for them, pages to publish, grants to route (`reads.rs`).
     pub(super) reads: Reads<P::Msg>,
 }
@@ -233,9 +225,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 closing: Vec::new(),
                 fetched: Vec::new(),
                 prepare: std::env::var("RTHREADS_PREPARE").map_or(true, |v| v != "0"),
-                file_installs: std::env::var("RTHREADS_FILE_INSTALL").map_or(true, |v| v != "0"),
-                staged: Vec::new(),
-                stage: Vec::new(),
                 reads: Reads::new(),
             },
             links: Links {
@@ -311,9 +300,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             // Nothing put off may wait for the next wake-up (a release would wait for an
             // unrelated message or the tick, up to 25 ms).
             debug_assert!(
-                self.engine.opening.is_empty()
-                    && self.engine.closing.is_empty()
-                    && self.engine.staged.is_empty(),
+                self.engine.opening.is_empty() && self.engine.closing.is_empty(),
                 "effects put off past the end of the service thread's turn"
             );
             // In a long sleep, work that would wait for the next turn wakes this thread instead.
@@ -482,7 +469,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         // protocol's back (see `dsm::fault::set_guard`): it gets back the protection the
         // protocol says this node has (if that is too little, the protocol goes on).
         if self.rt.take_unguarded(page.0) {
-            let have = self.engine.proto.protection(page);
+            let have = self.engine.proto.access(page);
             if let Err(e) = self.space.protect(page, have) {
                 fatal(&format!("mprotect of {page}: {e}"));
             }

@@ -1669,12 +1669,6 @@ impl Message for Msg {
         Msg::payload(self)
     }
 
-    /// Messages with a payload, and [`Msg::Own`]: the home closes its copy before the owner may
-    /// change the page.
-    fn hands_over(&self) -> bool {
-        matches!(self, Msg::Own { .. }) || self.carries_data()
-    }
-
     fn fetches(&self) -> u64 {
         match self {
             Msg::Fetch { count, .. } => u64::from(*count),

@@ -123,10 +123,6 @@ type Out = Vec<Action>;
 const DROP_CREDIT: u8 = 3;
 const MAX_CREDIT: u8 = 6;
 
-/// A good shortest read-ahead run to give a trigger, where pipelining pays (see
-/// [`ScNode::with_pipeline`]).
-pub const PIPELINE_RUN: u16 = 2;
-
 /// The most pages a node remembers as candidates for dropping before a barrier.
 pub const CANDIDATES: usize = 256;
 
@@ -228,15 +224,6 @@ pub struct ScNode {
     /// both ways on every page): the page just after the last such miss's run, and how many pages
     /// the next run asks for if the next miss of that kind is that page.
     stream: [Option<(PageId, u16)>; 2],
-    /// Pipelined read-ahead (see [`ScNode::with_read_ahead`]): the page of the read run in flight
-    /// at which the next run is asked for, if it is not asked for yet. A fault on it or on a later
-    /// page of the run asks.
-    trigger: Option<PageId>,
-    /// The trigger page, arrived before any thread touched it: held for reading (`access` says
-    /// `Read`) but kept closed, so that the first touch traps and asks for the next run.
-    armed: Option<PageId>,
-    /// The shortest read run that gets a trigger (0: none; see [`ScNode::with_pipeline`]).
-    pipeline: u16,
     /// A protocol mistake planted on purpose (unit-test builds only).
     bug: Planted<Bug>,
 }
@@ -255,7 +242,7 @@ impl Hash for ScNode {
         entries(&self.dir, state);
         entries(&self.busy, state);
         (&self.candidates, &self.dropped, self.drops).hash(state);
-        (self.read_ahead, self.stream, self.trigger, self.armed, self.pipeline).hash(state);
+        (self.read_ahead, self.stream).hash(state);
         self.bug.hash(state);
     }
 }
@@ -297,9 +284,6 @@ impl ScNode {
             dropped: BTreeSet::new(),
             read_ahead: 0,
             stream: [None; 2],
-            trigger: None,
-            armed: None,
-            pipeline: 0,
             bug: Planted::none(),
         }
     }
@@ -316,8 +300,6 @@ impl ScNode {
     /// about `log2(max) + n / (1 + max)` round trips instead of `n`. `0` turns it off (the
     /// default).
     ///
-    /// Read runs can be pipelined ([`ScNode::with_pipeline`]).
-    ///
     /// # Examples
     ///
     /// ```
@@ -329,31 +311,6 @@ impl ScNode {
     /// ```
     pub fn with_read_ahead(mut self, max: u16) -> Self {
         self.read_ahead = max;
-        self
-    }
-
-    /// This node with pipelined read-ahead: a read run of at least `shortest` pages (0: none, the
-    /// default; [`PIPELINE_RUN`] is a good value) has a *trigger*, a page a quarter of the way
-    /// in. The first fault on the trigger or on a later page of the run asks
-    /// for the next run at once, while the thread still reads the rest of this one. If the trigger
-    /// arrives before any thread touched it, it is installed and held for reading but kept closed
-    /// (its protection, [`Coherence::protection`], is `None` while [`Coherence::access`] says
-    /// `Read`), so that the first touch traps: that fault opens it, asks for the next run and
-    /// wakes the thread without waiting for anything. A scan then waits for a round trip only at
-    /// its start, and while the pages come slower than it reads them. Sequential consistency is
-    /// untouched: a closed page is one this node may read, read a moment later.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use dsm::protocol::sc::{PIPELINE_RUN, ScNode};
-    /// use dsm::NodeId;
-    ///
-    /// let node = ScNode::new(NodeId(1), 2, 64).with_read_ahead(15).with_pipeline(PIPELINE_RUN);
-    /// # let _ = node;
-    /// ```
-    pub fn with_pipeline(mut self, shortest: u16) -> Self {
-        self.pipeline = shortest;
         self
     }
 
@@ -440,21 +397,6 @@ impl ScNode {
         if !self.geo.in_range(page) {
             return;
         }
-        if self.armed == Some(page) {
-            // The trigger of a run, touched: it opens (the run goes on below).
-            self.armed = None;
-            out.push(Action::Protect { page, access: Access::Read });
-        }
-        // A touch of the run in flight at or after its trigger asks for the next run now.
-        let fire = self.trigger.is_some_and(|t| {
-            t <= page
-                && self.stream[0].is_some_and(|(next, _)| page < next)
-                && self.geo.home_of(t) == self.geo.home_of(page)
-        });
-        if fire {
-            self.trigger = None;
-            self.next_run(page, claim, out);
-        }
         if self.access(page) >= kind.needed() {
             out.push(Action::Wake { page });
             return;
@@ -468,67 +410,6 @@ impl ScNode {
         if self.read_ahead > 0 {
             self.ahead_of(page, kind, home, out, claim);
         }
-    }
-
-    /// The trigger of the read run in flight was touched (by a fault on `page`, a page of that
-    /// run): asks for the next run, from the page after this one, as a miss there would have.
-    fn next_run(&mut self, page: PageId, claim: &mut dyn FnMut(PageId) -> bool, out: &mut Vec<Action>) {
-        let Some((next, window)) = self.stream[0] else { return };
-        let home = self.geo.home_of(page);
-        let first = next;
-        let end = self.ask_run(first, window, FaultKind::Read, home, claim, out);
-        self.stream[0] = Some((end, super::next_window(Some(window), self.read_ahead)));
-        self.set_trigger(first, end);
-    }
-
-    /// Asks `home` for `kind` access to up to `count` pages from `first` on, stopping at the first
-    /// page that is outside the space or homed elsewhere, that this node holds or asked for
-    /// already, or that `claim` refuses; returns the page after the last one asked for.
-    fn ask_run(
-        &mut self,
-        first: PageId,
-        count: u16,
-        kind: FaultKind,
-        home: NodeId,
-        claim: &mut dyn FnMut(PageId) -> bool,
-        out: &mut Vec<Action>,
-    ) -> PageId {
-        let mut next = first.0;
-        for _ in 0..count {
-            let q = PageId(next);
-            if !self.geo.in_range(q)
-                || self.geo.home_of(q) != home
-                || self.access(q) >= kind.needed()
-                || self.pending.contains_key(&q)
-                || (home != self.geo.me && !claim(q))
-            {
-                break;
-            }
-            self.pending.insert(q, kind);
-            self.request(q, kind, home, out);
-            next += 1;
-        }
-        PageId(next)
-    }
-
-    /// A read run of the pages `first..end` was asked for: its trigger, if it is long enough to
-    /// pipeline (see [`ScNode::with_read_ahead`]).
-    fn set_trigger(&mut self, first: PageId, end: PageId) {
-        let len = end.0 - first.0;
-        self.trigger =
-            (self.pipeline > 0 && len >= u64::from(self.pipeline)).then(|| PageId(first.0 + len / 4));
-    }
-
-    /// `page` loses its copy: it is no armed trigger any more.
-    fn disarm(&mut self, page: PageId) {
-        if self.armed == Some(page) {
-            self.armed = None;
-        }
-    }
-
-    /// The protection `page` has here: its access, except for an armed trigger, which is closed.
-    pub fn protection(&self, page: PageId) -> Access {
-        if self.armed == Some(page) { Access::None } else { self.access(page) }
     }
 
     /// Whether a direct read of `page` may start: homed elsewhere, no copy here, nothing asked
@@ -572,7 +453,6 @@ impl ScNode {
                     self.candidates.remove(&page);
                 }
             }
-            self.disarm(page);
             self.set_access(page, Access::None);
             out.push(Action::Protect { page, access: Access::None });
             out.push(Action::Send { to: self.geo.home_of(page), msg: Msg::Drop { page } });
@@ -627,13 +507,23 @@ impl ScNode {
     ) {
         let which = usize::from(kind == FaultKind::Write);
         let window = self.stream[which].filter(|&(next, _)| next == page).map(|(_, w)| w);
-        let first = PageId(page.0 + 1);
-        let end = self.ask_run(first, window.unwrap_or(0), kind, home, claim, out);
-        let grown = super::next_window(window, self.read_ahead);
-        self.stream[which] = Some((end, grown));
-        if kind == FaultKind::Read {
-            self.set_trigger(first, end);
+        let mut next = page.0 + 1;
+        for _ in 0..window.unwrap_or(0) {
+            let q = PageId(next);
+            if !self.geo.in_range(q)
+                || self.geo.home_of(q) != home
+                || self.access(q) >= kind.needed()
+                || self.pending.contains_key(&q)
+                || (home != self.geo.me && !claim(q))
+            {
+                break;
+            }
+            self.pending.insert(q, kind);
+            self.request(q, kind, home, out);
+            next += 1;
         }
+        let grown = super::next_window(window, self.read_ahead);
+        self.stream[which] = Some((PageId(next), grown));
     }
 
     /// A message `msg` from node `from`. Appends actions to `out`.
@@ -942,14 +832,16 @@ impl ScNode {
             return Ok(());
         };
         readers.remove(&from);
-        out.push(Action::Send { to: from, msg: Msg::DropAck { page } });
         if readers.len() == 1 && readers.contains(&self.geo.me) && !self.busy.contains_key(&page) {
             // Nobody else holds a copy: the home is the exclusive owner again, as at the start.
+            // (Its `Protect` comes right before the `DropAck`, so that the runtime may change the
+            // protection of a run of dropped pages at once.)
             self.set_dir(page, Directory::Exclusive(self.geo.me));
             self.protect_local(page, Access::Write, out);
         } else {
             self.set_dir(page, Directory::Shared(readers));
         }
+        out.push(Action::Send { to: from, msg: Msg::DropAck { page } });
         Ok(())
     }
 
@@ -1007,20 +899,10 @@ impl ScNode {
             )));
         }
         self.pending.remove(&page);
-        // A write-ahead may upgrade an armed trigger: it opens with the grant.
-        self.disarm(page);
         if data {
             out.push(Action::Install { page });
         }
         self.set_access(page, access);
-        if data && access == Access::Read && self.trigger == Some(page) {
-            // Nobody touched the trigger yet (a touch would have asked for the next run): it
-            // stays closed until somebody does. An earlier armed page, never touched, opens.
-            if let Some(old) = self.armed.replace(page) {
-                out.push(Action::Protect { page: old, access: Access::Read });
-            }
-            return Ok(());
-        }
         out.push(Action::Protect { page, access });
         out.push(Action::Wake { page });
         Ok(())
@@ -1058,7 +940,6 @@ impl ScNode {
             let credit = self.candidates.entry(page).or_insert(0);
             *credit = (*credit + DROP_CREDIT).min(MAX_CREDIT);
         }
-        self.disarm(page);
         self.set_access(page, Access::None);
         out.push(Action::Protect { page, access: Access::None });
         out.push(Action::Send { to: home, msg: Msg::InvAck { page } });
@@ -1168,10 +1049,6 @@ impl Coherence for ScNode {
         self.access.get(&page).copied().unwrap_or_else(|| self.initial_access(page))
     }
 
-    fn protection(&self, page: PageId) -> Access {
-        ScNode::protection(self, page)
-    }
-
     fn direct_read_request(&self, page: PageId) -> Option<Msg> {
         self.geo.in_range(page).then_some(Msg::ReadReq { page })
     }
@@ -1217,9 +1094,8 @@ impl Coherence for ScNode {
         let (access, outstanding, directory) =
             (self.access(page), self.outstanding(page), self.directory(page));
         let (busy, queued) = (self.in_transaction(page), self.queued(page));
-        let armed = if self.armed == Some(page) { " (kept closed: a read-ahead trigger)" } else { "" };
         format!(
-            "access here {access:?}{armed}, request outstanding {outstanding:?}, directory {directory:?}, \
+            "access here {access:?}, request outstanding {outstanding:?}, directory {directory:?}, \
              in a transaction {busy}, requests queued {queued}"
         )
     }

@@ -46,9 +46,6 @@ struct Bounds {
     /// How many times each node may drop its revoked-before read copies (a barrier, see
     /// [`ScNode::drop_copies`]).
     drops: u8,
-    /// Read-ahead up to this many pages, every read run pipelined (see
-    /// [`ScNode::with_pipeline`]); then all pages are homed at node 0, so that runs form.
-    read_ahead: u16,
 }
 
 /// A thread's step.
@@ -83,16 +80,10 @@ impl Scenario for Bounds {
     type Op = Op;
 
     fn init(&self) -> World<ScNode, OpsLeft> {
-        assert!(self.read_ahead > 0 || self.pages <= u64::from(self.nodes), "one page per node at most");
-        let per_node = if self.read_ahead > 0 { self.pages } else { 1 };
+        assert!(self.pages <= u64::from(self.nodes), "one page per node at most");
         assert!(self.threads.len() == self.ops.len(), "threads and ops are given per node");
         let mut nodes: Vec<ScNode> = (0..self.nodes)
-            .map(|i| {
-                ScNode::new(NodeId(i), self.nodes, per_node)
-                    .with_drops(self.drops > 0)
-                    .with_read_ahead(self.read_ahead)
-                    .with_pipeline(1)
-            })
+            .map(|i| ScNode::new(NodeId(i), self.nodes, 1).with_drops(self.drops > 0))
             .collect();
         if let Some(bug) = self.bug {
             nodes.iter_mut().for_each(|node| node.inject(bug));
@@ -220,14 +211,6 @@ impl Scenario for Bounds {
                 m.0.done(w) && w.sim.quiescent()
             }),
             Property::sometimes("a message waits for a direct read", |_, w: &W| w.sim.held() > 0),
-            Property::sometimes("a read-ahead trigger waits closed", |_, w: &W| {
-                (0..w.sim.count()).any(|k| {
-                    (0..w.sim.pages()).any(|i| {
-                        let page = PageId(i as u64);
-                        w.sim.prot(k, i) == Access::None && w.sim.node(k).access(page) == Access::Read
-                    })
-                })
-            }),
             Property::sometimes("a dropped copy crosses an invalidation", |_, w: &W| {
                 (0..w.sim.count()).any(|k| {
                     (0..w.sim.count()).any(|h| {
@@ -262,7 +245,6 @@ fn three_nodes_two_pages() {
         direct: false,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     };
     check("three_nodes_two_pages", bounds, 2).assert_holds(&REACHED);
 }
@@ -280,7 +262,6 @@ fn two_threads_on_a_node() {
         direct: false,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     };
     check("two_threads_on_a_node", bounds, 2).assert_holds(&REACHED);
 }
@@ -299,7 +280,6 @@ fn direct_reads() {
         direct: true,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     };
     let mut reached = REACHED.to_vec();
     reached.push("a message waits for a direct read");
@@ -319,7 +299,6 @@ fn direct_reads_two_threads() {
         direct: true,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     };
     let reached =
         ["a request waits behind a transaction", "all accesses done", "a message waits for a direct read"];
@@ -341,7 +320,6 @@ fn bounds_from_env() -> Option<Bounds> {
         direct: false,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     };
     for part in spec.split_whitespace() {
         match part.split_once('=') {
@@ -373,7 +351,6 @@ fn larger_bounds() {
         direct: false,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     });
     check("larger_bounds", bounds, 2).assert_holds(&REACHED);
 }
@@ -389,7 +366,6 @@ fn one_page(bug: Bug) -> Bounds {
         direct: false,
         direct_mistake: None,
         drops: 0,
-        read_ahead: 0,
     }
 }
 
@@ -464,7 +440,6 @@ fn finds_direct_reads_that_hold_nothing() {
         direct: true,
         direct_mistake: Some(DirectMistake::NoHold),
         drops: 0,
-        read_ahead: 0,
     };
     let o = check("finds_direct_reads_that_hold_nothing", bounds, 1);
     assert!(o.found("no message is rejected"));
@@ -484,7 +459,6 @@ fn finds_direct_reads_that_overtake() {
         direct: true,
         direct_mistake: Some(DirectMistake::Unordered),
         drops: 0,
-        read_ahead: 0,
     };
     let o = check("finds_direct_reads_that_overtake", bounds, 1);
     assert!(o.found("no message is rejected"));
@@ -503,7 +477,6 @@ fn dropped_copies() {
         direct: true,
         direct_mistake: None,
         drops: 1,
-        read_ahead: 0,
     };
     let reached = ["all accesses done", "a dropped copy crosses an invalidation"];
     check("dropped_copies", bounds, 2).assert_holds(&reached);
@@ -521,28 +494,7 @@ fn dropped_copies_three_nodes() {
         direct: false,
         direct_mistake: None,
         drops: 1,
-        read_ahead: 0,
     };
     let reached = ["all accesses done", "a dropped copy crosses an invalidation"];
     check("dropped_copies_three_nodes", bounds, 2).assert_holds(&reached);
-}
-
-/// Pipelined read-ahead: node 1 scans node 0's pages (runs of one page, each with a trigger kept
-/// closed until touched) while node 0 writes them, revoking copies that are armed, pending or
-/// open, and node 1 drops its revoked copies.
-#[test]
-fn pipelined_read_ahead() {
-    let bounds = Bounds {
-        nodes: 2,
-        pages: 3,
-        threads: vec![1, 1],
-        ops: vec![1, 3],
-        bug: None,
-        direct: false,
-        direct_mistake: None,
-        drops: 1,
-        read_ahead: 1,
-    };
-    let reached = ["all accesses done", "a read-ahead trigger waits closed"];
-    check("pipelined_read_ahead", bounds, 2).assert_holds(&reached);
 }

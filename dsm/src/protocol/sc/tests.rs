@@ -60,14 +60,6 @@ impl Cluster {
         Cluster(Sim::new(states, pages as usize, 8, &vec![1; usize::from(nodes)]).record())
     }
 
-    /// As [`Cluster::read_ahead`], with read runs of `shortest` pages or more pipelined.
-    fn pipelined(nodes: u16, per_node: u64, pages: u64, max: u16, shortest: u16) -> Self {
-        let states: Vec<ScNode> = (0..nodes)
-            .map(|i| ScNode::new(n(i), nodes, per_node).with_read_ahead(max).with_pipeline(shortest))
-            .collect();
-        Cluster(Sim::new(states, pages as usize, 8, &vec![1; usize::from(nodes)]).record())
-    }
-
     /// A local fault; returns the actions (already carried out).
     fn fault(&mut self, node: usize, page: u64, kind: FaultKind) -> Vec<Action> {
         self.0.fault(node, p(page), kind, false)
@@ -792,7 +784,7 @@ fn a_dropped_copy_lets_the_home_write_without_a_round_trip() {
     );
     assert!(!c.node(1).fetchable(p(0)), "no direct read before the home saw the drop");
     // The home is left the only reader: it takes write access back at once.
-    assert_eq!(c.deliver(1, 0), [send(1, Msg::DropAck { page: p(0) }), protect(p(0), Access::Write)]);
+    assert_eq!(c.deliver(1, 0), [protect(p(0), Access::Write), send(1, Msg::DropAck { page: p(0) })]);
     assert_eq!(c.node(0).directory(p(0)), Some(Directory::Exclusive(n(0))));
     assert_eq!(c.deliver(0, 1), []);
     assert!(c.node(1).fetchable(p(0)));
@@ -841,120 +833,4 @@ fn drops_nobody_listed_and_acks_nobody_awaits_are_rejected() {
     assert_rejected(c.node(0), 2, Msg::Drop { page: p(0) });
     assert_rejected(c.node(0), 1, Msg::Drop { page: p(1) });
     assert_rejected(c.node(1), 0, Msg::DropAck { page: p(0) });
-}
-
-// ----- pipelined read-ahead -----
-
-/// Node 1 reads node 0's 128 pages in order, everything delivered whenever it waits: how many of
-/// its traps waited for pages nobody had asked for yet, and how many were on a trigger that had
-/// arrived (answered at once, asking for the next run).
-fn scan_traps(c: &mut Cluster) -> (usize, usize) {
-    let (mut waits, mut triggers) = (0, 0);
-    for pg in 0..128u64 {
-        if c.prot(1, pg as usize) < Access::Read {
-            if c.node(1).access(p(pg)) == Access::Read {
-                triggers += 1;
-            } else {
-                waits += 1;
-            }
-        }
-        c.op(1, pg, READ);
-    }
-    c.pump();
-    c.assert_quiescent();
-    (waits, triggers)
-}
-
-#[test]
-fn a_pipelined_scan_waits_only_while_its_runs_grow() {
-    // Without pipelining every run starts with a wait: pages 0, 1, 3, 6 and then every 9 pages.
-    let (waits, triggers) = scan_traps(&mut Cluster::read_ahead(2, 128, 128, 8));
-    assert_eq!((waits, triggers), (17, 0));
-    // Pipelined: the misses at pages 0, 1 and 3 wait (runs of 0, 1 and 2 pages); from then on
-    // each run's trigger asks for the next one, which has arrived when the scan gets there.
-    let (waits, triggers) = scan_traps(&mut Cluster::pipelined(2, 128, 128, 8, 2));
-    assert_eq!(waits, 3);
-    assert!(triggers >= 14, "{triggers} triggers");
-}
-
-#[test]
-fn an_armed_trigger_is_revoked_written_and_dropped_like_any_copy() {
-    let mut c = Cluster::pipelined(2, 16, 16, 4, 1);
-    // Pages 0 and 1 in order: the miss at 1 asks for page 2 as a run of one, its trigger.
-    c.op(1, 0, READ);
-    c.op(1, 1, READ);
-    assert_eq!((c.prot(1, 2), c.node(1).access(p(2))), (Access::None, Access::Read));
-    assert!(c.node(1).describe(p(2)).contains("trigger"));
-    // The home writes page 2: node 1's armed copy is revoked (no trap ever opens it).
-    c.op(0, 2, WRITE);
-    assert_eq!((c.prot(1, 2), c.node(1).access(p(2))), (Access::None, Access::None));
-    // Read again and written by node 1 itself: an armed page that a write touches opens for
-    // reading first, then is upgraded.
-    c.op(1, 3, READ);
-    c.op(1, 4, READ);
-    let armed =
-        (5..16).find(|&q| c.prot(1, q) == Access::None && c.node(1).access(p(q as u64)) == Access::Read);
-    let q = armed.expect("a trigger armed") as u64;
-    c.op(1, q, WRITE);
-    assert_eq!(c.prot(1, q as usize), Access::Write);
-    c.pump();
-    c.assert_quiescent();
-    assert!(c.violation().is_none(), "{:?}", c.violation());
-}
-
-#[test]
-fn random_scans_with_pipelined_read_ahead_stay_coherent() {
-    // Threads mostly scan forward (so runs and triggers form), sometimes read or write anywhere
-    // (revoking copies armed, pending or open), nodes sometimes drop copies; delivery order random.
-    for seed in 0..60u64 {
-        let mut rng = Rng::new(seed);
-        let nodes = 2 + (seed % 2) as u16;
-        let mut c = Cluster::pipelined(nodes, 12, 12 * u64::from(nodes), 4, 1 + (seed % 3) as u16);
-        let pages = c.pages();
-        let mut cursor = vec![0usize; c.count()];
-        let mut counts = Counts::default();
-        for _ in 0..3_000 {
-            let busy = c.busy();
-            if !busy.is_empty() && rng.percent(45) {
-                c.deliver_link(busy[rng.below(busy.len())]);
-                continue;
-            }
-            let node = rng.below(c.count());
-            if rng.percent(3) {
-                c.call(node, |n, out| n.drop_copies(out));
-                continue;
-            }
-            match c.wait(node, 0) {
-                Wait::Fault(..) => {}
-                Wait::Woken(page, kind) => try_access(&mut c, &mut counts, node, 0, page, kind),
-                Wait::Run => {
-                    let (page, kind) = if rng.percent(80) {
-                        cursor[node] = (cursor[node] + 1) % pages;
-                        (cursor[node], READ)
-                    } else {
-                        (rng.below(pages), if rng.percent(60) { WRITE } else { READ })
-                    };
-                    try_access(&mut c, &mut counts, node, 0, p(page as u64), kind);
-                }
-            }
-        }
-        for _ in 0..100_000 {
-            let woken: Vec<(usize, PageId, FaultKind)> = (0..c.count())
-                .filter_map(
-                    |k| if let Wait::Woken(q, kind) = c.wait(k, 0) { Some((k, q, kind)) } else { None },
-                )
-                .collect();
-            let busy = c.busy();
-            if busy.is_empty() && woken.is_empty() {
-                break;
-            }
-            if let Some(&(k, q, kind)) = woken.first() {
-                try_access(&mut c, &mut counts, k, 0, q, kind);
-            } else {
-                c.deliver_link(busy[rng.below(busy.len())]);
-            }
-        }
-        c.assert_quiescent();
-        assert!(counts.reads > 500, "seed {seed}: {} reads", counts.reads);
-    }
 }
