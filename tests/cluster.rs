@@ -321,6 +321,12 @@ fn read_ahead_scans_read_every_value_while_the_home_rewrites_pages() {
 }
 
 #[test]
+fn zeroed_blocks_cost_no_memory_until_used_and_reused_ones_are_zero() {
+    let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_zeroed"), 2, &[], &[]));
+    assert!(stdout.contains("zeroed ok"), "{stdout}");
+}
+
+#[test]
 fn pages_written_round_after_round_by_another_node_follow_their_writer() {
     // An array built on node 0 and written 20 times over by a thread on node 1 (lrc): handed
     // over after two rounds, it costs node 1 a few hundred messages instead of a diff (and its

@@ -10,6 +10,8 @@
 //! taken from the first quarter of the arena (the *small-object region*); larger ones are whole
 //! pages from the rest (the *bulk region*), first fit, coalesced on free. Memory freed on another
 //! node than the one that allocated it is batched and sent back to its owner, which reuses it.
+//! A zeroed large block is written only below the highest address the bulk region ever handed
+//! out: above it the pages are untouched zeros, so `vec![0; n]` costs no memory until used.
 //!
 //! The two regions matter to the release-consistent protocol: the small-object region stays
 //! sequentially consistent (object headers, `Arc` counts, atomics and locks live there), the bulk
@@ -160,6 +162,9 @@ struct Arena {
     small_end: usize,
     /// Page runs come from `bump..end` (and from `large`).
     bump: usize,
+    /// The highest `bump` ever reached: no block above it was ever handed out, so its memory
+    /// is all zeros (pages of the node's own slice, untouched since the space was made).
+    high: usize,
     end: usize,
     free: [Vec<usize>; CLASSES],
     chunks: [(usize, usize); CLASSES],
@@ -192,6 +197,7 @@ impl Arena {
         }
         let skipped = self.bump;
         self.bump = at + len;
+        self.high = self.high.max(self.bump);
         if at > skipped {
             self.give_pages(skipped, at - skipped);
         }
@@ -243,6 +249,19 @@ impl Arena {
         }
     }
 
+    /// As [`Arena::alloc`], with how many bytes from the block's start may not be zero (the
+    /// block's size, but for a run of pages partly or wholly above `high`: those bytes were never
+    /// handed out before).
+    fn alloc_zeroed(&mut self, layout: Layout) -> (usize, usize) {
+        let high = self.high;
+        let p = self.alloc(layout);
+        let dirty = match class_of(layout) {
+            None if p != 0 => high.saturating_sub(p).min(layout.size()),
+            _ => layout.size(),
+        };
+        (p, dirty)
+    }
+
     fn dealloc(&mut self, p: usize, layout: Layout) {
         match class_of(layout) {
             Some(c) => self.free[c].push(p),
@@ -289,6 +308,7 @@ impl Heap {
                 small_bump: arena_start,
                 small_end,
                 bump: small_end.max(arena_start),
+                high: small_end.max(arena_start),
                 end,
                 free: Default::default(),
                 chunks: [(0, 0); CLASSES],
@@ -316,6 +336,22 @@ impl Heap {
         }
         // The page-run map may allocate: on the private stack, with the C library's allocator.
         private_internal(move || self.arena.with(|a| a.alloc(layout)) as *mut u8)
+    }
+
+    /// As [`Heap::alloc`], zeroed: only the bytes that were handed out before are written (a
+    /// large block from fresh memory is zero already, and stays untouched, so a big
+    /// `vec![0; n]` costs no memory until it is used, as with the C library's `calloc`).
+    fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let (p, dirty) = if class_of(layout).is_some() {
+            self.arena.with(|a| a.alloc_zeroed(layout))
+        } else {
+            private_internal(move || self.arena.with(|a| a.alloc_zeroed(layout)))
+        };
+        if p != 0 && dirty > 0 {
+            // SAFETY: the block is ours, `layout.size()` bytes long, and `dirty` is at most that.
+            unsafe { std::ptr::write_bytes(p as *mut u8, 0, dirty) };
+        }
+        p as *mut u8
     }
 
     fn dealloc(&self, p: usize, layout: Layout) {
@@ -481,6 +517,27 @@ unsafe impl GlobalAlloc for SharedAlloc {
             }
             // SAFETY: forwarded to the C library with a valid layout.
             _ => unsafe { sys_alloc(layout) },
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match heap() {
+            Some(h) if !internal() => {
+                let p = h.alloc_zeroed(layout);
+                if p.is_null() {
+                    report_exhausted(h, layout);
+                }
+                p
+            }
+            // SAFETY: forwarded to the C library with a valid layout; the block is
+            // `layout.size()` bytes long.
+            _ => unsafe {
+                let p = sys_alloc(layout);
+                if !p.is_null() {
+                    std::ptr::write_bytes(p, 0, layout.size());
+                }
+                p
+            },
         }
     }
 
@@ -711,11 +768,37 @@ mod exhausted_tests {
 mod tests {
     use super::*;
 
+    #[test]
+    fn zeroed_blocks_are_written_only_where_memory_was_handed_out_before() {
+        let mut a = arena();
+        let big = Layout::from_size_align(5 * PAGE_SIZE, 8).unwrap();
+        // Fresh memory: nothing to write.
+        let (p, dirty) = a.alloc_zeroed(big);
+        assert_ne!(p, 0);
+        assert_eq!(dirty, 0);
+        // Freed (the top block: `bump` comes back down) and taken again: all of it.
+        a.dealloc(p, big);
+        assert_eq!(a.alloc_zeroed(big), (p, 5 * PAGE_SIZE));
+        // A larger block from the same place: only the part handed out before.
+        a.dealloc(p, big);
+        let bigger = Layout::from_size_align(8 * PAGE_SIZE, 8).unwrap();
+        assert_eq!(a.alloc_zeroed(bigger), (p, 5 * PAGE_SIZE));
+        // A block from a free range below the high mark: all of it.
+        let (q, dirty) = a.alloc_zeroed(big);
+        assert_eq!((q, dirty), (p + 8 * PAGE_SIZE, 0));
+        a.dealloc(p, bigger);
+        assert_eq!(a.alloc_zeroed(big), (p, 5 * PAGE_SIZE));
+        // Small blocks are always written.
+        let small = Layout::from_size_align(64, 8).unwrap();
+        assert_eq!(a.alloc_zeroed(small).1, 64);
+    }
+
     fn arena() -> Arena {
         Arena {
             small_bump: 0x10_0000,
             small_end: 0x10_0000 + (1 << 28),
             bump: 0x10_0000 + (1 << 28),
+            high: 0x10_0000 + (1 << 28),
             end: 0x10_0000 + (1 << 28) + (1 << 30),
             free: Default::default(),
             chunks: [(0, 0); CLASSES],
