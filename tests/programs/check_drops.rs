@@ -5,7 +5,9 @@
 //! revoke (and mostly no trap at all).
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rthreads::sync::{Arc, Barrier};
+use rthreads::sync::Arc;
+
+mod fixture;
 
 /// Words of one page.
 const WORDS: usize = 512;
@@ -15,34 +17,24 @@ const ROUNDS: u64 = 40;
 #[rthreads::main(nodes = 2)]
 fn main() {
     let data: Arc<Vec<AtomicU64>> = Arc::new((0..PAGES * WORDS).map(|_| AtomicU64::new(0)).collect());
-    let barrier = Arc::new(Barrier::new(2));
     let before = rthreads::stats();
-    let (d, b) = (Arc::clone(&data), Arc::clone(&barrier));
-    let reader = rthreads::Builder::new()
-        .node(1)
-        .spawn(move || {
-            for round in 1..=ROUNDS {
-                b.wait(); // node 0 wrote the round
-                for p in 0..PAGES {
-                    for w in [0, WORDS - 1] {
-                        let v = d[p * WORDS + w].load(Ordering::Relaxed);
-                        assert_eq!(v, round, "page {p} word {w} in round {round}");
-                    }
-                }
-                b.wait(); // node 1 read the round
-            }
-        })
-        .unwrap();
-    for round in 1..=ROUNDS {
+    let d = Arc::clone(&data);
+    let write = |round: u64| {
         // Some work first (the drops, sent without waiting, arrive meanwhile).
         std::thread::sleep(std::time::Duration::from_millis(2));
         for c in data.iter() {
             c.store(round, Ordering::Relaxed);
         }
-        barrier.wait();
-        barrier.wait();
-    }
-    reader.join().unwrap();
+    };
+    let read = move |round: u64| {
+        for p in 0..PAGES {
+            for w in [0, WORDS - 1] {
+                let v = d[p * WORDS + w].load(Ordering::Relaxed);
+                assert_eq!(v, round, "page {p} word {w} in round {round}");
+            }
+        }
+    };
+    fixture::write_then_read_rounds(1..ROUNDS + 1, write, read);
     let after = rthreads::stats();
     let drops =
         |s: &rthreads::NodeStats| s.by_kind.iter().find(|k| k.kind == "drop copy").map_or(0, |k| k.sent);

@@ -2,7 +2,11 @@
 //! node 1 reads it in order, then node 0 rewrites part of it (revoking copies node 1 holds or has
 //! asked for in a read-ahead run) and node 1 reads it in order again, several rounds. Checks every
 //! value and prints node 1's read faults.
-use rthreads::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rthreads::sync::Arc;
+
+mod fixture;
 
 /// Words of one page.
 const WORDS: usize = 512;
@@ -22,38 +26,27 @@ fn written(round: u64, i: usize) -> u64 {
 
 #[rthreads::main(nodes = 2)]
 fn main() {
-    let data: Arc<Vec<std::sync::atomic::AtomicU64>> =
-        Arc::new((0..PAGES * WORDS).map(|i| std::sync::atomic::AtomicU64::new(value(0, i))).collect());
-    let barrier = Arc::new(Barrier::new(2));
+    let data: Arc<Vec<AtomicU64>> =
+        Arc::new((0..PAGES * WORDS).map(|i| AtomicU64::new(value(0, i))).collect());
     let before = rthreads::stats();
-    let (d, b) = (Arc::clone(&data), Arc::clone(&barrier));
-    let reader = rthreads::Builder::new()
-        .node(1)
-        .spawn(move || {
-            for round in 0..ROUNDS {
-                b.wait(); // node 0 wrote the round
-                for (i, word) in d.iter().enumerate() {
-                    let v = word.load(std::sync::atomic::Ordering::Relaxed);
-                    let want = value(written(round, i), i);
-                    assert_eq!(v, want, "word {i} (page {}) in round {round}", i / WORDS);
-                }
-                b.wait(); // node 1 read the round
-            }
-        })
-        .unwrap();
-    for round in 0..ROUNDS {
+    let d = Arc::clone(&data);
+    let write = |round: u64| {
         if round > 0 {
             let r = round as usize;
             for page in (r..PAGES).step_by(r + 1) {
                 for i in page * WORDS..(page + 1) * WORDS {
-                    data[i].store(value(round, i), std::sync::atomic::Ordering::Relaxed);
+                    data[i].store(value(round, i), Ordering::Relaxed);
                 }
             }
         }
-        barrier.wait();
-        barrier.wait();
-    }
-    reader.join().unwrap();
+    };
+    let read = move |round: u64| {
+        for (i, word) in d.iter().enumerate() {
+            let want = value(written(round, i), i);
+            assert_eq!(word.load(Ordering::Relaxed), want, "word {i} (page {}) in round {round}", i / WORDS);
+        }
+    };
+    fixture::write_then_read_rounds(0..ROUNDS, write, read);
     let after = rthreads::stats();
     println!("read faults on node 1: {}", after[1].read_faults - before[1].read_faults);
     println!("scan ok");

@@ -146,3 +146,35 @@ pub fn keep_busy(limit: Duration) {
     }
     println!("finished without losing a node");
 }
+
+/// Rounds of writing here and reading on node 1 (a halo row, a buffer filled then read): for
+/// each round, `write(round)` on the calling thread, a barrier, `read(round)` on a thread of node
+/// 1, a barrier. Returns once that thread is joined.
+///
+/// # Panics
+/// If the reader panics (its own message comes first).
+pub fn write_then_read_rounds(
+    rounds: std::ops::Range<u64>,
+    mut write: impl FnMut(u64),
+    read: impl Fn(u64) + Send + 'static,
+) {
+    let barrier = rthreads::sync::Arc::new(rthreads::sync::Barrier::new(2));
+    let b = rthreads::sync::Arc::clone(&barrier);
+    let reader_rounds = rounds.clone();
+    let reader = rthreads::Builder::new()
+        .node(1)
+        .spawn(move || {
+            for round in reader_rounds {
+                b.wait(); // the round is written
+                read(round);
+                b.wait(); // the round is read
+            }
+        })
+        .expect("a reader on node 1");
+    for round in rounds {
+        write(round);
+        barrier.wait();
+        barrier.wait();
+    }
+    reader.join().expect("the reader");
+}
