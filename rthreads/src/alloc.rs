@@ -502,43 +502,46 @@ unsafe fn sys_alloc_here(layout: Layout) -> *mut u8 {
     }
 }
 
-// SAFETY: every block is either from malloc (freed with free) or from a node arena (freed into
-// an arena); `dealloc` tells them apart by address, so each block goes back where it came from.
-unsafe impl GlobalAlloc for SharedAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+impl SharedAlloc {
+    /// `alloc` and `alloc_zeroed`: from the node's arena once the runtime is up (outside an
+    /// `InternalAlloc` scope), else from the C library.
+    ///
+    /// # Safety
+    /// As [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
+    unsafe fn take(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         match heap() {
             Some(h) if !internal() => {
-                let p = h.alloc(layout);
+                let p = if zeroed { h.alloc_zeroed(layout) } else { h.alloc(layout) };
                 if p.is_null() {
                     // Before std's "memory allocation of N bytes failed": why, and what to set.
                     report_exhausted(h, layout);
                 }
                 p
             }
-            // SAFETY: forwarded to the C library with a valid layout.
-            _ => unsafe { sys_alloc(layout) },
-        }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        match heap() {
-            Some(h) if !internal() => {
-                let p = h.alloc_zeroed(layout);
-                if p.is_null() {
-                    report_exhausted(h, layout);
+            _ => {
+                // SAFETY: forwarded to the C library with a valid layout.
+                let p = unsafe { sys_alloc(layout) };
+                if zeroed && !p.is_null() {
+                    // SAFETY: the block is `layout.size()` bytes long.
+                    unsafe { std::ptr::write_bytes(p, 0, layout.size()) };
                 }
                 p
             }
-            // SAFETY: forwarded to the C library with a valid layout; the block is
-            // `layout.size()` bytes long.
-            _ => unsafe {
-                let p = sys_alloc(layout);
-                if !p.is_null() {
-                    std::ptr::write_bytes(p, 0, layout.size());
-                }
-                p
-            },
         }
+    }
+}
+
+// SAFETY: every block is either from malloc (freed with free) or from a node arena (freed into
+// an arena); `dealloc` tells them apart by address, so each block goes back where it came from.
+unsafe impl GlobalAlloc for SharedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.take(layout, false) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.take(layout, true) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
