@@ -328,25 +328,26 @@ impl Heap {
         (off < self.slice * self.nodes).then_some(off / self.slice)
     }
 
-    fn alloc(&self, layout: Layout) -> *mut u8 {
+    /// Runs `take` (an allocation of `layout`) on the arena.
+    fn in_arena<R>(&self, layout: Layout, take: impl FnOnce(&mut Arena) -> R) -> R {
         if class_of(layout).is_some() {
             // A small block comes off a free list or a chunk: nothing inside allocates, so this
             // runs where the caller runs (see `SpinLock`).
-            return self.arena.with(|a| a.alloc(layout)) as *mut u8;
+            return self.arena.with(take);
         }
         // The page-run map may allocate: on the private stack, with the C library's allocator.
-        private_internal(move || self.arena.with(|a| a.alloc(layout)) as *mut u8)
+        private_internal(move || self.arena.with(take))
+    }
+
+    fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.in_arena(layout, |a| a.alloc(layout)) as *mut u8
     }
 
     /// As [`Heap::alloc`], zeroed: only the bytes that were handed out before are written (a
     /// large block from fresh memory is zero already, and stays untouched, so a big
     /// `vec![0; n]` costs no memory until it is used, as with the C library's `calloc`).
     fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let (p, dirty) = if class_of(layout).is_some() {
-            self.arena.with(|a| a.alloc_zeroed(layout))
-        } else {
-            private_internal(move || self.arena.with(|a| a.alloc_zeroed(layout)))
-        };
+        let (p, dirty) = self.in_arena(layout, |a| a.alloc_zeroed(layout));
         if p != 0 && dirty > 0 {
             // SAFETY: the block is ours, `layout.size()` bytes long, and `dirty` is at most that.
             unsafe { std::ptr::write_bytes(p as *mut u8, 0, dirty) };
