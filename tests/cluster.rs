@@ -265,9 +265,11 @@ fn copies_dropped_before_barriers_spare_the_writer_its_revocations() {
             let line = stdout.lines().find(|l| l.starts_with(what)).expect(what);
             line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
         };
-        (count("write faults on node 0: "), count("drops by node 1: "))
+        let counts =
+            [count("write faults on node 0: "), count("drops by node 1: "), count("read faults on node 1: ")];
+        (counts[0], counts[1], counts[2])
     };
-    let (faults_off, drops_off) = run(&[("RTHREADS_DROP_COPIES", "0")]);
+    let (faults_off, drops_off, _) = run(&[("RTHREADS_DROP_COPIES", "0")]);
     assert_eq!(drops_off, 0);
     let lrc = std::env::var("RTHREADS_PROTOCOL").is_ok_and(|p| p == "lrc");
     if lrc {
@@ -275,10 +277,22 @@ fn copies_dropped_before_barriers_spare_the_writer_its_revocations() {
         return;
     }
     assert!(faults_off >= 70, "without drops every round revokes both pages: {faults_off} write faults");
-    let (faults_on, drops_on) = run(&[]);
+    let (faults_on, drops_on, reads_unasked) = run(&[("RTHREADS_BARRIER_PREFETCH", "0")]);
     // Each page: revoked once, then dropped three times out of four (its drop credit).
     assert!(drops_on >= 40, "node 1 dropped only {drops_on} copies");
     assert!(faults_on * 2 <= faults_off, "{faults_on} write faults with drops, {faults_off} without");
+    // Asked for ahead (the default): node 1 drops its copies at every other barrier, asks for them
+    // at the next, and its reads after that barrier mostly find them there.
+    let (faults_asked, drops_asked, reads_asked) = run(&[]);
+    assert!(drops_asked >= 60, "node 1 dropped only {drops_asked} copies");
+    assert!(
+        faults_asked * 2 <= faults_off,
+        "{faults_asked} write faults asking ahead, {faults_off} without drops"
+    );
+    assert!(
+        reads_asked * 3 <= reads_unasked,
+        "{reads_asked} read faults asking ahead, {reads_unasked} without"
+    );
 }
 
 #[test]

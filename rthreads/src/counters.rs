@@ -42,6 +42,8 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
     match (frame.first(), frame.get(1)) {
         (Some(0x10), Some(&k)) if (1..=7).contains(&k) => usize::from(k) - 1,
         (Some(0x10), Some(8 | 9)) => 20,
+        // A read request answered at the home's barrier arrival (`ReadSoon`).
+        (Some(0x10), Some(10)) => 0,
         (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
         (Some(&t), _) if (0x20..=0x23).contains(&t) => 14 + usize::from(t - 0x20),
         (Some(0x1A), _) => 18,
@@ -404,7 +406,8 @@ mod tests {
         assert_eq!(KINDS[kind_of(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0x3A, 1])], "read request");
         assert_eq!(KINDS[kind_of(&[0x3B, 1])], "grant");
         assert_eq!(KINDS[kind_of(&[0x10, 9])], "drop copy");
-        assert_eq!(KINDS[kind_of(&[0x10, 10])], "other");
+        assert_eq!(KINDS[kind_of(&[0x10, 10])], "read request");
+        assert_eq!(KINDS[kind_of(&[0x10, 11])], "other");
         assert_eq!(KINDS[kind_of(&[])], "other");
     }
 

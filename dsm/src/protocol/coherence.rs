@@ -282,14 +282,35 @@ pub trait Coherence {
         Vec::new()
     }
 
-    /// Whether [`Coherence::drop_copies`] may have anything to drop (cheap; may say yes when it
+    /// Whether [`Coherence::drop_copies`] may have anything to do (cheap; may say yes when it
     /// has not).
     fn wants_drops(&self) -> bool {
         false
     }
 
-    /// Before a barrier: drops the read copies of [`Coherence::drop_candidates`] this node holds,
-    /// telling their homes, so that the next write by another node finds no copy to revoke and
-    /// does not wait for this node (self-invalidation). Never needed for correctness.
-    fn drop_copies(&mut self, _out: &mut Vec<Effect<Self::Msg>>) {}
+    /// Whether [`Coherence::drop_copies`] would answer requests that wait for this node's next
+    /// barrier arrival (the runtime then has the arriving thread wait until the answers are sent,
+    /// so that they travel ahead of its arrival).
+    fn answers_at_arrival(&self) -> bool {
+        false
+    }
+
+    /// This node's threads have made `arrivals` barrier arrivals so far (counted by the runtime;
+    /// never less than before). Told before each turn's messages and before
+    /// [`Coherence::drop_copies`]; the protocol may compare the count with its peers' (a request
+    /// meant for a barrier this node has reached).
+    fn note_arrivals(&mut self, _arrivals: u64) {}
+
+    /// The last count [`Coherence::note_arrivals`] told (0 for a protocol that keeps none).
+    fn barrier_arrivals(&self) -> u64 {
+        0
+    }
+
+    /// A barrier arrival of this node (the count told last): drops the read copies of [`Coherence::drop_candidates`]
+    /// this node holds, telling their homes, so that the next write by another node finds no copy
+    /// to revoke and does not wait for this node (self-invalidation); may ask for copies it
+    /// predicts it will read after the barrier (each page first offered to `claim`, which may
+    /// refuse it: a direct read has it); and, at a home, answers what waited for this arrival.
+    /// Never needed for correctness.
+    fn drop_copies(&mut self, _out: &mut Vec<Effect<Self::Msg>>, _claim: &mut dyn FnMut(PageId) -> bool) {}
 }

@@ -621,6 +621,19 @@ impl<P: Spec> Sim<P> {
         out
     }
 
+    /// A barrier arrival of `node` ([`Coherence::drop_copies`]), its effects carried out; a page
+    /// a direct read of this node has is refused to it, as the runtime does.
+    pub fn arrive(&mut self, node: usize) -> Batch<P::Msg> {
+        let mut out = Vec::new();
+        let direct = &self.direct;
+        let mut claim = |q: PageId| !direct.contains(&(node, q.0));
+        let arrivals = self.nodes[node].barrier_arrivals() + 1;
+        self.nodes[node].note_arrivals(arrivals);
+        self.nodes[node].drop_copies(&mut out, &mut claim);
+        self.done(node, &out, None);
+        out
+    }
+
     /// Any other local call of `node`'s protocol (`set_sc`, say), its effects carried out.
     pub fn call(&mut self, node: usize, f: impl FnOnce(&mut P, &mut Batch<P::Msg>)) -> Batch<P::Msg> {
         let mut out = Vec::new();

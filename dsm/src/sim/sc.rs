@@ -136,7 +136,7 @@ pub fn attempt(sim: &mut Sim<ScNode>, node: usize, t: usize, page: PageId, kind:
 /// `flag` its `data` or a recall's `keep_read`.
 pub fn any_msg(tag: u8, page: PageId, access: u8, flag: bool) -> Msg {
     let access = [Access::None, Access::Read, Access::Write][usize::from(access % 3)];
-    match tag % 9 {
+    match tag % 10 {
         0 => Msg::ReadReq { page },
         1 => Msg::WriteReq { page },
         2 => Msg::Grant { page, access, data: flag },
@@ -145,6 +145,7 @@ pub fn any_msg(tag: u8, page: PageId, access: u8, flag: bool) -> Msg {
         5 => Msg::Recall { page, keep_read: flag },
         6 => Msg::RecallAck { page },
         7 => Msg::Drop { page },
+        8 => Msg::ReadSoon { page, barrier: u64::from(flag) },
         _ => Msg::DropAck { page },
     }
 }

@@ -91,6 +91,9 @@ pub(super) struct Config {
     pub(super) refresh: bool,
     /// `RTHREADS_DROP_COPIES`: sequential consistency drops revoked-before copies at barriers.
     pub(super) drop_copies: bool,
+    /// `RTHREADS_BARRIER_PREFETCH`: with drops, sequential consistency asks at a barrier for the
+    /// copies it will read after it.
+    pub(super) barrier_prefetch: bool,
     /// `RTHREADS_CONNECT`: `Some(true)` lazy, `Some(false)` eager, `None` by the node count.
     pub(super) connect_lazily: Option<bool>,
     /// `RTHREADS_TREE_FANOUT`.
@@ -424,6 +427,7 @@ impl Config {
             },
             refresh: env.get("RTHREADS_REFRESH").is_none_or(|v| v != "0"),
             drop_copies: env.get("RTHREADS_DROP_COPIES").is_none_or(|v| v != "0"),
+            barrier_prefetch: env.get("RTHREADS_BARRIER_PREFETCH").is_none_or(|v| v != "0"),
             connect_lazily: match env.get("RTHREADS_CONNECT").as_deref() {
                 None => None,
                 Some("eager") => Some(false),

@@ -212,7 +212,8 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
         None => {
             let sc = ScNode::new(me, cfg.nodes, per_node_pages)
                 .with_read_ahead(cfg.read_ahead)
-                .with_drops(cfg.drop_copies);
+                .with_drops(cfg.drop_copies)
+                .with_prefetch(cfg.drop_copies && cfg.barrier_prefetch);
             Service::new(rt, space, sc, streams, faults, listener).map(Service::start)
         }
     };

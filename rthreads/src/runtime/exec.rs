@@ -144,6 +144,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         self.rt.needs_release.store(self.engine.proto.needs_release(), Ordering::SeqCst);
         self.rt.has_stale.store(self.engine.proto.has_stale(), Ordering::SeqCst);
         self.rt.wants_drops.store(self.engine.proto.wants_drops(), Ordering::Relaxed);
+        self.rt.arrival_answers.store(self.engine.proto.answers_at_arrival(), Ordering::SeqCst);
     }
 
     /// Whether `e` is about a page whose opening or closing is put off.

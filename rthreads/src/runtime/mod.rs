@@ -87,6 +87,11 @@ pub(crate) struct Runtime {
     has_stale: AtomicBool,
     /// The protocol would drop read copies before a barrier (`Coherence::wants_drops`).
     wants_drops: AtomicBool,
+    /// Barrier arrivals of this node's threads so far (`Coherence::note_arrivals`).
+    pub(crate) arrivals: AtomicU64,
+    /// The protocol answers requests at this node's next barrier arrival
+    /// (`Coherence::answers_at_arrival`): the arrival waits until they are sent.
+    arrival_answers: AtomicBool,
     /// What the modules above the runtime registered: handlers of their frames, periodic work,
     /// what to do when the node stops.
     ext: Extensions,
@@ -195,6 +200,8 @@ impl Runtime {
             needs_release: AtomicBool::new(false),
             has_stale: AtomicBool::new(false),
             wants_drops: AtomicBool::new(false),
+            arrival_answers: AtomicBool::new(false),
+            arrivals: AtomicU64::new(0),
             ext,
         };
         if RUNTIME.set(rt).is_err() {
@@ -370,6 +377,9 @@ impl Runtime {
     /// waited for); at once when the protocol state says it has nothing to do (releases and
     /// acquires always, under sequential consistency).
     pub(crate) fn consistency(&'static self, cmd: Cmd) {
+        if cmd == Cmd::DropCopies {
+            self.arrivals.fetch_add(1, Ordering::SeqCst);
+        }
         let needed = match cmd {
             Cmd::Release => self.needs_release.load(Ordering::SeqCst),
             Cmd::Acquire => self.has_stale.load(Ordering::SeqCst),
@@ -384,8 +394,10 @@ impl Runtime {
             self.cmds.lock().push((cmd, Arc::clone(&done)));
             self.cmd_pending.store(true, Ordering::SeqCst);
             fault::notify();
-            if cmd == Cmd::DropCopies {
-                // Nothing to wait for: the drops only spare other nodes a revocation later.
+            if cmd == Cmd::DropCopies && !self.arrival_answers.load(Ordering::SeqCst) {
+                // Nothing to wait for: the drops only spare other nodes a revocation later. (With
+                // requests answered at this arrival, the thread waits until the answers are queued,
+                // so that they travel ahead of its arrival and the barrier's release.)
                 return;
             }
             let mut d = done.done.lock();

@@ -258,6 +258,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     pub(crate) fn start(mut self) {
         let _internal = InternalAlloc::new();
         self.enable_direct_reads();
+        // Before any thread reaches a barrier: a protocol that counts barrier arrivals must see
+        // every one of them (an arrival skipped here would put this node's count behind its peers').
+        self.rt.wants_drops.store(self.engine.proto.wants_drops(), Ordering::Relaxed);
         liveness::start_watchdog(self.rt);
         std::thread::Builder::new()
             .name("rthreads-service".into())
@@ -316,6 +319,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             }
             let mut served = false;
             liveness::beat();
+            // Barrier arrivals are counted by the arriving threads without waking this thread;
+            // the protocol learns the count here, before any message of the turn.
+            self.engine.proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst));
             idle_ms = if ready.is_empty() && !preparing {
                 idle_sleep(idle_ms, self.rt.ext.wanted_turns(self.rt), self.rt.failure_timeout)
             } else {
@@ -692,7 +698,17 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     for page in self.engine.proto.drop_candidates() {
                         self.gate(page);
                     }
-                    self.engine.proto.drop_copies(&mut effects);
+                    // A page asked for ahead is taken from direct reads first (or not asked for).
+                    let Engine { proto, reads, .. } = &mut self.engine;
+                    let mut claim = |q: PageId| {
+                        let ok = dsm::fault::direct::claim_for_request(q.0);
+                        if ok {
+                            reads.touched.push(q);
+                        }
+                        ok
+                    };
+                    proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst));
+                    proto.drop_copies(&mut effects, &mut claim);
                     self.exec(&mut effects, None);
                     done.set();
                 }

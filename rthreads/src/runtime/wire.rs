@@ -246,6 +246,7 @@ wire_enum! { Msg, "unknown protocol message {}";
     7 => RecallAck { page: PageId },
     8 => Drop { page: PageId },
     9 => DropAck { page: PageId },
+    10 => ReadSoon { page: PageId, barrier: u64 },
 }
 
 wire_enum! { LrcMsg, "unknown release-consistency message {}";
@@ -318,6 +319,7 @@ mod tests {
             Msg::Invalidate { page },
             Msg::InvAck { page },
             Msg::Recall { page, keep_read: true },
+            Msg::ReadSoon { page, barrier: 7 },
         ];
         for m in msgs {
             assert_eq!(ScNode::decode_frame(&ScNode::head(&m)).unwrap(), (m, None));

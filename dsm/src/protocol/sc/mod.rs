@@ -80,6 +80,17 @@ pub enum Msg {
         /// The page dropped.
         page: PageId,
     },
+    /// Reader to home, at the reader's barrier arrival number `barrier`: a read copy of `page`,
+    /// wanted after the barrier ([`ScNode::with_prefetch`]). The home answers it as a `ReadReq`:
+    /// at once if it has made that many barrier arrivals itself (it has written what it writes
+    /// before the barrier), else at its next arrival, or when the reader sends a `ReadReq` for
+    /// the page meanwhile (a thread of the reader needs it now).
+    ReadSoon {
+        /// The page asked for.
+        page: PageId,
+        /// The reader's barrier arrivals, this one included.
+        barrier: u64,
+    },
 }
 
 impl Msg {
@@ -94,7 +105,8 @@ impl Msg {
             | Msg::Recall { page, .. }
             | Msg::RecallAck { page }
             | Msg::Drop { page }
-            | Msg::DropAck { page } => page,
+            | Msg::DropAck { page }
+            | Msg::ReadSoon { page, .. } => page,
         }
     }
 
@@ -125,6 +137,30 @@ const MAX_CREDIT: u8 = 6;
 
 /// The most pages a node remembers as candidates for dropping before a barrier.
 pub const CANDIDATES: usize = 256;
+
+/// A read copy homed elsewhere that this node drops before barriers while it has credit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Candidate {
+    /// Drops left ([`DROP_CREDIT`]).
+    credit: u8,
+    /// The barrier arrivals at which it was dropped last and the time before (0: not yet).
+    dropped: [u64; 2],
+    /// A thread needed the page before the answer to its last `ReadSoon` came (the copy asked
+    /// for ahead did not spare it a wait: the read follows the barrier at once, or the
+    /// alternation is the drops' own, not the program's).
+    hurried: bool,
+}
+
+impl Candidate {
+    /// Whether the copy was dropped at every other barrier lately, ending with the barrier before
+    /// arrival `now`: it is read between every other pair of barriers (a buffer its home writes
+    /// before one barrier and this node reads after it, alternating with another buffer), so it
+    /// will be read after arrival `now`.
+    fn alternates_before(&self, now: u64) -> bool {
+        let [last, before] = self.dropped;
+        before >= 1 && last == before + 2 && now == last + 1
+    }
+}
 
 /// What handling a message returns.
 type Handled = Result<(), ProtocolError>;
@@ -211,7 +247,7 @@ pub struct ScNode {
     /// Pages homed elsewhere whose read copy here was revoked by an `Invalidate` (at most
     /// [`CANDIDATES`]), with their drop credit ([`DROP_CREDIT`]): dropped before a barrier while
     /// held ([`ScNode::drop_copies`]).
-    candidates: std::collections::BTreeMap<PageId, u8>,
+    candidates: std::collections::BTreeMap<PageId, Candidate>,
     /// Whether revoked copies become candidates ([`ScNode::with_drops`]).
     drops: bool,
     /// Pages dropped unasked whose `DropAck` has not come yet: an `Invalidate` sent before the
@@ -224,6 +260,22 @@ pub struct ScNode {
     /// both ways on every page): the page just after the last such miss's run, and how many pages
     /// the next run asks for if the next miss of that kind is that page.
     stream: [Option<(PageId, u16)>; 2],
+    /// Whether copies are asked for ahead at barriers ([`ScNode::with_prefetch`]), and (unit
+    /// tests only) whether every candidate not held is asked for, predicted or not.
+    prefetch: bool,
+    prefetch_every: bool,
+    /// Barrier arrivals this node has made (as the runtime counts them, [`ScNode::note_arrivals`]).
+    arrivals: u64,
+    /// Pages asked for with a `ReadSoon` that no thread here has faulted on since (a fault sends
+    /// the home a `ReadReq` to hurry it).
+    soon: BTreeSet<PageId>,
+    /// At a home: `ReadSoon`s waiting for this node's next barrier arrival, as
+    /// `(barrier, page, reader)` in arrival order.
+    deferred: Vec<(u64, PageId, NodeId)>,
+    /// At a home: `(page, reader)` of each `ReadSoon` after which nothing else from the reader
+    /// about the page has come: a `ReadReq` from it now hurries the `ReadSoon` (or, if it was
+    /// answered already, crossed the answer), whatever the directory says.
+    asked_soon: BTreeSet<(PageId, NodeId)>,
     /// A protocol mistake planted on purpose (unit-test builds only).
     bug: Planted<Bug>,
 }
@@ -243,6 +295,8 @@ impl Hash for ScNode {
         entries(&self.busy, state);
         (&self.candidates, &self.dropped, self.drops).hash(state);
         (self.read_ahead, self.stream).hash(state);
+        (self.prefetch, self.prefetch_every, self.arrivals, &self.soon, &self.deferred, &self.asked_soon)
+            .hash(state);
         self.bug.hash(state);
     }
 }
@@ -284,6 +338,12 @@ impl ScNode {
             dropped: BTreeSet::new(),
             read_ahead: 0,
             stream: [None; 2],
+            prefetch: false,
+            prefetch_every: false,
+            arrivals: 0,
+            soon: BTreeSet::new(),
+            deferred: Vec::new(),
+            asked_soon: BTreeSet::new(),
             bug: Planted::none(),
         }
     }
@@ -331,6 +391,41 @@ impl ScNode {
         self
     }
 
+    /// This node with copies asked for ahead at barriers (`true`) or not (the default). Needs
+    /// [`ScNode::with_drops`]: at a barrier arrival, after its drops, the node asks the homes of the
+    /// copies it dropped at every other barrier lately, ending with the one before ([`Msg::ReadSoon`]:
+    /// Jacobi's boundary rows, a buffer one node fills before a barrier and another reads after it,
+    /// alternating with a second buffer). A home answers once it has arrived at the same barrier
+    /// itself (arrivals are counted per node; a home whose count is behind answers at its next
+    /// arrival), so the copy is there when the reader leaves the barrier and its read does not
+    /// trap; a thread that needs the page before that hurries the home with an ordinary `ReadReq`.
+    ///
+    /// Sequential consistency holds: a `ReadSoon` is a read request answered later; the copy it
+    /// brings is revoked as any other.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use dsm::protocol::sc::ScNode;
+    /// use dsm::NodeId;
+    ///
+    /// let node = ScNode::new(NodeId(1), 2, 64).with_drops(true).with_prefetch(true);
+    /// # let _ = node;
+    /// ```
+    pub fn with_prefetch(mut self, on: bool) -> Self {
+        self.prefetch = on;
+        self
+    }
+
+    /// Asks, at each barrier arrival, for every candidate copy not held, predicted or not (unit
+    /// tests and model checks: every crossing of a `ReadSoon` comes up in small models).
+    #[cfg(test)]
+    pub(crate) fn prefetch_every_candidate(mut self) -> Self {
+        self.prefetch = true;
+        self.prefetch_every = true;
+        self
+    }
+
     /// Plants `bug` in this node (unit-test builds only).
     #[cfg(test)]
     pub(crate) fn inject(&mut self, bug: Bug) {
@@ -351,6 +446,23 @@ impl ScNode {
             return None;
         }
         Some(self.dir_entry(page))
+    }
+
+    /// This node has made `arrivals` barrier arrivals so far (the runtime counts them, and tells
+    /// the count before each turn's messages: a `ReadSoon` for an arrival made is answered at
+    /// once). A count lower than the last one told changes nothing.
+    pub fn note_arrivals(&mut self, arrivals: u64) {
+        self.arrivals = self.arrivals.max(arrivals);
+    }
+
+    /// Whether this node, as a home, keeps a `ReadSoon` for a barrier arrival it has not made.
+    pub fn waits_for_arrival(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Pages this node asked for with a `ReadSoon` that no thread here has needed since.
+    pub fn asked_soon(&self) -> Vec<PageId> {
+        self.soon.iter().copied().collect()
     }
 
     /// Whether this node, as home of `page`, is in the middle of a transaction for it.
@@ -402,6 +514,13 @@ impl ScNode {
             return;
         }
         if self.pending.contains_key(&page) {
+            if self.soon.remove(&page) {
+                if let Some(c) = self.candidates.get_mut(&page) {
+                    c.hurried = true;
+                }
+                // Asked for at the last barrier, and needed now: the home answers at once.
+                out.push(Action::Send { to: self.geo.home_of(page), msg: Msg::ReadReq { page } });
+            }
             return;
         }
         self.pending.insert(page, kind);
@@ -440,6 +559,17 @@ impl ScNode {
     /// Sequential consistency holds: dropping a read copy is always allowed; the next read
     /// faults and asks the home as usual.
     pub fn drop_copies(&mut self, out: &mut Vec<Action>) {
+        self.arrivals += 1;
+        self.drop_copies_with(out, &mut |_| true);
+    }
+
+    /// [`ScNode::drop_copies`], where each page a prefetch would ask for
+    /// ([`ScNode::with_prefetch`]) is first offered to `claim`, which may refuse it (a direct read
+    /// has it), at the arrival [`ScNode::note_arrivals`] told last (the runtime counts them), not
+    /// a new one. The `ReadSoon`s that waited for it are answered.
+    pub fn drop_copies_with(&mut self, out: &mut Vec<Action>, claim: &mut dyn FnMut(PageId) -> bool) {
+        let now = self.arrivals;
+        self.serve_deferred(out);
         let pages: Vec<PageId> = self
             .candidates
             .keys()
@@ -447,9 +577,20 @@ impl ScNode {
             .filter(|&p| self.access(p) == Access::Read && !self.pending.contains_key(&p))
             .collect();
         for page in pages {
-            if let Some(credit) = self.candidates.get_mut(&page) {
-                *credit -= 1;
-                if *credit == 0 {
+            if let Some(c) = self.candidates.get_mut(&page) {
+                // A copy read after every other barrier keeps its credit: it is asked for ahead,
+                // so dropping it costs its reader nothing (unless the last one asked for came
+                // too late).
+                let asked_ahead = self.prefetch
+                    && !c.hurried
+                    && c.dropped[1] >= 1
+                    && now == c.dropped[0] + 2
+                    && c.dropped[0] == c.dropped[1] + 2;
+                if !asked_ahead {
+                    c.credit -= 1;
+                }
+                c.dropped = [now, c.dropped[0]];
+                if c.credit == 0 {
                     self.candidates.remove(&page);
                 }
             }
@@ -457,6 +598,45 @@ impl ScNode {
             out.push(Action::Protect { page, access: Access::None });
             out.push(Action::Send { to: self.geo.home_of(page), msg: Msg::Drop { page } });
             self.dropped.insert(page);
+        }
+        if !self.prefetch {
+            return;
+        }
+        let wanted: Vec<PageId> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| self.prefetch_every || c.alternates_before(now))
+            .map(|(&p, _)| p)
+            .collect();
+        for page in wanted {
+            // A copy dropped at the last barrier may still wait for its `DropAck` (the reader
+            // left that barrier at once): the `ReadSoon` travels behind the `Drop`, and an
+            // `Invalidate` crossing the `Drop` is still acknowledged as such.
+            let absent = self.geo.in_range(page)
+                && !self.geo.is_home(page)
+                && !self.access.contains_key(&page)
+                && !self.pending.contains_key(&page);
+            if absent && claim(page) {
+                self.pending.insert(page, FaultKind::Read);
+                self.soon.insert(page);
+                out.push(Action::Send {
+                    to: self.geo.home_of(page),
+                    msg: Msg::ReadSoon { page, barrier: now },
+                });
+            }
+        }
+    }
+
+    /// At a home, at a barrier arrival: starts the `ReadSoon`s that waited for it. All of them,
+    /// also those whose reader counted more arrivals than this one: counts drift apart when nodes
+    /// go through different barriers (some threads only in some phases), and waiting for the
+    /// count to catch up would keep the request, and the reader's copy, waiting for long.
+    fn serve_deferred(&mut self, out: &mut Out) {
+        if self.deferred.is_empty() {
+            return;
+        }
+        for (_, page, from) in std::mem::take(&mut self.deferred) {
+            self.submit(page, Request { from, kind: FaultKind::Read }, out);
         }
     }
 
@@ -537,6 +717,39 @@ impl ScNode {
     pub fn handle(&mut self, from: NodeId, msg: Msg, out: &mut Vec<Action>) -> Result<(), ProtocolError> {
         self.geo.check_message(from, &msg)?;
         let page = msg.page();
+        // After a reader's `ReadSoon`, its first `ReadReq` for the page hurries it (or crossed
+        // its answer). Any other message it sent after the answer went says the answer arrived,
+        // and ends the window in which a `ReadReq` could have crossed it. (While the request
+        // waits here, the one other message the reader may send is the `InvAck` of an
+        // `Invalidate` that crossed its `Drop` of an older copy; it leaves the window open even
+        // if it completes the transaction the request waited for.)
+        let soon = self.asked_soon.contains(&(page, from));
+        let answered = soon && !self.asks_at_home(page, from);
+        let handled = match msg {
+            Msg::ReadReq { .. } if soon => {
+                self.on_hurry(from, page, out);
+                self.asked_soon.remove(&(page, from));
+                return Ok(());
+            }
+            Msg::ReadSoon { barrier, .. } => return self.on_read_soon(from, page, barrier, out),
+            _ => self.dispatch(from, page, msg, out),
+        };
+        if answered && handled.is_ok() {
+            self.asked_soon.remove(&(page, from));
+        }
+        handled
+    }
+
+    /// Whether a request of `from` for `page` waits here (queued, running or kept for an arrival).
+    fn asks_at_home(&self, page: PageId, from: NodeId) -> bool {
+        let queued = self
+            .busy
+            .get(&page)
+            .is_some_and(|busy| busy.active.req.from == from || busy.queue.iter().any(|r| r.from == from));
+        queued || self.deferred.iter().any(|&(_, p, k)| (p, k) == (page, from))
+    }
+
+    fn dispatch(&mut self, from: NodeId, page: PageId, msg: Msg, out: &mut Out) -> Handled {
         match msg {
             Msg::ReadReq { .. } => self.on_request(from, page, FaultKind::Read, out),
             Msg::WriteReq { .. } => self.on_request(from, page, FaultKind::Write, out),
@@ -547,6 +760,7 @@ impl ScNode {
             Msg::RecallAck { .. } => self.on_recall_ack(from, page, out),
             Msg::Drop { .. } => self.on_drop(from, page, out),
             Msg::DropAck { .. } => self.on_drop_ack(from, page),
+            Msg::ReadSoon { barrier, .. } => self.on_read_soon(from, page, barrier, out),
         }
     }
 
@@ -620,6 +834,14 @@ impl ScNode {
     // ----- home side -----
 
     fn on_request(&mut self, from: NodeId, page: PageId, kind: FaultKind, out: &mut Out) -> Handled {
+        self.check_request(from, page, kind)?;
+        self.submit(page, Request { from, kind }, out);
+        Ok(())
+    }
+
+    /// Whether a `kind` request for `page` from `from` can arrive now: this node is the page's
+    /// home, `from` has no request for it outstanding and lacks the access it asks for.
+    fn check_request(&self, from: NodeId, page: PageId, kind: FaultKind) -> Handled {
         let home = self.geo.home_of(page);
         if home != self.geo.me {
             return Err(ProtocolError::new(format!(
@@ -627,13 +849,10 @@ impl ScNode {
                 self.geo.me
             )));
         }
-        if let Some(busy) = self.busy.get(&page) {
-            let active = busy.active.req.from == from;
-            if active || busy.queue.iter().any(|r| r.from == from) {
-                return Err(ProtocolError::new(format!(
-                    "{kind:?} request for {page} from {from}, which already has one outstanding"
-                )));
-            }
+        if self.asks_at_home(page, from) {
+            return Err(ProtocolError::new(format!(
+                "{kind:?} request for {page} from {from}, which already has one outstanding"
+            )));
         }
         let holds = self.sender_access(page, from);
         let redundant = match kind {
@@ -645,8 +864,32 @@ impl ScNode {
                 "{kind:?} request for {page} from {from}, which already holds {holds:?} access"
             )));
         }
-        self.submit(page, Request { from, kind }, out);
         Ok(())
+    }
+
+    /// A reader asks for `page` after its barrier arrival `barrier` ([`Msg::ReadSoon`]): validated
+    /// as a read request, then started if this node has arrived there too, else kept until its
+    /// next arrival ([`ScNode::drop_copies_with`]) or until the reader hurries it.
+    fn on_read_soon(&mut self, from: NodeId, page: PageId, barrier: u64, out: &mut Out) -> Handled {
+        // (A second `ReadSoon` with nothing between never reaches here: `handle` takes the first
+        // message after one as its answer's sign, and this check then finds it outstanding.)
+        self.check_request(from, page, FaultKind::Read)?;
+        self.asked_soon.insert((page, from));
+        if barrier <= self.arrivals {
+            self.submit(page, Request { from, kind: FaultKind::Read }, out);
+        } else {
+            self.deferred.push((barrier, page, from));
+        }
+        Ok(())
+    }
+
+    /// A `ReadReq` from a reader whose `ReadSoon` for `page` came before: if it still waits, it is
+    /// started now; else it was started already and this crossed its answer.
+    fn on_hurry(&mut self, from: NodeId, page: PageId, out: &mut Out) {
+        if let Some(i) = self.deferred.iter().position(|&(_, p, k)| (p, k) == (page, from)) {
+            self.deferred.remove(i);
+            self.submit(page, Request { from, kind: FaultKind::Read }, out);
+        }
     }
 
     /// Queues `req` behind the running transaction, or starts it right away.
@@ -899,6 +1142,12 @@ impl ScNode {
             )));
         }
         self.pending.remove(&page);
+        if self.soon.remove(&page)
+            && let Some(c) = self.candidates.get_mut(&page)
+        {
+            // Asked for ahead, and here before any thread needed it.
+            c.hurried = false;
+        }
         if data {
             out.push(Action::Install { page });
         }
@@ -937,8 +1186,8 @@ impl ScNode {
         }
         let home = self.revoked("Invalidate", from, page, Access::Read)?;
         if self.drops && (self.candidates.len() < CANDIDATES || self.candidates.contains_key(&page)) {
-            let credit = self.candidates.entry(page).or_insert(0);
-            *credit = (*credit + DROP_CREDIT).min(MAX_CREDIT);
+            let c = self.candidates.entry(page).or_default();
+            c.credit = (c.credit + DROP_CREDIT).min(MAX_CREDIT);
         }
         self.set_access(page, Access::None);
         out.push(Action::Protect { page, access: Access::None });
@@ -981,7 +1230,7 @@ impl Message for Msg {
     /// A request: its grant may carry the page (a write request from a node holding a read copy
     /// gets none, and then the preparation was for nothing, at no cost: the page is there).
     fn fetches(&self) -> u64 {
-        u64::from(matches!(self, Msg::ReadReq { .. } | Msg::WriteReq { .. }))
+        u64::from(matches!(self, Msg::ReadReq { .. } | Msg::WriteReq { .. } | Msg::ReadSoon { .. }))
     }
 
     fn grants_read_copy(&self) -> bool {
@@ -1005,6 +1254,9 @@ impl Message for Msg {
             Msg::RecallAck { .. } => format!("here is {p} back (+4096 bytes)"),
             Msg::Drop { .. } => format!("I dropped my copy of {p} (you will write it)"),
             Msg::DropAck { .. } => format!("noted: you dropped your copy of {p}"),
+            Msg::ReadSoon { barrier, .. } => {
+                format!("once you reach barrier {barrier}, please send me a read copy of {p}")
+            }
         }
     }
 }
@@ -1082,12 +1334,25 @@ impl Coherence for ScNode {
 
     fn wants_drops(&self) -> bool {
         // Some candidate may be held (one read directly may be held without this state machine
-        // knowing yet; the runtime tells it before it drops).
-        !self.candidates.is_empty()
+        // knowing yet; the runtime tells it before it drops), or a `ReadSoon` waits for this
+        // node's next arrival.
+        !self.candidates.is_empty() || !self.deferred.is_empty()
     }
 
-    fn drop_copies(&mut self, out: &mut Vec<Action>) {
-        ScNode::drop_copies(self, out);
+    fn note_arrivals(&mut self, arrivals: u64) {
+        ScNode::note_arrivals(self, arrivals);
+    }
+
+    fn barrier_arrivals(&self) -> u64 {
+        self.arrivals
+    }
+
+    fn answers_at_arrival(&self) -> bool {
+        self.waits_for_arrival()
+    }
+
+    fn drop_copies(&mut self, out: &mut Vec<Action>, claim: &mut dyn FnMut(PageId) -> bool) {
+        ScNode::drop_copies_with(self, out, claim);
     }
 
     fn describe(&self, page: PageId) -> String {

@@ -353,6 +353,28 @@ struct Counts {
     reads: u64,
     writes: u64,
     delivered: u64,
+    /// `ReadSoon`s delivered, and those a `ReadReq` from the same reader hurried or crossed.
+    soon: u64,
+    hurried: u64,
+}
+
+/// Counts the `ReadSoon`s delivered in `c`'s log, and the `ReadReq`s for the same page delivered
+/// after one and before a grant of the page (hurries and crossings among them).
+fn count_soon(c: &Cluster, counts: &mut Counts) {
+    let mut open = std::collections::BTreeSet::new();
+    for &(_, m) in &c.log.delivered {
+        match m {
+            Msg::ReadSoon { page, .. } => {
+                counts.soon += 1;
+                open.insert(page);
+            }
+            Msg::ReadReq { page } if open.contains(&page) => counts.hurried += 1,
+            Msg::Grant { page, .. } => {
+                open.remove(&page);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Thread `t` of `node` tries `kind` on `page`, counting what it did.
@@ -380,6 +402,10 @@ fn random_run_with(
     let threads = 2;
     let mut c = Cluster::new(nodes, pages_per_node, pages, threads);
     c.nodes_mut().iter_mut().for_each(|node| bug.into_iter().for_each(|b| node.inject(b)));
+    if seed % 2 == 1 {
+        // Every other schedule also asks for copies ahead at barriers, predicted or not.
+        c.nodes_mut().iter_mut().for_each(|node| *node = node.clone().prefetch_every_candidate());
+    }
     let mut counts = Counts::default();
     let mut rng = Rng::new(seed);
     let deliver_bias = 35 + rng.below(40) as u64;
@@ -392,8 +418,8 @@ fn random_run_with(
         }
         let (node, t) = (rng.below(c.count()), rng.below(threads));
         if rng.percent(5) {
-            // A barrier: the node drops the copies writers revoked before.
-            c.call(node, |n, out| n.drop_copies(out));
+            // A barrier: the node drops the copies writers revoked before (and may ask for some).
+            c.arrive(node);
             continue;
         }
         match c.wait(node, t) {
@@ -416,6 +442,17 @@ fn random_run_with(
             )
             .collect();
         if busy.is_empty() && woken.is_empty() {
+            count_soon(&c, &mut counts);
+            // Copies asked for ahead that the homes keep for a barrier: a thread needs them now.
+            let soon: Vec<(usize, PageId)> = (0..c.count())
+                .flat_map(|k| c.node(k).asked_soon().into_iter().map(move |q| (k, q)))
+                .collect();
+            if !soon.is_empty() {
+                for (k, q) in soon {
+                    c.fault(k, q.0, READ);
+                }
+                continue;
+            }
             c.assert_quiescent();
             return (c, counts);
         }
@@ -441,7 +478,10 @@ fn random_schedules_stay_coherent_and_drain() {
         total.reads += counts.reads;
         total.writes += counts.writes;
         total.delivered += counts.delivered;
+        total.soon += counts.soon;
+        total.hurried += counts.hurried;
     }
+    assert!(total.soon > 100 && total.hurried > 10, "{} ReadSoons, {} hurried", total.soon, total.hurried);
     assert!(total.reads > 10_000 && total.writes > 10_000, "{} reads, {} writes", total.reads, total.writes);
     assert!(total.delivered > 50_000, "{} messages", total.delivered);
 }
@@ -833,4 +873,157 @@ fn drops_nobody_listed_and_acks_nobody_awaits_are_rejected() {
     assert_rejected(c.node(0), 2, Msg::Drop { page: p(0) });
     assert_rejected(c.node(0), 1, Msg::Drop { page: p(1) });
     assert_rejected(c.node(1), 0, Msg::DropAck { page: p(0) });
+}
+
+// ----- copies asked for ahead at barriers -----
+
+impl Cluster {
+    /// Two nodes homing one page each, one thread each, drops and prefetches on.
+    fn prefetching() -> Self {
+        let states: Vec<ScNode> =
+            (0..2).map(|i| ScNode::new(n(i), 2, 1).with_drops(true).with_prefetch(true)).collect();
+        Cluster(Sim::new(states, 2, 8, &[1, 1]).record())
+    }
+
+    /// Both nodes arrive at a barrier (the reader, node 1, first if `reader_first`), and every
+    /// message is delivered.
+    fn barrier(&mut self, reader_first: bool) {
+        let order = if reader_first { [1, 0] } else { [0, 1] };
+        for k in order {
+            self.arrive(k);
+        }
+        self.pump();
+    }
+}
+
+/// Jacobi's boundary row between two nodes: node 0 (the home) writes page 0 between every other
+/// pair of barriers, node 1 reads it between the others. After the first revocation node 1 drops
+/// its copy at each barrier, and from the third barrier on it asks for the page ahead.
+/// Returns the cluster just before barrier 4, node 0 having written its epoch-4 value.
+fn alternating_before_barrier_four() -> Cluster {
+    let mut c = Cluster::prefetching();
+    c.op(1, 0, READ);
+    c.op(0, 0, WRITE);
+    assert_eq!(c.node(1).drop_candidates(), [p(0)]);
+    // Epochs 1 to 3: node 1 reads (a miss each time), node 0 writes without a fault.
+    for epoch in 1..=3 {
+        if epoch % 2 == 1 {
+            assert!(!c.attempt(1, 0, p(0), READ), "epoch {epoch}: nothing asked ahead yet");
+            c.pump();
+            c.finish(1, READ);
+        } else {
+            assert!(c.attempt(0, 0, p(0), WRITE), "epoch {epoch}: the reader dropped its copy");
+        }
+        c.barrier(true);
+    }
+    assert!(c.attempt(0, 0, p(0), WRITE));
+    c
+}
+
+#[test]
+fn a_copy_read_after_every_other_barrier_is_there_when_the_reader_leaves_it() {
+    let mut c = alternating_before_barrier_four();
+    // Barrier 4: node 1 asks ahead; the home has not arrived, so it keeps the request.
+    assert_eq!(c.arrive(1), [send(0, Msg::ReadSoon { page: p(0), barrier: 4 })]);
+    assert_eq!(c.deliver(1, 0), []);
+    assert!(c.node(0).waits_for_arrival());
+    // The home arrives: it has written what it writes before the barrier, and hands the copy on.
+    assert_eq!(
+        c.arrive(0),
+        [protect(p(0), Access::Read), send(1, Msg::Grant { page: p(0), access: Access::Read, data: true })]
+    );
+    c.pump();
+    assert!(c.attempt(1, 0, p(0), READ), "the read after the barrier does not trap");
+    // And so on, whichever node arrives first: no fault on either side any more, and the credit
+    // of the copy is not used up.
+    for epoch in 5..=14 {
+        if epoch % 2 == 1 {
+            assert!(c.attempt(1, 0, p(0), READ), "epoch {epoch}: node 1 traps");
+        } else {
+            assert!(c.attempt(0, 0, p(0), WRITE), "epoch {epoch}: node 0 traps");
+        }
+        c.barrier(epoch % 3 == 0);
+    }
+    c.assert_quiescent();
+}
+
+#[test]
+fn a_reader_that_needs_the_page_before_the_home_arrives_hurries_it() {
+    let mut c = alternating_before_barrier_four();
+    c.arrive(1);
+    c.pump();
+    assert!(c.node(0).waits_for_arrival());
+    // Another thread of node 1 reads now: the fault sends an ordinary request, served at once.
+    assert_eq!(c.fault(1, 0, READ), [send(0, Msg::ReadReq { page: p(0) })]);
+    assert_eq!(
+        c.deliver(1, 0),
+        [protect(p(0), Access::Read), send(1, Msg::Grant { page: p(0), access: Access::Read, data: true })]
+    );
+    assert!(!c.node(0).waits_for_arrival());
+    c.pump();
+    assert_eq!(c.prot(1, 0), Access::Read);
+    // The home's arrival has nothing left to answer.
+    assert_eq!(c.arrive(0), []);
+    c.assert_quiescent();
+}
+
+#[test]
+fn a_hurry_that_crosses_the_answer_is_ignored_and_later_requests_are_checked_again() {
+    let mut c = alternating_before_barrier_four();
+    c.arrive(0);
+    c.arrive(1);
+    // The home, already at the barrier, answers the request at once.
+    assert_eq!(
+        c.deliver(1, 0),
+        [protect(p(0), Access::Read), send(1, Msg::Grant { page: p(0), access: Access::Read, data: true })]
+    );
+    // Node 1 faults before the answer arrives: its hurry crosses the answer.
+    assert_eq!(c.fault(1, 0, READ), [send(0, Msg::ReadReq { page: p(0) })]);
+    c.deliver(0, 1);
+    assert_eq!(c.prot(1, 0), Access::Read);
+    assert_eq!(c.deliver(1, 0), [], "the hurry finds the copy granted: nothing to do");
+    c.assert_quiescent();
+    // That was the one request the directory could not vouch for: the next is checked again.
+    assert_rejected(c.node(0), 1, Msg::ReadReq { page: p(0) });
+    assert_rejected(c.node(0), 1, Msg::ReadSoon { page: p(0), barrier: 5 });
+}
+
+#[test]
+fn read_soon_requests_that_cannot_arrive_are_rejected() {
+    let mut c = alternating_before_barrier_four();
+    c.arrive(1);
+    c.deliver(1, 0);
+    // A second one while the first waits, and an ordinary write request beside it.
+    assert_rejected(c.node(0), 1, Msg::ReadSoon { page: p(0), barrier: 4 });
+    assert_rejected(c.node(0), 1, Msg::WriteReq { page: p(0) });
+    // Node 0 is not the home of page 1; node 1 holds page 1 as its home.
+    assert_rejected(c.node(0), 1, Msg::ReadSoon { page: p(1), barrier: 1 });
+    assert_rejected(c.node(1), 0, Msg::ReadSoon { page: p(0), barrier: 1 });
+    c.arrive(0);
+    c.pump();
+    // Node 1 holds a copy now.
+    assert_rejected(c.node(0), 1, Msg::ReadSoon { page: p(0), barrier: 9 });
+}
+
+#[test]
+fn a_copy_asked_for_ahead_that_comes_too_late_uses_up_its_credit() {
+    // As in the barrier-only loop of `benches/sync.rs`: the reader needs the page right after
+    // the barrier, before the home's answer can come, so every copy asked for ahead is hurried.
+    let mut c = alternating_before_barrier_four();
+    c.arrive(1);
+    c.pump();
+    assert_eq!(c.fault(1, 0, READ), [send(0, Msg::ReadReq { page: p(0) })]);
+    c.pump();
+    c.arrive(0);
+    // Epoch 5: node 1 reads its copy; barrier 5: it drops it, which now costs the last credit
+    // (drops at barriers 1 and 3 used the first two), and it is no candidate any more.
+    assert!(c.attempt(1, 0, p(0), READ));
+    c.barrier(true);
+    assert!(c.node(1).drop_candidates().is_empty());
+    // Nothing is asked for ahead at barrier 6, and the read in epoch 7 is an ordinary miss.
+    assert_eq!(c.arrive(1), []);
+    c.arrive(0);
+    assert!(!c.attempt(1, 0, p(0), READ));
+    c.pump();
+    c.finish(1, READ);
 }
