@@ -578,15 +578,16 @@ impl ScNode {
             .collect();
         for page in pages {
             if let Some(c) = self.candidates.get_mut(&page) {
-                // A copy read after every other barrier keeps its credit: it is asked for ahead,
-                // so dropping it costs its reader nothing (unless the last one asked for came
-                // too late).
+                // A copy read after every other barrier is asked for ahead: if it came in time,
+                // dropping it cost its reader nothing, and it earns a credit back; if a thread
+                // needed it first, it costs one, as any drop.
                 let asked_ahead = self.prefetch
-                    && !c.hurried
                     && c.dropped[1] >= 1
                     && now == c.dropped[0] + 2
                     && c.dropped[0] == c.dropped[1] + 2;
-                if !asked_ahead {
+                if asked_ahead && !c.hurried {
+                    c.credit = (c.credit + 1).min(MAX_CREDIT);
+                } else {
                     c.credit -= 1;
                 }
                 c.dropped = [now, c.dropped[0]];

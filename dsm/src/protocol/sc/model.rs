@@ -572,7 +572,7 @@ fn copies_asked_for_ahead() {
 }
 
 /// Three nodes, so that a copy asked for ahead meets a third node's write: a recall or an
-/// invalidation before or after the home's arrival answers it. 4 686 854 states, ≈ 165 s in a
+/// invalidation before or after the home's arrival answers it. 5 923 973 states, ≈ 115 s in a
 /// release build: `cargo test --release -p dsm -- --ignored` runs it.
 #[test]
 #[ignore = "larger model: run in release with --ignored"]
