@@ -351,7 +351,8 @@ impl ScNode {
     /// This node with adaptive read- and write-ahead up to `max` pages: when misses of one kind run
     /// in sequence (a miss on the page just after the previous run), the miss also asks the same
     /// home for the following pages that this node lacks that access to, twice as many as the last
-    /// time, from 1 up to `max`; any other miss of that kind starts again (read and write misses
+    /// time, from 1 up to `max` (pages it holds, or has asked for already, are stepped over and
+    /// count towards the run); any other miss of that kind starts again (read and write misses
     /// are followed apart, so a scan that reads and then writes every page grows both). On the home
     /// itself the following pages' requests enter their queues directly (recalls from the node
     /// that holds them). Each page is an ordinary `ReadReq`
@@ -691,16 +692,19 @@ impl ScNode {
         let mut next = page.0 + 1;
         for _ in 0..window.unwrap_or(0) {
             let q = PageId(next);
-            if !self.geo.in_range(q)
-                || self.geo.home_of(q) != home
-                || self.access(q) >= kind.needed()
-                || self.pending.contains_key(&q)
-                || (home != self.geo.me && !claim(q))
-            {
+            if !self.geo.in_range(q) || self.geo.home_of(q) != home {
                 break;
             }
-            self.pending.insert(q, kind);
-            self.request(q, kind, home, out);
+            // A page already here or on its way (asked for ahead at a barrier, say) is stepped
+            // over, not asked for: the scan goes on past it, and so does the run.
+            let here = self.access(q) >= kind.needed() || self.pending.contains_key(&q);
+            if !here {
+                if home != self.geo.me && !claim(q) {
+                    break;
+                }
+                self.pending.insert(q, kind);
+                self.request(q, kind, home, out);
+            }
             next += 1;
         }
         let grown = super::next_window(window, self.read_ahead);
