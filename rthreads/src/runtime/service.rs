@@ -258,9 +258,6 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
     pub(crate) fn start(mut self) {
         let _internal = InternalAlloc::new();
         self.enable_direct_reads();
-        // Before any thread reaches a barrier: a protocol that counts barrier arrivals must see
-        // every one of them (an arrival skipped here would put this node's count behind its peers').
-        self.rt.wants_drops.store(self.engine.proto.wants_drops(), Ordering::Relaxed);
         liveness::start_watchdog(self.rt);
         std::thread::Builder::new()
             .name("rthreads-service".into())
