@@ -36,6 +36,14 @@ pub(crate) fn before_barrier() {
     }
 }
 
+/// After a barrier returns, before its acquire: the thread is no longer in a barrier (the count
+/// `before_barrier` raised; see `Coherence::barriers_shared`).
+pub(crate) fn after_barrier() {
+    if let Some(rt) = runtime::get() {
+        rt.left_barrier();
+    }
+}
+
 /// An acquire point: writes released before the synchronisation that led here are visible after
 /// it.
 pub(crate) fn acquire() {

@@ -298,8 +298,13 @@ pub trait Coherence {
     /// This node's threads have made `arrivals` barrier arrivals so far (counted by the runtime;
     /// never less than before). Told before each turn's messages and before
     /// [`Coherence::drop_copies`]; the protocol may compare the count with its peers' (a request
-    /// meant for a barrier this node has reached).
-    fn note_arrivals(&mut self, _arrivals: u64) {}
+    /// meant for a barrier this node has reached, which it may answer now).
+    fn note_arrivals(&mut self, _arrivals: u64, _out: &mut Vec<Effect<Self::Msg>>) {}
+
+    /// Several threads of this node have been in barriers at once: an arrival no longer says that
+    /// the node has written what it writes before the barrier (its other threads may still be
+    /// writing). A protocol that acts on arrivals stops doing so.
+    fn barriers_shared(&mut self) {}
 
     /// The last count [`Coherence::note_arrivals`] told (0 for a protocol that keeps none).
     fn barrier_arrivals(&self) -> u64 {

@@ -628,7 +628,7 @@ impl<P: Spec> Sim<P> {
         let direct = &self.direct;
         let mut claim = |q: PageId| !direct.contains(&(node, q.0));
         let arrivals = self.nodes[node].barrier_arrivals() + 1;
-        self.nodes[node].note_arrivals(arrivals);
+        self.nodes[node].note_arrivals(arrivals, &mut out);
         self.nodes[node].drop_copies(&mut out, &mut claim);
         self.done(node, &out, None);
         out

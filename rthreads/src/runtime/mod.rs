@@ -27,7 +27,7 @@ pub(crate) mod wire;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,11 @@ pub(crate) struct Runtime {
     wants_drops: AtomicBool,
     /// Barrier arrivals of this node's threads so far (`Coherence::note_arrivals`).
     pub(crate) arrivals: AtomicU64,
+    /// Threads of this node inside `Barrier::wait` now.
+    in_barriers: AtomicU32,
+    /// Set when a thread arrived while another of this node waited in a barrier; taken by the
+    /// service thread (`Coherence::barriers_shared`).
+    barriers_shared: AtomicBool,
     /// The protocol answers requests at this node's next barrier arrival
     /// (`Coherence::answers_at_arrival`): the arrival waits until they are sent.
     arrival_answers: AtomicBool,
@@ -202,6 +207,8 @@ impl Runtime {
             wants_drops: AtomicBool::new(false),
             arrival_answers: AtomicBool::new(false),
             arrivals: AtomicU64::new(0),
+            in_barriers: AtomicU32::new(0),
+            barriers_shared: AtomicBool::new(false),
             ext,
         };
         if RUNTIME.set(rt).is_err() {
@@ -379,6 +386,9 @@ impl Runtime {
     pub(crate) fn consistency(&'static self, cmd: Cmd) {
         if cmd == Cmd::DropCopies {
             self.arrivals.fetch_add(1, Ordering::SeqCst);
+            if self.in_barriers.fetch_add(1, Ordering::SeqCst) > 0 {
+                self.barriers_shared.store(true, Ordering::SeqCst);
+            }
         }
         let needed = match cmd {
             Cmd::Release => self.needs_release.load(Ordering::SeqCst),
@@ -407,6 +417,12 @@ impl Runtime {
             drop(d);
             crate::counters::consistency_waited(started.elapsed());
         });
+    }
+
+    /// A thread of this node leaves a barrier (after the arrival `consistency(Cmd::DropCopies)`
+    /// counted).
+    pub(crate) fn left_barrier(&self) {
+        self.in_barriers.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Whether the cluster is stopping (shutdown or a lost node): the output of application threads

@@ -317,8 +317,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             let mut served = false;
             liveness::beat();
             // Barrier arrivals are counted by the arriving threads without waking this thread;
-            // the protocol learns the count here, before any message of the turn.
-            self.engine.proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst));
+            // the protocol learns the count here, before any message of the turn (and answers
+            // what waited for an arrival made).
+            self.note_arrivals();
             idle_ms = if ready.is_empty() && !preparing {
                 idle_sleep(idle_ms, self.rt.ext.wanted_turns(self.rt), self.rt.failure_timeout)
             } else {
@@ -668,6 +669,21 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
         }
     }
 
+    /// Tells the protocol how many barrier arrivals this node has made, and whether several of
+    /// its threads have shared barriers (`Coherence::barriers_shared`); carries out what it
+    /// answers.
+    fn note_arrivals(&mut self) {
+        if self.rt.barriers_shared.swap(false, Ordering::SeqCst) {
+            self.engine.proto.barriers_shared();
+        }
+        let mut effects = std::mem::take(&mut self.engine.effects);
+        self.engine.proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst), &mut effects);
+        if !effects.is_empty() {
+            self.exec(&mut effects, None);
+        }
+        self.engine.effects = effects;
+    }
+
     /// Runs the release and acquire requests of application threads.
     fn run_commands(&mut self) {
         let cmds = std::mem::take(&mut *self.rt.cmds.lock());
@@ -704,7 +720,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                         }
                         ok
                     };
-                    proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst));
+                    proto.note_arrivals(self.rt.arrivals.load(Ordering::SeqCst), &mut effects);
                     proto.drop_copies(&mut effects, &mut claim);
                     self.exec(&mut effects, None);
                     done.set();

@@ -75,6 +75,7 @@ impl Barrier {
         };
         match reply {
             Reply::Barrier { leader } => {
+                crate::consistency::after_barrier();
                 crate::consistency::acquire();
                 BarrierWaitResult(leader)
             }

@@ -264,6 +264,9 @@ pub struct ScNode {
     /// tests only) whether every candidate not held is asked for, predicted or not.
     prefetch: bool,
     prefetch_every: bool,
+    /// Whether this node's barrier arrivals answer the `ReadSoon`s kept for them (false once
+    /// several of its threads share barriers, [`ScNode::barriers_shared`]).
+    answer_at_arrival: bool,
     /// Barrier arrivals this node has made (as the runtime counts them, [`ScNode::note_arrivals`]).
     arrivals: u64,
     /// Pages asked for with a `ReadSoon` that no thread here has faulted on since (a fault sends
@@ -295,8 +298,8 @@ impl Hash for ScNode {
         entries(&self.busy, state);
         (&self.candidates, &self.dropped, self.drops).hash(state);
         (self.read_ahead, self.stream).hash(state);
-        (self.prefetch, self.prefetch_every, self.arrivals, &self.soon, &self.deferred, &self.asked_soon)
-            .hash(state);
+        (self.prefetch, self.prefetch_every, self.answer_at_arrival, self.arrivals).hash(state);
+        (&self.soon, &self.deferred, &self.asked_soon).hash(state);
         self.bug.hash(state);
     }
 }
@@ -340,6 +343,7 @@ impl ScNode {
             stream: [None; 2],
             prefetch: false,
             prefetch_every: false,
+            answer_at_arrival: true,
             arrivals: 0,
             soon: BTreeSet::new(),
             deferred: Vec::new(),
@@ -450,15 +454,36 @@ impl ScNode {
     }
 
     /// This node has made `arrivals` barrier arrivals so far (the runtime counts them, and tells
-    /// the count before each turn's messages: a `ReadSoon` for an arrival made is answered at
-    /// once). A count lower than the last one told changes nothing.
-    pub fn note_arrivals(&mut self, arrivals: u64) {
+    /// the count before each turn's messages): a `ReadSoon` for an arrival made is answered now.
+    /// A count lower than the last one told changes nothing.
+    pub fn note_arrivals(&mut self, arrivals: u64, out: &mut Vec<Action>) {
         self.arrivals = self.arrivals.max(arrivals);
+        if self.deferred.is_empty() || !self.answer_at_arrival {
+            return;
+        }
+        let now = self.arrivals;
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.deferred).into_iter().partition(|&(b, _, _)| b <= now);
+        self.deferred = later;
+        for (_, page, from) in due {
+            self.submit(page, Request { from, kind: FaultKind::Read }, out);
+        }
     }
 
-    /// Whether this node, as a home, keeps a `ReadSoon` for a barrier arrival it has not made.
+    /// Several threads of this node wait in barriers at once (see
+    /// [`Coherence::barriers_shared`]): this node's arrivals no longer say when it has written
+    /// what it writes before a barrier. It stops asking for copies ahead, and as a home it answers
+    /// a `ReadSoon` only when its reader hurries it (so the reader, finding every copy asked for
+    /// ahead late, stops asking too).
+    pub fn barriers_shared(&mut self) {
+        self.prefetch = false;
+        self.answer_at_arrival = false;
+    }
+
+    /// Whether this node, as a home, keeps a `ReadSoon` for a barrier arrival it has not made
+    /// (and will answer it then).
     pub fn waits_for_arrival(&self) -> bool {
-        !self.deferred.is_empty()
+        !self.deferred.is_empty() && self.answer_at_arrival
     }
 
     /// Pages this node asked for with a `ReadSoon` that no thread here has needed since.
@@ -634,7 +659,7 @@ impl ScNode {
     /// go through different barriers (some threads only in some phases), and waiting for the
     /// count to catch up would keep the request, and the reader's copy, waiting for long.
     fn serve_deferred(&mut self, out: &mut Out) {
-        if self.deferred.is_empty() {
+        if self.deferred.is_empty() || !self.answer_at_arrival {
             return;
         }
         for (_, page, from) in std::mem::take(&mut self.deferred) {
@@ -695,11 +720,13 @@ impl ScNode {
             if !self.geo.in_range(q) || self.geo.home_of(q) != home {
                 break;
             }
-            // A page already here or on its way (asked for ahead at a barrier, say) is stepped
-            // over, not asked for: the scan goes on past it, and so does the run.
-            let here = self.access(q) >= kind.needed() || self.pending.contains_key(&q);
+            // A page already here or on its way with the access the run wants (asked for ahead
+            // at a barrier, say) is stepped over, not asked for: the scan goes on past it, and so
+            // does the run. One on its way with less (a read, in a write run) ends the run.
+            let here = self.access(q) >= kind.needed()
+                || self.pending.get(&q).is_some_and(|&k| k.needed() >= kind.needed());
             if !here {
-                if home != self.geo.me && !claim(q) {
+                if self.pending.contains_key(&q) || (home != self.geo.me && !claim(q)) {
                     break;
                 }
                 self.pending.insert(q, kind);
@@ -880,7 +907,7 @@ impl ScNode {
         // message after one as its answer's sign, and this check then finds it outstanding.)
         self.check_request(from, page, FaultKind::Read)?;
         self.asked_soon.insert((page, from));
-        if barrier <= self.arrivals {
+        if barrier <= self.arrivals && self.answer_at_arrival {
             self.submit(page, Request { from, kind: FaultKind::Read }, out);
         } else {
             self.deferred.push((barrier, page, from));
@@ -1341,11 +1368,15 @@ impl Coherence for ScNode {
         // Some candidate may be held (one read directly may be held without this state machine
         // knowing yet; the runtime tells it before it drops), or a `ReadSoon` waits for this
         // node's next arrival.
-        !self.candidates.is_empty() || !self.deferred.is_empty()
+        !self.candidates.is_empty() || self.answers_at_arrival()
     }
 
-    fn note_arrivals(&mut self, arrivals: u64) {
-        ScNode::note_arrivals(self, arrivals);
+    fn note_arrivals(&mut self, arrivals: u64, out: &mut Vec<Action>) {
+        ScNode::note_arrivals(self, arrivals, out);
+    }
+
+    fn barriers_shared(&mut self) {
+        ScNode::barriers_shared(self);
     }
 
     fn barrier_arrivals(&self) -> u64 {

@@ -1027,3 +1027,52 @@ fn a_copy_asked_for_ahead_that_comes_too_late_uses_up_its_credit() {
     c.pump();
     c.finish(1, READ);
 }
+
+#[test]
+fn a_write_run_does_not_step_over_a_page_only_asked_for_reading() {
+    // Node 1 writes page 10, asks to read page 12, then writes 11: its write run must not step
+    // over 12 (on its way for reading only, so its write will miss), or the write miss at 12
+    // would no longer continue the run.
+    let mut c = Cluster::read_ahead(2, 256, 256, 8);
+    c.op(1, 10, WRITE);
+    c.fault(1, 12, READ);
+    let sent = |actions: Vec<Action>| -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { msg: Msg::WriteReq { page }, .. } => Some(page.0),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(sent(c.fault(1, 11, WRITE)), [11]);
+    c.pump();
+    assert_eq!(sent(c.fault(1, 12, WRITE)), [12, 13, 14]);
+    c.pump();
+}
+
+#[test]
+fn a_home_whose_threads_share_barriers_answers_copies_asked_for_ahead_only_when_hurried() {
+    // Node 0's arrivals no longer say it has written its row (another of its threads may still
+    // be writing): it keeps the request until node 1 needs the page.
+    let mut c = alternating_before_barrier_four();
+    c.call(0, |n, _| n.barriers_shared());
+    assert_eq!(c.arrive(1), [send(0, Msg::ReadSoon { page: p(0), barrier: 4 })]);
+    assert_eq!(c.deliver(1, 0), []);
+    assert!(!c.node(0).waits_for_arrival());
+    assert_eq!(c.arrive(0), []);
+    assert_eq!(c.fault(1, 0, READ), [send(0, Msg::ReadReq { page: p(0) })]);
+    assert_eq!(
+        c.deliver(1, 0),
+        [protect(p(0), Access::Read), send(1, Msg::Grant { page: p(0), access: Access::Read, data: true })]
+    );
+    c.pump();
+    c.assert_quiescent();
+    // And a node whose own threads share barriers asks for nothing ahead.
+    c.call(1, |n, _| n.barriers_shared());
+    for _ in 0..6 {
+        assert!(!c.arrive(1).iter().any(|a| matches!(a, Action::Send { msg: Msg::ReadSoon { .. }, .. })));
+        c.arrive(0);
+        c.pump();
+    }
+}
