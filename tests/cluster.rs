@@ -233,6 +233,18 @@ fn statistics_count_pages_locks_and_barriers_per_node() {
     assert!(out.contains("rd-fault"), "{out}");
 }
 
+/// The number at the end of the line of `stdout` that starts with `prefix`.
+///
+/// # Panics
+/// If there is no such line or it does not end in a number.
+fn count_in(stdout: &str, prefix: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in:\n{stdout}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap_or_else(|e| panic!("{line:?}: {e}"))
+}
+
 #[test]
 fn faulting_threads_read_pages_directly_and_stay_coherent() {
     // Direct reads on (the default under sc): node 1's scattered reads of pages homed at node 0
@@ -240,8 +252,7 @@ fn faulting_threads_read_pages_directly_and_stay_coherent() {
     let direct_reads = |envs: &[(&str, &str)]| {
         let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_direct"), 2, &[], envs));
         assert!(stdout.contains("direct ok"), "{stdout}");
-        let line = stdout.lines().find(|l| l.starts_with("direct reads on node 1: ")).expect("a count");
-        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        count_in(&stdout, "direct reads on node 1: ")
     };
     let on = direct_reads(&[]);
     let lrc = std::env::var("RTHREADS_PROTOCOL").is_ok_and(|p| p == "lrc");
@@ -261,10 +272,7 @@ fn copies_dropped_before_barriers_spare_the_writer_its_revocations() {
     let run = |envs: &[(&str, &str)]| {
         let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_drops"), 2, &[], envs));
         assert!(stdout.contains("drops ok"), "{stdout}");
-        let count = |what: &str| {
-            let line = stdout.lines().find(|l| l.starts_with(what)).expect(what);
-            line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
-        };
+        let count = |what: &str| count_in(&stdout, what);
         let counts =
             [count("write faults on node 0: "), count("drops by node 1: "), count("read faults on node 1: ")];
         (counts[0], counts[1], counts[2])
@@ -304,8 +312,7 @@ fn a_halo_exchange_over_four_nodes_reads_every_value_and_copies_asked_for_ahead_
     let faults = |envs: &[(&str, &str)]| {
         let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_halo"), 4, &[], envs));
         assert!(stdout.contains("halo ok"), "{stdout}");
-        let line = stdout.lines().find(|l| l.starts_with("read faults: ")).expect("a count");
-        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        count_in(&stdout, "read faults: ")
     };
     let asked = faults(&[]);
     let unasked = faults(&[("RTHREADS_BARRIER_PREFETCH", "0")]);
@@ -344,8 +351,7 @@ fn read_ahead_scans_read_every_value_while_the_home_rewrites_pages() {
     let faults = |envs: &[(&str, &str)]| {
         let stdout = ok(&run_cluster(env!("CARGO_BIN_EXE_check_scan"), 2, &[], envs));
         assert!(stdout.contains("scan ok"), "{stdout}");
-        let line = stdout.lines().find(|l| l.starts_with("read faults on node 1: ")).expect("a count");
-        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        count_in(&stdout, "read faults on node 1: ")
     };
     // Copies asked for ahead at barriers (on by default) also spare faults here, so read-ahead
     // is measured without them; its values are checked with them as well.

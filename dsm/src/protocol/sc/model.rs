@@ -51,6 +51,24 @@ struct Bounds {
     prefetch: bool,
 }
 
+impl Bounds {
+    /// One page (homed at node 0), one node per entry of `threads` (threads per node) and `ops`
+    /// (accesses per thread, by node); no direct reads, drops or prefetches, no planted mistake.
+    fn one_page(threads: Vec<usize>, ops: Vec<u8>) -> Bounds {
+        Bounds {
+            nodes: threads.len() as u16,
+            pages: 1,
+            threads,
+            ops,
+            bug: None,
+            direct: false,
+            direct_mistake: None,
+            drops: 0,
+            prefetch: false,
+        }
+    }
+}
+
 /// A thread's step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Op {
@@ -552,17 +570,8 @@ fn dropped_copies_three_nodes() {
 /// drops and invalidations.
 #[test]
 fn copies_asked_for_ahead() {
-    let bounds = Bounds {
-        nodes: 2,
-        pages: 1,
-        threads: vec![1, 1],
-        ops: vec![2, 3],
-        bug: None,
-        direct: true,
-        direct_mistake: None,
-        drops: 2,
-        prefetch: true,
-    };
+    let bounds =
+        Bounds { direct: true, drops: 2, prefetch: true, ..Bounds::one_page(vec![1, 1], vec![2, 3]) };
     let reached = [
         "all accesses done",
         "a copy asked for ahead waits for its home's barrier",
@@ -577,17 +586,7 @@ fn copies_asked_for_ahead() {
 #[test]
 #[ignore = "larger model: run in release with --ignored"]
 fn copies_asked_for_ahead_three_nodes() {
-    let bounds = Bounds {
-        nodes: 3,
-        pages: 1,
-        threads: vec![1, 1, 1],
-        ops: vec![1, 2, 1],
-        bug: None,
-        direct: false,
-        direct_mistake: None,
-        drops: 1,
-        prefetch: true,
-    };
+    let bounds = Bounds { drops: 1, prefetch: true, ..Bounds::one_page(vec![1, 1, 1], vec![1, 2, 1]) };
     let reached = ["all accesses done", "a copy asked for ahead waits for its home's barrier"];
     check("copies_asked_for_ahead_three_nodes", bounds, 2).assert_holds(&reached);
 }
