@@ -458,16 +458,8 @@ impl ScNode {
     /// A count lower than the last one told changes nothing.
     pub fn note_arrivals(&mut self, arrivals: u64, out: &mut Vec<Action>) {
         self.arrivals = self.arrivals.max(arrivals);
-        if self.deferred.is_empty() || !self.answer_at_arrival {
-            return;
-        }
         let now = self.arrivals;
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.deferred).into_iter().partition(|&(b, _, _)| b <= now);
-        self.deferred = later;
-        for (_, page, from) in due {
-            self.submit(page, Request { from, kind: FaultKind::Read }, out);
-        }
+        self.start_kept(|b| b <= now, out);
     }
 
     /// Several threads of this node wait in barriers at once (see
@@ -560,13 +552,17 @@ impl ScNode {
     /// Whether a direct read of `page` may start: homed elsewhere, no copy here, nothing asked
     /// for (see [`Coherence::fetchable`]).
     pub fn fetchable(&self, page: PageId) -> bool {
+        // An `Invalidate` may still come for a copy dropped without its `DropAck` yet; a direct
+        // read would hold it while the home waits for its acknowledgement to answer the read.
+        self.lacks(page) && !self.dropped.contains(&page)
+    }
+
+    /// Whether `page` is homed elsewhere, with no copy here and nothing asked for.
+    fn lacks(&self, page: PageId) -> bool {
         self.geo.in_range(page)
             && !self.geo.is_home(page)
             && !self.access.contains_key(&page)
             && !self.pending.contains_key(&page)
-            // An `Invalidate` may still come for a copy dropped without its `DropAck` yet; a direct
-            // read would hold it while the home waits for its acknowledgement to answer the read.
-            && !self.dropped.contains(&page)
     }
 
     /// Read copies homed elsewhere that were revoked before (see [`ScNode::drop_copies`]).
@@ -595,7 +591,7 @@ impl ScNode {
     /// a new one. The `ReadSoon`s that waited for it are answered.
     pub fn drop_copies_with(&mut self, out: &mut Vec<Action>, claim: &mut dyn FnMut(PageId) -> bool) {
         let now = self.arrivals;
-        self.serve_deferred(out);
+        self.start_kept(|_| true, out);
         let pages: Vec<PageId> = self
             .candidates
             .keys()
@@ -607,10 +603,7 @@ impl ScNode {
                 // A copy read after every other barrier is asked for ahead: if it came in time,
                 // dropping it cost its reader nothing, and it earns a credit back; if a thread
                 // needed it first, it costs one, as any drop.
-                let asked_ahead = self.prefetch
-                    && c.dropped[1] >= 1
-                    && now == c.dropped[0] + 2
-                    && c.dropped[0] == c.dropped[1] + 2;
+                let asked_ahead = self.prefetch && now.checked_sub(1).is_some_and(|e| c.alternates_before(e));
                 if asked_ahead && !c.hurried {
                     c.credit = (c.credit + 1).min(MAX_CREDIT);
                 } else {
@@ -639,11 +632,7 @@ impl ScNode {
             // A copy dropped at the last barrier may still wait for its `DropAck` (the reader
             // left that barrier at once): the `ReadSoon` travels behind the `Drop`, and an
             // `Invalidate` crossing the `Drop` is still acknowledged as such.
-            let absent = self.geo.in_range(page)
-                && !self.geo.is_home(page)
-                && !self.access.contains_key(&page)
-                && !self.pending.contains_key(&page);
-            if absent && claim(page) {
+            if self.lacks(page) && claim(page) {
                 self.pending.insert(page, FaultKind::Read);
                 self.soon.insert(page);
                 out.push(Action::Send {
@@ -654,15 +643,19 @@ impl ScNode {
         }
     }
 
-    /// At a home, at a barrier arrival: starts the `ReadSoon`s that waited for it. All of them,
-    /// also those whose reader counted more arrivals than this one: counts drift apart when nodes
-    /// go through different barriers (some threads only in some phases), and waiting for the
-    /// count to catch up would keep the request, and the reader's copy, waiting for long.
-    fn serve_deferred(&mut self, out: &mut Out) {
+    /// At a home: starts the kept `ReadSoon`s whose barrier `due` accepts (unless this node's
+    /// arrivals answer none, [`ScNode::barriers_shared`]). At a barrier arrival all of them, also
+    /// those whose reader counted more arrivals than this one: counts drift apart when nodes go
+    /// through different barriers (some threads only in some phases), and waiting for the count to
+    /// catch up would keep the request, and the reader's copy, waiting for long.
+    fn start_kept(&mut self, due: impl Fn(u64) -> bool, out: &mut Out) {
         if self.deferred.is_empty() || !self.answer_at_arrival {
             return;
         }
-        for (_, page, from) in std::mem::take(&mut self.deferred) {
+        let (now, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.deferred).into_iter().partition(|&(b, _, _)| due(b));
+        self.deferred = later;
+        for (_, page, from) in now {
             self.submit(page, Request { from, kind: FaultKind::Read }, out);
         }
     }
