@@ -30,6 +30,17 @@ fn nodes_report_their_run_queue_length_and_cpu_use() {
 }
 
 #[test]
+fn above_16_nodes_load_reports_reach_node_0_up_a_tree() {
+    let out = ok(&run_cluster(BIN, 20, &["tree"], &[("RTHREADS_TREE_FANOUT", "2")]));
+    assert!(
+        out.contains("through the tree: node 19 running 1, node 18 running 1, node 9 running 1"),
+        "{out}"
+    );
+    assert!(out.contains("their end reached node 0 too"), "{out}");
+    assert!(out.contains("placement ok"), "{out}");
+}
+
+#[test]
 fn rthreads_pin_puts_each_node_on_a_cpu_of_its_own() {
     // The CPUs this test may use; node i must get the (i mod k)-th.
     // SAFETY: an all-zero `cpu_set_t` is the empty set; sched_getaffinity writes one.

@@ -47,7 +47,8 @@ pub(crate) fn kind_of(frame: &[u8]) -> usize {
         (Some(&t), _) if (0x11..=0x17).contains(&t) => 7 + usize::from(t - 0x11),
         (Some(&t), _) if (0x20..=0x23).contains(&t) => 14 + usize::from(t - 0x20),
         (Some(0x1A), _) => 18,
-        (Some(0x26), _) => 19,
+        // A load report, sent directly (0x26) or passed on up the tree (0x1D).
+        (Some(0x26 | 0x1D), _) => 19,
         // A frame ordered after others (`Core::Ordered`: tag, `after`, the frame): what it holds.
         (Some(0x25), _) if frame.len() > 9 => kind_of(&frame[9..]),
         // A direct page read and its grant (`dsm::fault::direct`).

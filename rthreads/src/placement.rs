@@ -15,6 +15,15 @@
 //! that lets `join` return, so a program that spawns the next piece of work when one finishes
 //! decides on fresh figures. [`loads`] shows what this node believes.
 //!
+//! In a cluster of more than 16 nodes, telling every node every other node's load would be `n²`
+//! messages a period: there node 0 (which runs `main`, where most spawns start) is the one that
+//! keeps a view of every node, and the reports reach it through a tree (the barrier trees' shape,
+//! `RTHREADS_TREE_FANOUT` children a node), each node passing on its subtree's reports to its parent
+//! in one message a period (`relay`); the period also grows with the cluster (every `n / 16` × 25 ms),
+//! since on one machine the reports of hundreds of nodes compete with the program for its CPUs.
+//! The other nodes of such a cluster know their own load and the reports of the threads they
+//! spawned when those end.
+//!
 //! A report is late by up to a period, so a node also counts the spawns it sent itself that the
 //! target's last report cannot show yet (*pending* spawns): each report carries how many frames
 //! from the recipient the reporting node had processed, and a spawn is pending until a report
@@ -41,6 +50,10 @@ use crate::alloc::{InternalAlloc, private_internal};
 use crate::private::{ServiceLock, private};
 use crate::runtime::wire::{Field, wire_enum};
 use crate::runtime::{self, Runtime};
+
+mod relay;
+
+use relay::{Entries, Entry, Relay, newer};
 
 /// A policy that chooses the node a new thread runs on.
 ///
@@ -197,6 +210,10 @@ pub(crate) fn rebalance_target(loads: &[Load], me: usize) -> Option<usize> {
 static RUNNING: AtomicU32 = AtomicU32::new(0);
 /// Threads that claimed a move away from this node that is not settled yet.
 static LEAVING: AtomicU32 = AtomicU32::new(0);
+/// This node's last report number (see [`relay`]).
+static SEQ: AtomicU32 = AtomicU32::new(0);
+/// Whether this node holds reports of its subtree to pass on (large clusters).
+static RELAY_HELD: AtomicBool = AtomicBool::new(false);
 /// Bumped by every arrival and departure, so that a report goes out even when they cancel out.
 static CHANGES: AtomicU64 = AtomicU64::new(0);
 /// This node's CPU use, in thousandths of a CPU.
@@ -216,21 +233,25 @@ static MAIN_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
 
 const T_LOAD: u8 = 0x26;
 const T_REBALANCE: u8 = 0x27;
-pub(crate) const TAGS: [u8; 2] = [T_LOAD, T_REBALANCE];
+const T_LOADS: u8 = 0x1D;
+pub(crate) const TAGS: [u8; 3] = [T_LOAD, T_REBALANCE, T_LOADS];
 
-/// The messages of placement between nodes. Tags 0x26–0x27 (see `crate::runtime::wire`).
+/// The messages of placement between nodes. Tags 0x26–0x27 and 0x1D (see `crate::runtime::wire`).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PlacementMsg {
     /// The sender's load: threads it runs, thousandths of a CPU it uses, frames from the recipient
-    /// it had processed, and the move claim it settles (0: none).
-    Load { running: u32, cpu_milli: u32, processed: u64, settles: u64 },
+    /// it had processed, the move claim it settles (0: none), and its report number.
+    Load { running: u32, cpu_milli: u32, processed: u64, settles: u64, seq: u32 },
     /// Rebalancing at safe points is switched on or off for the whole cluster.
     Rebalance { on: bool },
+    /// Load reports of the sender's subtree on their way up to node 0 (large clusters, `relay`).
+    Loads(Entries),
 }
 
 wire_enum! { PlacementMsg, "not a placement message: tag {:#x}";
-    T_LOAD => Load { running: u32, cpu_milli: u32, processed: u64, settles: u64 },
+    T_LOAD => Load { running: u32, cpu_milli: u32, processed: u64, settles: u64, seq: u32 },
     T_REBALANCE => Rebalance { on: bool },
+    T_LOADS => Loads(entries: Entries),
 }
 
 /// Registers placement's messages and periodic work with the runtime.
@@ -240,13 +261,38 @@ pub(crate) fn register(ext: &mut runtime::Extensions) {
     ext.cadence(cadence);
 }
 
-fn on_frame(_rt: &'static Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
+fn on_frame(rt: &'static Runtime, from: NodeId, body: &[u8]) -> runtime::Verdict {
     match PlacementMsg::decode(body) {
-        Ok(PlacementMsg::Load { running, cpu_milli, processed, settles }) => {
-            on_report(from, running, cpu_milli, processed, settles)
+        Ok(PlacementMsg::Load { running, cpu_milli, processed, settles, seq }) => {
+            on_report(from, Entry { node: from, seq, running, cpu_milli, processed }, settles)
         }
         Ok(PlacementMsg::Rebalance { on }) => set_local_rebalancing(on),
+        Ok(PlacementMsg::Loads(entries)) => return on_loads(rt, entries),
         Err(e) => return runtime::Verdict::Lost(format!("it sent a malformed placement message ({e})")),
+    }
+    runtime::Verdict::Ok
+}
+
+/// Reports a child passed on up the tree: node 0 takes them in, any other node holds them for its
+/// own parent.
+fn on_loads(rt: &'static Runtime, entries: Entries) -> runtime::Verdict {
+    if let Some(e) = entries.0.iter().find(|e| e.node.0 >= rt.nodes) {
+        return runtime::Verdict::Lost(format!(
+            "it passed on a load report of node {}, which does not exist",
+            e.node.0
+        ));
+    }
+    if rt.me == NodeId(0) {
+        for e in entries.0.into_iter().filter(|e| e.node != rt.me) {
+            on_report(e.node, e, 0);
+        }
+    } else {
+        with_table(rt, move |t| {
+            for e in entries.0 {
+                t.relay.hold(e);
+            }
+        });
+        RELAY_HELD.store(true, Ordering::SeqCst);
     }
     runtime::Verdict::Ok
 }
@@ -256,10 +302,10 @@ pub(crate) const PERIOD: Duration = Duration::from_millis(25);
 /// A report goes out at least this often even when nothing changed.
 const REFRESH: Duration = Duration::from_secs(1);
 /// Up to this many nodes every node reports to every other. In a larger cluster reports go to
-/// node 0 only (which runs `main`, where most spawns start), and each node reports `nodes /
-/// STAR_ABOVE` times less often: every node telling every other node its load every 25 ms is
-/// `n²` messages a period, which at 256 nodes on a few CPUs is more work than the program's.
-/// (A tree that aggregates the reports is the lasting answer; not built yet.)
+/// node 0 only (which runs `main`, where most spawns start), up a tree ([`relay`]), and each node
+/// reports `nodes / STAR_ABOVE` times less often: every node telling every other node its load
+/// every 25 ms is `n²` messages a period, which at 256 nodes on a few CPUs is more work than the
+/// program's, and even `n` messages a period (the tree's) compete with it there.
 const STAR_ABOVE: u16 = 16;
 
 /// How much less often than [`PERIOD`] and [`REFRESH`] a node of a cluster of `nodes` reports.
@@ -267,9 +313,13 @@ fn report_slowdown(nodes: u16) -> u32 {
     u32::from(nodes.div_ceil(STAR_ABOVE).max(1))
 }
 
-/// Whether a node of a cluster of `nodes` sends its load reports to `to`.
-fn reports_to(nodes: u16, to: NodeId) -> bool {
-    nodes <= STAR_ABOVE || to == NodeId(0)
+/// Where node `me` of a cluster of `nodes` sends its periodic load reports: every other node up to
+/// [`STAR_ABOVE`] nodes, else its parent in the tree of load reports (none from node 0).
+fn reports_to(me: NodeId, nodes: u16, to: NodeId) -> bool {
+    if nodes <= STAR_ABOVE {
+        return to != me;
+    }
+    crate::sync::tree::parent(me, NodeId(0), nodes, crate::sync::tree_fanout()) == Some(to)
 }
 /// CPU use is measured over windows of at least this long.
 const CPU_WINDOW: Duration = Duration::from_millis(100);
@@ -299,7 +349,8 @@ pub(crate) fn thread_left() {
 /// often in a large cluster) while threads run here; with none running, nothing it reports
 /// changes, so it asks for nothing.
 fn cadence(rt: &'static Runtime) -> Option<Duration> {
-    (rt.nodes >= 2 && running_here() > 0).then(|| PERIOD * report_slowdown(rt.nodes))
+    let wanted = running_here() > 0 || RELAY_HELD.load(Ordering::SeqCst);
+    (rt.nodes >= 2 && wanted).then(|| PERIOD * report_slowdown(rt.nodes))
 }
 
 fn running_here() -> u32 {
@@ -391,6 +442,8 @@ struct Report {
 #[derive(Debug, Default)]
 struct Peer {
     report: Option<Report>,
+    /// The number of the report in `report`.
+    seq: Option<u32>,
     pending: Vec<Pending>,
 }
 
@@ -423,6 +476,8 @@ struct Table {
     last_sent_at: Instant,
     cpu_at: Instant,
     cpu_used: Duration,
+    /// Reports of this node's subtree held for its parent (large clusters).
+    relay: Relay,
 }
 
 static TABLE: ServiceLock<Option<Table>> = ServiceLock::new("placement.table", None);
@@ -444,6 +499,7 @@ fn with_table<R>(rt: &'static Runtime, f: impl FnOnce(&mut Table) -> R) -> R {
             last_sent_at: now,
             cpu_at: now,
             cpu_used: cpu_time(),
+            relay: Relay::default(),
         }))
     })
 }
@@ -525,15 +581,20 @@ pub(crate) fn sent(target: NodeId) {
     });
 }
 
-/// A load report from `from`: it runs `running` threads, uses `cpu_milli` thousandths of a CPU,
-/// had processed `processed` frames from this node when it reported, and (`settles`, non-zero) has
-/// taken in the thread of that move claim.
-pub(crate) fn on_report(from: NodeId, running: u32, cpu_milli: u32, processed: u64, settles: u64) {
+/// A load report of node `from` (sent by it, or passed on up the tree): it runs `running` threads,
+/// uses `cpu_milli` thousandths of a CPU, had processed `processed` frames from this node when it
+/// reported, and (`settles`, non-zero) has taken in the thread of that move claim. A report older
+/// than the one held still settles what it shows, but does not replace the held one.
+pub(crate) fn on_report(from: NodeId, report: Entry, settles: u64) {
     let Some(rt) = runtime::get() else { return };
     let now = Instant::now();
+    let Entry { seq, running, cpu_milli, processed, .. } = report;
     with_table(rt, move |t| {
         let Some(p) = t.peers.get_mut(from.index()) else { return };
-        p.report = Some(Report { running, cpu_milli, at: now });
+        if newer(seq, p.seq) {
+            p.report = Some(Report { running, cpu_milli, at: now });
+            p.seq = Some(seq);
+        }
         p.settle(processed, settles);
         if settles != 0 {
             t.claims.retain(|&(id, _)| id != settles);
@@ -557,8 +618,19 @@ pub(crate) fn send_report(rt: &'static Runtime, to: NodeId, settles: u64) {
 
 /// This node's load as reported to `to` now (under `REPORTING`, in private memory).
 fn load_report(rt: &Runtime, to: NodeId, settles: u64) -> Vec<u8> {
-    let (running, cpu_milli) = (running_here(), CPU_MILLI.load(Ordering::Relaxed));
-    PlacementMsg::Load { running, cpu_milli, processed: rt.processed_from(to), settles }.encode()
+    let Entry { running, cpu_milli, processed, seq, .. } = own_entry(rt, to);
+    PlacementMsg::Load { running, cpu_milli, processed, settles, seq }.encode()
+}
+
+/// This node's load now, numbered, with the frames from `to` it has processed (under `REPORTING`).
+fn own_entry(rt: &Runtime, to: NodeId) -> Entry {
+    Entry {
+        node: rt.me,
+        seq: SEQ.fetch_add(1, Ordering::SeqCst) + 1,
+        running: running_here(),
+        cpu_milli: CPU_MILLI.load(Ordering::Relaxed),
+        processed: rt.processed_from(to),
+    }
 }
 
 /// A thread spawned by `origin` ends here: `origin` gets this node's load before it learns of the
@@ -570,16 +642,17 @@ pub(crate) fn report_to(origin: NodeId) {
 }
 
 /// The service thread's periodic work: measures CPU use, forgets stale claims, and reports this
-/// node's load to every peer (node 0 only in a cluster of more than [`STAR_ABOVE`] nodes) when it
-/// changed (or has not been sent for a while).
+/// node's load to every peer when it changed (or has not been sent for a while); in a cluster of
+/// more than [`STAR_ABOVE`] nodes, it passes its own report and those its children passed on to
+/// its parent in the tree, once a period.
 pub(crate) fn tick(rt: &'static Runtime) -> runtime::Verdict {
     if rt.nodes < 2 {
         return runtime::Verdict::Ok;
     }
     let now = Instant::now();
-    let send = with_table(rt, move |t| {
+    let (due, send) = with_table(rt, move |t| {
         if now < t.next_tick {
-            return false;
+            return (false, false);
         }
         let slowdown = report_slowdown(rt.nodes);
         t.next_tick = now + PERIOD * slowdown;
@@ -594,18 +667,41 @@ pub(crate) fn tick(rt: &'static Runtime) -> runtime::Verdict {
         let state =
             (running_here(), CHANGES.load(Ordering::SeqCst), CPU_MILLI.load(Ordering::Relaxed).div_ceil(100));
         if t.last_sent == Some(state) && now.duration_since(t.last_sent_at) < REFRESH * slowdown {
-            return false;
+            return (true, false);
         }
         t.last_sent = Some(state);
         t.last_sent_at = now;
-        true
+        (true, true)
     });
-    if send {
-        let _internal = InternalAlloc::new();
-        let _order = REPORTING.lock();
-        for n in rt.peers().filter(|&n| reports_to(rt.nodes, n)) {
-            rt.send_batched(n, load_report(rt, n, 0));
+    if !due {
+        return runtime::Verdict::Ok;
+    }
+    let _internal = InternalAlloc::new();
+    let _order = REPORTING.lock();
+    if rt.nodes <= STAR_ABOVE {
+        if send {
+            for n in rt.peers().filter(|&n| reports_to(rt.me, rt.nodes, n)) {
+                rt.send_batched(n, load_report(rt, n, 0));
+            }
         }
+        return runtime::Verdict::Ok;
+    }
+    let Some(parent) = rt.peers().find(|&n| reports_to(rt.me, rt.nodes, n)) else {
+        return runtime::Verdict::Ok; // node 0: the root keeps what reaches it
+    };
+    // A node that has never run a thread has nothing to say that node 0 does not assume already
+    // (no threads): it stays quiet, and does not connect to its parent just for that.
+    let ever_ran = CHANGES.load(Ordering::SeqCst) > 0;
+    let own = (send && ever_ran).then(|| own_entry(rt, NodeId(0)));
+    let batch = with_table(rt, move |t| {
+        if let Some(e) = own {
+            t.relay.hold(e);
+        }
+        RELAY_HELD.store(false, Ordering::SeqCst);
+        (!t.relay.is_empty()).then(|| t.relay.take())
+    });
+    if let Some(batch) = batch {
+        rt.send_batched(parent, PlacementMsg::Loads(batch).encode());
     }
     runtime::Verdict::Ok
 }
@@ -782,10 +878,13 @@ mod tests {
     }
 
     #[test]
-    fn large_clusters_report_load_to_node_0_only_and_less_often() {
-        let (zero, five) = (NodeId(0), NodeId(5));
-        assert!(reports_to(16, zero) && reports_to(16, five));
-        assert!(reports_to(17, zero) && !reports_to(17, five));
+    fn large_clusters_report_load_up_the_tree_and_less_often() {
+        let (zero, one, five, seventeen) = (NodeId(0), NodeId(1), NodeId(5), NodeId(17));
+        assert!(reports_to(one, 16, zero) && reports_to(one, 16, five) && !reports_to(one, 16, one));
+        // Above 16 nodes: to the parent only (fan-out 16 by default: node 17's parent is node 1).
+        assert!(reports_to(five, 17, zero) && !reports_to(five, 17, one));
+        assert!(reports_to(seventeen, 18, one) && !reports_to(seventeen, 18, zero));
+        assert!(!NodeId::all(18).any(|n| reports_to(zero, 18, n)));
         assert_eq!([report_slowdown(2), report_slowdown(16), report_slowdown(17)], [1, 1, 2]);
         assert_eq!(report_slowdown(256), 16);
     }

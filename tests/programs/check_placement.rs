@@ -242,6 +242,37 @@ fn rebalance() {
     assert!(!off.join().unwrap(), "switched off everywhere");
 }
 
+/// Above 16 nodes the load reports reach node 0 up a tree (the test runs it with fan-out 2, so
+/// node 19's report passes nodes 9, 4 and 1). Threads held on nodes deep in it, spawned and joined
+/// by a thread on node 3 so that no report of theirs comes to node 0 directly, show up at node 0,
+/// and so does their end.
+fn tree() {
+    let n = rthreads::node_count();
+    assert!(n > 16, "the tree scenario needs more than 16 nodes, not {n}");
+    let deep = [n - 1, n - 2, 9];
+    let go = Arc::new(AtomicBool::new(false));
+    let g = Arc::clone(&go);
+    let spawner = Builder::new()
+        .node(3)
+        .spawn(move || {
+            let held: Vec<Held> = deep.iter().map(|&d| Held::spawn(Builder::new().node(d))).collect();
+            while !g.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            held.into_iter().map(Held::release).sum::<usize>()
+        })
+        .unwrap();
+    let seen = wait_for_loads("the deep nodes running", |l| {
+        deep.iter().all(|&d| l[d].running == 1 && l[d].reported.is_some())
+    });
+    let shown: Vec<String> = deep.iter().map(|&d| format!("node {d} running {}", seen[d].running)).collect();
+    println!("through the tree: {}", shown.join(", "));
+    go.store(true, Ordering::SeqCst);
+    assert_eq!(spawner.join().unwrap(), deep.iter().sum::<usize>());
+    wait_for_loads("the deep nodes idle again", |l| deep.iter().all(|&d| l[d].running == 0));
+    println!("their end reached node 0 too");
+}
+
 #[rthreads::main]
 fn main() {
     let scenario = std::env::args().nth(1).unwrap_or_default();
@@ -251,6 +282,7 @@ fn main() {
         "reports" => reports(),
         "pin" => pin(),
         "rebalance" => rebalance(),
+        "tree" => tree(),
         other => panic!("unknown scenario {other:?}"),
     }
     println!("placement ok");

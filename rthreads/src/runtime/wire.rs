@@ -4,7 +4,7 @@
 //! (protocol messages, freed memory, heartbeats, stopping, ordered direct messages); every module
 //! that talks to its peers owns its own and registers a handler for them (see
 //! [`super::Extensions`]): threads 0x11–0x15 and 0x1C, synchronisation 0x20–0x22 and 0x2D–0x2F,
-//! statistics 0x23–0x24, placement 0x26–0x27, output 0x28–0x2B. Encodings are little-endian and
+//! statistics 0x23–0x24, placement 0x26–0x27 and 0x1D, output 0x28–0x2B. Encodings are little-endian and
 //! bounds-checked (`net::codec`); a malformed frame is an error naming the peer, never a panic.
 //!
 //! A protocol's messages travel under its tag ([`ProtocolWire::TAG`]), the payload the message

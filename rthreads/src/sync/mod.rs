@@ -56,7 +56,7 @@ mod mutex;
 mod once;
 mod poison;
 mod rwlock;
-mod tree;
+pub(crate) mod tree;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -118,6 +118,12 @@ static FANOUT: AtomicU16 = AtomicU16::new(DEFAULT_FANOUT);
 /// one node of any cluster, so that a broken peer's report is refused instead of releasing
 /// phases for ever.
 const MAX_REPORTED: u64 = 1 << 24;
+
+/// The fan-out of the node trees (`RTHREADS_TREE_FANOUT`): barriers', and load reports' in large
+/// clusters.
+pub(crate) fn tree_fanout() -> u16 {
+    FANOUT.load(Ordering::Relaxed)
+}
 
 /// This node's parent in the tree of barrier `key` (rooted at its manager); `None` on the root.
 fn tree_parent(key: u64) -> Option<NodeId> {
