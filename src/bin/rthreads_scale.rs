@@ -3,7 +3,7 @@
 //! start-up (launch to the first line of `main`), idle resident memory of a node, how busy the
 //! machine's CPUs are while the cluster idles (one second), one barrier over
 //! all nodes (and, next to it, the floor of the same exchange between plain processes), a remote
-//! spawn + join, a thousand threads with a shared counter, whether a node can
+//! spawn + join (and the floor of its four hand-offs between plain threads), a thousand threads with a shared counter, whether a node can
 //! allocate 1 GiB, shutdown (`main`'s end to the last process gone), and any process left behind.
 //!
 //! ```text
@@ -43,6 +43,82 @@ struct Cli {
     /// (internal) Run as one process of the raw barrier floor, talking to this address
     #[arg(long, hide = true, value_name = "ADDR")]
     raw_child: Option<String>,
+    /// (internal) Run as the far process of the raw spawn floor, talking to this address
+    #[arg(long, hide = true, value_name = "ADDR")]
+    raw_spawn_child: Option<String>,
+}
+
+/// The floor of a remote spawn + join on this machine, in µs: the same four hand-offs between
+/// blocked threads, with no runtime. This process's main thread writes a byte on a loopback TCP
+/// connection to a second process (the spawn message), where a thread asleep in `read` (the
+/// service thread) passes it through a channel to a thread asleep on it (the carrier), which
+/// writes it back (the end message); here a thread asleep in `read` (this node's service thread)
+/// passes it through a channel to the main thread, asleep on it (`join`). Each hand-off wakes a
+/// sleeping thread, as in the runtime; the mean of `rounds` after one to warm up.
+fn raw_spawn_us(rounds: u32) -> Result<f64, String> {
+    use std::io::Write;
+    use std::net::TcpListener;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&exe)
+        .arg("--raw-spawn-child")
+        .arg(&addr)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start a raw process: {e}"))?;
+    let measured = (|| -> std::io::Result<f64> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut reader = s.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::channel::<u8>();
+        // This node's "service thread": every byte read goes to the waiting main thread.
+        let service = std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            while reader.read_exact(&mut byte).is_ok() && tx.send(byte[0]).is_ok() {}
+        });
+        let mut once = || -> std::io::Result<()> {
+            s.write_all(&[1])?;
+            rx.recv_timeout(Duration::from_secs(30)).map(drop).map_err(std::io::Error::other)
+        };
+        once()?;
+        let t = Instant::now();
+        for _ in 0..rounds.max(1) {
+            once()?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds.max(1));
+        s.shutdown(std::net::Shutdown::Both)?;
+        let _ = service.join();
+        Ok(us)
+    })();
+    if measured.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    measured.map_err(|e| format!("the raw spawn floor: {e}"))
+}
+
+/// The far process of the raw spawn floor: a reading thread hands each byte to a second thread
+/// through a channel, which writes it back.
+fn raw_spawn_child(addr: &str) -> ExitCode {
+    use std::io::Write;
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return ExitCode::FAILURE };
+    let _ = s.set_nodelay(true);
+    let Ok(mut reader) = s.try_clone() else { return ExitCode::FAILURE };
+    let (tx, rx) = std::sync::mpsc::channel::<u8>();
+    let carrier = std::thread::spawn(move || {
+        while let Ok(b) = rx.recv() {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut byte = [0u8; 1];
+    while reader.read_exact(&mut byte).is_ok() && tx.send(byte[0]).is_ok() {}
+    drop(tx);
+    let _ = carrier.join();
+    ExitCode::SUCCESS
 }
 
 /// The floor a barrier over `nodes` processes meets on this machine, in µs per round: `nodes - 1`
@@ -227,6 +303,9 @@ fn main() -> ExitCode {
     if let Some(addr) = &cli.raw_child {
         return raw_child(addr);
     }
+    if let Some(addr) = &cli.raw_spawn_child {
+        return raw_spawn_child(addr);
+    }
     let worker = match std::env::current_exe() {
         Ok(exe) => exe.with_file_name("scale_worker"),
         Err(e) => {
@@ -242,6 +321,7 @@ fn main() -> ExitCode {
         ("barrier_us", "barrier µs"),
         ("raw_barrier_us", "raw floor µs"),
         ("spawn_join_us", "spawn+join µs"),
+        ("raw_spawn_us", "raw 4 hand-offs µs"),
         ("hello_s", "threads s"),
         ("hello_ok", "sum exact"),
         ("gib_ok", "1 GiB on a node"),
@@ -259,6 +339,10 @@ fn main() -> ExitCode {
                 let raw = raw_barrier_us(nodes, rounds)
                     .map_or_else(|e| format!("failed: {e}"), |us| format!("{us:.1}"));
                 fields.push(("raw_barrier_us".into(), raw));
+                let spawns = std::env::var("SCALE_SPAWNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+                let raw =
+                    raw_spawn_us(spawns).map_or_else(|e| format!("failed: {e}"), |us| format!("{us:.1}"));
+                fields.push(("raw_spawn_us".into(), raw));
                 let get = |k: &str| fields.iter().find(|(f, _)| f == k).map_or("-", |(_, v)| v.as_str());
                 println!("| {nodes} | {} |", columns.map(|(k, _)| get(k)).join(" | "));
                 failed |= get("hello_ok") != "true"
