@@ -40,8 +40,8 @@ fn every_kernel_runs_at_1_2_4_nodes_and_matches_its_std_run() {
 
 #[test]
 fn the_scale_benchmark_measures_every_node_count_and_leaves_no_process() {
-    // Two small clusters: a row each, with every figure present (the no-runtime floor of a barrier
-    // too), the threads' sum exact, a gibibyte allocated on a node, and no process left behind (the runner checks, and so does this test).
+    // Two small clusters: a row each, with every figure present (the no-runtime floors of a barrier
+    // and of a spawn + join too), the threads' sum exact, a gibibyte allocated on a node, and no process left behind (the runner checks, and so does this test).
     let tag = Tagged::new();
     let child = tag
         .command(env!("CARGO_BIN_EXE_rthreads-scale"))
@@ -60,15 +60,17 @@ fn the_scale_benchmark_measures_every_node_count_and_leaves_no_process() {
             .find(|l| l.starts_with(&format!("| {nodes} |")))
             .unwrap_or_else(|| panic!("no row for {nodes} nodes:\n{stdout}"));
         let cells: Vec<&str> = row.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cells.len(), 14, "{row}");
-        assert_eq!(cells[9], "true", "the counter's sum: {row}");
-        assert_eq!(cells[10], "true", "1 GiB allocated on a node: {row}");
-        assert_eq!(cells[12], "0", "processes left: {row}");
+        assert_eq!(cells.len(), 15, "{row}");
+        assert_eq!(cells[10], "true", "the counter's sum: {row}");
+        assert_eq!(cells[11], "true", "1 GiB allocated on a node: {row}");
+        assert_eq!(cells[13], "0", "processes left: {row}");
         let idle: f64 = cells[4].parse().unwrap_or(-1.0);
         assert!((0.0..=100.0).contains(&idle), "idle CPU is a share of the machine: {row}");
         let floor: f64 = cells[6].parse().unwrap_or(0.0);
         assert!(floor > 0.0, "the raw floor of a barrier is measured: {row}");
-        for (i, cell) in cells.iter().enumerate().filter(|&(i, _)| i != 9 && i != 10) {
+        let floor: f64 = cells[8].parse().unwrap_or(0.0);
+        assert!(floor > 0.0, "the raw floor of a spawn + join is measured: {row}");
+        for (i, cell) in cells.iter().enumerate().filter(|&(i, _)| i != 10 && i != 11) {
             assert!(cell.parse::<f64>().is_ok_and(|v| v >= 0.0), "column {i} of {row}");
         }
     }
