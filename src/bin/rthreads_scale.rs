@@ -49,12 +49,14 @@ struct Cli {
 }
 
 /// The floor of a remote spawn + join on this machine, in µs: the same four hand-offs between
-/// blocked threads, with no runtime. This process's main thread writes a byte on a loopback TCP
-/// connection to a second process (the spawn message), where a thread asleep in `read` (the
-/// service thread) passes it through a channel to a thread asleep on it (the carrier), which
-/// writes it back (the end message); here a thread asleep in `read` (this node's service thread)
-/// passes it through a channel to the main thread, asleep on it (`join`). Each hand-off wakes a
-/// sleeping thread, as in the runtime; the mean of `rounds` after one to warm up.
+/// blocked threads and the same OS thread per spawn, with no runtime. This process's main thread
+/// writes a byte on a loopback TCP connection to a second process (the spawn message), where a
+/// thread asleep in `read` (the service thread) passes it through a channel to a thread asleep on
+/// it (a waiting carrier), which writes it back (the end message), starts the next waiting thread
+/// and ends (the carrier pool: one fresh OS thread per spawn, made after the end is sent); here a
+/// thread asleep in `read` (this node's service thread) passes it through a channel to the main
+/// thread, asleep on it (`join`). Each hand-off wakes a sleeping thread, as in the runtime; the
+/// mean of `rounds` after one to warm up.
 fn raw_spawn_us(rounds: u32) -> Result<f64, String> {
     use std::io::Write;
     use std::net::TcpListener;
@@ -99,26 +101,38 @@ fn raw_spawn_us(rounds: u32) -> Result<f64, String> {
     measured.map_err(|e| format!("the raw spawn floor: {e}"))
 }
 
-/// The far process of the raw spawn floor: a reading thread hands each byte to a second thread
-/// through a channel, which writes it back.
+/// The far process of the raw spawn floor: a reading thread hands each byte through a channel to
+/// the waiting carrier, which writes it back, starts its successor and ends.
 fn raw_spawn_child(addr: &str) -> ExitCode {
-    use std::io::Write;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return ExitCode::FAILURE };
+    let Ok(s) = std::net::TcpStream::connect(addr) else { return ExitCode::FAILURE };
     let _ = s.set_nodelay(true);
     let Ok(mut reader) = s.try_clone() else { return ExitCode::FAILURE };
     let (tx, rx) = std::sync::mpsc::channel::<u8>();
-    let carrier = std::thread::spawn(move || {
-        while let Ok(b) = rx.recv() {
-            if s.write_all(&[b]).is_err() {
-                break;
-            }
-        }
-    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || raw_carrier(rx, s, done_tx));
     let mut byte = [0u8; 1];
     while reader.read_exact(&mut byte).is_ok() && tx.send(byte[0]).is_ok() {}
     drop(tx);
-    let _ = carrier.join();
+    let _ = done_rx.recv();
     ExitCode::SUCCESS
+}
+
+/// One waiting carrier of the raw spawn floor: one byte back, then a fresh thread takes its place.
+fn raw_carrier(
+    rx: std::sync::mpsc::Receiver<u8>,
+    mut s: std::net::TcpStream,
+    done: std::sync::mpsc::Sender<()>,
+) {
+    use std::io::Write;
+    let Ok(b) = rx.recv() else {
+        let _ = done.send(());
+        return;
+    };
+    if s.write_all(&[b]).is_err() {
+        let _ = done.send(());
+        return;
+    }
+    std::thread::spawn(move || raw_carrier(rx, s, done));
 }
 
 /// The floor a barrier over `nodes` processes meets on this machine, in µs per round: `nodes - 1`
@@ -321,7 +335,7 @@ fn main() -> ExitCode {
         ("barrier_us", "barrier µs"),
         ("raw_barrier_us", "raw floor µs"),
         ("spawn_join_us", "spawn+join µs"),
-        ("raw_spawn_us", "raw 4 hand-offs µs"),
+        ("raw_spawn_us", "raw spawn floor µs"),
         ("hello_s", "threads s"),
         ("hello_ok", "sum exact"),
         ("gib_ok", "1 GiB on a node"),
