@@ -633,15 +633,12 @@ fn own_entry(rt: &Runtime, to: NodeId) -> Entry {
     }
 }
 
-/// A thread spawned by `origin` ends here: `origin` gets this node's load, then `end` (the frame
-/// that tells it of the end), in one write (so `join` returns after the report is in, and the
-/// origin is woken once for both).
-pub(crate) fn report_with(origin: NodeId, end: Vec<u8>) {
-    let Some(rt) = runtime::get() else { return };
-    private_internal(move || {
-        let _order = REPORTING.lock();
-        rt.send_two(origin, load_report(rt, origin, 0), end);
-    });
+/// A thread spawned by `origin` ends here: `origin` gets this node's load before it learns of the
+/// end (same connection, so `join` returns after the report is in).
+pub(crate) fn report_to(origin: NodeId) {
+    if let Some(rt) = runtime::get().filter(|r| r.me != origin) {
+        send_report(rt, origin, 0);
+    }
 }
 
 /// The service thread's periodic work: measures CPU use, forgets stale claims, and reports this

@@ -142,10 +142,7 @@ pub(crate) fn on_service_thread() -> bool {
 /// on the 2-vCPU VM (BENCHMARKS.md), handing them to the service thread is faster for a round trip:
 /// the service thread that sent the request is still awake when the answer comes, whereas a
 /// service thread woken from a long sleep pays the slow kind of wake-up. Kept as a switch to
-/// measure on other machines. Two frames are written directly whatever it says, because no answer
-/// follows soon: a spawn ([`Runtime::send_direct`]) and a thread's end with its load report
-/// ([`Runtime::send_two`]); each saves the hand-off to the service thread (a remote spawn + join
-/// went from a median of 167 to 135 µs at 2 nodes, BENCHMARKS.md).
+/// measure on other machines.
 const DIRECT_SEND: bool = false;
 
 thread_local! {
@@ -324,31 +321,9 @@ impl Runtime {
     /// Queues a frame made of `head` and `tail` for node `to`. On a private stack only (the
     /// senders' locks are the service thread's too), with both parts in private memory.
     pub(super) fn send_parts(&self, to: NodeId, head: &[u8], tail: &[u8], now: bool) {
-        self.send_frames(to, &[(head, tail)], now, false);
-    }
-
-    /// Sends `first` and then `second` to node `to` in one write (one wake-up of the peer, where
-    /// two writes could wake it twice): a thread's end and the load report that precedes it.
-    pub(crate) fn send_two(&'static self, to: NodeId, first: Vec<u8>, second: Vec<u8>) {
-        private(move || {
-            let (a, b) = (self.private_copy(first), self.private_copy(second));
-            self.send_frames(to, &[(&a, &[]), (&b, &[])], true, true);
-        });
-    }
-
-    /// Sends `frame` to node `to`, written by the calling thread itself unless the service thread
-    /// is in the middle of writing to `to`: for a frame the calling thread does not wait on an
-    /// answer to right away through this node's service thread (a spawn, whose end comes much
-    /// later), waking the service thread to write it would be one more hand-off on the way.
-    pub(crate) fn send_direct(&'static self, to: NodeId, frame: Vec<u8>) {
-        private(move || self.send_frames(to, &[(&self.private_copy(frame), &[])], true, true));
-    }
-
-    /// [`Runtime::send_parts`] for several frames, queued in order and written together.
-    fn send_frames(&self, to: NodeId, frames: &[(&[u8], &[u8])], now: bool, direct: bool) {
         let _internal = InternalAlloc::new();
         let Some(slot) = self.senders.get().and_then(|s| s.get(to.index())) else { return };
-        if frames.iter().any(|(head, _)| self.layout.contains(head.as_ptr() as usize)) {
+        if self.layout.contains(head.as_ptr() as usize) {
             crate::private::bug("a runtime frame was built in the shared heap (outside InternalAlloc)");
         }
         let mut q = slot.lock();
@@ -356,22 +331,20 @@ impl Runtime {
             // The peer is gone; the service thread reports it.
             return;
         };
-        for &(head, tail) in frames {
-            q.queue(head, tail);
-            self.sent_seq[to.index()].fetch_add(1, Ordering::SeqCst);
-            crate::counters::sent(head, head.len() + tail.len());
-            if !tail.is_empty() {
-                crate::counters::page(true);
-            }
-        }
+        q.queue(head, tail);
         self.want_flush(to.index());
         if !q.is_connected() {
             self.dial_wanted.store(true, Ordering::SeqCst);
         }
+        self.sent_seq[to.index()].fetch_add(1, Ordering::SeqCst);
+        crate::counters::sent(head, head.len() + tail.len());
+        if !tail.is_empty() {
+            crate::counters::page(true);
+        }
         if ON_SERVICE_THREAD.with(Cell::get) {
             return;
         }
-        if now && (DIRECT_SEND || direct) {
+        if now && DIRECT_SEND {
             // A write error is noticed by the service thread when it reads from the peer.
             let _ = q.flush();
         }

@@ -580,17 +580,17 @@ fn send_away(target: NodeId, tid: u64, origin: NodeId, f: *mut Fiber, name: &str
 }
 
 fn thread_done(tid: u64, origin: NodeId, started: bool, result: Option<Returned>) {
+    // The origin learns this node's load before it learns of the end (same connection).
+    crate::placement::report_to(origin);
     if origin == me() {
         TABLE.finish(tid, started, result);
     } else {
-        let frame = InternalAlloc::with(|| {
+        InternalAlloc::with(|| {
             let frame =
                 ThreadMsg::Done { tid, started, result: result.as_ref().map(Returned::carried) }.encode();
             drop(result);
-            frame
+            send(origin, frame);
         });
-        // The origin learns this node's load before it learns of the end, in the same write.
-        crate::placement::report_with(origin, frame);
     }
 }
 
@@ -936,7 +936,7 @@ impl Builder {
             let frame = InternalAlloc::with(|| {
                 ThreadMsg::Spawn { tid, closure, build, stack: stack as u64, name, bytes }.encode()
             });
-            rt.send_direct(target, frame);
+            rt.send(target, frame);
         });
         crate::placement::sent(target);
         Ok(())
