@@ -614,6 +614,25 @@ pub(crate) fn send_report(rt: &'static Runtime, to: NodeId, settles: u64) {
         let _order = REPORTING.lock();
         rt.send(to, load_report(rt, to, settles));
     });
+    if rt.nodes > STAR_ABOVE && to == NodeId(0) {
+        // Node 0 is the one that keeps every load in a large cluster: what it has just been told
+        // directly need not climb the tree too.
+        let (state, now) = (report_state(rt.nodes), Instant::now());
+        with_table(rt, move |t| {
+            t.last_sent = Some(state);
+            t.last_sent_at = now;
+        });
+    }
+}
+
+/// What a periodic report would say now, as far as deciding whether to send one goes: threads
+/// running, arrivals and departures, and CPU use in tenths of a CPU, or in whole CPUs in a large
+/// cluster (placement counts CPU use in whole CPUs only; finer steps there would send a report up
+/// the tree, and open a connection to the parent, whenever a node's own start-up work fades).
+fn report_state(nodes: u16) -> (u32, u64, u32) {
+    let cpu = CPU_MILLI.load(Ordering::Relaxed);
+    let cpu = if nodes > STAR_ABOVE { cpu / 1000 } else { cpu.div_ceil(100) };
+    (running_here(), CHANGES.load(Ordering::SeqCst), cpu)
 }
 
 /// This node's load as reported to `to` now (under `REPORTING`, in private memory).
@@ -664,8 +683,7 @@ pub(crate) fn tick(rt: &'static Runtime) -> runtime::Verdict {
             (t.cpu_at, t.cpu_used) = (now, used);
         }
         t.expire(now);
-        let state =
-            (running_here(), CHANGES.load(Ordering::SeqCst), CPU_MILLI.load(Ordering::Relaxed).div_ceil(100));
+        let state = report_state(rt.nodes);
         if t.last_sent == Some(state) && now.duration_since(t.last_sent_at) < REFRESH * slowdown {
             return (true, false);
         }
