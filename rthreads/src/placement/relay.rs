@@ -15,8 +15,10 @@
 //! still on its way up). The price is latency: a report climbs one level a period, so it reaches
 //! node 0 up to `depth` periods after it was made (two at 256 nodes with the default fan-out); the
 //! spawns node 0 sent meanwhile count as pending until a report shows them processed, as before.
-//! A node that has never run a thread does not report at all (node 0 assumes it idle), so an idle
-//! cluster's nodes do not connect to their parents for nothing.
+//! A node that has never run a thread does not report at all (node 0 assumes it idle), a report
+//! node 0 has just had directly (sent at a thread's end) does not climb the tree as well, and CPU
+//! use counts in whole CPUs when a node decides whether it has something new to report (placement
+//! counts it so), so an idle cluster's nodes do not connect to their parents for nothing.
 
 use std::collections::BTreeMap;
 
