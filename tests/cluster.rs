@@ -436,6 +436,19 @@ fn main_returning_while_threads_are_blocked_in_faults_does_not_hang() {
 }
 
 #[test]
+fn shutdown_goes_down_the_node_tree_while_threads_fault() {
+    // 20 nodes and fan-out 2: node 0's order reaches node 19 through nodes 1, 4 and 9, each
+    // passing it on (over a connection it may have to dial first) before it ends, while threads
+    // on every node are still faulting on one page. Node 0 tells nodes directly only if the tree
+    // failed to reach them within 3 s, and says so.
+    let out = run_cluster(env!("CARGO_BIN_EXE_check_shutdown"), 20, &[], &[("RTHREADS_TREE_FANOUT", "2")]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("main returns while 40 threads fault"), "{stdout}");
+    let err = text(&out.stderr);
+    assert!(!err.contains("not reached down the node tree"), "node 0 had to tell nodes directly:\n{err}");
+}
+
+#[test]
 fn the_racy_bound_example_gives_the_same_answer_under_both_protocols() {
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("examples").join("stale_bound");

@@ -61,6 +61,7 @@ mod runtime;
 mod stats;
 pub mod sync;
 mod thread;
+mod topology;
 mod trace;
 
 pub use alloc::SharedAlloc;

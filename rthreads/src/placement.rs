@@ -319,7 +319,7 @@ fn reports_to(me: NodeId, nodes: u16, to: NodeId) -> bool {
     if nodes <= STAR_ABOVE {
         return to != me;
     }
-    crate::sync::tree::parent(me, NodeId(0), nodes, crate::sync::tree_fanout()) == Some(to)
+    crate::topology::parent(me, NodeId(0), nodes, crate::topology::fanout()) == Some(to)
 }
 /// CPU use is measured over windows of at least this long.
 const CPU_WINDOW: Duration = Duration::from_millis(100);

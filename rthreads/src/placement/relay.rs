@@ -112,7 +112,7 @@ pub(crate) fn newer(seq: u32, last: Option<u32>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::tree::parent;
+    use crate::topology::parent;
 
     fn entry(node: u16, seq: u32, running: u32) -> Entry {
         Entry { node: NodeId(node), seq, running, cpu_milli: 0, processed: u64::from(seq) }

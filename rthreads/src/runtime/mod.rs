@@ -447,18 +447,39 @@ impl Runtime {
             // No new direct page read may start towards nodes about to leave (one that is out
             // falls back to the ordinary way if its home is gone, see `dsm::fault::direct`).
             dsm::fault::direct::disable();
-            for n in NodeId::all(self.nodes).skip(1) {
+            // The order goes down the node tree: node 0 tells its children, each node its own
+            // before it ends (`Service::leave_when_passed_on`).
+            for n in crate::topology::children(self.me, NodeId(0), self.nodes, crate::topology::fanout()) {
                 self.send(n, wire::Core::Shutdown { code }.encode());
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let started = Instant::now();
+            let (fallback, deadline) = (started + Duration::from_secs(3), started + Duration::from_secs(10));
+            let mut told_all = false;
             let mut closed = self.closed.lock();
             while *closed + 1 < usize::from(self.nodes) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                let now = Instant::now();
+                if now >= deadline {
                     say("rthreads: some nodes did not acknowledge shutdown within 10 s");
                     break;
                 }
-                closed = closed.wait_timeout(&self.closed_cv, left);
+                if !told_all && now >= fallback {
+                    // A node of the tree that could not pass the order on (its child unreachable,
+                    // or it ended first): whoever has not left yet is told directly. (Nodes that
+                    // have left are gone from the send queues; sending to them does nothing.)
+                    told_all = true;
+                    let left = usize::from(self.nodes) - 1 - *closed;
+                    drop(closed);
+                    say(&format!(
+                        "rthreads: shutdown: {left} node(s) not reached down the node tree within 3 s; telling them directly"
+                    ));
+                    for n in NodeId::all(self.nodes).skip(1) {
+                        self.send(n, wire::Core::Shutdown { code }.encode());
+                    }
+                    closed = self.closed.lock();
+                    continue;
+                }
+                let until = if told_all { deadline } else { fallback };
+                closed = closed.wait_timeout(&self.closed_cv, until.saturating_duration_since(now));
             }
             let everyone_left = *closed + 1 >= usize::from(self.nodes);
             drop(closed);

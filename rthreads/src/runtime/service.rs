@@ -50,6 +50,10 @@ fn idle_sleep(ms: i32, wanted: Option<Duration>, failure_timeout: Duration) -> i
     ms.saturating_mul(2).min(cap).max(TICK_MS.min(cap)).max(1)
 }
 
+/// How long a node that got node 0's shutdown order waits for it to be written to its children
+/// before it ends anyway (node 0 then tells them directly, see `Runtime::shutdown_cluster`).
+const SHUTDOWN_PASS_ON: Duration = Duration::from_secs(2);
+
 pub(super) const FAULTS: u64 = u64::MAX;
 pub(super) const LISTENER: u64 = u64::MAX - 1;
 /// The timer of the network-delay emulation.
@@ -146,6 +150,9 @@ pub(crate) struct Service<P: ProtocolWire> {
     /// `RTHREADS_TEST_WEDGE` names this node: its service thread stops for good at the first frame
     /// of another module it handles (a test hook for the watchdog).
     wedge: bool,
+    /// Node 0's shutdown order reached this node: it has passed it on to its children in the node
+    /// tree and ends once that is written, or at this deadline.
+    leaving: Option<Instant>,
 }
 
 impl<P: ProtocolWire + Send + 'static> Service<P> {
@@ -251,6 +258,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             last_check: now,
             returned: Vec::new(),
             wedge: std::env::var("RTHREADS_TEST_WEDGE").ok().and_then(|v| v.parse().ok()) == Some(rt.me.0),
+            leaving: None,
         })
     }
 
@@ -362,6 +370,9 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             set_phase(Phase::Periodic, 0);
             self.check_peers();
             self.check_stuck();
+            if self.leaving.is_some() {
+                self.leave_when_passed_on();
+            }
             self.check_strangers();
             for &t in &self.rt.ext.ticks {
                 let v = t(self.rt);
@@ -387,6 +398,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
             self.publish_fetchable();
             if let Some((t, lost, why)) = &self.links.lost_deadline
                 && Instant::now() >= *t
+                && !self.rt.is_stopping()
             {
                 let (lost, why) = (*lost, why.clone());
                 self.abort_cluster(lost, &why);
@@ -641,18 +653,44 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                     self.finish_abort(code);
                 }
             }
-            Core::Shutdown { code: _ } => {
+            Core::Shutdown { code } => {
+                if self.leaving.is_some() {
+                    return; // node 0's fallback, sent directly after the tree's copy
+                }
                 // The cluster's exit code is node 0's; other nodes end cleanly.
                 self.rt.shutting_down.store(true, Ordering::SeqCst);
-                // What this node queued (its last output among it) leaves before it ends.
-                self.flush_all();
-                crate::trace::flush();
-                // SAFETY: _exit runs nothing that could wait on application threads.
-                unsafe { libc::_exit(0) }
+                // The order goes on down the node tree (rooted at node 0) before this node ends.
+                let (me, nodes, k) = (self.rt.me, self.rt.nodes, crate::topology::fanout());
+                for child in crate::topology::children(me, NodeId(0), nodes, k) {
+                    self.rt.send(child, Core::Shutdown { code }.encode());
+                }
+                self.leaving = Some(Instant::now() + SHUTDOWN_PASS_ON);
+                self.leave_when_passed_on();
             }
             Core::Ordered { .. } => {
                 self.peer_lost(from, "it sent a direct-connection message on the ordinary one")
             }
+        }
+    }
+
+    /// Ends this node once the shutdown order it passed on to its children is written (each may
+    /// need a connection dialed first), or once [`SHUTDOWN_PASS_ON`] has gone by: node 0 tells the
+    /// nodes it has not seen leave by then itself.
+    fn leave_when_passed_on(&mut self) {
+        self.flush_all();
+        let (me, nodes, k) = (self.rt.me, self.rt.nodes, crate::topology::fanout());
+        let senders = self.rt.senders.get();
+        let written = crate::topology::children(me, NodeId(0), nodes, k).all(|c| {
+            senders
+                .and_then(|s| s.get(c.index()))
+                .is_none_or(|slot| slot.lock().as_ref().is_none_or(|q| q.is_connected() && !q.wants_write()))
+        });
+        if written || self.leaving.is_some_and(|d| Instant::now() >= d) {
+            // What this node queued (its last output among it) leaves before it ends.
+            self.flush_all();
+            crate::trace::flush();
+            // SAFETY: _exit runs nothing that could wait on application threads.
+            unsafe { libc::_exit(0) }
         }
     }
 

@@ -56,11 +56,11 @@ mod mutex;
 mod once;
 mod poison;
 mod rwlock;
-pub(crate) mod tree;
+mod tree;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc as StdArc, Condvar as StdCondvar, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -111,24 +111,16 @@ struct Parked {
 /// This node's combiner of barrier arrivals (see [`tree`]).
 static TREE: LazyLock<ServiceLock<Combiner>> =
     LazyLock::new(|| ServiceLock::new("sync.tree", Combiner::default()));
-/// The fan-out of barrier trees (`RTHREADS_TREE_FANOUT`).
-static FANOUT: AtomicU16 = AtomicU16::new(DEFAULT_FANOUT);
 
 /// The most arrivals one report up a barrier tree may carry: more threads than could wait under
 /// one node of any cluster, so that a broken peer's report is refused instead of releasing
 /// phases for ever.
 const MAX_REPORTED: u64 = 1 << 24;
 
-/// The fan-out of the node trees (`RTHREADS_TREE_FANOUT`): barriers', and load reports' in large
-/// clusters.
-pub(crate) fn tree_fanout() -> u16 {
-    FANOUT.load(Ordering::Relaxed)
-}
-
 /// This node's parent in the tree of barrier `key` (rooted at its manager); `None` on the root.
 fn tree_parent(key: u64) -> Option<NodeId> {
     let rt = runtime::get()?;
-    tree::parent(rt.me, manager_of(key), rt.nodes, FANOUT.load(Ordering::Relaxed))
+    tree::parent(rt.me, manager_of(key), rt.nodes, crate::topology::fanout())
 }
 
 /// Where a thread of this node arrives at barrier `key`: `None` for this node (the root, or a node
@@ -136,7 +128,7 @@ fn tree_parent(key: u64) -> Option<NodeId> {
 fn barrier_node(key: u64) -> Option<NodeId> {
     let rt = runtime::get()?;
     let root = manager_of(key);
-    let fanout = FANOUT.load(Ordering::Relaxed);
+    let fanout = crate::topology::fanout();
     if tree::has_children(rt.me, root, rt.nodes, fanout) {
         return None;
     }
@@ -391,7 +383,7 @@ fn call_direct(rt: &'static runtime::Runtime, to: NodeId, req: Request) -> Reply
 
 /// Registers the handlers of synchronisation messages with the runtime.
 pub(crate) fn register(ext: &mut crate::runtime::Extensions, tree_fanout: u16) {
-    FANOUT.store(tree_fanout.max(1), Ordering::Relaxed);
+    crate::topology::set_fanout(tree_fanout);
     ext.frames(&wire::TAGS, on_frame);
     ext.direct(wire::T_SYNC_REQ, on_direct);
     ext.tick(watch::tick);

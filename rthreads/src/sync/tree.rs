@@ -31,27 +31,7 @@ use dsm::NodeId;
 
 use super::manager::Waiter;
 
-/// The fan-out of the tree when `RTHREADS_TREE_FANOUT` is unset.
-pub(crate) const DEFAULT_FANOUT: u16 = 16;
-
-/// The parent of node `me` in the tree of `nodes` nodes with fan-out `fanout` rooted at `root`;
-/// `None` for the root itself.
-pub(crate) fn parent(me: NodeId, root: NodeId, nodes: u16, fanout: u16) -> Option<NodeId> {
-    let n = u32::from(nodes.max(1));
-    let rank = (u32::from(me.0) + n - u32::from(root.0) % n) % n;
-    if rank == 0 {
-        return None;
-    }
-    let up = (rank - 1) / u32::from(fanout.max(1));
-    Some(NodeId(((up + u32::from(root.0)) % n) as u16))
-}
-
-/// Whether node `me` has children in that tree (so its own threads combine there).
-pub(crate) fn has_children(me: NodeId, root: NodeId, nodes: u16, fanout: u16) -> bool {
-    let n = u64::from(nodes.max(1));
-    let rank = (u64::from(me.0) + n - u64::from(root.0) % n) % n;
-    rank * u64::from(fanout.max(1)) + 1 < n
-}
+pub(crate) use crate::topology::{DEFAULT_FANOUT, has_children, parent};
 
 /// Who arrived at a node: a thread waiting for its reply, or a child that reported `count`
 /// arrivals of its subtree.
@@ -233,33 +213,6 @@ fn release(h: &mut Held, count: u64, leader: bool, key: u64, out: &mut Vec<TreeO
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_node_reaches_the_root_whatever_the_fanout() {
-        for nodes in [1u16, 2, 3, 17, 256, 1024] {
-            for fanout in [1u16, 2, 16, 32, 2000] {
-                for root in [0, nodes / 2, nodes - 1] {
-                    let root = NodeId(root);
-                    for me in 0..nodes {
-                        let mut at = NodeId(me);
-                        let mut hops = 0;
-                        while let Some(p) = parent(at, root, nodes, fanout) {
-                            assert!(has_children(p, root, nodes, fanout), "{p} is a parent without children");
-                            at = p;
-                            hops += 1;
-                            assert!(hops <= nodes, "a cycle");
-                        }
-                        assert_eq!(at, root);
-                    }
-                }
-            }
-        }
-        assert_eq!(parent(NodeId(5), NodeId(0), 8, 16), Some(NodeId(0)));
-        assert_eq!(parent(NodeId(17), NodeId(0), 256, 16), Some(NodeId(1)));
-        assert_eq!(parent(NodeId(4), NodeId(3), 256, 16), Some(NodeId(3)));
-        assert_eq!(parent(NodeId(1), NodeId(3), 256, 16), Some(NodeId(18)), "rank 254's parent is rank 15");
-        assert!(!has_children(NodeId(7), NodeId(0), 8, 16));
-    }
 
     /// A cluster of combiners with an in-memory transport: each node reports after every message
     /// it handles (as a service turn would), replies are collected.
