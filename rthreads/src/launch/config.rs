@@ -435,7 +435,7 @@ impl Config {
                 Some(other) => return Err(ConfigError::UnknownConnect(other.to_owned())),
             },
             tree_fanout: match env.get("RTHREADS_TREE_FANOUT") {
-                None => crate::sync::DEFAULT_FANOUT,
+                None => crate::topology::DEFAULT_FANOUT,
                 Some(v) => {
                     v.parse().ok().filter(|f| (1..=1024).contains(f)).ok_or(ConfigError::TreeFanout(v))?
                 }

@@ -201,7 +201,8 @@ fn start(default_nodes: u16, default_protocol: &str) -> Result<Started, StartErr
     // What the modules above the runtime do with their messages, on every turn and at the end.
     let mut ext = Extensions::default();
     crate::thread::wire::register(&mut ext);
-    crate::sync::register(&mut ext, cfg.tree_fanout);
+    crate::topology::set_fanout(cfg.tree_fanout);
+    crate::sync::register(&mut ext);
     crate::placement::register(&mut ext);
     crate::output::register(&mut ext);
     crate::stats::register(&mut ext);

@@ -88,7 +88,7 @@ impl Relay {
     /// node than the one held is dropped.
     pub(crate) fn hold(&mut self, e: Entry) {
         let slot = self.held.entry(e.node.0).or_insert(e);
-        if slot.seq < e.seq {
+        if newer(e.seq, Some(slot.seq)) {
             *slot = e;
         }
     }

@@ -686,8 +686,7 @@ impl<P: ProtocolWire + Send + 'static> Service<P> {
                 .is_none_or(|slot| slot.lock().as_ref().is_none_or(|q| q.is_connected() && !q.wants_write()))
         });
         if written || self.leaving.is_some_and(|d| Instant::now() >= d) {
-            // What this node queued (its last output among it) leaves before it ends.
-            self.flush_all();
+            // What this node queued (its last output among it) left with the flush above.
             crate::trace::flush();
             // SAFETY: _exit runs nothing that could wait on application threads.
             unsafe { libc::_exit(0) }

@@ -78,8 +78,8 @@ use crate::log::node as me;
 use crate::private::{ServiceLock, private};
 use crate::runtime;
 use crate::runtime::wire::Field;
+use crate::topology;
 use manager::{Manager, Op, Out, Reply, Request, Waiter};
-pub(crate) use tree::DEFAULT_FANOUT;
 use tree::{Combiner, TreeOut};
 use wire::SyncMsg;
 
@@ -120,7 +120,7 @@ const MAX_REPORTED: u64 = 1 << 24;
 /// This node's parent in the tree of barrier `key` (rooted at its manager); `None` on the root.
 fn tree_parent(key: u64) -> Option<NodeId> {
     let rt = runtime::get()?;
-    tree::parent(rt.me, manager_of(key), rt.nodes, crate::topology::fanout())
+    topology::parent(rt.me, manager_of(key), rt.nodes, topology::fanout())
 }
 
 /// Where a thread of this node arrives at barrier `key`: `None` for this node (the root, or a node
@@ -128,11 +128,11 @@ fn tree_parent(key: u64) -> Option<NodeId> {
 fn barrier_node(key: u64) -> Option<NodeId> {
     let rt = runtime::get()?;
     let root = manager_of(key);
-    let fanout = crate::topology::fanout();
-    if tree::has_children(rt.me, root, rt.nodes, fanout) {
+    let fanout = topology::fanout();
+    if topology::has_children(rt.me, root, rt.nodes, fanout) {
         return None;
     }
-    tree::parent(rt.me, root, rt.nodes, fanout)
+    topology::parent(rt.me, root, rt.nodes, fanout)
 }
 
 /// Runs `f` on this node's barrier combiner and delivers what it decided: replies to waiters,
@@ -382,8 +382,7 @@ fn call_direct(rt: &'static runtime::Runtime, to: NodeId, req: Request) -> Reply
 }
 
 /// Registers the handlers of synchronisation messages with the runtime.
-pub(crate) fn register(ext: &mut crate::runtime::Extensions, tree_fanout: u16) {
-    crate::topology::set_fanout(tree_fanout);
+pub(crate) fn register(ext: &mut crate::runtime::Extensions) {
     ext.frames(&wire::TAGS, on_frame);
     ext.direct(wire::T_SYNC_REQ, on_direct);
     ext.tick(watch::tick);

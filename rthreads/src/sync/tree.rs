@@ -31,8 +31,6 @@ use dsm::NodeId;
 
 use super::manager::Waiter;
 
-pub(crate) use crate::topology::{DEFAULT_FANOUT, has_children, parent};
-
 /// Who arrived at a node: a thread waiting for its reply, or a child that reported `count`
 /// arrivals of its subtree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +211,7 @@ fn release(h: &mut Held, count: u64, leader: bool, key: u64, out: &mut Vec<TreeO
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::{has_children, parent};
 
     /// A cluster of combiners with an in-memory transport: each node reports after every message
     /// it handles (as a service turn would), replies are collected.
